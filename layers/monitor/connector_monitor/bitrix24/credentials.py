@@ -1,0 +1,85 @@
+"""A portal's OAuth credentials as the secret holds them, and where the client gets them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from .errors import CredentialsError
+
+DEFAULT_OAUTH_ENDPOINT = "https://oauth.bitrix.info/oauth/token/"
+_REQUIRED = ("client_id", "client_secret", "access_token", "refresh_token")
+_KNOWN = (*_REQUIRED, "client_endpoint", "oauth_endpoint", "expires_at")
+
+
+@dataclass(frozen=True)
+class PortalCredentials:
+    """One portal's entry of the secret. Token fields never show in a repr."""
+
+    portal: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    access_token: str = field(repr=False)
+    refresh_token: str = field(repr=False)
+    client_endpoint: str
+    oauth_endpoint: str = DEFAULT_OAUTH_ENDPOINT
+    expires_at: int | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_secret_entry(cls, portal: str, entry: object) -> PortalCredentials:
+        """Read one entry of `{"portals": {domain: entry}}`; a clear error names what is missing."""
+        if not isinstance(entry, Mapping):
+            raise CredentialsError(f"secret entry for {portal} is not a JSON object")
+        missing = [k for k in _REQUIRED if not isinstance(entry.get(k), str) or not entry.get(k)]
+        if missing:
+            raise CredentialsError(f"secret entry for {portal} lacks {', '.join(missing)}")
+        endpoint = entry.get("client_endpoint") or f"https://{portal}/rest/"
+        oauth = entry.get("oauth_endpoint") or DEFAULT_OAUTH_ENDPOINT
+        if not isinstance(endpoint, str) or not isinstance(oauth, str):
+            raise CredentialsError(f"secret entry for {portal} has a non-string endpoint")
+        expires = entry.get("expires_at")
+        return cls(
+            portal=portal,
+            client_id=entry["client_id"],
+            client_secret=entry["client_secret"],
+            access_token=entry["access_token"],
+            refresh_token=entry["refresh_token"],
+            client_endpoint=endpoint if endpoint.endswith("/") else endpoint + "/",
+            oauth_endpoint=oauth,
+            expires_at=int(expires) if isinstance(expires, int | float) else None,
+            extra={k: v for k, v in entry.items() if k not in _KNOWN},
+        )
+
+    def to_secret_entry(self) -> dict[str, Any]:
+        """The entry to write back: known fields plus every unknown field kept as it was."""
+        entry: dict[str, Any] = dict(self.extra)
+        entry.update(
+            client_id=self.client_id,
+            client_secret=self.client_secret,
+            access_token=self.access_token,
+            refresh_token=self.refresh_token,
+            client_endpoint=self.client_endpoint,
+            oauth_endpoint=self.oauth_endpoint,
+        )
+        if self.expires_at is not None:
+            entry["expires_at"] = self.expires_at
+        return entry
+
+    def with_tokens(
+        self, access_token: str, refresh_token: str, expires_at: int | None
+    ) -> PortalCredentials:
+        return replace(
+            self, access_token=access_token, refresh_token=refresh_token, expires_at=expires_at
+        )
+
+
+class TokenSource(Protocol):
+    """Where the REST client gets a portal's credentials, and a fresh pair after expired_token."""
+
+    def credentials(self, portal: str) -> PortalCredentials: ...
+
+    def refresh(self, portal: str, stale: PortalCredentials) -> PortalCredentials:
+        """Credentials newer than `stale`: refreshed now, or already rotated by another run."""
+        ...

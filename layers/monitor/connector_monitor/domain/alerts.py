@@ -1,0 +1,243 @@
+"""Alerts: what a person receives. The wording lives here, with no knowledge of SNS."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from .results import Cause
+from .targets import Subject, Target, TargetError
+
+SUBJECT_LIMIT = 100  # SNS refuses longer subjects
+
+
+class AlertEvent(StrEnum):
+    CONNECTOR_DOWN = "connector.down"
+    CONNECTOR_RECOVERED = "connector.recovered"
+    CHECK_FAILED = "check.failed"
+    CHECK_RECOVERED = "check.recovered"
+
+
+class Severity(StrEnum):
+    CRITICAL = "critical"
+    WARNING = "warning"
+    INFO = "info"
+
+
+SEVERITY = {
+    AlertEvent.CONNECTOR_DOWN: Severity.CRITICAL,
+    AlertEvent.CONNECTOR_RECOVERED: Severity.INFO,
+    AlertEvent.CHECK_FAILED: Severity.WARNING,
+    AlertEvent.CHECK_RECOVERED: Severity.INFO,
+}
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One notification, identified so that a retried run cannot send it twice."""
+
+    id: str
+    event: AlertEvent
+    portal: str
+    connector: str
+    line: str
+    subject: str
+    message: str
+    created_at: datetime
+
+    @property
+    def severity(self) -> Severity:
+        return SEVERITY[self.event]
+
+    @property
+    def attributes(self) -> dict[str, str]:
+        """The contract's filterable attributes (every value a non-empty string)."""
+        return {
+            "event": self.event.value,
+            "portal": self.portal or "-",
+            "connector": self.connector or "-",
+            "line": self.line or "-",
+            "severity": self.severity.value,
+        }
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the alert text reports: the latest answer and the incident's timeline."""
+
+    detail: str | None
+    status: bool | None
+    configured: bool | None
+    error: bool | None
+    cause: Cause | None
+    incident_since: datetime
+    now: datetime
+    reminder: int = 0
+
+
+def make_alert(event: AlertEvent, subject: Subject, facts: Facts) -> Alert:
+    portal, connector, line = _names(subject)
+    suffix = f"#{facts.reminder}" if facts.reminder else ""
+    return Alert(
+        id=f"{subject.key}|{event.value}|{_iso(facts.incident_since)}{suffix}",
+        event=event,
+        portal=portal,
+        connector=connector,
+        line=line,
+        subject=_subject_line(event, subject, facts),
+        message=_message(event, subject, facts),
+        created_at=facts.now,
+    )
+
+
+def _names(subject: Subject) -> tuple[str, str, str]:
+    if isinstance(subject, Target):
+        return subject.portal, subject.connector, str(subject.line)
+    return subject.portal, subject.connector, subject.line
+
+
+def _subject_line(event: AlertEvent, subject: Subject, facts: Facts) -> str:
+    portal, connector, line = _names(subject)
+    head = {
+        AlertEvent.CONNECTOR_DOWN: "DOWN" if not facts.reminder else "STILL DOWN",
+        AlertEvent.CONNECTOR_RECOVERED: "RECOVERED",
+        AlertEvent.CHECK_FAILED: "CHECK FAILED",
+        AlertEvent.CHECK_RECOVERED: "CHECK OK",
+    }[event]
+    if isinstance(subject, TargetError):
+        text = f"{head}: bad target {subject.entry}"
+    else:
+        text = f"{head}: {connector} on line {line} at {portal}"
+    return ascii_line(text, SUBJECT_LIMIT)
+
+
+def ascii_line(text: str, limit: int) -> str:
+    """SNS subjects must be one line of printable ASCII under the limit."""
+    clean = "".join(c if " " <= c <= "~" else "?" for c in text)
+    return clean if len(clean) <= limit else clean[: limit - 3] + "..."
+
+
+def _message(event: AlertEvent, subject: Subject, facts: Facts) -> str:
+    portal, connector, line = _names(subject)
+    lines = [_headline(event, subject, facts), ""]
+    lines += [
+        f"Portal:    {portal or '-'}",
+        f"Connector: {connector or '-'}",
+        f"Open line: {line or '-'}",
+    ]
+    if isinstance(subject, TargetError):
+        lines.append(f"Entry:     {subject.entry}")
+    lines.append(
+        f"Since:     {_iso(facts.incident_since)} ({_duration(facts.now - facts.incident_since)})"
+    )
+    if facts.status is not None:
+        lines.append(
+            "Answer:    "
+            f"STATUS={_flag(facts.status)} CONFIGURED={_flag(facts.configured)} "
+            f"ERROR={_flag(facts.error)}"
+        )
+    if facts.detail:
+        lines += ["", f"What it means: {facts.detail}"]
+    action = _action(event, facts)
+    if action:
+        lines += ["", f"What to do: {action}"]
+    lines += ["", f"Checked at {_iso(facts.now)} by the Bitrix24 connector monitor."]
+    return "\n".join(lines)
+
+
+def _headline(event: AlertEvent, subject: Subject, facts: Facts) -> str:
+    if isinstance(subject, TargetError):
+        return f"The monitor cannot check the target '{subject.entry}': it is misconfigured."
+    name = f"Connector '{subject.connector}' on open line {subject.line} of {subject.portal}"
+    if event is AlertEvent.CONNECTOR_DOWN:
+        again = f" (reminder {facts.reminder})" if facts.reminder else ""
+        return f"{name} is DOWN{again}: customer messages are not reaching operators."
+    if event is AlertEvent.CONNECTOR_RECOVERED:
+        return f"{name} is working again (STATUS=true)."
+    if event is AlertEvent.CHECK_FAILED:
+        return f"The monitor cannot see {name.lower()[0]}{name[1:]}; its state is UNKNOWN."
+    return f"The monitor can see {name.lower()[0]}{name[1:]} again."
+
+
+def _action(event: AlertEvent, facts: Facts) -> str | None:
+    if event is AlertEvent.CONNECTOR_DOWN:
+        if facts.error:
+            return "call imconnector.activate (CONNECTOR, LINE, ACTIVE=1) after fixing the cause."
+        if facts.configured is False:
+            return "reconnect the connector to the open line (Contact Center settings)."
+        return "check the connector's settings and the application's own service."
+    if event is AlertEvent.CHECK_FAILED:
+        if facts.cause is Cause.CONFIGURATION:
+            return "fix the Targets parameter (domain/connector/line) or the secret, then redeploy."
+        if facts.cause is Cause.AUTH_LOST:
+            return (
+                "re-authorise the application on the portal and store the new tokens in the secret."
+            )
+        return "this is not a connector outage; the monitor keeps trying on every run."
+    return None
+
+
+def _flag(value: bool | None) -> str:
+    return "?" if value is None else str(value).lower()
+
+
+def _iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _duration(delta: object) -> str:
+    seconds = int(getattr(delta, "total_seconds", lambda: 0)())
+    if seconds < 60:
+        return "just now" if seconds < 5 else f"{seconds} s ago"
+    minutes, _ = divmod(seconds, 60)
+    if minutes < 120:
+        return f"{minutes} min ago"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min ago"
+
+
+GROUPED_EVENTS = (AlertEvent.CHECK_FAILED, AlertEvent.CHECK_RECOVERED)
+GROUP_LISTING_LIMIT = 50
+
+
+def combine(alerts: list[Alert]) -> list[tuple[Alert, list[Alert]]]:
+    """Messages to send for these alerts: one per alert, except that the monitor's own
+    blindness on one portal (`check.*` for many targets at once, e.g. a revoked token) is one
+    message per portal and event, not one per line. Each message comes with the alerts it carries.
+    """
+    singles: list[tuple[Alert, list[Alert]]] = []
+    groups: dict[tuple[str, AlertEvent], list[Alert]] = {}
+    for alert in sorted(alerts, key=lambda a: (a.created_at, a.id)):
+        if alert.event in GROUPED_EVENTS:
+            groups.setdefault((alert.portal, alert.event), []).append(alert)
+        else:
+            singles.append((alert, [alert]))
+    for members in groups.values():
+        singles.append((members[0] if len(members) == 1 else _grouped(members), members))
+    return sorted(singles, key=lambda pair: (pair[0].created_at, pair[0].id))
+
+
+def _grouped(members: list[Alert]) -> Alert:
+    first = members[0]
+    count = len(members)
+    head = "CHECK FAILED" if first.event is AlertEvent.CHECK_FAILED else "CHECK OK"
+    verb = "cannot see" if first.event is AlertEvent.CHECK_FAILED else "can see again"
+    listing = [
+        f"- {a.connector} on line {a.line}: {a.message.splitlines()[0]}"
+        for a in members[:GROUP_LISTING_LIMIT]
+    ]
+    if count > GROUP_LISTING_LIMIT:
+        listing.append(f"- and {count - GROUP_LISTING_LIMIT} more")
+    body = [f"The monitor {verb} {count} targets on {first.portal}.", "", *listing, ""]
+    body += ["First target's details:", "", first.message]
+    return Alert(
+        id=f"{first.portal}|{first.event.value}|group|{first.id}",
+        event=first.event,
+        portal=first.portal,
+        connector="*",
+        line="*",
+        subject=ascii_line(f"{head}: {count} targets at {first.portal}", SUBJECT_LIMIT),
+        message="\n".join(body),
+        created_at=first.created_at,
+    )

@@ -1,0 +1,161 @@
+"""Targets: which (portal, connector, open line) triples to watch, parsed from `TARGETS`."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+_DOMAIN = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d{1,5})?$")
+_CONNECTOR = re.compile(r"^[a-z0-9_.-]{1,64}$")
+
+
+@dataclass(frozen=True, order=True)
+class Target:
+    """One connector on one open line of one portal. Connector ids are lowercase in Bitrix24."""
+
+    portal: str
+    connector: str
+    line: int
+
+    @property
+    def key(self) -> str:
+        """Stable identity used as a storage key and in API paths."""
+        return f"{self.portal}/{self.connector}/{self.line}"
+
+    def __str__(self) -> str:
+        return self.key
+
+
+@dataclass(frozen=True)
+class TargetError:
+    """A `TARGETS` entry that cannot be checked, with the parts it had so alerts can name them."""
+
+    entry: str
+    reason: str
+    portal: str = ""
+    connector: str = ""
+    line: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"config:{self.entry}"
+
+
+Subject = Target | TargetError
+"""What the state machine follows: a checkable target, or a TARGETS entry that cannot be checked."""
+
+
+@dataclass(frozen=True)
+class TargetList:
+    targets: tuple[Target, ...]
+    errors: tuple[TargetError, ...]
+
+    def portals(self) -> list[str]:
+        return sorted({t.portal for t in self.targets})
+
+    def for_portal(self, portal: str) -> list[Target]:
+        return [t for t in self.targets if t.portal == portal]
+
+
+def parse_targets(raw: str) -> TargetList:
+    """Parse `TARGETS`: comma-separated `domain/CONNECTOR/LINE`, or a JSON list of objects.
+
+    Never raises for a bad entry: every entry is either a `Target` or a `TargetError`, so one
+    typo cannot stop the other targets from being checked. Duplicates are checked once.
+    """
+    text = raw.strip()
+    if not text:
+        return TargetList((), ())
+    if text.startswith(("[", "{")):
+        return _collect(_from_json(text))
+    return _collect(_from_csv(text))
+
+
+def check_target(
+    portal: object, connector: object, line: object, entry: str
+) -> Target | TargetError:
+    """Validate one target's parts; the one place the rules for a target live."""
+    portal_s = str(portal if portal is not None else "").strip().lower().rstrip(".")
+    connector_s = str(connector if connector is not None else "").strip().lower()
+    line_s = str(line if line is not None else "").strip()
+
+    def error(reason: str) -> TargetError:
+        return TargetError(entry, reason, portal_s, connector_s, line_s)
+
+    if not portal_s:
+        return error("the portal domain is empty")
+    if "://" in portal_s or "/" in portal_s or not _DOMAIN.match(portal_s):
+        return error(f"'{portal_s}' is not a portal domain (write it as example.bitrix24.com)")
+    if not connector_s:
+        return error("the connector is empty")
+    if not _CONNECTOR.match(connector_s):
+        return error(f"'{connector_s}' is not a connector id (letters, digits, _ . -)")
+    if isinstance(line, bool) or not line_s:
+        return error("the open line is missing (write domain/connector/LINE)")
+    if isinstance(line, float) and not line.is_integer():
+        return error(f"the open line '{line_s}' is not a whole number")
+    try:
+        line_i = int(line) if isinstance(line, float) else int(line_s, 10)
+    except ValueError:
+        return error(f"the open line '{line_s}' is not a whole number")
+    if line_i <= 0:
+        return error(f"the open line must be a positive id, not {line_i}")
+    return Target(portal_s, connector_s, line_i)
+
+
+def _from_csv(text: str) -> Iterable[Target | TargetError]:
+    for entry in (part.strip() for part in text.split(",")):
+        if not entry:
+            continue
+        parts = entry.split("/")
+        if len(parts) != 3:
+            yield TargetError(entry, "expected domain/connector/line", *[*parts, "", ""][:2])
+            continue
+        yield check_target(parts[0], parts[1], parts[2], entry)
+
+
+def _from_json(text: str) -> Iterable[Target | TargetError]:
+    try:
+        items = json.loads(text)
+    except json.JSONDecodeError as exc:
+        yield TargetError("TARGETS", f"TARGETS is not valid JSON: {exc.msg} at position {exc.pos}")
+        return
+    if not isinstance(items, list):
+        yield TargetError("TARGETS", "TARGETS JSON must be a list of {portal, connector, line}")
+        return
+    for index, item in enumerate(items):
+        entry = f"TARGETS[{index}]"
+        if not isinstance(item, dict):
+            yield TargetError(entry, "each entry must be an object with portal, connector, line")
+            continue
+        yield check_target(item.get("portal"), item.get("connector"), item.get("line"), entry)
+
+
+def _collect(items: Iterable[Target | TargetError]) -> TargetList:
+    targets: dict[Target, None] = {}
+    errors: list[TargetError] = []
+    for item in items:
+        if isinstance(item, Target):
+            targets.setdefault(item, None)
+        else:
+            errors.append(item)
+    return TargetList(tuple(targets), tuple(errors))
+
+
+class TargetSource(Protocol):
+    """Where the checker gets its targets (today `TARGETS`; later a registry)."""
+
+    def load(self) -> TargetList: ...
+
+
+@dataclass(frozen=True)
+class TargetsVariable:
+    """Targets written in the `TARGETS` environment variable (its value is passed in)."""
+
+    value: str
+
+    def load(self) -> TargetList:
+        return parse_targets(self.value)

@@ -1,0 +1,85 @@
+"""TARGETS parsing: every entry is a target or a clear configuration error, never a crash."""
+
+from __future__ import annotations
+
+import pytest
+from connector_monitor.domain.targets import Target, TargetError, TargetsVariable, parse_targets
+
+
+def test_comma_separated_entries_become_targets() -> None:
+    parsed = parse_targets(
+        "example.bitrix24.com/myconnector/12, example.bitrix24.com/MyConnector/14"
+    )
+    assert parsed.targets == (
+        Target("example.bitrix24.com", "myconnector", 12),
+        Target("example.bitrix24.com", "myconnector", 14),
+    )
+    assert parsed.errors == ()
+
+
+def test_json_list_is_accepted() -> None:
+    parsed = parse_targets(
+        '[{"portal": "a.bitrix24.com", "connector": "tg", "line": 3},'
+        ' {"portal": "b.bitrix24.de", "connector": "wa", "line": "7"}]'
+    )
+    assert parsed.targets == (Target("a.bitrix24.com", "tg", 3), Target("b.bitrix24.de", "wa", 7))
+    assert parsed.portals() == ["a.bitrix24.com", "b.bitrix24.de"]
+
+
+def test_duplicates_are_checked_once() -> None:
+    parsed = parse_targets("a.bitrix24.com/tg/3,a.bitrix24.com/TG/3")
+    assert parsed.targets == (Target("a.bitrix24.com", "tg", 3),)
+
+
+@pytest.mark.parametrize(
+    ("entry", "reason_part"),
+    [
+        ("a.bitrix24.com/tg", "expected domain/connector/line"),
+        ("a.bitrix24.com/tg/abc", "not a whole number"),
+        ("a.bitrix24.com/tg/", "open line is missing"),
+        ("a.bitrix24.com//3", "connector is empty"),
+        ("/tg/3", "portal domain is empty"),
+        ("a.bitrix24.com/tg/0", "positive"),
+        ("a.bitrix24.com/tg/-4", "positive"),
+        ("a.bitrix24.com/t g/4", "not a connector id"),
+        ("https:/a.bitrix24.com/tg", "not a portal domain"),
+        ("a bitrix24/tg/4", "not a portal domain"),
+    ],
+)
+def test_bad_entry_is_a_clear_error_and_others_still_parse(entry: str, reason_part: str) -> None:
+    parsed = parse_targets(f"good.bitrix24.com/tg/1,{entry},good.bitrix24.com/tg/2")
+    assert [t.line for t in parsed.targets] == [1, 2]
+    assert len(parsed.errors) == 1
+    error = parsed.errors[0]
+    assert error.entry == entry
+    assert reason_part in error.reason
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason_part"),
+    [
+        ("[{", "not valid JSON"),
+        ('{"portal": "a"}', "must be a list"),
+        ('[{"portal": "a.bitrix24.com", "connector": "tg", "line": 1.5}]', "not a whole number"),
+        ('[{"portal": "a.bitrix24.com", "connector": "tg", "line": true}]', "missing"),
+        ('["a.bitrix24.com/tg/1"]', "must be an object"),
+    ],
+)
+def test_bad_json_targets_are_errors(raw: str, reason_part: str) -> None:
+    parsed = parse_targets(raw)
+    assert parsed.targets == ()
+    assert reason_part in parsed.errors[0].reason
+
+
+def test_a_json_object_is_reported_not_crashed() -> None:
+    parsed = parse_targets('[1, {"portal": "a.bitrix24.com", "connector": "tg", "line": 2}]')
+    assert parsed.targets == (Target("a.bitrix24.com", "tg", 2),)
+    assert parsed.errors == (TargetError("TARGETS[0]", parsed.errors[0].reason),)
+
+
+def test_empty_targets_are_empty() -> None:
+    assert TargetsVariable("  ").load().targets == ()
+
+
+def test_key_is_stable() -> None:
+    assert Target("a.bitrix24.com", "tg", 3).key == "a.bitrix24.com/tg/3"
