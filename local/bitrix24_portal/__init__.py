@@ -1,0 +1,50 @@
+"""Local Bitrix24 portal: a real HTTP server that speaks the REST and OAuth shapes the monitor uses.
+
+Used by the integration tests, the benchmark and the local runner. One server hosts any number of
+portals (by path prefix) and one OAuth server shared by all of them, like oauth.bitrix.info:
+
+    REST   POST {url}/{domain}/rest/{method}[.json]   JSON or form body (bracket keys), `auth` in
+           body or query; GET with a query string works too.
+    OAuth  GET|POST {url}/oauth/token/?grant_type=refresh_token&client_id=…&client_secret=…
+           &refresh_token=…   (GET query or form POST)
+
+Methods: imconnector.status, imconnector.list, imconnector.activate, imopenlines.config.list.get,
+server.time and batch. Refresh tokens are single-use; a refresh retires the access token issued
+with the old pair (it answers 401 expired_token from then on).
+
+In code::
+
+    with LocalPortal() as portal:
+        portal.add_portal("a.bitrix24.com", connectors={"myconnector": "My"}, lines={12: "Sales"})
+        portal.connect("a.bitrix24.com", "myconnector", 12)
+        secret = {"portals": {"a.bitrix24.com": portal.credentials("a.bitrix24.com")}}
+        portal.inject("a.bitrix24.com", PortalFault.EXPIRED_TOKEN, count=1)
+
+`inject(..., method=m)` matches the HTTP-level method only ("batch", "imconnector.status"; "oauth"
+targets that portal's refresh calls, which faults without a method never touch). Commands inside a
+batch fail through `fail_command` instead.
+
+Standalone, with a demo portal (demo.bitrix24.local, connector myconnector on lines 1, 2, 3)::
+
+    python -m local.bitrix24_portal --port 8099 --demo
+
+Flip things from another terminal through the control API (never reached by REST clients)::
+
+    curl -s localhost:8099/_control/state
+    curl -s -XPOST localhost:8099/_control/demo.bitrix24.local/status \\
+         -d '{"connector": "myconnector", "line": 2, "configured": true, "error": true}'
+    curl -s -XPOST localhost:8099/_control/demo.bitrix24.local/fault \\
+         -d '{"fault": "http_502", "count": 3}'      # also "method", "delay"
+    curl -s -XPOST localhost:8099/_control/demo.bitrix24.local/clear
+    curl -s -XPOST localhost:8099/_control/demo.bitrix24.local/expire     # access tokens expire
+    curl -s -XPOST localhost:8099/_control/demo.bitrix24.local/revoke     # re-authorisation needed
+    curl -s -XPOST localhost:8099/_control/demo.bitrix24.local/credentials  # fresh token pair
+
+The server never logs; tokens and secrets appear only in `credentials()` and OAuth answers.
+"""
+
+from local.bitrix24_portal.protocol import DEMO_DOMAIN, ERRORS, PortalFault
+from local.bitrix24_portal.server import LocalPortal
+from local.bitrix24_portal.state import RecordedRequest
+
+__all__ = ["DEMO_DOMAIN", "ERRORS", "LocalPortal", "PortalFault", "RecordedRequest"]
