@@ -1,0 +1,93 @@
+"""Reads template.yaml, CloudFormation short tags included, so tests build on the real template.
+
+Tests that need the DynamoDB table create it from `table_definition()`, so the table in moto and
+the table CloudFormation deploys cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+TEMPLATE_PATH = Path(__file__).resolve().parent.parent / "template.yaml"
+TABLE_LOGICAL_ID = "Table"
+
+
+class _CloudFormationLoader(yaml.SafeLoader):
+    """A SafeLoader that also reads `!Ref`, `!Sub`, `!GetAtt`, `!If`, `!Equals` and the rest."""
+
+
+def _construct_short_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    value: Any
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    elif isinstance(node, yaml.MappingNode):
+        value = loader.construct_mapping(node, deep=True)
+    else:
+        raise yaml.constructor.ConstructorError(None, None, f"unexpected node {node!r}")
+
+    if suffix == "Ref":
+        return {"Ref": value}
+    if suffix == "Condition":
+        return {"Condition": value}
+    if suffix == "GetAtt" and isinstance(value, str):
+        # `!GetAtt Table.Arn` is the short form of {"Fn::GetAtt": ["Table", "Arn"]}.
+        return {"Fn::GetAtt": value.split(".", 1)}
+    return {f"Fn::{suffix}": value}
+
+
+_CloudFormationLoader.add_multi_constructor("!", _construct_short_tag)
+
+
+@cache
+def _parsed_template() -> dict[str, Any]:
+    text = TEMPLATE_PATH.read_text(encoding="utf-8")
+    # A SafeLoader subclass: plain data plus the CloudFormation tags, no arbitrary objects.
+    document = yaml.load(text, Loader=_CloudFormationLoader)  # noqa: S506
+    if not isinstance(document, dict):
+        raise TypeError(f"{TEMPLATE_PATH} is not a YAML mapping")
+    return document
+
+
+def load_template() -> dict[str, Any]:
+    """The whole template as plain data; short tags become their long `Fn::` / `Ref` forms."""
+    return copy.deepcopy(_parsed_template())
+
+
+def resource(logical_id: str) -> dict[str, Any]:
+    """One resource of the template (Type, Properties, Metadata...)."""
+    resources: dict[str, Any] = load_template()["Resources"]
+    if logical_id not in resources:
+        raise KeyError(f"template.yaml has no resource {logical_id!r}")
+    found: dict[str, Any] = resources[logical_id]
+    return found
+
+
+def table_definition() -> dict[str, Any]:
+    """Keyword arguments for `dynamodb.create_table(TableName=..., **table_definition())`.
+
+    KeySchema, AttributeDefinitions and BillingMode (and any GlobalSecondaryIndexes) exactly as
+    the template declares them.
+    """
+    properties = resource(TABLE_LOGICAL_ID)["Properties"]
+    wanted = ("KeySchema", "AttributeDefinitions", "BillingMode", "GlobalSecondaryIndexes")
+    return {key: properties[key] for key in wanted if key in properties}
+
+
+def ttl_attribute() -> str:
+    """The attribute DynamoDB expires items by (TimeToLiveSpecification.AttributeName)."""
+    name: str = resource(TABLE_LOGICAL_ID)["Properties"]["TimeToLiveSpecification"]["AttributeName"]
+    return name
+
+
+def function_environment(logical_id: str) -> dict[str, Any]:
+    """A function's environment variables as written in the template (intrinsics unresolved)."""
+    properties = resource(logical_id)["Properties"]
+    variables: dict[str, Any] = properties.get("Environment", {}).get("Variables", {})
+    return variables
