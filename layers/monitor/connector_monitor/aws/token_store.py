@@ -29,7 +29,7 @@ import requests
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..bitrix24.credentials import PortalCredentials
-from ..bitrix24.errors import CredentialsError, ErrorKind, PortalError
+from ..bitrix24.errors import CredentialsError, ErrorKind, PortalError, TokenSourceUnavailable
 from ..bitrix24.oauth import refresh_tokens
 from ..domain.results import Cause
 from .lease import Lease, LeaseUnavailable
@@ -73,7 +73,7 @@ def _install_botocore_redaction() -> None:
 _install_botocore_redaction()
 
 
-class TokenStoreError(Exception):
+class TokenStoreError(TokenSourceUnavailable):
     """The secret is unreachable, corrupt or could not be written. Names the secret, not content."""
 
     cause = Cause.MONITOR_ERROR

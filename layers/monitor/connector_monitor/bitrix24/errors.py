@@ -153,3 +153,10 @@ class PortalError(Exception):
 
 class CredentialsError(Exception):
     """The secret holds no usable credentials for a portal (missing, corrupt, partial)."""
+
+
+class TokenSourceUnavailable(Exception):
+    """A token source could not serve credentials (secret unreachable, write-back failed).
+
+    Its message is written for people and never quotes secret content, so it may reach alerts.
+    """

@@ -1,0 +1,586 @@
+"""The Bitrix24 REST client of one portal: calls, batches and status checks within a deadline.
+
+Every failure becomes a `PortalError` of the taxonomy in `errors.py`. Retries are bounded twice:
+by the retry policy and by the invocation's deadline, which no request and no wait outlasts.
+The access token travels only in the request body, never in a URL, a message or a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import requests
+
+from ..deadline import Deadline, DeadlineExceeded
+from ..domain.inventory import Inventory, LineInfo
+from ..domain.results import Cause, CheckResult
+from ..domain.targets import Target
+from .answers import (
+    BATCH_LIMIT,
+    CONNECTORS_METHOD,
+    LINES_METHOD,
+    LINES_PAGE,
+    AnswerError,
+    BatchAnswer,
+    batch_command,
+    lines_params,
+    read_batch,
+    read_connectors,
+    read_envelope,
+    read_lines,
+    read_status,
+    status_command,
+)
+from .credentials import PortalCredentials, TokenSource
+from .errors import CredentialsError, ErrorKind, PortalError, TokenSourceUnavailable
+
+__all__ = [
+    "BatchAnswer",
+    "PortalCheck",
+    "PortalClient",
+    "RetryPolicy",
+    "Timeouts",
+    "TokenSourceError",
+]
+
+_log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+# After these, the other chunks of the portal would fail the same way (or make it worse):
+# no more requests to that portal in this run.
+_STOPPING = frozenset(
+    {
+        ErrorKind.AUTH_LOST,
+        ErrorKind.ACCESS_DENIED,
+        ErrorKind.PORTAL_UNAVAILABLE,
+        ErrorKind.RATE_LIMITED,
+    }
+)
+_RETRY_RESERVE = 0.1  # seconds a retry needs after its wait to be worth sending
+_MIN_TIMEOUT = 0.001  # requests refuses a zero timeout
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+_CONNECTORS = "connectors"  # batch command names of the inventory
+_LINES = "lines"
+_MAX_LINE_PAGES = 50  # 10,000 lines; a portal ignoring `offset` must not loop us forever
+_DEADLINE_DETAIL = "the run's deadline was reached before this line was checked"
+_DEADLINE_INVENTORY = "the run's deadline was reached before the inventory was read"
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds to connect and to wait for an answer; both are also capped by the deadline."""
+
+    connect: float = 3.05
+    read: float = 10.0
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retries after a failing portal and after rate limits, with full-jitter backoff."""
+
+    failing_retries: int = 2
+    rate_limit_retries: int = 4
+    base_delay: float = 0.5
+    max_delay: float = 8.0
+
+
+@dataclass(frozen=True)
+class PortalCheck:
+    """One portal's check: exactly one result per requested target, in the order asked."""
+
+    results: list[CheckResult]
+    inventory: Inventory | None = None  # when asked for and the portal answered it
+    inventory_error: str | None = None  # why targets could not be validated (checking went on)
+
+
+class TokenSourceError(Exception):
+    """The token source could not give credentials. The message never holds the source's text."""
+
+    def __init__(self, portal: str, cause: Cause, detail: str) -> None:
+        self.portal = portal
+        self.cause = cause
+        self.detail = detail
+        super().__init__(detail)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class PortalClient:
+    """REST access to one portal. One instance per portal and per thread; not thread-safe.
+
+    `call`, `batch` and `inventory` raise `PortalError`, `DeadlineExceeded` (nothing was sent)
+    or `TokenSourceError`; `check` never raises for a portal's problems.
+    """
+
+    def __init__(
+        self,
+        portal: str,
+        tokens: TokenSource,
+        *,
+        session: requests.Session | None = None,
+        timeouts: Timeouts = Timeouts(),
+        retry: RetryPolicy = RetryPolicy(),
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        self.portal = portal
+        self.http_requests = 0
+        self._tokens = tokens
+        self._owns_session = session is None
+        self._session = session if session is not None else _new_session()
+        self._timeouts = timeouts
+        self._retry = retry
+        self._sleep = sleep
+        self._clock = clock
+        self._credentials: PortalCredentials | None = None
+
+    def __repr__(self) -> str:
+        return f"PortalClient(portal={self.portal!r}, http_requests={self.http_requests})"
+
+    def __enter__(self) -> PortalClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection pool (a session handed in stays its owner's to close)."""
+        if self._owns_session:
+            self._session.close()
+
+    # --- single requests ----------------------------------------------------------------------
+
+    def call(self, method: str, params: Mapping[str, Any], deadline: Deadline) -> Any:
+        """The `result` of one REST call."""
+        return self._request(method, dict(params), deadline)["result"]
+
+    def batch(self, commands: Mapping[str, str], deadline: Deadline) -> BatchAnswer:
+        """Up to 50 commands in one HTTP request; a failed command lands in `errors`."""
+        if len(commands) > BATCH_LIMIT:
+            raise ValueError(f"a batch holds at most {BATCH_LIMIT} commands, not {len(commands)}")
+        if not commands:
+            return BatchAnswer()
+        payload = self._request("batch", {"halt": 0, "cmd": dict(commands)}, deadline)
+        try:
+            return read_batch(self.portal, payload["result"], http_status=200)
+        except AnswerError as exc:
+            failure = PortalError(
+                ErrorKind.BAD_ANSWER, self.portal, description=str(exc), http_status=200
+            )
+        self._log_failure(failure, "batch", 1)
+        raise failure
+
+    def inventory(self, deadline: Deadline) -> Inventory:
+        """The portal's registered connectors and its open lines (all pages)."""
+        answer = self.batch(_inventory_commands(), deadline)
+        connectors = _command_value(self.portal, answer, _CONNECTORS, CONNECTORS_METHOD)
+        first_page = _command_value(self.portal, answer, _LINES, LINES_METHOD)
+        return Inventory(
+            _parsed(self.portal, CONNECTORS_METHOD, read_connectors, connectors),
+            self._all_lines(first_page, deadline),
+        )
+
+    # --- checking -----------------------------------------------------------------------------
+
+    def check(
+        self, targets: Sequence[Target], deadline: Deadline, *, with_inventory: bool = False
+    ) -> PortalCheck:
+        """Every target's status, at most 50 per HTTP request; never raises for the portal.
+
+        With `with_inventory`, the connector and line lists ride in the first request.
+        """
+        wanted = list(targets)
+        results: list[CheckResult | None] = [None] * len(wanted)
+        found = _FoundInventory(with_inventory)
+        halted: tuple[Cause, str] | None = None
+
+        def settle(span: range, cause: Cause, detail: str) -> None:
+            at = self._clock()
+            for index in span:
+                results[index] = CheckResult.unknown(wanted[index], cause, detail, checked_at=at)
+
+        for number, span in enumerate(_chunks(len(wanted), with_inventory)):
+            carries_inventory = with_inventory and number == 0
+            if halted is not None:
+                settle(span, *halted)
+                found.fail(halted[1], carries_inventory)
+                continue
+            commands = {f"t{i}": status_command(wanted[i]) for i in span}
+            if carries_inventory:
+                commands.update(_inventory_commands())
+            try:
+                answer = self.batch(commands, deadline)
+            except DeadlineExceeded:
+                settle(span, Cause.DEADLINE, _DEADLINE_DETAIL)
+                found.fail(_DEADLINE_INVENTORY, carries_inventory)
+                continue
+            except TokenSourceError as exc:
+                halted = (exc.cause, exc.detail)
+                settle(span, *halted)
+                found.fail(exc.detail, carries_inventory)
+                continue
+            except PortalError as err:
+                settle(span, err.kind.cause, err.detail)
+                found.fail(err.detail, carries_inventory)
+                if err.kind in _STOPPING:
+                    halted = (err.kind.cause, err.detail)
+                continue
+            self._settle_answer(wanted, span, answer, results)
+            if carries_inventory:
+                found.take(self.portal, answer)
+
+        inventory = self._finish_inventory(found, deadline)
+        done = [result for result in results if result is not None]
+        assert len(done) == len(wanted), "every target gets exactly one result"
+        return PortalCheck(done, inventory, found.error)
+
+    def _settle_answer(
+        self,
+        wanted: list[Target],
+        span: range,
+        answer: BatchAnswer,
+        results: list[CheckResult | None],
+    ) -> None:
+        at = self._clock()
+        failed: list[PortalError] = []
+        for index in span:
+            target, name = wanted[index], f"t{index}"
+            error = answer.errors.get(name)
+            if error is not None:
+                failed.append(error)
+                results[index] = CheckResult.unknown(
+                    target, error.kind.cause, error.detail, checked_at=at
+                )
+            elif name in answer.results:
+                results[index] = read_status(target, answer.results[name], checked_at=at)
+            else:
+                results[index] = CheckResult.unknown(
+                    target,
+                    Cause.BAD_ANSWER,
+                    f"{self.portal}: the portal answered without this line",
+                    checked_at=at,
+                )
+        if failed:
+            codes = sorted({error.code or error.kind.value for error in failed})
+            _log.warning(
+                "%s: %d of %d status commands failed (%s)",
+                self.portal,
+                len(failed),
+                len(span),
+                ", ".join(codes),
+                extra={
+                    "portal": self.portal,
+                    "method": "batch",
+                    "kind": failed[0].kind.value,
+                    "code": codes[0],
+                    "codes": codes,
+                    "failed_commands": len(failed),
+                },
+            )
+
+    def _finish_inventory(self, found: _FoundInventory, deadline: Deadline) -> Inventory | None:
+        if not found.wanted or found.error is not None or found.connectors is None:
+            return None
+        try:
+            lines = self._all_lines(found.first_lines, deadline)
+        except DeadlineExceeded:
+            found.error = "the run's deadline was reached before every open line was read"
+            return None
+        except (PortalError, TokenSourceError) as exc:
+            found.error = exc.detail
+            return None
+        return Inventory(found.connectors, lines)
+
+    def _all_lines(self, first_page: object, deadline: Deadline) -> dict[int, LineInfo]:
+        """Open lines from the first page, fetching more pages only when a page came full."""
+        page = _parsed(self.portal, LINES_METHOD, read_lines, first_page)
+        lines = dict(page)
+        offset = 0
+        for _ in range(_MAX_LINE_PAGES):
+            if len(page) < LINES_PAGE:
+                break
+            offset += LINES_PAGE
+            raw = self.call(LINES_METHOD, lines_params(offset), deadline)
+            page = _parsed(self.portal, LINES_METHOD, read_lines, raw)
+            if not page.keys() - lines.keys():
+                break  # the portal ignores `offset`
+            lines.update(page)
+        return lines
+
+    # --- one logical request, with refresh and retries ----------------------------------------
+
+    def _request(self, method: str, body: dict[str, Any], deadline: Deadline) -> dict[str, Any]:
+        """The answer's JSON object, after at most one token refresh and the policy's retries."""
+        if deadline.expired:
+            raise DeadlineExceeded(f"{self.portal}: the deadline passed before {method} was sent")
+        failing = limited = attempt = 0
+        refreshed = False
+        while True:
+            attempt += 1
+            used = self._current_credentials()
+            try:
+                return self._send(method, body, used, deadline)
+            except PortalError as err:
+                failure = err
+            self._log_failure(failure, method, attempt)
+            if failure.kind is ErrorKind.TOKEN_EXPIRED:
+                if refreshed:
+                    raise _refused_after_refresh(failure)
+                self._refresh(used)
+                refreshed = True
+                if deadline.expired:
+                    raise DeadlineExceeded(f"{self.portal}: the deadline passed during a refresh")
+                continue
+            delay = self._backoff(failure, failing=failing, limited=limited, deadline=deadline)
+            if delay is None:
+                raise failure
+            if failure.kind is ErrorKind.RATE_LIMITED:
+                limited += 1
+            else:
+                failing += 1
+            self._sleep(delay)
+
+    def _send(
+        self, method: str, body: dict[str, Any], creds: PortalCredentials, deadline: Deadline
+    ) -> dict[str, Any]:
+        """One HTTP request. Errors are built outside `except`: no requests text rides along."""
+        url = self._endpoint(creds) + method
+        timeout = (
+            max(_MIN_TIMEOUT, deadline.timeout(self._timeouts.connect)),
+            max(_MIN_TIMEOUT, deadline.timeout(self._timeouts.read)),
+        )
+        problem: tuple[ErrorKind, str] | None = None
+        self.http_requests += 1
+        try:
+            response = self._session.post(
+                url,
+                json={**body, "auth": creds.access_token},
+                timeout=timeout,
+                allow_redirects=False,
+            )
+        except requests.exceptions.ConnectTimeout:
+            problem = (ErrorKind.PORTAL_FAILING, f"could not connect within {timeout[0]:.2f} s")
+        except requests.exceptions.Timeout:
+            problem = (ErrorKind.PORTAL_FAILING, f"no answer within {timeout[1]:.2f} s")
+        except (
+            requests.exceptions.InvalidURL,
+            requests.exceptions.MissingSchema,
+            requests.exceptions.InvalidSchema,
+        ):
+            problem = (ErrorKind.BAD_REQUEST, "client_endpoint in the secret is not a valid URL")
+        except requests.exceptions.ConnectionError:
+            problem = (ErrorKind.PORTAL_FAILING, "the connection failed or was dropped")
+        except requests.exceptions.RequestException as exc:
+            problem = (ErrorKind.PORTAL_FAILING, f"the request failed ({type(exc).__name__})")
+        if problem is not None:
+            raise PortalError(problem[0], self.portal, description=problem[1])
+        return read_envelope(
+            self.portal,
+            response.status_code,
+            response.content,
+            content_type=response.headers.get("Content-Type", ""),
+            retry_after_header=response.headers.get("Retry-After"),
+            now=self._clock().timestamp(),
+            secrets=(creds.access_token, creds.refresh_token, creds.client_secret),
+        )
+
+    def _endpoint(self, creds: PortalCredentials) -> str:
+        """The REST base URL; plain http only to this machine, so a token never crosses a network
+        in clear text."""
+        parts = urlsplit(creds.client_endpoint)
+        if parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in _LOOPBACK):
+            return creds.client_endpoint
+        raise PortalError(
+            ErrorKind.BAD_REQUEST,
+            self.portal,
+            description="client_endpoint in the secret must be an https URL",
+        )
+
+    def _backoff(
+        self, failure: PortalError, *, failing: int, limited: int, deadline: Deadline
+    ) -> float | None:
+        """How long to wait before retrying, or None to give up now."""
+        policy = self._retry
+        if failure.kind is ErrorKind.RATE_LIMITED:
+            if limited >= policy.rate_limit_retries:
+                return None
+            if (failure.code or "").upper() == "OPERATION_TIME_LIMIT":
+                # The budget comes back at operating_reset_at; an earlier retry only fails again.
+                delay = failure.retry_after
+                if delay is None:
+                    return None
+            else:
+                delay = max(_jitter(policy, limited), failure.retry_after or 0.0)
+        elif failure.kind is ErrorKind.PORTAL_FAILING:
+            if failing >= policy.failing_retries:
+                return None
+            delay = _jitter(policy, failing)
+        else:
+            return None
+        if delay + _RETRY_RESERVE > deadline.remaining():
+            return None
+        return delay
+
+    # --- credentials --------------------------------------------------------------------------
+
+    def _current_credentials(self) -> PortalCredentials:
+        if self._credentials is None:
+            self._credentials = self._from_tokens(
+                lambda: self._tokens.credentials(self.portal), "read"
+            )
+        return self._credentials
+
+    def _refresh(self, stale: PortalCredentials) -> None:
+        fresh = self._from_tokens(lambda: self._tokens.refresh(self.portal, stale), "refresh")
+        self._credentials = fresh
+        _log.info("%s: access token refreshed", self.portal, extra={"portal": self.portal})
+
+    def _from_tokens(self, fetch: Callable[[], _T], action: str) -> _T:
+        """Ask the token source; its own exceptions (which may quote an OAuth URL) stay inside."""
+        failure: Exception
+        try:
+            return fetch()
+        except PortalError as err:
+            if err.kind is not ErrorKind.TOKEN_EXPIRED:
+                raise
+            failure = PortalError(
+                ErrorKind.AUTH_LOST,
+                self.portal,
+                code=err.code,
+                description="the token refresh was refused",
+                http_status=err.http_status,
+            )
+        except CredentialsError as exc:
+            failure = TokenSourceError(self.portal, Cause.CONFIGURATION, str(exc))
+        except TokenSourceUnavailable as exc:
+            failure = TokenSourceError(self.portal, Cause.MONITOR_ERROR, f"{self.portal}: {exc}")
+        except Exception as exc:
+            failure = TokenSourceError(
+                self.portal,
+                Cause.MONITOR_ERROR,
+                f"{self.portal}: the token store failed to {action} credentials "
+                f"({type(exc).__name__})",
+            )
+        _log.warning(
+            "%s: token %s failed: %s",
+            self.portal,
+            action,
+            failure,
+            extra={"portal": self.portal, "method": f"token.{action}"},
+        )
+        raise failure
+
+    # --- logging ------------------------------------------------------------------------------
+
+    def _log_failure(self, err: PortalError, method: str, attempt: int) -> None:
+        _log.warning(
+            "%s %s failed (attempt %d): %s",
+            self.portal,
+            method,
+            attempt,
+            err.summary,
+            extra={
+                "portal": self.portal,
+                "method": method,
+                "kind": err.kind.value,
+                "code": err.code,
+                "http_status": err.http_status,
+                "attempt": attempt,
+            },
+        )
+
+
+class _FoundInventory:
+    """The inventory parts gathered during a check, or why they could not be."""
+
+    def __init__(self, wanted: bool) -> None:
+        self.wanted = wanted
+        self.connectors: frozenset[str] | None = None
+        self.first_lines: object = None
+        self.error: str | None = None
+
+    def fail(self, detail: str, carried: bool) -> None:
+        if self.wanted and carried and self.error is None:
+            self.error = detail
+
+    def take(self, portal: str, answer: BatchAnswer) -> None:
+        try:
+            connectors = _command_value(portal, answer, _CONNECTORS, CONNECTORS_METHOD)
+            self.connectors = _parsed(portal, CONNECTORS_METHOD, read_connectors, connectors)
+            self.first_lines = _command_value(portal, answer, _LINES, LINES_METHOD)
+        except PortalError as err:
+            self.error = err.detail
+
+
+def _new_session() -> requests.Session:
+    session = requests.Session()
+    session.headers.update({"Accept": "application/json", "User-Agent": "connector-monitor/1"})
+    return session
+
+
+def _chunks(count: int, with_inventory: bool) -> list[range]:
+    """Index ranges of at most 50 commands each; the inventory's two commands go in the first."""
+    spans: list[range] = []
+    start = 0
+    room = BATCH_LIMIT - (2 if with_inventory else 0)
+    while start < count or (with_inventory and not spans):
+        stop = min(count, start + room)
+        spans.append(range(start, stop))
+        start, room = stop, BATCH_LIMIT
+    return spans
+
+
+def _inventory_commands() -> dict[str, str]:
+    return {
+        _CONNECTORS: CONNECTORS_METHOD,
+        _LINES: batch_command(LINES_METHOD, lines_params(0)),
+    }
+
+
+def _command_value(portal: str, answer: BatchAnswer, name: str, method: str) -> Any:
+    error = answer.errors.get(name)
+    if error is not None:
+        raise PortalError(
+            error.kind,
+            portal,
+            code=error.code,
+            description=f"{method}: {error.description}",
+            http_status=error.http_status,
+        )
+    if name not in answer.results:
+        raise PortalError(
+            ErrorKind.BAD_ANSWER, portal, description=f"the portal answered without {method}"
+        )
+    return answer.results[name]
+
+
+def _parsed(portal: str, method: str, reader: Callable[[object], _T], raw: object) -> _T:
+    try:
+        return reader(raw)
+    except AnswerError as exc:
+        failure = PortalError(ErrorKind.BAD_ANSWER, portal, description=f"{method}: {exc}")
+    raise failure
+
+
+def _refused_after_refresh(failure: PortalError) -> PortalError:
+    return PortalError(
+        ErrorKind.AUTH_LOST,
+        failure.portal,
+        code=failure.code,
+        description="the portal refused the access token again right after a refresh",
+        http_status=failure.http_status,
+    )
+
+
+def _jitter(policy: RetryPolicy, retry: int) -> float:
+    """Full jitter: anywhere between no wait and the exponential cap."""
+    return random.uniform(0.0, min(policy.max_delay, policy.base_delay * 2**retry))

@@ -1,0 +1,80 @@
+"""What exists on a portal, and which targets name something that does not.
+
+`imconnector.status` answers all flags false for a connector or line that does not exist, so a
+typo in `TARGETS` would look like an outage. Comparing the targets with the portal's own lists
+turns such a typo into a configuration error instead of a `connector.down`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from .targets import Target
+
+# Lists quoted in a reason are cut to this many entries: a reason is one line for a person.
+_SHOWN = 10
+
+
+@dataclass(frozen=True)
+class LineInfo:
+    """One open line as `imopenlines.config.list.get` describes it."""
+
+    name: str
+    active: bool
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """The connectors registered on one portal and its open lines, by line id."""
+
+    connectors: frozenset[str]
+    lines: Mapping[int, LineInfo]
+
+
+def find_misconfigured(targets: Iterable[Target], inventory: Inventory) -> dict[Target, str]:
+    """Targets naming a connector or line the portal does not have, each with a one-line reason.
+
+    Targets that pass are left out. An inactive line is a reason too: a connector cannot work
+    on a line that is switched off, and the fix is in the line's settings, not the connector.
+    """
+    found: dict[Target, str] = {}
+    for target in targets:
+        reasons = [
+            r
+            for r in (_connector_problem(target, inventory), _line_problem(target, inventory))
+            if r
+        ]
+        if reasons:
+            found[target] = "; ".join(reasons)
+    return found
+
+
+def _connector_problem(target: Target, inventory: Inventory) -> str | None:
+    if target.connector.lower() in inventory.connectors:
+        return None
+    registered = _listing(sorted(inventory.connectors)) or "none"
+    return (
+        f"connector '{target.connector}' is not registered on the portal (registered: {registered})"
+    )
+
+
+def _line_problem(target: Target, inventory: Inventory) -> str | None:
+    line = inventory.lines.get(target.line)
+    if line is None:
+        lines = _listing(
+            f"{line_id} {info.name}".rstrip() for line_id, info in sorted(inventory.lines.items())
+        )
+        return f"open line {target.line} does not exist on the portal (lines: {lines or 'none'})"
+    if not line.active:
+        named = f" ({line.name})" if line.name else ""
+        return f"open line {target.line}{named} is not active on the portal; activate it first"
+    return None
+
+
+def _listing(items: Iterable[str]) -> str:
+    names = list(items)
+    shown = ", ".join(names[:_SHOWN])
+    if len(names) > _SHOWN:
+        shown += f", ... ({len(names) - _SHOWN} more)"
+    return shown

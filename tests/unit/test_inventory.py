@@ -1,0 +1,75 @@
+"""A mistyped target is reported as a configuration error, not as a connector outage."""
+
+from __future__ import annotations
+
+from connector_monitor.domain.inventory import Inventory, LineInfo, find_misconfigured
+from connector_monitor.domain.targets import Target
+
+PORTAL = "a.bitrix24.com"
+INVENTORY = Inventory(
+    connectors=frozenset({"myconnector", "telegrambot"}),
+    lines={12: LineInfo("Sales", active=True), 14: LineInfo("VIP", active=True)},
+)
+
+
+def target(connector: str = "myconnector", line: int = 12) -> Target:
+    return Target(PORTAL, connector, line)
+
+
+def test_targets_that_exist_pass() -> None:
+    assert find_misconfigured([target(), target("telegrambot", 14)], INVENTORY) == {}
+
+
+def test_mistyped_connector_names_the_registered_ones() -> None:
+    typo = target("myconector")
+    assert find_misconfigured([typo, target()], INVENTORY) == {
+        typo: "connector 'myconector' is not registered on the portal "
+        "(registered: myconnector, telegrambot)"
+    }
+
+
+def test_missing_line_names_the_lines_that_exist() -> None:
+    missing = target(line=99)
+    assert find_misconfigured([missing], INVENTORY) == {
+        missing: "open line 99 does not exist on the portal (lines: 12 Sales, 14 VIP)"
+    }
+
+
+def test_inactive_line_is_a_reason() -> None:
+    inventory = Inventory(INVENTORY.connectors, {12: LineInfo("Sales", active=False)})
+    reason = find_misconfigured([target()], inventory)[target()]
+    assert reason == "open line 12 (Sales) is not active on the portal; activate it first"
+
+
+def test_both_wrong_gives_both_reasons_on_one_line() -> None:
+    wrong = target("nope", 99)
+    reason = find_misconfigured([wrong], INVENTORY)[wrong]
+    assert reason.startswith("connector 'nope' is not registered")
+    assert "; open line 99 does not exist" in reason
+    assert "\n" not in reason
+
+
+def test_empty_portal_says_none() -> None:
+    reason = find_misconfigured([target()], Inventory(frozenset(), {}))[target()]
+    assert "(registered: none)" in reason
+    assert "(lines: none)" in reason
+
+
+def test_long_lists_are_cut_so_the_reason_stays_short() -> None:
+    inventory = Inventory(
+        frozenset(f"c{i:02}" for i in range(40)),
+        {i: LineInfo(f"Line {i}", active=True) for i in range(1, 301)},
+    )
+    reason = find_misconfigured([target("zz", 999)], inventory)[target("zz", 999)]
+    assert "c00, c01" in reason
+    assert "(30 more)" in reason
+    assert "(290 more)" in reason
+    assert len(reason) < 400
+
+
+def test_lines_are_listed_in_numeric_order_and_unnamed_lines_by_id() -> None:
+    inventory = Inventory(
+        INVENTORY.connectors, {100: LineInfo("", True), 9: LineInfo("Nine", True)}
+    )
+    reason = find_misconfigured([target(line=1)], inventory)[target(line=1)]
+    assert reason.endswith("(lines: 9 Nine, 100)")
