@@ -5,37 +5,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import pytest
 from moto import mock_aws
-from moto.dynamodb.models import DynamoDBBackend
 
 from connector_monitor.aws.lease import Lease, LeaseUnavailable
 from tests.template_loader import table_definition
 
 REGION = "us-east-1"
 TABLE = "monitor-test"
-
-
-@pytest.fixture
-def atomic_moto_items(monkeypatch: pytest.MonkeyPatch) -> None:
-    """DynamoDB applies a conditional write atomically; moto checks and writes in two steps.
-
-    Threads in one process could interleave between them, so serialise moto's item writes the
-    way the real service does, or a mutual-exclusion test would test moto, not the lease.
-    """
-    lock = threading.RLock()
-    for name in ("put_item", "delete_item", "update_item"):
-        original = getattr(DynamoDBBackend, name)
-
-        def locked(*args: Any, _original: Callable[..., Any] = original, **kwargs: Any) -> Any:
-            with lock:
-                return _original(*args, **kwargs)
-
-        monkeypatch.setattr(DynamoDBBackend, name, locked)
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 from moto import mock_aws
-from moto.dynamodb.models import DynamoDBBackend
 
 from connector_monitor.aws.lease import Lease
 from connector_monitor.aws.token_store import (
@@ -92,20 +91,6 @@ def domains(portal: LocalPortal) -> tuple[str, str]:
         for line in LINES:
             portal.connect(name, CONNECTOR, line)
     return names
-
-
-@pytest.fixture
-def atomic_moto_items(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Real DynamoDB applies a conditional write atomically; make moto do so across threads."""
-    lock = threading.RLock()
-    for name in ("put_item", "delete_item", "update_item"):
-        original = getattr(DynamoDBBackend, name)
-
-        def locked(*args: Any, _original: Callable[..., Any] = original, **kwargs: Any) -> Any:
-            with lock:
-                return _original(*args, **kwargs)
-
-        monkeypatch.setattr(DynamoDBBackend, name, locked)
 
 
 @pytest.fixture

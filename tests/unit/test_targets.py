@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from connector_monitor.domain.targets import Target, TargetError, TargetsVariable, parse_targets
 
 

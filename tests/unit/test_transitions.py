@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from connector_monitor.domain.alerts import AlertEvent
 from connector_monitor.domain.results import Cause, CheckResult, State
 from connector_monitor.domain.targets import Target, TargetError
@@ -84,7 +85,7 @@ def test_down_alert_after_the_threshold_then_silence_then_one_recovery() -> None
 
 
 def test_the_incident_starts_at_the_first_down_answer() -> None:
-    events, status = play("UDD")
+    _, status = play("UDD")
     alert = status.pending[0]
     assert alert.event is AlertEvent.CONNECTOR_DOWN
     assert alert.id.endswith((T0 + STEP).strftime("%Y-%m-%dT%H:%M:%SZ"))

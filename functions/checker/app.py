@@ -1,0 +1,93 @@
+"""Checker: the scheduled Lambda. Parse the event, run one check cycle, return its summary."""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from connector_monitor.aws.lease import Lease
+from connector_monitor.aws.publisher import AlertPublisher
+from connector_monitor.aws.repository import StateRepository
+from connector_monitor.aws.token_store import SecretsTokenStore
+from connector_monitor.cycle import CheckCycle, CycleSettings, RunSummary
+from connector_monitor.deadline import Deadline
+from connector_monitor.domain.targets import TargetsVariable
+from connector_monitor.settings import CheckerSettings, load_settings
+
+logger = Logger()
+metrics = Metrics()
+tracer = Tracer()
+copy_config_to_registered_loggers(source_logger=logger, include={"connector_monitor"})
+
+# Kept back from the invocation's remaining time for storing results and publishing alerts.
+RESERVE_SECONDS = 15.0
+
+
+@cache
+def settings() -> CheckerSettings:
+    return load_settings(CheckerSettings, os.environ)
+
+
+@cache
+def repository() -> StateRepository:
+    return StateRepository(settings().table_name)
+
+
+@cache
+def publisher() -> AlertPublisher:
+    return AlertPublisher(settings().topic_arn)
+
+
+@cache
+def lease() -> Lease:
+    return Lease(settings().table_name)
+
+
+def build_cycle(config: CheckerSettings) -> CheckCycle:
+    """A cycle for one invocation: the token store is new each time (one secret read a run)."""
+    return CheckCycle(
+        repository=repository(),
+        tokens=SecretsTokenStore(config.secret_id, lease=lease()),
+        publisher=publisher(),
+        settings=CycleSettings(
+            thresholds=config.thresholds,
+            history=config.history,
+            validate_every=config.validate_every,
+            max_parallel_portals=config.max_parallel_portals,
+        ),
+    )
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics(capture_cold_start_metric=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    config = settings()
+    remaining = context.get_remaining_time_in_millis() / 1000.0
+    deadline = Deadline.after(max(1.0, remaining - RESERVE_SECONDS))
+    targets = TargetsVariable(config.targets).load()
+    for error in targets.errors:
+        logger.error("bad TARGETS entry", extra={"entry": error.entry, "reason": error.reason})
+    summary = build_cycle(config).run(targets, deadline, run_id=context.aws_request_id)
+    record_metrics(summary)
+    logger.info("run finished", extra={"summary": summary.as_dict(), "trigger": event.get("id")})
+    return summary.as_dict()
+
+
+def record_metrics(summary: RunSummary) -> None:
+    """A few fleet-wide figures; per-target detail lives in DynamoDB (a dimension costs money)."""
+    metrics.add_metric("TargetsUp", MetricUnit.Count, summary.up)
+    metrics.add_metric("TargetsDown", MetricUnit.Count, summary.down)
+    metrics.add_metric("TargetsUnknown", MetricUnit.Count, summary.unknown)
+    metrics.add_metric("ConfigErrors", MetricUnit.Count, summary.config_errors)
+    metrics.add_metric("AlertsPublished", MetricUnit.Count, summary.alerts_published)
+    metrics.add_metric("AlertsPending", MetricUnit.Count, summary.alerts_pending)
+    if summary.finished_at:
+        elapsed = (summary.finished_at - summary.started_at).total_seconds() * 1000
+        metrics.add_metric("RunDuration", MetricUnit.Milliseconds, elapsed)

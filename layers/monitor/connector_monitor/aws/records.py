@@ -1,0 +1,256 @@
+"""How the monitor's records look in DynamoDB: one table, keys designed for queries.
+
+| pk          | sk                          | what                                           |
+|-------------|-----------------------------|------------------------------------------------|
+| STATE       | portal/connector/line       | a target's status (snapshot reads this by query)|
+| CONFIG      | the bad TARGETS entry       | a TARGETS entry that cannot be checked           |
+| HISTORY#key | time#event                  | one alert of a target's history (TTL)            |
+| RUN         | LATEST                      | the last run: when, summary, portals checked     |
+| INVENTORY   | portal                      | connectors and open lines, cached for validation |
+| LOCK        | name                        | a lease (token refresh)                          |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from ..domain.alerts import Alert, AlertEvent
+from ..domain.inventory import Inventory, LineInfo
+from ..domain.results import Cause, State
+from ..domain.targets import Subject, Target, TargetError
+from ..domain.transitions import TargetStatus
+
+STATE_PK = "STATE"
+CONFIG_PK = "CONFIG"
+RUN_PK = "RUN"
+RUN_SK = "LATEST"
+INVENTORY_PK = "INVENTORY"
+HISTORY_PREFIX = "HISTORY#"
+TTL_ATTRIBUTE = "expires_at"
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_iso(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def status_key(subject: Subject) -> dict[str, str]:
+    if isinstance(subject, Target):
+        return {"pk": STATE_PK, "sk": subject.key}
+    return {"pk": CONFIG_PK, "sk": subject.entry}
+
+
+def status_to_item(status: TargetStatus) -> dict[str, Any]:
+    """A plain-Python item (the repository serialises it for DynamoDB); None values omitted."""
+    subject = status.subject
+    item: dict[str, Any] = {**status_key(subject)}
+    if isinstance(subject, Target):
+        item.update(portal=subject.portal, connector=subject.connector, line=subject.line)
+    else:
+        item.update(
+            portal=subject.portal,
+            connector=subject.connector,
+            line_text=subject.line,
+            entry=subject.entry,
+            reason=subject.reason,
+        )
+    item.update(
+        state=status.state.value,
+        since=iso(status.since),
+        checked_at=iso(status.checked_at),
+        status=status.status,
+        configured=status.configured,
+        error=status.error,
+        cause=status.cause.value if status.cause else None,
+        detail=status.detail,
+        seen_state=status.seen_state.value if status.seen_state else None,
+        seen_since=_opt_iso(status.seen_since),
+        seen_streak=status.seen_streak,
+        visible_streak=status.visible_streak,
+        blind_streak=status.blind_streak,
+        down_since=_opt_iso(status.down_since),
+        blind_since=_opt_iso(status.blind_since),
+        reminders=status.reminders,
+        last_alert_at=_opt_iso(status.last_alert_at),
+        pending={alert.id: alert_to_map(alert) for alert in status.pending},
+        version=status.version,
+    )
+    return {k: v for k, v in item.items() if v is not None}
+
+
+def status_from_item(item: dict[str, Any]) -> TargetStatus:
+    subject: Subject
+    if item["pk"] == STATE_PK:
+        subject = Target(str(item["portal"]), str(item["connector"]), int(item["line"]))
+    else:
+        subject = TargetError(
+            str(item["entry"]),
+            str(item.get("reason", "")),
+            str(item.get("portal", "")),
+            str(item.get("connector", "")),
+            str(item.get("line_text", "")),
+        )
+    pending = sorted(
+        (alert_from_map(a) for a in (item.get("pending") or {}).values()),
+        key=lambda a: (a.created_at, a.id),
+    )
+    return TargetStatus(
+        subject=subject,
+        state=State(item["state"]),
+        since=parse_iso(item["since"]),
+        checked_at=parse_iso(item["checked_at"]),
+        status=item.get("status"),
+        configured=item.get("configured"),
+        error=item.get("error"),
+        cause=Cause(item["cause"]) if item.get("cause") else None,
+        detail=item.get("detail"),
+        seen_state=State(item["seen_state"]) if item.get("seen_state") else None,
+        seen_since=_opt_parse(item.get("seen_since")),
+        seen_streak=int(item.get("seen_streak", 0)),
+        visible_streak=int(item.get("visible_streak", 0)),
+        blind_streak=int(item.get("blind_streak", 0)),
+        down_since=_opt_parse(item.get("down_since")),
+        blind_since=_opt_parse(item.get("blind_since")),
+        reminders=int(item.get("reminders", 0)),
+        last_alert_at=_opt_parse(item.get("last_alert_at")),
+        pending=tuple(pending),
+        version=int(item.get("version", 0)),
+    )
+
+
+def alert_to_map(alert: Alert) -> dict[str, Any]:
+    return {
+        "id": alert.id,
+        "event": alert.event.value,
+        "portal": alert.portal,
+        "connector": alert.connector,
+        "line": alert.line,
+        "subject": alert.subject,
+        "message": alert.message,
+        "created_at": iso(alert.created_at),
+    }
+
+
+def alert_from_map(data: dict[str, Any]) -> Alert:
+    return Alert(
+        id=str(data["id"]),
+        event=AlertEvent(data["event"]),
+        portal=str(data["portal"]),
+        connector=str(data["connector"]),
+        line=str(data["line"]),
+        subject=str(data["subject"]),
+        message=str(data["message"]),
+        created_at=parse_iso(data["created_at"]),
+    )
+
+
+def history_item(key: str, alert: Alert, expires_at: int) -> dict[str, Any]:
+    return {
+        "pk": HISTORY_PREFIX + key,
+        "sk": f"{iso(alert.created_at)}#{alert.event.value}",
+        **alert_to_map(alert),
+        TTL_ATTRIBUTE: expires_at,
+    }
+
+
+@dataclass(frozen=True)
+class PortalRun:
+    """One portal's part of a run."""
+
+    checked_at: datetime
+    http_requests: int = 0
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """The last completed run: the snapshot's `last_run_at` and staleness come from here."""
+
+    run_id: str
+    started_at: datetime
+    finished_at: datetime
+    summary: dict[str, int] = field(default_factory=dict)
+    portals: dict[str, PortalRun] = field(default_factory=dict)
+
+    def to_item(self) -> dict[str, Any]:
+        return {
+            "pk": RUN_PK,
+            "sk": RUN_SK,
+            "run_id": self.run_id,
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at),
+            "summary": dict(self.summary),
+            "portals": {
+                name: {
+                    k: v
+                    for k, v in {
+                        "checked_at": iso(p.checked_at),
+                        "http_requests": p.http_requests,
+                        "error": p.error,
+                    }.items()
+                    if v is not None
+                }
+                for name, p in self.portals.items()
+            },
+        }
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> RunRecord:
+        portals = {
+            name: PortalRun(
+                checked_at=parse_iso(p["checked_at"]),
+                http_requests=int(p.get("http_requests", 0)),
+                error=p.get("error"),
+            )
+            for name, p in (item.get("portals") or {}).items()
+        }
+        return cls(
+            run_id=str(item.get("run_id", "")),
+            started_at=parse_iso(item["started_at"]),
+            finished_at=parse_iso(item["finished_at"]),
+            summary={k: int(v) for k, v in (item.get("summary") or {}).items()},
+            portals=portals,
+        )
+
+
+@dataclass(frozen=True)
+class CachedInventory:
+    portal: str
+    validated_at: datetime
+    inventory: Inventory
+
+    def to_item(self) -> dict[str, Any]:
+        return {
+            "pk": INVENTORY_PK,
+            "sk": self.portal,
+            "validated_at": iso(self.validated_at),
+            "connectors": sorted(self.inventory.connectors),
+            "lines": {
+                str(n): {"name": info.name, "active": info.active}
+                for n, info in self.inventory.lines.items()
+            },
+        }
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> CachedInventory:
+        lines = {
+            int(n): LineInfo(name=str(v.get("name", "")), active=bool(v.get("active", True)))
+            for n, v in (item.get("lines") or {}).items()
+        }
+        inventory = Inventory(
+            connectors=frozenset(str(c) for c in item.get("connectors") or []), lines=lines
+        )
+        return cls(str(item["sk"]), parse_iso(item["validated_at"]), inventory)
+
+
+def _opt_iso(moment: datetime | None) -> str | None:
+    return iso(moment) if moment else None
+
+
+def _opt_parse(text: Any) -> datetime | None:
+    return parse_iso(text) if isinstance(text, str) and text else None

@@ -1,0 +1,313 @@
+"""The state repository: every DynamoDB call of the monitor lives here (leases aside).
+
+Writes are conditional on a version number, so two overlapping runs cannot both decide the same
+transition; an alert is stored as *pending* in the same write that decides it, and only removed
+once published, so a failed publish is retried by the next run. A *claim* (owner + expiry) on a
+status item says which run is publishing its pending alerts right now.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+import boto3
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from ..domain.alerts import Alert
+from ..domain.targets import Target
+from ..domain.transitions import TargetStatus
+from .records import (
+    CONFIG_PK,
+    INVENTORY_PK,
+    RUN_PK,
+    RUN_SK,
+    STATE_PK,
+    CachedInventory,
+    RunRecord,
+    history_item,
+    iso,
+    parse_iso,
+    status_from_item,
+    status_key,
+    status_to_item,
+)
+
+logger = logging.getLogger(__name__)
+
+TRANSACTION_LIMIT = 100
+BATCH_WRITE_LIMIT = 25
+CLIENT_CONFIG = Config(
+    retries={"max_attempts": 6, "mode": "standard"}, connect_timeout=3, read_timeout=10
+)
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+
+class RepositoryError(Exception):
+    """DynamoDB could not be read or written (after the SDK's own retries)."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    owner: str
+    until: datetime
+
+
+@dataclass
+class Loaded:
+    """The statuses as a run found them, with who (if anyone) is publishing their alerts."""
+
+    statuses: dict[str, TargetStatus] = field(default_factory=dict)
+    claims: dict[str, Claim] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SaveOutcome:
+    saved: list[TargetStatus]  # as stored (version bumped)
+    conflicts: list[str]  # keys another run wrote first: their decision stands
+
+
+def subject_key(status: TargetStatus) -> str:
+    return status.subject.key
+
+
+class StateRepository:
+    def __init__(self, table_name: str, *, client: Any | None = None) -> None:
+        self.table_name = table_name
+        self._client = client or boto3.client("dynamodb", config=CLIENT_CONFIG)
+        self.calls = 0  # DynamoDB API calls made (for the run summary and the benchmark)
+
+    # ---- reading -------------------------------------------------------------------------
+    def load(self) -> Loaded:
+        """Every target's and bad entry's status, by query (never a scan)."""
+        loaded = Loaded()
+        for pk in (STATE_PK, CONFIG_PK):
+            for item in self._query_all(pk):
+                status = status_from_item(item)
+                key = subject_key(status)
+                loaded.statuses[key] = status
+                if item.get("claim_owner") and item.get("claim_until"):
+                    loaded.claims[key] = Claim(
+                        str(item["claim_owner"]), parse_iso(str(item["claim_until"]))
+                    )
+        return loaded
+
+    def page_targets(
+        self, *, portal: str | None = None, limit: int = 500, after: str | None = None
+    ) -> tuple[list[TargetStatus], str | None]:
+        """One page of target statuses in key order; `after` is the previous page's last key."""
+        params: dict[str, Any] = {
+            "TableName": self.table_name,
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": STATE_PK}},
+            "Limit": limit,
+        }
+        if portal:
+            params["KeyConditionExpression"] += " AND begins_with(sk, :prefix)"
+            params["ExpressionAttributeValues"][":prefix"] = {"S": f"{portal}/"}
+        if after:
+            params["ExclusiveStartKey"] = {"pk": {"S": STATE_PK}, "sk": {"S": after}}
+        page = self._call("query", **params)
+        statuses = [status_from_item(_plain(i)) for i in page.get("Items", [])]
+        last = page.get("LastEvaluatedKey")
+        return statuses, (str(last["sk"]["S"]) if last else None)
+
+    def get_target(self, target: Target) -> TargetStatus | None:
+        item = self._get(status_key(target))
+        return status_from_item(item) if item else None
+
+    def load_run(self) -> RunRecord | None:
+        item = self._get({"pk": RUN_PK, "sk": RUN_SK})
+        return RunRecord.from_item(item) if item else None
+
+    def load_inventories(self) -> dict[str, CachedInventory]:
+        found = (CachedInventory.from_item(i) for i in self._query_all(INVENTORY_PK))
+        return {c.portal: c for c in found}
+
+    # ---- writing -------------------------------------------------------------------------
+    def save(self, statuses: Sequence[TargetStatus], *, claims: dict[str, Claim]) -> SaveOutcome:
+        """Store changed statuses, each only if nobody stored another version since we read it.
+
+        `claims` is what to write as each item's claim (our own for items whose pending alerts
+        we will publish, another run's live claim to keep it). Transactions of up to 100 items;
+        a cancelled one is redone item by item so one conflict costs only its own target.
+        """
+        saved: list[TargetStatus] = []
+        conflicts: list[str] = []
+        for chunk in _chunks(list(statuses), TRANSACTION_LIMIT):
+            puts = [self._conditional_put(s, claims.get(subject_key(s))) for s in chunk]
+            try:
+                self._call("transact_write_items", TransactItems=[{"Put": p} for p in puts])
+                saved += [_bumped(s) for s in chunk]
+                continue
+            except ClientError:  # cancelled: some item's condition failed; find which
+                pass
+            for status, put in zip(chunk, puts, strict=True):
+                try:
+                    self._call("put_item", **put)
+                    saved.append(_bumped(status))
+                except ClientError:  # only a failed condition reaches here
+                    conflicts.append(subject_key(status))
+        return SaveOutcome(saved, conflicts)
+
+    def claim(self, status: TargetStatus, claim: Claim, now: datetime) -> TargetStatus | None:
+        """Take the right to publish a status's pending alerts; None if another run has it."""
+        try:
+            self._call(
+                "update_item",
+                TableName=self.table_name,
+                Key=_key(status_key(status.subject)),
+                UpdateExpression="SET claim_owner = :me, claim_until = :until, version = :next",
+                ConditionExpression=(
+                    "version = :v AND (attribute_not_exists(claim_until) OR claim_until < :now "
+                    "OR claim_owner = :me)"
+                ),
+                ExpressionAttributeValues=_values(
+                    me=claim.owner,
+                    until=iso(claim.until),
+                    now=iso(now),
+                    v=status.version,
+                    next=status.version + 1,
+                ),
+            )
+        except ClientError as exc:
+            if _code(exc) == "ConditionalCheckFailedException":
+                return None
+            raise RepositoryError(_describe("claim alerts", exc)) from None
+        return _bumped(status)
+
+    def acknowledge(self, status: TargetStatus, owner: str, published: Iterable[str]) -> bool:
+        """Remove published alerts and release our claim; False if the claim was lost meanwhile."""
+        ids = list(published)
+        names = {f"#a{i}": alert_id for i, alert_id in enumerate(ids)}
+        removes = ", ".join(["claim_owner", "claim_until", *(f"pending.{n}" for n in names)])
+        try:
+            self._call(
+                "update_item",
+                TableName=self.table_name,
+                Key=_key(status_key(status.subject)),
+                UpdateExpression=f"REMOVE {removes} ADD version :one",
+                ConditionExpression="claim_owner = :me",
+                ExpressionAttributeValues=_values(me=owner, one=1),
+                **({"ExpressionAttributeNames": names} if names else {}),
+            )
+        except ClientError as exc:
+            if _code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise RepositoryError(_describe("acknowledge alerts", exc)) from None
+        return True
+
+    def record_history(self, alerts: Sequence[tuple[str, Alert]], *, keep: timedelta) -> None:
+        """Append alerts to their targets' history, expiring after `keep` (DynamoDB TTL)."""
+        items = [
+            history_item(key, alert, int((alert.created_at + keep).timestamp()))
+            for key, alert in alerts
+        ]
+        self._batch_write([{"PutRequest": {"Item": _typed(i)}} for i in items])
+
+    def delete(self, statuses: Sequence[TargetStatus]) -> None:
+        """Forget statuses of targets that are no longer configured."""
+        keys = [status_key(s.subject) for s in statuses]
+        self._batch_write([{"DeleteRequest": {"Key": _key(k)}} for k in keys])
+
+    def save_run(self, run: RunRecord) -> None:
+        self._call("put_item", TableName=self.table_name, Item=_typed(run.to_item()))
+
+    def save_inventories(self, inventories: Sequence[CachedInventory]) -> None:
+        self._batch_write([{"PutRequest": {"Item": _typed(c.to_item())}} for c in inventories])
+
+    # ---- plumbing ------------------------------------------------------------------------
+    def _conditional_put(self, status: TargetStatus, claim: Claim | None) -> dict[str, Any]:
+        item = status_to_item(status)
+        item["version"] = status.version + 1
+        if claim:
+            item.update(claim_owner=claim.owner, claim_until=iso(claim.until))
+        put: dict[str, Any] = {"TableName": self.table_name, "Item": _typed(item)}
+        if status.version == 0:
+            put["ConditionExpression"] = "attribute_not_exists(pk)"
+        else:
+            put["ConditionExpression"] = "version = :v"
+            put["ExpressionAttributeValues"] = _values(v=status.version)
+        return put
+
+    def _query_all(self, pk: str) -> Iterator[dict[str, Any]]:
+        params: dict[str, Any] = {
+            "TableName": self.table_name,
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": pk}},
+            "ConsistentRead": True,
+        }
+        while True:
+            page = self._call("query", **params)
+            yield from (_plain(i) for i in page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                return
+            params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def _get(self, key: dict[str, str]) -> dict[str, Any] | None:
+        answer = self._call("get_item", TableName=self.table_name, Key=_key(key))
+        item = answer.get("Item")
+        return _plain(item) if item else None
+
+    def _batch_write(self, requests: list[dict[str, Any]]) -> None:
+        for chunk in _chunks(requests, BATCH_WRITE_LIMIT):
+            pending: dict[str, Any] = {self.table_name: chunk}
+            for _attempt in range(5):
+                answer = self._call("batch_write_item", RequestItems=pending)
+                pending = answer.get("UnprocessedItems") or {}
+                if not pending:
+                    break
+            else:
+                raise RepositoryError("DynamoDB left writes unprocessed after 5 attempts")
+
+    def _call(self, operation: str, **params: Any) -> Any:
+        self.calls += 1
+        try:
+            return getattr(self._client, operation)(**params)
+        except ClientError as exc:
+            if _code(exc) in ("TransactionCanceledException", "ConditionalCheckFailedException"):
+                raise
+            raise RepositoryError(_describe(operation, exc)) from None
+        except Exception as exc:  # endpoint unreachable, credentials, ...
+            raise RepositoryError(f"DynamoDB {operation} failed: {type(exc).__name__}") from None
+
+
+def _bumped(status: TargetStatus) -> TargetStatus:
+    return replace(status, version=status.version + 1)
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _describe(what: str, exc: ClientError) -> str:
+    error = exc.response.get("Error", {})
+    return f"DynamoDB could not {what}: {error.get('Code', '?')} {error.get('Message', '')}".strip()
+
+
+def _typed(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: _serializer.serialize(v) for k, v in item.items()}
+
+
+def _plain(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: _deserializer.deserialize(v) for k, v in item.items()}
+
+
+def _key(key: dict[str, str]) -> dict[str, Any]:
+    return {"pk": {"S": key["pk"]}, "sk": {"S": key["sk"]}}
+
+
+def _values(**values: Any) -> dict[str, Any]:
+    return {f":{k}": _serializer.serialize(v) for k, v in values.items()}

@@ -1,0 +1,329 @@
+"""One check run: tokens, batched checks per portal (in parallel), the state machine, storage,
+alerts. This module orchestrates; the decisions live in `domain`, the I/O in the adapters."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from .aws.records import CachedInventory, PortalRun, RunRecord
+from .aws.repository import Claim, Loaded, StateRepository
+from .bitrix24.client import PortalCheck, PortalClient
+from .bitrix24.credentials import TokenSource
+from .bitrix24.errors import CredentialsError
+from .deadline import Deadline
+from .domain.alerts import Alert
+from .domain.inventory import find_misconfigured
+from .domain.results import Cause, CheckResult, State
+from .domain.targets import Target, TargetList
+from .domain.transitions import TargetStatus, Thresholds, advance
+from .publishing import Publisher, deliver
+
+logger = logging.getLogger(__name__)
+
+
+class Tokens(TokenSource, Protocol):
+    def load(self) -> None: ...
+
+
+ClientFactory = Callable[[str, TokenSource], PortalClient]
+
+
+@dataclass(frozen=True)
+class CycleSettings:
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    history: timedelta = timedelta(days=30)
+    validate_every: timedelta = timedelta(hours=4)
+    max_parallel_portals: int = 8
+    claim_for: timedelta = timedelta(minutes=2)
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    started_at: datetime
+    finished_at: datetime | None = None
+    targets: int = 0
+    up: int = 0
+    down: int = 0
+    unknown: int = 0
+    config_errors: int = 0
+    alerts_decided: int = 0
+    alerts_published: int = 0
+    alerts_pending: int = 0
+    conflicts: int = 0
+    http_requests: int = 0
+    portal_errors: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "started_at": _stamp(self.started_at),
+            "finished_at": _stamp(self.finished_at) if self.finished_at else None,
+            "targets": self.targets,
+            "up": self.up,
+            "down": self.down,
+            "unknown": self.unknown,
+            "config_errors": self.config_errors,
+            "alerts_decided": self.alerts_decided,
+            "alerts_published": self.alerts_published,
+            "alerts_pending": self.alerts_pending,
+            "conflicts": self.conflicts,
+            "http_requests": self.http_requests,
+            "portal_errors": dict(self.portal_errors),
+        }
+
+
+@dataclass(frozen=True)
+class PortalOutcome:
+    results: list[CheckResult]
+    run: PortalRun
+    inventory: CachedInventory | None = None
+
+
+def default_client(portal: str, tokens: TokenSource) -> PortalClient:
+    return PortalClient(portal, tokens)
+
+
+@dataclass
+class CheckCycle:
+    """The check run, with its collaborators injected (the handler builds the real ones)."""
+
+    repository: StateRepository
+    tokens: Tokens
+    publisher: Publisher
+    settings: CycleSettings = field(default_factory=CycleSettings)
+    client_factory: ClientFactory = default_client
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+
+    def run(self, targets: TargetList, deadline: Deadline, run_id: str | None = None) -> RunSummary:
+        summary = RunSummary(run_id or uuid.uuid4().hex, self.clock())
+        loaded = self.repository.load()
+        results, portal_runs, inventories = self._check_all(targets, loaded, deadline)
+        results += [
+            CheckResult.unknown(e, Cause.CONFIGURATION, e.reason, checked_at=summary.started_at)
+            for e in targets.errors
+        ]
+        changed, decided = self._decide(loaded, results)
+        claims = self._claims(loaded, changed, summary)
+        outcome = self.repository.save(changed, claims=claims)
+        summary.conflicts = len(outcome.conflicts)
+        new_alerts = [
+            (s.subject.key, a) for s in outcome.saved for a in decided.get(s.subject.key, ())
+        ]
+        if new_alerts:
+            self.repository.record_history(new_alerts, keep=self.settings.history)
+        self._forget_retired(loaded, {r.target.key for r in results})
+        statuses = {**loaded.statuses, **{s.subject.key: s for s in outcome.saved}}
+        ours = {
+            s.subject.key
+            for s in outcome.saved
+            if s.pending and claims[s.subject.key].owner == summary.run_id
+        }
+        delivery = deliver(
+            statuses,
+            ours,
+            loaded.claims,
+            self.repository,
+            self.publisher,
+            summary.run_id,
+            self.clock,
+            self.settings.claim_for,
+        )
+        if inventories:
+            self.repository.save_inventories(inventories)
+        self._summarise(summary, results, decided, delivery, portal_runs)
+        self.repository.save_run(
+            RunRecord(
+                summary.run_id,
+                summary.started_at,
+                summary.finished_at or summary.started_at,
+                {k: v for k, v in summary.as_dict().items() if isinstance(v, int)},
+                portal_runs,
+            )
+        )
+        return summary
+
+    # ---- checking ------------------------------------------------------------------------
+    def _check_all(
+        self, targets: TargetList, loaded: Loaded, deadline: Deadline
+    ) -> tuple[list[CheckResult], dict[str, PortalRun], list[CachedInventory]]:
+        portals = targets.portals()
+        if not portals:
+            return [], {}, []
+        now = self.clock()
+        try:
+            self.tokens.load()
+        except Exception as exc:  # the secret is unreadable: nothing can be checked
+            detail = f"the monitor could not read its tokens: {exc}"
+            logger.error("token store unavailable", extra={"error": str(exc)})
+            results = [
+                CheckResult.unknown(t, Cause.MONITOR_ERROR, detail, checked_at=now)
+                for t in targets.targets
+            ]
+            return results, {p: PortalRun(now, 0, detail) for p in portals}, []
+        cached = self.repository.load_inventories()
+        workers = min(self.settings.max_parallel_portals, len(portals))
+        outcomes: dict[str, PortalOutcome] = {}
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="portal") as pool:
+            futures = {
+                pool.submit(
+                    self._check_portal, p, targets.for_portal(p), cached.get(p), deadline
+                ): p
+                for p in portals
+            }
+            done, _ = wait(futures, timeout=deadline.remaining() + 1.0)
+            for future, portal in futures.items():
+                if future in done and future.exception() is None:
+                    outcomes[portal] = future.result()
+                else:
+                    outcomes[portal] = self._lost_portal(portal, targets, future.exception())
+        results = [r for p in portals for r in outcomes[p].results]
+        runs = {p: outcomes[p].run for p in portals}
+        inventories = [o.inventory for o in outcomes.values() if o.inventory]
+        return results, runs, inventories
+
+    def _check_portal(
+        self,
+        portal: str,
+        targets: list[Target],
+        cached: CachedInventory | None,
+        deadline: Deadline,
+    ) -> PortalOutcome:
+        now = self.clock()
+        try:
+            self.tokens.credentials(portal)
+        except CredentialsError as exc:
+            detail = f"no usable credentials for {portal} in the secret: {exc}"
+            results = [
+                CheckResult.unknown(t, Cause.CONFIGURATION, detail, checked_at=now) for t in targets
+            ]
+            return PortalOutcome(results, PortalRun(now, 0, detail))
+        due = cached is None or now - cached.validated_at >= self.settings.validate_every
+        client = self.client_factory(portal, self.tokens)
+        try:
+            check = client.check(targets, deadline, with_inventory=due)
+        finally:
+            client.close()
+        inventory = CachedInventory(portal, now, check.inventory) if check.inventory else None
+        known = inventory or cached
+        if check.inventory_error:
+            logger.warning(
+                "target validation could not run",
+                extra={"portal": portal, "error": check.inventory_error},
+            )
+        results = _apply_inventory(check, known)
+        error = _portal_error(results)
+        return PortalOutcome(results, PortalRun(now, client.http_requests, error), inventory)
+
+    def _lost_portal(
+        self, portal: str, targets: TargetList, exc: BaseException | None
+    ) -> PortalOutcome:
+        now = self.clock()
+        if exc is None:
+            cause, detail = Cause.DEADLINE, "the run ran out of time before this portal answered"
+        else:
+            cause, detail = Cause.MONITOR_ERROR, f"the check failed: {type(exc).__name__}"
+            logger.error("portal check crashed", extra={"portal": portal, "error": detail})
+        results = [
+            CheckResult.unknown(t, cause, detail, checked_at=now)
+            for t in targets.for_portal(portal)
+        ]
+        return PortalOutcome(results, PortalRun(now, 0, detail))
+
+    # ---- deciding ------------------------------------------------------------------------
+    def _decide(
+        self, loaded: Loaded, results: Iterable[CheckResult]
+    ) -> tuple[list[TargetStatus], dict[str, tuple[Alert, ...]]]:
+        changed: list[TargetStatus] = []
+        decided: dict[str, tuple[Alert, ...]] = {}
+        for result in results:
+            key = result.target.key
+            previous = loaded.statuses.get(key)
+            step = advance(previous, result, self.settings.thresholds)
+            if step.alerts:
+                decided[key] = step.alerts
+                for alert in step.alerts:
+                    logger.info(
+                        "transition",
+                        extra={"event": alert.event.value, "target": key, "alert_id": alert.id},
+                    )
+            if not step.status.same_as(previous):
+                changed.append(step.status)
+        return changed, decided
+
+    def _claims(
+        self, loaded: Loaded, changed: Sequence[TargetStatus], summary: RunSummary
+    ) -> dict[str, Claim]:
+        """Claim the pending alerts we store, unless another run is publishing them now."""
+        ours = Claim(summary.run_id, summary.started_at + self.settings.claim_for)
+        claims: dict[str, Claim] = {}
+        for status in changed:
+            key = status.subject.key
+            theirs = loaded.claims.get(key)
+            if theirs and theirs.owner != ours.owner and theirs.until > summary.started_at:
+                claims[key] = theirs
+            elif status.pending:
+                claims[key] = ours
+        return claims
+
+    def _forget_retired(self, loaded: Loaded, current: set[str]) -> None:
+        retired = [s for k, s in loaded.statuses.items() if k not in current and not s.pending]
+        if retired:
+            logger.info("forgetting targets no longer configured", extra={"count": len(retired)})
+            self.repository.delete(retired)
+
+    def _summarise(
+        self,
+        summary: RunSummary,
+        results: Sequence[CheckResult],
+        decided: dict[str, tuple[Alert, ...]],
+        delivery: Any,
+        portal_runs: dict[str, PortalRun],
+    ) -> None:
+        summary.finished_at = self.clock()
+        summary.targets = sum(1 for r in results if isinstance(r.target, Target))
+        summary.config_errors = len(results) - summary.targets
+        summary.up = sum(1 for r in results if r.state is State.UP)
+        summary.down = sum(1 for r in results if r.state is State.DOWN)
+        summary.unknown = sum(
+            1 for r in results if r.state is State.UNKNOWN and isinstance(r.target, Target)
+        )
+        summary.alerts_decided = sum(len(a) for a in decided.values())
+        summary.alerts_published = delivery.published
+        summary.alerts_pending = delivery.pending
+        summary.http_requests = sum(r.http_requests for r in portal_runs.values())
+        summary.portal_errors = {p: r.error for p, r in portal_runs.items() if r.error}
+
+
+def _apply_inventory(check: PortalCheck, inventory: CachedInventory | None) -> list[CheckResult]:
+    """A target that does not exist on the portal is a configuration error, never DOWN."""
+    if inventory is None:
+        return list(check.results)
+    targets = [r.target for r in check.results if isinstance(r.target, Target)]
+    wrong = find_misconfigured(targets, inventory.inventory)
+    return [
+        CheckResult.unknown(r.target, Cause.CONFIGURATION, wrong[r.target], checked_at=r.checked_at)
+        if isinstance(r.target, Target) and r.target in wrong
+        else r
+        for r in check.results
+    ]
+
+
+def _portal_error(results: Sequence[CheckResult]) -> str | None:
+    """A portal-wide failure: every target UNKNOWN for the same non-configuration reason."""
+    causes = {(r.cause, r.detail) for r in results if r.state is State.UNKNOWN}
+    if results and len(causes) == 1 and all(r.state is State.UNKNOWN for r in results):
+        cause, detail = next(iter(causes))
+        if cause is not Cause.CONFIGURATION:
+            return detail
+    return None
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

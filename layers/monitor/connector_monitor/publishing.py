@@ -1,0 +1,88 @@
+"""Delivering pending alerts: claim, publish, acknowledge. At least once, and never twice while
+a claim holds: a run publishes only the alerts of items it has claimed, and an alert leaves the
+pending set only after SNS took it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from .aws.publisher import PublishError
+from .aws.repository import Claim, StateRepository
+from .domain.alerts import Alert, combine
+from .domain.transitions import TargetStatus
+
+logger = logging.getLogger(__name__)
+
+
+class Publisher(Protocol):
+    def publish(self, alert: Alert) -> str: ...
+
+
+@dataclass
+class Delivery:
+    published: int = 0  # alerts (not messages) that SNS took
+    pending: int = 0  # alerts left for the next run
+    failures: list[str] = field(default_factory=list)
+
+
+def deliver(
+    statuses: dict[str, TargetStatus],
+    ours: set[str],
+    claims: dict[str, Claim],
+    repository: StateRepository,
+    publisher: Publisher,
+    run_id: str,
+    clock: Callable[[], datetime],
+    claim_for: timedelta,
+) -> Delivery:
+    """Publish every pending alert this run may publish; `ours` are keys already claimed."""
+    delivery = Delivery()
+    mine = _claim_leftovers(statuses, ours, claims, repository, run_id, clock(), claim_for)
+    owner = {alert.id: key for key, status in mine.items() for alert in status.pending}
+    published: dict[str, set[str]] = {key: set() for key in mine}
+    for message, members in combine([a for s in mine.values() for a in s.pending]):
+        try:
+            publisher.publish(message)
+        except PublishError as exc:
+            delivery.failures.append(str(exc))
+            logger.error("alert not published; it stays pending", extra={"alert_id": message.id})
+            continue
+        for alert in members:
+            published[owner[alert.id]].add(alert.id)
+        delivery.published += len(members)
+        logger.info(
+            "alert published",
+            extra={"event": message.event.value, "alert_id": message.id, "alerts": len(members)},
+        )
+    for key, status in mine.items():
+        if not repository.acknowledge(status, run_id, published[key]):
+            logger.warning("claim lost before acknowledging alerts", extra={"target": key})
+    delivery.pending = sum(len(s.pending) for s in statuses.values()) - delivery.published
+    return delivery
+
+
+def _claim_leftovers(
+    statuses: dict[str, TargetStatus],
+    ours: set[str],
+    claims: dict[str, Claim],
+    repository: StateRepository,
+    run_id: str,
+    now: datetime,
+    claim_for: timedelta,
+) -> dict[str, TargetStatus]:
+    """Our freshly stored alerts, plus earlier runs' unpublished ones that nobody is sending."""
+    mine = {key: statuses[key] for key in ours}
+    for key, status in statuses.items():
+        if key in mine or not status.pending:
+            continue
+        held = claims.get(key)
+        if held and held.owner != run_id and held.until > now:
+            continue
+        claimed = repository.claim(status, Claim(run_id, now + claim_for), now)
+        if claimed is not None:
+            mine[key] = claimed
+    return mine

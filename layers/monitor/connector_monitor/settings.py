@@ -1,0 +1,84 @@
+"""Settings of the functions, validated once at the handler's entry from the environment."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .domain.transitions import Thresholds
+
+_RATE = re.compile(r"^rate\(\s*(\d+)\s+(minute|minutes|hour|hours|day|days)\s*\)$")
+_UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
+Model = TypeVar("Model", bound=BaseModel)
+
+
+class SettingsError(Exception):
+    """A missing or malformed environment variable: one clear message at start-up."""
+
+
+class CheckerSettings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    targets: str = Field(alias="TARGETS", default="")
+    secret_id: str = Field(alias="SECRET_ID", min_length=1)
+    table_name: str = Field(alias="TABLE_NAME", min_length=1)
+    topic_arn: str = Field(alias="TOPIC_ARN", min_length=1)
+    failure_threshold: int = Field(alias="FAILURE_THRESHOLD", default=2, ge=1, le=100)
+    recovery_threshold: int = Field(alias="RECOVERY_THRESHOLD", default=1, ge=1, le=100)
+    renotify_minutes: int = Field(alias="RENOTIFY_MINUTES", default=0, ge=0)
+    history_days: int = Field(alias="HISTORY_DAYS", default=30, ge=1, le=3650)
+    validate_every_minutes: int = Field(alias="VALIDATE_EVERY_MINUTES", default=240, ge=1)
+    max_parallel_portals: int = Field(alias="MAX_PARALLEL_PORTALS", default=8, ge=1, le=64)
+    schedule_expression: str = Field(alias="SCHEDULE_EXPRESSION", default="rate(5 minutes)")
+
+    @property
+    def thresholds(self) -> Thresholds:
+        renotify = timedelta(minutes=self.renotify_minutes) if self.renotify_minutes else None
+        return Thresholds(self.failure_threshold, self.recovery_threshold, renotify)
+
+    @property
+    def history(self) -> timedelta:
+        return timedelta(days=self.history_days)
+
+    @property
+    def validate_every(self) -> timedelta:
+        return timedelta(minutes=self.validate_every_minutes)
+
+
+class SnapshotSettings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    table_name: str = Field(alias="TABLE_NAME", min_length=1)
+    schedule_expression: str = Field(alias="SCHEDULE_EXPRESSION", default="rate(5 minutes)")
+    stale_after_seconds: int = Field(alias="STALE_AFTER_SECONDS", default=0, ge=0)
+
+    @property
+    def stale_after(self) -> timedelta:
+        """Twice the schedule interval unless set explicitly (needed for cron schedules)."""
+        if self.stale_after_seconds:
+            return timedelta(seconds=self.stale_after_seconds)
+        interval = schedule_interval(self.schedule_expression)
+        return 2 * (interval or timedelta(minutes=5))
+
+
+def schedule_interval(expression: str) -> timedelta | None:
+    """The interval of a `rate(...)` schedule; None for cron expressions."""
+    match = _RATE.match(expression.strip())
+    if not match:
+        return None
+    amount, unit = int(match.group(1)), match.group(2).rstrip("s")
+    return timedelta(seconds=amount * _UNIT_SECONDS[unit])
+
+
+def load_settings(model: type[Model], environ: Mapping[str, str]) -> Model:
+    try:
+        return model.model_validate(dict(environ))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise SettingsError(f"invalid settings: {problems}") from None

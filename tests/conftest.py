@@ -1,0 +1,50 @@
+"""Fixtures every test layer shares."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from moto.dynamodb.models import DynamoDBBackend
+
+
+@pytest.fixture
+def atomic_moto_items(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DynamoDB applies a conditional write atomically; moto checks and writes in two steps.
+
+    Threads in one process could interleave between them, so serialise moto's item writes the
+    way the real service does, or a concurrency test would test moto, not our code.
+    """
+    lock = threading.RLock()
+    for name in ("put_item", "delete_item", "update_item", "transact_write_items"):
+        original = getattr(DynamoDBBackend, name)
+
+        def locked(*args: Any, _original: Callable[..., Any] = original, **kwargs: Any) -> Any:
+            with lock:
+                return _original(*args, **kwargs)
+
+        monkeypatch.setattr(DynamoDBBackend, name, locked)
+
+
+@pytest.fixture(autouse=True)
+def _restore_library_loggers() -> Iterator[None]:
+    """Importing a handler copies Powertools' JSON config onto the library's loggers (and stops
+    their propagation); put them back after each test so log capture works in the next one."""
+    names = [n for n in logging.root.manager.loggerDict if n.startswith("connector_monitor")]
+    saved = {
+        n: (list(lg.handlers), lg.propagate, lg.level)
+        for n in names
+        if isinstance(lg := logging.getLogger(n), logging.Logger)
+    }
+    yield
+    for name in logging.root.manager.loggerDict:
+        if not name.startswith("connector_monitor"):
+            continue
+        logger = logging.getLogger(name)
+        handlers, propagate, level = saved.get(name, ([], True, logging.NOTSET))
+        logger.handlers[:] = handlers
+        logger.propagate = propagate
+        logger.setLevel(level)

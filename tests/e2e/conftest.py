@@ -1,0 +1,169 @@
+"""The checker wired as the template wires it: moto for AWS, the local portal over HTTP."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import logging
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from local.bitrix24_portal import LocalPortal
+from tests.template_loader import table_definition
+
+ROOT = Path(__file__).resolve().parents[2]
+REGION = "eu-central-1"
+PORTAL = "example.bitrix24.com"
+CONNECTOR = "myconnector"
+LINES = {12: "Sales", 14: "VIP", 16: "Support"}
+
+
+@dataclass
+class LambdaContext:
+    """What the Lambda runtime hands a handler, as far as Powertools and our code read it."""
+
+    remaining_ms: int = 120_000
+    function_name: str = "checker"
+    memory_limit_in_mb: int = 256
+    invoked_function_arn: str = f"arn:aws:lambda:{REGION}:123456789012:function:checker"
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+@dataclass
+class Stack:
+    """The deployed resources of one test, and ways to look at them."""
+
+    table: str
+    topic_arn: str
+    queue_url: str
+    secret_id: str
+    portal: LocalPortal
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """Alerts SNS delivered since the last call (through an SQS subscription)."""
+        sqs = boto3.client("sqs", region_name=REGION)
+        found: list[dict[str, Any]] = []
+        while True:
+            answer = sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10)
+            messages = answer.get("Messages", [])
+            if not messages:
+                return found
+            for message in messages:
+                envelope = json.loads(message["Body"])
+                attributes = {k: v["Value"] for k, v in envelope["MessageAttributes"].items()}
+                found.append(
+                    {"subject": envelope["Subject"], "message": envelope["Message"], **attributes}
+                )
+                sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+    def secret(self) -> dict[str, Any]:
+        sm = boto3.client("secretsmanager", region_name=REGION)
+        return json.loads(sm.get_secret_value(SecretId=self.secret_id)["SecretString"])
+
+    def put_secret(self, document: dict[str, Any]) -> None:
+        sm = boto3.client("secretsmanager", region_name=REGION)
+        sm.put_secret_value(SecretId=self.secret_id, SecretString=json.dumps(document))
+
+    def items(self, pk: str) -> list[dict[str, Any]]:
+        table = boto3.resource("dynamodb", region_name=REGION).Table(self.table)
+        return table.query(
+            KeyConditionExpression="pk = :pk", ExpressionAttributeValues={":pk": pk}
+        )["Items"]
+
+
+def load_handler(name: str) -> ModuleType:
+    """Import functions/<name>/app.py under a unique module name (both functions have app.py)."""
+    path = ROOT / "functions" / name / "app.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_app", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def portal() -> Iterator[LocalPortal]:
+    with LocalPortal() as server:
+        server.add_portal(PORTAL, connectors={CONNECTOR: "My Connector"}, lines=LINES)
+        for line in LINES:
+            server.connect(PORTAL, CONNECTOR, line)
+        yield server
+
+
+@pytest.fixture
+def stack(
+    portal: LocalPortal, monkeypatch: pytest.MonkeyPatch, atomic_moto_items: None
+) -> Iterator[Stack]:
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "Bitrix24ConnectorMonitor")
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "bitrix24-connector-monitor")
+    with mock_aws():
+        dynamodb = boto3.client("dynamodb", region_name=REGION)
+        dynamodb.create_table(TableName="monitor", **table_definition())
+        sns = boto3.client("sns", region_name=REGION)
+        topic_arn = sns.create_topic(Name="alerts")["TopicArn"]
+        sqs = boto3.client("sqs", region_name=REGION)
+        queue_url = sqs.create_queue(QueueName="inbox")["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+        sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn)
+        secret = {"portals": {PORTAL: portal.credentials(PORTAL)}}
+        sm = boto3.client("secretsmanager", region_name=REGION)
+        secret_id = sm.create_secret(Name="monitor/tokens", SecretString=json.dumps(secret))["ARN"]
+        env = {
+            "TARGETS": ",".join(f"{PORTAL}/{CONNECTOR}/{line}" for line in LINES),
+            "SECRET_ID": secret_id,
+            "TABLE_NAME": "monitor",
+            "TOPIC_ARN": topic_arn,
+            "FAILURE_THRESHOLD": "2",
+            "RECOVERY_THRESHOLD": "1",
+            "HISTORY_DAYS": "30",
+            "SCHEDULE_EXPRESSION": "rate(5 minutes)",
+        }
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        yield Stack("monitor", topic_arn, queue_url, secret_id, portal)
+
+
+@pytest.fixture
+def log_stream(checker: ModuleType) -> Iterator[io.StringIO]:
+    """Everything the checker and the library log during the test, as JSON lines."""
+    stream = io.StringIO()
+    names = [checker.logger.name, *[n for n in logging.root.manager.loggerDict if "." in n]]
+    handlers = {
+        h
+        for name in names
+        for h in logging.getLogger(name).handlers
+        if isinstance(h, logging.StreamHandler)
+    }
+    previous = {h: h.setStream(stream) for h in handlers}
+    yield stream
+    for handler, old in previous.items():
+        if old is not None:
+            handler.setStream(old)
+
+
+@pytest.fixture
+def checker(stack: Stack) -> ModuleType:
+    """A freshly imported checker handler (its cached settings and clients start empty)."""
+    return load_handler("checker")
+
+
+def scheduled_event() -> dict[str, Any]:
+    return json.loads((ROOT / "events" / "schedule.json").read_text())

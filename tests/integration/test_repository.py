@@ -1,0 +1,165 @@
+"""The DynamoDB repository against moto: conditional writes, claims, history, pages."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from connector_monitor.aws.records import PortalRun, RunRecord
+from connector_monitor.aws.repository import Claim, StateRepository
+from connector_monitor.domain.results import CheckResult
+from connector_monitor.domain.targets import Target
+from connector_monitor.domain.transitions import TargetStatus, Thresholds, advance
+from tests.template_loader import table_definition
+
+T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def client() -> Iterator[Any]:
+    with mock_aws():
+        dynamodb = boto3.client("dynamodb", region_name="eu-central-1")
+        dynamodb.create_table(TableName="monitor", **table_definition())
+        yield dynamodb
+
+
+def status(line: int, *, up: bool = True, at: datetime = T0) -> TargetStatus:
+    target = Target("a.bitrix24.com", "tg", line)
+    result = CheckResult.from_flags(target, configured=up, error=False, status=up, checked_at=at)
+    return advance(None, result, Thresholds()).status
+
+
+def down_with_alert(previous: TargetStatus) -> TargetStatus:
+    th = Thresholds(failure=1)
+    result = CheckResult.from_flags(
+        previous.subject,  # type: ignore[arg-type]
+        configured=False,
+        error=False,
+        status=False,
+        checked_at=T0 + timedelta(minutes=5),
+    )
+    return advance(previous, result, th).status
+
+
+def test_statuses_round_trip_and_versions_bump(client: Any) -> None:
+    repo = StateRepository("monitor", client=client)
+    outcome = repo.save([status(1), status(2)], claims={})
+    assert outcome.conflicts == []
+    loaded = repo.load()
+    assert sorted(loaded.statuses) == ["a.bitrix24.com/tg/1", "a.bitrix24.com/tg/2"]
+    stored = loaded.statuses["a.bitrix24.com/tg/1"]
+    assert stored.version == 1
+    assert stored == replace(status(1), version=1)
+
+
+def test_a_stale_write_is_a_conflict_and_does_not_overwrite(client: Any) -> None:
+    repo = StateRepository("monitor", client=client)
+    repo.save([status(1)], claims={})
+    first = repo.load().statuses["a.bitrix24.com/tg/1"]
+    winner = repo.save([down_with_alert(first)], claims={})
+    loser = repo.save([down_with_alert(first)], claims={})  # same base version: another run
+    assert winner.conflicts == []
+    assert loser.conflicts == ["a.bitrix24.com/tg/1"]
+    assert repo.load().statuses["a.bitrix24.com/tg/1"].version == 2
+
+
+def test_a_new_target_written_twice_is_one_conflict(client: Any) -> None:
+    repo = StateRepository("monitor", client=client)
+    assert repo.save([status(1)], claims={}).conflicts == []
+    assert repo.save([status(1)], claims={}).conflicts == ["a.bitrix24.com/tg/1"]
+
+
+def test_only_one_run_can_claim_pending_alerts_until_the_claim_expires(client: Any) -> None:
+    repo = StateRepository("monitor", client=client)
+    repo.save([status(1)], claims={})
+    base = repo.load().statuses["a.bitrix24.com/tg/1"]
+    repo.save([down_with_alert(base)], claims={})
+    pending = repo.load().statuses["a.bitrix24.com/tg/1"]
+    assert len(pending.pending) == 1
+
+    now = T0 + timedelta(minutes=6)
+    mine = repo.claim(pending, Claim("run-a", now + timedelta(minutes=2)), now)
+    assert mine is not None
+    again = repo.load()
+    theirs = repo.claim(again.statuses["a.bitrix24.com/tg/1"], Claim("run-b", now), now)
+    assert theirs is None
+    assert again.claims["a.bitrix24.com/tg/1"].owner == "run-a"
+
+    later = now + timedelta(minutes=3)
+    expired = repo.load().statuses["a.bitrix24.com/tg/1"]
+    assert repo.claim(expired, Claim("run-b", later + timedelta(minutes=2)), later) is not None
+
+
+def test_acknowledge_removes_only_published_alerts_and_releases_the_claim(client: Any) -> None:
+    repo = StateRepository("monitor", client=client)
+    repo.save([status(1)], claims={})
+    base = repo.load().statuses["a.bitrix24.com/tg/1"]
+    down = down_with_alert(base)
+    repo.save([down], claims={"a.bitrix24.com/tg/1": Claim("run-a", T0 + timedelta(hours=1))})
+    stored = repo.load().statuses["a.bitrix24.com/tg/1"]
+    alert_id = stored.pending[0].id
+    assert repo.acknowledge(stored, "run-b", [alert_id]) is False  # not the owner
+    assert repo.acknowledge(stored, "run-a", [alert_id]) is True
+    after = repo.load()
+    assert after.statuses["a.bitrix24.com/tg/1"].pending == ()
+    assert "a.bitrix24.com/tg/1" not in after.claims
+
+
+def test_a_hundred_and_fifty_changes_cost_two_transactions(client: Any) -> None:
+    repo = StateRepository("monitor", client=client)
+    calls: list[str] = []
+    client.meta.events.register(
+        "before-call.dynamodb.*", lambda model, **_: calls.append(model.name)
+    )
+    repo.save([status(n) for n in range(1, 151)], claims={})
+    assert calls == ["TransactWriteItems", "TransactWriteItems"]
+
+
+def test_pages_filter_by_portal_without_a_scan(client: Any) -> None:
+    repo = StateRepository("monitor", client=client)
+    other = replace(status(1), subject=Target("b.bitrix24.com", "tg", 1))
+    repo.save([status(n) for n in range(1, 6)] + [other], claims={})
+    calls: list[str] = []
+    client.meta.events.register(
+        "before-call.dynamodb.*", lambda model, **_: calls.append(model.name)
+    )
+    page, after = repo.page_targets(portal="a.bitrix24.com", limit=3)
+    assert [s.subject.key for s in page] == [f"a.bitrix24.com/tg/{n}" for n in (1, 2, 3)]
+    rest, end = repo.page_targets(portal="a.bitrix24.com", limit=3, after=after)
+    assert [s.subject.line for s in rest] == [4, 5]  # type: ignore[union-attr]
+    assert end is None or repo.page_targets(portal="a.bitrix24.com", after=end)[0] == []
+    assert "Scan" not in calls
+
+
+def test_run_record_and_history_are_stored(client: Any) -> None:
+    repo = StateRepository("monitor", client=client)
+    run = RunRecord(
+        "r1", T0, T0 + timedelta(seconds=2), {"up": 3}, {"a.bitrix24.com": PortalRun(T0, 1)}
+    )
+    repo.save_run(run)
+    assert repo.load_run() == run
+    base = status(1)
+    alert = down_with_alert(base).pending[0]
+    repo.record_history([("a.bitrix24.com/tg/1", alert)], keep=timedelta(days=30))
+    items = client.query(
+        TableName="monitor",
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": "HISTORY#a.bitrix24.com/tg/1"}},
+    )["Items"]
+    assert len(items) == 1
+    expires = int(items[0]["expires_at"]["N"])
+    assert expires == int((alert.created_at + timedelta(days=30)).timestamp())
+
+
+def test_dynamodb_failures_are_clear_errors(client: Any) -> None:
+    from connector_monitor.aws.repository import RepositoryError
+
+    repo = StateRepository("no-such-table", client=client)
+    with pytest.raises(RepositoryError, match="ResourceNotFoundException"):
+        repo.load()
