@@ -1,0 +1,284 @@
+"""Snapshot API: the latest state of the watched connectors over HTTP.
+
+API Gateway HTTP API (payload 2.0) -> this handler -> the snapshot service -> DynamoDB (one
+GetItem and queries; never a scan). Routes live in one router per concern; every error becomes
+`{"error": CODE, "message": TEXT}` in the exception handlers below, nowhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from functools import cache, partial
+from http import HTTPStatus
+from typing import Annotated, Any
+
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn, HTTPBearer
+from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
+from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools.shared.json_encoder import Encoder
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel
+
+from connector_monitor.aws.repository import RepositoryError, StateRepository
+from connector_monitor.settings import SnapshotSettings, load_settings
+from connector_monitor.snapshot import (
+    MAX_LIMIT,
+    ErrorCode,
+    ErrorView,
+    HealthView,
+    SnapshotError,
+    SnapshotService,
+    SnapshotView,
+    TargetView,
+    parse_query,
+    parse_target,
+)
+
+OPENAPI_TITLE = "Bitrix24 connector monitor API"
+API_VERSION = "1.0.0"
+
+logger = Logger()
+tracer = Tracer()
+copy_config_to_registered_loggers(source_logger=logger, include={"connector_monitor"})
+
+# Unicode as is (not \uXXXX): the body is escaped once more inside the Lambda response.
+app = APIGatewayHttpResolver(
+    enable_validation=True,
+    serializer=partial(json.dumps, separators=(",", ":"), ensure_ascii=False, cls=Encoder),
+)
+snapshot_routes = APIGatewayHttpRouter()
+health_routes = APIGatewayHttpRouter()
+
+ERROR_STATUS: dict[ErrorCode, HTTPStatus] = {
+    ErrorCode.BAD_FILTER: HTTPStatus.BAD_REQUEST,
+    ErrorCode.BAD_CURSOR: HTTPStatus.BAD_REQUEST,
+    ErrorCode.BAD_TARGET: HTTPStatus.BAD_REQUEST,
+    ErrorCode.BAD_REQUEST: HTTPStatus.BAD_REQUEST,
+    ErrorCode.NOT_FOUND: HTTPStatus.NOT_FOUND,
+    ErrorCode.METHOD_NOT_ALLOWED: HTTPStatus.METHOD_NOT_ALLOWED,
+    ErrorCode.STALE: HTTPStatus.SERVICE_UNAVAILABLE,
+    ErrorCode.UNAVAILABLE: HTTPStatus.SERVICE_UNAVAILABLE,
+    ErrorCode.INTERNAL: HTTPStatus.INTERNAL_SERVER_ERROR,
+}
+
+
+# ---- wiring (lazy and cached: tests set the environment and moto up first) -----------------------
+@cache
+def settings() -> SnapshotSettings:
+    return load_settings(SnapshotSettings, os.environ)
+
+
+@cache
+def repository() -> StateRepository:
+    return StateRepository(settings().table_name)
+
+
+@cache
+def service() -> SnapshotService:
+    return SnapshotService(repository(), settings().stale_after)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def answer_doc(description: str, model: type[BaseModel] = ErrorView) -> OpenAPIResponse:
+    return {"description": description, "content": {"application/json": {"model": model}}}
+
+
+UNAVAILABLE_DOC = answer_doc("UNAVAILABLE: the state store could not be read; retry later")
+INTERNAL_DOC = answer_doc("INTERNAL: an unexpected error (details only in the function's log)")
+
+
+# ---- routes --------------------------------------------------------------------------------------
+@snapshot_routes.get(
+    "/snapshot",
+    summary="The latest state of every watched target",
+    description="Targets in key order, up to `limit` per page; follow `next_cursor` for more.",
+    operation_id="getSnapshot",
+    tags=["snapshot"],
+    responses={
+        200: answer_doc("The snapshot", SnapshotView),
+        400: answer_doc("BAD_FILTER (state, portal or limit) or BAD_CURSOR"),
+        503: UNAVAILABLE_DOC,
+        500: INTERNAL_DOC,
+    },
+)
+def get_snapshot(
+    state: Annotated[
+        str | None, Query(description="Only targets in this state: UP, DOWN or UNKNOWN (any case)")
+    ] = None,
+    portal: Annotated[
+        str | None, Query(description="Only targets of this portal domain", max_length=300)
+    ] = None,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_LIMIT, description="Targets per page at most")
+    ] = MAX_LIMIT,
+    cursor: Annotated[
+        str | None, Query(description="`next_cursor` of the previous page", max_length=2000)
+    ] = None,
+) -> SnapshotView:
+    query = parse_query(state=state, portal=portal, limit=limit, cursor=cursor)
+    return service().snapshot(query, utcnow())
+
+
+@snapshot_routes.get(
+    "/snapshot/<portal>/<connector>/<line>",
+    summary="The latest state of one target",
+    operation_id="getTarget",
+    tags=["snapshot"],
+    responses={
+        200: answer_doc("The target", TargetView),
+        400: answer_doc("BAD_TARGET: the path does not name a target"),
+        404: answer_doc("NOT_FOUND: the target is not watched (or not checked yet)"),
+        503: UNAVAILABLE_DOC,
+        500: INTERNAL_DOC,
+    },
+)
+def get_target(
+    portal: Annotated[str, Path(description="Portal domain", examples=["example.bitrix24.com"])],
+    connector: Annotated[str, Path(description="Connector id (any case)")],
+    line: Annotated[int, Path(gt=0, description="Open line id")],
+) -> TargetView:
+    return service().target(parse_target(portal, connector, line))
+
+
+@health_routes.get(
+    "/health",
+    summary="Is the monitor itself running?",
+    description="200 while check runs keep finishing in time, 503 otherwise: point an uptime "
+    "check here to watch the watcher. Reads the last run's record only.",
+    operation_id="getHealth",
+    tags=["health"],
+    responses={
+        200: answer_doc("Runs finish in time", HealthView),
+        503: answer_doc("STALE: no run yet or the last run is too old; or UNAVAILABLE"),
+        500: INTERNAL_DOC,
+    },
+)
+def get_health() -> HealthView:
+    return service().health(utcnow())
+
+
+app.include_router(snapshot_routes)
+app.include_router(health_routes)
+
+
+# ---- errors: the one place they become HTTP answers ----------------------------------------------
+def error_response(
+    code: ErrorCode, message: str, headers: dict[str, str] | None = None
+) -> Response[dict[str, Any]]:
+    return Response(
+        status_code=ERROR_STATUS[code],
+        content_type=content_types.APPLICATION_JSON,
+        body=ErrorView(error=code, message=message).model_dump(mode="json"),
+        headers=headers,
+    )
+
+
+@app.exception_handler(SnapshotError)
+def on_snapshot_error(exc: SnapshotError) -> Response[dict[str, Any]]:
+    return error_response(exc.code, exc.message)
+
+
+@app.exception_handler(RequestValidationError)
+def on_invalid_request(exc: RequestValidationError) -> Response[dict[str, Any]]:
+    """A parameter of the wrong type or range (Powertools would answer 422 in its own shape)."""
+    first = exc.errors()[0]
+    loc = [str(part) for part in first.get("loc", ())]
+    where, name = (loc[0], loc[-1]) if len(loc) > 1 else ("request", "?")
+    code = ErrorCode.BAD_REQUEST
+    if where == "path":
+        code = ErrorCode.BAD_TARGET
+    elif where == "query":
+        code = ErrorCode.BAD_CURSOR if name == "cursor" else ErrorCode.BAD_FILTER
+    return error_response(code, f"{where} parameter '{name}': {first.get('msg', 'invalid')}")
+
+
+@app.not_found
+def on_no_route(exc: NotFoundError) -> Response[dict[str, Any]]:
+    method = app.current_event.http_method.upper()[:10]
+    path = app.current_event.path[:200]
+    allowed = allowed_methods(path)
+    if allowed:
+        return error_response(
+            ErrorCode.METHOD_NOT_ALLOWED,
+            f"{method} is not allowed on {path}; use {', '.join(allowed)}",
+            headers={"Allow": ", ".join(allowed)},
+        )
+    return error_response(ErrorCode.NOT_FOUND, f"no route {method} {path}")
+
+
+@app.exception_handler(RepositoryError)
+def on_store_error(exc: RepositoryError) -> Response[dict[str, Any]]:
+    logger.error("state store unavailable", extra={"reason": str(exc)})
+    return error_response(ErrorCode.UNAVAILABLE, "the state store could not be read; retry later")
+
+
+@app.exception_handler(Exception)
+def on_unexpected(exc: Exception) -> Response[dict[str, Any]]:
+    logger.exception("unexpected error")
+    return error_response(ErrorCode.INTERNAL, "internal error")
+
+
+def allowed_methods(path: str) -> list[str]:
+    """Methods some route serves on `path` (empty: no such path)."""
+    # Powertools has no public list of routes; these two lists are what its own router walks.
+    routes = app._static_routes + app._dynamic_routes
+    return sorted({route.method for route in routes if route.rule.match(path)})
+
+
+# ---- entry point and OpenAPI ---------------------------------------------------------------------
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+@tracer.capture_lambda_handler(capture_response=False)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)
+
+
+def openapi_document() -> str:
+    """The API's OpenAPI document, as committed in openapi.json (`python -m local.openapi`)."""
+    generated = app.get_openapi_json_schema(
+        title=OPENAPI_TITLE,
+        version=API_VERSION,
+        description=(
+            "Latest state of the Bitrix24 Open Lines connectors the monitor watches. Every "
+            "route is authorised: by default with AWS IAM (requests signed with SigV4 for the "
+            "service `execute-api`, by a user or role holding the stack's SnapshotReaderPolicy); "
+            "with a JWT bearer token instead when the stack is deployed with "
+            'ApiAuthorization=JWT. Errors are JSON {"error": CODE, "message": TEXT}. No '
+            "response ever contains a token or a client secret."
+        ),
+        security_schemes={
+            "sigv4": APIKey.model_validate(
+                {
+                    "in": APIKeyIn.header,
+                    "name": "Authorization",
+                    "description": "AWS Signature Version 4 (service execute-api); the default",
+                    "openapi_extensions": {"x-amazon-apigateway-authtype": "awsSigv4"},
+                }
+            ),
+            "jwt": HTTPBearer(
+                bearerFormat="JWT",
+                description="A JWT from the configured issuer (ApiAuthorization=JWT)",
+            ),
+        },
+        security=[{"sigv4": []}, {"jwt": []}],
+    )
+    document = json.loads(generated)
+    # Powertools documents its own 422 shapes for invalid requests and responses; here an invalid
+    # request is a 400 and an invalid response a 500, both in the contract's shape.
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            operation["responses"].pop("422", None)
+    for name in ("HTTPValidationError", "ValidationError", "ResponseValidationError"):
+        document["components"]["schemas"].pop(name, None)
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"

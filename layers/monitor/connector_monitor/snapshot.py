@@ -1,0 +1,365 @@
+"""The snapshot: the latest state of the watched targets, as the Snapshot API shows it.
+
+Reads go through a small reader interface (the state repository: queries and gets, never a
+scan). Views are built from `TargetStatus` fields one by one, never from stored items, so what
+else lives in the table (pending alerts, claims) or elsewhere (tokens) cannot reach a response.
+No clock and no environment here: the handler passes `now` and the settings in.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .aws.records import RunRecord
+from .domain.results import State
+from .domain.targets import Target, TargetError, check_target
+from .domain.transitions import TargetStatus
+
+TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+MAX_LIMIT = 1000
+# `detail` is cut to this many characters, so 1,000 targets stay far below Lambda's 6 MB
+# response limit even when every detail is long and needs escaping twice (body, then envelope).
+DETAIL_LIMIT = 500
+# Queries one page may spend (a state filter may skip most of what it reads, and DynamoDB cuts a
+# read at 1 MB); past it the page ends early with a cursor, so a rare state in a huge fleet
+# cannot run the function out of time.
+MAX_QUERIES_PER_PAGE = 10
+QUERY_SIZE = 1000
+
+
+class ErrorCode(StrEnum):
+    BAD_FILTER = "BAD_FILTER"  # a query parameter (state, portal, limit) is not valid
+    BAD_CURSOR = "BAD_CURSOR"  # the cursor is not one this API handed out for this selection
+    BAD_TARGET = "BAD_TARGET"  # the path does not name a target (portal, connector, line)
+    BAD_REQUEST = "BAD_REQUEST"  # any other malformed request
+    NOT_FOUND = "NOT_FOUND"  # no such route, or no such target
+    METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
+    STALE = "STALE"  # /health: no run yet, or the last run is too old
+    UNAVAILABLE = "UNAVAILABLE"  # the state store could not be read; retry later
+    INTERNAL = "INTERNAL"
+
+
+class SnapshotError(Exception):
+    """A request the snapshot cannot answer; the handler maps each kind to an HTTP status."""
+
+    code = ErrorCode.BAD_REQUEST
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadFilter(SnapshotError):
+    code = ErrorCode.BAD_FILTER
+
+
+class BadCursor(SnapshotError):
+    code = ErrorCode.BAD_CURSOR
+
+
+class BadTarget(SnapshotError):
+    code = ErrorCode.BAD_TARGET
+
+
+class TargetNotFound(SnapshotError):
+    code = ErrorCode.NOT_FOUND
+
+
+class Stale(SnapshotError):
+    code = ErrorCode.STALE
+
+
+# ---- views (the API's JSON, and its OpenAPI schema) ------------------------------------------
+Timestamp = Annotated[
+    str,
+    Field(
+        pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$",
+        description="UTC, to the second: YYYY-MM-DDTHH:MM:SSZ",
+        examples=["2026-11-24T12:00:01Z"],
+    ),
+]
+
+
+class Summary(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    total: int = Field(ge=0)
+    up: int = Field(ge=0)
+    down: int = Field(ge=0)
+    unknown: int = Field(ge=0)
+
+
+class TargetView(BaseModel):
+    """One target's latest state."""
+
+    model_config = ConfigDict(frozen=True)
+
+    portal: str = Field(description="The portal's domain", examples=["example.bitrix24.com"])
+    connector: str = Field(description="The connector id (lowercase)", examples=["myconnector"])
+    line: int = Field(gt=0, description="The open line id", examples=[12])
+    state: Literal["UP", "DOWN", "UNKNOWN"] = Field(
+        description="UP: STATUS true. DOWN: the portal answered and STATUS is not true. "
+        "UNKNOWN: the monitor could not get an answer (detail says why)."
+    )
+    status: bool | None = Field(description="STATUS as the portal answered it; null if UNKNOWN")
+    configured: bool | None = Field(description="CONFIGURED as answered; null if UNKNOWN")
+    error: bool | None = Field(description="ERROR as answered; null if UNKNOWN")
+    since: Timestamp = Field(description="When the state last changed")
+    checked_at: Timestamp = Field(description="When the target was last checked")
+    detail: str | None = Field(
+        max_length=DETAIL_LIMIT + 1,
+        description=f"Why the target is DOWN or UNKNOWN (at most {DETAIL_LIMIT} characters and "
+        "an ellipsis); null when UP",
+    )
+
+
+class SnapshotView(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    generated_at: Timestamp = Field(description="When this answer was made")
+    last_run_at: Timestamp | None = Field(
+        description="When the last check run finished; null before the first run"
+    )
+    stale: bool = Field(
+        description="True when there was no run yet or the last run is older than the "
+        "staleness limit (twice the schedule interval unless set)"
+    )
+    summary: Summary = Field(
+        description="Counts over the targets of this answer: the whole selection when it fits "
+        "one page (next_cursor null on the first page), else this page only. Fleet-wide counts "
+        "of the last run: GET /health."
+    )
+    targets: list[TargetView] = Field(description="In key order (portal/connector/line)")
+    next_cursor: str | None = Field(
+        description="Pass as ?cursor= for the next page; null on the last page. A page may "
+        "hold fewer than `limit` targets while next_cursor is not null."
+    )
+
+
+class HealthView(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    status: Literal["ok"]
+    last_run_at: Timestamp
+    stale: Literal[False]
+    targets: Summary = Field(description="Counts of the last run, over the whole fleet")
+
+
+class ErrorView(BaseModel):
+    """Every error answer: a stable code for scripts and a sentence for people."""
+
+    model_config = ConfigDict(frozen=True)
+
+    error: ErrorCode = Field(
+        description="400: BAD_FILTER, BAD_CURSOR, BAD_TARGET, BAD_REQUEST; 404: NOT_FOUND; "
+        "405: METHOD_NOT_ALLOWED; 500: INTERNAL; 503: STALE (GET /health), UNAVAILABLE"
+    )
+    message: str
+
+
+# ---- requests ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SnapshotQuery:
+    """A validated `GET /snapshot` request."""
+
+    state: State | None = None
+    portal: str | None = None
+    limit: int = MAX_LIMIT
+    after: str | None = None  # the key the page starts after (decoded cursor)
+
+
+def parse_query(
+    *,
+    state: str | None = None,
+    portal: str | None = None,
+    limit: int = MAX_LIMIT,
+    cursor: str | None = None,
+) -> SnapshotQuery:
+    """Validate the query parameters; raise `BadFilter` or `BadCursor` with a clear message."""
+    chosen_state: State | None = None
+    if state is not None:
+        try:
+            chosen_state = State(state.strip().upper())
+        except ValueError:
+            raise BadFilter(f"state must be one of UP, DOWN, UNKNOWN, not '{state}'") from None
+    chosen_portal = parse_portal(portal) if portal is not None else None
+    if not 1 <= limit <= MAX_LIMIT:
+        raise BadFilter(f"limit must be between 1 and {MAX_LIMIT}, not {limit}")
+    after = decode_cursor(cursor, chosen_portal) if cursor is not None else None
+    return SnapshotQuery(chosen_state, chosen_portal, limit, after)
+
+
+def parse_portal(text: str) -> str:
+    """A portal filter, validated exactly as a target's portal is (and normalised the same way)."""
+    # A known-good connector and line, so any error check_target reports is about the portal.
+    checked = check_target(text, "connector", 1, text)
+    if isinstance(checked, TargetError):
+        raise BadFilter(f"portal: {checked.reason}")
+    return checked.portal
+
+
+def parse_target(portal: str, connector: str, line: object) -> Target:
+    """The target a path names; raise `BadTarget` with the reason when it names none."""
+    checked = check_target(portal, connector, line, f"{portal}/{connector}/{line}")
+    if isinstance(checked, TargetError):
+        raise BadTarget(checked.reason)
+    return checked
+
+
+def encode_cursor(key: str) -> str:
+    return base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, portal: str | None) -> str:
+    """The key a cursor stands for; it must be a target key inside the selected portal."""
+    invalid = BadCursor("cursor is not valid here: pass next_cursor from the previous page as is")
+    try:
+        key = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise invalid from None
+    parts = key.split("/")
+    if len(parts) != 3:
+        raise invalid
+    checked = check_target(parts[0], parts[1], parts[2], key)
+    if isinstance(checked, TargetError) or checked.key != key:
+        raise invalid
+    if portal is not None and checked.portal != portal:
+        raise invalid
+    return key
+
+
+# ---- the service ------------------------------------------------------------------------------
+class StateReader(Protocol):
+    """What the snapshot reads (the state repository implements it)."""
+
+    def page_targets(
+        self, *, portal: str | None = None, limit: int = 500, after: str | None = None
+    ) -> tuple[list[TargetStatus], str | None]: ...
+
+    def get_target(self, target: Target) -> TargetStatus | None: ...
+
+    def load_run(self) -> RunRecord | None: ...
+
+
+@dataclass(frozen=True)
+class SnapshotService:
+    reader: StateReader
+    stale_after: timedelta
+
+    def snapshot(self, query: SnapshotQuery, now: datetime) -> SnapshotView:
+        run = self.reader.load_run()
+        statuses, next_key = self._select(query)
+        views = [target_view(s, run) for s in statuses]
+        return SnapshotView(
+            generated_at=stamp(now),
+            last_run_at=stamp(run.finished_at) if run else None,
+            stale=is_stale(run, now, self.stale_after),
+            summary=summarise(views),
+            targets=views,
+            next_cursor=encode_cursor(next_key) if next_key else None,
+        )
+
+    def target(self, target: Target) -> TargetView:
+        status = self.reader.get_target(target)
+        if status is None:
+            raise TargetNotFound(f"no target {target.key} is watched (or it was not checked yet)")
+        return target_view(status, self.reader.load_run())
+
+    def health(self, now: datetime) -> HealthView:
+        """Fresh: the watcher runs. Raises `Stale` otherwise. Reads the run record only."""
+        run = self.reader.load_run()
+        if run is None:
+            raise Stale("no check run has finished yet")
+        if is_stale(run, now, self.stale_after):
+            raise Stale(
+                f"last run at {stamp(run.finished_at)} is older than "
+                f"{int(self.stale_after.total_seconds())} seconds"
+            )
+        return HealthView(
+            status="ok",
+            last_run_at=stamp(run.finished_at),
+            stale=False,
+            targets=Summary(
+                total=run.summary.get("targets", 0),
+                up=run.summary.get("up", 0),
+                down=run.summary.get("down", 0),
+                unknown=run.summary.get("unknown", 0),
+            ),
+        )
+
+    def _select(self, query: SnapshotQuery) -> tuple[list[TargetStatus], str | None]:
+        """Up to `limit` matching statuses after the cursor, and the key to continue after."""
+        found: list[TargetStatus] = []
+        after = query.after
+        for _ in range(MAX_QUERIES_PER_PAGE):
+            missing = query.limit - len(found)
+            # Unfiltered: one more than missing, so the last page knows it is the last.
+            # Filtered: big steps, since most of what is read may not match.
+            size = missing + 1 if query.state is None else QUERY_SIZE
+            page, last = self.reader.page_targets(portal=query.portal, limit=size, after=after)
+            matching = [s for s in page if query.state is None or s.state is query.state]
+            if len(matching) > missing:  # more than fits: this answer ends inside this read
+                found += matching[:missing]
+                return found, found[-1].subject.key
+            found += matching
+            if last is None:
+                return found, None
+            if len(found) == query.limit:
+                return found, last
+            after = last
+        return found, after
+
+
+def target_view(status: TargetStatus, run: RunRecord | None) -> TargetView:
+    subject = status.subject
+    if not isinstance(subject, Target):  # the repository's target pages hold targets only
+        raise TypeError(f"not a target: {subject.key}")
+    return TargetView(
+        portal=subject.portal,
+        connector=subject.connector,
+        line=subject.line,
+        state=status.state.value,
+        status=status.status,
+        configured=status.configured,
+        error=status.error,
+        since=stamp(status.since),
+        checked_at=stamp(last_checked(status, run)),
+        detail=clip(status.detail),
+    )
+
+
+def last_checked(status: TargetStatus, run: RunRecord | None) -> datetime:
+    """The checker stores a status only when it changed, so its portal's run time is fresher."""
+    portal_run = run.portals.get(status.subject.portal) if run else None
+    return max(status.checked_at, portal_run.checked_at) if portal_run else status.checked_at
+
+
+def is_stale(run: RunRecord | None, now: datetime, stale_after: timedelta) -> bool:
+    return run is None or now - run.finished_at > stale_after
+
+
+def summarise(views: list[TargetView]) -> Summary:
+    states = [v.state for v in views]
+    return Summary(
+        total=len(states),
+        up=states.count("UP"),
+        down=states.count("DOWN"),
+        unknown=states.count("UNKNOWN"),
+    )
+
+
+def clip(detail: str | None) -> str | None:
+    if detail is None or len(detail) <= DETAIL_LIMIT:
+        return detail
+    return detail[:DETAIL_LIMIT] + "…"
+
+
+def stamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime(TIMESTAMP_FORMAT)

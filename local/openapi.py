@@ -1,0 +1,58 @@
+"""Write the Snapshot API's OpenAPI document to openapi.json, generated from the handler's routes.
+
+    python -m local.openapi            # (re)write openapi.json
+    python -m local.openapi --check    # exit 1 when openapi.json differs from the code
+
+tests/integration/test_openapi.py fails while the committed file and the code disagree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+ROOT = Path(__file__).resolve().parent.parent
+HANDLER = ROOT / "functions" / "snapshot_api" / "app.py"
+DOCUMENT = ROOT / "openapi.json"
+
+
+def _load_handler() -> ModuleType:
+    library = str(ROOT / "layers" / "monitor")
+    if library not in sys.path:
+        sys.path.insert(0, library)
+    spec = importlib.util.spec_from_file_location("snapshot_api_app", HANDLER)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {HANDLER}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def generate() -> str:
+    """The document as the handler's code describes it now."""
+    text: str = _load_handler().openapi_document()
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m local.openapi", description=__doc__)
+    parser.add_argument("--check", action="store_true", help="compare instead of writing")
+    args = parser.parse_args(argv)
+    text = generate()
+    if args.check:
+        current = DOCUMENT.read_text(encoding="utf-8") if DOCUMENT.exists() else ""
+        if current != text:
+            print(f"{DOCUMENT.name} is out of date: run python -m local.openapi", file=sys.stderr)
+            return 1
+        print(f"{DOCUMENT.name} is up to date")
+        return 0
+    DOCUMENT.write_text(text, encoding="utf-8")
+    print(f"wrote {DOCUMENT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
