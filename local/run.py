@@ -1,0 +1,640 @@
+"""The local run: the whole monitor on one machine, no AWS account, no Bitrix24 portal needed.
+
+    make run                                   # = .venv/bin/python -m local.run
+    make run ARGS="--demo-outage"              # line 2 fails after run 1, recovers after run 5
+    make run ARGS="--interval 5 --runs 20"
+
+What starts, all inside this one process and all on 127.0.0.1:
+
+- AWS, emulated by moto's server (`moto.server.ThreadedMotoServer`, a free port): the DynamoDB
+  table exactly as template.yaml declares it, the SNS alert topic, the Secrets Manager secret, and
+  an SQS queue subscribed to the topic so that every alert SNS delivers is printed here. Every SDK
+  client is pointed at moto with dummy credentials; ~/.aws and AWS_PROFILE are ignored, so nothing
+  can reach a real AWS account.
+- A local Bitrix24 portal (`local.bitrix24_portal`, port 8099 if free, else any) with the demo
+  portal `demo.bitrix24.local`: connector `myconnector` connected to open lines 1, 2 and 3. Its
+  OAuth credentials go into the secret, as `sam deploy` users put theirs.
+- The real checker handler (functions/checker/app.py), imported after the environment the
+  template gives it has been set (TARGETS, SECRET_ID, TABLE_NAME, TOPIC_ARN, FAILURE_THRESHOLD=2,
+  RECOVERY_THRESHOLD=1, ...), called every `--interval` seconds (default 10) with a Lambda-like
+  context, as EventBridge Scheduler calls it in AWS.
+- The snapshot API (functions/snapshot_api/app.py behind a small local HTTP server, port 8098 if
+  free, else any): `curl http://127.0.0.1:8098/snapshot` answers what `GET /snapshot` answers
+  in AWS, without the authorisation (it listens on 127.0.0.1 only).
+
+After each run it prints the state of every target (portal, connector, line, state, since,
+detail), one summary line, and every alert as SNS delivered it (event, severity, subject, then
+the message, indented). Ctrl-C (or SIGTERM) stops everything cleanly; a Ctrl-C during a run lets
+the run finish first, a second one aborts it.
+
+Make a connector fail while it runs. The start-up banner prints the exact commands, e.g.
+
+    curl -X POST http://127.0.0.1:8099/_control/demo.bitrix24.local/status \\
+         -d '{"connector":"myconnector","line":2,"configured":true,"error":true}'
+
+With FAILURE_THRESHOLD=2 the `connector.down` alert comes on the second failed check (10 to
+20 s after the curl at the default interval); set `"error":false` again and
+`connector.recovered` follows on the next run. `--demo-outage` does exactly this by itself:
+line 2 is marked ERROR after the first run and repaired after the fifth, so the down alert
+arrives on run 3 (~20 s) and the recovery on run 6 (~50 s). Other faults to try:
+`/fault -d '{"fault":"http_502"}'` (the portal stops answering: targets turn UNKNOWN and a
+`check.failed` alert follows, never `connector.down`), `/expire` (access tokens expire: the
+monitor refreshes them and stores the new pair), `/revoke` (the app must be re-authorised),
+`/clear` (faults off), and `curl http://127.0.0.1:8099/_control/state`.
+
+A real portal instead of the local one:
+
+    export TARGETS=example.bitrix24.com/myconnector/12,example.bitrix24.com/myconnector/14
+    make run ARGS="--secret-file my-secret.json"    # or ARGS="--secret-file f --targets ..."
+
+`--secret-file` is a JSON file in the secret format of the README ({"portals": {domain:
+{client_id, client_secret, access_token, refresh_token, ...}}}); `--targets` (or the TARGETS
+environment variable) lists what to watch. No local portal starts and AWS is still moto: this is
+the only case in which the local run reaches beyond 127.0.0.1, and only to the portals in the
+file and their OAuth server. Refresh tokens are single-use: when the monitor refreshes a pair it
+writes the new one into the moto secret, and after every run (and on exit) the local run copies
+the secret back into your file (rewritten atomically, mode 0600), so the file always holds the
+valid pair. Do not let anything else use the same tokens while the local run is running, and do
+not kill it with SIGKILL in the middle of a refresh: the new pair would be lost and the
+application would have to be re-authorised on the portal. If the file cannot be written, the
+run says so at once, keeps trying, and on exit saves the pair to a new 0600 file in your home
+directory.
+
+Other options: `--runs N` stops after N runs, `--port-portal`/`--port-api` choose the ports
+(0 = any free port), `--log-level` the level of the handler's JSON logs (default WARNING, so the
+console stays readable). Tokens and client secrets are never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Sequence
+from contextlib import ExitStack, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType, ModuleType
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+for _path in (ROOT / "layers" / "monitor", ROOT):  # what pyproject.toml gives pytest
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+from aws_lambda_powertools.metrics.provider import cold_start  # noqa: E402
+
+from connector_monitor.aws.repository import StateRepository  # noqa: E402
+from local.api_server import ApiServer  # noqa: E402
+from local.aws import REGION, MotoStack, SecretFile, SecretFileError, apply_environment  # noqa: E402
+from local.bitrix24_portal import DEMO_DOMAIN, LocalPortal  # noqa: E402
+from local.console import Console, rows_from_statuses  # noqa: E402
+
+DEMO_CONNECTOR = "myconnector"
+DEMO_LINES = {1: "Sales", 2: "Support", 3: "VIP"}
+OUTAGE_LINE = 2
+OUTAGE_STARTS_AFTER_RUN = 1
+OUTAGE_RUNS = 4  # failed checks: runs 2..5; the down alert on run 3, the recovery on run 6
+DEFAULT_PORTAL_PORT = 8099
+DEFAULT_API_PORT = 8098
+FAILURE_THRESHOLD = 2
+RECOVERY_THRESHOLD = 1
+LAMBDA_TIMEOUT_MS = 120_000  # the template's Timeout: 120
+ABORTED = 130  # the shell's code for "ended by Ctrl-C"
+
+
+class StartupError(Exception):
+    """Something the user can fix (a busy port, a bad secret file, no targets): one line."""
+
+
+# ---------------------------------------------------------------------------- options
+@dataclass(frozen=True)
+class Options:
+    interval: float = 10.0
+    runs: int | None = None
+    demo_outage: bool = False
+    port_portal: int | None = None
+    port_api: int | None = None
+    secret_file: Path | None = None
+    targets: str | None = None
+    log_level: str = "WARNING"
+
+
+def parse_options(argv: Sequence[str] | None) -> Options:
+    parser = argparse.ArgumentParser(
+        prog="python -m local.run",
+        description="Run the Bitrix24 connector monitor locally (moto + a local portal).",
+    )
+    add = parser.add_argument
+    add("--interval", type=_positive_float, default=10.0, help="seconds between runs (10)")
+    add("--runs", type=_positive_int, default=None, help="stop after N runs (default: Ctrl-C)")
+    add(
+        "--demo-outage",
+        action="store_true",
+        help=f"line {OUTAGE_LINE} fails after run {OUTAGE_STARTS_AFTER_RUN} and recovers "
+        f"{OUTAGE_RUNS} runs later",
+    )
+    add(
+        "--port-portal",
+        type=_port,
+        default=None,
+        help=f"local portal port ({DEFAULT_PORTAL_PORT} if free; 0 = any)",
+    )
+    add(
+        "--port-api",
+        type=_port,
+        default=None,
+        help=f"snapshot API port ({DEFAULT_API_PORT} if free; 0 = any)",
+    )
+    add(
+        "--secret-file",
+        type=Path,
+        default=None,
+        help="a real portal's secret (JSON); refreshed tokens are written back to it",
+    )
+    add(
+        "--targets",
+        default=None,
+        help="domain/connector/line,... (default: TARGETS with --secret-file, else the demo "
+        "portal's three lines)",
+    )
+    add(
+        "--log-level",
+        default="WARNING",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+        help="level of the handler's JSON logs (WARNING)",
+    )
+    args = parser.parse_args(argv)
+    if args.demo_outage and args.secret_file:
+        parser.error("--demo-outage needs the local portal; it cannot be used with --secret-file")
+    return Options(
+        interval=args.interval,
+        runs=args.runs,
+        demo_outage=args.demo_outage,
+        port_portal=args.port_portal,
+        port_api=args.port_api,
+        secret_file=args.secret_file,
+        targets=args.targets,
+        log_level=args.log_level,
+    )
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError("must be 0..65535")
+    return value
+
+
+# ---------------------------------------------------------------------------- Lambda stand-ins
+@dataclass
+class LambdaContext:
+    """What the Lambda runtime hands a handler, as far as Powertools and the handler read it."""
+
+    function_name: str = "checker"
+    memory_limit_in_mb: int = 256
+    invoked_function_arn: str = f"arn:aws:lambda:{REGION}:123456789012:function:checker"
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    log_group_name: str = "/aws/lambda/local/checker"
+    log_stream_name: str = "local"
+    deadline: float = field(default_factory=lambda: time.monotonic() + LAMBDA_TIMEOUT_MS / 1000)
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self.deadline - time.monotonic()) * 1000))
+
+
+def scheduled_event() -> dict[str, Any]:
+    """The shape EventBridge Scheduler sends (template.yaml's schedule Input)."""
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.scheduler",
+        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "resources": [f"arn:aws:scheduler:{REGION}:123456789012:schedule/default/local-run"],
+        "detail": {"attempt": "1"},
+    }
+
+
+def load_handler(name: str) -> ModuleType:
+    """Import functions/<name>/app.py under a unique name (both functions have an app.py)."""
+    path = ROOT / "functions" / name / "app.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_app", path)
+    if spec is None or spec.loader is None:
+        raise StartupError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def function_environment(
+    *, targets: str, secret_id: str, table: str, topic_arn: str, interval: float, log_level: str
+) -> dict[str, str]:
+    """The variables template.yaml sets on the functions, with local values."""
+    minutes = max(1, math.ceil(interval / 60))
+    return {
+        "TARGETS": targets,
+        "SECRET_ID": secret_id,
+        "TABLE_NAME": table,
+        "TOPIC_ARN": topic_arn,
+        "FAILURE_THRESHOLD": str(FAILURE_THRESHOLD),
+        "RECOVERY_THRESHOLD": str(RECOVERY_THRESHOLD),
+        "RENOTIFY_MINUTES": "0",
+        "HISTORY_DAYS": "30",
+        "VALIDATE_EVERY_MINUTES": "240",
+        "MAX_PARALLEL_PORTALS": "8",
+        # Only read by the snapshot API (staleness); the local schedule is --interval.
+        "SCHEDULE_EXPRESSION": f"rate({minutes} minute{'s' if minutes > 1 else ''})",
+        "STALE_AFTER_SECONDS": str(max(1, math.ceil(2 * interval))),
+        "POWERTOOLS_SERVICE_NAME": "bitrix24-connector-monitor",
+        "POWERTOOLS_METRICS_NAMESPACE": "Bitrix24ConnectorMonitor",
+        # Powertools 3.37 honours this when it flushes the handler's metrics (the ColdStart
+        # metric aside: see LocalRun.start), so no EMF blobs on the console.
+        "POWERTOOLS_METRICS_DISABLED": "true",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_TRACER_CAPTURE_RESPONSE": "false",
+        "POWERTOOLS_LOG_LEVEL": log_level,
+        "LOG_LEVEL": log_level,
+    }
+
+
+# ---------------------------------------------------------------------------- signals
+class Stopper:
+    """SIGINT/SIGTERM: the first asks to stop (after the current run), a second during a run or
+    the start-up aborts it (KeyboardInterrupt). Handlers never print through the Console (its
+    lock may be held by the interrupted code): they write to stderr's descriptor directly."""
+
+    def __init__(self) -> None:
+        self._requested = threading.Event()
+        self.busy = True  # start-up counts as busy
+
+    def install(self) -> None:
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
+
+    @property
+    def requested(self) -> bool:
+        return self._requested.is_set()
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to `seconds`; True if a stop was asked for meanwhile."""
+        return self._requested.wait(max(0.0, seconds))
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self._requested.is_set() and self.busy:
+            raise KeyboardInterrupt
+        first = not self._requested.is_set()
+        self._requested.set()
+        if first and self.busy:
+            _raw_stderr(
+                "\nstopping after the current step (Ctrl-C again to abort it; an interrupted "
+                "token refresh can lose the new refresh token)\n"
+            )
+
+
+def _raw_stderr(text: str) -> None:
+    with suppress(OSError, ValueError):
+        os.write(sys.stderr.fileno(), text.encode())
+
+
+# ---------------------------------------------------------------------------- start-up
+def _port_or_any(preferred: int | None, default: int) -> int:
+    """An explicit port as given; the default one if it is free, else 0 (any free port)."""
+    if preferred is not None:
+        return preferred
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As the servers bind: connections in TIME_WAIT from a previous run do not count.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", default))
+        except OSError:
+            return 0
+    return default
+
+
+def start_portal(port: int | None) -> LocalPortal:
+    portal = LocalPortal("127.0.0.1", _port_or_any(port, DEFAULT_PORTAL_PORT))
+    try:
+        portal.start()
+    except OSError as exc:
+        raise StartupError(f"the local portal cannot listen on port {port}: {exc}") from None
+    portal.add_portal(DEMO_DOMAIN, connectors={DEMO_CONNECTOR: "My Connector"}, lines=DEMO_LINES)
+    for line in DEMO_LINES:
+        portal.connect(DEMO_DOMAIN, DEMO_CONNECTOR, line)
+    return portal
+
+
+def start_api(port: int | None) -> ApiServer:
+    """functions/snapshot_api/app.py served over HTTP on 127.0.0.1, as API Gateway would."""
+    handler = load_handler("snapshot_api").lambda_handler
+    try:
+        server = ApiServer(handler, host="127.0.0.1", port=_port_or_any(port, DEFAULT_API_PORT))
+    except OSError as exc:  # the port is bound when the server is made
+        raise StartupError(f"the snapshot API cannot listen on port {port}: {exc}") from None
+    return server.start()
+
+
+def demo_targets() -> str:
+    return ",".join(f"{DEMO_DOMAIN}/{DEMO_CONNECTOR}/{line}" for line in DEMO_LINES)
+
+
+def control_commands(portal_url: str) -> list[str]:
+    base = f"{portal_url}/_control/{DEMO_DOMAIN}"
+
+    def status(error: bool) -> str:
+        body = json.dumps(
+            {"connector": DEMO_CONNECTOR, "line": OUTAGE_LINE, "configured": True, "error": error},
+            separators=(",", ":"),
+        )
+        return f"curl -X POST {base}/status -d '{body}'"
+
+    return [
+        f"Make line {OUTAGE_LINE} fail (connector.down after {FAILURE_THRESHOLD} failed checks):",
+        f"  {status(True)}",
+        "Repair it (connector.recovered on the next run):",
+        f"  {status(False)}",
+        "More: the portal stops answering (UNKNOWN, then check.failed), tokens expire (refreshed "
+        "and stored), the app is revoked, faults cleared, the portal's state:",
+        f'  curl -X POST {base}/fault -d \'{{"fault":"http_502"}}\'',
+        f"  curl -X POST {base}/expire",
+        f"  curl -X POST {base}/revoke",
+        f"  curl -X POST {base}/clear",
+        f"  curl {portal_url}/_control/state",
+    ]
+
+
+# ---------------------------------------------------------------------------- the loop
+@dataclass
+class LocalRun:
+    options: Options
+    console: Console
+    stopper: Stopper
+    stack: MotoStack = field(default_factory=MotoStack)
+    portal: LocalPortal | None = None
+    api: ApiServer | None = None
+    secret_file: SecretFile | None = None
+    checker: ModuleType | None = None
+    failed_runs: int = 0
+    _unsynced: dict[str, Any] | None = None
+
+    def start(self, cleanup: ExitStack) -> None:
+        options = self.options
+        if options.secret_file is not None:
+            self.secret_file = SecretFile(options.secret_file)
+            try:
+                secret = self.secret_file.load()
+            except SecretFileError as exc:
+                raise StartupError(str(exc)) from None
+            targets = options.targets or os.environ.get("TARGETS", "")
+            if not targets.strip():
+                raise StartupError(
+                    "--secret-file needs the targets to watch: --targets "
+                    "domain/connector/line,... or the TARGETS environment variable"
+                )
+        else:
+            self.portal = start_portal(options.port_portal)
+            cleanup.callback(self.portal.stop)
+            secret = {"portals": {DEMO_DOMAIN: self.portal.credentials(DEMO_DOMAIN)}}
+            targets = options.targets or demo_targets()
+        self.stack.start()
+        cleanup.callback(self.stack.stop)
+        resources = self.stack.create(secret)
+        if self.secret_file is not None:
+            cleanup.callback(self.final_sync)
+        apply_environment(self.stack.environment(), os.environ)
+        os.environ.update(
+            function_environment(
+                targets=targets,
+                secret_id=resources.secret_id,
+                table=resources.table,
+                topic_arn=resources.topic_arn,
+                interval=options.interval,
+                log_level=options.log_level,
+            )
+        )
+        self.checker = load_handler("checker")  # after the environment: it reads it at import
+        # Powertools 3.37 prints the ColdStart metric through single_metric(), which ignores
+        # POWERTOOLS_METRICS_DISABLED: count this start as warm so the console stays clean.
+        cold_start.is_cold_start = False
+        self.api = start_api(options.port_api)
+        cleanup.callback(self.api.stop)
+        self.banner(targets)
+
+    def banner(self, targets: str) -> None:
+        options, resources = self.options, self.stack.resources
+        lines = [
+            "Bitrix24 connector monitor - local run (Ctrl-C stops)",
+            f"  AWS (moto)       {self.stack.endpoint}  table {resources.table}, "
+            "alert topic, secret, alert inbox queue",
+        ]
+        if self.portal is not None:
+            lines.append(
+                f"  Bitrix24 portal  {self.portal.url}  {DEMO_DOMAIN}: connector "
+                f"{DEMO_CONNECTOR} on lines {', '.join(map(str, DEMO_LINES))}"
+            )
+        else:
+            lines.append(
+                f"  Bitrix24 portals real, from {options.secret_file} (refreshed tokens are "
+                "written back to that file)"
+            )
+        if self.api is not None:
+            lines.append(f"  Snapshot API     {self.api.url}  ->  curl {self.api.url}/snapshot")
+        lines += [
+            f"  Targets          {targets}",
+            f"  Every {options.interval:g} s; FAILURE_THRESHOLD={FAILURE_THRESHOLD}, "
+            f"RECOVERY_THRESHOLD={RECOVERY_THRESHOLD}"
+            + (f"; stops after {options.runs} runs" if options.runs else ""),
+        ]
+        self.console.print(*lines, "")
+        if self.portal is not None:
+            self.console.print(*control_commands(self.portal.url), "")
+        if options.demo_outage:
+            self.console.note(
+                f"--demo-outage: line {OUTAGE_LINE} fails after run {OUTAGE_STARTS_AFTER_RUN} "
+                f"and is repaired after run {OUTAGE_STARTS_AFTER_RUN + OUTAGE_RUNS}: "
+                f"connector.down on run {OUTAGE_STARTS_AFTER_RUN + FAILURE_THRESHOLD}, "
+                f"connector.recovered on run {OUTAGE_STARTS_AFTER_RUN + OUTAGE_RUNS + 1}"
+            )
+
+    def loop(self) -> None:
+        number = 0
+        next_start = time.monotonic()
+        while not self.stopper.requested:
+            number += 1
+            next_start += self.options.interval
+            self.stopper.busy = True
+            try:
+                self.run_once(number)
+                self.after_run(number)
+            finally:
+                self.stopper.busy = False
+            if self.options.runs is not None and number >= self.options.runs:
+                return
+            if self.stopper.wait(next_start - time.monotonic()):
+                return
+            next_start = max(next_start, time.monotonic())
+
+    def run_once(self, number: int) -> None:
+        assert self.checker is not None
+        self.console.print("")
+        started = time.monotonic()
+        summary: dict[str, Any] = {}
+        try:
+            summary = self.invoke(self.checker)
+        except Exception as exc:  # one failed run must not end the local run
+            self.failed_runs += 1
+            self.console.error(f"run {number} failed: {type(exc).__name__}: {exc}")
+        finally:
+            # Disabled metrics are never flushed, and Powertools prints a full metric set
+            # even when disabled once one metric has 100 values: keep the set empty.
+            self.checker.metrics.clear_metrics()
+        seconds = time.monotonic() - started
+        for alert in self.stack.alerts():
+            self.console.alert(alert)
+        repository = StateRepository(
+            self.stack.resources.table, client=self.stack.client("dynamodb")
+        )
+        self.console.table(rows_from_statuses(repository.load().statuses.values()))
+        if summary:
+            self.console.summary(number, summary, seconds)
+
+    @staticmethod
+    def invoke(checker: ModuleType) -> dict[str, Any]:
+        """Call the handler in a worker thread, so a second Ctrl-C can abandon a run at once.
+
+        In the main thread a KeyboardInterrupt raised inside the check cycle would wait for its
+        portal threads to finish (tens of seconds against a portal that does not answer).
+        """
+        outcome: dict[str, Any] = {}
+
+        def call() -> None:
+            try:
+                outcome["summary"] = checker.lambda_handler(scheduled_event(), LambdaContext())
+            except BaseException as exc:
+                outcome["error"] = exc
+
+        worker = threading.Thread(target=call, name="checker-run", daemon=True)
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.1)  # short waits: the signal handler runs between them
+        if "error" in outcome:
+            raise outcome["error"]
+        summary: dict[str, Any] = outcome["summary"]
+        return summary
+
+    def after_run(self, number: int) -> None:
+        self.sync_secret_file()
+        if not self.options.demo_outage or self.portal is None:
+            return
+        if number == OUTAGE_STARTS_AFTER_RUN:
+            self.portal.set_status(
+                DEMO_DOMAIN, DEMO_CONNECTOR, OUTAGE_LINE, configured=True, error=True
+            )
+            self.console.note(f"demo outage: line {OUTAGE_LINE} marked ERROR on the portal")
+        elif number == OUTAGE_STARTS_AFTER_RUN + OUTAGE_RUNS:
+            self.portal.connect(DEMO_DOMAIN, DEMO_CONNECTOR, OUTAGE_LINE)
+            self.console.note(f"demo outage over: line {OUTAGE_LINE} connected again")
+
+    def sync_secret_file(self) -> None:
+        if self.secret_file is None:
+            return
+        document = self.stack.read_secret()
+        try:
+            changed = self.secret_file.sync(document)
+        except OSError as exc:
+            self._unsynced = document
+            self.console.error(
+                f"REFRESHED TOKENS NOT WRITTEN to {self.secret_file.path}: {exc.strerror or exc}. "
+                "The new refresh token is only in this process: fix the file's permissions "
+                "(the next run tries again); on exit it is saved to a new file in your home."
+            )
+            return
+        self._unsynced = None
+        if changed:
+            self.console.note(f"refreshed tokens written back to {self.secret_file.path}")
+
+    def final_sync(self) -> None:
+        """On the way out, before moto stops: the file must hold the last valid pair."""
+        if self.secret_file is None:
+            return
+        try:
+            self.sync_secret_file()
+        except Exception as exc:  # moto unreachable: fall back to what the last run saw
+            self.console.error(f"could not read the secret back from moto: {type(exc).__name__}")
+        if self._unsynced is None:
+            return
+        try:
+            rescued = self.secret_file.rescue(self._unsynced)
+        except OSError as exc:
+            self.console.error(
+                f"COULD NOT SAVE THE REFRESHED TOKENS ANYWHERE ({exc.strerror or exc}): "
+                "re-authorise the application on the portal and store the new tokens"
+            )
+            return
+        self.console.error(f"the refreshed tokens were saved to {rescued} (mode 0600)")
+
+
+def main(argv: Sequence[str] | None = None, *, console: Console | None = None) -> int:
+    options = parse_options(argv)
+    # Powertools warns on every run that ends before the handler recorded its metrics.
+    warnings.filterwarnings("ignore", message="No application metrics to publish")
+    console = console or Console()
+    stopper = Stopper()
+    stopper.install()
+    run = LocalRun(options, console, stopper)
+    try:
+        with ExitStack() as cleanup:
+            try:
+                run.start(cleanup)
+            except StartupError as exc:
+                console.error(f"cannot start: {exc}")
+                return 2
+            stopper.busy = False
+            if not stopper.requested:
+                run.loop()
+            stopper.busy = False
+            console.note("stopping")
+    except KeyboardInterrupt:
+        console.error("aborted")
+        return ABORTED
+    console.note("stopped")
+    # A scripted run (--runs) reports failed runs; an interactive one ends with Ctrl-C.
+    return 1 if run.failed_runs and options.runs is not None else 0
+
+
+def _exit(code: int) -> None:
+    if code != ABORTED:
+        sys.exit(code)
+    # An aborted run may leave the check cycle's portal threads waiting for an answer, and the
+    # interpreter would join them before exiting: everything is stopped and saved by now.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    _exit(main())
