@@ -60,3 +60,12 @@ def test_a_single_check_failed_keeps_its_own_attributes() -> None:
     ((message, _),) = combine([alert(AlertEvent.CHECK_FAILED, 7)])
     assert message.attributes["line"] == "7"
     assert "re-authorise" in message.message
+
+
+def test_a_down_alert_says_how_long_ago_and_a_recovery_how_long_it_lasted() -> None:
+    base = Facts(None, False, False, False, None, incident_since=T0, now=T0 + timedelta(minutes=10))
+    down = make_alert(AlertEvent.CONNECTOR_DOWN, Target("a.bitrix24.com", "tg", 1), base)
+    assert "Since:     2026-11-24T12:00:00Z (10 min ago)" in down.message
+    later = Facts(None, True, True, False, None, incident_since=T0, now=T0 + timedelta(hours=3))
+    up = make_alert(AlertEvent.CONNECTOR_RECOVERED, Target("a.bitrix24.com", "tg", 1), later)
+    assert "Outage:    2026-11-24T12:00:00Z to 2026-11-24T15:00:00Z (3 h 0 min)" in up.message

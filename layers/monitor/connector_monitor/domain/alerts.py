@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from .results import Cause
@@ -128,9 +128,11 @@ def _message(event: AlertEvent, subject: Subject, facts: Facts) -> str:
     ]
     if isinstance(subject, TargetError):
         lines.append(f"Entry:     {subject.entry}")
-    lines.append(
-        f"Since:     {_iso(facts.incident_since)} ({_duration(facts.now - facts.incident_since)})"
-    )
+    span = _span(facts.now - facts.incident_since)
+    if event in (AlertEvent.CONNECTOR_RECOVERED, AlertEvent.CHECK_RECOVERED):
+        lines.append(f"Outage:    {_iso(facts.incident_since)} to {_iso(facts.now)} ({span})")
+    else:
+        lines.append(f"Since:     {_iso(facts.incident_since)} ({span} ago)")
     if facts.status is not None:
         lines.append(
             "Answer:    "
@@ -186,15 +188,15 @@ def _iso(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _duration(delta: object) -> str:
-    seconds = int(getattr(delta, "total_seconds", lambda: 0)())
+def _span(delta: timedelta) -> str:
+    seconds = max(0, int(delta.total_seconds()))
     if seconds < 60:
-        return "just now" if seconds < 5 else f"{seconds} s ago"
-    minutes, _ = divmod(seconds, 60)
+        return f"{seconds} s"
+    minutes = seconds // 60
     if minutes < 120:
-        return f"{minutes} min ago"
+        return f"{minutes} min"
     hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min ago"
+    return f"{hours} h {minutes} min"
 
 
 GROUPED_EVENTS = (AlertEvent.CHECK_FAILED, AlertEvent.CHECK_RECOVERED)
