@@ -241,7 +241,7 @@ def test_a_target_nobody_watches_is_not_found() -> None:
     [
         (PORTAL, "myconnector", "abc", "not a whole number"),
         (PORTAL, "myconnector", "0", "positive"),
-        (PORTAL, "myconnector", "-3", "positive"),
+        (PORTAL, "myconnector", "-3", "not a whole number"),
         ("bad_portal!", "myconnector", "1", "not a portal domain"),
         (PORTAL, "my connector", "1", "not a connector id"),
     ],

@@ -41,7 +41,7 @@ def test_duplicates_are_checked_once() -> None:
         ("a.bitrix24.com//3", "connector is empty"),
         ("/tg/3", "portal domain is empty"),
         ("a.bitrix24.com/tg/0", "positive"),
-        ("a.bitrix24.com/tg/-4", "positive"),
+        ("a.bitrix24.com/tg/-4", "not a whole number"),
         ("a.bitrix24.com/t g/4", "not a connector id"),
         ("https:/a.bitrix24.com/tg", "not a portal domain"),
         ("a bitrix24/tg/4", "not a portal domain"),
@@ -84,3 +84,24 @@ def test_empty_targets_are_empty() -> None:
 
 def test_key_is_stable() -> None:
     assert Target("a.bitrix24.com", "tg", 3).key == "a.bitrix24.com/tg/3"
+
+
+@pytest.mark.parametrize(
+    ("entry", "reason_part"),
+    [
+        ("a.bitrix24.com/tg/+12", "not a whole number"),
+        ("a.bitrix24.com/tg/1_2", "not a whole number"),
+        ("a.bitrix24.com/tg/99999999999", "up to 2147483647"),
+        ("x" * 300 + ".com/tg/1", "longer than 253"),
+    ],
+)
+def test_lines_and_domains_are_strict_and_bounded(entry: str, reason_part: str) -> None:
+    (error,) = parse_targets(entry).errors
+    assert reason_part in error.reason
+    assert len(error.reason) < 120
+
+
+def test_a_huge_bad_entry_still_has_a_short_key() -> None:
+    (error,) = parse_targets("x" * 5000).errors
+    assert len(error.key) < 300
+    assert error.key != parse_targets("x" * 4999).errors[0].key

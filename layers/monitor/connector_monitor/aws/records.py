@@ -42,7 +42,7 @@ def parse_iso(text: str) -> datetime:
 def status_key(subject: Subject) -> dict[str, str]:
     if isinstance(subject, Target):
         return {"pk": STATE_PK, "sk": subject.key}
-    return {"pk": CONFIG_PK, "sk": subject.entry}
+    return {"pk": CONFIG_PK, "sk": subject.key}
 
 
 def status_to_item(status: TargetStatus) -> dict[str, Any]:

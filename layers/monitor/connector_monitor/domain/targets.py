@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterable
@@ -10,6 +11,10 @@ from typing import Protocol
 
 _DOMAIN = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d{1,5})?$")
 _CONNECTOR = re.compile(r"^[a-z0-9_.-]{1,64}$")
+_DIGITS = re.compile(r"^[0-9]{1,12}$")
+DOMAIN_LIMIT = 253  # the longest DNS name
+LINE_LIMIT = 2**31 - 1  # Bitrix24 line ids are database integers
+KEY_ENTRY_LIMIT = 200
 
 
 @dataclass(frozen=True, order=True)
@@ -41,7 +46,11 @@ class TargetError:
 
     @property
     def key(self) -> str:
-        return f"config:{self.entry}"
+        """Short and stable whatever the entry's length (it is a DynamoDB sort key)."""
+        if len(self.entry) <= KEY_ENTRY_LIMIT:
+            return f"config:{self.entry}"
+        digest = hashlib.sha256(self.entry.encode()).hexdigest()[:16]
+        return f"config:{self.entry[:KEY_ENTRY_LIMIT]}...#{digest}"
 
 
 Subject = Target | TargetError
@@ -87,22 +96,23 @@ def check_target(
 
     if not portal_s:
         return error("the portal domain is empty")
+    if len(portal_s) > DOMAIN_LIMIT:
+        return error(f"the portal domain is longer than {DOMAIN_LIMIT} characters")
     if "://" in portal_s or "/" in portal_s or not _DOMAIN.match(portal_s):
         return error(f"'{portal_s}' is not a portal domain (write it as example.bitrix24.com)")
     if not connector_s:
         return error("the connector is empty")
     if not _CONNECTOR.match(connector_s):
-        return error(f"'{connector_s}' is not a connector id (letters, digits, _ . -)")
+        return error(f"'{connector_s[:64]}' is not a connector id (letters, digits, _ . -)")
     if isinstance(line, bool) or not line_s:
         return error("the open line is missing (write domain/connector/LINE)")
     if isinstance(line, float) and not line.is_integer():
-        return error(f"the open line '{line_s}' is not a whole number")
-    try:
-        line_i = int(line) if isinstance(line, float) else int(line_s, 10)
-    except ValueError:
-        return error(f"the open line '{line_s}' is not a whole number")
-    if line_i <= 0:
-        return error(f"the open line must be a positive id, not {line_i}")
+        return error(f"the open line '{line_s[:20]}' is not a whole number")
+    if not isinstance(line, int | float) and not _DIGITS.match(line_s):
+        return error(f"the open line '{line_s[:20]}' is not a whole number")
+    line_i = int(line) if isinstance(line, int | float) else int(line_s)
+    if not 0 < line_i <= LINE_LIMIT:
+        return error(f"the open line must be a positive id up to {LINE_LIMIT}")
     return Target(portal_s, connector_s, line_i)
 
 
@@ -136,13 +146,13 @@ def _from_json(text: str) -> Iterable[Target | TargetError]:
 
 def _collect(items: Iterable[Target | TargetError]) -> TargetList:
     targets: dict[Target, None] = {}
-    errors: list[TargetError] = []
+    errors: dict[str, TargetError] = {}
     for item in items:
         if isinstance(item, Target):
             targets.setdefault(item, None)
         else:
-            errors.append(item)
-    return TargetList(tuple(targets), tuple(errors))
+            errors.setdefault(item.key, item)
+    return TargetList(tuple(targets), tuple(errors.values()))
 
 
 class TargetSource(Protocol):

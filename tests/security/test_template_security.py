@@ -1,0 +1,372 @@
+"""Who can do what once template.yaml is deployed, in every way it can be deployed.
+
+test_template.py checks each function's own statements as written. These tests look at the stack
+as a whole and per deploy mode (IAM or JWT API, created or existing secret, with or without an
+alert email), so a new policy, route, queue or function cannot quietly widen access:
+
+- who holds each sensitive permission (write the secret, publish alerts, write the table, call
+  the API), and that every grant names one of the stack's own resources;
+- statements without loopholes (NotAction, NotResource, `?` globs, public principals);
+- no way into the API or a function around the authorised routes (catch-all routes, implicit
+  SAM APIs, function URLs, open invoke permissions);
+- encryption at rest for every store, nothing secret in parameters, environment, traces or the
+  access log;
+- cfn-lint (the linter `make sam` runs through `sam validate --lint`) finds nothing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.template_loader import TEMPLATE_PATH, function_environment, load_template
+
+# Deploy modes: parameter overrides on top of the template's defaults.
+MODES: dict[str, dict[str, str]] = {
+    "defaults (IAM API, created secret)": {},
+    "JWT API": {
+        "ApiAuthorization": "JWT",
+        "JwtIssuer": "https://cognito-idp.eu-central-1.amazonaws.com/eu-central-1_Example",
+        "JwtAudience": "example-client-id",
+    },
+    "existing secret, alert email": {
+        "ExistingSecretArn": "arn:aws:secretsmanager:eu-central-1:123456789012:secret:b24-AbCdEf",
+        "AlertEmail": "ops@example.com",
+    },
+}
+CHECKER = "CheckerFunction"
+SNAPSHOT = "SnapshotApiFunction"
+READER_POLICY = "SnapshotReaderPolicy"
+TABLE_READS = {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem"}
+TABLE_WRITES = {
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:BatchWriteItem",
+    "dynamodb:TransactWriteItems",
+    "dynamodb:ConditionCheckItem",
+}
+# Actions that may stand on Resource "*": X-Ray has no resource-level permissions. None today
+# (Tracing: Active lets SAM attach X-Ray's managed policy; metrics go out as EMF log lines).
+WILDCARD_RESOURCE_ACTIONS = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
+# Stores left unencrypted on purpose, with the reason (template.yaml says the same).
+UNENCRYPTED_TOPICS = {
+    "Topic": "CloudWatch alarms cannot publish to a topic under the AWS-managed SNS key; alert "
+    "messages carry names, never credentials (test_no_secrets_anywhere.py reads every one)"
+}
+ACTION = re.compile(r"^[a-z0-9-]+:[A-Za-z0-9]+$")
+STATEMENT_KEYS = {"Sid", "Effect", "Action", "Resource", "Condition"}
+SENSITIVE_NAME = re.compile(r"secret|token|password|passwd|credential|private|apikey", re.I)
+ROUTE_AUTHORIZATION = {"AWS_IAM", "JWT"}
+
+
+# ---- the template as CloudFormation would deploy it ----------------------------------------
+def parameters(**overrides: str) -> dict[str, str]:
+    declared = load_template()["Parameters"]
+    values = {name: str(spec["Default"]) for name, spec in declared.items() if "Default" in spec}
+    values["Targets"] = "example.bitrix24.com/myconnector/12"
+    values.update(overrides)
+    return values
+
+
+def evaluate(node: Any, values: dict[str, str], conditions: dict[str, Any]) -> Any:
+    """Resolve Ref-to-parameter, conditions and Fn::If; AWS::NoValue drops the key."""
+    if isinstance(node, list):
+        return [evaluate(item, values, conditions) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if len(node) == 1:
+        ((key, argument),) = node.items()
+        if key == "Ref" and argument in values:
+            return values[argument]
+        if key == "Condition":
+            return evaluate(conditions[argument], values, conditions)
+        if key == "Fn::Equals":
+            left, right = (evaluate(item, values, conditions) for item in argument)
+            return left == right
+        if key == "Fn::Not":
+            return not evaluate(argument[0], values, conditions)
+        if key == "Fn::And":
+            return all(evaluate(item, values, conditions) for item in argument)
+        if key == "Fn::Or":
+            return any(evaluate(item, values, conditions) for item in argument)
+        if key == "Fn::If":
+            name, when_true, when_false = argument
+            chosen = when_true if evaluate(conditions[name], values, conditions) else when_false
+            return evaluate(chosen, values, conditions)
+    return {
+        key: evaluate(value, values, conditions)
+        for key, value in node.items()
+        if value != {"Ref": "AWS::NoValue"}
+    }
+
+
+def deployed(mode: str) -> dict[str, dict[str, Any]]:
+    """The resources (conditions applied, intrinsics resolved) of one deploy mode."""
+    template = load_template()
+    values = parameters(**MODES[mode])
+    conditions = template.get("Conditions", {})
+    found = {}
+    for logical_id, body in template["Resources"].items():
+        condition = body.get("Condition")
+        if condition is None or evaluate(conditions[condition], values, conditions):
+            found[logical_id] = evaluate(body, values, conditions)
+    return found
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def statements(node: Any) -> Iterator[dict[str, Any]]:
+    """Every IAM statement under `node`."""
+    if isinstance(node, dict):
+        if isinstance(node.get("Statement"), list):
+            yield from node["Statement"]
+        for value in node.values():
+            yield from statements(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from statements(value)
+
+
+def grants(resources: dict[str, dict[str, Any]]) -> Iterator[tuple[str, str, Any]]:
+    """(principal, action, resource) for every Allow of an identity policy in the stack."""
+    for logical_id, body in resources.items():
+        properties = body.get("Properties", {})
+        if body["Type"] == "AWS::Serverless::Function":
+            documents: Any = properties.get("Policies", [])
+        elif body["Type"] in ("AWS::IAM::ManagedPolicy", "AWS::IAM::Policy"):
+            documents = properties["PolicyDocument"]
+        elif body["Type"] == "AWS::IAM::Role":
+            documents = [properties.get("Policies", []), properties.get("ManagedPolicyArns", [])]
+        else:
+            continue
+        for statement in statements(documents):
+            if statement.get("Effect") != "Allow":
+                continue
+            for action in as_list(statement.get("Action", [])):
+                for target in as_list(statement.get("Resource", [])):
+                    yield logical_id, action, target
+
+
+def holders(mode: str) -> dict[str, set[str]]:
+    """Action -> the principals granted it, in one deploy mode."""
+    found: dict[str, set[str]] = {}
+    for principal, action, _ in grants(deployed(mode)):
+        found.setdefault(action, set()).add(principal)
+    return found
+
+
+def own_resource_reference(target: Any, resources: dict[str, Any], mode: str) -> bool:
+    """Does `target` name one of this stack's resources (or the operator's own secret)?"""
+    if isinstance(target, dict) and "Fn::GetAtt" in target:
+        name, attribute = target["Fn::GetAtt"]
+        return name in resources and attribute == "Arn"
+    if isinstance(target, dict) and "Ref" in target:
+        return target["Ref"] in resources
+    if isinstance(target, dict) and "Fn::Sub" in target:
+        # an execute-api ARN of this stack's API: stage and route may vary, the API may not
+        text = target["Fn::Sub"]
+        return isinstance(text, str) and bool(
+            re.fullmatch(
+                r"arn:\$\{AWS::Partition\}:execute-api:\$\{AWS::Region\}:\$\{AWS::AccountId\}:"
+                r"\$\{HttpApi\}/\*/GET/\*",
+                text,
+            )
+        )
+    return target == MODES[mode].get("ExistingSecretArn")
+
+
+# ---- least privilege, as a whole -------------------------------------------------------------
+def expected_holders(mode: str) -> dict[str, set[str]]:
+    expected = {action: {CHECKER} for action in TABLE_WRITES}
+    expected |= {action: {CHECKER, SNAPSHOT} for action in TABLE_READS}
+    expected["secretsmanager:GetSecretValue"] = {CHECKER}
+    expected["secretsmanager:PutSecretValue"] = {CHECKER}
+    expected["sns:Publish"] = {CHECKER}
+    if parameters(**MODES[mode])["ApiAuthorization"] == "IAM":
+        expected["execute-api:Invoke"] = {READER_POLICY}
+    return expected
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_each_sensitive_permission_is_held_by_exactly_who_needs_it(mode: str) -> None:
+    # Given the stack as this mode deploys it, every principal's grants
+    granted = holders(mode)
+
+    # Then: only the checker reads or writes the secret, publishes alerts and writes the table;
+    # the snapshot function only reads the table; only the reader policy may call the API (IAM
+    # mode); nobody can Scan, and nothing else is granted at all.
+    assert granted == expected_holders(mode)
+    assert "dynamodb:Scan" not in granted
+    assert SNAPSHOT not in granted["secretsmanager:GetSecretValue"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_grant_names_a_specific_action_on_one_of_the_stacks_own_resources(
+    mode: str,
+) -> None:
+    resources = deployed(mode)
+    seen = 0
+    for principal, action, target in grants(resources):
+        seen += 1
+        assert ACTION.fullmatch(action), f"{principal}: {action!r} is not one specific action"
+        if target == "*":
+            assert action in WILDCARD_RESOURCE_ACTIONS, f"{principal}: {action} on every resource"
+            continue
+        assert own_resource_reference(target, resources, mode), f"{principal}: {action} {target}"
+        if action.startswith("dynamodb:"):
+            assert target == {"Fn::GetAtt": ["Table", "Arn"]}, f"{principal}: {action} {target}"
+    assert seen >= 14
+
+
+def test_statements_have_no_negations_wildcard_globs_or_public_principals() -> None:
+    found = list(statements(load_template()["Resources"]))
+    assert found
+    for statement in found:
+        assert set(statement) <= STATEMENT_KEYS, f"{sorted(statement)}: Not*/Principal loophole"
+        assert statement["Effect"] == "Allow"
+        for action in as_list(statement["Action"]):
+            assert "*" not in action and "?" not in action, action
+    # resource policies (bucket, topic, queue, secret...) would carry a Principal: none is public
+    text = json.dumps(load_template()["Resources"])
+    assert '"Principal": "*"' not in text
+    assert '"AWS": "*"' not in text
+
+
+# ---- the way in ------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", MODES)
+def test_no_route_is_open_and_no_catch_all_route_exists(mode: str) -> None:
+    resources = deployed(mode)
+    routes = {k: b["Properties"] for k, b in resources.items() if b["Type"].endswith("::Route")}
+    authorizers = {k for k, b in resources.items() if b["Type"].endswith("::Authorizer")}
+    assert routes
+    for logical_id, route in routes.items():
+        # a Route without AuthorizationType is NONE: open to the internet
+        assert route.get("AuthorizationType") in ROUTE_AUTHORIZATION, logical_id
+        if route["AuthorizationType"] == "JWT":
+            assert route["AuthorizerId"]["Ref"] in authorizers, logical_id
+        method, _ = route["RouteKey"].split(" ", 1) if " " in route["RouteKey"] else ("", "")
+        assert method == "GET", f"{logical_id}: {route['RouteKey']} (catch-all or not GET)"
+
+
+def test_the_api_has_no_quick_create_route_or_inline_definition() -> None:
+    # Quick create (Target, RouteKey) makes an unauthorised $default route; a Body or an
+    # imported definition can declare routes the Route resources above never show.
+    for logical_id, body in load_template()["Resources"].items():
+        if body["Type"] == "AWS::ApiGatewayV2::Api":
+            loose = {"Target", "RouteKey", "Body", "BodyS3Location", "CredentialsArn"}
+            assert not loose & set(body["Properties"]), logical_id
+        assert body["Type"] not in {
+            "AWS::Serverless::Api",
+            "AWS::Serverless::HttpApi",
+            "AWS::ApiGateway::RestApi",
+            "AWS::Lambda::Url",
+        }, f"{logical_id}: another way in ({body['Type']})"
+
+
+def test_no_function_has_a_url_or_an_implicit_api_event() -> None:
+    template = load_template()
+    assert "FunctionUrlConfig" not in template["Globals"]["Function"]
+    for logical_id, body in template["Resources"].items():
+        if body["Type"] != "AWS::Serverless::Function":
+            continue
+        properties = body["Properties"]
+        assert "FunctionUrlConfig" not in properties, logical_id
+        # An Api or HttpApi event makes SAM create an API with no authoriser of ours.
+        for name, event in properties.get("Events", {}).items():
+            assert event["Type"] not in {"Api", "HttpApi"}, f"{logical_id}.{name}"
+
+
+def test_only_this_apis_get_routes_may_invoke_a_function() -> None:
+    permissions = {
+        k: b["Properties"]
+        for k, b in load_template()["Resources"].items()
+        if b["Type"] == "AWS::Lambda::Permission"
+    }
+    assert permissions
+    for logical_id, permission in permissions.items():
+        assert permission["Action"] == "lambda:InvokeFunction", logical_id
+        assert permission["Principal"] == "apigateway.amazonaws.com", logical_id
+        assert "FunctionUrlAuthType" not in permission, logical_id
+        source = permission["SourceArn"]["Fn::Sub"]  # without it any API in any account could
+        assert ":${AWS::AccountId}:${HttpApi}/" in source, logical_id
+        assert source.endswith("/GET/*"), logical_id
+
+
+# ---- data at rest, and what must never be written down --------------------------------------
+def test_every_store_is_encrypted_at_rest() -> None:
+    resources = load_template()["Resources"]
+    kinds = {b["Type"] for b in resources.values()}
+    assert {"AWS::DynamoDB::Table", "AWS::SQS::Queue", "AWS::SNS::Topic"} <= kinds
+    for logical_id, body in resources.items():
+        properties = body.get("Properties", {})
+        if body["Type"] == "AWS::DynamoDB::Table":
+            assert properties["SSESpecification"]["SSEEnabled"] is True, logical_id
+            assert properties["PointInTimeRecoverySpecification"] == {
+                "PointInTimeRecoveryEnabled": True
+            }, logical_id
+        elif body["Type"] == "AWS::SQS::Queue":
+            encrypted = properties.get("SqsManagedSseEnabled") is True
+            assert encrypted or "KmsMasterKeyId" in properties, logical_id
+        elif body["Type"] == "AWS::SNS::Topic" and "KmsMasterKeyId" not in properties:
+            assert logical_id in UNENCRYPTED_TOPICS, f"{logical_id}: unencrypted topic"
+
+
+def test_no_parameter_or_environment_variable_carries_a_secret() -> None:
+    template = load_template()
+    for name, spec in template["Parameters"].items():
+        if SENSITIVE_NAME.search(name) and not name.endswith("Arn"):
+            assert spec.get("NoEcho") is True, f"parameter {name} would show in the console"
+    for function in (CHECKER, SNAPSHOT):
+        for name, value in function_environment(function).items():
+            if SENSITIVE_NAME.search(name):
+                # only a reference to where the secret lives, never the secret itself
+                assert name == "SECRET_ID", f"{function}: {name}"
+                assert isinstance(value, dict), f"{function}: {name} is a literal"
+    assert "SECRET_ID" not in function_environment(SNAPSHOT)  # the API never learns the secret
+
+
+def test_traces_and_logs_are_not_configured_to_record_payloads() -> None:
+    for function in (CHECKER, SNAPSHOT):
+        environment = function_environment(function)
+        assert environment.get("POWERTOOLS_TRACER_CAPTURE_RESPONSE") == "false", function
+        assert environment.get("POWERTOOLS_LOGGER_LOG_EVENT", "false") == "false", function
+        # DEBUG would print request and response bodies of every SDK and HTTP call
+        for variable in ("POWERTOOLS_LOG_LEVEL", "LOG_LEVEL"):
+            assert str(environment.get(variable, "INFO")).upper() != "DEBUG", function
+    logging_config = load_template()["Globals"]["Function"]["LoggingConfig"]
+    assert logging_config.get("ApplicationLogLevel", "INFO") != "DEBUG"
+
+
+def test_the_api_access_log_records_no_credentials() -> None:
+    stage = load_template()["Resources"]["HttpApiStage"]["Properties"]
+    log_format = stage["AccessLogSettings"]["Format"]
+    fields = json.loads(log_format)
+    # the caller's identity is logged; its Authorization header, JWT and query string are not
+    assert not re.search(r"\$request\.|authorization|\.token|querystring", log_format, re.I)
+    assert {"requestId", "routeKey", "status"} <= set(fields)
+
+
+# ---- the linter ----------------------------------------------------------------------------
+def test_cfn_lint_finds_nothing() -> None:
+    if importlib.util.find_spec("cfnlint") is None:
+        pytest.skip("cfn-lint is not installed in this venv (`make sam` lints in CI)")
+    from cfnlint.api import ManualArgs, lint
+
+    text = TEMPLATE_PATH.read_text(encoding="utf-8")
+    config = ManualArgs(regions=["eu-central-1", "us-east-1"])
+
+    matches = lint(text, config=config)
+    assert [f"{m.rule.id} {m.rule.severity}: {m.message}" for m in matches] == []
+
+    # and the linter does look at this template: a dangling reference is caught
+    broken = text.replace("!GetAtt SnapshotApiFunction.Arn", "!GetAtt NoSuchFunction.Arn", 1)
+    assert broken != text
+    assert any(m.rule.id.startswith("E") for m in lint(broken, config=config))
