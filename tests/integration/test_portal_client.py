@@ -49,7 +49,9 @@ class OAuthTokens:
     def credentials(self, portal: str) -> PortalCredentials:
         return self.creds
 
-    def refresh(self, portal: str, stale: PortalCredentials) -> PortalCredentials:
+    def refresh(
+        self, portal: str, stale: PortalCredentials, deadline: Deadline | None = None
+    ) -> PortalCredentials:
         if stale.access_token != self.creds.access_token:
             return self.creds  # already rotated
         reply = requests.post(
@@ -83,7 +85,9 @@ class BrokenTokens:
     def credentials(self, portal: str) -> PortalCredentials:
         raise self.exc
 
-    def refresh(self, portal: str, stale: PortalCredentials) -> PortalCredentials:
+    def refresh(
+        self, portal: str, stale: PortalCredentials, deadline: Deadline | None = None
+    ) -> PortalCredentials:
         raise self.exc
 
 

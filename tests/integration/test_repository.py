@@ -137,24 +137,61 @@ def test_pages_filter_by_portal_without_a_scan(client: Any) -> None:
     assert "Scan" not in calls
 
 
-def test_run_record_and_history_are_stored(client: Any) -> None:
+def test_run_record_is_stored(client: Any) -> None:
     repo = StateRepository("monitor", client=client)
     run = RunRecord(
         "r1", T0, T0 + timedelta(seconds=2), {"up": 3}, {"a.bitrix24.com": PortalRun(T0, 1)}
     )
     repo.save_run(run)
     assert repo.load_run() == run
-    base = status(1)
-    alert = down_with_alert(base).pending[0]
-    repo.record_history([("a.bitrix24.com/tg/1", alert)], keep=timedelta(days=30))
-    items = client.query(
+
+
+def history(client: Any, key: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = client.query(
         TableName="monitor",
         KeyConditionExpression="pk = :pk",
-        ExpressionAttributeValues={":pk": {"S": "HISTORY#a.bitrix24.com/tg/1"}},
+        ExpressionAttributeValues={":pk": {"S": f"HISTORY#{key}"}},
     )["Items"]
-    assert len(items) == 1
-    expires = int(items[0]["expires_at"]["N"])
-    assert expires == int((alert.created_at + timedelta(days=30)).timestamp())
+    return items
+
+
+def test_history_is_written_with_the_status_that_decided_it(client: Any) -> None:
+    repo = StateRepository("monitor", client=client)
+    repo.save([status(1)], claims={})
+    base = repo.load().statuses["a.bitrix24.com/tg/1"]
+    down = down_with_alert(base)
+    alert = down.pending[0]
+    decided = {"a.bitrix24.com/tg/1": [alert]}
+    assert repo.save([down], claims={}, history=decided, keep=timedelta(days=30)).conflicts == []
+    items = history(client, "a.bitrix24.com/tg/1")
+    assert [i["event"]["S"] for i in items] == ["connector.down"]
+    assert int(items[0]["expires_at"]["N"]) == int(
+        (alert.created_at + timedelta(days=30)).timestamp()
+    )
+
+
+def test_a_conflicting_status_writes_no_history(client: Any) -> None:
+    repo = StateRepository("monitor", client=client)
+    repo.save([status(1)], claims={})
+    base = repo.load().statuses["a.bitrix24.com/tg/1"]
+    repo.save([down_with_alert(base)], claims={})  # another run came first
+    late = down_with_alert(base)
+    outcome = repo.save([late], claims={}, history={"a.bitrix24.com/tg/1": list(late.pending)})
+    assert outcome.conflicts == ["a.bitrix24.com/tg/1"]
+    assert history(client, "a.bitrix24.com/tg/1") == []
+
+
+def test_targets_with_history_are_packed_whole_into_transactions(client: Any) -> None:
+    repo = StateRepository("monitor", client=client)
+    calls: list[int] = []
+    client.meta.events.register(
+        "before-parameter-build.dynamodb.TransactWriteItems",
+        lambda params, **_: calls.append(len(params["TransactItems"])),
+    )
+    statuses = [status(n) for n in range(1, 61)]
+    alerts = {s.subject.key: list(down_with_alert(s).pending) for s in statuses}
+    repo.save(statuses, claims={}, history=alerts)
+    assert calls == [100, 20]  # 50 targets x (status + history), then 10 more
 
 
 def test_dynamodb_failures_are_clear_errors(client: Any) -> None:

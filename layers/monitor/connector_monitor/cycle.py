@@ -111,13 +111,10 @@ class CheckCycle:
         ]
         changed, decided = self._decide(loaded, results)
         claims = self._claims(loaded, changed, summary)
-        outcome = self.repository.save(changed, claims=claims)
+        outcome = self.repository.save(
+            changed, claims=claims, history=decided, keep=self.settings.history
+        )
         summary.conflicts = len(outcome.conflicts)
-        new_alerts = [
-            (s.subject.key, a) for s in outcome.saved for a in decided.get(s.subject.key, ())
-        ]
-        if new_alerts:
-            self.repository.record_history(new_alerts, keep=self.settings.history)
         self._forget_retired(loaded, {r.target.key for r in results})
         statuses = {**loaded.statuses, **{s.subject.key: s for s in outcome.saved}}
         ours = {
@@ -170,7 +167,9 @@ class CheckCycle:
         cached = self.repository.load_inventories()
         workers = min(self.settings.max_parallel_portals, len(portals))
         outcomes: dict[str, PortalOutcome] = {}
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="portal") as pool:
+        # Not `with`: leaving the block would wait for a portal stuck past the deadline.
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="portal")
+        try:
             futures = {
                 pool.submit(
                     self._check_portal, p, targets.for_portal(p), cached.get(p), deadline
@@ -183,6 +182,8 @@ class CheckCycle:
                     outcomes[portal] = future.result()
                 else:
                     outcomes[portal] = self._lost_portal(portal, targets, future.exception())
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
         results = [r for p in portals for r in outcomes[p].results]
         runs = {p: outcomes[p].run for p in portals}
         inventories = [o.inventory for o in outcomes.values() if o.inventory]
@@ -242,8 +243,12 @@ class CheckCycle:
     ) -> tuple[list[TargetStatus], dict[str, tuple[Alert, ...]]]:
         changed: list[TargetStatus] = []
         decided: dict[str, tuple[Alert, ...]] = {}
+        seen: set[str] = set()
         for result in results:
             key = result.target.key
+            if key in seen:  # one write per item: DynamoDB refuses two in one transaction
+                continue
+            seen.add(key)
             previous = loaded.statuses.get(key)
             step = advance(previous, result, self.settings.thresholds)
             if step.alerts:

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from .aws.publisher import PublishError
-from .aws.repository import Claim, StateRepository
+from .aws.repository import Claim, RepositoryError, StateRepository
 from .domain.alerts import Alert, combine
 from .domain.transitions import TargetStatus
 
@@ -58,9 +58,15 @@ def deliver(
             "alert published",
             extra={"event": message.event.value, "alert_id": message.id, "alerts": len(members)},
         )
+    failed: RepositoryError | None = None
     for key, status in mine.items():
-        if not repository.acknowledge(status, run_id, published[key]):
-            logger.warning("claim lost before acknowledging alerts", extra={"target": key})
+        try:
+            if not repository.acknowledge(status, run_id, published[key]):
+                logger.warning("claim lost before acknowledging alerts", extra={"target": key})
+        except RepositoryError as exc:  # the others must still be acknowledged
+            failed = exc
+    if failed is not None:
+        raise failed
     delivery.pending = sum(len(s.pending) for s in statuses.values()) - delivery.published
     return delivery
 

@@ -9,7 +9,7 @@ status item says which run is publishing its pending alerts right now.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -132,29 +132,38 @@ class StateRepository:
         return {c.portal: c for c in found}
 
     # ---- writing -------------------------------------------------------------------------
-    def save(self, statuses: Sequence[TargetStatus], *, claims: dict[str, Claim]) -> SaveOutcome:
+    def save(
+        self,
+        statuses: Sequence[TargetStatus],
+        *,
+        claims: Mapping[str, Claim],
+        history: Mapping[str, Sequence[Alert]] | None = None,
+        keep: timedelta = timedelta(days=30),
+    ) -> SaveOutcome:
         """Store changed statuses, each only if nobody stored another version since we read it.
 
-        `claims` is what to write as each item's claim (our own for items whose pending alerts
-        we will publish, another run's live claim to keep it). Transactions of up to 100 items;
-        a cancelled one is redone item by item so one conflict costs only its own target.
+        A status is written together with the history records of the alerts it decided, in one
+        transaction, so a run that dies half-way leaves both or neither. `claims` is what to
+        write as each item's claim (ours for items whose pending alerts we will publish, another
+        run's live claim to keep it). Targets are packed into transactions of up to 100 items; a
+        cancelled transaction is redone target by target so a conflict costs only its target.
         """
+        units = [self._unit(s, claims.get(subject_key(s)), history or {}, keep) for s in statuses]
         saved: list[TargetStatus] = []
         conflicts: list[str] = []
-        for chunk in _chunks(list(statuses), TRANSACTION_LIMIT):
-            puts = [self._conditional_put(s, claims.get(subject_key(s))) for s in chunk]
-            try:
-                self._call("transact_write_items", TransactItems=[{"Put": p} for p in puts])
-                saved += [_bumped(s) for s in chunk]
+        for pack in _packs(list(zip(statuses, units, strict=True)), TRANSACTION_LIMIT):
+            if self._transact([item for _, unit in pack for item in unit]):
+                saved += [_bumped(status) for status, _ in pack]
                 continue
-            except ClientError:  # cancelled: some item's condition failed; find which
-                pass
-            for status, put in zip(chunk, puts, strict=True):
-                try:
-                    self._call("put_item", **put)
+            for status, unit in pack:
+                if self._transact(unit):
                     saved.append(_bumped(status))
-                except ClientError:  # only a failed condition reaches here
+                else:
                     conflicts.append(subject_key(status))
+                    logger.info(
+                        "another run stored this target first; its decision stands",
+                        extra={"target": subject_key(status)},
+                    )
         return SaveOutcome(saved, conflicts)
 
     def claim(self, status: TargetStatus, claim: Claim, now: datetime) -> TargetStatus | None:
@@ -204,14 +213,6 @@ class StateRepository:
             raise RepositoryError(_describe("acknowledge alerts", exc)) from None
         return True
 
-    def record_history(self, alerts: Sequence[tuple[str, Alert]], *, keep: timedelta) -> None:
-        """Append alerts to their targets' history, expiring after `keep` (DynamoDB TTL)."""
-        items = [
-            history_item(key, alert, int((alert.created_at + keep).timestamp()))
-            for key, alert in alerts
-        ]
-        self._batch_write([{"PutRequest": {"Item": _typed(i)}} for i in items])
-
     def delete(self, statuses: Sequence[TargetStatus]) -> None:
         """Forget statuses of targets that are no longer configured."""
         keys = [status_key(s.subject) for s in statuses]
@@ -224,6 +225,37 @@ class StateRepository:
         self._batch_write([{"PutRequest": {"Item": _typed(c.to_item())}} for c in inventories])
 
     # ---- plumbing ------------------------------------------------------------------------
+    def _unit(
+        self,
+        status: TargetStatus,
+        claim: Claim | None,
+        history: Mapping[str, Sequence[Alert]],
+        keep: timedelta,
+    ) -> list[dict[str, Any]]:
+        """The transaction items of one target: its status, then its new history records."""
+        key = subject_key(status)
+        records = [
+            history_item(key, alert, int((alert.created_at + keep).timestamp()))
+            for alert in history.get(key, ())
+        ]
+        status_put = {"Put": self._conditional_put(status, claim)}
+        return [
+            status_put,
+            *({"Put": {"TableName": self.table_name, "Item": _typed(r)}} for r in records),
+        ]
+
+    def _transact(self, items: list[dict[str, Any]]) -> bool:
+        """Write all items or none; False when a condition failed (another run came first)."""
+        try:
+            self._call("transact_write_items", TransactItems=items)
+        except ClientError as exc:
+            reasons = exc.response.get("CancellationReasons") or []
+            if not reasons or any(r.get("Code") == "ConditionalCheckFailed" for r in reasons):
+                return False
+            codes = ", ".join(sorted({str(r.get("Code")) for r in reasons} - {"None"}))
+            raise RepositoryError(f"DynamoDB cancelled the transaction: {codes}") from None
+        return True
+
     def _conditional_put(self, status: TargetStatus, claim: Claim | None) -> dict[str, Any]:
         item = status_to_item(status)
         item["version"] = status.version + 1
@@ -281,6 +313,23 @@ class StateRepository:
 
 def _bumped(status: TargetStatus) -> TargetStatus:
     return replace(status, version=status.version + 1)
+
+
+Unit = tuple[TargetStatus, list[dict[str, Any]]]
+
+
+def _packs(units: list[Unit], limit: int) -> Iterator[list[Unit]]:
+    """Group whole targets' units into transactions of at most `limit` items."""
+    pack: list[Unit] = []
+    size = 0
+    for unit in units:
+        if pack and size + len(unit[1]) > limit:
+            yield pack
+            pack, size = [], 0
+        pack.append(unit)
+        size += len(unit[1])
+    if pack:
+        yield pack
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:

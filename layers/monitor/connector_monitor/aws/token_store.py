@@ -26,11 +26,13 @@ from typing import Any
 
 import boto3
 import requests
+from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..bitrix24.credentials import PortalCredentials
 from ..bitrix24.errors import CredentialsError, ErrorKind, PortalError, TokenSourceUnavailable
 from ..bitrix24.oauth import refresh_tokens
+from ..deadline import Deadline
 from ..domain.results import Cause
 from .lease import Lease, LeaseUnavailable
 
@@ -73,6 +75,14 @@ def _install_botocore_redaction() -> None:
 _install_botocore_redaction()
 
 
+CLIENT_CONFIG = Config(
+    retries={"max_attempts": 4, "mode": "standard"}, connect_timeout=3, read_timeout=10
+)
+# A refresh cut short by a timeout may still have spent the refresh token at the OAuth server,
+# so none starts with less time than this left in the run.
+MIN_REFRESH_SECONDS = 3.0
+
+
 class TokenStoreError(TokenSourceUnavailable):
     """The secret is unreachable, corrupt or could not be written. Names the secret, not content."""
 
@@ -101,7 +111,9 @@ class SecretsTokenStore:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.secret_id = secret_id
-        self._client = client if client is not None else boto3.client("secretsmanager")
+        self._client = (
+            client if client is not None else boto3.client("secretsmanager", config=CLIENT_CONFIG)
+        )
         self._lease = lease
         self._session = session if session is not None else requests.Session()
         self._oauth_timeout = oauth_timeout
@@ -132,48 +144,66 @@ class SecretsTokenStore:
 
     # -- refreshing ------------------------------------------------------------------------
 
-    def refresh(self, portal: str, stale: PortalCredentials) -> PortalCredentials:
+    def refresh(
+        self, portal: str, stale: PortalCredentials, deadline: Deadline | None = None
+    ) -> PortalCredentials:
         """Credentials newer than `stale`: rotated by another thread or run, or refreshed now.
 
-        Call only after the portal answered expired_token to `stale.access_token`.
+        Call only after the portal answered expired_token to `stale.access_token`. Waiting for
+        the lease and the OAuth request both end by `deadline`; with too little time left no
+        refresh starts, since a refresh cut short may still spend the refresh token.
         """
+        deadline = deadline or Deadline.after(self._lease_wait + sum(self._oauth_timeout))
         with self._refresh_lock:
             known = self.credentials(portal)
             if known.access_token != stale.access_token:
                 return known  # another thread of this invocation already refreshed it
             if self._lease is None:
-                return self._refresh_locked(portal, stale)
+                return self._refresh_locked(portal, stale, deadline)
             try:
                 with self._lease.hold(
-                    f"secret:{self.secret_id}", ttl=self._lease_ttl, wait=self._lease_wait
+                    f"secret:{self.secret_id}",
+                    ttl=self._lease_ttl,
+                    wait=min(self._lease_wait, deadline.remaining()),
                 ):
-                    return self._refresh_locked(portal, stale)
+                    return self._refresh_locked(portal, stale, deadline)
             except LeaseUnavailable as exc:
                 return self._without_lease(portal, stale, exc)
 
-    def _refresh_locked(self, portal: str, stale: PortalCredentials) -> PortalCredentials:
+    def _refresh_locked(
+        self, portal: str, stale: PortalCredentials, deadline: Deadline
+    ) -> PortalCredentials:
         document = self._publish(self._read())
         current = self._entry(document, portal)
         if current.access_token != stale.access_token:
             logger.info("portal %s: tokens already rotated by another run; using them", portal)
             return current
-        try:
-            fresh = refresh_tokens(
-                current, session=self._session, timeout=self._oauth_timeout, now=self._clock
+        if deadline.remaining() < MIN_REFRESH_SECONDS:
+            raise PortalError(
+                ErrorKind.PORTAL_FAILING,
+                portal,
+                description="too little time left in this run to refresh the access token "
+                "safely; the next run refreshes it",
             )
+        connect, read = self._oauth_timeout
+        timeout = (deadline.timeout(connect), deadline.timeout(read))
+        try:
+            fresh = refresh_tokens(current, session=self._session, timeout=timeout, now=self._clock)
         except PortalError as exc:
             if (exc.code or "").lower() != "invalid_grant":
                 raise
-            return self._after_invalid_grant(portal, current, exc)
+            return self._after_invalid_grant(portal, current, exc, deadline)
         self._write_back(document, fresh)
         logger.info("portal %s: access token refreshed and the new pair stored", portal)
         return fresh
 
     def _after_invalid_grant(
-        self, portal: str, used: PortalCredentials, error: PortalError
+        self, portal: str, used: PortalCredentials, error: PortalError, deadline: Deadline
     ) -> PortalCredentials:
         """The refresh token was refused: maybe another run rotated it and is writing it back."""
         for attempt in range(1, self._reread_attempts + 1):
+            if deadline.remaining() < 0.2 * attempt:
+                break
             self._sleep(0.2 * attempt)
             current = self._entry(self._publish(self._read()), portal)
             if current.refresh_token != used.refresh_token:

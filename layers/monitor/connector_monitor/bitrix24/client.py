@@ -252,6 +252,7 @@ class PortalClient:
     ) -> None:
         at = self._clock()
         failed: list[PortalError] = []
+        missing = 0
         for index in span:
             target, name = wanted[index], f"t{index}"
             error = answer.errors.get(name)
@@ -263,12 +264,26 @@ class PortalClient:
             elif name in answer.results:
                 results[index] = read_status(target, answer.results[name], checked_at=at)
             else:
+                missing += 1
                 results[index] = CheckResult.unknown(
                     target,
                     Cause.BAD_ANSWER,
                     f"{self.portal}: the portal answered without this line",
                     checked_at=at,
                 )
+        if missing:
+            _log.warning(
+                "%s: the batch answer left out %d of %d lines",
+                self.portal,
+                missing,
+                len(span),
+                extra={
+                    "portal": self.portal,
+                    "method": "batch",
+                    "kind": "bad_answer",
+                    "missing_lines": missing,
+                },
+            )
         if failed:
             codes = sorted({error.code or error.kind.value for error in failed})
             _log.warning(
@@ -335,7 +350,7 @@ class PortalClient:
             if failure.kind is ErrorKind.TOKEN_EXPIRED:
                 if refreshed:
                     raise _refused_after_refresh(failure)
-                self._refresh(used)
+                self._refresh(used, deadline)
                 refreshed = True
                 if deadline.expired:
                     raise DeadlineExceeded(f"{self.portal}: the deadline passed during a refresh")
@@ -377,8 +392,8 @@ class PortalClient:
             requests.exceptions.InvalidSchema,
         ):
             problem = (ErrorKind.BAD_REQUEST, "client_endpoint in the secret is not a valid URL")
-        except requests.exceptions.ConnectionError:
-            problem = (ErrorKind.PORTAL_FAILING, "the connection failed or was dropped")
+        except requests.exceptions.ConnectionError as exc:
+            problem = (ErrorKind.PORTAL_FAILING, _connection_problem(exc))
         except requests.exceptions.RequestException as exc:
             problem = (ErrorKind.PORTAL_FAILING, f"the request failed ({type(exc).__name__})")
         if problem is not None:
@@ -439,8 +454,10 @@ class PortalClient:
             )
         return self._credentials
 
-    def _refresh(self, stale: PortalCredentials) -> None:
-        fresh = self._from_tokens(lambda: self._tokens.refresh(self.portal, stale), "refresh")
+    def _refresh(self, stale: PortalCredentials, deadline: Deadline) -> None:
+        fresh = self._from_tokens(
+            lambda: self._tokens.refresh(self.portal, stale, deadline), "refresh"
+        )
         self._credentials = fresh
         _log.info("%s: access token refreshed", self.portal, extra={"portal": self.portal})
 
@@ -584,3 +601,16 @@ def _refused_after_refresh(failure: PortalError) -> PortalError:
 def _jitter(policy: RetryPolicy, retry: int) -> float:
     """Full jitter: anywhere between no wait and the exponential cap."""
     return random.uniform(0.0, min(policy.max_delay, policy.base_delay * 2**retry))
+
+
+def _connection_problem(exc: requests.exceptions.ConnectionError) -> str:
+    """Say which connection failure it was, in words that never quote the URL or the body."""
+    reason = getattr(exc.args[0] if exc.args else None, "reason", None)
+    name = type(reason).__name__
+    if name == "NameResolutionError":
+        return "the portal's host name could not be resolved (check the domain and endpoint)"
+    if isinstance(getattr(reason, "__context__", None), ConnectionRefusedError) or (
+        "refused" in str(reason).lower() and name == "NewConnectionError"
+    ):
+        return "the connection was refused"
+    return "the connection failed or was dropped"

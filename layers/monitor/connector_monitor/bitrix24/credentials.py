@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from ..deadline import Deadline
 from .errors import CredentialsError
 
 DEFAULT_OAUTH_ENDPOINT = "https://oauth.bitrix.info/oauth/token/"
@@ -80,6 +81,9 @@ class TokenSource(Protocol):
 
     def credentials(self, portal: str) -> PortalCredentials: ...
 
-    def refresh(self, portal: str, stale: PortalCredentials) -> PortalCredentials:
-        """Credentials newer than `stale`: refreshed now, or already rotated by another run."""
+    def refresh(
+        self, portal: str, stale: PortalCredentials, deadline: Deadline | None = None
+    ) -> PortalCredentials:
+        """Credentials newer than `stale`: refreshed now, or already rotated by another run.
+        No wait and no OAuth request outlasts `deadline`."""
         ...

@@ -1,0 +1,436 @@
+"""The world a fault row runs in: the checker handler wired as the template wires it (moto for
+AWS, the local portal over real HTTP), a second healthy portal as a bystander, and the seams a
+fault needs (SDK event hooks, the portal's fault injection, a short REST timeout).
+
+Seams used, all from outside the library:
+- `checker.build_cycle` is wrapped: the cycle it builds gets a `client_factory` whose
+  PortalClient waits less (the handler's client reads for 10 s), hooks on the token store's
+  Secrets Manager client, and a response hook on its OAuth session that collects issued tokens
+  (for the leak check).
+- The cached DynamoDB and SNS clients (`checker.repository()._client`,
+  `checker.publisher()._client`) get botocore event hooks.
+- botocore's standard-mode backoff and the token store's retry pauses are shortened (the
+  number of retries stays as deployed).
+- DynamoDB throttling is answered inside moto's DynamoDB front (see `throttle_dynamodb`).
+- `socket.getaddrinfo` refuses every name but loopback: nothing leaves the machine.
+"""
+
+from __future__ import annotations
+
+import io
+import ipaddress
+import json
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+import boto3
+import pytest
+import requests
+from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.retries.standard import ExponentialBackoff
+from moto.core.exceptions import JsonRESTError
+from moto.dynamodb.responses import DynamoHandler
+
+from connector_monitor.bitrix24.client import PortalClient, RetryPolicy, Timeouts
+from connector_monitor.bitrix24.credentials import TokenSource
+from connector_monitor.cycle import CheckCycle
+from connector_monitor.settings import CheckerSettings
+from local.bitrix24_portal import LocalPortal
+from tests.e2e import conftest as e2e
+from tests.e2e.conftest import CONNECTOR, PORTAL, REGION, LambdaContext, Stack, scheduled_event
+
+# The e2e fixtures, visible to the tests of this directory too.
+portal = e2e.portal
+stack = e2e.stack
+checker = e2e.checker
+log_stream = e2e.log_stream
+
+A = PORTAL  # the portal a row usually breaks: lines 12, 14, 16
+B = "other.bitrix24.com"  # a healthy bystander: line 1
+C = "big.bitrix24.com"  # added by rows that need two batch chunks (53 lines)
+B_LINE = 1
+TOKEN_FIELDS = ("access_token", "refresh_token", "client_secret")
+WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems", "BatchWriteItem"})
+_THROTTLED_TYPE = "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException"
+_THROTTLED_MESSAGE = "The level of configured provisioned throughput for the table was exceeded."
+
+
+def key(portal: str, line: int) -> str:
+    return f"{portal}/{CONNECTOR}/{line}"
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """How the checker's REST clients wait: the handler's PortalClient defaults, or shorter."""
+
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    oauth_timeout: tuple[float, float] | None = None  # None: the token store's (3.05, 10)
+
+
+AS_DEPLOYED = Tuning()
+FAST = Tuning(Timeouts(connect=0.5, read=0.5), RetryPolicy(base_delay=0.01, max_delay=0.05))
+
+
+class World:
+    """The stack, the portal and the checker of one row, with the levers a fault pulls."""
+
+    def __init__(
+        self,
+        stack: Stack,
+        checker: ModuleType,
+        log: io.StringIO,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        self.stack = stack
+        self.portal: LocalPortal = stack.portal
+        self.checker = checker
+        self.log = log
+        self._monkeypatch = monkeypatch
+        self._table = boto3.resource("dynamodb", region_name=REGION).Table(stack.table)
+        self._dynamodb = boto3.client("dynamodb", region_name=REGION)  # another writer
+        self._sm = boto3.client("secretsmanager", region_name=REGION)
+        self.tuning = FAST
+        self.remaining_ms = 120_000
+        self.portals = [A]
+        self.outcomes: list[dict[str, Any] | Exception] = []
+        self.durations: list[float] = []  # seconds each invocation took
+        self.original_secret = ""  # the healthy secret, as the world fixture leaves it
+        self.ok_run_ids: list[str] = []
+        self.sent: list[dict[str, Any]] = []  # every alert SNS delivered in this row
+        self.known_secrets: set[str] = set()  # every token and client secret the row saw
+        self.throttled = 0  # DynamoDB requests answered with a throttling error
+        self.per_run: list[Callable[[], None]] = []  # re-armed before every invocation
+        self._secret_hooks: list[tuple[str, Callable[..., Any]]] = []
+        self._client_hooks: list[tuple[Any, str, Callable[..., Any]]] = []
+        self._invoking = False
+        self._throttle: Callable[[str, str], bool] | None = None
+        self._build_cycle = checker.build_cycle
+        monkeypatch.setattr(checker, "build_cycle", self._build)
+        monkeypatch.setattr(DynamoHandler, "call_action", self._throttled_call_action())
+        self._remember_secret()
+
+    # ---- running the handler -------------------------------------------------------------
+    def invoke(self) -> dict[str, Any] | Exception:
+        """One scheduled invocation; a raised exception is returned (the Lambda failed)."""
+        for arm in self.per_run:
+            arm()
+        context = LambdaContext(remaining_ms=self.remaining_ms)
+        outcome: dict[str, Any] | Exception
+        started = time.monotonic()
+        self._invoking = True
+        try:
+            outcome = self.checker.lambda_handler(scheduled_event(), context)
+            self.ok_run_ids.append(context.aws_request_id)
+        except Exception as exc:
+            outcome = exc
+        finally:
+            self._invoking = False
+        self.durations.append(time.monotonic() - started)
+        self.outcomes.append(outcome)
+        self._remember_secret()
+        return outcome
+
+    def _build(self, config: CheckerSettings) -> CheckCycle:
+        cycle: CheckCycle = self._build_cycle(config)
+        cycle.client_factory = self._client
+        store: Any = cycle.tokens
+        for event, handler in self._secret_hooks:
+            store._client.meta.events.register(event, handler)
+        store._session.hooks["response"].append(self._collect_oauth)
+        store._sleep = _shorter(store._sleep)  # its pauses between write and re-read retries
+        if self.tuning.oauth_timeout is not None:
+            store._oauth_timeout = self.tuning.oauth_timeout
+        return cycle
+
+    def _client(self, portal: str, tokens: TokenSource) -> PortalClient:
+        return PortalClient(portal, tokens, timeouts=self.tuning.timeouts, retry=self.tuning.retry)
+
+    def _collect_oauth(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        if "/oauth/token" not in response.url:
+            return
+        try:
+            body = response.json()
+        except ValueError:
+            return
+        if isinstance(body, dict):
+            self.known_secrets |= {
+                v for k in TOKEN_FIELDS if isinstance(v := body.get(k), str) and v
+            }
+
+    # ---- what came out -------------------------------------------------------------------
+    def alerts(self) -> list[dict[str, Any]]:
+        """Alerts SNS delivered since the last call."""
+        new = self.stack.alerts()
+        self.sent += new
+        return new
+
+    def states(self) -> dict[str, dict[str, Any]]:
+        return {item["sk"]: item for item in self.items("STATE")}
+
+    def items(self, pk: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self._table.query(
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": pk},
+            ConsistentRead=True,
+        )["Items"]
+        return found
+
+    def table(self, *, leases: bool = False) -> list[dict[str, Any]]:
+        """Every item of the table (the refresh leases only if asked), in key order."""
+        items = self._table.scan(ConsistentRead=True)["Items"]
+        kept = (i for i in items if leases or i["pk"] != "LOCK")
+        return sorted(kept, key=lambda i: (i["pk"], i["sk"]))
+
+    def log_lines(self) -> list[str]:
+        return [line for line in self.log.getvalue().splitlines() if line.strip()]
+
+    def targets(self) -> list[str]:
+        return [t for t in _env_targets() if t]
+
+    # ---- the secret ----------------------------------------------------------------------
+    def secret_text(self) -> str:
+        text: str = self._sm.get_secret_value(SecretId=self.stack.secret_id)["SecretString"]
+        return text
+
+    def put_secret_text(self, text: str) -> None:
+        self._sm.put_secret_value(SecretId=self.stack.secret_id, SecretString=text)
+
+    def secret(self) -> dict[str, Any]:
+        document: dict[str, Any] = json.loads(self.secret_text())
+        return document
+
+    def put_secret(self, document: dict[str, Any]) -> None:
+        self.put_secret_text(json.dumps(document))
+        self._remember_secret()
+
+    def edit_entry(self, portal: str, **changes: Any) -> None:
+        """Change fields of one portal's entry; a value of None removes the field."""
+        document = self.secret()
+        entry = document["portals"][portal]
+        for name, value in changes.items():
+            if value is None:
+                entry.pop(name, None)
+            else:
+                entry[name] = value
+        self.put_secret(document)
+
+    def reauthorise(self, portal: str) -> None:
+        """What a person does after auth is lost: install again, store the new pair."""
+        document = self.secret()
+        document["portals"][portal] = self.portal.credentials(portal)
+        self.put_secret(document)
+
+    def _remember_secret(self) -> None:
+        try:
+            document = json.loads(self.secret_text())
+            entries = document["portals"].values()
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return  # a row made it corrupt on purpose; its tokens were remembered before
+        for entry in entries:
+            if isinstance(entry, dict):
+                self.known_secrets |= {
+                    v for k in TOKEN_FIELDS if isinstance(v := entry.get(k), str) and v
+                }
+
+    # ---- portals and targets -------------------------------------------------------------
+    def add_portal(self, domain: str, lines: int) -> None:
+        """A healthy portal with `lines` open lines, in the secret and in TARGETS."""
+        self.portal.add_portal(
+            domain,
+            connectors={CONNECTOR: "My Connector"},
+            lines={n: f"Line {n}" for n in range(1, lines + 1)},
+        )
+        for line in range(1, lines + 1):
+            self.portal.connect(domain, CONNECTOR, line)
+        document = self.secret()
+        document["portals"][domain] = self.portal.credentials(domain)
+        self.put_secret(document)
+        self.set_targets([*self.targets(), *(key(domain, n) for n in range(1, lines + 1))])
+        self.portals.append(domain)
+
+    def set_targets(self, keys: list[str]) -> None:
+        self._monkeypatch.setenv("TARGETS", ",".join(keys))
+        self.checker.settings.cache_clear()  # a new deployment's cold start
+
+    # ---- AWS faults ----------------------------------------------------------------------
+    def on_secrets_manager(self, event: str, handler: Callable[..., Any]) -> None:
+        """Hook the token store's client (a new one each invocation) from the next run on."""
+        self._secret_hooks.append((event, handler))
+
+    def on_dynamodb(self, event: str, handler: Callable[..., Any], *, first: bool = False) -> None:
+        self._hook(self.checker.repository()._client, event, handler, first=first)
+
+    def on_sns(self, event: str, handler: Callable[..., Any]) -> None:
+        self._hook(self.checker.publisher()._client, event, handler, first=False)
+
+    def _hook(self, client: Any, event: str, handler: Callable[..., Any], *, first: bool) -> None:
+        register = client.meta.events.register_first if first else client.meta.events.register
+        register(event, handler)
+        self._client_hooks.append((client, event, handler))
+
+    def throttle_dynamodb(
+        self,
+        times: int | None = None,
+        operations: frozenset[str] | None = None,
+        touching: str | None = None,
+    ) -> None:
+        """DynamoDB answers ProvisionedThroughputExceededException to the checker's requests:
+        the first `times` of them (None: all), of `operations` (None: any), whose body holds
+        `touching` (None: any; "HISTORY#" is a hot history partition); the SDK retries.
+
+        Refused inside moto's DynamoDB front, so a refused write is not applied. (A before-send
+        hook cannot do this: botocore calls every before-send handler, moto's stub included,
+        and only then picks the first answer, so the "throttled" write would land.)"""
+        left = [times]
+
+        def refuse(operation: str, body: str) -> bool:
+            if not self._invoking or (operations is not None and operation not in operations):
+                return False
+            if touching is not None and touching not in body:
+                return False
+            if left[0] is not None:
+                if left[0] <= 0:
+                    return False
+                left[0] -= 1
+            self.throttled += 1
+            return True
+
+        self._throttle = refuse
+
+    def _throttled_call_action(self) -> Callable[[Any], Any]:
+        original = DynamoHandler.call_action
+
+        def call_action(handler: Any) -> Any:
+            body = handler.raw_body
+            text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
+            if self._throttle is not None and self._throttle(handler._get_action(), text):
+                raise JsonRESTError(_THROTTLED_TYPE, _THROTTLED_MESSAGE)
+            return original(handler)
+
+        return call_action
+
+    def fail_sns(self, times: int | None = None) -> None:
+        """SNS unreachable for the next `times` publishes (None: until cleared)."""
+        left = [times]
+
+        def refuse(**_: Any) -> None:
+            if left[0] is not None:
+                if left[0] <= 0:
+                    return
+                left[0] -= 1
+            raise EndpointConnectionError(endpoint_url=f"https://sns.{REGION}.amazonaws.com/")
+
+        self.on_sns("before-call.sns.Publish", refuse)
+
+    def secrets_manager_unreachable(self, operation: str = "GetSecretValue") -> None:
+        def refuse(**_: Any) -> None:
+            url = f"https://secretsmanager.{REGION}.amazonaws.com/"
+            raise EndpointConnectionError(endpoint_url=url)
+
+        self.on_secrets_manager(f"before-call.secrets-manager.{operation}", refuse)
+
+    def secrets_manager_denies(self, operation: str) -> None:
+        def deny(**_: Any) -> None:
+            error = {"Code": "AccessDeniedException", "Message": "not authorized"}
+            raise ClientError({"Error": error}, operation)
+
+        self.on_secrets_manager(f"before-call.secrets-manager.{operation}", deny)
+
+    def bump_version_before_next_save(self, target: str) -> None:
+        """Another writer stores `target` between this run's load and its save (once)."""
+        done = [False]
+
+        def bump(**_: Any) -> None:
+            if done[0]:
+                return
+            done[0] = True
+            self._dynamodb.update_item(
+                TableName=self.stack.table,
+                Key={"pk": {"S": "STATE"}, "sk": {"S": target}},
+                UpdateExpression="ADD version :one",
+                ExpressionAttributeValues={":one": {"N": "1"}},
+            )
+
+        self.on_dynamodb("before-call.dynamodb.TransactWriteItems", bump)
+
+    def clear(self) -> None:
+        """Every injected fault gone: portal faults, hooks, per-run re-arming, timings."""
+        for domain in self.portals:
+            self.portal.clear_faults(domain)
+        for client, event, handler in self._client_hooks:
+            client.meta.events.unregister(event, handler)
+        self._client_hooks.clear()
+        self._secret_hooks.clear()
+        self._throttle = None
+        self.per_run.clear()
+        self.tuning = FAST
+        self.remaining_ms = 120_000
+
+
+def _shorter(sleep: Callable[[float], None]) -> Callable[[float], None]:
+    """The same pauses, ten times shorter (their number and order unchanged)."""
+    return lambda seconds: sleep(seconds / 10)
+
+
+def _env_targets() -> list[str]:
+    return os.environ.get("TARGETS", "").split(",")
+
+
+def closed_port() -> int:
+    """A loopback port nobody listens on (bound, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Name resolution answers only loopback; `.invalid` fails like a real DNS miss, and any
+    other name is recorded as an escape attempt (and fails the test)."""
+    real = socket.getaddrinfo
+    escaped: list[str] = []
+
+    def guarded(host: Any, *args: Any, **kwargs: Any) -> Any:
+        name = host.decode() if isinstance(host, bytes) else host
+        if name is None or name == "localhost" or _loopback(str(name)):
+            return real(host, *args, **kwargs)
+        if not str(name).endswith(".invalid"):
+            escaped.append(str(name))
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", guarded)
+    yield escaped
+    assert escaped == [], "a request tried to leave the machine"
+
+
+def _loopback(name: str) -> bool:
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+@pytest.fixture
+def world(
+    stack: Stack,
+    checker: ModuleType,
+    log_stream: io.StringIO,
+    monkeypatch: pytest.MonkeyPatch,
+) -> World:
+    """Portals A (3 lines) and B (1 line) healthy, after one baseline run: all UP, no alert."""
+    monkeypatch.setattr(ExponentialBackoff, "delay_amount", lambda self, context: 0.001)
+    world = World(stack, checker, log_stream, monkeypatch)
+    world.add_portal(B, lines=1)
+    baseline = world.invoke()
+    assert isinstance(baseline, dict), baseline
+    assert (baseline["up"], baseline["unknown"], baseline["down"]) == (4, 0, 0)
+    assert world.alerts() == []
+    world.original_secret = world.secret_text()
+    return world

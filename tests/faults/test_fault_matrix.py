@@ -1,0 +1,830 @@
+"""THE FAULT MATRIX: each way the portal, the network or AWS can fail, one row each.
+
+Every row starts from a healthy world (portal A: myconnector on lines 12, 14, 16; portal B: line
+1; one baseline run done, all UP), injects its fault, runs the checker enough times to cross the
+failure threshold (2), and checks what a user would notice:
+
+- states:  each target's stored state and cause (targets a row does not name must be UP);
+- alerts:  what SNS delivered, exactly (event, portal, connector, line, severity), each once;
+           a portal-wide `check.failed` is one message with connector and line "*";
+- records: STATE items (state, cause, pending alerts), the RUN item of the last good run, the
+           secret (untouched, or only the named portals' token pair rotated), OAuth refreshes
+           and REST requests per portal;
+- log:     a JSON log line naming the portal (where there is one) and the error.
+
+Then the fault clears: the next run delivers what is due (the recoveries, or what was held back)
+once, and the run after is silent. Finally: each target's history holds the alerts delivered for
+it, and no token or client secret appeared in a log line, a stored item, an alert or a return
+value.
+
+Rows marked xfail state the right behaviour for a known bug (the reason names it).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from connector_monitor.bitrix24.client import RetryPolicy
+from connector_monitor.domain.results import Cause
+from tests.faults.conftest import (
+    AS_DEPLOYED,
+    B_LINE,
+    CONNECTOR,
+    FAST,
+    WRITES,
+    A,
+    B,
+    C,
+    Tuning,
+    World,
+    closed_port,
+    key,
+)
+
+THRESHOLD = 2  # FAILURE_THRESHOLD of the stack
+SEVERITY = {
+    "connector.down": "critical",
+    "connector.recovered": "info",
+    "check.failed": "warning",
+    "check.recovered": "info",
+}
+RECOVERY = {"connector.down": "connector.recovered", "check.failed": "check.recovered"}
+
+
+# ---- the vocabulary of the table ---------------------------------------------------------------
+@dataclass(frozen=True)
+class Seen:
+    """A stored state, and the causes an UNKNOWN may carry."""
+
+    state: str
+    causes: frozenset[str] = frozenset()
+
+    def matches(self, state: str, cause: str | None) -> bool:
+        if state != self.state:
+            return False
+        return cause in self.causes if self.causes else cause is None
+
+    def __str__(self) -> str:
+        return f"{self.state}/{'|'.join(sorted(self.causes))}" if self.causes else self.state
+
+
+UP = Seen("UP")
+DOWN = Seen("DOWN")
+
+
+def unknown(*causes: Cause) -> Seen:
+    return Seen("UNKNOWN", frozenset(c.value for c in causes))
+
+
+@dataclass(frozen=True)
+class Sent:
+    """One alert SNS delivered; `says` is a substring of its message."""
+
+    event: str
+    portal: str
+    connector: str = "*"
+    line: str = "*"
+    says: str = ""
+
+    @property
+    def attributes(self) -> tuple[str, str, str, str, str]:
+        return (self.event, self.portal, self.connector, self.line, SEVERITY[self.event])
+
+    def recovery(self) -> Sent:
+        return Sent(RECOVERY[self.event], self.portal, self.connector, self.line)
+
+
+def down(portal: str, line: int, says: str = "") -> Sent:
+    return Sent("connector.down", portal, CONNECTOR, str(line), says)
+
+
+def failed(portal: str, connector: str = "*", line: int | str = "*", says: str = "") -> Sent:
+    return Sent("check.failed", portal, connector, str(line), says)
+
+
+@dataclass(frozen=True)
+class Expect:
+    states: Mapping[str, Seen]  # by target key, else by portal; targets not named: UP
+    alerts: tuple[Sent, ...] = ()  # delivered during the fault runs, each exactly once
+    log: tuple[str, ...] = ()  # each in some JSON log line that names the row's portal
+    pending: Mapping[str, int] = field(default_factory=dict)  # stored, by target (others: 0)
+    secret: tuple[str, ...] = ()  # portals whose token pair was rotated (the rest: untouched)
+    refreshes: Mapping[str, int] = field(default_factory=dict)  # OAuth refreshes (others: 0)
+    requests: Mapping[str, int] = field(default_factory=dict)  # REST requests, by portal
+    summary: Mapping[str, int] = field(default_factory=dict)  # figures of the last run
+    fails: str | None = None  # every fault run is a Lambda error whose text holds this
+    also: Callable[[World], None] | None = None  # a row's own extra check
+    after: tuple[Sent, ...] | None = None  # first run after clearing (default: recoveries)
+    after_states: Mapping[str, Seen] = field(default_factory=dict)
+
+
+def nothing(_: World) -> None:
+    """No clean-up beyond dropping the injected faults and hooks."""
+
+
+@dataclass(frozen=True)
+class Fault:
+    name: str
+    inject: Callable[[World], None]
+    expect: Expect
+    clear: Callable[[World], None] = nothing
+    runs: int = THRESHOLD
+    remaining_ms: int = 120_000  # the Lambda's remaining time (the handler keeps 15 s back)
+    tuning: Tuning = FAST
+    portal: str | None = A  # the portal the log lines must name (None: an AWS-wide fault)
+    xfail: str | None = None  # a known bug: the row states the right behaviour
+
+
+# ---- injections ---------------------------------------------------------------------------------
+def on_portal(fault: str, portal: str = A, **options: Any) -> Callable[[World], None]:
+    return lambda w: w.portal.inject(portal, fault, **options)
+
+
+def endpoint(url: str) -> Callable[[World], None]:
+    return lambda w: w.edit_entry(A, client_endpoint=url)
+
+
+def refused_connection(w: World) -> None:
+    w.edit_entry(A, client_endpoint=f"http://127.0.0.1:{closed_port()}/rest/")
+
+
+def restore_secret(w: World) -> None:
+    w.put_secret_text(w.original_secret)
+
+
+def reauthorise(w: World) -> None:
+    w.reauthorise(A)
+
+
+def refresh_token_refused(w: World) -> None:
+    w.portal.inject(A, "expired_token")  # every REST call: the access token expired
+    w.portal.revoke(A)  # and the refresh token is no longer valid: invalid_grant
+
+
+def oauth_server_failing(w: World) -> None:
+    w.portal.expire_access_tokens(A)
+    w.portal.inject(A, "http_503", method="oauth")
+
+
+def write_back_refused(w: World) -> None:
+    w.portal.expire_access_tokens(A)
+    w.secrets_manager_denies("PutSecretValue")
+
+
+def expired_token_mid_batch(w: World) -> None:
+    w.add_portal(C, lines=C_LINES)  # 2 batch requests: 48 statuses + the inventory, then 5
+    w.portal.inject(C, "timeout", count=1, delay=0.01)  # the first request passes untouched
+    w.portal.inject(C, "expired_token", count=1)  # the second chunk is refused once
+
+
+def deadline_mid_cycle(w: World) -> None:
+    w.add_portal(C, lines=C_LINES)
+
+    def arm() -> None:  # every run: the first chunk answers, the second hangs past the deadline
+        w.portal.inject(C, "timeout", count=1, delay=0.01)
+        w.portal.inject(C, "timeout", count=1, delay=10.0)  # the 10 s read would wait
+
+    w.per_run.append(arm)
+
+
+def corrupt_secret(w: World) -> None:
+    w.put_secret_text(w.original_secret[: len(w.original_secret) // 2])  # a cut-off edit
+
+
+def two_connectors_down(w: World) -> None:
+    w.portal.disconnect(A, CONNECTOR, 12)
+    w.portal.disconnect(A, CONNECTOR, 14)
+
+
+def after_one_down_run(fault: Callable[[World], None]) -> Callable[[World], None]:
+    """Line 14 goes down and one run stores it; the fault then hits the run that crosses the
+    threshold, where connector.down is due."""
+
+    def inject(w: World) -> None:
+        w.portal.disconnect(A, CONNECTOR, 14)
+        outcome = w.invoke()
+        assert isinstance(outcome, dict), outcome
+        fault(w)
+
+    return inject
+
+
+def reconnect_14(w: World) -> None:
+    w.portal.connect(A, CONNECTOR, 14)
+
+
+def throttled(times: int) -> Callable[[World], None]:
+    def check(w: World) -> None:
+        assert w.throttled == times  # the SDK retried each one and then succeeded
+
+    return check
+
+
+def within(seconds: float, runs: int = THRESHOLD) -> Callable[[World], None]:
+    """Each of the last `runs` invocations (the fault runs) took less than `seconds`."""
+
+    def check(w: World) -> None:
+        assert max(w.durations[-runs:]) < seconds
+
+    return check
+
+
+PATIENT_RATE_LIMIT = Tuning(FAST.timeouts, RetryPolicy(rate_limit_retries=1000, base_delay=0.05))
+NOT_AN_OUTAGE = "not a connector outage"
+REAUTHORISE = "re-authorise"
+C_LINES = 53  # more than one batch (50 commands) holds
+PAST_FIRST_50 = {
+    key(C, n): unknown(Cause.DEADLINE, Cause.PORTAL_FAILING) for n in range(51, C_LINES + 1)
+}
+A_UNKNOWN = {A: unknown(Cause.PORTAL_FAILING)}
+
+
+# ---- THE TABLE ----------------------------------------------------------------------------------
+FAULTS: list[Fault] = [
+    # -- the portal: it answers, but the connector is down (the control row) --
+    Fault(
+        "connector genuinely down (control)",
+        inject=lambda w: w.portal.disconnect(A, CONNECTOR, 14),
+        clear=reconnect_14,
+        expect=Expect(
+            states={key(A, 14): DOWN},
+            alerts=(down(A, 14, says="CONFIGURED=false"),),
+            log=("connector.down",),
+            requests={A: 2},
+        ),
+    ),
+    # -- the portal cannot be reached or answers garbage: UNKNOWN, check.failed, never down --
+    Fault(
+        "portal timeout (no answer within the read timeout)",
+        inject=on_portal("timeout", delay=1.0),
+        expect=Expect(
+            states=A_UNKNOWN,
+            alerts=(failed(A, says=NOT_AN_OUTAGE),),
+            log=("no answer within",),
+            requests={A: 6},  # 1 + 2 retries per run
+        ),
+    ),
+    Fault(
+        "connection refused (client_endpoint on a closed port)",
+        inject=refused_connection,
+        clear=restore_secret,
+        expect=Expect(
+            states=A_UNKNOWN,
+            alerts=(failed(A, says=NOT_AN_OUTAGE),),
+            log=("the connection was refused",),
+            requests={A: 0},
+        ),
+    ),
+    Fault(
+        "DNS failure (client_endpoint on a .invalid host)",
+        inject=endpoint("https://no-such-host.invalid/rest/"),
+        clear=restore_secret,
+        expect=Expect(
+            states=A_UNKNOWN,
+            alerts=(failed(A, says=NOT_AN_OUTAGE),),
+            log=("host name could not be resolved",),
+            requests={A: 0},
+        ),
+    ),
+    Fault(
+        "connection dropped without an answer",
+        inject=on_portal("drop"),
+        expect=Expect(states=A_UNKNOWN, alerts=(failed(A),), log=("dropped",), requests={A: 6}),
+    ),
+    *(
+        Fault(
+            f"bare HTTP {status}",
+            inject=on_portal(f"http_{status}"),
+            expect=Expect(
+                states=A_UNKNOWN,
+                alerts=(failed(A, says=NOT_AN_OUTAGE),),
+                log=(f"HTTP {status}",),
+                requests={A: 6},
+            ),
+        )
+        for status in (500, 502, 503)
+    ),
+    Fault(
+        "HTML error page (nginx 502)",
+        inject=on_portal("html"),
+        expect=Expect(states=A_UNKNOWN, alerts=(failed(A),), log=("HTML page",), requests={A: 6}),
+    ),
+    Fault(
+        "truncated JSON",
+        inject=on_portal("truncated"),
+        expect=Expect(
+            states={A: unknown(Cause.BAD_ANSWER)},
+            alerts=(failed(A, says="could not be read"),),
+            log=("truncated or invalid JSON",),
+            requests={A: 2},  # a bad answer is not retried within the run
+        ),
+    ),
+    Fault(
+        "not JSON (plain text, HTTP 200)",
+        inject=on_portal("not_json"),
+        expect=Expect(
+            states={A: unknown(Cause.BAD_ANSWER)},
+            alerts=(failed(A),),
+            log=("not JSON",),
+            requests={A: 2},
+        ),
+    ),
+    Fault(
+        "valid JSON of the wrong shape",
+        inject=on_portal("wrong_shape"),
+        expect=Expect(
+            states={A: unknown(Cause.BAD_ANSWER)},
+            alerts=(failed(A),),
+            log=("not an object",),
+            requests={A: 2},
+        ),
+    ),
+    # -- rate limits: back off within the deadline, never hammer --
+    Fault(
+        "QUERY_LIMIT_EXCEEDED sustained past the deadline",
+        inject=on_portal("QUERY_LIMIT_EXCEEDED"),
+        remaining_ms=16_000,  # 1 s to check after the handler's 15 s reserve
+        tuning=PATIENT_RATE_LIMIT,  # retries would go on: only the deadline stops them
+        expect=Expect(
+            states={A: unknown(Cause.RATE_LIMITED)},
+            alerts=(failed(A, says="REST limits"),),
+            log=("QUERY_LIMIT_EXCEEDED",),
+            also=within(4.0),
+        ),
+    ),
+    Fault(
+        "OPERATION_TIME_LIMIT (reset in 10 minutes)",
+        inject=on_portal("OPERATION_TIME_LIMIT"),
+        expect=Expect(
+            states={A: unknown(Cause.RATE_LIMITED)},
+            alerts=(failed(A),),
+            log=("OPERATION_TIME_LIMIT",),
+            requests={A: 2},  # no retry before operating_reset_at
+        ),
+    ),
+    Fault(
+        "OVERLOAD_LIMIT (REST blocked by the vendor)",
+        inject=on_portal("OVERLOAD_LIMIT"),
+        expect=Expect(
+            states=A_UNKNOWN,
+            alerts=(failed(A, says="contact Bitrix24 support"),),
+            log=("OVERLOAD_LIMIT",),
+            requests={A: 2},
+        ),
+    ),
+    # -- OAuth: refresh once on expired_token; a lost authorisation is check.failed, not down --
+    Fault(
+        "expired_token mid-batch (second of two chunks)",
+        inject=expired_token_mid_batch,
+        portal=C,
+        expect=Expect(
+            states={},
+            log=("expired_token", "access token refreshed"),
+            secret=(C,),
+            refreshes={C: 1},
+            requests={C: 5},  # run 1: chunk, refused chunk, chunk again; run 2: two chunks
+        ),
+    ),
+    Fault(
+        "expired_token again right after a refresh",
+        inject=on_portal("expired_token"),
+        expect=Expect(
+            states={A: unknown(Cause.AUTH_LOST)},
+            alerts=(failed(A, says=REAUTHORISE),),
+            log=("expired_token",),
+            secret=(A,),
+            refreshes={A: 2},  # one per run, never a loop
+            requests={A: 4},
+        ),
+    ),
+    Fault(
+        "tokens revoked (invalid_token)",
+        inject=lambda w: w.portal.revoke(A),
+        clear=reauthorise,
+        expect=Expect(
+            states={A: unknown(Cause.AUTH_LOST)},
+            alerts=(failed(A, says=REAUTHORISE),),
+            log=("invalid_token",),
+            requests={A: 2},
+        ),
+    ),
+    Fault(
+        "refresh token revoked (invalid_grant)",
+        inject=refresh_token_refused,
+        clear=reauthorise,
+        expect=Expect(
+            states={A: unknown(Cause.AUTH_LOST)},
+            alerts=(failed(A, says=REAUTHORISE),),
+            log=("invalid_grant",),
+            requests={A: 2},
+        ),
+    ),
+    Fault(
+        "OAuth server answering 503 to the refresh",
+        inject=oauth_server_failing,
+        expect=Expect(
+            states=A_UNKNOWN,
+            alerts=(failed(A, says=NOT_AN_OUTAGE),),
+            log=("OAuth server",),
+            requests={A: 2},
+        ),
+    ),
+    *(
+        Fault(
+            code,
+            inject=on_portal(code),
+            expect=Expect(
+                states={A: unknown(Cause.ACCESS_DENIED)},
+                alerts=(failed(A, says="scope, plan, payment"),),
+                log=(code,),
+                requests={A: 2},
+            ),
+        )
+        for code in ("WRONG_AUTH_TYPE", "ACCESS_DENIED", "PAYMENT_REQUIRED")
+    ),
+    # -- partial answers: only the lines concerned are UNKNOWN --
+    Fault(
+        "one command failing inside the batch",
+        inject=lambda w: w.portal.fail_command(A, CONNECTOR, 14, "ERROR_UNEXPECTED_ANSWER"),
+        expect=Expect(
+            states={key(A, 14): unknown(Cause.PORTAL_FAILING)},
+            alerts=(failed(A, CONNECTOR, 14),),
+            log=("ERROR_UNEXPECTED_ANSWER",),
+        ),
+    ),
+    Fault(
+        "portal answering for only some lines",
+        inject=lambda w: w.portal.answer_only(A, {12}),
+        expect=Expect(
+            states={key(A, 14): unknown(Cause.BAD_ANSWER), key(A, 16): unknown(Cause.BAD_ANSWER)},
+            alerts=(failed(A, says="answered without this line"),),
+            log=("bad_answer",),
+        ),
+    ),
+    Fault(
+        "client_endpoint in plain http to a remote host (token would travel in clear)",
+        inject=endpoint("http://portal.example.com/rest/"),
+        clear=restore_secret,
+        expect=Expect(
+            states={A: unknown(Cause.BAD_REQUEST)},
+            alerts=(failed(A, says="https"),),
+            log=("must be an https URL",),
+            requests={A: 0},
+        ),
+    ),
+    # -- the Lambda deadline: UNKNOWN for what was not checked, the rest stored --
+    Fault(
+        "Lambda deadline reached mid-cycle (second chunk hangs)",
+        inject=deadline_mid_cycle,
+        remaining_ms=16_000,  # 1 s to check
+        tuning=AS_DEPLOYED,  # the handler's own client: its 10 s read is cut by the deadline
+        portal=C,
+        expect=Expect(
+            states=PAST_FIRST_50,  # run 2's second chunk (inventory cached: 50 + 3)
+            alerts=(failed(C, says="cannot see 3 targets"),),
+            log=("no answer within",),
+            also=within(6.0),  # the deadline (1 s) and storing; not the 10 s hold
+        ),
+    ),
+    Fault(
+        "OAuth server hanging during a refresh at the deadline",
+        inject=lambda w: (
+            w.portal.expire_access_tokens(A),
+            w.portal.inject(A, "timeout", method="oauth", delay=8.0),
+        ),
+        runs=1,
+        remaining_ms=16_000,  # 1 s to check
+        tuning=Tuning(FAST.timeouts, FAST.retry, oauth_timeout=(0.5, 5.0)),  # 10 s deployed
+        expect=Expect(
+            states={A: unknown(Cause.DEADLINE, Cause.PORTAL_FAILING)},
+            log=("expired_token",),
+            also=within(3.5, runs=1),  # the 1 s deadline, plus storing the results
+        ),
+    ),
+    # -- Secrets Manager --
+    Fault(
+        "Secrets Manager unreachable",
+        inject=lambda w: w.secrets_manager_unreachable(),
+        portal=None,
+        expect=Expect(
+            states={A: unknown(Cause.MONITOR_ERROR), B: unknown(Cause.MONITOR_ERROR)},
+            alerts=(failed(A, says="could not read its tokens"), failed(B, CONNECTOR, B_LINE)),
+            log=("could not reach Secrets Manager",),
+            requests={A: 0, B: 0},
+        ),
+    ),
+    Fault(
+        "corrupt secret (not JSON)",
+        inject=corrupt_secret,
+        clear=restore_secret,
+        portal=None,
+        expect=Expect(
+            states={A: unknown(Cause.MONITOR_ERROR), B: unknown(Cause.MONITOR_ERROR)},
+            alerts=(failed(A, says="not valid JSON"), failed(B, CONNECTOR, B_LINE)),
+            log=("not valid JSON",),
+            requests={A: 0, B: 0},
+        ),
+    ),
+    Fault(
+        "partial secret (portal entry without refresh_token)",
+        inject=lambda w: w.edit_entry(A, refresh_token=None),
+        clear=restore_secret,
+        expect=Expect(
+            states={A: unknown(Cause.CONFIGURATION)},  # B is still checked: UP
+            alerts=(failed(A, says="lacks refresh_token"),),  # at once, and only once
+            log=("lacks refresh_token",),
+            requests={A: 0},
+        ),
+    ),
+    Fault(
+        "refreshed pair refused by Secrets Manager (write-back fails)",
+        inject=write_back_refused,
+        clear=reauthorise,
+        expect=Expect(
+            # run 1 refreshed and could not store; run 2 finds the spent refresh token
+            states={A: unknown(Cause.AUTH_LOST)},
+            alerts=(failed(A, says=REAUTHORISE),),
+            log=("NEW REFRESH TOKEN NOT STORED",),
+            refreshes={A: 1},
+        ),
+    ),
+    # -- DynamoDB --
+    Fault(
+        "DynamoDB throttling the first 3 requests (the SDK retries)",
+        inject=after_one_down_run(lambda w: w.throttle_dynamodb(times=3)),
+        clear=reconnect_14,
+        runs=1,
+        expect=Expect(
+            states={key(A, 14): DOWN},
+            alerts=(down(A, 14),),
+            log=("connector.down",),
+            also=throttled(3),
+        ),
+    ),
+    Fault(
+        "DynamoDB throttling every request (run fails at load)",
+        inject=after_one_down_run(lambda w: w.throttle_dynamodb()),
+        portal=None,
+        expect=Expect(
+            states={key(A, 14): DOWN},  # as the good run before stored it
+            fails="ProvisionedThroughputExceededException",
+            after=(down(A, 14),),  # the alert that was due, once
+            after_states={key(A, 14): DOWN},
+        ),
+    ),
+    Fault(
+        "DynamoDB throttling every write (run fails at save)",
+        inject=after_one_down_run(lambda w: w.throttle_dynamodb(operations=WRITES)),
+        portal=None,
+        expect=Expect(
+            states={key(A, 14): DOWN},
+            fails="ProvisionedThroughputExceededException",
+            after=(down(A, 14),),
+            after_states={key(A, 14): DOWN},
+        ),
+    ),
+    Fault(
+        "DynamoDB throttling the history write (after the state is stored)",
+        inject=after_one_down_run(
+            lambda w: w.throttle_dynamodb(operations=WRITES, touching="HISTORY#")
+        ),
+        portal=None,
+        expect=Expect(
+            states={key(A, 14): DOWN},
+            fails="ProvisionedThroughputExceededException",
+            after=(down(A, 14),),
+            after_states={key(A, 14): DOWN},
+        ),
+    ),
+    Fault(
+        "conditional check failed (another writer stored the target first)",
+        inject=after_one_down_run(lambda w: w.bump_version_before_next_save(key(A, 14))),
+        runs=1,
+        portal=None,
+        expect=Expect(
+            states={key(A, 14): DOWN},
+            summary={"conflicts": 1, "alerts_published": 0},  # its decision stands, not ours
+            log=('"conflicts":1',),  # the run summary: Powertools writes compact JSON
+            after=(down(A, 14),),  # the next run decides again: one alert
+            after_states={key(A, 14): DOWN},
+        ),
+    ),
+    # -- SNS: a failed publish stays pending and is sent next run, once --
+    Fault(
+        "SNS publish failing once",
+        inject=lambda w: (two_connectors_down(w), w.fail_sns(times=1)),
+        expect=Expect(
+            states={key(A, 12): DOWN, key(A, 14): DOWN},
+            alerts=(down(A, 14),),  # line 12's alert went first and failed
+            pending={key(A, 12): 1},
+            summary={"alerts_published": 1, "alerts_pending": 1},
+            log=("alert not published",),
+            after=(down(A, 12),),
+            after_states={key(A, 12): DOWN, key(A, 14): DOWN},
+        ),
+    ),
+    Fault(
+        "SNS publish failing for a whole run",
+        inject=lambda w: (two_connectors_down(w), w.fail_sns()),
+        expect=Expect(
+            states={key(A, 12): DOWN, key(A, 14): DOWN},
+            pending={key(A, 12): 1, key(A, 14): 1},
+            summary={"alerts_published": 0, "alerts_pending": 2},
+            log=("alert not published",),
+            after=(down(A, 12), down(A, 14)),
+            after_states={key(A, 12): DOWN, key(A, 14): DOWN},
+        ),
+    ),
+]
+
+
+# ---- the test -----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "fault",
+    [
+        pytest.param(
+            f,
+            id=f.name,
+            marks=[pytest.mark.xfail(strict=True, reason=f.xfail)] if f.xfail else [],
+        )
+        for f in FAULTS
+    ],
+)
+def test_fault(fault: Fault, world: World) -> None:
+    expect = fault.expect
+    fault.inject(world)
+    world.tuning, world.remaining_ms = fault.tuning, fault.remaining_ms
+    secret_before, table_before = world.secret_text(), world.table()
+    refreshes_before = {p: world.portal.refresh_count(p) for p in world.portals}
+    requests_before = {p: world.portal.request_count(p) for p in world.portals}
+
+    outcomes = [world.invoke() for _ in range(fault.runs)]
+
+    if expect.fails:
+        assert [expect.fails in str(o) for o in outcomes] == [True] * fault.runs
+        assert world.table() == table_before  # nothing half-written
+    else:
+        assert [type(o).__name__ for o in outcomes if isinstance(o, Exception)] == []
+        last: Any = outcomes[-1]
+        assert {k: last[k] for k in expect.summary} == dict(expect.summary)
+    check_states(world, expect.states)
+    check_alerts(world.alerts(), expect.alerts)
+    check_records(world, expect.pending)
+    check_secret(secret_before, world.secret_text(), expect.secret)
+    refreshes = {p: world.portal.refresh_count(p) - n for p, n in refreshes_before.items()}
+    assert refreshes == {p: expect.refreshes.get(p, 0) for p in world.portals}
+    requests = {p: world.portal.request_count(p) - requests_before[p] for p in expect.requests}
+    assert requests == dict(expect.requests)
+    if expect.also:
+        expect.also(world)
+
+    fault.clear(world)
+    world.clear()
+    assert isinstance(world.invoke(), dict)
+    check_states(world, expect.after_states)
+    due = expect.after if expect.after is not None else tuple(s.recovery() for s in expect.alerts)
+    check_alerts(world.alerts(), due)
+    check_records(world, {})
+    assert isinstance(world.invoke(), dict)
+    assert world.alerts() == []  # nothing twice
+
+    check_history(world)
+    check_no_secret_leaked(world)
+    check_log(world, fault.portal, expect.log)
+
+
+# ---- the checks ---------------------------------------------------------------------------------
+def check_states(world: World, expected: Mapping[str, Seen]) -> None:
+    """Every target has its item, in the expected state and cause; the others are UP."""
+    stored = world.states()
+    assert sorted(stored) == sorted(world.targets())
+    wrong: dict[str, tuple[str, str]] = {}
+    for target, item in stored.items():
+        want = expected.get(target) or expected.get(target.split("/")[0]) or UP
+        if not want.matches(item["state"], item.get("cause")):
+            wrong[target] = (f"{item['state']}/{item.get('cause') or ''}".rstrip("/"), str(want))
+    assert wrong == {}
+
+
+def check_alerts(delivered: list[dict[str, Any]], expected: tuple[Sent, ...]) -> None:
+    """Exactly these alerts (attributes), each once, each message saying what the row says."""
+    got = Counter(
+        (a["event"], a["portal"], a["connector"], a["line"], a["severity"]) for a in delivered
+    )
+    assert got == Counter(s.attributes for s in expected)
+    for sent in expected:
+        messages = [
+            a["message"]
+            for a in delivered
+            if (a["event"], a["portal"], a["connector"], a["line"]) == sent.attributes[:4]
+        ]
+        assert any(sent.says in m for m in messages), (sent.says, messages)
+    assert all(len(a["subject"]) <= 100 and "\n" not in a["subject"] for a in delivered)
+
+
+def check_records(world: World, pending: Mapping[str, int]) -> None:
+    """Pending alerts as expected; the RUN item is the last good run's and agrees with STATE."""
+    stored = world.states()
+    counts = {t: len(item.get("pending") or {}) for t, item in stored.items()}
+    assert counts == {t: pending.get(t, 0) for t in stored}
+    runs = world.items("RUN")
+    assert [r["run_id"] for r in runs] == [world.ok_run_ids[-1]]
+    by_state = Counter(item["state"] for item in stored.values())
+    summary = runs[0]["summary"]
+    assert (summary["up"], summary["down"], summary["unknown"]) == (
+        by_state["UP"],
+        by_state["DOWN"],
+        by_state["UNKNOWN"],
+    )
+
+
+def check_secret(before: str, after: str, rotated: tuple[str, ...]) -> None:
+    """The monitor wrote the secret only to store a refreshed pair, keeping everything else."""
+    if not rotated:
+        unchanged = before == after
+        assert unchanged, "the monitor rewrote the secret"
+        return
+    old, new = json.loads(before)["portals"], json.loads(after)["portals"]
+    assert sorted(old) == sorted(new)
+    for portal in old:
+        if portal not in rotated:
+            same = old[portal] == new[portal]
+            assert same, f"{portal}'s entry changed"
+            continue
+        pair_changed = all(
+            old[portal][f] != new[portal][f] for f in ("access_token", "refresh_token")
+        )
+        assert pair_changed, f"{portal}: the refreshed pair was not stored"
+        assert new[portal]["expires_at"] > 0
+        rest = ("access_token", "refresh_token", "expires_at")
+        kept = {k: v for k, v in old[portal].items() if k not in rest} == {
+            k: v for k, v in new[portal].items() if k not in rest
+        }
+        assert kept, f"{portal}: fields other than the token pair changed"
+
+
+def check_history(world: World) -> None:
+    """Each target's history holds every alert delivered for it, connector.* exactly once.
+
+    (A grouped check.* message names no line; its targets' items are only counted below.)"""
+    delivered = Counter(
+        (f"{a['portal']}/{a['connector']}/{a['line']}", a["event"])
+        for a in world.sent
+        if a["line"] != "*"
+    )
+    history = Counter(
+        (i["pk"].removeprefix("HISTORY#"), i["event"])
+        for i in world.table()
+        if i["pk"].startswith("HISTORY#")
+    )
+    wrong: dict[str, tuple[int, int]] = {}
+    for target in world.targets():
+        recorded = Counter({e: n for (t, e), n in history.items() if t == target})
+        for event in SEVERITY:
+            sent, have = delivered[(target, event)], recorded[event]
+            if have != sent if event.startswith("connector.") else have < sent:
+                wrong[f"{target} {event}"] = (have, sent)
+    assert wrong == {}  # (history items, alerts delivered)
+
+
+def check_no_secret_leaked(world: World) -> None:
+    """No token or client secret the row ever saw is in a log, an item, an alert or a result."""
+    secrets = world.known_secrets
+    assert len(secrets) >= 6  # A's and B's pairs and client secrets at least
+    places = {
+        "logs": world.log.getvalue(),
+        "table": repr(world.table(leases=True)),
+        "alerts": repr(world.sent),
+        "results": repr(world.outcomes) + " ".join(map(str, world.outcomes)),
+    }
+    leaks = sorted(where for where, text in places.items() if any(s in text for s in secrets))
+    assert leaks == []
+
+
+def check_log(world: World, portal: str | None, wanted: tuple[str, ...]) -> None:
+    """JSON lines only; each wanted text in some line that also names the portal."""
+    lines = world.log_lines()
+    assert [line[:80] for line in lines if not _is_json_object(line)] == []
+    missing = [
+        text
+        for text in wanted
+        if not any(text in line and (portal is None or portal in line) for line in lines)
+    ]
+    assert missing == []
+
+
+def _is_json_object(line: str) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
+
+
+def test_every_row_has_its_own_name() -> None:
+    assert len({f.name for f in FAULTS}) == len(FAULTS) >= 30  # the names are the test ids
