@@ -8,6 +8,8 @@ documented variant and turns anything else into a clear error instead of a guess
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -107,8 +109,12 @@ def read_envelope(
     """The JSON object of a successful REST answer, or a `PortalError` saying what went wrong.
 
     `now` (epoch seconds) turns `time.operating_reset_at` into a wait; `secrets` are cut out of
-    any text the portal sent back, so a token echoed in an error never reaches a log.
+    any text the portal sent back, so a token echoed anywhere in the answer (an error, a batch
+    command's error) never reaches a result, a log or an alert.
     """
+    for secret in secrets:
+        if secret:
+            body = body.replace(secret.encode(), b"[redacted]")
     if 300 <= http_status < 400:
         raise PortalError(
             ErrorKind.BAD_REQUEST,
@@ -190,9 +196,10 @@ def _reset_wait(timing: object, now: float | None) -> float | None:
     if isinstance(reset, bool) or not isinstance(reset, int | float | str):
         return None
     try:
-        return max(0.0, float(reset) - now)
-    except ValueError:
+        wait = float(reset) - now
+    except (ValueError, OverflowError):
         return None
+    return max(0.0, wait) if math.isfinite(wait) else None
 
 
 def _seconds(header: str | None) -> float | None:
@@ -412,11 +419,14 @@ def read_lines(result: object) -> dict[int, LineInfo]:
     return lines
 
 
+_INTEGER = re.compile(r"-?[0-9]{1,18}")
+
+
 def _as_int(value: object) -> int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    if isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
         return int(value.strip())
     return None

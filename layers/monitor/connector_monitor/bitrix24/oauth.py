@@ -9,6 +9,7 @@ the Bitrix24 OAuth server takes them), so no text that may hold the URL leaves t
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -136,16 +137,14 @@ def _expires_at(body: Mapping[str, Any], now: Callable[[], float]) -> int | None
 
 
 def _number(value: object) -> float | None:
-    if isinstance(value, bool):
+    """A finite number, or None: an absurd `expires` must not lose the pair just refreshed."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
         return None
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _scrub(text: str, creds: PortalCredentials) -> str:

@@ -78,6 +78,8 @@ class Step:
 
 def advance(previous: TargetStatus | None, result: CheckResult, thresholds: Thresholds) -> Step:
     """Fold one check result into a target's status; return the new status and new alerts."""
+    if previous is not None and result.checked_at <= previous.checked_at:
+        return Step(previous)  # an answer no newer than what is stored adds nothing
     subject = result.target if previous is None else previous.subject
     base = previous or TargetStatus(subject, result.state, result.checked_at, result.checked_at)
     status = _observe(base, result, thresholds.streak_cap)

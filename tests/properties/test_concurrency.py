@@ -1,0 +1,343 @@
+"""Overlapping invocations of the checker on the same targets and the same secret.
+
+EventBridge retries, a slow run overlapping the next schedule, a person invoking by hand: several
+checkers can run at once. Whatever the interleaving, an incident is announced once, a recovery
+once, the single-use refresh token is spent once per expiry and its successor is never lost, and
+nothing is left pending. Two variants:
+
+- threads: 4 concurrent `lambda_handler` calls per round in this process, moto in-process (with
+  `atomic_moto_items`, so a conditional write is atomic as in DynamoDB);
+- processes: 4 worker processes, each importing the handler like a Lambda sandbox, against
+  `moto.server.ThreadedMotoServer` on 127.0.0.1 (`AWS_ENDPOINT_URL`).
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import threading
+import traceback
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import boto3
+import pytest
+import requests
+
+from connector_monitor.bitrix24.credentials import PortalCredentials
+from connector_monitor.bitrix24.oauth import refresh_tokens
+from local.bitrix24_portal import LocalPortal
+from tests.e2e.conftest import (
+    CONNECTOR,
+    LINES,
+    PORTAL,
+    REGION,
+    LambdaContext,
+    Stack,
+    load_handler,
+    scheduled_event,
+)
+from tests.template_loader import table_definition
+
+WORKERS = 4
+LINE = 14  # the line that goes down and comes back
+
+
+@dataclass(frozen=True)
+class Round:
+    """What changes on the portal before the round, and what the round should then see."""
+
+    name: str
+    change: Callable[[LocalPortal], None]
+    line_state: str  # the state every run of the round must report for LINE
+
+
+def _nothing(_: LocalPortal) -> None:
+    pass
+
+
+def _expire(portal: LocalPortal) -> None:
+    portal.expire_access_tokens(PORTAL)
+
+
+def _down(portal: LocalPortal) -> None:
+    portal.disconnect(PORTAL, CONNECTOR, LINE)
+
+
+def _down_and_expire(portal: LocalPortal) -> None:
+    _down(portal)
+    _expire(portal)
+
+
+def _up_and_expire(portal: LocalPortal) -> None:
+    portal.connect(PORTAL, CONNECTOR, LINE)
+    _expire(portal)
+
+
+# FAILURE_THRESHOLD=2, RECOVERY_THRESHOLD=1 (the e2e stack's settings). Three expiries.
+ROUNDS = [
+    Round("all up", _nothing, "UP"),
+    Round("line down, token expired", _down_and_expire, "DOWN"),
+    Round("still down", _nothing, "DOWN"),
+    Round("still down, token expired", _expire, "DOWN"),
+    Round("back up, token expired", _up_and_expire, "UP"),
+    Round("still up", _nothing, "UP"),
+]
+EXPIRIES = 3
+
+
+def concurrently(invoke: Callable[[], dict[str, Any]], count: int) -> list[dict[str, Any]]:
+    """`count` calls started together (a barrier), each in its own thread; re-raise failures."""
+    start = threading.Barrier(count)
+    summaries: list[dict[str, Any]] = []
+    failures: list[str] = []
+
+    def one() -> None:
+        start.wait(timeout=30)
+        try:
+            summaries.append(invoke())
+        except BaseException:
+            failures.append(traceback.format_exc())
+
+    threads = [threading.Thread(target=one) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not failures, failures[0]
+    assert len(summaries) == count
+    return summaries
+
+
+def assert_everything_settled(stack: Stack) -> None:
+    """No pending alert, no claim left on any target; every target UP."""
+    for item in stack.items("STATE"):
+        assert item["state"] == "UP", item["sk"]
+        assert not item.get("pending"), f"{item['sk']} still has pending alerts"
+        assert "claim_owner" not in item, f"{item['sk']} is still claimed"
+        assert item.get("down_since") is None
+
+
+def assert_the_stored_refresh_token_is_live(stack: Stack) -> None:
+    """The secret holds the one unspent refresh token: trading it works (and spends it: call
+    last). A working access token alone would not show that the refresh token was not lost."""
+    entry = stack.secret()["portals"][PORTAL]
+    creds = PortalCredentials.from_secret_entry(PORTAL, entry)
+    with requests.Session() as session:
+        fresh = refresh_tokens(creds, session=session, timeout=(3.0, 5.0))
+    assert fresh.refresh_token != creds.refresh_token
+
+
+def play_rounds(
+    stack: Stack, run_round: Callable[[], list[dict[str, Any]]]
+) -> tuple[list[dict[str, Any]], list[tuple[str, str, str]]]:
+    """Every round's summaries and every alert SNS delivered, as (round, event, line)."""
+    summaries: list[dict[str, Any]] = []
+    alerts: list[tuple[str, str, str]] = []
+    for round_ in ROUNDS:
+        round_.change(stack.portal)
+        results = run_round()
+        for summary in results:
+            assert summary["targets"] == len(LINES)
+            assert summary["unknown"] == 0, f"{round_.name}: {summary['portal_errors']}"
+            assert summary["down"] == (1 if round_.line_state == "DOWN" else 0), round_.name
+        summaries += results
+        alerts += [(round_.name, a["event"], a["line"]) for a in stack.alerts()]
+    return summaries, alerts
+
+
+def assert_one_alert_per_transition(alerts: list[tuple[str, str, str]]) -> None:
+    events = [(event, line) for _, event, line in alerts]
+    assert events == [("connector.down", str(LINE)), ("connector.recovered", str(LINE))], alerts
+    down_round = next(name for name, event, _ in alerts if event == "connector.down")
+    recovered_round = next(name for name, event, _ in alerts if event == "connector.recovered")
+    # FAILURE_THRESHOLD=2: the second DOWN answer opens the incident. Overlapping runs of one
+    # round may count as two answers (each stores its own), so round 2 or 3; never later.
+    assert down_round in ("line down, token expired", "still down")
+    assert recovered_round in ("back up, token expired", "still up")
+
+
+# --- threads ------------------------------------------------------------------------------------
+
+
+# The threads share one Powertools Metrics object: one run's flush can empty another's.
+@pytest.mark.filterwarnings("ignore:No application metrics to publish")
+@pytest.mark.parametrize(
+    "latency",
+    [
+        pytest.param(0.02, id="in-lockstep"),  # every run loads before any run saves
+        pytest.param(0.0, id="staggered"),  # some runs load what others just saved
+    ],
+)
+def test_overlapping_invocations_alert_once_and_refresh_once_per_expiry(
+    checker: ModuleType, stack: Stack, latency: float
+) -> None:
+    stack.portal.latency = latency
+
+    def invoke() -> dict[str, Any]:
+        summary: dict[str, Any] = checker.lambda_handler(scheduled_event(), LambdaContext())
+        return summary
+
+    summaries, alerts = play_rounds(stack, lambda: concurrently(invoke, WORKERS))
+
+    assert_one_alert_per_transition(alerts)
+    # Single-use refresh tokens: one refresh per expiry across all four runs (the others wait on
+    # the lease and pick up the pair the first one stored), and the stored pair still works.
+    assert stack.portal.refresh_count(PORTAL) == EXPIRIES
+    stack.portal.latency = 0.0
+    quiet = invoke()
+    assert (quiet["up"], quiet["down"], quiet["unknown"]) == (len(LINES), 0, 0)
+    assert quiet["alerts_published"] == 0 and quiet["alerts_pending"] == 0
+    assert stack.alerts() == []
+    assert stack.portal.refresh_count(PORTAL) == EXPIRIES
+    assert_everything_settled(stack)
+    history = stack.items(f"HISTORY#{PORTAL}/{CONNECTOR}/{LINE}")
+    assert sorted(h["event"] for h in history) == ["connector.down", "connector.recovered"]
+    assert sum(s["alerts_published"] for s in summaries) == 2
+    assert_the_stored_refresh_token_is_live(stack)
+
+
+# --- processes ------------------------------------------------------------------------------------
+
+
+def _worker(
+    env: dict[str, str],
+    rounds: int,
+    start: Any,  # multiprocessing.Barrier
+    done: Any,
+    out: Any,  # multiprocessing.Queue
+) -> None:
+    """One Lambda sandbox: import the handler once, then one invocation per round."""
+    os.environ.update(env)
+    try:
+        handler = load_handler("checker")
+    except BaseException:
+        out.put(("error", traceback.format_exc()))
+        raise
+    for _ in range(rounds):
+        start.wait(timeout=60)
+        try:
+            out.put(("ok", handler.lambda_handler(scheduled_event(), LambdaContext())))
+        except BaseException:
+            out.put(("error", traceback.format_exc()))
+        done.wait(timeout=60)
+
+
+@pytest.fixture
+def moto_server(
+    monkeypatch: pytest.MonkeyPatch, atomic_moto_items: None
+) -> Iterator[dict[str, str]]:
+    """A moto server in this process (so `atomic_moto_items` applies to it); the environment
+    that points boto3, here and in the workers, at it."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_METRICS_NAMESPACE": "Bitrix24ConnectorMonitor",
+        "POWERTOOLS_SERVICE_NAME": "bitrix24-connector-monitor",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    yield env
+    server.stop()
+
+
+@pytest.fixture
+def server_stack(moto_server: dict[str, str], portal: LocalPortal) -> tuple[Stack, dict[str, str]]:
+    """The e2e stack's resources, created in the moto server; names unique to this test."""
+    suffix = uuid.uuid4().hex[:8]
+    table = f"monitor-{suffix}"
+    boto3.client("dynamodb").create_table(TableName=table, **table_definition())
+    sns, sqs = boto3.client("sns"), boto3.client("sqs")
+    topic_arn = sns.create_topic(Name=f"alerts-{suffix}")["TopicArn"]
+    queue_url = sqs.create_queue(QueueName=f"inbox-{suffix}")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn)
+    secret = {"portals": {PORTAL: portal.credentials(PORTAL)}}
+    secret_id = boto3.client("secretsmanager").create_secret(
+        Name=f"monitor/tokens-{suffix}", SecretString=json.dumps(secret)
+    )["ARN"]
+    env = {
+        **moto_server,
+        "TARGETS": ",".join(f"{PORTAL}/{CONNECTOR}/{line}" for line in LINES),
+        "SECRET_ID": secret_id,
+        "TABLE_NAME": table,
+        "TOPIC_ARN": topic_arn,
+        "FAILURE_THRESHOLD": "2",
+        "RECOVERY_THRESHOLD": "1",
+        "HISTORY_DAYS": "30",
+        "SCHEDULE_EXPRESSION": "rate(5 minutes)",
+    }
+    return Stack(table, topic_arn, queue_url, secret_id, portal), env
+
+
+def test_overlapping_sandboxes_alert_once_and_refresh_once_per_expiry(
+    server_stack: tuple[Stack, dict[str, str]],
+) -> None:
+    stack, env = server_stack
+    stack.portal.latency = 0.02
+    context = multiprocessing.get_context("spawn")  # a clean interpreter, like a new sandbox
+    start, done = context.Barrier(WORKERS + 1), context.Barrier(WORKERS + 1)
+    out = context.Queue()
+    workers = [
+        context.Process(target=_worker, args=(env, len(ROUNDS) + 1, start, done, out), daemon=True)
+        for _ in range(WORKERS)
+    ]
+    for worker in workers:
+        worker.start()
+
+    def run_round() -> list[dict[str, Any]]:
+        start.wait(timeout=120)  # the workers' first wait also covers their imports
+        done.wait(timeout=120)
+        outcomes = [out.get(timeout=10) for _ in range(WORKERS)]
+        failures = [text for how, text in outcomes if how == "error"]
+        assert not failures, failures[0]
+        return [summary for _, summary in outcomes]
+
+    try:
+        summaries, alerts = play_rounds(stack, run_round)
+        assert_one_alert_per_transition(alerts)
+        assert stack.portal.refresh_count(PORTAL) == EXPIRIES
+        stack.portal.latency = 0.0
+        final = run_round()  # a last, quiet round: four more runs, nothing to say
+        assert all((s["up"], s["down"], s["unknown"]) == (len(LINES), 0, 0) for s in final)
+        assert all(s["alerts_pending"] == 0 for s in final)
+        assert stack.alerts() == []
+        assert stack.portal.refresh_count(PORTAL) == EXPIRIES
+        assert_everything_settled(stack)
+        assert sum(s["alerts_published"] for s in summaries + final) == 2
+        assert_the_stored_refresh_token_is_live(stack)
+    finally:
+        start.abort()
+        done.abort()
+        for worker in workers:
+            worker.join(timeout=10)
+            if worker.is_alive():
+                worker.terminate()
+
+
+# --- two writers of one item inside one run ------------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore:No application metrics to publish")  # the run raises
+def test_a_repeated_bad_entry_is_reported_once_and_the_run_goes_on(
+    checker: ModuleType, stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TARGETS", f"{PORTAL}/{CONNECTOR}/12,{PORTAL}/typo,{PORTAL}/typo")
+    summary = checker.lambda_handler(scheduled_event(), LambdaContext())
+    assert (summary["up"], summary["config_errors"]) == (1, 1)
+    assert [a["event"] for a in stack.alerts()] == ["check.failed"]
+    assert [item["state"] for item in stack.items("STATE")] == ["UP"]
