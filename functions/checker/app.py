@@ -66,7 +66,7 @@ def build_cycle(config: CheckerSettings) -> CheckCycle:
 
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
-@metrics.log_metrics(capture_cold_start_metric=True)
+@metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     config = settings()
     remaining = context.get_remaining_time_in_millis() / 1000.0
@@ -81,13 +81,10 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
 
 
 def record_metrics(summary: RunSummary) -> None:
-    """A few fleet-wide figures; per-target detail lives in DynamoDB (a dimension costs money)."""
+    """Four fleet-wide figures, published only with PublishMetrics=true (each costs $0.30 a
+    month); per-target detail lives in DynamoDB. Run time and alerts sent are in the Lambda's
+    and the topic's own (free) metrics."""
     metrics.add_metric("TargetsUp", MetricUnit.Count, summary.up)
     metrics.add_metric("TargetsDown", MetricUnit.Count, summary.down)
     metrics.add_metric("TargetsUnknown", MetricUnit.Count, summary.unknown)
-    metrics.add_metric("ConfigErrors", MetricUnit.Count, summary.config_errors)
-    metrics.add_metric("AlertsPublished", MetricUnit.Count, summary.alerts_published)
     metrics.add_metric("AlertsPending", MetricUnit.Count, summary.alerts_pending)
-    if summary.finished_at:
-        elapsed = (summary.finished_at - summary.started_at).total_seconds() * 1000
-        metrics.add_metric("RunDuration", MetricUnit.Milliseconds, elapsed)

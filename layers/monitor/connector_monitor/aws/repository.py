@@ -274,7 +274,8 @@ class StateRepository:
             "TableName": self.table_name,
             "KeyConditionExpression": "pk = :pk",
             "ExpressionAttributeValues": {":pk": {"S": pk}},
-            "ConsistentRead": True,
+            # Eventually consistent (half the price): every write is conditional on the version
+            # read, so a stale read can only lose a race, never overwrite a newer decision.
         }
         while True:
             page = self._call("query", **params)
