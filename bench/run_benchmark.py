@@ -87,7 +87,8 @@ from connector_monitor.domain.results import CheckResult  # noqa: E402
 from connector_monitor.domain.targets import Target, TargetList  # noqa: E402
 from connector_monitor.domain.transitions import Thresholds, advance  # noqa: E402
 from local.bitrix24_portal import LocalPortal  # noqa: E402
-from tests.template_loader import table_definition  # noqa: E402
+from local.handlers import LambdaContext  # noqa: E402
+from local.template import table_definition  # noqa: E402
 
 REGION = "eu-central-1"
 CONNECTOR = "benchconnector"
@@ -670,17 +671,6 @@ def _point_logs_at(module: ModuleType, stream: io.TextIOBase) -> None:
                 handler.setStream(stream)
 
 
-@dataclass
-class _LambdaContext:
-    function_name: str = "checker"
-    memory_limit_in_mb: int = 256
-    invoked_function_arn: str = f"arn:aws:lambda:{REGION}:123456789012:function:checker"
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 120_000
-
-
 def capture_logs(bench: Bench, table: str) -> LogCapture:
     """Invoke the real checker handler once on a steady table and keep what it printed.
 
@@ -699,7 +689,7 @@ def capture_logs(bench: Bench, table: str) -> LogCapture:
     with patched_environ(env), contextlib.redirect_stdout(buffer):
         checker = load_checker()
         _point_logs_at(checker, buffer)
-        checker.lambda_handler(event, _LambdaContext())
+        checker.lambda_handler(event, LambdaContext())
         _point_logs_at(checker, _Discard())  # later runs' lines are not part of the measure
     warm: list[str] = []
     cold_only: set[tuple[str, str, tuple[tuple[str, str], ...]]] = set()

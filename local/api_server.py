@@ -22,10 +22,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
+
+from local.handlers import LambdaContext
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
@@ -39,22 +41,6 @@ ACCOUNT_ID = "123456789012"
 API_ID = "localapi01"
 REGION = "eu-central-1"
 GATEWAY_ERROR = b'{"message":"Internal Server Error"}'  # what API Gateway says when a Lambda fails
-
-
-@dataclass
-class LocalLambdaContext:
-    """What the Lambda runtime hands a handler, as far as Powertools reads it."""
-
-    function_name: str = "snapshot-api-local"
-    memory_limit_in_mb: int = 256
-    invoked_function_arn: str = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:snapshot-api-local"
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    timeout_ms: int = 10_000
-    started: float = field(default_factory=time.monotonic)
-
-    def get_remaining_time_in_millis(self) -> int:
-        elapsed = int((time.monotonic() - self.started) * 1000)
-        return max(0, self.timeout_ms - elapsed)
 
 
 @dataclass(frozen=True)
@@ -212,7 +198,7 @@ class ApiServer:
     def invoke(self, event: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
         """Run the handler on one event; a failing handler answers as API Gateway does (500)."""
         try:
-            answer = self.handler(event, LocalLambdaContext())
+            answer = self.handler(event, LambdaContext("snapshot-api-local", remaining_ms=10_000))
             status = int(answer["statusCode"])
         except Exception:  # the Lambda failed: API Gateway hides why
             return (

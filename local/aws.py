@@ -2,7 +2,7 @@
 
 `MotoStack` starts `moto.server.ThreadedMotoServer` on 127.0.0.1 and creates what template.yaml
 declares for the checker: the DynamoDB table (from the template itself, through
-`tests.template_loader.table_definition()`, so the two cannot drift apart), the SNS topic, the
+`local.template.table_definition()`, so the two cannot drift apart), the SNS topic, the
 secret, and an SQS queue subscribed to the topic so every alert SNS delivers can be read back
 and printed. Nothing here talks to real AWS: `aws_environment()` gives dummy credentials and
 points every SDK client at moto, and `apply_environment()` also drops the variables that could
@@ -14,7 +14,6 @@ a refreshed pair that exists only in moto would lock the user out of their real 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -24,11 +23,12 @@ import time
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import boto3
 from botocore.config import Config
+
+from local.template import table_definition
 
 ROOT = Path(__file__).resolve().parent.parent
 REGION = "eu-central-1"
@@ -228,23 +228,8 @@ def _parse_envelope(body: str) -> ReceivedAlert:
 
 
 def _table_definition() -> dict[str, Any]:
-    """KeySchema, AttributeDefinitions, BillingMode exactly as template.yaml declares them.
-
-    Loaded by path: `tests` is not an installed package, and a `tests` package some library
-    ships in site-packages must not shadow ours.
-    """
-    module = _load_module("local_template_loader", ROOT / "tests" / "template_loader.py")
-    definition: dict[str, Any] = module.table_definition()
-    return definition
-
-
-def _load_module(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """KeySchema, AttributeDefinitions, BillingMode exactly as template.yaml declares them."""
+    return table_definition()
 
 
 def _quiet_werkzeug() -> None:

@@ -68,7 +68,6 @@ console stays readable). Tokens and client secrets are never printed.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import os
@@ -86,6 +85,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType, ModuleType
 from typing import Any
+
+from local.handlers import LambdaContext, load_handler
 
 ROOT = Path(__file__).resolve().parent.parent
 for _path in (ROOT / "layers" / "monitor", ROOT):  # what pyproject.toml gives pytest
@@ -211,20 +212,6 @@ def _port(text: str) -> int:
 
 
 # ---------------------------------------------------------------------------- Lambda stand-ins
-@dataclass
-class LambdaContext:
-    """What the Lambda runtime hands a handler, as far as Powertools and the handler read it."""
-
-    function_name: str = "checker"
-    memory_limit_in_mb: int = 256
-    invoked_function_arn: str = f"arn:aws:lambda:{REGION}:123456789012:function:checker"
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    log_group_name: str = "/aws/lambda/local/checker"
-    log_stream_name: str = "local"
-    deadline: float = field(default_factory=lambda: time.monotonic() + LAMBDA_TIMEOUT_MS / 1000)
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self.deadline - time.monotonic()) * 1000))
 
 
 def scheduled_event() -> dict[str, Any]:
@@ -238,17 +225,6 @@ def scheduled_event() -> dict[str, Any]:
         "resources": [f"arn:aws:scheduler:{REGION}:123456789012:schedule/default/local-run"],
         "detail": {"attempt": "1"},
     }
-
-
-def load_handler(name: str) -> ModuleType:
-    """Import functions/<name>/app.py under a unique name (both functions have an app.py)."""
-    path = ROOT / "functions" / name / "app.py"
-    spec = importlib.util.spec_from_file_location(f"{name}_app", path)
-    if spec is None or spec.loader is None:
-        raise StartupError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def function_environment(
@@ -533,7 +509,9 @@ class LocalRun:
 
         def call() -> None:
             try:
-                outcome["summary"] = checker.lambda_handler(scheduled_event(), LambdaContext())
+                outcome["summary"] = checker.lambda_handler(
+                    scheduled_event(), LambdaContext(remaining_ms=LAMBDA_TIMEOUT_MS)
+                )
             except BaseException as exc:
                 outcome["error"] = exc
 

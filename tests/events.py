@@ -7,15 +7,14 @@ name rather than with `import app`.
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import uuid
-from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 from urllib.parse import urlencode
+
+from local.handlers import LambdaContext, load_handler
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = ROOT / "events"
@@ -30,17 +29,6 @@ def load_event(name: str) -> dict[str, Any]:
     """A fresh copy of events/<name>.json (change it freely)."""
     event: dict[str, Any] = json.loads(_read_event(name))
     return event
-
-
-def load_handler(name: str) -> ModuleType:
-    """Import functions/<name>/app.py afresh as `<name>_app` (its caches start empty)."""
-    spec = importlib.util.spec_from_file_location(
-        f"{name}_app", ROOT / "functions" / name / "app.py"
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def http_event(
@@ -68,15 +56,4 @@ def http_event(
     return event
 
 
-@dataclass
-class LambdaContext:
-    """What the Lambda runtime hands a handler, as far as Powertools reads it."""
-
-    function_name: str = "snapshot-api"
-    memory_limit_in_mb: int = 256
-    invoked_function_arn: str = "arn:aws:lambda:eu-central-1:123456789012:function:snapshot-api"
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    remaining_ms: int = 10_000
-
-    def get_remaining_time_in_millis(self) -> int:
-        return self.remaining_ms
+__all__ = ["LambdaContext", "http_event", "load_event", "load_handler"]

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import logging
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -18,27 +16,14 @@ import pytest
 from moto import mock_aws
 
 from local.bitrix24_portal import LocalPortal
-from tests.template_loader import table_definition
+from local.handlers import load_handler
+from local.template import table_definition
 
 ROOT = Path(__file__).resolve().parents[2]
 REGION = "eu-central-1"
 PORTAL = "example.bitrix24.com"
 CONNECTOR = "myconnector"
 LINES = {12: "Sales", 14: "VIP", 16: "Support"}
-
-
-@dataclass
-class LambdaContext:
-    """What the Lambda runtime hands a handler, as far as Powertools and our code read it."""
-
-    remaining_ms: int = 120_000
-    function_name: str = "checker"
-    memory_limit_in_mb: int = 256
-    invoked_function_arn: str = f"arn:aws:lambda:{REGION}:123456789012:function:checker"
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-
-    def get_remaining_time_in_millis(self) -> int:
-        return self.remaining_ms
 
 
 @dataclass
@@ -81,16 +66,6 @@ class Stack:
         return table.query(
             KeyConditionExpression="pk = :pk", ExpressionAttributeValues={":pk": pk}
         )["Items"]
-
-
-def load_handler(name: str) -> ModuleType:
-    """Import functions/<name>/app.py under a unique module name (both functions have app.py)."""
-    path = ROOT / "functions" / name / "app.py"
-    spec = importlib.util.spec_from_file_location(f"{name}_app", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import CONNECTOR, PORTAL, LambdaContext, Stack, scheduled_event
+from local.handlers import LambdaContext
+from tests.e2e.conftest import CONNECTOR, PORTAL, Stack, scheduled_event
 
 
 def invoke(checker: ModuleType, **context: Any) -> dict[str, Any]:

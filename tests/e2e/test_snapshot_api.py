@@ -24,8 +24,8 @@ from connector_monitor.domain.results import Cause, State
 from connector_monitor.domain.targets import Target
 from connector_monitor.domain.transitions import TargetStatus
 from local.api_server import ApiServer
+from local.template import table_definition
 from tests.events import LambdaContext, http_event, load_event, load_handler
-from tests.template_loader import table_definition
 
 REGION = "eu-central-1"
 TABLE = "monitor"

@@ -41,8 +41,9 @@ from connector_monitor.bitrix24.credentials import TokenSource
 from connector_monitor.cycle import CheckCycle
 from connector_monitor.settings import CheckerSettings
 from local.bitrix24_portal import LocalPortal
+from local.handlers import LambdaContext
 from tests.e2e import conftest as e2e
-from tests.e2e.conftest import CONNECTOR, PORTAL, REGION, LambdaContext, Stack, scheduled_event
+from tests.e2e.conftest import CONNECTOR, PORTAL, REGION, Stack, scheduled_event
 
 # The e2e fixtures, visible to the tests of this directory too.
 portal = e2e.portal

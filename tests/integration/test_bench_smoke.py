@@ -19,7 +19,7 @@ from moto import mock_aws
 
 from bench.cost import Fleet, RunFigures, monthly_bill, render_bill
 from bench.run_benchmark import Meter, quicker_moto
-from tests.template_loader import table_definition
+from local.template import table_definition
 
 ROOT = Path(__file__).resolve().parents[2]
 REGION = "eu-central-1"

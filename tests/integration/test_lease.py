@@ -13,7 +13,7 @@ import pytest
 from moto import mock_aws
 
 from connector_monitor.aws.lease import Lease, LeaseUnavailable
-from tests.template_loader import table_definition
+from local.template import table_definition
 
 REGION = "us-east-1"
 TABLE = "monitor-test"

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from local.openapi import DOCUMENT, generate, main
+from local.template import load_template
 from tests.events import load_handler
-from tests.template_loader import load_template
 
 
 @pytest.fixture(scope="module")

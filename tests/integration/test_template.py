@@ -15,7 +15,7 @@ from moto import mock_aws
 from pydantic import BaseModel
 
 from connector_monitor.settings import CheckerSettings, SnapshotSettings, load_settings
-from tests.template_loader import (
+from local.template import (
     TEMPLATE_PATH,
     function_environment,
     load_template,

@@ -28,7 +28,7 @@ from connector_monitor.bitrix24.credentials import PortalCredentials
 from connector_monitor.bitrix24.errors import CredentialsError, ErrorKind, PortalError
 from connector_monitor.bitrix24.oauth import refresh_tokens
 from local.bitrix24_portal import LocalPortal
-from tests.template_loader import table_definition
+from local.template import table_definition
 
 REGION = "us-east-1"
 SECRET = "connector-monitor/tokens"

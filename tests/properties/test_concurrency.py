@@ -31,17 +31,17 @@ import requests
 from connector_monitor.bitrix24.credentials import PortalCredentials
 from connector_monitor.bitrix24.oauth import refresh_tokens
 from local.bitrix24_portal import LocalPortal
+from local.handlers import LambdaContext
+from local.template import table_definition
 from tests.e2e.conftest import (
     CONNECTOR,
     LINES,
     PORTAL,
     REGION,
-    LambdaContext,
     Stack,
     load_handler,
     scheduled_event,
 )
-from tests.template_loader import table_definition
 
 WORKERS = 4
 LINE = 14  # the line that goes down and comes back

@@ -34,11 +34,12 @@ from connector_monitor.domain.results import Cause, State
 from connector_monitor.domain.targets import Target
 from connector_monitor.domain.transitions import TargetStatus
 from local.api_server import ApiServer
+from local.handlers import load_handler
+from local.template import table_definition
 from tests.e2e.conftest import (  # noqa: F401 - fixtures re-exported for tests/security
     CONNECTOR,
     PORTAL,
     REGION,
-    LambdaContext,
     Stack,
     checker,
     log_stream,
@@ -46,8 +47,6 @@ from tests.e2e.conftest import (  # noqa: F401 - fixtures re-exported for tests/
     scheduled_event,
     stack,
 )
-from tests.events import load_handler
-from tests.template_loader import table_definition
 
 TABLE = "snapshot-abuse"
 OTHER = "other.bitrix24.com"

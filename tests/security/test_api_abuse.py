@@ -39,6 +39,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from local.api_server import build_event
+from local.handlers import LambdaContext
 from tests.events import ROOT
 from tests.security.conftest import (
     CONNECTOR,
@@ -46,7 +47,6 @@ from tests.security.conftest import (
     PORTAL,
     RANGE_KEY_LIMIT,
     Answer,
-    LambdaContext,
     ServedApi,
     Stack,
     scheduled_event,

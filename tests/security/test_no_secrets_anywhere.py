@@ -31,9 +31,9 @@ from connector_monitor.bitrix24.credentials import PortalCredentials
 from connector_monitor.cycle import CheckCycle
 from connector_monitor.settings import CheckerSettings
 from local.bitrix24_portal import PortalFault
-from tests.events import LambdaContext as ApiContext
+from local.handlers import LambdaContext
 from tests.events import http_event, load_handler
-from tests.security.conftest import CONNECTOR, PORTAL, REGION, LambdaContext, Stack, scheduled_event
+from tests.security.conftest import CONNECTOR, PORTAL, REGION, Stack, scheduled_event
 
 TOKEN_FIELDS = ("access_token", "refresh_token", "client_secret")
 PART = 16  # characters of a secret that count as a leak on their own (hex: 64 bits)
@@ -173,7 +173,7 @@ def api_answers() -> list[str]:
         ("snapshot_get", "/nothing", {}),
     ]
     answers = [
-        api.lambda_handler(http_event(base, path=path, query=query), ApiContext())
+        api.lambda_handler(http_event(base, path=path, query=query), LambdaContext("snapshot-api"))
         for base, path, query in requests_
     ]
     assert [a["statusCode"] for a in answers] == [200, 200, 200, 200, 404, 200, 400, 404]

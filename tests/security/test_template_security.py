@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from tests.template_loader import TEMPLATE_PATH, function_environment, load_template
+from local.template import TEMPLATE_PATH, function_environment, load_template
 
 # Deploy modes: parameter overrides on top of the template's defaults.
 MODES: dict[str, dict[str, str]] = {
