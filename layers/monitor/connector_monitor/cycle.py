@@ -22,7 +22,7 @@ from .domain.inventory import find_misconfigured
 from .domain.results import Cause, CheckResult, State
 from .domain.targets import Target, TargetList
 from .domain.transitions import TargetStatus, Thresholds, advance
-from .publishing import Publisher, deliver
+from .publishing import AlertDelivery, Delivery, Publisher
 
 logger = logging.getLogger(__name__)
 
@@ -122,16 +122,9 @@ class CheckCycle:
             for s in outcome.saved
             if s.pending and claims[s.subject.key].owner == summary.run_id
         }
-        delivery = deliver(
-            statuses,
-            ours,
-            loaded.claims,
-            self.repository,
-            self.publisher,
-            summary.run_id,
-            self.clock,
-            self.settings.claim_for,
-        )
+        delivery = AlertDelivery(
+            self.repository, self.publisher, summary.run_id, self.settings.claim_for
+        ).deliver(statuses, ours, loaded.claims, self.clock())
         if inventories:
             self.repository.save_inventories(inventories)
         self._summarise(summary, results, decided, delivery, portal_runs)
@@ -288,7 +281,7 @@ class CheckCycle:
         summary: RunSummary,
         results: Sequence[CheckResult],
         decided: dict[str, tuple[Alert, ...]],
-        delivery: Any,
+        delivery: Delivery,
         portal_runs: dict[str, PortalRun],
     ) -> None:
         summary.finished_at = self.clock()

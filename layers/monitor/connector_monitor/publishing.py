@@ -5,7 +5,6 @@ pending set only after SNS took it."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -29,66 +28,85 @@ class Delivery:
     failures: list[str] = field(default_factory=list)
 
 
-def deliver(
-    statuses: dict[str, TargetStatus],
-    ours: set[str],
-    claims: dict[str, Claim],
-    repository: StateRepository,
-    publisher: Publisher,
-    run_id: str,
-    clock: Callable[[], datetime],
-    claim_for: timedelta,
-) -> Delivery:
-    """Publish every pending alert this run may publish; `ours` are keys already claimed."""
-    delivery = Delivery()
-    mine = _claim_leftovers(statuses, ours, claims, repository, run_id, clock(), claim_for)
-    owner = {alert.id: key for key, status in mine.items() for alert in status.pending}
-    published: dict[str, set[str]] = {key: set() for key in mine}
-    for message, members in combine([a for s in mine.values() for a in s.pending]):
-        try:
-            publisher.publish(message)
-        except PublishError as exc:
-            delivery.failures.append(str(exc))
-            logger.error("alert not published; it stays pending", extra={"alert_id": message.id})
-            continue
-        for alert in members:
-            published[owner[alert.id]].add(alert.id)
-        delivery.published += len(members)
-        logger.info(
-            "alert published",
-            extra={"event": message.event.value, "alert_id": message.id, "alerts": len(members)},
-        )
-    failed: RepositoryError | None = None
-    for key, status in mine.items():
-        try:
-            if not repository.acknowledge(status, run_id, published[key]):
-                logger.warning("claim lost before acknowledging alerts", extra={"target": key})
-        except RepositoryError as exc:  # the others must still be acknowledged
-            failed = exc
-    if failed is not None:
-        raise failed
-    delivery.pending = sum(len(s.pending) for s in statuses.values()) - delivery.published
-    return delivery
+@dataclass
+class AlertDelivery:
+    """One run's delivery of pending alerts: claim, publish, acknowledge."""
 
+    repository: StateRepository
+    publisher: Publisher
+    run_id: str
+    claim_for: timedelta
 
-def _claim_leftovers(
-    statuses: dict[str, TargetStatus],
-    ours: set[str],
-    claims: dict[str, Claim],
-    repository: StateRepository,
-    run_id: str,
-    now: datetime,
-    claim_for: timedelta,
-) -> dict[str, TargetStatus]:
-    """Our freshly stored alerts, plus earlier runs' unpublished ones that nobody is sending."""
-    mine = {key: statuses[key] for key in ours}
-    for key, status in statuses.items():
-        if key in mine or not status.pending:
-            continue
-        held = claims.get(key)
-        if held and held.owner != run_id and held.until > now:
-            continue
-        claimed = repository.claim(status, Claim(run_id, now + claim_for), now)
-        if claimed is not None:
-            mine[key] = claimed
-    return mine
+    def deliver(
+        self,
+        statuses: dict[str, TargetStatus],
+        ours: set[str],
+        claims: dict[str, Claim],
+        now: datetime,
+    ) -> Delivery:
+        """Publish every pending alert this run may publish; `ours` are keys already claimed,
+        `claims` the claims other runs held when this one loaded the statuses."""
+        delivery = Delivery()
+        mine = self._claim_leftovers(statuses, ours, claims, now)
+        published = self._publish(mine, delivery)
+        self._acknowledge(mine, published)
+        delivery.pending = sum(len(s.pending) for s in statuses.values()) - delivery.published
+        return delivery
+
+    def _claim_leftovers(
+        self,
+        statuses: dict[str, TargetStatus],
+        ours: set[str],
+        claims: dict[str, Claim],
+        now: datetime,
+    ) -> dict[str, TargetStatus]:
+        """Our freshly stored alerts, plus earlier runs' unpublished ones nobody is sending."""
+        mine = {key: statuses[key] for key in ours}
+        for key, status in statuses.items():
+            if key in mine or not status.pending:
+                continue
+            held = claims.get(key)
+            if held and held.owner != self.run_id and held.until > now:
+                continue
+            claimed = self.repository.claim(status, Claim(self.run_id, now + self.claim_for), now)
+            if claimed is not None:
+                mine[key] = claimed
+        return mine
+
+    def _publish(self, mine: dict[str, TargetStatus], delivery: Delivery) -> dict[str, set[str]]:
+        """Send the messages; the ids of the alerts SNS took, by target key."""
+        owner = {alert.id: key for key, status in mine.items() for alert in status.pending}
+        published: dict[str, set[str]] = {key: set() for key in mine}
+        for message, members in combine([a for s in mine.values() for a in s.pending]):
+            try:
+                self.publisher.publish(message)
+            except PublishError as exc:
+                delivery.failures.append(str(exc))
+                logger.error(
+                    "alert not published; it stays pending", extra={"alert_id": message.id}
+                )
+                continue
+            for alert in members:
+                published[owner[alert.id]].add(alert.id)
+            delivery.published += len(members)
+            logger.info(
+                "alert published",
+                extra={
+                    "event": message.event.value,
+                    "alert_id": message.id,
+                    "alerts": len(members),
+                },
+            )
+        return published
+
+    def _acknowledge(self, mine: dict[str, TargetStatus], published: dict[str, set[str]]) -> None:
+        """Remove what was published and release our claims; one failure spares the others."""
+        failed: RepositoryError | None = None
+        for key, status in mine.items():
+            try:
+                if not self.repository.acknowledge(status, self.run_id, published[key]):
+                    logger.warning("claim lost before acknowledging alerts", extra={"target": key})
+            except RepositoryError as exc:
+                failed = exc
+        if failed is not None:
+            raise failed
