@@ -58,7 +58,10 @@ ERROR_CODES = {
     405: {"METHOD_NOT_ALLOWED"},
 }
 # What a stack trace or an internal detail looks like in a body.
-LEAKS = re.compile(r"Traceback|File \"|\.py\b|line \d+, in|Exception\b|Error:|0x[0-9a-f]{6,}")
+# (Not a bare ".py": a caller's own path like /snapshot/app.py/... is echoed in a 404, rightly.)
+LEAKS = re.compile(
+    r"Traceback|File \"[^\"]*\", line|\.py\", line|line \d+, in |Exception\b|Error:|0x[0-9a-f]{6,}"
+)
 TEN_KB = 10 * 1024
 FUZZ_EXAMPLES = 100  # per operation and generation mode; the coverage phase adds its own cases
 
