@@ -91,3 +91,56 @@ def function_environment(logical_id: str) -> dict[str, Any]:
     properties = resource(logical_id)["Properties"]
     variables: dict[str, Any] = properties.get("Environment", {}).get("Variables", {})
     return variables
+
+
+def parameter_values(**overrides: str) -> dict[str, str]:
+    """Parameter values of a deploy: the template's defaults, a sample `Targets`, overrides."""
+    declared = load_template()["Parameters"]
+    values = {name: str(spec["Default"]) for name, spec in declared.items() if "Default" in spec}
+    values["Targets"] = "example.bitrix24.com/myconnector/12"
+    values.update(overrides)
+    return values
+
+
+def resolve(node: Any, values: dict[str, str]) -> Any:
+    """Resolve Ref-to-parameter, conditions, Fn::Equals/Not/And/Or and Fn::If the way
+    CloudFormation would with these parameter values; `AWS::NoValue` drops its key."""
+    conditions = _parsed_template().get("Conditions", {})
+
+    def walk(item: Any) -> Any:
+        if isinstance(item, list):
+            return [walk(each) for each in item]
+        if not isinstance(item, dict):
+            return item
+        if len(item) == 1:
+            ((key, argument),) = item.items()
+            if key == "Ref" and argument in values:
+                return values[argument]
+            if key == "Condition":
+                return walk(conditions[argument])
+            if key == "Fn::Equals":
+                left, right = (walk(each) for each in argument)
+                return left == right
+            if key == "Fn::Not":
+                return not walk(argument[0])
+            if key == "Fn::And":
+                return all(walk(each) for each in argument)
+            if key == "Fn::Or":
+                return any(walk(each) for each in argument)
+            if key == "Fn::If":
+                name, when_true, when_false = argument
+                return walk(when_true if walk(conditions[name]) else when_false)
+        return {k: walk(v) for k, v in item.items() if v != {"Ref": "AWS::NoValue"}}
+
+    return walk(node)
+
+
+def deployed_resources(values: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """The resources a deploy with these parameter values creates, intrinsics resolved."""
+    conditions = _parsed_template().get("Conditions", {})
+    found = {}
+    for logical_id, body in _parsed_template()["Resources"].items():
+        condition = body.get("Condition")
+        if condition is None or resolve(conditions[condition], values):
+            found[logical_id] = resolve(body, values)
+    return found

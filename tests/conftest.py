@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 from moto.dynamodb.models import DynamoDBBackend
 
+from local.bitrix24_portal import LocalPortal
+
 
 @pytest.fixture
 def atomic_moto_items(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -48,3 +50,21 @@ def _restore_library_loggers() -> Iterator[None]:
         logger.handlers[:] = handlers
         logger.propagate = propagate
         logger.setLevel(level)
+
+
+@pytest.fixture(scope="module")
+def portal_server() -> Iterator[LocalPortal]:
+    """One local portal per test module: starting a server for every test costs time."""
+    with LocalPortal() as server:
+        yield server
+
+
+@pytest.fixture
+def shared_portal(portal_server: LocalPortal) -> Iterator[LocalPortal]:
+    """The module's local portal, with every knob a test may turn put back afterwards."""
+    yield portal_server
+    portal_server.latency = 0.0
+    portal_server.rate_limit = None
+    portal_server.token_ttl = 3600.0
+    portal_server.operating_reset_in = 600.0
+    portal_server.clear_faults()

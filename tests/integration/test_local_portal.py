@@ -6,7 +6,6 @@ import itertools
 import json
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,19 +18,9 @@ TIME_KEYS = {"start", "finish", "duration", "processing", "date_start", "date_fi
 _names = itertools.count()
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[LocalPortal]:
-    with LocalPortal() as portal:
-        yield portal
-
-
 @pytest.fixture
-def portal(server: LocalPortal) -> Iterator[LocalPortal]:
-    yield server
-    server.latency = 0.0
-    server.rate_limit = None
-    server.token_ttl = 3600.0
-    server.clear_faults()
+def portal(shared_portal: LocalPortal) -> LocalPortal:
+    return shared_portal
 
 
 @pytest.fixture

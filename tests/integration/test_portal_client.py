@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -104,19 +103,9 @@ class Sleeps:
 # --- fixtures ---------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[LocalPortal]:
-    with LocalPortal() as portal:
-        yield portal
-
-
 @pytest.fixture
-def portal(server: LocalPortal) -> Iterator[LocalPortal]:
-    yield server
-    server.latency = 0.0
-    server.rate_limit = None
-    server.operating_reset_in = 600.0
-    server.clear_faults()
+def portal(shared_portal: LocalPortal) -> LocalPortal:
+    return shared_portal
 
 
 def new_portal(portal: LocalPortal, lines: int = 3, connected: set[int] | None = None) -> str:

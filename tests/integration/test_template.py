@@ -17,8 +17,11 @@ from pydantic import BaseModel
 from connector_monitor.settings import CheckerSettings, SnapshotSettings, load_settings
 from local.template import (
     TEMPLATE_PATH,
+    deployed_resources,
     function_environment,
     load_template,
+    parameter_values,
+    resolve,
     resource,
     table_definition,
     ttl_attribute,
@@ -110,61 +113,6 @@ def _actions(statements: list[dict[str, Any]]) -> set[str]:
     return {action for statement in statements for action in _as_list(statement["Action"])}
 
 
-def _parameters(**overrides: str) -> dict[str, str]:
-    """Parameter values for a deploy: the template's defaults plus the given overrides."""
-    declared = load_template()["Parameters"]
-    values = {name: str(spec["Default"]) for name, spec in declared.items() if "Default" in spec}
-    values["Targets"] = "example.bitrix24.com/myconnector/12"
-    values.update(overrides)
-    return values
-
-
-def _evaluate(value: Any, parameters: dict[str, str]) -> Any:
-    """Resolve Ref-to-parameter, Fn::Equals/Not/And/Or and Fn::If the way CloudFormation would."""
-    conditions = load_template().get("Conditions", {})
-
-    def walk(node: Any) -> Any:
-        if isinstance(node, list):
-            return [walk(item) for item in node]
-        if not isinstance(node, dict):
-            return node
-        if len(node) == 1:
-            ((key, argument),) = node.items()
-            if key == "Ref" and argument in parameters:
-                return parameters[argument]
-            if key == "Condition":
-                return walk(conditions[argument])
-            if key == "Fn::Equals":
-                left, right = (walk(item) for item in argument)
-                return left == right
-            if key == "Fn::Not":
-                return not walk(argument[0])
-            if key == "Fn::And":
-                return all(walk(item) for item in argument)
-            if key == "Fn::Or":
-                return any(walk(item) for item in argument)
-            if key == "Fn::If":
-                name, when_true, when_false = argument
-                return walk(when_true if walk(conditions[name]) else when_false)
-        return {key: walk(item) for key, item in node.items()}
-
-    return walk(value)
-
-
-def _condition_holds(name: str, parameters: dict[str, str]) -> bool:
-    return bool(_evaluate(load_template()["Conditions"][name], parameters))
-
-
-def _deployed_resources(parameters: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """The resources CloudFormation would create with these parameters, conditions applied."""
-    deployed = {}
-    for logical_id, body in load_template()["Resources"].items():
-        condition = body.get("Condition")
-        if condition is None or _condition_holds(condition, parameters):
-            deployed[logical_id] = _evaluate(body, parameters)
-    return deployed
-
-
 # ------------------------------------------------------------------ least privilege
 
 
@@ -228,7 +176,7 @@ def test_snapshot_api_can_only_read_the_table() -> None:
 
 def test_every_api_route_requires_iam_signing_by_default() -> None:
     # Given a deploy with default parameters
-    deployed = _deployed_resources(_parameters())
+    deployed = deployed_resources(parameter_values())
     routes = {
         b["Properties"]["RouteKey"]: b for b in deployed.values() if b["Type"].endswith("Route")
     }
@@ -244,12 +192,12 @@ def test_every_api_route_requires_iam_signing_by_default() -> None:
 
 def test_jwt_mode_puts_every_route_behind_the_jwt_authorizer() -> None:
     # Given a deploy with ApiAuthorization=JWT and an issuer and audience
-    parameters = _parameters(
+    parameters = parameter_values(
         ApiAuthorization="JWT",
         JwtIssuer="https://cognito-idp.eu-central-1.amazonaws.com/eu-central-1_Example",
         JwtAudience="example-client-id",
     )
-    deployed = _deployed_resources(parameters)
+    deployed = deployed_resources(parameters)
 
     # Then every route uses the JWT authorizer, which checks that issuer and audience
     authorizer = deployed["HttpApiJwtAuthorizer"]["Properties"]
@@ -265,9 +213,9 @@ def test_jwt_mode_puts_every_route_behind_the_jwt_authorizer() -> None:
 
 def test_jwt_mode_is_refused_without_issuer_and_audience() -> None:
     rule = load_template()["Rules"]["JwtNeedsIssuerAndAudience"]
-    parameters = _parameters(ApiAuthorization="JWT")
-    assert _evaluate(rule["RuleCondition"], parameters) is True
-    assert [_evaluate(a["Assert"], parameters) for a in rule["Assertions"]] == [False, False]
+    parameters = parameter_values(ApiAuthorization="JWT")
+    assert resolve(rule["RuleCondition"], parameters) is True
+    assert [resolve(a["Assert"], parameters) for a in rule["Assertions"]] == [False, False]
 
 
 def test_api_routes_reach_the_snapshot_function_and_only_by_get() -> None:
@@ -353,7 +301,7 @@ def _deployed_environment(logical_id: str) -> dict[str, str]:
     References to resources (table, topic, secret) become placeholders: their values exist only
     after a deploy, and the settings only check that they are there.
     """
-    resolved = _evaluate(function_environment(logical_id), _parameters())
+    resolved = resolve(function_environment(logical_id), parameter_values())
     return {
         name: value if isinstance(value, str) else f"<{json.dumps(value)}>"
         for name, value in resolved.items()
@@ -399,9 +347,9 @@ def test_secret_id_follows_existing_secret_arn() -> None:
     environment = function_environment("CheckerFunction")
     own = "arn:aws:secretsmanager:eu-central-1:123456789012:secret:bitrix24-AbCdEf"
 
-    assert _evaluate(environment["SECRET_ID"], _parameters()) == {"Ref": "PortalSecret"}
-    assert _evaluate(environment["SECRET_ID"], _parameters(ExistingSecretArn=own)) == own
-    assert "PortalSecret" not in _deployed_resources(_parameters(ExistingSecretArn=own))
+    assert resolve(environment["SECRET_ID"], parameter_values()) == {"Ref": "PortalSecret"}
+    assert resolve(environment["SECRET_ID"], parameter_values(ExistingSecretArn=own)) == own
+    assert "PortalSecret" not in deployed_resources(parameter_values(ExistingSecretArn=own))
 
 
 def test_snapshot_api_receives_its_settings() -> None:
@@ -469,8 +417,8 @@ def test_schedule_retries_once_and_keeps_undelivered_runs() -> None:
 
 
 def test_alert_email_is_subscribed_only_when_given() -> None:
-    assert "AlertEmailSubscription" not in _deployed_resources(_parameters())
-    deployed = _deployed_resources(_parameters(AlertEmail="ops@example.com"))
+    assert "AlertEmailSubscription" not in deployed_resources(parameter_values())
+    deployed = deployed_resources(parameter_values(AlertEmail="ops@example.com"))
     subscription = deployed["AlertEmailSubscription"]["Properties"]
     assert subscription == {
         "TopicArn": {"Ref": "Topic"},

@@ -24,7 +24,13 @@ from typing import Any
 
 import pytest
 
-from local.template import TEMPLATE_PATH, function_environment, load_template
+from local.template import (
+    TEMPLATE_PATH,
+    deployed_resources,
+    function_environment,
+    load_template,
+    parameter_values,
+)
 
 # Deploy modes: parameter overrides on top of the template's defaults.
 MODES: dict[str, dict[str, str]] = {
@@ -66,57 +72,9 @@ ROUTE_AUTHORIZATION = {"AWS_IAM", "JWT"}
 
 
 # ---- the template as CloudFormation would deploy it ----------------------------------------
-def parameters(**overrides: str) -> dict[str, str]:
-    declared = load_template()["Parameters"]
-    values = {name: str(spec["Default"]) for name, spec in declared.items() if "Default" in spec}
-    values["Targets"] = "example.bitrix24.com/myconnector/12"
-    values.update(overrides)
-    return values
-
-
-def evaluate(node: Any, values: dict[str, str], conditions: dict[str, Any]) -> Any:
-    """Resolve Ref-to-parameter, conditions and Fn::If; AWS::NoValue drops the key."""
-    if isinstance(node, list):
-        return [evaluate(item, values, conditions) for item in node]
-    if not isinstance(node, dict):
-        return node
-    if len(node) == 1:
-        ((key, argument),) = node.items()
-        if key == "Ref" and argument in values:
-            return values[argument]
-        if key == "Condition":
-            return evaluate(conditions[argument], values, conditions)
-        if key == "Fn::Equals":
-            left, right = (evaluate(item, values, conditions) for item in argument)
-            return left == right
-        if key == "Fn::Not":
-            return not evaluate(argument[0], values, conditions)
-        if key == "Fn::And":
-            return all(evaluate(item, values, conditions) for item in argument)
-        if key == "Fn::Or":
-            return any(evaluate(item, values, conditions) for item in argument)
-        if key == "Fn::If":
-            name, when_true, when_false = argument
-            chosen = when_true if evaluate(conditions[name], values, conditions) else when_false
-            return evaluate(chosen, values, conditions)
-    return {
-        key: evaluate(value, values, conditions)
-        for key, value in node.items()
-        if value != {"Ref": "AWS::NoValue"}
-    }
-
-
 def deployed(mode: str) -> dict[str, dict[str, Any]]:
     """The resources (conditions applied, intrinsics resolved) of one deploy mode."""
-    template = load_template()
-    values = parameters(**MODES[mode])
-    conditions = template.get("Conditions", {})
-    found = {}
-    for logical_id, body in template["Resources"].items():
-        condition = body.get("Condition")
-        if condition is None or evaluate(conditions[condition], values, conditions):
-            found[logical_id] = evaluate(body, values, conditions)
-    return found
+    return deployed_resources(parameter_values(**MODES[mode]))
 
 
 def as_list(value: Any) -> list[Any]:
@@ -190,7 +148,7 @@ def expected_holders(mode: str) -> dict[str, set[str]]:
     expected["secretsmanager:GetSecretValue"] = {CHECKER}
     expected["secretsmanager:PutSecretValue"] = {CHECKER}
     expected["sns:Publish"] = {CHECKER}
-    if parameters(**MODES[mode])["ApiAuthorization"] == "IAM":
+    if parameter_values(**MODES[mode])["ApiAuthorization"] == "IAM":
         expected["execute-api:Invoke"] = {READER_POLICY}
     return expected
 
