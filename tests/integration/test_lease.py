@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -171,3 +172,34 @@ def test_missing_table_is_a_clear_lease_unavailable(ddb: Any) -> None:
         lease.hold("secret:tokens", wait=0),
     ):
         pass
+
+
+@pytest.fixture
+def silent_dynamodb(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A DynamoDB endpoint that accepts connections and never answers (a hung service)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    accepting = threading.Thread(
+        target=lambda: held.extend(server.accept()[0] for _ in iter(int, 1)), daemon=True
+    )
+    accepting.start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", f"http://127.0.0.1:{server.getsockname()[1]}")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    yield
+    server.close()
+    for connection in held:
+        connection.close()
+
+
+def test_a_hung_dynamodb_costs_a_bounded_wait_not_the_whole_run(silent_dynamodb: None) -> None:
+    # The lease's own client (as the checker builds it) must time out: with boto3's defaults
+    # (60 s read timeout, five attempts) one refresh would hang for minutes.
+    started = time.monotonic()
+    with (
+        pytest.raises(LeaseUnavailable, match="could not reach DynamoDB"),
+        Lease(TABLE).hold("portal.bitrix24.com", wait=0.1),
+    ):
+        pass
+    assert time.monotonic() - started < 30

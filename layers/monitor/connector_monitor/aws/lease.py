@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import boto3
+from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 logger = logging.getLogger(__name__)
@@ -25,6 +26,11 @@ logger = logging.getLogger(__name__)
 LOCK_PK = "LOCK"
 _FIRST_PAUSE = 0.05
 _MAX_PAUSE = 0.5
+# A lease call is one small conditional write: a DynamoDB that hangs must cost seconds, not
+# boto3's default of five 60-second reads, or `hold(wait=...)` would not bound anything.
+CLIENT_CONFIG = Config(
+    retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=2, read_timeout=2
+)
 
 
 class LeaseUnavailable(Exception):
@@ -43,7 +49,9 @@ class Lease:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.table_name = table_name
-        self._client = client if client is not None else boto3.client("dynamodb")
+        self._client = (
+            client if client is not None else boto3.client("dynamodb", config=CLIENT_CONFIG)
+        )
         self._clock = clock
         self._sleep = sleep
 
