@@ -2,13 +2,14 @@
 AWS, the local portal over real HTTP), a second healthy portal as a bystander, and the seams a
 fault needs (SDK event hooks, the portal's fault injection, a short REST timeout).
 
-Seams used, all from outside the library:
+Seams used, all public (constructor arguments and dataclass fields, no private attribute):
 - `checker.build_cycle` is wrapped: the cycle it builds gets a `client_factory` whose
-  PortalClient waits less (the handler's client reads for 10 s), hooks on the token store's
-  Secrets Manager client, and a response hook on its OAuth session that collects issued tokens
-  (for the leak check).
-- The cached DynamoDB and SNS clients (`checker.repository()._client`,
-  `checker.publisher()._client`) get botocore event hooks.
+  PortalClient waits less (the handler's client reads for 10 s), and a token store built here
+  as the handler builds it (same secret, same lease) but over a Secrets Manager client that
+  carries the row's hooks and an OAuth session whose response hook collects issued tokens (for
+  the leak check).
+- `checker.repository` and `checker.publisher` answer with adapters over DynamoDB and SNS
+  clients made here (the library's client configs), which carry botocore event hooks.
 - botocore's standard-mode backoff and the token store's retry pauses are shortened (the
   number of retries stays as deployed).
 - DynamoDB throttling is answered inside moto's DynamoDB front (see `throttle_dynamodb`).
@@ -24,7 +25,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import ModuleType
 from typing import Any
 
@@ -36,6 +37,10 @@ from botocore.retries.standard import ExponentialBackoff
 from moto.core.exceptions import JsonRESTError
 from moto.dynamodb.responses import DynamoHandler
 
+from connector_monitor.aws import publisher, repository, token_store
+from connector_monitor.aws.publisher import AlertPublisher
+from connector_monitor.aws.repository import StateRepository
+from connector_monitor.aws.token_store import SecretsTokenStore
 from connector_monitor.bitrix24.client import PortalClient, RetryPolicy, Timeouts
 from connector_monitor.bitrix24.credentials import TokenSource
 from connector_monitor.cycle import CheckCycle
@@ -71,7 +76,7 @@ class Tuning:
 
     timeouts: Timeouts = field(default_factory=Timeouts)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
-    oauth_timeout: tuple[float, float] | None = None  # None: the token store's (3.05, 10)
+    oauth_timeout: tuple[float, float] = token_store.OAUTH_TIMEOUT
 
 
 AS_DEPLOYED = Tuning()
@@ -113,6 +118,16 @@ class World:
         self._throttle: Callable[[str, str], bool] | None = None
         self._build_cycle = checker.build_cycle
         monkeypatch.setattr(checker, "build_cycle", self._build)
+        self._dynamodb_of_checker = boto3.client(
+            "dynamodb", region_name=REGION, config=repository.CLIENT_CONFIG
+        )
+        self._sns_of_checker = boto3.client(
+            "sns", region_name=REGION, config=publisher.CLIENT_CONFIG
+        )
+        states = StateRepository(stack.table, client=self._dynamodb_of_checker)
+        alerts = AlertPublisher(stack.topic_arn, client=self._sns_of_checker)
+        monkeypatch.setattr(checker, "repository", lambda: states)
+        monkeypatch.setattr(checker, "publisher", lambda: alerts)
         monkeypatch.setattr(DynamoHandler, "call_action", self._throttled_call_action())
         self._remember_secret()
 
@@ -139,15 +154,26 @@ class World:
 
     def _build(self, config: CheckerSettings) -> CheckCycle:
         cycle: CheckCycle = self._build_cycle(config)
-        cycle.client_factory = self._client
-        store: Any = cycle.tokens
+        return replace(cycle, tokens=self._token_store(config), client_factory=self._client)
+
+    def _token_store(self, config: CheckerSettings) -> SecretsTokenStore:
+        """A new store each invocation, as the handler makes one: the row's hooks on its
+        Secrets Manager client, the token collector on its OAuth session."""
+        secrets = boto3.client(
+            "secretsmanager", region_name=REGION, config=token_store.CLIENT_CONFIG
+        )
         for event, handler in self._secret_hooks:
-            store._client.meta.events.register(event, handler)
-        store._session.hooks["response"].append(self._collect_oauth)
-        store._sleep = _shorter(store._sleep)  # its pauses between write and re-read retries
-        if self.tuning.oauth_timeout is not None:
-            store._oauth_timeout = self.tuning.oauth_timeout
-        return cycle
+            secrets.meta.events.register(event, handler)
+        oauth = requests.Session()
+        oauth.hooks["response"].append(self._collect_oauth)
+        return SecretsTokenStore(
+            config.secret_id,
+            client=secrets,
+            lease=self.checker.lease(),
+            session=oauth,
+            oauth_timeout=self.tuning.oauth_timeout,
+            sleep=_shorter(time.sleep),  # its pauses between write and re-read retries
+        )
 
     def _client(self, portal: str, tokens: TokenSource) -> PortalClient:
         return PortalClient(portal, tokens, timeouts=self.tuning.timeouts, retry=self.tuning.retry)
@@ -265,10 +291,10 @@ class World:
         self._secret_hooks.append((event, handler))
 
     def on_dynamodb(self, event: str, handler: Callable[..., Any], *, first: bool = False) -> None:
-        self._hook(self.checker.repository()._client, event, handler, first=first)
+        self._hook(self._dynamodb_of_checker, event, handler, first=first)
 
     def on_sns(self, event: str, handler: Callable[..., Any]) -> None:
-        self._hook(self.checker.publisher()._client, event, handler, first=False)
+        self._hook(self._sns_of_checker, event, handler, first=False)
 
     def _hook(self, client: Any, event: str, handler: Callable[..., Any], *, first: bool) -> None:
         register = client.meta.events.register_first if first else client.meta.events.register

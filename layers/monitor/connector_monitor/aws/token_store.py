@@ -78,6 +78,7 @@ _install_botocore_redaction()
 CLIENT_CONFIG = Config(
     retries={"max_attempts": 4, "mode": "standard"}, connect_timeout=3, read_timeout=10
 )
+OAUTH_TIMEOUT = (3.05, 10.0)  # connect, read: seconds for a call to the portal's OAuth server
 # A refresh cut short by a timeout may still have spent the refresh token at the OAuth server,
 # so none starts with less time than this left in the run.
 MIN_REFRESH_SECONDS = 3.0
@@ -103,7 +104,7 @@ class SecretsTokenStore:
         client: Any | None = None,
         lease: Lease | None = None,
         session: requests.Session | None = None,
-        oauth_timeout: tuple[float, float] = (3.05, 10.0),
+        oauth_timeout: tuple[float, float] = OAUTH_TIMEOUT,
         reread_attempts: int = 3,
         sleep: Callable[[float], None] = time.sleep,
         lease_ttl: float = 60.0,
