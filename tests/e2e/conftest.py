@@ -140,5 +140,20 @@ def checker(stack: Stack) -> ModuleType:
     return load_handler("checker")
 
 
+def snapshot_api_environment(table: str) -> dict[str, str]:
+    """The snapshot function's environment as the template sets it (test credentials, no
+    tracing), with staleness judged from the run records alone (STALE_AFTER_SECONDS=0)."""
+    return {
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_SERVICE_NAME": "bitrix24-connector-monitor",
+        "TABLE_NAME": table,
+        "SCHEDULE_EXPRESSION": "rate(5 minutes)",
+        "STALE_AFTER_SECONDS": "0",
+    }
+
+
 def scheduled_event() -> dict[str, Any]:
     return json.loads((ROOT / "events" / "schedule.json").read_text())

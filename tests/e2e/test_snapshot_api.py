@@ -25,9 +25,9 @@ from connector_monitor.domain.targets import Target
 from connector_monitor.domain.transitions import TargetStatus
 from local.api_server import ApiServer
 from local.template import table_definition
+from tests.e2e.conftest import REGION, snapshot_api_environment
 from tests.events import LambdaContext, http_event, load_event, load_handler
 
-REGION = "eu-central-1"
 TABLE = "monitor"
 PORTAL = "example.bitrix24.com"
 OTHER = "other.bitrix24.com"
@@ -50,16 +50,7 @@ LAMBDA_RESPONSE_LIMIT = 6 * 1024 * 1024
 @pytest.fixture
 def repository(monkeypatch: pytest.MonkeyPatch) -> Iterator[StateRepository]:
     """The table as the template defines it, in moto, and the checker's way to write to it."""
-    for key, value in {
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "POWERTOOLS_TRACE_DISABLED": "true",
-        "POWERTOOLS_SERVICE_NAME": "bitrix24-connector-monitor",
-        "TABLE_NAME": TABLE,
-        "SCHEDULE_EXPRESSION": "rate(5 minutes)",
-        "STALE_AFTER_SECONDS": "0",
-    }.items():
+    for key, value in snapshot_api_environment(TABLE).items():
         monkeypatch.setenv(key, value)
     with mock_aws():
         boto3.client("dynamodb", region_name=REGION).create_table(

@@ -45,6 +45,7 @@ from tests.e2e.conftest import (  # noqa: F401 - fixtures re-exported for tests/
     log_stream,
     portal,
     scheduled_event,
+    snapshot_api_environment,
     stack,
 )
 
@@ -53,16 +54,6 @@ OTHER = "other.bitrix24.com"
 FLEET_LINES = {12: State.UP, 14: State.DOWN, 16: State.UNKNOWN}
 HASH_KEY_LIMIT = 2048  # bytes, DynamoDB's limit on a partition key value
 RANGE_KEY_LIMIT = 1024  # bytes, on a sort key value
-API_ENV = {
-    "AWS_DEFAULT_REGION": REGION,
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "POWERTOOLS_TRACE_DISABLED": "true",
-    "POWERTOOLS_SERVICE_NAME": "bitrix24-connector-monitor",
-    "TABLE_NAME": TABLE,
-    "SCHEDULE_EXPRESSION": "rate(5 minutes)",
-    "STALE_AFTER_SECONDS": "0",
-}
 
 
 # ---- DynamoDB's key-size limits, which moto does not apply to reads ---------------------------
@@ -184,7 +175,7 @@ class ServedApi:
 @pytest.fixture(scope="module")
 def served_api() -> Iterator[ServedApi]:
     with pytest.MonkeyPatch.context() as patch, mock_aws():
-        for name, value in API_ENV.items():
+        for name, value in snapshot_api_environment(TABLE).items():
             patch.setenv(name, value)
         client = boto3.client("dynamodb", region_name=REGION)
         client.create_table(TableName=TABLE, **table_definition())
