@@ -329,6 +329,31 @@ def test_reads_the_secret_once_per_load(secret: dict[str, Any], sm: Any) -> None
     assert store.portals() == []
 
 
+@pytest.mark.parametrize(("count", "warned"), [(4, False), (5, True)])
+def test_a_secret_with_more_portals_than_its_write_budget_is_warned_about(
+    sm: Any,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    count: int,
+    warned: bool,
+) -> None:
+    # Each portal's refresh writes the secret about hourly; Secrets Manager keeps every version
+    # younger than a day and allows about 100, so a fifth portal locks one out within a day.
+    propagate_library_logs(monkeypatch)
+    entry = {"client_id": "id", "client_secret": "s", "access_token": "a", "refresh_token": "r"}
+    portals = {f"p{n}.bitrix24.test": entry for n in range(count)}
+    sm.create_secret(Name=SECRET, SecretString=json.dumps({"portals": portals}))
+    with caplog.at_level(logging.WARNING, logger="connector_monitor"):
+        make_store(sm).load()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    if warned:
+        assert len(warnings) == 1
+        assert f"{SECRET} holds {count} portals" in warnings[0]
+        assert "at most 4 portals" in warnings[0]
+    else:
+        assert warnings == []
+
+
 # --- refreshing ----------------------------------------------------------------------------
 
 
