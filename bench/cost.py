@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/cost.py [--targets 1000] [--portals N] [--schedule-minutes 5]
 
-Standalone, it first measures the real check run on a small local fleet (10 portals x 100
-lines, moto and the local portal, no latency) and then prints the bill for the asked fleet;
+Standalone, it first measures the real check run on the priced fleet (by default 1,000 targets
+on the 4 portals one stack's secret has room for; moto and the local portal, no latency) and
+then prints the bill for it;
 `bench/run_benchmark.py` prints the same bill from its own measured steady run. Prices are
 on-demand list prices (DESIGN.md, "What a run costs"), free tiers ignored. Everything that is an
 assumption rather than a measurement is printed as one.
@@ -22,6 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 for _path in (ROOT / "layers" / "monitor", ROOT):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
+
+from connector_monitor.aws.token_store import PORTALS_PER_SECRET  # noqa: E402
 
 MINUTES_PER_MONTH = 30 * 24 * 60  # DESIGN.md's 8,640 runs at 5 minutes is a 30-day month
 GB = 1_000_000_000  # decimal GB: the larger figure for per-GB prices
@@ -83,7 +86,7 @@ class Fleet:
     """The deployment to price."""
 
     targets: int = 1000
-    portals: int = 10
+    portals: int = PORTALS_PER_SECRET  # one stack: its secret has room for this many
     schedule_minutes: float = 5.0
     memory_mb: int = 256
     incidents_per_month: int = 30  # assumption: each is one connector.down + one .recovered
@@ -290,6 +293,14 @@ def _notes(bill: Bill, prices: Prices) -> list[str]:
             f"(Powertools' ColdStart): up to ${figures.cold_start_metrics * 0.30:.2f} a month if "
             "a cold start happens every hour."
         )
+    if fleet.portals > PORTALS_PER_SECRET:
+        stacks = math.ceil(fleet.portals / PORTALS_PER_SECRET)
+        notes.append(
+            f"{fleet.portals} portals are more than one stack's secret has room for "
+            f'({PORTALS_PER_SECRET}, README "Deploy with SAM"): they need {stacks} stacks, and '
+            "this bill prices one. Each further stack adds its own secret ($0.40), runs and "
+            "schedule."
+        )
     verdict = "HOLDS" if bill.total < 1.0 else "DOES NOT HOLD"
     notes.append(
         f'Claim "well under $1 a month for 1,000 targets": {verdict} at ${bill.total:.2f}/month '
@@ -310,7 +321,12 @@ def _notes(bill: Bill, prices: Prices) -> list[str]:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--targets", type=int, default=1000, help="targets to price")
-    parser.add_argument("--portals", type=int, help="portals to price (default: targets/lines)")
+    parser.add_argument(
+        "--portals",
+        type=int,
+        default=PORTALS_PER_SECRET,
+        help=f"portals to price (default: {PORTALS_PER_SECRET}, what one stack holds)",
+    )
     parser.add_argument("--schedule-minutes", type=float, default=5.0)
     parser.add_argument("--incidents", type=int, default=30, help="incidents a month (assumed)")
     parser.add_argument(
@@ -326,15 +342,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def fleet_from(
     targets: int,
-    portals: int | None,
-    lines: int,
+    portals: int,
     schedule: float,
     incidents: int,
     publish_metrics: bool = False,
 ) -> Fleet:
     return Fleet(
         targets=targets,
-        portals=portals or max(1, math.ceil(targets / max(1, lines))),
+        portals=portals,
         schedule_minutes=schedule,
         incidents_per_month=incidents,
         publish_metrics=publish_metrics,
@@ -348,7 +363,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     fleet = fleet_from(
         args.targets,
         args.portals,
-        args.measure_lines,
         args.schedule_minutes,
         args.incidents,
         args.metrics,

@@ -164,10 +164,21 @@ def test_the_bill_scales_reads_per_target_and_run_time_only_upwards() -> None:
     assert double.dollars("CloudWatch metrics") == base.dollars("CloudWatch metrics")
 
 
-def test_a_bill_without_metrics_and_secret_fees_can_hold_the_claim() -> None:
+def test_the_default_fleet_is_one_stack_and_holds_the_claim() -> None:
     bill = monthly_bill(known_figures(metrics=0), Fleet(incidents_per_month=0))
+    refreshes = 4 * 720  # the 4 portals one secret has room for, one refresh an hour each
+    assert bill.fleet.portals == 4
+    assert bill.dollars("Secrets Manager") == pytest.approx(0.40 + (8640 + 2 * refreshes) * 5e-6)
     assert bill.total < 1
-    assert "HOLDS at $0.73/month" in render_bill(bill)
+    out = render_bill(bill)
+    assert "HOLDS at $0.68/month" in out
+    assert "stacks" not in out
+
+
+def test_more_portals_than_one_secret_holds_are_priced_as_one_stack_and_said_so() -> None:
+    out = render_bill(monthly_bill(known_figures(), Fleet(targets=1000, portals=10)))
+    assert "10 portals are more than one stack's secret has room for (4" in out
+    assert "they need 3 stacks, and this bill prices one" in out
 
 
 @pytest.fixture
