@@ -78,7 +78,11 @@ from connector_monitor.aws.lease import Lease  # noqa: E402
 from connector_monitor.aws.publisher import AlertPublisher  # noqa: E402
 from connector_monitor.aws.records import status_from_item, status_key, status_to_item  # noqa: E402
 from connector_monitor.aws.repository import CLIENT_CONFIG, StateRepository  # noqa: E402
-from connector_monitor.aws.token_store import PORTALS_PER_SECRET, SecretsTokenStore  # noqa: E402
+from connector_monitor.aws.token_store import (  # noqa: E402
+    OVER_WRITE_BUDGET,
+    PORTALS_PER_SECRET,
+    SecretsTokenStore,
+)
 from connector_monitor.bitrix24.answers import STATUS_METHOD, read_status  # noqa: E402
 from connector_monitor.bitrix24.client import PortalClient  # noqa: E402
 from connector_monitor.bitrix24.errors import PortalError  # noqa: E402
@@ -339,7 +343,7 @@ class _KnownWriteBudget(logging.Filter):
     and would repeat every run and count in the measured log volume of a one-stack fleet."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "room for the hourly token refreshes" not in record.getMessage()
+        return record.msg is not OVER_WRITE_BUDGET
 
 
 KNOWN_WRITE_BUDGET = _KnownWriteBudget()

@@ -83,6 +83,12 @@ OAUTH_TIMEOUT = (3.05, 10.0)  # connect, read: seconds for a call to the portal'
 # Secrets Manager keeps every version younger than 24 hours and allows about 100, so one secret
 # has room for the refreshes of this many portals (24 writes a day each).
 PORTALS_PER_SECRET = 4
+OVER_WRITE_BUDGET = (
+    "secret %s holds %d portals, but one secret has room for the hourly token refreshes of at "
+    "most %d portals: Secrets Manager allows about 100 versions a day, and a refreshed pair it "
+    "refuses to store locks the monitor out of that portal. Spread the portals over several "
+    "stacks, %d or fewer each."
+)
 # A refresh cut short by a timeout may still have spent the refresh token at the OAuth server,
 # so none starts with less time than this left in the run.
 MIN_REFRESH_SECONDS = 3.0
@@ -140,10 +146,7 @@ class SecretsTokenStore:
         portals = len(self._publish(self._read())["portals"])
         if portals > PORTALS_PER_SECRET:
             logger.warning(
-                "secret %s holds %d portals, but one secret has room for the hourly token "
-                "refreshes of at most %d portals: Secrets Manager allows about 100 versions a "
-                "day, and a refreshed pair it refuses to store locks the monitor out of that "
-                "portal. Spread the portals over several stacks, %d or fewer each.",
+                OVER_WRITE_BUDGET,
                 self.secret_id,
                 portals,
                 PORTALS_PER_SECRET,
