@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from functools import cache
 from typing import Any
 
@@ -27,6 +28,9 @@ copy_config_to_registered_loggers(source_logger=logger, include={"connector_moni
 
 # Kept back from the invocation's remaining time for storing results and publishing alerts.
 RESERVE_SECONDS = 15.0
+# A claim on pending alerts outlives the invocation that took it by this much, so no other run
+# publishes them while this one still may.
+CLAIM_MARGIN = timedelta(seconds=30)
 
 
 @cache
@@ -49,8 +53,9 @@ def lease() -> Lease:
     return Lease(settings().table_name)
 
 
-def build_cycle(config: CheckerSettings) -> CheckCycle:
-    """A cycle for one invocation: the token store is new each time (one secret read a run)."""
+def build_cycle(config: CheckerSettings, invocation: timedelta) -> CheckCycle:
+    """A cycle for one invocation of at most `invocation`: the token store is new each time
+    (one secret read a run), and alert claims last past the invocation's end."""
     return CheckCycle(
         repository=repository(),
         tokens=SecretsTokenStore(config.secret_id, lease=lease()),
@@ -60,6 +65,7 @@ def build_cycle(config: CheckerSettings) -> CheckCycle:
             history=config.history,
             validate_every=config.validate_every,
             max_parallel_portals=config.max_parallel_portals,
+            claim_for=invocation + CLAIM_MARGIN,
         ),
     )
 
@@ -74,7 +80,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     targets = TargetsVariable(config.targets).load()
     for error in targets.errors:
         logger.error("bad TARGETS entry", extra={"entry": error.entry, "reason": error.reason})
-    summary = build_cycle(config).run(targets, deadline, run_id=context.aws_request_id)
+    cycle = build_cycle(config, timedelta(seconds=remaining))
+    summary = cycle.run(targets, deadline, run_id=context.aws_request_id)
     record_metrics(summary)
     logger.info("run finished", extra={"summary": summary.as_dict(), "trigger": event.get("id")})
     return summary.as_dict()

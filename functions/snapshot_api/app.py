@@ -66,6 +66,7 @@ ERROR_STATUS: dict[ErrorCode, HTTPStatus] = {
     ErrorCode.NOT_FOUND: HTTPStatus.NOT_FOUND,
     ErrorCode.METHOD_NOT_ALLOWED: HTTPStatus.METHOD_NOT_ALLOWED,
     ErrorCode.STALE: HTTPStatus.SERVICE_UNAVAILABLE,
+    ErrorCode.RUN_FAILED: HTTPStatus.SERVICE_UNAVAILABLE,
     ErrorCode.UNAVAILABLE: HTTPStatus.SERVICE_UNAVAILABLE,
     ErrorCode.INTERNAL: HTTPStatus.INTERNAL_SERVER_ERROR,
 }
@@ -147,7 +148,14 @@ def get_snapshot(
 def get_target(
     portal: Annotated[str, Path(description="Portal domain", examples=["example.bitrix24.com"])],
     connector: Annotated[str, Path(description="Connector id (any case)")],
-    line: Annotated[int, Path(gt=0, description="Open line id")],
+    line: Annotated[
+        str,
+        Path(
+            pattern=r"^[0-9]{1,12}$",
+            description="Open line id: a positive whole number in digits (not 12.0, not 1_2)",
+            examples=["12"],
+        ),
+    ],
 ) -> TargetView:
     return service().target(parse_target(portal, connector, line))
 
@@ -161,7 +169,10 @@ def get_target(
     tags=["health"],
     responses={
         200: answer_doc("Runs finish in time", HealthView),
-        503: answer_doc("STALE: no run yet or the last run is too old; or UNAVAILABLE"),
+        503: answer_doc(
+            "STALE: no run yet or the last run is too old; RUN_FAILED: the last run could "
+            "check nothing (TARGETS unusable); or UNAVAILABLE"
+        ),
         500: INTERNAL_DOC,
     },
 )
@@ -240,8 +251,43 @@ def allowed_methods(path: str) -> list[str]:
 # ---- entry point and OpenAPI ---------------------------------------------------------------------
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
 @tracer.capture_lambda_handler(capture_response=False)
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
+    problem = malformed(event)
+    if problem is not None:
+        logger.warning("not an HTTP API (payload 2.0) request", extra={"problem": problem})
+        return {
+            "statusCode": HTTPStatus.BAD_REQUEST,
+            "headers": {"Content-Type": content_types.APPLICATION_JSON},
+            "body": json.dumps({"error": ErrorCode.BAD_REQUEST, "message": problem}),
+        }
     return app.resolve(event, context)
+
+
+def malformed(event: Any) -> str | None:
+    """Why `event` is not the HTTP API payload 2.0 request this function is wired to, or None.
+
+    API Gateway sends only that shape; anything else (a console test, a v1 event, a hand-made
+    invoke) gets a 400 instead of an exception deep inside the resolver.
+    """
+    if not isinstance(event, dict):
+        return "the event is not a JSON object"
+    http = (
+        event.get("requestContext", {}).get("http")
+        if isinstance(event.get("requestContext"), dict)
+        else None
+    )
+    if not isinstance(http, dict) or not isinstance(http.get("method"), str):
+        return "the event has no requestContext.http.method (HTTP API payload 2.0 expected)"
+    if not isinstance(event.get("rawPath"), str):
+        return "the event has no rawPath"
+    for field in ("queryStringParameters", "pathParameters", "headers"):
+        values = event.get(field)
+        if values is not None and not (
+            isinstance(values, dict)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in values.items())
+        ):
+            return f"{field} must map names to strings"
+    return None
 
 
 def openapi_document() -> str:

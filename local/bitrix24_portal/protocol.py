@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -15,6 +16,11 @@ DEMO_DOMAIN = "demo.bitrix24.local"
 BATCH_LIMIT = 50
 LIST_LIMIT = 200
 DEFAULT_TIMEOUT_HOLD = 30.0
+DEFAULT_TRICKLE_PACE = 2.0
+HUGE_BODY_BYTES = 100 * 1024 * 1024
+BOMB_EXPANDED_BYTES = 200 * 1024 * 1024
+HUGE_CODE_CHARS = 450 * 1024
+MOVED_TO = "moved.bitrix24.com"
 JSON_TYPE = "application/json; charset=utf-8"
 
 
@@ -60,6 +66,13 @@ class PortalFault(StrEnum):
     HTTP_500 = "http_500"
     HTTP_502 = "http_502"
     HTTP_503 = "http_503"
+    # hostile answers: what a broken or malicious host can send
+    TRICKLE = "trickle"  # one byte every `delay` s (default 2), from the status line on, forever
+    HUGE = "huge"  # a 100 MB body with no Content-Length, streamed until the client gives up
+    GZIP_BOMB = "gzip_bomb"  # a ~200 KB gzip body that expands to 200 MB
+    HUGE_ERROR_CODE = "huge_error_code"  # an error whose code is 450 KB long
+    ECHO_TOKEN = "echo_token"  # every batch command fails, echoing the token JSON-escaped
+    REDIRECT = "redirect"  # 302 to another host
 
     @classmethod
     def _missing_(cls, value: object) -> PortalFault | None:
@@ -127,9 +140,65 @@ NGINX_502 = (
 
 @dataclass
 class Reply:
+    """One answer. `stream` is sent after the head with no Content-Length (then the connection
+    closes); with `pace`, every byte of the answer, head included, waits `pace` seconds."""
+
     status: int
     body: bytes
     content_type: str = JSON_TYPE
+    headers: dict[str, str] = field(default_factory=dict)
+    stream: Iterator[bytes] | None = None
+    pace: float = 0.0
+
+
+def endless(chunk: bytes) -> Iterator[bytes]:
+    while True:
+        yield chunk
+
+
+def huge_body(size: int = HUGE_BODY_BYTES) -> Iterator[bytes]:
+    """A JSON-looking body of `size` bytes, produced as it is sent (never held in memory)."""
+    chunk = b" " * 65536
+    yield b'{"result": "'
+    for _ in range(size // len(chunk)):
+        yield chunk
+    yield b'"}'
+
+
+_BOMB: bytes | None = None
+
+
+def gzip_bomb() -> bytes:
+    """A gzip body of about 200 KB that expands to 200 MB of JSON-looking bytes (made once)."""
+    global _BOMB
+    if _BOMB is None:
+        squeeze = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        zeros = b" " * (1024 * 1024)
+        parts = [squeeze.compress(b'{"result": "')]
+        parts += [squeeze.compress(zeros) for _ in range(BOMB_EXPANDED_BYTES // len(zeros))]
+        parts += [squeeze.compress(b'"}'), squeeze.flush()]
+        _BOMB = b"".join(parts)
+    return _BOMB
+
+
+def echo_token(method: str, params: dict[str, Any], token: str) -> Reply:
+    """A portal that quotes the caller's token back, JSON-escaped so the bytes differ: in every
+    batch command's error_description, or in the error of a single call."""
+    echoed = json_escaped(token)
+    error = '{"error": "INVALID_REQUEST", "error_description": "token ' + echoed + ' refused"}'
+    if method != "batch":
+        return Reply(400, error.encode())
+    commands = params.get("cmd") or {}
+    names = list(commands) if isinstance(commands, dict) else [str(i) for i in range(len(commands))]
+    errors = ", ".join(f"{json.dumps(str(name))}: {error}" for name in names)
+    body = '{"result": {"result": [], "result_error": {' + errors + "}}}"
+    return Reply(200, body.encode())
+
+
+def json_escaped(text: str) -> str:
+    """`text` written as JSON \\u escapes, character by character: still the same string once
+    decoded, but not the same bytes."""
+    return "".join(f"\\u{ord(c):04x}" for c in text)
 
 
 class RestError(Exception):

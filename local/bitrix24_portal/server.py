@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import secrets
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -18,14 +20,21 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from local.bitrix24_portal.protocol import (
     BATCH_LIMIT,
     DEFAULT_TIMEOUT_HOLD,
+    DEFAULT_TRICKLE_PACE,
+    HUGE_CODE_CHARS,
+    MOVED_TO,
     NGINX_502,
     PortalFault,
     Reply,
     RestError,
     bracket_parse,
     connector_line,
+    echo_token,
+    endless,
     error_reply,
     flag,
+    gzip_bomb,
+    huge_body,
     intval,
     json_bool,
     json_reply,
@@ -179,6 +188,10 @@ class LocalPortal:
             raise ValueError("count must be at least 1 (None = until cleared)")
         if kind is PortalFault.TIMEOUT and delay <= 0:
             delay = DEFAULT_TIMEOUT_HOLD
+        if kind is PortalFault.GZIP_BOMB:
+            gzip_bomb()  # made now (about a second), not while a client waits for it
+        if kind is PortalFault.TRICKLE and delay <= 0:
+            delay = DEFAULT_TRICKLE_PACE
         entry = Fault(kind, count, method_name(method) if method else None, max(0.0, delay))
         with self._lock:
             self._get(domain).faults.append(entry)
@@ -219,6 +232,12 @@ class LocalPortal:
             states = [self._get(domain)] if domain is not None else self._portals.values()
             return sum(state.refreshes for state in states)
 
+    def issued_secrets(self, domain: str | None = None) -> set[str]:
+        """Every token this server ever issued, and the client secrets (for leak searches)."""
+        with self._lock:
+            states = [self._get(domain)] if domain is not None else self._portals.values()
+            return {s for state in states for s in (*state.issued, state.client_secret)}
+
     def clear_requests(self) -> None:
         with self._lock:
             self._requests.clear()
@@ -243,6 +262,7 @@ class LocalPortal:
 
     def _issue(self, state: PortalState) -> tuple[str, str]:
         access, refresh = secrets.token_hex(35), secrets.token_hex(35)
+        state.issued |= {access, refresh}
         state.access[access] = Access(issued_at=time.time(), refresh=refresh)
         state.refresh[refresh] = access
         return access, refresh
@@ -311,7 +331,13 @@ class LocalPortal:
         def answer() -> Reply:
             return self._rest_answer(state, method, params, token, now)
 
-        return answer() if fault is None else self._serve_fault(fault, answer, now)
+        if fault is None:
+            return answer()
+        if fault.fault is PortalFault.ECHO_TOKEN:
+            return echo_token(method, params, str(token or ""))
+        if fault.fault is PortalFault.REDIRECT:
+            return Reply(302, b"", headers={"Location": f"https://{MOVED_TO}/rest/{method}"})
+        return self._serve_fault(fault, answer, now)
 
     def _rest_answer(
         self, state: PortalState, method: str, params: dict[str, Any], token: Any, start: float
@@ -337,7 +363,7 @@ class LocalPortal:
             raise RestError("expired_token")
 
     def _serve_fault(self, fault: Fault, answer: Callable[[], Reply], start: float) -> Reply | None:
-        if not self._hold(fault.delay):
+        if fault.fault is not PortalFault.TRICKLE and not self._hold(fault.delay):
             return None
         kind = fault.fault
         if kind is PortalFault.TIMEOUT:
@@ -355,6 +381,16 @@ class LocalPortal:
             return json_reply(200, {"result": "unexpected", "time": time_block(start, start)})
         if kind is PortalFault.HTTP_500:
             return Reply(500, b"", "text/plain")
+        if kind is PortalFault.TRICKLE:
+            return Reply(200, b"", stream=endless(b" "), pace=fault.delay)
+        if kind is PortalFault.HUGE:
+            return Reply(200, b"", stream=huge_body())
+        if kind is PortalFault.GZIP_BOMB:
+            return Reply(200, gzip_bomb(), headers={"Content-Encoding": "gzip"})
+        if kind is PortalFault.HUGE_ERROR_CODE:
+            return json_reply(400, {"error": "E" * HUGE_CODE_CHARS, "error_description": "?"})
+        if kind is PortalFault.REDIRECT:
+            return Reply(302, b"", headers={"Location": f"https://{MOVED_TO}/oauth/token/"})
         if kind in (PortalFault.HTTP_502, PortalFault.HTTP_503):
             return Reply(kind.http_status, f"{kind.http_status} error".encode(), "text/plain")
         extra: dict[str, Any] = {}
@@ -554,6 +590,12 @@ class _Server(ThreadingHTTPServer):
             self._open.discard(request)
         super().shutdown_request(request)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up (as the monitor does on a hostile answer) is no error; anything
+        else is printed as usual."""
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
     def close_connections(self) -> None:
         """Unblock handler threads parked on keep-alive connections."""
         with self._open_lock:
@@ -588,15 +630,51 @@ class _Handler(BaseHTTPRequestHandler):
         portal = cast(_Server, self.server).portal
         reply = portal._handle(self.command, self.path, self.headers.get("Content-Type", ""), body)
         if reply is None:
-            self.close_connection = True
-            with suppress(OSError):
-                self.connection.shutdown(socket.SHUT_RDWR)
+            self._drop()
             return
         try:
-            self.send_response(reply.status)
-            self.send_header("Content-Type", reply.content_type)
-            self.send_header("Content-Length", str(len(reply.body)))
-            self.end_headers()
-            self.wfile.write(reply.body)
+            if reply.pace > 0:
+                self._trickle(portal, reply)
+            elif reply.stream is not None:
+                self._stream(reply)
+            else:
+                self._head(reply, {"Content-Length": str(len(reply.body))})
+                self.wfile.write(reply.body)
         except OSError:
             self.close_connection = True
+
+    def _head(self, reply: Reply, extra: dict[str, str]) -> None:
+        self.send_response(reply.status)
+        self.send_header("Content-Type", reply.content_type)
+        for name, value in {**reply.headers, **extra}.items():
+            self.send_header(name, value)
+        self.end_headers()
+
+    def _stream(self, reply: Reply) -> None:
+        """The head, then the stream until it ends or the client hangs up; no Content-Length,
+        so the end of the body is the end of the connection."""
+        assert reply.stream is not None
+        self.close_connection = True
+        self._head(reply, {"Connection": "close"})
+        for chunk in reply.stream:
+            self.wfile.write(chunk)
+
+    def _trickle(self, portal: LocalPortal, reply: Reply) -> None:
+        """Every byte of the answer, from the status line on, `pace` seconds apart, forever
+        (until the client hangs up or the server stops)."""
+        self.close_connection = True
+        head = (
+            f"HTTP/1.1 {reply.status} OK\r\nContent-Type: {reply.content_type}\r\n"
+            "Connection: close\r\n\r\n"
+        ).encode()
+        stream = itertools.chain(head, itertools.chain.from_iterable(reply.stream or ()))
+        for byte in stream:
+            if not portal._hold(reply.pace):
+                break
+            self.wfile.write(bytes([byte]))
+            self.wfile.flush()
+
+    def _drop(self) -> None:
+        self.close_connection = True
+        with suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)

@@ -59,6 +59,7 @@ class PortalState:
     flags: dict[tuple[str, int], tuple[bool, bool]] = field(default_factory=dict)
     access: dict[str, Access] = field(default_factory=dict, repr=False)
     refresh: dict[str, str] = field(default_factory=dict, repr=False)  # refresh -> its access
+    issued: set[str] = field(default_factory=set, repr=False)  # every token ever issued
     faults: list[Fault] = field(default_factory=list)
     failed: dict[tuple[str, int], str] = field(default_factory=dict)
     answer_only: frozenset[int] | None = None

@@ -524,7 +524,7 @@ def test_a_page_of_1000_long_details_stays_under_the_6_mb_response_limit(
 
     body = json.loads(response["body"])
     assert len(body["targets"]) == 1000
-    assert all(t["detail"] == worst[:500] + "…" for t in body["targets"])
+    assert all(t["detail"] == worst[:499] + "…" for t in body["targets"])
     assert invoke_size(response) < LAMBDA_RESPONSE_LIMIT
 
 

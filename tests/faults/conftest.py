@@ -24,14 +24,15 @@ import json
 import os
 import socket
 import time
+import tracemalloc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from types import ModuleType
 from typing import Any
 
 import boto3
 import pytest
-import requests
 from botocore.exceptions import ClientError, EndpointConnectionError
 from botocore.retries.standard import ExponentialBackoff
 from moto.core.exceptions import JsonRESTError
@@ -104,9 +105,13 @@ class World:
         self.tuning = FAST
         self.remaining_ms = 120_000
         self.portals = [A]
+        self.monitored = [t for t in _env_targets() if t]
         self.outcomes: list[dict[str, Any] | Exception] = []
         self.durations: list[float] = []  # seconds each invocation took
+        self.peaks: list[float] = []  # MB each invocation added at its peak, once asked for
+        self._measure_memory = False
         self.original_secret = ""  # the healthy secret, as the world fixture leaves it
+        self.secret_versions_before = 0
         self.ok_run_ids: list[str] = []
         self.sent: list[dict[str, Any]] = []  # every alert SNS delivered in this row
         self.known_secrets: set[str] = set()  # every token and client secret the row saw
@@ -140,6 +145,8 @@ class World:
         outcome: dict[str, Any] | Exception
         started = time.monotonic()
         self._invoking = True
+        if self._measure_memory:
+            tracemalloc.start()
         try:
             outcome = self.checker.lambda_handler(scheduled_event(), context)
             self.ok_run_ids.append(context.aws_request_id)
@@ -147,48 +154,37 @@ class World:
             outcome = exc
         finally:
             self._invoking = False
+            if self._measure_memory:
+                self.peaks.append(tracemalloc.get_traced_memory()[1] / 2**20)
+                tracemalloc.stop()
         self.durations.append(time.monotonic() - started)
         self.outcomes.append(outcome)
         self._remember_secret()
+        self.known_secrets |= self.portal.issued_secrets()  # tokens as issued, stored or not
         return outcome
 
-    def _build(self, config: CheckerSettings) -> CheckCycle:
-        cycle: CheckCycle = self._build_cycle(config)
+    def _build(self, config: CheckerSettings, invocation: timedelta) -> CheckCycle:
+        cycle: CheckCycle = self._build_cycle(config, invocation)
         return replace(cycle, tokens=self._token_store(config), client_factory=self._client)
 
     def _token_store(self, config: CheckerSettings) -> SecretsTokenStore:
-        """A new store each invocation, as the handler makes one: the row's hooks on its
-        Secrets Manager client, the token collector on its OAuth session."""
+        """A new store each invocation, as the handler makes one, with the row's hooks on its
+        Secrets Manager client."""
         secrets = boto3.client(
             "secretsmanager", region_name=REGION, config=token_store.CLIENT_CONFIG
         )
         for event, handler in self._secret_hooks:
             secrets.meta.events.register(event, handler)
-        oauth = requests.Session()
-        oauth.hooks["response"].append(self._collect_oauth)
         return SecretsTokenStore(
             config.secret_id,
             client=secrets,
             lease=self.checker.lease(),
-            session=oauth,
             oauth_timeout=self.tuning.oauth_timeout,
             sleep=_shorter(time.sleep),  # its pauses between write and re-read retries
         )
 
     def _client(self, portal: str, tokens: TokenSource) -> PortalClient:
         return PortalClient(portal, tokens, timeouts=self.tuning.timeouts, retry=self.tuning.retry)
-
-    def _collect_oauth(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
-        if "/oauth/token" not in response.url:
-            return
-        try:
-            body = response.json()
-        except ValueError:
-            return
-        if isinstance(body, dict):
-            self.known_secrets |= {
-                v for k in TOKEN_FIELDS if isinstance(v := body.get(k), str) and v
-            }
 
     # ---- what came out -------------------------------------------------------------------
     def alerts(self) -> list[dict[str, Any]]:
@@ -218,7 +214,9 @@ class World:
         return [line for line in self.log.getvalue().splitlines() if line.strip()]
 
     def targets(self) -> list[str]:
-        return [t for t in _env_targets() if t]
+        """The targets the monitor should hold a status for: the last good TARGETS (a slip
+        of the TARGETS value changes nothing stored)."""
+        return list(self.monitored)
 
     # ---- the secret ----------------------------------------------------------------------
     def secret_text(self) -> str:
@@ -231,6 +229,13 @@ class World:
     def secret(self) -> dict[str, Any]:
         document: dict[str, Any] = json.loads(self.secret_text())
         return document
+
+    def secret_versions(self) -> int:
+        """How many versions the secret has had (each write-back is one)."""
+        found = self._sm.list_secret_version_ids(
+            SecretId=self.stack.secret_id, IncludeDeprecated=True, MaxResults=100
+        )
+        return len(found["Versions"])
 
     def put_secret(self, document: dict[str, Any]) -> None:
         self.put_secret_text(json.dumps(document))
@@ -266,12 +271,12 @@ class World:
                 }
 
     # ---- portals and targets -------------------------------------------------------------
-    def add_portal(self, domain: str, lines: int) -> None:
+    def add_portal(self, domain: str, lines: int, name: Callable[[int], str] | None = None) -> None:
         """A healthy portal with `lines` open lines, in the secret and in TARGETS."""
         self.portal.add_portal(
             domain,
             connectors={CONNECTOR: "My Connector"},
-            lines={n: f"Line {n}" for n in range(1, lines + 1)},
+            lines={n: (name or "Line {}".format)(n) for n in range(1, lines + 1)},
         )
         for line in range(1, lines + 1):
             self.portal.connect(domain, CONNECTOR, line)
@@ -282,8 +287,29 @@ class World:
         self.portals.append(domain)
 
     def set_targets(self, keys: list[str]) -> None:
-        self._monkeypatch.setenv("TARGETS", ",".join(keys))
+        self.monitored = list(keys)
+        self.deploy_targets(",".join(keys))
+
+    def deploy_targets(self, value: str) -> None:
+        """Deploy this TARGETS value as it is, slip or not (the targets to monitor stay)."""
+        self._monkeypatch.setenv("TARGETS", value)
         self.checker.settings.cache_clear()  # a new deployment's cold start
+
+    def measure_memory(self) -> None:
+        """From the next invocation on, record how much memory each one adds at its peak."""
+        self._measure_memory = True
+
+    def edit_state(self, target: str, **fields: Any) -> None:
+        """Change fields of a stored STATE item behind the monitor's back."""
+        names = {f"#f{i}": name for i, name in enumerate(fields)}
+        values = {f":v{i}": value for i, value in enumerate(fields.values())}
+        self._table.update_item(
+            Key={"pk": "STATE", "sk": target},
+            UpdateExpression="SET "
+            + ", ".join(f"{n} = {v}" for n, v in zip(names, values, strict=True)),
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )
 
     # ---- AWS faults ----------------------------------------------------------------------
     def on_secrets_manager(self, event: str, handler: Callable[..., Any]) -> None:
@@ -398,6 +424,7 @@ class World:
         self.per_run.clear()
         self.tuning = FAST
         self.remaining_ms = 120_000
+        self._measure_memory = False
 
 
 def _shorter(sleep: Callable[[float], None]) -> Callable[[float], None]:

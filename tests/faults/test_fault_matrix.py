@@ -26,6 +26,7 @@ import json
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -226,6 +227,13 @@ def throttled(times: int) -> Callable[[World], None]:
     return check
 
 
+def secret_versions_added(count: int) -> Callable[[World], None]:
+    def check(w: World) -> None:
+        assert w.secret_versions() - w.secret_versions_before == count
+
+    return check
+
+
 def within(seconds: float, runs: int = THRESHOLD) -> Callable[[World], None]:
     """Each of the last `runs` invocations (the fault runs) took less than `seconds`."""
 
@@ -243,6 +251,108 @@ PAST_FIRST_50 = {
     key(C, n): unknown(Cause.DEADLINE, Cause.PORTAL_FAILING) for n in range(51, C_LINES + 1)
 }
 A_UNKNOWN = {A: unknown(Cause.PORTAL_FAILING)}
+
+
+# ---- a hostile world and a tired operator ------------------------------------------------------
+MB = 2**20
+LAST_GOOD_TARGETS = "-"  # the attributes of an alert about TARGETS as a whole: no portal, no line
+
+
+def open_incident(w: World) -> None:
+    """Line 14 down for two runs: connector.down delivered (and set aside for the history)."""
+    w.portal.disconnect(A, CONNECTOR, 14)
+    for _ in range(THRESHOLD):
+        assert isinstance(w.invoke(), dict)
+    assert [a["event"] for a in w.alerts()] == ["connector.down"]
+
+
+def slip(value: str) -> Callable[[World], None]:
+    """An incident is open on line 14; a deploy then sets TARGETS to `value`, and line 14
+    comes back while the slip lasts."""
+
+    def inject(w: World) -> None:
+        open_incident(w)
+        w.deploy_targets(value)
+        w.portal.connect(A, CONNECTOR, 14)
+
+    return inject
+
+
+def restore_targets(w: World) -> None:
+    w.set_targets(w.monitored)
+
+
+def whole_list(event: str, says: str = "") -> Sent:
+    return Sent(event, LAST_GOOD_TARGETS, LAST_GOOD_TARGETS, LAST_GOOD_TARGETS, says)
+
+
+def run_failed(reason: str) -> Callable[[World], None]:
+    """The run record says the run checked nothing, and why (GET /health answers 503)."""
+
+    def check(w: World) -> None:
+        (run,) = w.items("RUN")
+        assert reason in run["failed"]
+        assert (run["summary"]["targets"], run["summary"]["up"]) == (0, 0)
+
+    return check
+
+
+def remove_line_14_while_down(w: World) -> None:
+    open_incident(w)
+    w.set_targets([t for t in w.monitored if t != key(A, 14)])
+
+
+def stored_a_day_ahead(w: World) -> None:
+    """A run on a clock one day fast stored line 14; then line 14 really goes down."""
+    tomorrow = datetime.now(UTC) + timedelta(days=1)
+    w.edit_state(key(A, 14), checked_at=tomorrow.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+    w.portal.disconnect(A, CONNECTOR, 14)
+
+
+def hostile(fault: str, **options: Any) -> Callable[[World], None]:
+    """Portal A answers every request with `fault`; the runs' memory is measured."""
+
+    def inject(w: World) -> None:
+        w.measure_memory()
+        w.portal.inject(A, fault, **options)
+
+    return inject
+
+
+def hostile_oauth(fault: str, **options: Any) -> Callable[[World], None]:
+    """A's access tokens expire, and its OAuth server answers every refresh with `fault`."""
+
+    def inject(w: World) -> None:
+        w.measure_memory()
+        w.portal.expire_access_tokens(A)
+        w.portal.inject(A, fault, method="oauth", **options)
+
+    return inject
+
+
+def adds_memory_below(megabytes: float) -> Callable[[World], None]:
+    def check(w: World) -> None:
+        assert max(w.peaks) < megabytes, f"a run's peak added {max(w.peaks):.1f} MB"
+
+    return check
+
+
+def inventory_item_below(portal: str, kilobytes: int) -> Callable[[World], None]:
+    def check(w: World) -> None:
+        (item,) = [i for i in w.items("INVENTORY") if i["sk"] == portal]
+        assert len(repr(item)) < kilobytes * 1024
+        assert len(item["line_ids"]) == LONG_NAMED_LINES
+
+    return check
+
+
+def with_long_line_names(w: World) -> None:
+    """A portal with 200 open lines named with 3 KB each, every line a target."""
+    w.add_portal(D, lines=LONG_NAMED_LINES, name=lambda n: f"{n} " + "N" * 3000)
+
+
+D = "named.bitrix24.com"
+LONG_NAMED_LINES = 200
 
 
 # ---- THE TABLE ----------------------------------------------------------------------------------
@@ -392,15 +502,17 @@ FAULTS: list[Fault] = [
         ),
     ),
     Fault(
-        "expired_token again right after a refresh",
+        "expired_token even to a token just refreshed (refresh budget)",
         inject=on_portal("expired_token"),
+        runs=6,  # half an hour of runs: one refresh, one new secret version
         expect=Expect(
             states={A: unknown(Cause.AUTH_LOST)},
-            alerts=(failed(A, says=REAUTHORISE),),
-            log=("expired_token",),
+            alerts=(failed(A, says="rejects fresh tokens"),),
+            log=("expired_token", "rejects fresh tokens"),
             secret=(A,),
-            refreshes={A: 2},  # one per run, never a loop
-            requests={A: 4},
+            refreshes={A: 1},  # then none until the budget's interval has passed
+            requests={A: 7},  # the first run retries once after its refresh
+            also=secret_versions_added(1),
         ),
     ),
     Fault(
@@ -488,7 +600,7 @@ FAULTS: list[Fault] = [
         expect=Expect(
             states=PAST_FIRST_50,  # run 2's second chunk (inventory cached: 50 + 3)
             alerts=(failed(C, says="cannot see 3 targets"),),
-            log=("no answer within",),
+            log=("deadline passed while the host was still answering",),
             also=within(6.0),  # the deadline (1 s) and storing; not the 10 s hold
         ),
     ),
@@ -505,6 +617,176 @@ FAULTS: list[Fault] = [
             states={A: unknown(Cause.DEADLINE, Cause.PORTAL_FAILING)},
             log=("expired_token",),
             also=within(3.5, runs=1),  # the 1 s deadline, plus storing the results
+        ),
+    ),
+    # -- a hostile portal: bounded in time, in size and in what is stored --
+    Fault(
+        "portal trickling one byte every 2 s (no read timeout ever trips)",
+        inject=on_portal("trickle", delay=2.0),
+        remaining_ms=20_000,  # 5 s to check after the handler's 15 s reserve
+        tuning=AS_DEPLOYED,  # the handler's own 10 s read timeout: it never trips
+        expect=Expect(
+            states={A: unknown(Cause.DEADLINE)},
+            alerts=(failed(A, says="deadline passed while"),),
+            log=("deadline passed while the host was still answering",),
+            requests={A: 2},
+            also=within(7.0),  # the 5 s deadline and storing, whatever the portal does
+        ),
+    ),
+    Fault(
+        "OAuth server trickling one byte every 2 s during a refresh",
+        inject=hostile_oauth("trickle", delay=2.0),
+        remaining_ms=20_000,
+        tuning=AS_DEPLOYED,
+        expect=Expect(
+            states={A: unknown(Cause.DEADLINE)},
+            alerts=(failed(A, says="OAuth server"),),
+            log=("expired_token",),
+            requests={A: 2},
+            also=within(7.0),
+        ),
+    ),
+    Fault(
+        "portal answering a 100 MB body",
+        inject=hostile("huge"),
+        expect=Expect(
+            states={A: unknown(Cause.BAD_ANSWER)},
+            alerts=(failed(A, says="larger than 2097152 bytes"),),
+            log=("larger than",),
+            requests={A: 2},
+            also=adds_memory_below(20),
+        ),
+    ),
+    Fault(
+        "portal answering a gzip bomb (200 KB expanding to 200 MB)",
+        inject=hostile("gzip_bomb"),
+        expect=Expect(
+            states={A: unknown(Cause.BAD_ANSWER)},
+            alerts=(failed(A, says="expands past"),),
+            log=("expands past",),
+            requests={A: 2},
+            also=adds_memory_below(20),
+        ),
+    ),
+    Fault(
+        "OAuth server answering a gzip bomb to the refresh",
+        inject=hostile_oauth("gzip_bomb"),
+        expect=Expect(
+            states={A: unknown(Cause.BAD_ANSWER)},
+            alerts=(failed(A, says="OAuth server's answer is too large"),),
+            log=("OAuth server's answer is too large",),
+            requests={A: 2},
+            also=adds_memory_below(20),
+        ),
+    ),
+    Fault(
+        "portal answering an error code of 450 KB",
+        inject=hostile("huge_error_code"),
+        expect=Expect(
+            states={A: unknown(Cause.BAD_REQUEST)},
+            alerts=(failed(A, says="EEEE"),),
+            log=("EEEE",),
+            requests={A: 2},
+            also=adds_memory_below(20),  # and every item small (checked for every row)
+        ),
+    ),
+    Fault(
+        "200 open lines named with 3 KB each",
+        inject=with_long_line_names,
+        portal=None,
+        runs=1,
+        expect=Expect(states={}, also=inventory_item_below(D, 16), after=()),
+    ),
+    Fault(
+        "token echoed JSON-escaped in every batch command's error",
+        inject=on_portal("echo_token"),
+        expect=Expect(
+            states={A: unknown(Cause.BAD_REQUEST)},
+            alerts=(failed(A, says="[redacted]"),),
+            log=("INVALID_REQUEST",),
+            requests={A: 2},
+        ),
+    ),
+    Fault(
+        "portal redirecting REST to another host (not followed)",
+        inject=on_portal("redirect"),
+        expect=Expect(
+            states={A: unknown(Cause.BAD_REQUEST)},
+            alerts=(failed(A, says="redirect"),),
+            log=("redirect",),
+            requests={A: 2},
+        ),
+    ),
+    Fault(
+        "OAuth server redirecting the refresh (not followed)",
+        inject=hostile_oauth("redirect"),
+        expect=Expect(
+            states={A: unknown(Cause.BAD_REQUEST)},
+            alerts=(failed(A, says="redirect"),),
+            log=("redirect",),
+            requests={A: 2},
+        ),
+    ),
+    Fault(
+        "oauth_endpoint in plain http to a remote host (secrets would travel in clear)",
+        inject=lambda w: (
+            w.edit_entry(A, oauth_endpoint="http://oauth.example.com/oauth/token/"),
+            w.portal.expire_access_tokens(A),
+        ),
+        clear=reauthorise,
+        expect=Expect(
+            states={A: unknown(Cause.BAD_REQUEST)},
+            alerts=(failed(A, says="must be an https URL"),),
+            log=("expired_token",),
+            requests={A: 2},
+        ),
+    ),
+    # -- a tired operator: a slip of TARGETS forgets nothing; a removal closes what was open --
+    *(
+        Fault(
+            f"TARGETS deployed as {name} while an incident is open",
+            inject=slip(value),
+            clear=restore_targets,
+            portal=None,
+            expect=Expect(
+                states={key(A, 14): DOWN},  # as stored before the slip: nothing forgotten
+                alerts=(whole_list("check.failed", says=reason),),
+                log=("TARGETS is unusable",),
+                requests={A: 0, B: 0},
+                also=run_failed(reason),
+                # the fix: TARGETS is usable again, and the recovery during the slip is told
+                after=(
+                    whole_list("check.recovered", says="TARGETS can be read again"),
+                    Sent("connector.recovered", A, CONNECTOR, "14"),
+                ),
+            ),
+        )
+        for name, value, reason in (
+            ("an empty value", "", "holds no target"),
+            ("[]", "[]", "holds no target"),
+            ("' , '", " , ", "holds no target"),
+            ("unparseable JSON", '[{"portal": "a.bitrix24.com",', "not valid JSON"),
+            ("entries none of which is valid", "a.bitrix24.com/x,b/y/z", "none of the 2"),
+        )
+    ),
+    Fault(
+        "a target removed while its incident is open",
+        inject=remove_line_14_while_down,
+        expect=Expect(
+            states={},
+            alerts=(Sent("connector.recovered", A, CONNECTOR, "14", says="no longer monitored"),),
+            log=("closing the open incident",),
+            after=(),
+        ),
+    ),
+    Fault(
+        "a status stored by a run whose clock was a day ahead",
+        inject=stored_a_day_ahead,
+        clear=reconnect_14,
+        expect=Expect(
+            states={key(A, 14): DOWN},
+            alerts=(down(A, 14),),  # not frozen until the clock catches up
+            log=("a clock was wrong",),
         ),
     ),
     # -- Secrets Manager --
@@ -661,6 +943,7 @@ def test_fault(fault: Fault, world: World) -> None:
     fault.inject(world)
     world.tuning, world.remaining_ms = fault.tuning, fault.remaining_ms
     secret_before, table_before = world.secret_text(), world.table()
+    world.secret_versions_before = world.secret_versions()
     refreshes_before = {p: world.portal.refresh_count(p) for p in world.portals}
     requests_before = {p: world.portal.request_count(p) for p in world.portals}
 
@@ -695,6 +978,7 @@ def test_fault(fault: Fault, world: World) -> None:
     assert world.alerts() == []  # nothing twice
 
     check_history(world)
+    check_item_sizes(world)
     check_no_secret_leaked(world)
     check_log(world, fault.portal, expect.log)
 
@@ -735,6 +1019,8 @@ def check_records(world: World, pending: Mapping[str, int]) -> None:
     assert counts == {t: pending.get(t, 0) for t in stored}
     runs = world.items("RUN")
     assert [r["run_id"] for r in runs] == [world.ok_run_ids[-1]]
+    if runs[0].get("failed"):  # a run that checked nothing (TARGETS unusable) counts nothing
+        return
     by_state = Counter(item["state"] for item in stored.values())
     summary = runs[0]["summary"]
     assert (summary["up"], summary["down"], summary["unknown"]) == (
@@ -762,7 +1048,7 @@ def check_secret(before: str, after: str, rotated: tuple[str, ...]) -> None:
         )
         assert pair_changed, f"{portal}: the refreshed pair was not stored"
         assert new[portal]["expires_at"] > 0
-        rest = ("access_token", "refresh_token", "expires_at")
+        rest = ("access_token", "refresh_token", "expires_at", "refreshed_at")
         kept = {k: v for k, v in old[portal].items() if k not in rest} == {
             k: v for k, v in new[portal].items() if k not in rest
         }
@@ -791,6 +1077,14 @@ def check_history(world: World) -> None:
             if have != sent if event.startswith("connector.") else have < sent:
                 wrong[f"{target} {event}"] = (have, sent)
     assert wrong == {}  # (history items, alerts delivered)
+
+
+def check_item_sizes(world: World) -> None:
+    """Whatever a portal sent, no item comes near DynamoDB's 400 KB (nor any alert SNS's
+    256 KB): every string from a portal is cut before it is stored or published."""
+    sizes = {f"{i['pk']}/{i['sk']}"[:80]: len(repr(i)) for i in world.table(leases=True)}
+    assert {k: v for k, v in sizes.items() if v > 64 * 1024} == {}
+    assert all(len(a["message"]) < 16 * 1024 for a in world.sent)
 
 
 def check_no_secret_leaked(world: World) -> None:

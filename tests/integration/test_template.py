@@ -467,3 +467,48 @@ def test_loader_turns_short_tags_into_long_forms() -> None:
     # and the copy handed out is the caller's own
     template["Resources"].clear()
     assert load_template()["Resources"]
+
+
+# ---- TARGETS: refused at deploy time when it cannot work ---------------------------------------
+@pytest.mark.parametrize("value", ["", " ", " , ", ",,", "[]", "[ ]", " [,] "])
+def test_an_empty_targets_value_is_refused_at_deploy_time(value: str) -> None:
+    """CloudFormation matches AllowedPattern against the whole value (Java regex; these
+    constructs read the same in Python)."""
+    pattern = load_template()["Parameters"]["Targets"]["AllowedPattern"]
+    assert re.fullmatch(pattern, value) is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "example.bitrix24.com/myconnector/12",
+        " , example.bitrix24.com/myconnector/12",
+        '[{"portal": "a.bitrix24.com", "connector": "tg", "line": 3}]',
+        "a.bitrix24.com/tg/1,\nb.bitrix24.com/tg/2",
+    ],
+)
+def test_a_targets_value_with_a_target_passes_the_deploy_check(value: str) -> None:
+    pattern = load_template()["Parameters"]["Targets"]["AllowedPattern"]
+    assert re.fullmatch(pattern, value) is not None
+
+
+def test_the_longest_targets_value_fits_the_functions_4_kb_environment() -> None:
+    """Lambda refuses an environment over 4 KB (names and values); MaxLength fails the deploy
+    before that, with the other variables at their longest (a 128-character stack name, the
+    longest partition and region, a 200-character secret ARN)."""
+    stack, region, account = "s" * 128, "ap-southeast-3", "123456789012"
+    longest = {
+        "Table": f"{stack}-Table-{'X' * 13}",
+        "Topic": f"arn:aws-us-gov:sns:{region}:{account}:{stack}-Topic-{'X' * 12}",
+        "PortalSecret": "arn:aws-us-gov:secretsmanager:" + "x" * 170,
+    }
+    values = parameter_values(Targets="")
+    environment = resolve(function_environment("CheckerFunction"), values)
+    others = 0
+    for name, value in environment.items():
+        if name == "TARGETS":
+            continue
+        text = value if isinstance(value, str) else longest[value["Ref"]]
+        others += len(name) + len(text)
+    max_targets = load_template()["Parameters"]["Targets"]["MaxLength"]
+    assert others + len("TARGETS") + max_targets <= 4096, others

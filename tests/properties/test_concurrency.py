@@ -21,6 +21,7 @@ import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from types import ModuleType
 from typing import Any
 
@@ -30,9 +31,11 @@ import requests
 
 from connector_monitor.bitrix24.credentials import PortalCredentials
 from connector_monitor.bitrix24.oauth import refresh_tokens
+from connector_monitor.deadline import Deadline
+from connector_monitor.domain.transitions import CLOCK_SKEW
 from local.bitrix24_portal import LocalPortal
 from local.handlers import LambdaContext
-from local.template import table_definition
+from local.template import resource, table_definition
 from tests.e2e.conftest import (
     CONNECTOR,
     LINES,
@@ -52,30 +55,37 @@ class Round:
     """What changes on the portal before the round, and what the round should then see."""
 
     name: str
-    change: Callable[[LocalPortal], None]
+    change: Callable[[Stack], None]
     line_state: str  # the state every run of the round must report for LINE
 
 
-def _nothing(_: LocalPortal) -> None:
+def _nothing(_: Stack) -> None:
     pass
 
 
-def _expire(portal: LocalPortal) -> None:
-    portal.expire_access_tokens(PORTAL)
+def _expire(stack: Stack) -> None:
+    """The access token expires, as it does an hour after its refresh: the stored pair is aged
+    by that hour too (the refresh budget allows one refresh per portal per 55 minutes)."""
+    stack.portal.expire_access_tokens(PORTAL)
+    document = stack.secret()
+    entry = document["portals"][PORTAL]
+    if "refreshed_at" in entry:
+        entry["refreshed_at"] -= 3600
+        stack.put_secret(document)
 
 
-def _down(portal: LocalPortal) -> None:
-    portal.disconnect(PORTAL, CONNECTOR, LINE)
+def _down(stack: Stack) -> None:
+    stack.portal.disconnect(PORTAL, CONNECTOR, LINE)
 
 
-def _down_and_expire(portal: LocalPortal) -> None:
-    _down(portal)
-    _expire(portal)
+def _down_and_expire(stack: Stack) -> None:
+    _down(stack)
+    _expire(stack)
 
 
-def _up_and_expire(portal: LocalPortal) -> None:
-    portal.connect(PORTAL, CONNECTOR, LINE)
-    _expire(portal)
+def _up_and_expire(stack: Stack) -> None:
+    stack.portal.connect(PORTAL, CONNECTOR, LINE)
+    _expire(stack)
 
 
 # FAILURE_THRESHOLD=2, RECOVERY_THRESHOLD=1 (the e2e stack's settings). Three expiries.
@@ -128,7 +138,9 @@ def assert_the_stored_refresh_token_is_live(stack: Stack) -> None:
     entry = stack.secret()["portals"][PORTAL]
     creds = PortalCredentials.from_secret_entry(PORTAL, entry)
     with requests.Session() as session:
-        fresh = refresh_tokens(creds, session=session, timeout=(3.0, 5.0))
+        fresh = refresh_tokens(
+            creds, session=session, deadline=Deadline.after(30), timeouts=(3.0, 5.0)
+        )
     assert fresh.refresh_token != creds.refresh_token
 
 
@@ -139,7 +151,7 @@ def play_rounds(
     summaries: list[dict[str, Any]] = []
     alerts: list[tuple[str, str, str]] = []
     for round_ in ROUNDS:
-        round_.change(stack.portal)
+        round_.change(stack)
         results = run_round()
         for summary in results:
             assert summary["targets"] == len(LINES)
@@ -341,3 +353,88 @@ def test_a_repeated_bad_entry_is_reported_once_and_the_run_goes_on(
     assert (summary["up"], summary["config_errors"]) == (1, 1)
     assert [a["event"] for a in stack.alerts()] == ["check.failed"]
     assert [item["state"] for item in stack.items("STATE")] == ["UP"]
+
+
+# --- guarantees the wiring must keep ------------------------------------------------------------
+SECOND = "second.bitrix24.com"
+
+
+def test_two_runs_refreshing_two_portals_of_one_secret_at_once_lose_no_pair(
+    checker: ModuleType, stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lease in the checker's wiring, pinned: a write-back replaces the whole secret, so two
+    overlapping runs that refresh different portals of it must take turns. Without the lease
+    each run writes the document it read before the other's refresh landed, and one portal's
+    new pair, its old refresh token already spent, is lost for good."""
+    # Given two portals in one secret and an OAuth server slow enough (0.5 s) that two runs
+    # are inside their refreshes at the same time
+    portal = stack.portal
+    portal.add_portal(SECOND, connectors={CONNECTOR: "Mine"}, lines={1: "Support"})
+    portal.connect(SECOND, CONNECTOR, 1)
+    document = stack.secret()
+    document["portals"][SECOND] = portal.credentials(SECOND)
+    stack.put_secret(document)
+    config = checker.settings()
+    runs = [checker.build_cycle(config, timedelta(minutes=2)).tokens for _ in range(2)]
+    for tokens in runs:
+        tokens.load()
+    for domain in (PORTAL, SECOND):
+        portal.inject(domain, "timeout", method="oauth", delay=0.5)
+
+    # When one run refreshes the first portal while the other refreshes the second
+    start = threading.Barrier(2)
+
+    def refresh(tokens: Any, domain: str) -> None:
+        start.wait(timeout=10)
+        tokens.refresh(domain, tokens.credentials(domain), Deadline.after(30))
+
+    threads = [
+        threading.Thread(target=refresh, args=(tokens, domain))
+        for tokens, domain in zip(runs, (PORTAL, SECOND), strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    # Then each portal was refreshed once, and the secret holds each one's live refresh token
+    assert (portal.refresh_count(PORTAL), portal.refresh_count(SECOND)) == (1, 1)
+    portal.clear_faults()
+    stored = stack.secret()["portals"]
+    for domain in (PORTAL, SECOND):
+        creds = PortalCredentials.from_secret_entry(domain, stored[domain])
+        with requests.Session() as session:
+            fresh = refresh_tokens(
+                creds, session=session, deadline=Deadline.after(30), timeouts=(3.0, 5.0)
+            )
+        assert fresh.refresh_token != creds.refresh_token, f"{domain}: the stored pair was lost"
+
+
+def test_an_alert_claim_outlives_the_invocation_the_template_allows(
+    checker: ModuleType, stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim shorter than a run would let a second run publish the same alert while the
+    first still may: the claim the checker takes lasts past the function's timeout."""
+    timeout = int(resource("CheckerFunction")["Properties"]["Timeout"])
+    assert timedelta(seconds=timeout) < CLOCK_SKEW  # an overlapping run cannot look like skew
+    stack.portal.disconnect(PORTAL, CONNECTOR, LINE)
+    claimed: list[dict[str, Any]] = []
+
+    def read_claim(**_: Any) -> None:
+        item = (
+            boto3.resource("dynamodb", region_name=REGION)
+            .Table(stack.table)
+            .get_item(
+                Key={"pk": "STATE", "sk": f"{PORTAL}/{CONNECTOR}/{LINE}"}, ConsistentRead=True
+            )["Item"]
+        )
+        claimed.append(item)
+
+    checker.publisher()._client.meta.events.register("before-call.sns.Publish", read_claim)
+    started = datetime.now(UTC)
+    for _ in range(2):  # FAILURE_THRESHOLD=2: the second run publishes connector.down
+        checker.lambda_handler(scheduled_event(), LambdaContext(remaining_ms=timeout * 1000))
+
+    (item,) = claimed
+    until = datetime.strptime(item["claim_until"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    assert until - started >= timedelta(seconds=timeout)

@@ -611,7 +611,13 @@ def test_a_refresh_returns_new_tokens_or_a_portal_error(
     creds = replace(creds, oauth_endpoint=f"{chaos_portal.url}/oauth/token/")
     with requests.Session() as session:
         how, value = outcome(
-            lambda: refresh_tokens(creds, session=session, timeout=(1.0, 1.0), now=lambda: 1.7e9)
+            lambda: refresh_tokens(
+                creds,
+                session=session,
+                deadline=Deadline.after(30),
+                timeouts=(1.0, 1.0),
+                now=lambda: 1.7e9,
+            )
         )
     event(f"{how}: {type(value).__name__}")
     if how == "ok":
@@ -635,5 +641,11 @@ def test_an_absurd_expiry_does_not_lose_the_new_tokens(
     assert creds is not None
     creds = replace(creds, oauth_endpoint=f"{chaos_portal.url}/oauth/token/")
     with requests.Session() as session:
-        fresh = refresh_tokens(creds, session=session, timeout=(1.0, 1.0), now=lambda: 1.7e9)
+        fresh = refresh_tokens(
+            creds,
+            session=session,
+            deadline=Deadline.after(30),
+            timeouts=(1.0, 1.0),
+            now=lambda: 1.7e9,
+        )
     assert (fresh.access_token, fresh.refresh_token) == ("new-access", "new-refresh")

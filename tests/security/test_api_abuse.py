@@ -426,6 +426,55 @@ def test_odd_query_values_in_the_event_are_400(
     assert_contract_error(answer, {400})
 
 
+def _v2(**changes: Any) -> dict[str, Any]:
+    event = build_event("GET", "/snapshot", [("Host", "api.example.com")], b"")
+    event.update(changes)
+    return event
+
+
+ODD_EVENTS: dict[str, Any] = {
+    "an empty object": {},
+    "no requestContext": {"version": "2.0", "rawPath": "/snapshot", "routeKey": "$default"},
+    "a REST API (v1) event": {
+        "resource": "/snapshot",
+        "path": "/snapshot",
+        "httpMethod": "GET",
+        "headers": {},
+        "queryStringParameters": None,
+        "requestContext": {"httpMethod": "GET", "path": "/snapshot", "requestId": "x"},
+    },
+    "a list": [1, 2],
+    "null": None,
+    "a string": "GET /snapshot",
+    "a list as a query value": _v2(queryStringParameters={"state": ["UP", "DOWN"]}),
+    "a number as a query value": _v2(queryStringParameters={"limit": 5}),
+    "headers as a list": _v2(headers=["host"]),
+    "a rawPath that is not text": _v2(rawPath=None),
+}
+
+
+@pytest.mark.parametrize("event", ODD_EVENTS.values(), ids=list(ODD_EVENTS))
+def test_any_event_shape_gets_a_json_4xx_not_an_exception(
+    served_api: ServedApi, event: Any
+) -> None:
+    answer = served_api.handler.lambda_handler(event, LambdaContext())
+
+    assert answer["statusCode"] == 400
+    body = json.loads(answer["body"])
+    assert body["error"] == "BAD_REQUEST"
+    assert not LEAKS.search(answer["body"])
+
+
+@pytest.mark.parametrize("line", ["12.0", "1_2", "+12", " 12", "1e1", "0x0c", "١٢"])
+def test_a_line_that_is_not_plain_digits_is_a_400_not_line_12(
+    served_api: ServedApi, line: str
+) -> None:
+    answer = served_api.raw("GET", f"/snapshot/{PORTAL}/{CONNECTOR}/{quote(line)}".encode())
+
+    assert answer.status == 400
+    assert answer.json()["error"] == "BAD_TARGET"
+
+
 # ---- and the real data stays reachable ------------------------------------------------------
 def test_after_all_this_the_api_still_answers_normally(served_api: ServedApi) -> None:
     listing = served_api.raw("GET", b"/snapshot")

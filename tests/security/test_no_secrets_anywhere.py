@@ -19,12 +19,12 @@ import logging
 import socket
 import traceback
 from collections.abc import Iterator
+from datetime import timedelta
 from types import ModuleType
 from typing import Any
 
 import boto3
 import pytest
-import requests
 
 from connector_monitor.aws.token_store import SecretsTokenStore
 from connector_monitor.bitrix24.credentials import PortalCredentials
@@ -85,23 +85,16 @@ class Run:
         monkeypatch.setattr(checker, "build_cycle", self._wrap)
         self.remember()
 
-    def _wrap(self, config: CheckerSettings) -> CheckCycle:
-        cycle: CheckCycle = self._build(config)
+    def _wrap(self, config: CheckerSettings, invocation: timedelta) -> CheckCycle:
+        cycle: CheckCycle = self._build(config, invocation)
         store: Any = cycle.tokens
         self.stores.append(store)
-        store._session.hooks["response"].append(self._collect_oauth)  # tokens as issued
         return cycle
 
-    def _collect_oauth(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
-        try:
-            body = response.json()
-        except ValueError:
-            return
-        if isinstance(body, dict):
-            self.known |= {v for k in TOKEN_FIELDS if isinstance(v := body.get(k), str) and v}
-
     def remember(self) -> None:
-        """Every token and secret the stored secret holds now (skipped while it is corrupt)."""
+        """Every token and secret the stored secret holds now (skipped while it is corrupt),
+        and every token the portal ever issued."""
+        self.known |= self.stack.portal.issued_secrets()
         try:
             entries = self.stack.secret()["portals"].values()
         except (ValueError, KeyError, TypeError, AttributeError):

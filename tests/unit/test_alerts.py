@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from connector_monitor.domain.alerts import AlertEvent, Facts, combine, make_alert
 from connector_monitor.domain.results import Cause
 from connector_monitor.domain.targets import Target
+from connector_monitor.domain.text import MESSAGE_LIMIT
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -69,3 +70,51 @@ def test_a_down_alert_says_how_long_ago_and_a_recovery_how_long_it_lasted() -> N
     later = Facts(None, True, True, False, None, incident_since=T0, now=T0 + timedelta(hours=3))
     up = make_alert(AlertEvent.CONNECTOR_RECOVERED, Target("a.bitrix24.com", "tg", 1), later)
     assert "Outage:    2026-11-24T12:00:00Z to 2026-11-24T15:00:00Z (3 h 0 min)" in up.message
+
+
+def config_alert(line: int, portal: str = "a.bitrix24.com"):  # type: ignore[no-untyped-def]
+    facts = Facts(
+        detail="open line 99 does not exist on the portal",
+        status=None,
+        configured=None,
+        error=None,
+        cause=Cause.CONFIGURATION,
+        incident_since=T0,
+        now=T0,
+    )
+    return make_alert(AlertEvent.CHECK_FAILED, Target(portal, "tg", line), facts)
+
+
+def test_misconfigured_targets_on_a_healthy_portal_do_not_read_as_an_outage() -> None:
+    messages = combine([config_alert(n) for n in range(1, 6)])
+    (message, members) = messages[0]
+    assert len(messages) == 1 and len(members) == 5
+    assert message.subject == "MISCONFIGURED: 5 targets at a.bitrix24.com"
+    assert "misconfigured (the portal itself answers)" in message.message
+    assert "CHECK FAILED" not in message.subject
+
+
+def test_blindness_and_misconfiguration_on_one_portal_are_two_messages() -> None:
+    blind = [alert(AlertEvent.CHECK_FAILED, n) for n in (1, 2)]
+    wrong = [config_alert(n) for n in (3, 4)]
+    subjects = sorted(m.subject for m, _ in combine(blind + wrong))
+    assert subjects == [
+        "CHECK FAILED: 2 targets at a.bitrix24.com",
+        "MISCONFIGURED: 2 targets at a.bitrix24.com",
+    ]
+
+
+def test_an_alert_message_is_bounded_whatever_the_detail() -> None:
+    facts = Facts(
+        detail="x" * 1_000_000,
+        status=None,
+        configured=None,
+        error=None,
+        cause=Cause.BAD_ANSWER,
+        incident_since=T0,
+        now=T0,
+    )
+    made = make_alert(AlertEvent.CHECK_FAILED, Target("a.bitrix24.com", "tg", 1), facts)
+    assert len(made.message) <= MESSAGE_LIMIT
+    grouped, _ = combine([made, *[alert(AlertEvent.CHECK_FAILED, n) for n in range(2, 200)]])[0]
+    assert len(grouped.message) <= MESSAGE_LIMIT

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qsl
 
 import pytest
 import requests
+from urllib3 import HTTPResponse
 
 from connector_monitor.bitrix24.credentials import DEFAULT_OAUTH_ENDPOINT, PortalCredentials
 from connector_monitor.bitrix24.errors import CredentialsError, ErrorKind, PortalError
-from connector_monitor.bitrix24.oauth import redact_url_secrets, refresh_tokens
+from connector_monitor.bitrix24.oauth import refresh_tokens
+from connector_monitor.bitrix24.redaction import REDACTED, redact_url_secrets
+from connector_monitor.deadline import Deadline
 
 PORTAL = "example.bitrix24.com"
 SECRETS = ("cs-0123456789abcdef", "at-0123456789abcdef", "rt-0123456789abcdef")
@@ -117,26 +123,61 @@ def test_repr_shows_no_token_or_client_secret() -> None:
 # --- the OAuth answer ----------------------------------------------------------------------
 
 
+class Canned(requests.adapters.BaseAdapter):
+    """A transport that answers every request from memory (unit tests open no socket)."""
+
+    def __init__(self, answer: Callable[[requests.PreparedRequest], requests.Response]) -> None:
+        super().__init__()
+        self.answer = answer
+        self.asked: list[tuple[requests.PreparedRequest, dict[str, Any]]] = []
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        self.asked.append((request, kwargs))
+        return self.answer(request)
+
+    def close(self) -> None:
+        pass
+
+
 class OneAnswer(requests.Session):
-    """A session that answers every GET with one canned response, and records what was asked."""
+    """A session that answers every request with one canned response, and records what was asked."""
 
     def __init__(self, status: int, body: object, content_type: str = "application/json") -> None:
         super().__init__()
+        self.transport = Canned(self._respond)
+        self.mount("https://", self.transport)
         self.status, self.body, self.content_type = status, body, content_type
-        self.asked: list[tuple[str, dict[str, Any]]] = []
 
-    def get(self, url: str | bytes, **kwargs: Any) -> requests.Response:
-        self.asked.append((str(url), dict(kwargs)))
+    def _respond(self, request: requests.PreparedRequest) -> requests.Response:
+        raw = self.body if isinstance(self.body, str) else json.dumps(self.body)
         response = requests.Response()
         response.status_code = self.status
-        raw = self.body if isinstance(self.body, str) else json.dumps(self.body)
-        response._content = raw.encode()
         response.headers["Content-Type"] = self.content_type
+        response.raw = HTTPResponse(
+            body=io.BytesIO(raw.encode()), status=self.status, preload_content=False
+        )
+        response.request = request
         return response
+
+    @property
+    def asked(self) -> list[tuple[str, dict[str, Any]]]:
+        """(URL without the query, the request's query parameters and timeout)."""
+        found = []
+        for request, kwargs in self.transport.asked:
+            url = str(request.url)
+            base, _, query = url.partition("?")
+            found.append((base, {"params": dict(parse_qsl(query)), "timeout": kwargs["timeout"]}))
+        return found
 
 
 def refresh(session: requests.Session) -> PortalCredentials:
-    return refresh_tokens(creds(), session=session, timeout=(1.0, 2.0), now=lambda: 1_800_000_000)
+    return refresh_tokens(
+        creds(),
+        session=session,
+        deadline=Deadline.after(60),
+        timeouts=(1.0, 2.0),
+        now=lambda: 1_800_000_000,
+    )
 
 
 def test_sends_the_refresh_grant_to_the_portals_oauth_server() -> None:
@@ -194,10 +235,11 @@ def test_a_server_echoing_our_secrets_does_not_put_them_in_the_error() -> None:
 class Raising(requests.Session):
     def __init__(self, exc: Exception) -> None:
         super().__init__()
-        self.exc = exc
 
-    def get(self, url: str | bytes, **kwargs: Any) -> requests.Response:
-        raise self.exc
+        def fail(request: requests.PreparedRequest) -> requests.Response:
+            raise exc
+
+        self.mount("https://", Canned(fail))
 
 
 @pytest.mark.parametrize(
@@ -217,7 +259,9 @@ def test_transport_failures_are_portal_failing_without_the_url(
     assert caught.value.kind is ErrorKind.PORTAL_FAILING
     assert words in str(caught.value)
     assert SECRETS[0] not in str(caught.value)
-    assert caught.value.__suppress_context__  # the URL-bearing exception is not chained
+    # the URL-bearing exception is not chained
+    assert caught.value.__cause__ is None
+    assert caught.value.__context__ is None or caught.value.__suppress_context__
 
 
 def test_urls_in_log_arguments_lose_their_secret_values(caplog: pytest.LogCaptureFixture) -> None:
@@ -225,9 +269,10 @@ def test_urls_in_log_arguments_lose_their_secret_values(caplog: pytest.LogCaptur
         "/oauth/token/?grant_type=refresh_token&client_id=x&client_secret=SEC-3&refresh_token=RT-7"
     )
     assert redact_url_secrets(line) == (
-        "/oauth/token/?grant_type=refresh_token&client_id=x&client_secret=***&refresh_token=***"
+        "/oauth/token/?grant_type=refresh_token&client_id=x"
+        f"&client_secret={REDACTED}&refresh_token={REDACTED}"
     )
     with caplog.at_level(logging.DEBUG, logger="urllib3.connectionpool"):
         logging.getLogger("urllib3.connectionpool").debug('"%s %s %s" %s', "GET", line, "HTTP", 200)
     assert "SEC-3" not in caplog.text and "RT-7" not in caplog.text
-    assert "client_secret=***" in caplog.text
+    assert f"client_secret={REDACTED}" in caplog.text

@@ -11,9 +11,9 @@ import pytest
 from connector_monitor.aws.records import PortalRun, RunRecord
 from connector_monitor.domain.results import Cause, State
 from connector_monitor.domain.targets import Target
+from connector_monitor.domain.text import DETAIL_LIMIT
 from connector_monitor.domain.transitions import TargetStatus
 from connector_monitor.snapshot import (
-    DETAIL_LIMIT,
     MAX_LIMIT,
     MAX_QUERIES_PER_PAGE,
     BadCursor,
@@ -166,7 +166,8 @@ def test_an_unknown_target_has_null_flags_and_a_long_detail_is_cut() -> None:
     (target,) = service(reader).snapshot(SnapshotQuery(), NOW).targets
 
     assert (target.status, target.configured, target.error) == (None, None, None)
-    assert target.detail == "x" * DETAIL_LIMIT + "…"
+    assert target.detail == "x" * (DETAIL_LIMIT - 1) + "…"
+    assert len(target.detail) == DETAIL_LIMIT
     assert STAMP.match(target.since) and STAMP.match(target.checked_at)
 
 

@@ -105,3 +105,28 @@ def test_a_huge_bad_entry_still_has_a_short_key() -> None:
     (error,) = parse_targets("x" * 5000).errors
     assert len(error.key) < 300
     assert error.key != parse_targets("x" * 4999).errors[0].key
+
+
+@pytest.mark.parametrize(
+    ("raw", "says"),
+    [
+        ("", "holds no target"),
+        ("   ", "holds no target"),
+        (" , ", "holds no target"),
+        ("[]", "holds no target"),
+        ('[{"portal": "a.bitrix24.com"', "not valid JSON"),
+        ('{"portal": "a.bitrix24.com"}', "must be a list"),
+        ("a.bitrix24.com/tg,b/c", "none of the 2 TARGETS entries is valid"),
+    ],
+)
+def test_a_list_without_one_valid_target_is_unusable_as_a_whole(raw: str, says: str) -> None:
+    unusable = parse_targets(raw).unusable
+    assert unusable is not None
+    assert unusable.entry == "TARGETS"
+    assert says in unusable.reason
+
+
+def test_a_list_with_one_valid_target_is_usable_and_keeps_its_bad_entries() -> None:
+    parsed = parse_targets("a.bitrix24.com/tg/1,nonsense")
+    assert parsed.unusable is None
+    assert [e.entry for e in parsed.errors] == ["nonsense"]

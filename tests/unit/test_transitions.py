@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -10,10 +11,14 @@ from connector_monitor.domain.alerts import AlertEvent
 from connector_monitor.domain.results import Cause, CheckResult, State
 from connector_monitor.domain.targets import Target, TargetError
 from connector_monitor.domain.transitions import (
+    CLOCK_SKEW,
+    Step,
     TargetStatus,
     Thresholds,
     acknowledge,
     advance,
+    has_open_incident,
+    retire,
 )
 
 TARGET = Target("example.bitrix24.com", "myconnector", 12)
@@ -241,3 +246,64 @@ def test_subject_is_ascii_and_short_even_for_odd_entries() -> None:
     subject = step.alerts[0].subject
     assert subject.isascii()
     assert len(subject) <= 100
+
+
+# ---- a target that leaves the configuration -----------------------------------------------------
+
+
+def test_a_removed_target_with_an_open_outage_gets_one_closing_alert() -> None:
+    _, status = play("DD")  # connector.down sent
+    status = acknowledge(status, {a.id for a in status.pending})
+
+    step = retire(status, T0 + 10 * STEP)
+
+    assert [a.event.value for a in step.alerts] == [RECOVERED]
+    closing = step.alerts[0]
+    assert closing.closing
+    assert "NO LONGER MONITORED" in closing.subject
+    assert "no longer monitored" in closing.message
+    assert "does not say the connector works" in closing.message
+    assert not has_open_incident(step.status)
+    assert retire(step.status, T0 + 11 * STEP).alerts == ()  # once
+
+
+def test_a_removed_target_that_was_blind_closes_its_check_failed() -> None:
+    _, status = play("??")
+    step = retire(status, T0 + 3 * STEP)
+    assert [a.event.value for a in step.alerts] == [SEEN_AGAIN]
+    assert step.alerts[0].closing
+
+
+def test_a_removed_healthy_target_owes_nothing() -> None:
+    _, status = play("UUD")
+    assert retire(status, T0 + 4 * STEP) == Step(status)
+
+
+def test_a_closing_alert_follows_the_pending_down_alert() -> None:
+    _, status = play("DD")  # connector.down decided, not yet published
+    step = retire(status, T0 + 3 * STEP)
+    assert [a.event.value for a in step.status.pending] == [DOWN, RECOVERED]
+
+
+# ---- clocks -------------------------------------------------------------------------------------
+
+
+def test_an_answer_slightly_older_than_the_stored_one_adds_nothing() -> None:
+    """An overlapping run that finishes late: its answer is no news."""
+    _, status = play("U")
+    late = advance(status, result("D", T0 - timedelta(minutes=2)), Thresholds())
+    assert late == Step(status)
+
+
+def test_a_status_stored_from_a_clock_a_day_ahead_does_not_freeze_the_target() -> None:
+    _, status = play("U")
+    ahead = replace(status, checked_at=T0 + timedelta(days=1))
+    th = Thresholds(failure=2, recovery=1)
+
+    first = advance(ahead, result("D", T0 + STEP), th)
+    second = advance(first.status, result("D", T0 + 2 * STEP), th)
+
+    assert first.skew is not None and first.skew > CLOCK_SKEW
+    assert first.status.checked_at == T0 + STEP
+    assert [a.event.value for a in second.alerts] == [DOWN]
+    assert second.skew is None

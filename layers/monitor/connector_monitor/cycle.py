@@ -20,8 +20,8 @@ from .deadline import Deadline
 from .domain.alerts import Alert
 from .domain.inventory import find_misconfigured
 from .domain.results import Cause, CheckResult, State
-from .domain.targets import Target, TargetList
-from .domain.transitions import TargetStatus, Thresholds, advance
+from .domain.targets import Target, TargetError, TargetList
+from .domain.transitions import TargetStatus, Thresholds, advance, has_open_incident, retire
 from .publishing import AlertDelivery, Delivery, Publisher
 
 logger = logging.getLogger(__name__)
@@ -59,6 +59,7 @@ class RunSummary:
     conflicts: int = 0
     http_requests: int = 0
     portal_errors: dict[str, str] = field(default_factory=dict)
+    failed: str | None = None  # why nothing could be checked (TARGETS unusable)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -76,6 +77,7 @@ class RunSummary:
             "conflicts": self.conflicts,
             "http_requests": self.http_requests,
             "portal_errors": dict(self.portal_errors),
+            "failed": self.failed,
         }
 
 
@@ -104,19 +106,38 @@ class CheckCycle:
     def run(self, targets: TargetList, deadline: Deadline, run_id: str | None = None) -> RunSummary:
         summary = RunSummary(run_id or uuid.uuid4().hex, self.clock())
         loaded = self.repository.load()
-        results, portal_runs, inventories = self._check_all(targets, deadline)
-        results += [
-            CheckResult.unknown(e, Cause.CONFIGURATION, e.reason, checked_at=summary.started_at)
-            for e in targets.errors
-        ]
+        unusable = targets.unusable
+        if unusable is not None:
+            # An operator's slip, not a decision to stop watching: check nothing, forget
+            # nothing, say so once.
+            logger.error(
+                "TARGETS is unusable: nothing was checked and nothing stored is forgotten",
+                extra={"reason": unusable.reason},
+            )
+            summary.failed = unusable.reason
+            results = [self._config_result(unusable, summary.started_at)]
+            portal_runs: dict[str, PortalRun] = {}
+            inventories: list[CachedInventory] = []
+        else:
+            results, portal_runs, inventories = self._check_all(targets, deadline)
+            results += [self._config_result(e, summary.started_at) for e in targets.errors]
         changed, decided = self._decide(loaded, results)
+        forget: list[TargetStatus] = []
+        if unusable is None:
+            forget = self._retire(
+                loaded, {r.target.key for r in results}, summary, changed, decided
+            )
         claims = self._claims(loaded, changed, summary)
         outcome = self.repository.save(
             changed, claims=claims, history=decided, keep=self.settings.history
         )
         summary.conflicts = len(outcome.conflicts)
-        self._forget_retired(loaded, {r.target.key for r in results})
+        if forget:
+            logger.info("forgetting targets no longer configured", extra={"count": len(forget)})
+            self.repository.delete(forget)
         statuses = {**loaded.statuses, **{s.subject.key: s for s in outcome.saved}}
+        for gone in forget:
+            statuses.pop(gone.subject.key, None)
         ours = {
             s.subject.key
             for s in outcome.saved
@@ -135,9 +156,14 @@ class CheckCycle:
                 summary.finished_at or summary.started_at,
                 {k: v for k, v in summary.as_dict().items() if isinstance(v, int)},
                 portal_runs,
+                failed=summary.failed,
             )
         )
         return summary
+
+    @staticmethod
+    def _config_result(error: TargetError, at: datetime) -> CheckResult:
+        return CheckResult.unknown(error, Cause.CONFIGURATION, error.reason, checked_at=at)
 
     # ---- checking ------------------------------------------------------------------------
     def _check_all(
@@ -171,10 +197,15 @@ class CheckCycle:
             }
             done, _ = wait(futures, timeout=deadline.remaining() + 1.0)
             for future, portal in futures.items():
-                if future in done and future.exception() is None:
-                    outcomes[portal] = future.result()
+                # A future not done is a portal still busy past the deadline (its exchange is
+                # cut off at the deadline; a DNS lookup is not): asking it for its exception
+                # would wait for it, so it is given up as it is.
+                if future not in done:
+                    outcomes[portal] = self._lost_portal(portal, targets, None)
+                elif (failure := future.exception()) is not None:
+                    outcomes[portal] = self._lost_portal(portal, targets, failure)
                 else:
-                    outcomes[portal] = self._lost_portal(portal, targets, future.exception())
+                    outcomes[portal] = future.result()
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
         results = [r for p in portals for r in outcomes[p].results]
@@ -244,6 +275,12 @@ class CheckCycle:
             seen.add(key)
             previous = loaded.statuses.get(key)
             step = advance(previous, result, self.settings.thresholds)
+            if step.skew is not None:
+                logger.warning(
+                    "the stored status was checked in this run's future: a clock was wrong; "
+                    "the new answer is taken",
+                    extra={"target": key, "skew_seconds": int(step.skew.total_seconds())},
+                )
             if step.alerts:
                 decided[key] = step.alerts
                 for alert in step.alerts:
@@ -270,11 +307,32 @@ class CheckCycle:
                 claims[key] = ours
         return claims
 
-    def _forget_retired(self, loaded: Loaded, current: set[str]) -> None:
-        retired = [s for k, s in loaded.statuses.items() if k not in current and not s.pending]
-        if retired:
-            logger.info("forgetting targets no longer configured", extra={"count": len(retired)})
-            self.repository.delete(retired)
+    def _retire(
+        self,
+        loaded: Loaded,
+        current: set[str],
+        summary: RunSummary,
+        changed: list[TargetStatus],
+        decided: dict[str, tuple[Alert, ...]],
+    ) -> list[TargetStatus]:
+        """Targets no longer configured: an open incident gets its closing alert (added to
+        `changed` and `decided`); one with nothing open and nothing pending is to be forgotten
+        (returned). One with alerts still pending waits until they are delivered."""
+        forget: list[TargetStatus] = []
+        for key, status in loaded.statuses.items():
+            if key in current:
+                continue
+            if has_open_incident(status):
+                step = retire(status, summary.started_at)
+                changed.append(step.status)
+                decided[key] = step.alerts
+                logger.info(
+                    "closing the open incident of a target no longer configured",
+                    extra={"target": key, "alerts": [a.event.value for a in step.alerts]},
+                )
+            elif not status.pending:
+                forget.append(status)
+        return forget
 
     def _summarise(
         self,

@@ -10,6 +10,10 @@ class DeadlineExceeded(Exception):
     """The deadline passed before a request could start; nothing was sent."""
 
 
+class DeadlineCutOff(DeadlineExceeded):
+    """The deadline passed while a request was under way: it was cut off, its answer unread."""
+
+
 @dataclass(frozen=True)
 class Deadline:
     """A point in `time.monotonic()` time after which no request starts and no wait ends."""

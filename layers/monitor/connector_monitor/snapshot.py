@@ -20,13 +20,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from .aws.records import RunRecord
 from .domain.results import State
 from .domain.targets import Target, TargetError, check_target
+from .domain.text import DETAIL_LIMIT, clip
 from .domain.transitions import TargetStatus
 
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 MAX_LIMIT = 1000
-# `detail` is cut to this many characters, so 1,000 targets stay far below Lambda's 6 MB
-# response limit even when every detail is long and needs escaping twice (body, then envelope).
-DETAIL_LIMIT = 500
 # Queries one page may spend (a state filter may skip most of what it reads, and DynamoDB cuts a
 # read at 1 MB); past it the page ends early with a cursor, so a rare state in a huge fleet
 # cannot run the function out of time.
@@ -42,6 +40,7 @@ class ErrorCode(StrEnum):
     NOT_FOUND = "NOT_FOUND"  # no such route, or no such target
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
     STALE = "STALE"  # /health: no run yet, or the last run is too old
+    RUN_FAILED = "RUN_FAILED"  # /health: the last run could check nothing (TARGETS unusable)
     UNAVAILABLE = "UNAVAILABLE"  # the state store could not be read; retry later
     INTERNAL = "INTERNAL"
 
@@ -74,6 +73,10 @@ class TargetNotFound(SnapshotError):
 
 class Stale(SnapshotError):
     code = ErrorCode.STALE
+
+
+class RunFailed(SnapshotError):
+    code = ErrorCode.RUN_FAILED
 
 
 # ---- views (the API's JSON, and its OpenAPI schema) ------------------------------------------
@@ -114,9 +117,9 @@ class TargetView(BaseModel):
     since: Timestamp = Field(description="When the state last changed")
     checked_at: Timestamp = Field(description="When the target was last checked")
     detail: str | None = Field(
-        max_length=DETAIL_LIMIT + 1,
-        description=f"Why the target is DOWN or UNKNOWN (at most {DETAIL_LIMIT} characters and "
-        "an ellipsis); null when UP",
+        max_length=DETAIL_LIMIT,
+        description=f"Why the target is DOWN or UNKNOWN (at most {DETAIL_LIMIT} characters, a cut "
+        "marked with an ellipsis); null when UP",
     )
 
 
@@ -159,7 +162,8 @@ class ErrorView(BaseModel):
 
     error: ErrorCode = Field(
         description="400: BAD_FILTER, BAD_CURSOR, BAD_TARGET, BAD_REQUEST; 404: NOT_FOUND; "
-        "405: METHOD_NOT_ALLOWED; 500: INTERNAL; 503: STALE (GET /health), UNAVAILABLE"
+        "405: METHOD_NOT_ALLOWED; 500: INTERNAL; 503: STALE or RUN_FAILED (GET /health), "
+        "UNAVAILABLE"
     )
     message: str
 
@@ -282,6 +286,10 @@ class SnapshotService:
                 f"last run at {stamp(run.finished_at)} is older than "
                 f"{int(self.stale_after.total_seconds())} seconds"
             )
+        if run.failed:
+            raise RunFailed(
+                f"the last run at {stamp(run.finished_at)} checked nothing: {run.failed}"
+            )
         return HealthView(
             status="ok",
             last_run_at=stamp(run.finished_at),
@@ -331,7 +339,9 @@ def target_view(status: TargetStatus, run: RunRecord | None) -> TargetView:
         error=status.error,
         since=stamp(status.since),
         checked_at=stamp(last_checked(status, run)),
-        detail=clip(status.detail),
+        # Stored details are cut already; this keeps 1,000 targets far below Lambda's 6 MB
+        # response limit even for items an older version stored.
+        detail=clip(status.detail, DETAIL_LIMIT) if status.detail is not None else None,
     )
 
 
@@ -353,12 +363,6 @@ def summarise(views: list[TargetView]) -> Summary:
         down=states.count("DOWN"),
         unknown=states.count("UNKNOWN"),
     )
-
-
-def clip(detail: str | None) -> str | None:
-    if detail is None or len(detail) <= DETAIL_LIMIT:
-        return detail
-    return detail[:DETAIL_LIMIT] + "…"
 
 
 def stamp(moment: datetime) -> str:

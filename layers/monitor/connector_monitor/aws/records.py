@@ -20,6 +20,7 @@ from ..domain.alerts import Alert, AlertEvent
 from ..domain.inventory import Inventory, LineInfo
 from ..domain.results import Cause, State
 from ..domain.targets import Subject, Target, TargetError
+from ..domain.text import DETAIL_LIMIT, clip
 from ..domain.transitions import TargetStatus
 
 STATE_PK = "STATE"
@@ -29,6 +30,8 @@ RUN_SK = "LATEST"
 INVENTORY_PK = "INVENTORY"
 HISTORY_PREFIX = "HISTORY#"
 TTL_ATTRIBUTE = "expires_at"
+NAMES_KEPT = 100  # line names an inventory item keeps (the first lines by id)
+RUN_ERROR_LIMIT = 200  # one portal's error in the run record
 
 
 def iso(moment: datetime) -> str:
@@ -124,7 +127,7 @@ def status_from_item(item: dict[str, Any]) -> TargetStatus:
 
 
 def alert_to_map(alert: Alert) -> dict[str, Any]:
-    return {
+    data: dict[str, Any] = {
         "id": alert.id,
         "event": alert.event.value,
         "portal": alert.portal,
@@ -134,6 +137,11 @@ def alert_to_map(alert: Alert) -> dict[str, Any]:
         "message": alert.message,
         "created_at": iso(alert.created_at),
     }
+    if alert.cause is not None:
+        data["cause"] = alert.cause.value
+    if alert.closing:
+        data["closing"] = True
+    return data
 
 
 def alert_from_map(data: dict[str, Any]) -> Alert:
@@ -146,6 +154,8 @@ def alert_from_map(data: dict[str, Any]) -> Alert:
         subject=str(data["subject"]),
         message=str(data["message"]),
         created_at=parse_iso(data["created_at"]),
+        cause=Cause(data["cause"]) if data.get("cause") else None,
+        closing=bool(data.get("closing", False)),
     )
 
 
@@ -169,16 +179,20 @@ class PortalRun:
 
 @dataclass(frozen=True)
 class RunRecord:
-    """The last completed run: the snapshot's `last_run_at` and staleness come from here."""
+    """The last completed run: the snapshot's `last_run_at` and staleness come from here.
+
+    `failed` says why the run could check nothing (TARGETS unusable): /health is not OK then.
+    """
 
     run_id: str
     started_at: datetime
     finished_at: datetime
     summary: dict[str, int] = field(default_factory=dict)
     portals: dict[str, PortalRun] = field(default_factory=dict)
+    failed: str | None = None
 
     def to_item(self) -> dict[str, Any]:
-        return {
+        item: dict[str, Any] = {
             "pk": RUN_PK,
             "sk": RUN_SK,
             "run_id": self.run_id,
@@ -191,13 +205,16 @@ class RunRecord:
                     for k, v in {
                         "checked_at": iso(p.checked_at),
                         "http_requests": p.http_requests,
-                        "error": p.error,
+                        "error": clip(p.error, RUN_ERROR_LIMIT) if p.error else None,
                     }.items()
                     if v is not None
                 }
                 for name, p in self.portals.items()
             },
         }
+        if self.failed:
+            item["failed"] = clip(self.failed, DETAIL_LIMIT)
+        return item
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> RunRecord:
@@ -215,33 +232,46 @@ class RunRecord:
             finished_at=parse_iso(item["finished_at"]),
             summary={k: int(v) for k, v in (item.get("summary") or {}).items()},
             portals=portals,
+            failed=str(item["failed"]) if item.get("failed") else None,
         )
 
 
 @dataclass(frozen=True)
 class CachedInventory:
+    """What validation needs of a portal's inventory, stored compactly: the connector ids, the
+    line ids, the inactive ones, and the names of the first lines (for messages). Whatever a
+    portal lists, the item stays far below DynamoDB's 400 KB (10,000 lines: about 60 KB)."""
+
     portal: str
     validated_at: datetime
     inventory: Inventory
 
     def to_item(self) -> dict[str, Any]:
+        lines = sorted(self.inventory.lines.items())
         return {
             "pk": INVENTORY_PK,
             "sk": self.portal,
             "validated_at": iso(self.validated_at),
             "connectors": sorted(self.inventory.connectors),
-            "lines": {
-                str(n): {"name": info.name, "active": info.active}
-                for n, info in self.inventory.lines.items()
-            },
+            "line_ids": [number for number, _ in lines],
+            "inactive": [number for number, info in lines if not info.active],
+            "names": {str(n): info.name for n, info in lines[:NAMES_KEPT] if info.name},
         }
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> CachedInventory:
-        lines = {
-            int(n): LineInfo(name=str(v.get("name", "")), active=bool(v.get("active", True)))
-            for n, v in (item.get("lines") or {}).items()
-        }
+        if "line_ids" in item:
+            inactive = {int(n) for n in item.get("inactive") or []}
+            names = {int(n): str(v) for n, v in (item.get("names") or {}).items()}
+            lines = {
+                int(n): LineInfo(name=names.get(int(n), ""), active=int(n) not in inactive)
+                for n in item["line_ids"]
+            }
+        else:  # the layout of earlier versions: {"lines": {id: {"name", "active"}}}
+            lines = {
+                int(n): LineInfo(name=str(v.get("name", "")), active=bool(v.get("active", True)))
+                for n, v in (item.get("lines") or {}).items()
+            }
         inventory = Inventory(
             connectors=frozenset(str(c) for c in item.get("connectors") or []), lines=lines
         )

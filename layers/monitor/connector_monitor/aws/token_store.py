@@ -32,6 +32,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ..bitrix24.credentials import PortalCredentials
 from ..bitrix24.errors import CredentialsError, ErrorKind, PortalError, TokenSourceUnavailable
 from ..bitrix24.oauth import refresh_tokens
+from ..bitrix24.transport import guard, new_session
 from ..deadline import Deadline
 from ..domain.results import Cause
 from .lease import Lease, LeaseUnavailable
@@ -89,6 +90,10 @@ OVER_WRITE_BUDGET = (
     "refuses to store locks the monitor out of that portal. Spread the portals over several "
     "stacks, %d or fewer each."
 )
+# Each portal refreshes at most once in this many seconds. An access token lives an hour, so a
+# portal that works never needs more; 55 minutes keep a portal that refuses fresh tokens to
+# about 26 secret versions a day, near the 24 of a working one.
+REFRESH_INTERVAL = 55 * 60
 # A refresh cut short by a timeout may still have spent the refresh token at the OAuth server,
 # so none starts with less time than this left in the run.
 MIN_REFRESH_SECONDS = 3.0
@@ -126,7 +131,7 @@ class SecretsTokenStore:
             client if client is not None else boto3.client("secretsmanager", config=CLIENT_CONFIG)
         )
         self._lease = lease
-        self._session = session if session is not None else requests.Session()
+        self._session = guard(session) if session is not None else new_session()
         self._oauth_timeout = oauth_timeout
         self._reread_attempts = max(0, reread_attempts)
         self._sleep = sleep
@@ -197,6 +202,7 @@ class SecretsTokenStore:
         if current.access_token != stale.access_token:
             logger.info("portal %s: tokens already rotated by another run; using them", portal)
             return current
+        self._within_budget(current)
         if deadline.remaining() < MIN_REFRESH_SECONDS:
             raise PortalError(
                 ErrorKind.PORTAL_FAILING,
@@ -204,10 +210,14 @@ class SecretsTokenStore:
                 description="too little time left in this run to refresh the access token "
                 "safely; the next run refreshes it",
             )
-        connect, read = self._oauth_timeout
-        timeout = (deadline.timeout(connect), deadline.timeout(read))
         try:
-            fresh = refresh_tokens(current, session=self._session, timeout=timeout, now=self._clock)
+            fresh = refresh_tokens(
+                current,
+                session=self._session,
+                deadline=deadline,
+                timeouts=self._oauth_timeout,
+                now=self._clock,
+            )
         except PortalError as exc:
             if (exc.code or "").lower() != "invalid_grant":
                 raise
@@ -215,6 +225,26 @@ class SecretsTokenStore:
         self._write_back(document, fresh)
         logger.info("portal %s: access token refreshed and the new pair stored", portal)
         return fresh
+
+    def _within_budget(self, current: PortalCredentials) -> None:
+        """At most one refresh per portal per `REFRESH_INTERVAL`: a portal that refuses even a
+        fresh token would otherwise make every run refresh and store a new secret version
+        (288 a day at 5 minutes), and use up the version budget of every portal sharing the
+        secret. A pair refreshed in the future (a clock that was wrong) does not count."""
+        if current.refreshed_at is None:
+            return
+        age = self._clock() - current.refreshed_at
+        if 0 <= age < REFRESH_INTERVAL:
+            raise PortalError(
+                ErrorKind.AUTH_LOST,
+                current.portal,
+                description=(
+                    f"the portal rejects fresh tokens: it refused a pair refreshed "
+                    f"{int(age // 60)} min ago. The monitor refreshes each portal at most once "
+                    f"every {REFRESH_INTERVAL // 60} min, so that one portal cannot use up the "
+                    "secret's versions; if the portal keeps refusing, re-authorise the application"
+                ),
+            )
 
     def _after_invalid_grant(
         self, portal: str, used: PortalCredentials, error: PortalError, deadline: Deadline
@@ -258,6 +288,8 @@ class SecretsTokenStore:
         entry["refresh_token"] = fresh.refresh_token
         if fresh.expires_at is not None:
             entry["expires_at"] = fresh.expires_at
+        if fresh.refreshed_at is not None:
+            entry["refreshed_at"] = fresh.refreshed_at
         document = {**document, "portals": {**document["portals"], fresh.portal: entry}}
         # The in-memory copy holds the new pair even if storing fails: it is the only valid one.
         self._publish(document)

@@ -18,14 +18,20 @@ from urllib.parse import urlencode
 
 from ..domain.inventory import LineInfo
 from ..domain.results import Cause, CheckResult
-from ..domain.targets import Target
+from ..domain.targets import Target, is_connector_id
+from ..domain.text import NAME_LIMIT, clip
 from .errors import ErrorKind, PortalError, classify
+from .redaction import redact_json
 
 STATUS_METHOD = "imconnector.status"
 CONNECTORS_METHOD = "imconnector.list"
 LINES_METHOD = "imopenlines.config.list.get"
 LINES_PAGE = 200  # the most imopenlines.config.list.get returns at once
 BATCH_LIMIT = 50  # the most commands one batch request may carry
+# Objects and arrays one answer may hold: a batch of 50 statuses with timings and a page of 200
+# lines hold under 1,000; 50,000 bound the decoded answer to a few MB whatever the bytes say.
+CONTAINER_LIMIT = 50_000
+CONNECTORS_KEPT = 500  # connector ids kept from imconnector.list (more would be absurd)
 
 _TRUE = frozenset({"y", "1", "true"})
 _FALSE = frozenset({"n", "0", "false"})
@@ -109,12 +115,12 @@ def read_envelope(
     """The JSON object of a successful REST answer, or a `PortalError` saying what went wrong.
 
     `now` (epoch seconds) turns `time.operating_reset_at` into a wait; `secrets` are cut out of
-    any text the portal sent back, so a token echoed anywhere in the answer (an error, a batch
-    command's error) never reaches a result, a log or an alert.
+    every string of the decoded answer, so a token echoed anywhere in it (an error, a batch
+    command's error, JSON-escaped or not) never reaches a result, a log or an alert. An answer
+    with more than `CONTAINER_LIMIT` objects and arrays is refused before it is decoded: its
+    Python objects could weigh tens of times its bytes.
     """
-    for secret in secrets:
-        if secret:
-            body = body.replace(secret.encode(), b"[redacted]")
+    secrets = tuple(s for s in secrets if s)
     if 300 <= http_status < 400:
         raise PortalError(
             ErrorKind.BAD_REQUEST,
@@ -123,8 +129,15 @@ def read_envelope(
             http_status=http_status,
         )
     failing = ErrorKind.PORTAL_FAILING if http_status >= 500 else ErrorKind.BAD_ANSWER
+    if body.count(b"{") + body.count(b"[") > CONTAINER_LIMIT:
+        raise PortalError(
+            ErrorKind.BAD_ANSWER,
+            portal,
+            description=f"the answer holds more than {CONTAINER_LIMIT} JSON objects and arrays",
+            http_status=http_status,
+        )
     try:
-        payload = json.loads(body)
+        payload = redact_json(json.loads(body), secrets)
     except ValueError:  # includes invalid UTF-8
         what = _describe_body(body, content_type)
         raise PortalError(
@@ -142,7 +155,7 @@ def read_envelope(
             http_status=http_status,
         )
     if "error" in payload:
-        raise _envelope_error(portal, http_status, payload, retry_after_header, now, secrets)
+        raise _envelope_error(portal, http_status, payload, retry_after_header, now)
     if http_status >= 400:
         raise PortalError(
             classify(None, http_status),
@@ -166,12 +179,11 @@ def _envelope_error(
     payload: Mapping[str, Any],
     retry_after_header: str | None,
     now: float | None,
-    secrets: Iterable[str],
 ) -> PortalError:
     raw = payload.get("error")
     code = str(raw) if isinstance(raw, str | int) and str(raw) else None
     description = payload.get("error_description")
-    text = _scrub(str(description) if description is not None else "", secrets)
+    text = str(description) if description is not None else ""
     kind = classify(code, http_status)
     retry_after = None
     if kind is ErrorKind.RATE_LIMITED:
@@ -181,7 +193,7 @@ def _envelope_error(
     return PortalError(
         kind,
         portal,
-        code=_scrub(code, secrets) if code else None,
+        code=code,
         description=text,
         http_status=http_status,
         retry_after=retry_after,
@@ -231,13 +243,6 @@ def _json_type(value: object) -> str:
     if value is None:
         return "null"
     return "number" if isinstance(value, int | float) else type(value).__name__
-
-
-def _scrub(text: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "[redacted]")
-    return text
 
 
 # --- batch ------------------------------------------------------------------------------------
@@ -372,20 +377,26 @@ def _shorten(value: object) -> str:
 
 
 def read_connectors(result: object) -> frozenset[str]:
-    """`imconnector.list`: `{id: name}` with lowercase ids, or `[]` when there are none."""
+    """`imconnector.list`: `{id: name}` with lowercase ids, or `[]` when there are none.
+
+    Only ids a target could name are kept (a longer or odd one can never match), at most
+    `CONNECTORS_KEPT` of them: the monitor stores this list.
+    """
+    ids: list[str] = []
     if isinstance(result, Mapping):
-        return frozenset(str(key).lower() for key in result)
-    if isinstance(result, list):
-        ids: set[str] = set()
+        ids = [str(key) for key in result]
+    elif isinstance(result, list):
         for item in result:
             if isinstance(item, str) and item:
-                ids.add(item.lower())
+                ids.append(item)
             elif isinstance(item, Mapping) and isinstance(item.get("ID", item.get("id")), str):
-                ids.add(str(item.get("ID", item.get("id"))).lower())
+                ids.append(str(item.get("ID", item.get("id"))))
             else:
                 raise AnswerError("imconnector.list answered an entry without a connector id")
-        return frozenset(ids)
-    raise AnswerError(f"imconnector.list answered a JSON {_json_type(result)}, not a list")
+    else:
+        raise AnswerError(f"imconnector.list answered a JSON {_json_type(result)}, not a list")
+    valid = sorted({i.lower() for i in ids if is_connector_id(i.lower())})
+    return frozenset(valid[:CONNECTORS_KEPT])
 
 
 def read_lines(result: object) -> dict[int, LineInfo]:
@@ -413,7 +424,7 @@ def read_lines(result: object) -> dict[int, LineInfo]:
         name = entry.get("LINE_NAME")
         active = parse_flag(entry.get("ACTIVE"))
         lines[line_id] = LineInfo(
-            name=str(name).strip() if name is not None else "",
+            name=clip(str(name).strip(), NAME_LIMIT) if name is not None else "",
             active=True if active is None else active,
         )
     return lines

@@ -14,11 +14,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import requests
 
-from ..deadline import Deadline, DeadlineExceeded
+from ..deadline import Deadline, DeadlineCutOff, DeadlineExceeded
 from ..domain.inventory import Inventory, LineInfo
 from ..domain.results import Cause, CheckResult
 from ..domain.targets import Target
@@ -40,6 +39,16 @@ from .answers import (
 )
 from .credentials import PortalCredentials, TokenSource
 from .errors import CredentialsError, ErrorKind, PortalError, TokenSourceUnavailable
+from .transport import (
+    AnswerTooLarge,
+    DeadlineCut,
+    InvalidEndpoint,
+    TransportError,
+    exchange,
+    guard,
+    new_session,
+    require_safe_endpoint,
+)
 
 __all__ = [
     "BatchAnswer",
@@ -64,11 +73,13 @@ _STOPPING = frozenset(
     }
 )
 _RETRY_RESERVE = 0.1  # seconds a retry needs after its wait to be worth sending
-_MIN_TIMEOUT = 0.001  # requests refuses a zero timeout
-_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+# The most a REST answer may weigh, as sent and once decompressed. The largest real one (a page
+# of 200 open lines, or 50 statuses with their timings) is tens of KB.
+REST_ANSWER_LIMIT = 2 * 1024 * 1024
 _CONNECTORS = "connectors"  # batch command names of the inventory
 _LINES = "lines"
 _MAX_LINE_PAGES = 50  # 10,000 lines; a portal ignoring `offset` must not loop us forever
+LINES_KEPT = _MAX_LINE_PAGES * LINES_PAGE  # whatever pages a portal sends, no more lines
 _DEADLINE_DETAIL = "the run's deadline was reached before this line was checked"
 _DEADLINE_INVENTORY = "the run's deadline was reached before the inventory was read"
 
@@ -136,7 +147,7 @@ class PortalClient:
         self.http_requests = 0
         self._tokens = tokens
         self._owns_session = session is None
-        self._session = session if session is not None else _new_session()
+        self._session = guard(session) if session is not None else new_session()
         self._timeouts = timeouts
         self._retry = retry
         self._sleep = sleep
@@ -219,6 +230,10 @@ class PortalClient:
                 commands.update(_inventory_commands())
             try:
                 answer = self.batch(commands, deadline)
+            except DeadlineCutOff as exc:
+                settle(span, Cause.DEADLINE, str(exc))
+                found.fail(str(exc), carries_inventory)
+                continue
             except DeadlineExceeded:
                 settle(span, Cause.DEADLINE, _DEADLINE_DETAIL)
                 found.fail(_DEADLINE_INVENTORY, carries_inventory)
@@ -321,7 +336,7 @@ class PortalClient:
         lines = dict(page)
         offset = 0
         for _ in range(_MAX_LINE_PAGES):
-            if len(page) < LINES_PAGE:
+            if len(page) < LINES_PAGE or len(lines) >= LINES_KEPT:
                 break
             offset += LINES_PAGE
             raw = self.call(LINES_METHOD, lines_params(offset), deadline)
@@ -329,7 +344,7 @@ class PortalClient:
             if not page.keys() - lines.keys():
                 break  # the portal ignores `offset`
             lines.update(page)
-        return lines
+        return dict(sorted(lines.items())[:LINES_KEPT])
 
     # --- one logical request, with refresh and retries ----------------------------------------
 
@@ -367,43 +382,42 @@ class PortalClient:
     def _send(
         self, method: str, body: dict[str, Any], creds: PortalCredentials, deadline: Deadline
     ) -> dict[str, Any]:
-        """One HTTP request. Errors are built outside `except`: no requests text rides along."""
-        url = self._endpoint(creds) + method
-        timeout = (
-            max(_MIN_TIMEOUT, deadline.timeout(self._timeouts.connect)),
-            max(_MIN_TIMEOUT, deadline.timeout(self._timeouts.read)),
-        )
+        """One HTTP request, bounded by the deadline and the answer cap. Errors are built outside
+        `except`, so no transport text rides along."""
         problem: tuple[ErrorKind, str] | None = None
+        cut: str | None = None
         self.http_requests += 1
         try:
-            response = self._session.post(
-                url,
+            answer = exchange(
+                self._session,
+                "POST",
+                self._endpoint(creds) + method,
+                deadline=deadline,
+                timeouts=(self._timeouts.connect, self._timeouts.read),
+                max_bytes=REST_ANSWER_LIMIT,
                 json={**body, "auth": creds.access_token},
-                timeout=timeout,
-                allow_redirects=False,
             )
-        except requests.exceptions.ConnectTimeout:
-            problem = (ErrorKind.PORTAL_FAILING, f"could not connect within {timeout[0]:.2f} s")
-        except requests.exceptions.Timeout:
-            problem = (ErrorKind.PORTAL_FAILING, f"no answer within {timeout[1]:.2f} s")
-        except (
-            requests.exceptions.InvalidURL,
-            requests.exceptions.MissingSchema,
-            requests.exceptions.InvalidSchema,
-        ):
+        except DeadlineCut as exc:
+            cut = f"{self.portal}: {method}: {exc}"
+        except AnswerTooLarge as exc:
+            problem = (ErrorKind.BAD_ANSWER, str(exc))
+        except InvalidEndpoint:
             problem = (ErrorKind.BAD_REQUEST, "client_endpoint in the secret is not a valid URL")
-        except requests.exceptions.ConnectionError as exc:
-            problem = (ErrorKind.PORTAL_FAILING, _connection_problem(exc))
-        except requests.exceptions.RequestException as exc:
-            problem = (ErrorKind.PORTAL_FAILING, f"the request failed ({type(exc).__name__})")
+        except TransportError as exc:
+            problem = (ErrorKind.PORTAL_FAILING, str(exc))
+        if cut is not None:
+            _log.warning(
+                "%s", cut, extra={"portal": self.portal, "method": method, "kind": "deadline"}
+            )
+            raise DeadlineCutOff(cut)
         if problem is not None:
             raise PortalError(problem[0], self.portal, description=problem[1])
         return read_envelope(
             self.portal,
-            response.status_code,
-            response.content,
-            content_type=response.headers.get("Content-Type", ""),
-            retry_after_header=response.headers.get("Retry-After"),
+            answer.status,
+            answer.body,
+            content_type=answer.content_type,
+            retry_after_header=answer.retry_after,
             now=self._clock().timestamp(),
             secrets=(creds.access_token, creds.refresh_token, creds.client_secret),
         )
@@ -411,14 +425,11 @@ class PortalClient:
     def _endpoint(self, creds: PortalCredentials) -> str:
         """The REST base URL; plain http only to this machine, so a token never crosses a network
         in clear text."""
-        parts = urlsplit(creds.client_endpoint)
-        if parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in _LOOPBACK):
-            return creds.client_endpoint
-        raise PortalError(
-            ErrorKind.BAD_REQUEST,
-            self.portal,
-            description="client_endpoint in the secret must be an https URL",
-        )
+        try:
+            return require_safe_endpoint(creds.client_endpoint, "client_endpoint in the secret")
+        except InvalidEndpoint as exc:
+            failure = PortalError(ErrorKind.BAD_REQUEST, self.portal, description=str(exc))
+        raise failure
 
     def _backoff(
         self, failure: PortalError, *, failing: int, limited: int, deadline: Deadline
@@ -466,6 +477,8 @@ class PortalClient:
         failure: Exception
         try:
             return fetch()
+        except DeadlineExceeded:
+            raise
         except PortalError as err:
             if err.kind is not ErrorKind.TOKEN_EXPIRED:
                 raise
@@ -538,12 +551,6 @@ class _FoundInventory:
             self.error = err.detail
 
 
-def _new_session() -> requests.Session:
-    session = requests.Session()
-    session.headers.update({"Accept": "application/json", "User-Agent": "connector-monitor/1"})
-    return session
-
-
 def _chunks(count: int, with_inventory: bool) -> list[range]:
     """Index ranges of at most 50 commands each; the inventory's two commands go in the first."""
     spans: list[range] = []
@@ -601,16 +608,3 @@ def _refused_after_refresh(failure: PortalError) -> PortalError:
 def _jitter(policy: RetryPolicy, retry: int) -> float:
     """Full jitter: anywhere between no wait and the exponential cap."""
     return random.uniform(0.0, min(policy.max_delay, policy.base_delay * 2**retry))
-
-
-def _connection_problem(exc: requests.exceptions.ConnectionError) -> str:
-    """Say which connection failure it was, in words that never quote the URL or the body."""
-    reason = getattr(exc.args[0] if exc.args else None, "reason", None)
-    name = type(reason).__name__
-    if name == "NameResolutionError":
-        return "the portal's host name could not be resolved (check the domain and endpoint)"
-    if isinstance(getattr(reason, "__context__", None), ConnectionRefusedError) or (
-        "refused" in str(reason).lower() and name == "NewConnectionError"
-    ):
-        return "the connection was refused"
-    return "the connection failed or was dropped"

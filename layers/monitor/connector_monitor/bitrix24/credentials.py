@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -11,7 +12,7 @@ from .errors import CredentialsError
 
 DEFAULT_OAUTH_ENDPOINT = "https://oauth.bitrix.info/oauth/token/"
 _REQUIRED = ("client_id", "client_secret", "access_token", "refresh_token")
-_KNOWN = (*_REQUIRED, "client_endpoint", "oauth_endpoint", "expires_at")
+_KNOWN = (*_REQUIRED, "client_endpoint", "oauth_endpoint", "expires_at", "refreshed_at")
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class PortalCredentials:
     client_endpoint: str
     oauth_endpoint: str = DEFAULT_OAUTH_ENDPOINT
     expires_at: int | None = None
+    refreshed_at: int | None = None  # when the monitor last refreshed this pair (epoch s)
     extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -41,6 +43,7 @@ class PortalCredentials:
         if not isinstance(endpoint, str) or not isinstance(oauth, str):
             raise CredentialsError(f"secret entry for {portal} has a non-string endpoint")
         expires = entry.get("expires_at")
+        refreshed = entry.get("refreshed_at")
         return cls(
             portal=portal,
             client_id=entry["client_id"],
@@ -49,16 +52,32 @@ class PortalCredentials:
             refresh_token=entry["refresh_token"],
             client_endpoint=endpoint if endpoint.endswith("/") else endpoint + "/",
             oauth_endpoint=oauth,
-            expires_at=int(expires) if isinstance(expires, int | float) else None,
+            expires_at=_epoch(expires),
+            refreshed_at=_epoch(refreshed),
             extra={k: v for k, v in entry.items() if k not in _KNOWN},
         )
 
     def with_tokens(
-        self, access_token: str, refresh_token: str, expires_at: int | None
+        self,
+        access_token: str,
+        refresh_token: str,
+        expires_at: int | None,
+        refreshed_at: int | None = None,
     ) -> PortalCredentials:
         return replace(
-            self, access_token=access_token, refresh_token=refresh_token, expires_at=expires_at
+            self,
+            access_token=access_token,
+            refresh_token=refresh_token,
+            expires_at=expires_at,
+            refreshed_at=refreshed_at,
         )
+
+
+def _epoch(value: object) -> int | None:
+    """Epoch seconds as stored, or None for anything else (bool, text, inf, NaN)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return int(value) if math.isfinite(value) else None
 
 
 class TokenSource(Protocol):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 from ..domain.results import Cause
+from ..domain.text import CODE_LIMIT, DESCRIPTION_LIMIT, clip
 
 
 class ErrorKind(StrEnum):
@@ -133,8 +134,8 @@ class PortalError(Exception):
     ) -> None:
         self.kind = kind
         self.portal = portal
-        self.code = code
-        self.description = (description or "")[:300]
+        self.code = clip(code, CODE_LIMIT) if code else None
+        self.description = clip(description or "", DESCRIPTION_LIMIT)
         self.http_status = http_status
         self.retry_after = retry_after
         super().__init__(self.summary)

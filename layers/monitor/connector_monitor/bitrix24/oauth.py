@@ -8,60 +8,54 @@ the Bitrix24 OAuth server takes them), so no text that may hold the URL leaves t
 
 from __future__ import annotations
 
-import logging
+import json
 import math
-import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import requests
 
+from ..deadline import Deadline, DeadlineCutOff
+from ..domain.text import CODE_LIMIT, clip
 from .credentials import PortalCredentials
 from .errors import ErrorKind, PortalError, classify
+from .redaction import install_urllib3_redaction, redact, redact_url_secrets
+from .transport import (
+    AnswerTooLarge,
+    ConnectFailed,
+    DeadlineCut,
+    HttpAnswer,
+    InvalidEndpoint,
+    NoAnswer,
+    TransportError,
+    exchange,
+    require_safe_endpoint,
+)
 
-_SECRET_PARAMS = re.compile(r"(client_secret|refresh_token|access_token|auth|code)=[^&\s\"']*")
+# The most an OAuth answer may weigh: a real one is about 700 bytes.
+OAUTH_ANSWER_LIMIT = 16 * 1024
 
-
-def redact_url_secrets(text: str) -> str:
-    """Replace the values of secret-bearing query parameters in `text` by `***`."""
-    return _SECRET_PARAMS.sub(r"\1=***", text)
-
-
-class _RedactQuerySecrets(logging.Filter):
-    """urllib3 logs `GET /oauth/token/?...&client_secret=...` at DEBUG: strip the values."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(
-                redact_url_secrets(a) if isinstance(a, str) and "=" in a else a for a in record.args
-            )
-        elif isinstance(record.msg, str) and "=" in record.msg:
-            record.msg = redact_url_secrets(record.msg)
-        return True
-
-
-def _install_urllib3_redaction() -> None:
-    target = logging.getLogger("urllib3.connectionpool")
-    if not any(isinstance(f, _RedactQuerySecrets) for f in target.filters):
-        target.addFilter(_RedactQuerySecrets())
-
-
-_install_urllib3_redaction()
+install_urllib3_redaction()
 
 
 def refresh_tokens(
     creds: PortalCredentials,
     *,
     session: requests.Session,
-    timeout: tuple[float, float],
+    deadline: Deadline,
+    timeouts: tuple[float, float],
     now: Callable[[], float] = time.time,
 ) -> PortalCredentials:
     """Trade `creds.refresh_token` for a new pair; return `creds` with the new tokens.
 
-    Errors are `PortalError`s: invalid_grant / invalid_client / wrong_client (even in a 200
-    body) are AUTH_LOST; 5xx, timeouts and connection errors PORTAL_FAILING; an answer that is
-    not JSON or lacks the tokens BAD_ANSWER. No message ever holds a token, a secret or the URL.
+    The exchange ends by `deadline` whatever the server does, reads at most
+    `OAUTH_ANSWER_LIMIT` bytes and follows no redirect. Errors are `PortalError`s:
+    invalid_grant / invalid_client / wrong_client (even in a 200 body) are AUTH_LOST; 5xx,
+    timeouts and connection errors PORTAL_FAILING; an answer that is not JSON or lacks the
+    tokens BAD_ANSWER; an oauth_endpoint that is not https BAD_REQUEST (nothing is sent).
+    `DeadlineExceeded` when the deadline cut the exchange off. No message ever holds a token,
+    a secret or the URL.
     """
     params = {
         "grant_type": "refresh_token",
@@ -70,25 +64,51 @@ def refresh_tokens(
         "refresh_token": creds.refresh_token,
     }
     portal = creds.portal
+    problem: tuple[ErrorKind, str] | None = None
+    cut: str | None = None
     try:
-        response = session.get(creds.oauth_endpoint, params=params, timeout=timeout)
-    except requests.Timeout:
-        raise PortalError(
-            ErrorKind.PORTAL_FAILING, portal, description="the OAuth server timed out"
-        ) from None
-    except requests.ConnectionError:
-        raise PortalError(
-            ErrorKind.PORTAL_FAILING, portal, description="could not connect to the OAuth server"
-        ) from None
-    except requests.RequestException as exc:
-        raise PortalError(
-            ErrorKind.PORTAL_FAILING,
-            portal,
-            description=f"the OAuth request failed ({type(exc).__name__})",
-        ) from None
+        url = require_safe_endpoint(creds.oauth_endpoint, "oauth_endpoint in the secret")
+        answer = exchange(
+            session,
+            "GET",
+            url,
+            deadline=deadline,
+            timeouts=timeouts,
+            max_bytes=OAUTH_ANSWER_LIMIT,
+            params=params,
+        )
+    except InvalidEndpoint as exc:
+        problem = (ErrorKind.BAD_REQUEST, str(exc))
+    except DeadlineCut as exc:
+        cut = f"{portal}: the OAuth server: {exc}"
+    except AnswerTooLarge as exc:
+        problem = (ErrorKind.BAD_ANSWER, f"the OAuth server's answer is too large: {exc}")
+    except NoAnswer:
+        problem = (ErrorKind.PORTAL_FAILING, "the OAuth server timed out")
+    except ConnectFailed as exc:
+        problem = (ErrorKind.PORTAL_FAILING, f"could not connect to the OAuth server: {exc}")
+    except TransportError as exc:
+        problem = (ErrorKind.PORTAL_FAILING, f"the OAuth server: {exc}")
+    if cut is not None:
+        raise DeadlineCutOff(cut)
+    if problem is not None:
+        raise PortalError(problem[0], portal, description=problem[1])
+    return _read_answer(creds, answer, now)
 
-    status = response.status_code
-    body = _json_object(response)
+
+def _read_answer(
+    creds: PortalCredentials, answer: HttpAnswer, now: Callable[[], float]
+) -> PortalCredentials:
+    portal, status = creds.portal, answer.status
+    if 300 <= status < 400:
+        raise PortalError(
+            ErrorKind.BAD_REQUEST,
+            portal,
+            description="the OAuth server answered with a redirect, which is not followed; "
+            "check oauth_endpoint in the secret",
+            http_status=status,
+        )
+    body = _json_object(answer.body)
     if body is None:
         kind = ErrorKind.PORTAL_FAILING if status >= 500 else ErrorKind.BAD_ANSWER
         raise PortalError(
@@ -99,7 +119,7 @@ def refresh_tokens(
         )
     code = body.get("error")
     if code or status >= 400:
-        code_s = str(code) if code else None
+        code_s = clip(str(code), CODE_LIMIT) if code else None
         raise PortalError(
             classify(code_s, status),
             portal,
@@ -115,13 +135,13 @@ def refresh_tokens(
             description="the OAuth answer lacks access_token or refresh_token",
             http_status=status,
         )
-    return creds.with_tokens(access, refresh, _expires_at(body, now))
+    return creds.with_tokens(access, refresh, _expires_at(body, now), refreshed_at=int(now()))
 
 
-def _json_object(response: requests.Response) -> dict[str, Any] | None:
+def _json_object(text: bytes) -> dict[str, Any] | None:
     try:
-        body = response.json()
-    except ValueError:  # also requests' JSONDecodeError; its text would be the body
+        body = json.loads(text)
+    except (ValueError, RecursionError):  # the decoder's text would quote the body
         return None
     return body if isinstance(body, dict) else None
 
@@ -149,7 +169,5 @@ def _number(value: object) -> float | None:
 
 def _scrub(text: str, creds: PortalCredentials) -> str:
     """A server's error text is foreign input: make sure it echoes none of our secrets."""
-    for secret in (creds.client_secret, creds.refresh_token, creds.access_token):
-        if secret:
-            text = text.replace(secret, "***")
-    return redact_url_secrets(text)
+    secrets = (creds.client_secret, creds.refresh_token, creds.access_token)
+    return redact_url_secrets(redact(text, secrets))

@@ -7,9 +7,11 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from .results import Cause
-from .targets import Subject, Target, TargetError
+from .targets import WHOLE_LIST, Subject, Target, TargetError
+from .text import MESSAGE_LIMIT, clip
 
 SUBJECT_LIMIT = 100  # SNS refuses longer subjects
+ENTRY_SHOWN = 200  # a Targets entry quoted in an alert
 
 
 class AlertEvent(StrEnum):
@@ -24,6 +26,8 @@ class Severity(StrEnum):
     WARNING = "warning"
     INFO = "info"
 
+
+GROUPED_EVENTS = (AlertEvent.CHECK_FAILED, AlertEvent.CHECK_RECOVERED)
 
 SEVERITY = {
     AlertEvent.CONNECTOR_DOWN: Severity.CRITICAL,
@@ -45,6 +49,8 @@ class Alert:
     subject: str
     message: str
     created_at: datetime
+    cause: Cause | None = None  # why the monitor could not see (check.* alerts)
+    closing: bool = False  # closes an incident of a target no longer monitored
 
     @property
     def severity(self) -> Severity:
@@ -74,6 +80,7 @@ class Facts:
     incident_since: datetime
     now: datetime
     reminder: int = 0
+    closing: bool = False  # the target left the configuration while this incident was open
 
 
 def make_alert(event: AlertEvent, subject: Subject, facts: Facts) -> Alert:
@@ -86,8 +93,10 @@ def make_alert(event: AlertEvent, subject: Subject, facts: Facts) -> Alert:
         connector=connector,
         line=line,
         subject=_subject_line(event, subject, facts),
-        message=_message(event, subject, facts),
+        message=clip(_message(event, subject, facts), MESSAGE_LIMIT),
         created_at=facts.now,
+        cause=facts.cause if event in GROUPED_EVENTS else None,
+        closing=facts.closing,
     )
 
 
@@ -105,6 +114,8 @@ def _subject_line(event: AlertEvent, subject: Subject, facts: Facts) -> str:
         AlertEvent.CHECK_FAILED: "CHECK FAILED",
         AlertEvent.CHECK_RECOVERED: "CHECK OK",
     }[event]
+    if facts.closing:
+        head = "NO LONGER MONITORED"
     if isinstance(subject, TargetError):
         text = f"{head}: bad target {subject.entry}"
     else:
@@ -127,9 +138,11 @@ def _message(event: AlertEvent, subject: Subject, facts: Facts) -> str:
         f"Open line: {line or '-'}",
     ]
     if isinstance(subject, TargetError):
-        lines.append(f"Entry:     {subject.entry}")
+        lines.append(f"Entry:     {clip(subject.entry, ENTRY_SHOWN)}")
     span = _span(facts.now - facts.incident_since)
-    if event in (AlertEvent.CONNECTOR_RECOVERED, AlertEvent.CHECK_RECOVERED):
+    if facts.closing:
+        lines.append(f"Incident:  since {_iso(facts.incident_since)} ({span}), left open")
+    elif event in (AlertEvent.CONNECTOR_RECOVERED, AlertEvent.CHECK_RECOVERED):
         lines.append(f"Outage:    {_iso(facts.incident_since)} to {_iso(facts.now)} ({span})")
     else:
         lines.append(f"Since:     {_iso(facts.incident_since)} ({span} ago)")
@@ -149,6 +162,19 @@ def _message(event: AlertEvent, subject: Subject, facts: Facts) -> str:
 
 
 def _headline(event: AlertEvent, subject: Subject, facts: Facts) -> str:
+    if facts.closing and isinstance(subject, TargetError) and subject.entry == WHOLE_LIST:
+        return "TARGETS can be read again: the monitor checks its targets once more."
+    if facts.closing:
+        what = (
+            f"The Targets entry '{clip(subject.entry, ENTRY_SHOWN)}'"
+            if isinstance(subject, TargetError)
+            else f"Connector '{subject.connector}' on open line {subject.line} of {subject.portal}"
+        )
+        return (
+            f"{what} is no longer monitored: it left the configuration while its "
+            f"{'outage' if event is AlertEvent.CONNECTOR_RECOVERED else 'check failure'} was "
+            "open. This closes that alert; it does not say the connector works."
+        )
     if isinstance(subject, TargetError):
         return f"The monitor cannot check the target '{subject.entry}': it is misconfigured."
     name = f"Connector '{subject.connector}' on open line {subject.line} of {subject.portal}"
@@ -163,6 +189,8 @@ def _headline(event: AlertEvent, subject: Subject, facts: Facts) -> str:
 
 
 def _action(event: AlertEvent, facts: Facts) -> str | None:
+    if facts.closing:
+        return "nothing, if the target was removed on purpose; otherwise put it back in Targets."
     if event is AlertEvent.CONNECTOR_DOWN:
         if facts.error:
             return "call imconnector.activate (CONNECTOR, LINE, ACTIVE=1) after fixing the cause."
@@ -199,39 +227,59 @@ def _span(delta: timedelta) -> str:
     return f"{hours} h {minutes} min"
 
 
-GROUPED_EVENTS = (AlertEvent.CHECK_FAILED, AlertEvent.CHECK_RECOVERED)
 GROUP_LISTING_LIMIT = 50
 
 
 def combine(alerts: list[Alert]) -> list[tuple[Alert, list[Alert]]]:
     """Messages to send for these alerts: one per alert, except that the monitor's own
     blindness on one portal (`check.*` for many targets at once, e.g. a revoked token) is one
-    message per portal and event, not one per line. Each message comes with the alerts it carries.
+    message per portal and event, not one per line. Misconfigured targets and targets no longer
+    monitored are grouped apart from blindness, so neither reads as a portal outage. Each
+    message comes with the alerts it carries.
     """
     singles: list[tuple[Alert, list[Alert]]] = []
-    groups: dict[tuple[str, AlertEvent], list[Alert]] = {}
+    groups: dict[tuple[str, AlertEvent, str], list[Alert]] = {}
     for alert in sorted(alerts, key=lambda a: (a.created_at, a.id)):
         if alert.event in GROUPED_EVENTS:
-            groups.setdefault((alert.portal, alert.event), []).append(alert)
+            groups.setdefault((alert.portal, alert.event, _group_kind(alert)), []).append(alert)
         else:
             singles.append((alert, [alert]))
-    for members in groups.values():
-        singles.append((members[0] if len(members) == 1 else _grouped(members), members))
+    for (_, _, kind), members in groups.items():
+        singles.append((members[0] if len(members) == 1 else _grouped(members, kind), members))
     return sorted(singles, key=lambda pair: (pair[0].created_at, pair[0].id))
 
 
-def _grouped(members: list[Alert]) -> Alert:
+def _group_kind(alert: Alert) -> str:
+    if alert.closing:
+        return "closing"
+    return "configuration" if alert.cause is Cause.CONFIGURATION else "blind"
+
+
+# subject head, what the first sentence says the monitor does, by group kind and event
+_GROUP_WORDS: dict[tuple[str, AlertEvent], tuple[str, str]] = {
+    ("blind", AlertEvent.CHECK_FAILED): ("CHECK FAILED", "cannot see"),
+    ("blind", AlertEvent.CHECK_RECOVERED): ("CHECK OK", "can see again"),
+    ("configuration", AlertEvent.CHECK_FAILED): (
+        "MISCONFIGURED",
+        "cannot check, because they are misconfigured (the portal itself answers),",
+    ),
+    ("configuration", AlertEvent.CHECK_RECOVERED): ("CONFIG OK", "can check again"),
+    ("closing", AlertEvent.CHECK_RECOVERED): ("NO LONGER MONITORED", "no longer monitors"),
+}
+
+
+def _grouped(members: list[Alert], kind: str) -> Alert:
     first = members[0]
     count = len(members)
-    head = "CHECK FAILED" if first.event is AlertEvent.CHECK_FAILED else "CHECK OK"
-    verb = "cannot see" if first.event is AlertEvent.CHECK_FAILED else "can see again"
+    head, verb = _GROUP_WORDS.get((kind, first.event), _GROUP_WORDS[("blind", first.event)])
+    where = first.portal or "Targets"
     listing = [
         f"- {a.connector} on line {a.line}: {a.message.splitlines()[0]}"
         for a in members[:GROUP_LISTING_LIMIT]
     ]
     if count > GROUP_LISTING_LIMIT:
         listing.append(f"- and {count - GROUP_LISTING_LIMIT} more")
-    body = [f"The monitor {verb} {count} targets on {first.portal}.", "", *listing, ""]
+    body = [f"The monitor {verb} {count} targets on {where}.", "", *listing, ""]
     body += ["First target's details:", "", first.message]
     return Alert(
         id=f"{first.portal}|{first.event.value}|group|{first.id}",
@@ -239,7 +287,9 @@ def _grouped(members: list[Alert]) -> Alert:
         portal=first.portal,
         connector="*",
         line="*",
-        subject=ascii_line(f"{head}: {count} targets at {first.portal}", SUBJECT_LIMIT),
-        message="\n".join(body),
+        subject=ascii_line(f"{head}: {count} targets at {where}", SUBJECT_LIMIT),
+        message=clip("\n".join(body), MESSAGE_LIMIT),
         created_at=first.created_at,
+        cause=first.cause,
+        closing=first.closing,
     )

@@ -7,6 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from .targets import Subject, Target
+from .text import DETAIL_LIMIT, clip
 
 
 class State(StrEnum):
@@ -41,6 +42,10 @@ class CheckResult:
     error: bool | None = None
     cause: Cause | None = None
     detail: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.detail is not None and len(self.detail) > DETAIL_LIMIT:
+            object.__setattr__(self, "detail", clip(self.detail, DETAIL_LIMIT))
 
     @classmethod
     def from_flags(

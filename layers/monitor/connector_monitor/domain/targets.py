@@ -57,10 +57,33 @@ Subject = Target | TargetError
 """What the state machine follows: a checkable target, or a TARGETS entry that cannot be checked."""
 
 
+WHOLE_LIST = "TARGETS"  # the entry that stands for the whole list when none of it is usable
+
+
 @dataclass(frozen=True)
 class TargetList:
     targets: tuple[Target, ...]
     errors: tuple[TargetError, ...]
+
+    @property
+    def unusable(self) -> TargetError | None:
+        """Why the list as a whole cannot be used, when it yields no valid target at all.
+
+        An empty or unreadable list is an operator's slip, not a decision to stop watching:
+        the run checks nothing and forgets nothing (open incidents stay open).
+        """
+        if self.targets:
+            return None
+        if not self.errors:
+            return TargetError(WHOLE_LIST, "TARGETS holds no target (it is empty)")
+        if len(self.errors) == 1 and self.errors[0].entry == WHOLE_LIST:
+            return self.errors[0]
+        first = self.errors[0]
+        return TargetError(
+            WHOLE_LIST,
+            f"none of the {len(self.errors)} TARGETS entries is valid "
+            f"(the first, '{first.entry[:80]}': {first.reason})",
+        )
 
     def portals(self) -> list[str]:
         return sorted({t.portal for t in self.targets})
@@ -116,6 +139,11 @@ def check_target(
     return Target(portal_s, connector_s, line_i)
 
 
+def is_connector_id(text: str) -> bool:
+    """Whether `text` is written as a connector id may be (lowercase)."""
+    return bool(_CONNECTOR.match(text))
+
+
 def _from_csv(text: str) -> Iterable[Target | TargetError]:
     for entry in (part.strip() for part in text.split(",")):
         if not entry:
@@ -131,10 +159,10 @@ def _from_json(text: str) -> Iterable[Target | TargetError]:
     try:
         items = json.loads(text)
     except json.JSONDecodeError as exc:
-        yield TargetError("TARGETS", f"TARGETS is not valid JSON: {exc.msg} at position {exc.pos}")
+        yield TargetError(WHOLE_LIST, f"TARGETS is not valid JSON: {exc.msg} at position {exc.pos}")
         return
     if not isinstance(items, list):
-        yield TargetError("TARGETS", "TARGETS JSON must be a list of {portal, connector, line}")
+        yield TargetError(WHOLE_LIST, "TARGETS JSON must be a list of {portal, connector, line}")
         return
     for index, item in enumerate(items):
         entry = f"TARGETS[{index}]"

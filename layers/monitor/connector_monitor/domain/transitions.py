@@ -10,6 +10,11 @@ Rules, per target:
 - `check.failed` once `failure` checks in a row were UNKNOWN (a configuration problem: at once,
   since asking again cannot fix it); `check.recovered` once `recovery` answers in a row were seen.
 - Optional reminder while still down, every `renotify`.
+- A target that leaves the configuration with an incident open gets one closing alert (the
+  incident's recovery event, worded "no longer monitored"), so no page stays open forever.
+- Answers are ordered by `checked_at`: one no newer than the stored status adds nothing (an
+  overlapping run finishing late), unless the stored one is more than `CLOCK_SKEW` in its
+  future, which only a clock that was wrong can explain.
 """
 
 from __future__ import annotations
@@ -70,16 +75,26 @@ class TargetStatus:
         return other is not None and replace(self, checked_at=other.checked_at) == other
 
 
+# An overlapping run can finish after a newer one, but never this much later (a run lasts at
+# most the function's timeout, two minutes).
+CLOCK_SKEW = timedelta(minutes=5)
+
+
 @dataclass(frozen=True)
 class Step:
     status: TargetStatus
     alerts: tuple[Alert, ...] = field(default=())
+    skew: timedelta | None = None  # how far in the future the stored status was, if it was
 
 
 def advance(previous: TargetStatus | None, result: CheckResult, thresholds: Thresholds) -> Step:
     """Fold one check result into a target's status; return the new status and new alerts."""
+    skew = None
     if previous is not None and result.checked_at <= previous.checked_at:
-        return Step(previous)  # an answer no newer than what is stored adds nothing
+        ahead = previous.checked_at - result.checked_at
+        if ahead <= CLOCK_SKEW:
+            return Step(previous)  # an answer no newer than what is stored adds nothing
+        skew = ahead  # stored by a run whose clock was wrong: the answer is the news
     subject = result.target if previous is None else previous.subject
     base = previous or TargetStatus(subject, result.state, result.checked_at, result.checked_at)
     status = _observe(base, result, thresholds.streak_cap)
@@ -89,7 +104,35 @@ def advance(previous: TargetStatus | None, result: CheckResult, thresholds: Thre
         status, alerts = _while_seen(status, thresholds)
     if alerts:
         status = replace(status, pending=status.pending + alerts, last_alert_at=result.checked_at)
-    return Step(status, alerts)
+    return Step(status, alerts, skew)
+
+
+def retire(status: TargetStatus, now: datetime) -> Step:
+    """A target that left the configuration: close its open incidents with one alert each.
+
+    The status keeps its pending alerts (they are delivered first) and loses its incidents, so
+    the next run, finding it still gone and with nothing pending, forgets it.
+    """
+    alerts: list[Alert] = []
+    if status.down_since is not None:
+        alerts.append(_closing(AlertEvent.CONNECTOR_RECOVERED, status, status.down_since, now))
+    if status.blind_since is not None:
+        alerts.append(_closing(AlertEvent.CHECK_RECOVERED, status, status.blind_since, now))
+    if not alerts:
+        return Step(status)
+    closed = replace(
+        status,
+        down_since=None,
+        blind_since=None,
+        reminders=0,
+        pending=status.pending + tuple(alerts),
+        last_alert_at=now,
+    )
+    return Step(closed, tuple(alerts))
+
+
+def has_open_incident(status: TargetStatus) -> bool:
+    return status.down_since is not None or status.blind_since is not None
 
 
 def _observe(base: TargetStatus, result: CheckResult, cap: int) -> TargetStatus:
@@ -158,6 +201,20 @@ def _while_blind(
     began = status.since  # the first UNKNOWN of this blind spell
     status = replace(status, blind_since=began)
     return status, (_alert(AlertEvent.CHECK_FAILED, status, began),)
+
+
+def _closing(event: AlertEvent, status: TargetStatus, since: datetime, now: datetime) -> Alert:
+    facts = Facts(
+        detail=None,
+        status=None,
+        configured=None,
+        error=None,
+        cause=status.cause,
+        incident_since=since,
+        now=now,
+        closing=True,
+    )
+    return make_alert(event, status.subject, facts)
 
 
 def _alert(event: AlertEvent, status: TargetStatus, since: datetime, reminder: int = 0) -> Alert:
