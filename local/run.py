@@ -394,7 +394,9 @@ class LocalRun:
         else:
             self.portal = start_portal(options.port_portal)
             cleanup.callback(self.portal.stop)
-            secret = {"portals": {DEMO_DOMAIN: self.portal.credentials(DEMO_DOMAIN)}}
+            # The monitor's own app on the portal, as README recommends; the demo connector
+            # belongs to the portal's first app (its backend).
+            secret = {"portals": {DEMO_DOMAIN: self.portal.add_app(DEMO_DOMAIN, "monitor")}}
             targets = options.targets or demo_targets()
         self.stack.start()
         cleanup.callback(self.stack.stop)

@@ -67,4 +67,7 @@ def shared_portal(portal_server: LocalPortal) -> Iterator[LocalPortal]:
     portal_server.rate_limit = None
     portal_server.token_ttl = 3600.0
     portal_server.operating_reset_in = 600.0
+    portal_server.operating_limit = 420.0
+    portal_server.old_token_after_refresh = "valid"
+    portal_server.expired_token_code = "expired_token"
     portal_server.clear_faults()

@@ -27,6 +27,7 @@ from local.bitrix24_portal.protocol import (
     PortalFault,
     Reply,
     RestError,
+    access_token,
     bracket_parse,
     connector_line,
     echo_token,
@@ -43,9 +44,18 @@ from local.bitrix24_portal.protocol import (
     param,
     parse_params,
     php_array,
+    php_empty,
     time_block,
 )
-from local.bitrix24_portal.state import Access, Fault, PortalState, RecordedRequest
+from local.bitrix24_portal.recorded import recorded
+from local.bitrix24_portal.state import (
+    Access,
+    App,
+    Fault,
+    Operating,
+    PortalState,
+    RecordedRequest,
+)
 
 
 class LocalPortal:
@@ -57,8 +67,20 @@ class LocalPortal:
         self.token_ttl = token_ttl
         self.latency = 0.0
         self.rate_limit: tuple[int, float] | None = None
-        # OPERATION_TIME_LIMIT answers carry time.operating_reset_at = now + this
+        # A method's operating time resets this long after its first call in a window.
         self.operating_reset_in = 600.0
+        # Past this many seconds of a method's operating time, OPERATION_TIME_LIMIT (the core's
+        # default: rest/lib/engine/access/loadlimiter.php; the docs' example says 480).
+        self.operating_limit = 420.0
+        # What the old access token does once its pair was refreshed. No source settles it
+        # (notes in docs/bitrix24-rest-notes.md): "valid" (it lives until its own expiry: the
+        # portal caches a token's check for an hour, rest/lib/oauth/storagecache.php) or
+        # "expired" (the safe reading: it answers expired_token at once).
+        self.old_token_after_refresh = "valid"
+        # What an access token past its hour answers: expired_token (the portal's own check,
+        # rest/lib/oauth/auth.php) or invalid_token (once the portal's cache forgot it and the
+        # OAuth server no longer knows it); the monitor refreshes on both.
+        self.expired_token_code = "expired_token"
         self._lock = threading.Lock()
         self._portals: dict[str, PortalState] = {}
         self._requests: list[RecordedRequest] = []
@@ -145,6 +167,50 @@ class LocalPortal:
                 "client_endpoint": self.client_endpoint(domain),
                 "oauth_endpoint": self.oauth_endpoint,
             }
+
+    def add_app(self, domain: str, name: str) -> dict[str, str]:
+        """Install another application on the portal; its secret entry, with a fresh pair.
+
+        The monitor's recommended set-up: a dedicated monitor app whose tokens nobody else
+        spends, beside the connector's own backend app (imconnector.status answers for any
+        connector id whichever app asks: core imconnector/lib/rest/status.php::getStatus())."""
+        with self._lock:
+            state = self._get(domain)
+            app = App(name, f"local.{secrets.token_hex(7)}.{name}", secrets.token_urlsafe(36))
+            state.apps[app.client_id] = app
+            access, refresh = self._issue(state, app.client_id)
+            return {
+                "client_id": app.client_id,
+                "client_secret": app.client_secret,
+                "access_token": access,
+                "refresh_token": refresh,
+                "client_endpoint": self.client_endpoint(domain),
+                "oauth_endpoint": self.oauth_endpoint,
+            }
+
+    def deny_connector_list(self, domain: str, denied: bool = True) -> None:
+        """The app was installed by a user without the Open Lines permission to change
+        connectors: imconnector.list answers ACCESS_DENIED (HTTP 400)."""
+        with self._lock:
+            self._get(domain).list_allowed = not denied
+
+    def move(self, domain: str, to: str) -> None:
+        """The portal changes its address to `to` (same Bitrix24, same tokens and member_id):
+        REST on the old address answers 302 to the new one, and the OAuth server names the new
+        REST endpoint as client_endpoint."""
+        with self._lock:
+            if to in self._portals:
+                raise ValueError(f"portal {to!r} already exists")
+            state = self._get(domain)
+            state.moved_to = to
+            self._portals[to] = state
+
+    def set_operating(self, domain: str, method: str, seconds: float) -> None:
+        """A method's operating time in the current window, as if it had been spent."""
+        with self._lock:
+            slot = self._get(domain).operating.setdefault(method_name(method), Operating())
+            slot.seconds = seconds
+            slot.reset_at = slot.reset_at or time.time() + self.operating_reset_in
 
     def connect(self, domain: str, connector: str, line: int) -> None:
         self.set_status(domain, connector, line, configured=True, error=False)
@@ -236,7 +302,15 @@ class LocalPortal:
         """Every token this server ever issued, and the client secrets (for leak searches)."""
         with self._lock:
             states = [self._get(domain)] if domain is not None else self._portals.values()
-            return {s for state in states for s in (*state.issued, state.client_secret)}
+            return {
+                s
+                for state in states
+                for s in (
+                    *state.issued,
+                    state.client_secret,
+                    *(app.client_secret for app in state.apps.values()),
+                )
+            }
 
     def clear_requests(self) -> None:
         with self._lock:
@@ -260,10 +334,12 @@ class LocalPortal:
         except KeyError:
             raise KeyError(f"unknown portal {domain!r}") from None
 
-    def _issue(self, state: PortalState) -> tuple[str, str]:
+    def _issue(self, state: PortalState, app: str = "") -> tuple[str, str]:
         access, refresh = secrets.token_hex(35), secrets.token_hex(35)
         state.issued |= {access, refresh}
-        state.access[access] = Access(issued_at=time.time(), refresh=refresh)
+        state.access[access] = Access(
+            issued_at=time.time(), refresh=refresh, app=app or state.client_id
+        )
         state.refresh[refresh] = access
         return access, refresh
 
@@ -297,7 +373,9 @@ class LocalPortal:
 
     # internals: HTTP -----------------------------------------------------------------------
 
-    def _handle(self, verb: str, target: str, content_type: str, body: bytes) -> Reply | None:
+    def _handle(
+        self, verb: str, target: str, content_type: str, body: bytes, authorization: str = ""
+    ) -> Reply | None:
         parts = urlsplit(target)
         path = unquote(parts.path)
         if path.startswith("/_control/"):
@@ -313,15 +391,20 @@ class LocalPortal:
         match = re.fullmatch(r"/([^/]+)/rest/([^/]+?)(?:\.json)?/?", path)
         if match is None:
             return json_reply(404, {"error": "NOT_FOUND", "error_description": "Unknown path"})
-        return self._rest(match.group(1), method_name(match.group(2)), path, params)
+        token = access_token(params, authorization)
+        return self._rest(match.group(1), method_name(match.group(2)), path, params, token)
 
-    def _rest(self, domain: str, method: str, path: str, params: dict[str, Any]) -> Reply | None:
-        token = params.pop("auth", None)
+    def _rest(
+        self, domain: str, method: str, path: str, params: dict[str, Any], token: str | None
+    ) -> Reply | None:
         now = time.time()
         with self._lock:
             state = self._portals.get(domain)
             if state is None:
                 return json_reply(404, {"error": "NOT_FOUND", "error_description": "No portal"})
+            if state.moved_to not in (None, domain):  # before the auth check, as a web server
+                moved = self.client_endpoint(state.moved_to) + method
+                return Reply(302, b"", headers={"Location": moved})
             self._requests.append(RecordedRequest(domain, method, path, params, now))
             fault = state.take_fault(method)
             limit = self.rate_limit
@@ -347,11 +430,36 @@ class LocalPortal:
                 self._check_auth(state, token)
                 if method == "batch":
                     result = self._batch(state, params)
+                    timing = time_block(start, time.time())  # batch has no operating time
                 else:
+                    self._check_operating(state, method)
                     result = self._call(state, method, params)
+                    timing = self._spend(state, method, start, time.time())
         except RestError as exc:
-            return error_reply(exc.code, exc.description)
-        return json_reply(200, {"result": result, "time": time_block(start, time.time())})
+            return json_reply(exc.status, {"error": exc.code, "error_description": exc.description})
+        return json_reply(200, {"result": result, "time": timing})
+
+    def _check_operating(self, state: PortalState, method: str) -> None:
+        """OPERATION_TIME_LIMIT once a method's time went past the limit (rest.php::processCall
+        checks before the call; the call that crossed the line completed)."""
+        slot = state.operating.get(method)
+        if slot is not None and time.time() >= slot.reset_at:
+            del state.operating[method]
+        elif slot is not None and slot.seconds > self.operating_limit:
+            raise RestError("OPERATION_TIME_LIMIT")
+
+    def _spend(
+        self, state: PortalState, method: str, start: float, finish: float
+    ) -> dict[str, Any]:
+        """The answer's time block, with the method's operating time after this call."""
+        slot = state.operating.setdefault(method, Operating())
+        if not slot.reset_at:
+            slot.reset_at = start + self.operating_reset_in
+        slot.seconds += finish - start
+        block = time_block(start, finish)
+        block["operating_reset_at"] = int(slot.reset_at)
+        block["operating"] = round(slot.seconds, 6)
+        return block
 
     def _check_auth(self, state: PortalState, token: Any) -> None:
         if not token:
@@ -360,7 +468,7 @@ class LocalPortal:
         if access is None:
             raise RestError("invalid_token")
         if access.expired or time.time() - access.issued_at >= self.token_ttl:
-            raise RestError("expired_token")
+            raise RestError(self.expired_token_code)
 
     def _serve_fault(self, fault: Fault, answer: Callable[[], Reply], start: float) -> Reply | None:
         if fault.fault is not PortalFault.TRICKLE and not self._hold(fault.delay):
@@ -393,13 +501,9 @@ class LocalPortal:
             return Reply(302, b"", headers={"Location": f"https://{MOVED_TO}/oauth/token/"})
         if kind in (PortalFault.HTTP_502, PortalFault.HTTP_503):
             return Reply(kind.http_status, f"{kind.http_status} error".encode(), "text/plain")
-        extra: dict[str, Any] = {}
-        if kind is PortalFault.OPERATION_TIME_LIMIT:
-            block = time_block(start, time.time())
-            block["operating"] = 480.0
-            block["operating_reset_at"] = int(start + self.operating_reset_in)
-            extra["time"] = block
-        return error_reply(kind.value, None, extra)
+        # Error bodies are error and error_description only: no time block (rest.php:
+        # appendDebugInfo() runs on the success path alone).
+        return error_reply(kind.value)
 
     # internals: REST methods ---------------------------------------------------------------
 
@@ -407,13 +511,14 @@ class LocalPortal:
         if method == "imconnector.status":
             return self._status(state, params)
         if method == "imconnector.list":
+            # imconnector/lib/rest/common.php::list(): Open Lines "Connectors: modify" needed
+            if not state.list_allowed:
+                denied = recorded("imconnector.list.access_denied")
+                body = denied.body
+                raise RestError(body["error"], body["error_description"], denied.http_status)
             return dict(state.connectors) or []
         if method == "imconnector.activate":
-            connector, line = connector_line(params)
-            active = flag(param(params, "ACTIVE", 1))
-            flags = state.flags.get((connector, line), (False, False))
-            state.flags[(connector, line)] = (True, False) if active else (False, flags[1])
-            return True
+            return self._activate(state, params)
         if method == "imopenlines.config.list.get":
             return list_lines(state.lines, param(params, "PARAMS", {}))
         if method == "server.time":
@@ -421,6 +526,18 @@ class LocalPortal:
         if method == "batch":
             raise RestError("ERROR_BATCH_METHOD_NOT_ALLOWED")
         raise RestError("ERROR_METHOD_NOT_FOUND")
+
+    def _activate(self, state: PortalState, params: dict[str, Any]) -> bool:
+        """imconnector/lib/rest/status.php::activate(): CONNECTOR, LINE and ACTIVE must be set;
+        any non-empty ACTIVE activates (PHP `empty()`: "", "0", 0 and false do not), "N" too."""
+        for name in ("LINE", "ACTIVE"):
+            if param(params, name) is None:
+                raise RestError("ERROR_ARGUMENT", f"Argument '{name}' is null or empty")
+        connector, line = connector_line(params)
+        flags = state.flags.get((connector, line), (False, False))
+        active = not php_empty(param(params, "ACTIVE"))
+        state.flags[(connector, line)] = (True, False) if active else (False, flags[1])
+        return True
 
     def _status(self, state: PortalState, params: dict[str, Any]) -> dict[str, Any]:
         connector, line = connector_line(params)
@@ -442,13 +559,21 @@ class LocalPortal:
             commands = {str(i): c for i, c in enumerate(commands)}
         if not isinstance(commands, dict):
             raise RestError("ERROR_ARGUMENT", "Argument 'cmd' must be an array")
-        if len(commands) > BATCH_LIMIT:
-            raise RestError("ERROR_BATCH_LENGTH_EXCEEDED")
         halt = flag(params.get("halt", 0))
         results: dict[str, Any] = {}
         errors: dict[str, Any] = {}
         times: dict[str, Any] = {}
-        for name, command in commands.items():
+        for count, (name, command) in enumerate(commands.items()):
+            if count >= BATCH_LIMIT:
+                # rest_provider.php::methodsBatch(): past 50, an error per command, HTTP 200
+                exceeded = RestError("ERROR_BATCH_LENGTH_EXCEEDED")
+                errors[str(name)] = {
+                    "error": exceeded.code,
+                    "error_description": exceeded.description,
+                }
+                if halt:
+                    break
+                continue
             head, _, query = str(command).partition("?")
             method = method_name(head)
             sub = bracket_parse(parse_qsl(query, keep_blank_values=True))
@@ -461,10 +586,11 @@ class LocalPortal:
                 continue
             started = time.time()
             try:
+                self._check_operating(state, method)
                 results[str(name)] = self._call(state, method, sub)
+                times[str(name)] = self._spend(state, method, started, time.time())
             except RestError as exc:
                 errors[str(name)] = {"error": exc.code, "error_description": exc.description}
-            times[str(name)] = time_block(started, time.time())
             if halt and errors:
                 break
         return {
@@ -488,7 +614,7 @@ class LocalPortal:
         return answer() if fault is None else self._serve_fault(fault, answer, time.time())
 
     def _by_client(self, client_id: str) -> PortalState | None:
-        return next((s for s in self._portals.values() if s.client_id == client_id), None)
+        return next((s for s in self._portals.values() if s.secret_of(client_id)), None)
 
     def _oauth_answer(self, params: dict[str, Any]) -> Reply:
         if params.get("grant_type") != "refresh_token":
@@ -496,35 +622,37 @@ class LocalPortal:
                 400, {"error": "invalid_request", "error_description": "grant_type not supported"}
             )
         with self._lock:
-            state = self._by_client(str(params.get("client_id", "")))
-            if state is None or not secrets.compare_digest(
-                str(params.get("client_secret", "")), state.client_secret
+            client_id = str(params.get("client_id", ""))
+            state = self._by_client(client_id)
+            expected = state.secret_of(client_id) if state is not None else None
+            if (
+                state is None
+                or expected is None
+                or not secrets.compare_digest(str(params.get("client_secret", "")), expected)
             ):
                 return error_reply("invalid_client")
             old_access = state.refresh.pop(str(params.get("refresh_token", "")), None)
             if old_access is None:
                 return error_reply("invalid_grant")
-            if old_access in state.access:
+            if old_access in state.access and self.old_token_after_refresh == "expired":
                 state.access[old_access].expired = True
-            access, refresh = self._issue(state)
+            access, refresh = self._issue(state, client_id)
             state.refreshes += 1
             now = time.time()
-            return json_reply(
-                200,
-                {
-                    "access_token": access,
-                    "expires": int(now + self.token_ttl),
-                    "expires_in": int(self.token_ttl),
-                    "scope": "imconnector,imopenlines",
-                    "domain": f"{self.host}:{self.port}",
-                    "server_endpoint": f"{self.url}/rest/",
-                    "status": "L",
-                    "client_endpoint": self.client_endpoint(state.domain),
-                    "member_id": state.member_id,
-                    "user_id": 1,
-                    "refresh_token": refresh,
-                },
-            )
+            answer = {
+                "access_token": access,
+                "client_endpoint": self.client_endpoint(state.moved_to or state.domain),
+                "domain": f"{self.host}:{self.port}",  # the OAuth server, not the portal
+                "expires": int(now + self.token_ttl),
+                "expires_in": int(self.token_ttl),
+                "member_id": state.member_id,
+                "refresh_token": refresh,
+                "scope": "imopenlines",
+                "server_endpoint": f"{self.url}/rest/",
+                "status": "L",
+                "user_id": 1,
+            }
+            return json_reply(200, answer)
 
     # internals: control API ----------------------------------------------------------------
 
@@ -628,7 +756,13 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length > 0 else b""
         portal = cast(_Server, self.server).portal
-        reply = portal._handle(self.command, self.path, self.headers.get("Content-Type", ""), body)
+        reply = portal._handle(
+            self.command,
+            self.path,
+            self.headers.get("Content-Type", ""),
+            body,
+            self.headers.get("Authorization", ""),
+        )
         if reply is None:
             self._drop()
             return

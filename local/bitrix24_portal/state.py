@@ -32,6 +32,25 @@ class Access:
     issued_at: float
     refresh: str = field(repr=False)
     expired: bool = False
+    app: str = ""  # the client_id it was issued to
+
+
+@dataclass
+class App:
+    """A second application installed on the portal (e.g. the connector's own backend)."""
+
+    name: str
+    client_id: str
+    client_secret: str = field(repr=False)
+
+
+@dataclass
+class Operating:
+    """One method's operating time in the current 10-minute window (rest/lib/engine/access/
+    loadlimiter.php keeps ten one-minute buckets; one window is enough here)."""
+
+    seconds: float = 0.0
+    reset_at: float = 0.0
 
 
 @dataclass
@@ -65,6 +84,16 @@ class PortalState:
     answer_only: frozenset[int] | None = None
     bucket: Bucket = field(default_factory=Bucket)
     refreshes: int = 0
+    apps: dict[str, App] = field(default_factory=dict)  # by client_id, the first app aside
+    list_allowed: bool = True  # the installing user may change Open Lines connectors
+    moved_to: str | None = None  # REST answers 302 to this domain's endpoint
+    operating: dict[str, Operating] = field(default_factory=dict)  # by method
+
+    def secret_of(self, client_id: str) -> str | None:
+        if client_id == self.client_id:
+            return self.client_secret
+        app = self.apps.get(client_id)
+        return app.client_secret if app else None
 
     def take_fault(self, method: str) -> Fault | None:
         for entry in self.faults:

@@ -98,7 +98,9 @@ def stack(
             "Attributes"
         ]["QueueArn"]
         sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn)
-        secret = {"portals": {PORTAL: portal.credentials(PORTAL)}}
+        # A dedicated monitor app, beside the connector's backend (the portal's first app):
+        # the set-up README recommends.
+        secret = {"portals": {PORTAL: portal.add_app(PORTAL, "monitor")}}
         sm = boto3.client("secretsmanager", region_name=REGION)
         secret_id = sm.create_secret(Name="monitor/tokens", SecretString=json.dumps(secret))["ARN"]
         env = {

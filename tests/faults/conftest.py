@@ -295,6 +295,10 @@ class World:
         self._monkeypatch.setenv("TARGETS", value)
         self.checker.settings.cache_clear()  # a new deployment's cold start
 
+    def forget_inventory(self, portal: str) -> None:
+        """The next run validates `portal`'s targets again (its cached inventory is gone)."""
+        self._table.delete_item(Key={"pk": "INVENTORY", "sk": portal})
+
     def measure_memory(self) -> None:
         """From the next invocation on, record how much memory each one adds at its peak."""
         self._measure_memory = True

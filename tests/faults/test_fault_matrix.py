@@ -179,8 +179,8 @@ def write_back_refused(w: World) -> None:
 
 
 def expired_token_mid_batch(w: World) -> None:
-    w.add_portal(C, lines=C_LINES)  # 2 batch requests: 48 statuses + the inventory, then 5
-    w.portal.inject(C, "timeout", count=1, delay=0.01)  # the first request passes untouched
+    w.add_portal(C, lines=C_LINES)  # the inventory, then 2 batch requests: 50 statuses, then 3
+    w.portal.inject(C, "timeout", count=2, delay=0.01)  # the first two requests pass untouched
     w.portal.inject(C, "expired_token", count=1)  # the second chunk is refused once
 
 
@@ -355,6 +355,53 @@ D = "named.bitrix24.com"
 LONG_NAMED_LINES = 200
 
 
+# ---- a live portal, as its core behaves --------------------------------------------------------
+def connector_list_refused(w: World) -> None:
+    """The app was installed by a user without the Open Lines right to change connectors."""
+    w.portal.deny_connector_list(A)
+    w.forget_inventory(A)
+
+
+def connector_list_allowed(w: World) -> None:
+    w.portal.deny_connector_list(A, False)
+    w.forget_inventory(A)
+
+
+TYPO = f"{A}/myconector/12"
+
+
+def mistyped_target(w: World) -> None:
+    w.set_targets([*w.monitored, TYPO])
+    w.forget_inventory(A)
+
+
+def drop_mistyped_target(w: World) -> None:
+    w.set_targets([t for t in w.monitored if t != TYPO])
+
+
+def never_asked_about(connector: str) -> Callable[[World], None]:
+    """No status command for `connector` reached the portal: an unknown pair is not asked."""
+
+    def check(w: World) -> None:
+        commands = [
+            str(c) for r in w.portal.requests(A) for c in (r.params.get("cmd") or {}).values()
+        ]
+        assert commands and not any(f"CONNECTOR={connector}&" in c for c in commands)
+
+    return check
+
+
+def operating_time_nearly_spent(w: World) -> None:
+    """imconnector.status used 90 % of the core's 420 s in this 10-minute window, on a portal
+    checked in two chunks: the first chunk's answer says so, the second is not sent."""
+    w.add_portal(C, lines=C_LINES)
+    w.portal.set_operating(C, "imconnector.status", 0.9 * 420)
+
+
+def operating_time_reset(w: World) -> None:
+    w.portal.set_operating(C, "imconnector.status", 0.0)
+
+
 # ---- THE TABLE ----------------------------------------------------------------------------------
 FAULTS: list[Fault] = [
     # -- the portal: it answers, but the connector is down (the control row) --
@@ -498,7 +545,8 @@ FAULTS: list[Fault] = [
             log=("expired_token", "access token refreshed"),
             secret=(C,),
             refreshes={C: 1},
-            requests={C: 5},  # run 1: chunk, refused chunk, chunk again; run 2: two chunks
+            # run 1: inventory, chunk, refused chunk, that chunk again; run 2: two chunks
+            requests={C: 6},
         ),
     ),
     Fault(
@@ -708,13 +756,17 @@ FAULTS: list[Fault] = [
         ),
     ),
     Fault(
-        "portal redirecting REST to another host (not followed)",
+        "portal redirecting REST to another host the OAuth server does not name",
         inject=on_portal("redirect"),
         expect=Expect(
-            states={A: unknown(Cause.BAD_REQUEST)},
-            alerts=(failed(A, says="redirect"),),
-            log=("redirect",),
-            requests={A: 2},
+            # the redirect is never followed; the OAuth server, asked once (a refresh), names
+            # the same endpoint: the move is the operator's to make, and the alert says so
+            states={A: unknown(Cause.CONFIGURATION)},
+            alerts=(failed(A, says="Targets entries to update"),),
+            log=("the portal moved",),
+            secret=(A,),
+            refreshes={A: 1},  # run 2 finds the refresh budget spent
+            requests={A: 2},  # no retry: the OAuth server named no other address
         ),
     ),
     Fault(
@@ -739,6 +791,58 @@ FAULTS: list[Fault] = [
             alerts=(failed(A, says="must be an https URL"),),
             log=("expired_token",),
             requests={A: 2},
+        ),
+    ),
+    # -- a live portal, as its core behaves (issue: real Bitrix24) --
+    *(
+        Fault(
+            f"{code} ({meaning})",
+            inject=on_portal(code),
+            expect=Expect(
+                states=A_UNKNOWN,
+                alerts=(failed(A, says="a portal error, not a connector outage"),),
+                log=(code,),
+                requests={A: 6},  # retried within the run: it is the portal's, and passes
+            ),
+        )
+        for code, meaning in (
+            ("CONNECTION_ERROR", "the portal cannot reach its authorisation server"),
+            ("ERROR_CORE", "an uncaught exception in the portal's core"),
+        )
+    ),
+    Fault(
+        "imconnector.list refused: the app was installed by a user without Open Lines rights",
+        inject=connector_list_refused,
+        clear=connector_list_allowed,
+        expect=Expect(
+            states={},  # every target is still checked: UP
+            alerts=(Sent("check.failed", A, "-", "-", says="connector validation is off"),),
+            log=("ACCESS_DENIED",),
+            after=(Sent("check.recovered", A, "-", "-", says="validation works again"),),
+        ),
+    ),
+    Fault(
+        "a mistyped connector in TARGETS (never asked about)",
+        inject=mistyped_target,
+        clear=drop_mistyped_target,
+        expect=Expect(
+            states={TYPO: unknown(Cause.CONFIGURATION)},
+            alerts=(failed(A, "myconector", 12, says="not among the portal's active"),),
+            log=("myconector",),
+            also=never_asked_about("myconector"),
+            after=(Sent("check.recovered", A, "myconector", "12", says="no longer monitored"),),
+        ),
+    ),
+    Fault(
+        "imconnector.status near its operating-time limit (paused before a 429)",
+        inject=operating_time_nearly_spent,
+        clear=operating_time_reset,
+        portal=C,
+        expect=Expect(
+            states={key(C, n): unknown(Cause.RATE_LIMITED) for n in range(51, C_LINES + 1)},
+            alerts=(failed(C, says="operating-time limit"),),
+            log=("operating-time limit",),
+            requests={C: 3},  # run 1: inventory and chunk 1; run 2: chunk 1; never chunk 2
         ),
     ),
     # -- a tired operator: a slip of TARGETS forgets nothing; a removal closes what was open --
@@ -1048,7 +1152,7 @@ def check_secret(before: str, after: str, rotated: tuple[str, ...]) -> None:
         )
         assert pair_changed, f"{portal}: the refreshed pair was not stored"
         assert new[portal]["expires_at"] > 0
-        rest = ("access_token", "refresh_token", "expires_at", "refreshed_at")
+        rest = ("access_token", "refresh_token", "expires_at", "refreshed_at", "member_id")
         kept = {k: v for k, v in old[portal].items() if k not in rest} == {
             k: v for k, v in new[portal].items() if k not in rest
         }

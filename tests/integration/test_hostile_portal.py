@@ -233,14 +233,11 @@ def test_long_line_names_and_odd_connector_ids_are_cut_from_the_inventory(
     tokens = Tokens(PortalCredentials.from_secret_entry(domain, portal.credentials(domain)))
 
     with PortalClient(domain, tokens, retry=FAST) as client:
-        found = client.check(
-            [Target(domain, CONNECTOR, 1)], Deadline.after(10), with_inventory=True
-        )
+        inventory = client.inventory(Deadline.after(10))
 
-    assert found.inventory is not None
-    assert found.inventory.connectors == {CONNECTOR}
-    assert len(found.inventory.lines) == 200
-    assert max(len(info.name) for info in found.inventory.lines.values()) <= 60
+    assert inventory.connectors == {CONNECTOR}
+    assert len(inventory.lines) == 200
+    assert max(len(info.name) for info in inventory.lines.values()) <= 60
 
 
 # ---- 6. OAuth hardening -------------------------------------------------------------------------

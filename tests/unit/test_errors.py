@@ -15,7 +15,7 @@ DOCUMENTED = [
     (429, "OPERATION_TIME_LIMIT", ErrorKind.RATE_LIMITED),
     (503, "OVERLOAD_LIMIT", ErrorKind.PORTAL_UNAVAILABLE),
     (401, "expired_token", ErrorKind.TOKEN_EXPIRED),
-    (401, "invalid_token", ErrorKind.AUTH_LOST),
+    (401, "invalid_token", ErrorKind.TOKEN_EXPIRED),  # refreshed once, like expired_token
     (401, "NO_AUTH_FOUND", ErrorKind.AUTH_LOST),
     (401, "AUTHORIZATION_ERROR", ErrorKind.AUTH_LOST),
     (401, "APPLICATION_NOT_FOUND", ErrorKind.AUTH_LOST),
@@ -33,7 +33,9 @@ DOCUMENTED = [
     (401, "insufficient_scope", ErrorKind.ACCESS_DENIED),
     (403, "user_access_error", ErrorKind.ACCESS_DENIED),
     (403, "WRONG_AUTH_TYPE", ErrorKind.ACCESS_DENIED),
-    (400, "ERROR_CORE", ErrorKind.ACCESS_DENIED),
+    (400, "ERROR_CORE", ErrorKind.PORTAL_FAILING),  # core rest/lib/restexception.php
+    (500, "ERROR_CORE", ErrorKind.PORTAL_FAILING),  # ... for an SQL error
+    (401, "CONNECTION_ERROR", ErrorKind.PORTAL_FAILING),  # core rest/lib/oauth/auth.php
     (402, "PAYMENT_REQUIRED", ErrorKind.ACCESS_DENIED),
     (401, "PAYMENT_REQUIRED", ErrorKind.ACCESS_DENIED),
     (400, "INVALID_REQUEST", ErrorKind.BAD_REQUEST),
@@ -42,7 +44,8 @@ DOCUMENTED = [
     (404, "ERROR_MANIFEST_IS_NOT_AVAILABLE", ErrorKind.BAD_REQUEST),
     (400, "ERROR_ARGUMENT", ErrorKind.BAD_REQUEST),
     (400, "CONNECTOR", ErrorKind.BAD_REQUEST),
-    (500, "PORTAL_DELETED", ErrorKind.PORTAL_UNAVAILABLE),
+    (500, "PORTAL_DELETED", ErrorKind.PORTAL_UNAVAILABLE),  # the docs' reading
+    (403, "PORTAL_DELETED", ErrorKind.PORTAL_UNAVAILABLE),  # core rest/classes/general/rest.php
     (410, "PORTAL_DELETED", ErrorKind.PORTAL_UNAVAILABLE),
 ]
 

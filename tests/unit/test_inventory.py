@@ -20,11 +20,22 @@ def test_targets_that_exist_pass() -> None:
     assert find_misconfigured([target(), target("telegrambot", 14)], INVENTORY) == {}
 
 
-def test_mistyped_connector_names_the_registered_ones() -> None:
+def test_mistyped_connector_names_the_active_ones_and_says_it_may_be_switched_off() -> None:
+    """imconnector.list lists the connectors enabled on the portal (core imconnector/lib/
+    connector.php::getListActiveConnectorReal()), not every one registered."""
     typo = target("myconector")
     assert find_misconfigured([typo, target()], INVENTORY) == {
-        typo: "connector 'myconector' is not registered on the portal "
-        "(registered: myconnector, telegrambot)"
+        typo: "connector 'myconector' is not among the portal's active connectors "
+        "(active: myconnector, telegrambot): a mistyped id, or a connector registered but "
+        "switched off on the portal"
+    }
+
+
+def test_without_a_connector_list_only_lines_are_validated() -> None:
+    """An app installed by a user who may not change connectors cannot list them."""
+    unlisted = Inventory(None, INVENTORY.lines)
+    assert find_misconfigured([target("anything"), target(line=99)], unlisted) == {
+        target(line=99): "open line 99 does not exist on the portal (lines: 12 Sales, 14 VIP)"
     }
 
 
@@ -44,14 +55,14 @@ def test_inactive_line_is_a_reason() -> None:
 def test_both_wrong_gives_both_reasons_on_one_line() -> None:
     wrong = target("nope", 99)
     reason = find_misconfigured([wrong], INVENTORY)[wrong]
-    assert reason.startswith("connector 'nope' is not registered")
+    assert reason.startswith("connector 'nope' is not among the portal's active connectors")
     assert "; open line 99 does not exist" in reason
     assert "\n" not in reason
 
 
 def test_empty_portal_says_none() -> None:
     reason = find_misconfigured([target()], Inventory(frozenset(), {}))[target()]
-    assert "(registered: none)" in reason
+    assert "(active: none)" in reason
     assert "(lines: none)" in reason
 
 
@@ -64,7 +75,7 @@ def test_long_lists_are_cut_so_the_reason_stays_short() -> None:
     assert "c00, c01" in reason
     assert "(30 more)" in reason
     assert "(290 more)" in reason
-    assert len(reason) < 400
+    assert len(reason) < 500
 
 
 def test_lines_are_listed_in_numeric_order_and_unnamed_lines_by_id() -> None:

@@ -130,3 +130,13 @@ def test_a_list_with_one_valid_target_is_usable_and_keeps_its_bad_entries() -> N
     parsed = parse_targets("a.bitrix24.com/tg/1,nonsense")
     assert parsed.unusable is None
     assert [e.entry for e in parsed.errors] == ["nonsense"]
+
+
+@pytest.mark.parametrize("connector", ["myconnector.v2", ".hidden", "a.b.c"])
+def test_a_connector_id_with_a_dot_is_refused(connector: str) -> None:
+    """The core cuts an id at its first dot (imconnector/lib/connector.php::
+    getConnectorRealId()): `myconnector.v2` would be checked as `myconnector`."""
+    parsed = parse_targets(f"a.bitrix24.com/{connector}/1,a.bitrix24.com/ok/2")
+    assert [t.connector for t in parsed.targets] == ["ok"]
+    (error,) = parsed.errors
+    assert "cuts an id at its first dot" in error.reason

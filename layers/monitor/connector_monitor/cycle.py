@@ -13,14 +13,14 @@ from typing import Any, Protocol
 
 from .aws.records import CachedInventory, PortalRun, RunRecord
 from .aws.repository import Claim, Loaded, StateRepository
-from .bitrix24.client import PortalCheck, PortalClient
+from .bitrix24.client import PortalClient, TokenSourceError
 from .bitrix24.credentials import TokenSource
-from .bitrix24.errors import CredentialsError
-from .deadline import Deadline
+from .bitrix24.errors import CredentialsError, PortalError
+from .deadline import Deadline, DeadlineExceeded
 from .domain.alerts import Alert
-from .domain.inventory import find_misconfigured
+from .domain.inventory import VALIDATION_OFF, find_misconfigured
 from .domain.results import Cause, CheckResult, State
-from .domain.targets import Target, TargetError, TargetList
+from .domain.targets import Target, TargetError, TargetList, validation_problem
 from .domain.transitions import TargetStatus, Thresholds, advance, has_open_incident, retire
 from .publishing import AlertDelivery, Delivery, Publisher
 
@@ -122,9 +122,9 @@ class CheckCycle:
             results, portal_runs, inventories = self._check_all(targets, deadline)
             results += [self._config_result(e, summary.started_at) for e in targets.errors]
         changed, decided = self._decide(loaded, results)
-        forget: list[TargetStatus] = []
+        retired: set[str] = set()
         if unusable is None:
-            forget = self._retire(
+            retired = self._retire(
                 loaded, {r.target.key for r in results}, summary, changed, decided
             )
         claims = self._claims(loaded, changed, summary)
@@ -132,12 +132,7 @@ class CheckCycle:
             changed, claims=claims, history=decided, keep=self.settings.history
         )
         summary.conflicts = len(outcome.conflicts)
-        if forget:
-            logger.info("forgetting targets no longer configured", extra={"count": len(forget)})
-            self.repository.delete(forget)
         statuses = {**loaded.statuses, **{s.subject.key: s for s in outcome.saved}}
-        for gone in forget:
-            statuses.pop(gone.subject.key, None)
         ours = {
             s.subject.key
             for s in outcome.saved
@@ -146,6 +141,7 @@ class CheckCycle:
         delivery = AlertDelivery(
             self.repository, self.publisher, summary.run_id, self.settings.claim_for
         ).deliver(statuses, ours, loaded.claims, self.clock())
+        self._forget(retired, statuses, delivery.cleared)
         if inventories:
             self.repository.save_inventories(inventories)
         self._summarise(summary, results, decided, delivery, portal_runs)
@@ -232,19 +228,49 @@ class CheckCycle:
         due = cached is None or now - cached.validated_at >= self.settings.validate_every
         client = self.client_factory(portal, self.tokens)
         try:
-            check = client.check(targets, deadline, with_inventory=due)
+            fresh = self._validate(client, deadline, now) if due else None
+            known = fresh or cached
+            # Pairs the inventory does not list are not asked about: the portal would answer
+            # all flags false, which reads as an outage.
+            flagged = find_misconfigured(targets, known.inventory) if known else {}
+            check = client.check([t for t in targets if t not in flagged], deadline)
         finally:
             client.close()
-        inventory = CachedInventory(portal, now, check.inventory) if check.inventory else None
-        known = inventory or cached
-        if check.inventory_error:
-            logger.warning(
-                "target validation could not run",
-                extra={"portal": portal, "error": check.inventory_error},
-            )
-        results = _apply_inventory(check, known)
+        answered = {r.target: r for r in check.results}
+        results = [
+            answered.get(t)
+            or CheckResult.unknown(t, Cause.CONFIGURATION, flagged[t], checked_at=now)
+            for t in targets
+        ]
+        if known is not None and known.inventory.connectors is None:
+            notice = validation_problem(portal, VALIDATION_OFF)
+            results.append(self._config_result(notice, now))
         error = _portal_error(results)
-        return PortalOutcome(results, PortalRun(now, client.http_requests, error), inventory)
+        return PortalOutcome(results, PortalRun(now, client.http_requests, error), fresh)
+
+    @staticmethod
+    def _validate(
+        client: PortalClient, deadline: Deadline, now: datetime
+    ) -> CachedInventory | None:
+        """The portal's inventory, or None (logged) when it could not be read this run."""
+        failure: str
+        try:
+            inventory = client.inventory(deadline)
+        except DeadlineExceeded as exc:
+            failure = str(exc)
+        except (PortalError, TokenSourceError) as exc:
+            failure = exc.detail
+        else:
+            if inventory.connectors is None:
+                logger.warning(
+                    "connector validation is off: imconnector.list answered ACCESS_DENIED",
+                    extra={"portal": client.portal},
+                )
+            return CachedInventory(client.portal, now, inventory)
+        logger.warning(
+            "target validation could not run", extra={"portal": client.portal, "error": failure}
+        )
+        return None
 
     def _lost_portal(
         self, portal: str, targets: TargetList, exc: BaseException | None
@@ -314,14 +340,14 @@ class CheckCycle:
         summary: RunSummary,
         changed: list[TargetStatus],
         decided: dict[str, tuple[Alert, ...]],
-    ) -> list[TargetStatus]:
-        """Targets no longer configured: an open incident gets its closing alert (added to
-        `changed` and `decided`); one with nothing open and nothing pending is to be forgotten
-        (returned). One with alerts still pending waits until they are delivered."""
-        forget: list[TargetStatus] = []
+    ) -> set[str]:
+        """Targets no longer configured (their keys are returned): an open incident gets its
+        closing alert, added to `changed` and `decided`."""
+        retired: set[str] = set()
         for key, status in loaded.statuses.items():
             if key in current:
                 continue
+            retired.add(key)
             if has_open_incident(status):
                 step = retire(status, summary.started_at)
                 changed.append(step.status)
@@ -330,9 +356,23 @@ class CheckCycle:
                     "closing the open incident of a target no longer configured",
                     extra={"target": key, "alerts": [a.event.value for a in step.alerts]},
                 )
-            elif not status.pending:
-                forget.append(status)
-        return forget
+        return retired
+
+    def _forget(
+        self, retired: set[str], statuses: dict[str, TargetStatus], cleared: set[str]
+    ) -> None:
+        """Forget targets no longer configured once nothing about them is left to send (a
+        closing alert that could not be published keeps its target until it is)."""
+        forget = [
+            status
+            for key in sorted(retired)
+            if (status := statuses.get(key)) is not None
+            and not has_open_incident(status)
+            and (not status.pending or key in cleared)
+        ]
+        if forget:
+            logger.info("forgetting targets no longer configured", extra={"count": len(forget)})
+            self.repository.delete(forget)
 
     def _summarise(
         self,
@@ -357,22 +397,9 @@ class CheckCycle:
         summary.portal_errors = {p: r.error for p, r in portal_runs.items() if r.error}
 
 
-def _apply_inventory(check: PortalCheck, inventory: CachedInventory | None) -> list[CheckResult]:
-    """A target that does not exist on the portal is a configuration error, never DOWN."""
-    if inventory is None:
-        return list(check.results)
-    targets = [r.target for r in check.results if isinstance(r.target, Target)]
-    wrong = find_misconfigured(targets, inventory.inventory)
-    return [
-        CheckResult.unknown(r.target, Cause.CONFIGURATION, wrong[r.target], checked_at=r.checked_at)
-        if isinstance(r.target, Target) and r.target in wrong
-        else r
-        for r in check.results
-    ]
-
-
 def _portal_error(results: Sequence[CheckResult]) -> str | None:
     """A portal-wide failure: every target UNKNOWN for the same non-configuration reason."""
+    results = [r for r in results if isinstance(r.target, Target)]
     causes = {(r.cause, r.detail) for r in results if r.state is State.UNKNOWN}
     if results and len(causes) == 1 and all(r.state is State.UNKNOWN for r in results):
         cause, detail = next(iter(causes))

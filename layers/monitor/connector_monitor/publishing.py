@@ -26,6 +26,7 @@ class Delivery:
     published: int = 0  # alerts (not messages) that SNS took
     pending: int = 0  # alerts left for the next run
     failures: list[str] = field(default_factory=list)
+    cleared: set[str] = field(default_factory=set)  # keys with nothing pending any more
 
 
 @dataclass
@@ -49,7 +50,7 @@ class AlertDelivery:
         delivery = Delivery()
         mine = self._claim_leftovers(statuses, ours, claims, now)
         published = self._publish(mine, delivery)
-        self._acknowledge(mine, published)
+        self._acknowledge(mine, published, delivery)
         delivery.pending = sum(len(s.pending) for s in statuses.values()) - delivery.published
         return delivery
 
@@ -99,13 +100,17 @@ class AlertDelivery:
             )
         return published
 
-    def _acknowledge(self, mine: dict[str, TargetStatus], published: dict[str, set[str]]) -> None:
+    def _acknowledge(
+        self, mine: dict[str, TargetStatus], published: dict[str, set[str]], delivery: Delivery
+    ) -> None:
         """Remove what was published and release our claims; one failure spares the others."""
         failed: RepositoryError | None = None
         for key, status in mine.items():
             try:
                 if not self.repository.acknowledge(status, self.run_id, published[key]):
                     logger.warning("claim lost before acknowledging alerts", extra={"target": key})
+                elif published[key] >= {alert.id for alert in status.pending}:
+                    delivery.cleared.add(key)
             except RepositoryError as exc:
                 failed = exc
         if failed is not None:

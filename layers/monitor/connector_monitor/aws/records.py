@@ -19,7 +19,7 @@ from typing import Any
 from ..domain.alerts import Alert, AlertEvent
 from ..domain.inventory import Inventory, LineInfo
 from ..domain.results import Cause, State
-from ..domain.targets import Subject, Target, TargetError
+from ..domain.targets import ConfigProblem, Subject, Target, TargetError
 from ..domain.text import DETAIL_LIMIT, clip
 from ..domain.transitions import TargetStatus
 
@@ -61,6 +61,7 @@ def status_to_item(status: TargetStatus) -> dict[str, Any]:
             line_text=subject.line,
             entry=subject.entry,
             reason=subject.reason,
+            problem=subject.problem.value,
         )
     item.update(
         state=status.state.value,
@@ -97,6 +98,7 @@ def status_from_item(item: dict[str, Any]) -> TargetStatus:
             str(item.get("portal", "")),
             str(item.get("connector", "")),
             str(item.get("line_text", "")),
+            ConfigProblem(item.get("problem") or ConfigProblem.ENTRY),
         )
     pending = sorted(
         (alert_from_map(a) for a in (item.get("pending") or {}).values()),
@@ -238,9 +240,10 @@ class RunRecord:
 
 @dataclass(frozen=True)
 class CachedInventory:
-    """What validation needs of a portal's inventory, stored compactly: the connector ids, the
-    line ids, the inactive ones, and the names of the first lines (for messages). Whatever a
-    portal lists, the item stays far below DynamoDB's 400 KB (10,000 lines: about 60 KB)."""
+    """What validation needs of a portal's inventory, stored compactly: the connector ids (or
+    that the portal would not list them), the line ids, the inactive ones, and the names of the
+    first lines (for messages). Whatever a portal lists, the item stays far below DynamoDB's
+    400 KB (10,000 lines: about 60 KB)."""
 
     portal: str
     validated_at: datetime
@@ -248,15 +251,20 @@ class CachedInventory:
 
     def to_item(self) -> dict[str, Any]:
         lines = sorted(self.inventory.lines.items())
-        return {
+        connectors = self.inventory.connectors
+        item: dict[str, Any] = {
             "pk": INVENTORY_PK,
             "sk": self.portal,
             "validated_at": iso(self.validated_at),
-            "connectors": sorted(self.inventory.connectors),
             "line_ids": [number for number, _ in lines],
             "inactive": [number for number, info in lines if not info.active],
             "names": {str(n): info.name for n, info in lines[:NAMES_KEPT] if info.name},
         }
+        if connectors is None:
+            item["connectors_denied"] = True
+        else:
+            item["connectors"] = sorted(connectors)
+        return item
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> CachedInventory:
@@ -272,9 +280,12 @@ class CachedInventory:
                 int(n): LineInfo(name=str(v.get("name", "")), active=bool(v.get("active", True)))
                 for n, v in (item.get("lines") or {}).items()
             }
-        inventory = Inventory(
-            connectors=frozenset(str(c) for c in item.get("connectors") or []), lines=lines
+        connectors = (
+            None
+            if item.get("connectors_denied")
+            else frozenset(str(c) for c in item.get("connectors") or [])
         )
+        inventory = Inventory(connectors=connectors, lines=lines)
         return cls(str(item["sk"]), parse_iso(item["validated_at"]), inventory)
 
 

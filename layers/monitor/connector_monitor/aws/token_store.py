@@ -282,7 +282,8 @@ class SecretsTokenStore:
         )
 
     def _write_back(self, document: dict[str, Any], fresh: PortalCredentials) -> None:
-        """Replace only this portal's tokens and expiry in the freshly read document; store it."""
+        """Replace only what a refresh renews in this portal's entry of the freshly read
+        document (tokens, expiry, endpoint, member_id); store it."""
         entry = dict(document["portals"][fresh.portal])
         entry["access_token"] = fresh.access_token
         entry["refresh_token"] = fresh.refresh_token
@@ -290,6 +291,11 @@ class SecretsTokenStore:
             entry["expires_at"] = fresh.expires_at
         if fresh.refreshed_at is not None:
             entry["refreshed_at"] = fresh.refreshed_at
+        # The OAuth server's word on where the portal is and which Bitrix24 it is: a portal
+        # that changed its address is followed from the next read on.
+        entry["client_endpoint"] = fresh.client_endpoint
+        if fresh.member_id is not None:
+            entry["member_id"] = fresh.member_id
         document = {**document, "portals": {**document["portals"], fresh.portal: entry}}
         # The in-memory copy holds the new pair even if storing fails: it is the only valid one.
         self._publish(document)

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urljoin, urlsplit
 
 from ..domain.inventory import LineInfo
 from ..domain.results import Cause, CheckResult
@@ -32,6 +32,7 @@ BATCH_LIMIT = 50  # the most commands one batch request may carry
 # lines hold under 1,000; 50,000 bound the decoded answer to a few MB whatever the bytes say.
 CONTAINER_LIMIT = 50_000
 CONNECTORS_KEPT = 500  # connector ids kept from imconnector.list (more would be absurd)
+MOVED_SHOWN = 120  # characters of a redirect's target quoted
 
 _TRUE = frozenset({"y", "1", "true"})
 _FALSE = frozenset({"n", "0", "false"})
@@ -111,8 +112,13 @@ def read_envelope(
     retry_after_header: str | None = None,
     now: float | None = None,
     secrets: Iterable[str] = (),
+    location: str | None = None,
+    endpoint: str = "",
 ) -> dict[str, Any]:
     """The JSON object of a successful REST answer, or a `PortalError` saying what went wrong.
+
+    A redirect (`location`) away from the portal's REST `endpoint` means the portal moved: it is
+    never followed (a token goes only where the secret or the OAuth server says).
 
     `now` (epoch seconds) turns `time.operating_reset_at` into a wait; `secrets` are cut out of
     every string of the decoded answer, so a token echoed anywhere in it (an error, a batch
@@ -122,12 +128,7 @@ def read_envelope(
     """
     secrets = tuple(s for s in secrets if s)
     if 300 <= http_status < 400:
-        raise PortalError(
-            ErrorKind.BAD_REQUEST,
-            portal,
-            description="the portal answered with a redirect; check client_endpoint in the secret",
-            http_status=http_status,
-        )
+        raise _redirect(portal, http_status, location, endpoint)
     failing = ErrorKind.PORTAL_FAILING if http_status >= 500 else ErrorKind.BAD_ANSWER
     if body.count(b"{") + body.count(b"[") > CONTAINER_LIMIT:
         raise PortalError(
@@ -171,6 +172,27 @@ def read_envelope(
             http_status=http_status,
         )
     return payload
+
+
+def _redirect(portal: str, status: int, location: str | None, endpoint: str) -> PortalError:
+    """A redirect: the portal moved (bitrix24/b24restdocs settings/how-to-call-rest-api/
+    change-domen.md: an old address answers 302 to the new one), or the endpoint is wrong."""
+    target = urljoin(endpoint, location) if location else ""
+    parts = urlsplit(target) if target else None
+    if parts is not None and parts.hostname and not target.startswith(endpoint):
+        moved = f"{parts.scheme}://{parts.netloc}"[:MOVED_SHOWN]
+        return PortalError(
+            ErrorKind.PORTAL_MOVED,
+            portal,
+            description=f"the portal moved: it redirects to {moved}",
+            http_status=status,
+        )
+    return PortalError(
+        ErrorKind.BAD_REQUEST,
+        portal,
+        description="the portal answered with a redirect; check client_endpoint in the secret",
+        http_status=status,
+    )
 
 
 def _envelope_error(

@@ -39,6 +39,7 @@ from .answers import (
 )
 from .credentials import PortalCredentials, TokenSource
 from .errors import CredentialsError, ErrorKind, PortalError, TokenSourceUnavailable
+from .limits import LeakyBucket, OperatingTime, command_method
 from .transport import (
     AnswerTooLarge,
     DeadlineCut,
@@ -70,6 +71,7 @@ _STOPPING = frozenset(
         ErrorKind.ACCESS_DENIED,
         ErrorKind.PORTAL_UNAVAILABLE,
         ErrorKind.RATE_LIMITED,
+        ErrorKind.PORTAL_MOVED,
     }
 )
 _RETRY_RESERVE = 0.1  # seconds a retry needs after its wait to be worth sending
@@ -81,7 +83,7 @@ _LINES = "lines"
 _MAX_LINE_PAGES = 50  # 10,000 lines; a portal ignoring `offset` must not loop us forever
 LINES_KEPT = _MAX_LINE_PAGES * LINES_PAGE  # whatever pages a portal sends, no more lines
 _DEADLINE_DETAIL = "the run's deadline was reached before this line was checked"
-_DEADLINE_INVENTORY = "the run's deadline was reached before the inventory was read"
+_ENTRIES_SHOWN = 10
 
 
 @dataclass(frozen=True)
@@ -107,8 +109,6 @@ class PortalCheck:
     """One portal's check: exactly one result per requested target, in the order asked."""
 
     results: list[CheckResult]
-    inventory: Inventory | None = None  # when asked for and the portal answered it
-    inventory_error: str | None = None  # why targets could not be validated (checking went on)
 
 
 class TokenSourceError(Exception):
@@ -153,6 +153,8 @@ class PortalClient:
         self._sleep = sleep
         self._clock = clock
         self._credentials: PortalCredentials | None = None
+        self._bucket: LeakyBucket | None = None
+        self._operating = OperatingTime()
 
     def __repr__(self) -> str:
         return f"PortalClient(portal={self.portal!r}, http_requests={self.http_requests})"
@@ -191,27 +193,30 @@ class PortalClient:
         raise failure
 
     def inventory(self, deadline: Deadline) -> Inventory:
-        """The portal's registered connectors and its open lines (all pages)."""
+        """The portal's active connectors and its open lines (all pages), in one request and
+        more only for more than 200 lines.
+
+        `imconnector.list` needs a user allowed to change Open Lines connectors (core
+        imconnector/lib/rest/common.php::list(): ACCESS_DENIED, HTTP 400, otherwise); refused
+        so, the inventory has no connectors (None) and the lines still count. Raises
+        `PortalError` (the request failed, or a part of the answer is unreadable),
+        `DeadlineExceeded` or `TokenSourceError`.
+        """
         answer = self.batch(_inventory_commands(), deadline)
-        connectors = _command_value(self.portal, answer, _CONNECTORS, CONNECTORS_METHOD)
         first_page = _command_value(self.portal, answer, _LINES, LINES_METHOD)
-        return Inventory(
-            _parsed(self.portal, CONNECTORS_METHOD, read_connectors, connectors),
-            self._all_lines(first_page, deadline),
-        )
+        denied = answer.errors.get(_CONNECTORS)
+        connectors: frozenset[str] | None = None
+        if denied is None or denied.kind is not ErrorKind.ACCESS_DENIED:
+            raw = _command_value(self.portal, answer, _CONNECTORS, CONNECTORS_METHOD)
+            connectors = _parsed(self.portal, CONNECTORS_METHOD, read_connectors, raw)
+        return Inventory(connectors, self._all_lines(first_page, deadline))
 
     # --- checking -----------------------------------------------------------------------------
 
-    def check(
-        self, targets: Sequence[Target], deadline: Deadline, *, with_inventory: bool = False
-    ) -> PortalCheck:
-        """Every target's status, at most 50 per HTTP request; never raises for the portal.
-
-        With `with_inventory`, the connector and line lists ride in the first request.
-        """
+    def check(self, targets: Sequence[Target], deadline: Deadline) -> PortalCheck:
+        """Every target's status, at most 50 per HTTP request; never raises for the portal."""
         wanted = list(targets)
         results: list[CheckResult | None] = [None] * len(wanted)
-        found = _FoundInventory(with_inventory)
         halted: tuple[Cause, str] | None = None
 
         def settle(span: range, cause: Cause, detail: str) -> None:
@@ -219,44 +224,36 @@ class PortalClient:
             for index in span:
                 results[index] = CheckResult.unknown(wanted[index], cause, detail, checked_at=at)
 
-        for number, span in enumerate(_chunks(len(wanted), with_inventory)):
-            carries_inventory = with_inventory and number == 0
+        for span in _chunks(len(wanted)):
             if halted is not None:
                 settle(span, *halted)
-                found.fail(halted[1], carries_inventory)
                 continue
             commands = {f"t{i}": status_command(wanted[i]) for i in span}
-            if carries_inventory:
-                commands.update(_inventory_commands())
             try:
                 answer = self.batch(commands, deadline)
             except DeadlineCutOff as exc:
                 settle(span, Cause.DEADLINE, str(exc))
-                found.fail(str(exc), carries_inventory)
                 continue
             except DeadlineExceeded:
                 settle(span, Cause.DEADLINE, _DEADLINE_DETAIL)
-                found.fail(_DEADLINE_INVENTORY, carries_inventory)
                 continue
             except TokenSourceError as exc:
                 halted = (exc.cause, exc.detail)
                 settle(span, *halted)
-                found.fail(exc.detail, carries_inventory)
                 continue
             except PortalError as err:
-                settle(span, err.kind.cause, err.detail)
-                found.fail(err.detail, carries_inventory)
+                detail = err.detail
+                if err.kind is ErrorKind.PORTAL_MOVED:
+                    detail = f"{detail}: {_entries_to_update(wanted)}"
+                settle(span, err.kind.cause, detail)
                 if err.kind in _STOPPING:
-                    halted = (err.kind.cause, err.detail)
+                    halted = (err.kind.cause, detail)
                 continue
             self._settle_answer(wanted, span, answer, results)
-            if carries_inventory:
-                found.take(self.portal, answer)
 
-        inventory = self._finish_inventory(found, deadline)
         done = [result for result in results if result is not None]
         assert len(done) == len(wanted), "every target gets exactly one result"
-        return PortalCheck(done, inventory, found.error)
+        return PortalCheck(done)
 
     def _settle_answer(
         self,
@@ -317,19 +314,6 @@ class PortalClient:
                 },
             )
 
-    def _finish_inventory(self, found: _FoundInventory, deadline: Deadline) -> Inventory | None:
-        if not found.wanted or found.error is not None or found.connectors is None:
-            return None
-        try:
-            lines = self._all_lines(found.first_lines, deadline)
-        except DeadlineExceeded:
-            found.error = "the run's deadline was reached before every open line was read"
-            return None
-        except (PortalError, TokenSourceError) as exc:
-            found.error = exc.detail
-            return None
-        return Inventory(found.connectors, lines)
-
     def _all_lines(self, first_page: object, deadline: Deadline) -> dict[int, LineInfo]:
         """Open lines from the first page, fetching more pages only when a page came full."""
         page = _parsed(self.portal, LINES_METHOD, read_lines, first_page)
@@ -352,25 +336,32 @@ class PortalClient:
         """The answer's JSON object, after at most one token refresh and the policy's retries."""
         if deadline.expired:
             raise DeadlineExceeded(f"{self.portal}: the deadline passed before {method} was sent")
+        methods = _methods(method, body)
         failing = limited = attempt = 0
         refreshed = False
         while True:
             attempt += 1
             used = self._current_credentials()
             try:
-                return self._send(method, body, used, deadline)
+                self._pace(methods, deadline)
+                payload = self._send(method, body, used, deadline)
             except PortalError as err:
                 failure = err
+            else:
+                self._note_operating(method, body, payload)
+                return payload
             self._log_failure(failure, method, attempt)
-            if failure.kind is ErrorKind.TOKEN_EXPIRED:
+            if failure.kind in (ErrorKind.TOKEN_EXPIRED, ErrorKind.PORTAL_MOVED):
                 if refreshed:
-                    raise _refused_after_refresh(failure)
-                self._refresh(used, deadline)
+                    raise _after_refresh(failure)
+                self._refresh_for(failure, used, deadline)
                 refreshed = True
                 if deadline.expired:
                     raise DeadlineExceeded(f"{self.portal}: the deadline passed during a refresh")
                 continue
-            delay = self._backoff(failure, failing=failing, limited=limited, deadline=deadline)
+            delay = self._backoff(
+                failure, methods, failing=failing, limited=limited, deadline=deadline
+            )
             if delay is None:
                 raise failure
             if failure.kind is ErrorKind.RATE_LIMITED:
@@ -378,6 +369,61 @@ class PortalClient:
             else:
                 failing += 1
             self._sleep(delay)
+
+    def _refresh_for(
+        self, failure: PortalError, used: PortalCredentials, deadline: Deadline
+    ) -> None:
+        """A fresh pair after expired_token or invalid_token. After a redirect away from the
+        portal's endpoint (it moved), the OAuth server's answer says where it is now: only its
+        word is followed, never the redirect's; if it names no other address, the move stands."""
+        if failure.kind is not ErrorKind.PORTAL_MOVED:
+            self._refresh(used, deadline)
+            return
+        try:
+            self._refresh(used, deadline)
+        except (PortalError, TokenSourceError):
+            raise failure from None
+        if self._current_credentials().client_endpoint == used.client_endpoint:
+            raise failure
+
+    def _pace(self, methods: tuple[str, ...], deadline: Deadline) -> None:
+        """Wait for room in the portal's request bucket, and pause a method that has nearly
+        used its operating time, before the portal refuses either."""
+        paused = self._operating.paused(methods, self._clock().timestamp())
+        if paused is not None:
+            name, usage = paused
+            reset = usage.reset_at
+            raise PortalError(
+                ErrorKind.RATE_LIMITED,
+                self.portal,
+                code="OPERATION_TIME_LIMIT",
+                description=(
+                    f"{name} paused before the portal's operating-time limit: it used "
+                    f"{usage.seconds:.0f} of {self._operating.limit:.0f} s in 10 minutes"
+                ),
+                retry_after=None if reset is None else max(0.0, reset - self._clock().timestamp()),
+            )
+        bucket = self._rate()
+        wait = bucket.wait(time.monotonic())
+        if wait > 0:
+            if wait + _RETRY_RESERVE > deadline.remaining():
+                raise DeadlineExceeded(
+                    f"{self.portal}: the portal's request rate leaves no room before the deadline"
+                )
+            self._sleep(wait)
+        bucket.take(time.monotonic())
+
+    def _rate(self) -> LeakyBucket:
+        if self._bucket is None:
+            plan = self._current_credentials().extra.get("plan")
+            self._bucket = LeakyBucket.for_plan(plan)
+        return self._bucket
+
+    def _note_operating(self, method: str, body: dict[str, Any], payload: dict[str, Any]) -> None:
+        if method == "batch":
+            self._operating.note_batch(body.get("cmd") or {}, payload.get("result"))
+        else:
+            self._operating.note(method, payload.get("time"))
 
     def _send(
         self, method: str, body: dict[str, Any], creds: PortalCredentials, deadline: Deadline
@@ -420,6 +466,8 @@ class PortalClient:
             retry_after_header=answer.retry_after,
             now=self._clock().timestamp(),
             secrets=(creds.access_token, creds.refresh_token, creds.client_secret),
+            location=answer.location,
+            endpoint=creds.client_endpoint,
         )
 
     def _endpoint(self, creds: PortalCredentials) -> str:
@@ -432,7 +480,13 @@ class PortalClient:
         raise failure
 
     def _backoff(
-        self, failure: PortalError, *, failing: int, limited: int, deadline: Deadline
+        self,
+        failure: PortalError,
+        methods: tuple[str, ...],
+        *,
+        failing: int,
+        limited: int,
+        deadline: Deadline,
     ) -> float | None:
         """How long to wait before retrying, or None to give up now."""
         policy = self._retry
@@ -440,8 +494,11 @@ class PortalClient:
             if limited >= policy.rate_limit_retries:
                 return None
             if (failure.code or "").upper() == "OPERATION_TIME_LIMIT":
-                # The budget comes back at operating_reset_at; an earlier retry only fails again.
+                # The budget comes back at operating_reset_at, which only successful answers
+                # carry: an earlier retry only fails again.
                 delay = failure.retry_after
+                if delay is None and (reset := self._operating.reset_at(methods)) is not None:
+                    delay = max(0.0, reset - self._clock().timestamp())
                 if delay is None:
                     return None
             else:
@@ -529,38 +586,16 @@ class PortalClient:
         )
 
 
-class _FoundInventory:
-    """The inventory parts gathered during a check, or why they could not be."""
-
-    def __init__(self, wanted: bool) -> None:
-        self.wanted = wanted
-        self.connectors: frozenset[str] | None = None
-        self.first_lines: object = None
-        self.error: str | None = None
-
-    def fail(self, detail: str, carried: bool) -> None:
-        if self.wanted and carried and self.error is None:
-            self.error = detail
-
-    def take(self, portal: str, answer: BatchAnswer) -> None:
-        try:
-            connectors = _command_value(portal, answer, _CONNECTORS, CONNECTORS_METHOD)
-            self.connectors = _parsed(portal, CONNECTORS_METHOD, read_connectors, connectors)
-            self.first_lines = _command_value(portal, answer, _LINES, LINES_METHOD)
-        except PortalError as err:
-            self.error = err.detail
+def _chunks(count: int) -> list[range]:
+    """Index ranges of at most 50 commands each."""
+    return [range(start, min(count, start + BATCH_LIMIT)) for start in range(0, count, BATCH_LIMIT)]
 
 
-def _chunks(count: int, with_inventory: bool) -> list[range]:
-    """Index ranges of at most 50 commands each; the inventory's two commands go in the first."""
-    spans: list[range] = []
-    start = 0
-    room = BATCH_LIMIT - (2 if with_inventory else 0)
-    while start < count or (with_inventory and not spans):
-        stop = min(count, start + room)
-        spans.append(range(start, stop))
-        start, room = stop, BATCH_LIMIT
-    return spans
+def _entries_to_update(targets: Sequence[Target]) -> str:
+    """The Targets entries of a moved portal, for the alert that asks to update them."""
+    shown = ", ".join(t.key for t in targets[:_ENTRIES_SHOWN])
+    more = f" and {len(targets) - _ENTRIES_SHOWN} more" if len(targets) > _ENTRIES_SHOWN else ""
+    return f"Targets entries to update: {shown}{more}"
 
 
 def _inventory_commands() -> dict[str, str]:
@@ -595,7 +630,10 @@ def _parsed(portal: str, method: str, reader: Callable[[object], _T], raw: objec
     raise failure
 
 
-def _refused_after_refresh(failure: PortalError) -> PortalError:
+def _after_refresh(failure: PortalError) -> PortalError:
+    """What a failure means when it comes again right after a refresh."""
+    if failure.kind is ErrorKind.PORTAL_MOVED:
+        return failure
     return PortalError(
         ErrorKind.AUTH_LOST,
         failure.portal,
@@ -603,6 +641,16 @@ def _refused_after_refresh(failure: PortalError) -> PortalError:
         description="the portal refused the access token again right after a refresh",
         http_status=failure.http_status,
     )
+
+
+def _methods(method: str, body: Mapping[str, Any]) -> tuple[str, ...]:
+    """The methods a request runs: a batch's commands, or the method itself."""
+    if method != "batch":
+        return (method,)
+    commands = body.get("cmd")
+    if not isinstance(commands, Mapping):
+        return ()
+    return tuple(dict.fromkeys(command_method(str(c)) for c in commands.values()))
 
 
 def _jitter(policy: RetryPolicy, retry: int) -> float:

@@ -12,7 +12,14 @@ from .errors import CredentialsError
 
 DEFAULT_OAUTH_ENDPOINT = "https://oauth.bitrix.info/oauth/token/"
 _REQUIRED = ("client_id", "client_secret", "access_token", "refresh_token")
-_KNOWN = (*_REQUIRED, "client_endpoint", "oauth_endpoint", "expires_at", "refreshed_at")
+_KNOWN = (
+    *_REQUIRED,
+    "client_endpoint",
+    "oauth_endpoint",
+    "expires_at",
+    "refreshed_at",
+    "member_id",
+)
 
 
 @dataclass(frozen=True)
@@ -28,6 +35,7 @@ class PortalCredentials:
     oauth_endpoint: str = DEFAULT_OAUTH_ENDPOINT
     expires_at: int | None = None
     refreshed_at: int | None = None  # when the monitor last refreshed this pair (epoch s)
+    member_id: str | None = None  # the portal's identity, which survives a change of address
     extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -44,16 +52,18 @@ class PortalCredentials:
             raise CredentialsError(f"secret entry for {portal} has a non-string endpoint")
         expires = entry.get("expires_at")
         refreshed = entry.get("refreshed_at")
+        member = entry.get("member_id")
         return cls(
             portal=portal,
             client_id=entry["client_id"],
             client_secret=entry["client_secret"],
             access_token=entry["access_token"],
             refresh_token=entry["refresh_token"],
-            client_endpoint=endpoint if endpoint.endswith("/") else endpoint + "/",
+            client_endpoint=_with_slash(endpoint),
             oauth_endpoint=oauth,
             expires_at=_epoch(expires),
             refreshed_at=_epoch(refreshed),
+            member_id=member if isinstance(member, str) and member else None,
             extra={k: v for k, v in entry.items() if k not in _KNOWN},
         )
 
@@ -63,14 +73,27 @@ class PortalCredentials:
         refresh_token: str,
         expires_at: int | None,
         refreshed_at: int | None = None,
+        *,
+        client_endpoint: str | None = None,
+        member_id: str | None = None,
     ) -> PortalCredentials:
+        """These credentials after a refresh; the OAuth server's answer also says where the
+        portal's REST interface is now and which Bitrix24 it is."""
         return replace(
             self,
             access_token=access_token,
             refresh_token=refresh_token,
             expires_at=expires_at,
             refreshed_at=refreshed_at,
+            client_endpoint=_with_slash(client_endpoint)
+            if client_endpoint
+            else self.client_endpoint,
+            member_id=member_id or self.member_id,
         )
+
+
+def _with_slash(endpoint: str) -> str:
+    return endpoint if endpoint.endswith("/") else endpoint + "/"
 
 
 def _epoch(value: object) -> int | None:

@@ -14,6 +14,7 @@ from ..domain.text import CODE_LIMIT, DESCRIPTION_LIMIT, clip
 
 class ErrorKind(StrEnum):
     TOKEN_EXPIRED = "token_expired"  # noqa: S105 - refresh the access token, then retry once
+    PORTAL_MOVED = "portal_moved"  # the portal answers from another address now
     AUTH_LOST = "auth_lost"  # a person must re-authorise the application
     ACCESS_DENIED = "access_denied"  # permission, plan, payment, application context
     RATE_LIMITED = "rate_limited"  # back off with jitter within the deadline
@@ -34,6 +35,7 @@ class ErrorKind(StrEnum):
 
 _CAUSE = {
     ErrorKind.TOKEN_EXPIRED: Cause.AUTH_LOST,
+    ErrorKind.PORTAL_MOVED: Cause.CONFIGURATION,
     ErrorKind.AUTH_LOST: Cause.AUTH_LOST,
     ErrorKind.ACCESS_DENIED: Cause.ACCESS_DENIED,
     ErrorKind.RATE_LIMITED: Cause.RATE_LIMITED,
@@ -47,9 +49,13 @@ _CAUSE = {
 _BY_CODE: dict[str, ErrorKind] = {
     code.upper(): kind
     for kind, codes in {
-        ErrorKind.TOKEN_EXPIRED: ["expired_token"],
+        # invalid_token too: the portal relays the OAuth server's verdict on a token it no longer
+        # knows (a stale one), and a refresh with a valid refresh token cures it. The official
+        # JS SDK refreshes on both (bitrix24/b24jssdk packages/jssdk/src/core/http/
+        # abstract-http.ts, _isAuthError); only the OAuth server's invalid_grant/invalid_client
+        # mean that a person must re-authorise.
+        ErrorKind.TOKEN_EXPIRED: ["expired_token", "invalid_token"],
         ErrorKind.AUTH_LOST: [
-            "invalid_token",
             "NO_AUTH_FOUND",
             "AUTHORIZATION_ERROR",
             "APPLICATION_NOT_FOUND",
@@ -65,12 +71,19 @@ _BY_CODE: dict[str, ErrorKind] = {
             "insufficient_scope",
             "user_access_error",
             "WRONG_AUTH_TYPE",
-            "ERROR_CORE",
             "PAYMENT_REQUIRED",
             "PUBLIC_PART_CLOSED",
         ],
         ErrorKind.RATE_LIMITED: ["QUERY_LIMIT_EXCEEDED", "OPERATION_TIME_LIMIT"],
-        ErrorKind.PORTAL_FAILING: ["INTERNAL_SERVER_ERROR", "ERROR_UNEXPECTED_ANSWER"],
+        # CONNECTION_ERROR: the portal could not reach its authorisation server (core
+        # rest/lib/oauth/auth.php, HTTP 401), nothing wrong with the token. ERROR_CORE: the
+        # core's code for any uncaught exception (rest/lib/restexception.php, 400; 500 for SQL).
+        ErrorKind.PORTAL_FAILING: [
+            "INTERNAL_SERVER_ERROR",
+            "ERROR_UNEXPECTED_ANSWER",
+            "CONNECTION_ERROR",
+            "ERROR_CORE",
+        ],
         ErrorKind.PORTAL_UNAVAILABLE: ["OVERLOAD_LIMIT", "PORTAL_DELETED"],
         ErrorKind.BAD_REQUEST: [
             "INVALID_REQUEST",
@@ -88,10 +101,11 @@ _BY_CODE: dict[str, ErrorKind] = {
 # What a person should do, by kind; appended to the detail a target carries.
 ADVICE: dict[ErrorKind, str] = {
     ErrorKind.TOKEN_EXPIRED: "the access token expired and could not be refreshed",
+    ErrorKind.PORTAL_MOVED: "update the portal's address in Targets and in the secret",
     ErrorKind.AUTH_LOST: "re-authorise the application on the portal and store the new tokens",
     ErrorKind.ACCESS_DENIED: "check the application's scope, plan, payment and user access",
     ErrorKind.RATE_LIMITED: "the portal's REST limits were exceeded; the next run tries again",
-    ErrorKind.PORTAL_FAILING: "the portal did not answer properly; the next run tries again",
+    ErrorKind.PORTAL_FAILING: "a portal error, not a connector outage; the next run tries again",
     ErrorKind.PORTAL_UNAVAILABLE: "REST is blocked or the portal is gone; contact Bitrix24 support",
     ErrorKind.BAD_ANSWER: "the portal's answer could not be read; the next run tries again",
     ErrorKind.BAD_REQUEST: "the portal rejected the request; check the target's configuration",

@@ -9,6 +9,7 @@ the Bitrix24 OAuth server takes them), so no text that may hold the URL leaves t
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -35,6 +36,10 @@ from .transport import (
 
 # The most an OAuth answer may weigh: a real one is about 700 bytes.
 OAUTH_ANSWER_LIMIT = 16 * 1024
+ENDPOINT_LIMIT = 300  # a client_endpoint the OAuth server announces
+MEMBER_ID_LIMIT = 64  # member_id is 32 hex digits
+
+_log = logging.getLogger(__name__)
 
 install_urllib3_redaction()
 
@@ -93,10 +98,10 @@ def refresh_tokens(
         raise DeadlineCutOff(cut)
     if problem is not None:
         raise PortalError(problem[0], portal, description=problem[1])
-    return _read_answer(creds, answer, now)
+    return read_refresh_answer(creds, answer, now)
 
 
-def _read_answer(
+def read_refresh_answer(
     creds: PortalCredentials, answer: HttpAnswer, now: Callable[[], float]
 ) -> PortalCredentials:
     portal, status = creds.portal, answer.status
@@ -135,7 +140,45 @@ def _read_answer(
             description="the OAuth answer lacks access_token or refresh_token",
             http_status=status,
         )
-    return creds.with_tokens(access, refresh, _expires_at(body, now), refreshed_at=int(now()))
+    return creds.with_tokens(
+        access,
+        refresh,
+        _expires_at(body, now),
+        refreshed_at=int(now()),
+        client_endpoint=_client_endpoint(creds, body.get("client_endpoint")),
+        member_id=_member_id(body.get("member_id")),
+    )
+
+
+def _client_endpoint(creds: PortalCredentials, announced: object) -> str | None:
+    """Where the OAuth server says the portal's REST interface is now (a portal that changed
+    its address is followed: bitrix24/b24restdocs settings/oauth/auto-renewal.md,
+    client_endpoint), if it is one a token may be sent to; else None (keep the old one)."""
+    if not isinstance(announced, str) or not announced or len(announced) > ENDPOINT_LIMIT:
+        return None
+    try:
+        endpoint = require_safe_endpoint(announced, "client_endpoint")
+    except InvalidEndpoint:
+        _log.warning(
+            "%s: the OAuth server named a client_endpoint that is not https; kept the old one",
+            creds.portal,
+            extra={"portal": creds.portal},
+        )
+        return None
+    if endpoint.rstrip("/") != creds.client_endpoint.rstrip("/"):
+        _log.warning(
+            "%s: the portal moved: its REST interface is now %s (from the OAuth server)",
+            creds.portal,
+            endpoint,
+            extra={"portal": creds.portal, "client_endpoint": endpoint},
+        )
+    return endpoint
+
+
+def _member_id(value: object) -> str | None:
+    if isinstance(value, str) and 0 < len(value) <= MEMBER_ID_LIMIT and value.isalnum():
+        return value
+    return None
 
 
 def _json_object(text: bytes) -> dict[str, Any] | None:

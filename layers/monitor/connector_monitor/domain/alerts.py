@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from .results import Cause
-from .targets import WHOLE_LIST, Subject, Target, TargetError
+from .targets import ConfigProblem, Subject, Target, TargetError
 from .text import MESSAGE_LIMIT, clip
 
 SUBJECT_LIMIT = 100  # SNS refuses longer subjects
@@ -116,7 +116,9 @@ def _subject_line(event: AlertEvent, subject: Subject, facts: Facts) -> str:
     }[event]
     if facts.closing:
         head = "NO LONGER MONITORED"
-    if isinstance(subject, TargetError):
+    if isinstance(subject, TargetError) and subject.problem is ConfigProblem.VALIDATION:
+        text = f"{head}: validation off at {subject.portal}"
+    elif isinstance(subject, TargetError):
         text = f"{head}: bad target {subject.entry}"
     else:
         text = f"{head}: {connector} on line {line} at {portal}"
@@ -154,7 +156,7 @@ def _message(event: AlertEvent, subject: Subject, facts: Facts) -> str:
         )
     if facts.detail:
         lines += ["", f"What it means: {facts.detail}"]
-    action = _action(event, facts)
+    action = _action(event, facts, subject)
     if action:
         lines += ["", f"What to do: {action}"]
     lines += ["", f"Checked at {_iso(facts.now)} by the Bitrix24 connector monitor."]
@@ -162,8 +164,11 @@ def _message(event: AlertEvent, subject: Subject, facts: Facts) -> str:
 
 
 def _headline(event: AlertEvent, subject: Subject, facts: Facts) -> str:
-    if facts.closing and isinstance(subject, TargetError) and subject.entry == WHOLE_LIST:
-        return "TARGETS can be read again: the monitor checks its targets once more."
+    if facts.closing and isinstance(subject, TargetError):
+        if subject.problem is ConfigProblem.LIST:
+            return "TARGETS can be read again: the monitor checks its targets once more."
+        if subject.problem is ConfigProblem.VALIDATION:
+            return f"Connector validation works again on {subject.portal}."
     if facts.closing:
         what = (
             f"The Targets entry '{clip(subject.entry, ENTRY_SHOWN)}'"
@@ -176,6 +181,8 @@ def _headline(event: AlertEvent, subject: Subject, facts: Facts) -> str:
             "open. This closes that alert; it does not say the connector works."
         )
     if isinstance(subject, TargetError):
+        if subject.problem is ConfigProblem.VALIDATION:
+            return f"The monitor cannot validate the targets of {subject.portal}."
         return f"The monitor cannot check the target '{subject.entry}': it is misconfigured."
     name = f"Connector '{subject.connector}' on open line {subject.line} of {subject.portal}"
     if event is AlertEvent.CONNECTOR_DOWN:
@@ -188,7 +195,7 @@ def _headline(event: AlertEvent, subject: Subject, facts: Facts) -> str:
     return f"The monitor can see {name.lower()[0]}{name[1:]} again."
 
 
-def _action(event: AlertEvent, facts: Facts) -> str | None:
+def _action(event: AlertEvent, facts: Facts, subject: Subject) -> str | None:
     if facts.closing:
         return "nothing, if the target was removed on purpose; otherwise put it back in Targets."
     if event is AlertEvent.CONNECTOR_DOWN:
@@ -198,6 +205,8 @@ def _action(event: AlertEvent, facts: Facts) -> str | None:
             return "reconnect the connector to the open line (Contact Center settings)."
         return "check the connector's settings and the application's own service."
     if event is AlertEvent.CHECK_FAILED:
+        if isinstance(subject, TargetError) and subject.problem is ConfigProblem.VALIDATION:
+            return "reinstall the application as a portal administrator (see above)."
         if facts.cause is Cause.CONFIGURATION:
             return "fix the Targets parameter (domain/connector/line) or the secret, then redeploy."
         if facts.cause is Cause.AUTH_LOST:

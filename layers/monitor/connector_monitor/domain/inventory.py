@@ -26,14 +26,29 @@ class LineInfo:
 
 @dataclass(frozen=True)
 class Inventory:
-    """The connectors registered on one portal and its open lines, by line id."""
+    """The connectors active on one portal and its open lines, by line id.
 
-    connectors: frozenset[str]
+    `connectors` is None when the portal would not list them: `imconnector.list` needs a user
+    allowed to change Open Lines connectors (core imconnector/lib/rest/common.php::list()), so
+    an app installed by anyone else cannot validate connector ids, only lines.
+    """
+
+    connectors: frozenset[str] | None
     lines: Mapping[int, LineInfo]
+
+
+VALIDATION_OFF = (
+    "connector validation is off: the portal refused imconnector.list (ACCESS_DENIED) because "
+    "the application was installed by a user who may not change Open Lines connectors. Targets "
+    "are still checked, but a mistyped connector would look like an outage. Reinstall the "
+    "application as a portal administrator (or give that user the Open Lines permission "
+    "'Connectors: modify')."
+)
 
 
 def find_misconfigured(targets: Iterable[Target], inventory: Inventory) -> dict[Target, str]:
     """Targets naming a connector or line the portal does not have, each with a one-line reason.
+    They are not asked about: a status call for an unknown pair answers all flags false.
 
     Targets that pass are left out. An inactive line is a reason too: a connector cannot work
     on a line that is switched off, and the fix is in the line's settings, not the connector.
@@ -51,11 +66,15 @@ def find_misconfigured(targets: Iterable[Target], inventory: Inventory) -> dict[
 
 
 def _connector_problem(target: Target, inventory: Inventory) -> str | None:
-    if target.connector.lower() in inventory.connectors:
+    if inventory.connectors is None or target.connector.lower() in inventory.connectors:
         return None
-    registered = _listing(sorted(inventory.connectors)) or "none"
+    active = _listing(sorted(inventory.connectors)) or "none"
+    # imconnector.list lists the connectors enabled on the portal (Connector::
+    # getListActiveConnectorReal()), not every one registered: say both possibilities.
     return (
-        f"connector '{target.connector}' is not registered on the portal (registered: {registered})"
+        f"connector '{target.connector}' is not among the portal's active connectors "
+        f"(active: {active}): a mistyped id, or a connector registered but switched off "
+        "on the portal"
     )
 
 

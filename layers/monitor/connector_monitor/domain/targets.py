@@ -7,10 +7,13 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol
 
 _DOMAIN = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d{1,5})?$")
-_CONNECTOR = re.compile(r"^[a-z0-9_.-]{1,64}$")
+# No dot: the core cuts a connector id at its first dot (imconnector/lib/connector.php::
+# getConnectorRealId()) and imconnector.register refuses one with a dot.
+_CONNECTOR = re.compile(r"^[a-z0-9_-]{1,64}$")
 _DIGITS = re.compile(r"^[0-9]{1,12}$")
 DOMAIN_LIMIT = 253  # the longest DNS name
 LINE_LIMIT = 2**31 - 1  # Bitrix24 line ids are database integers
@@ -34,23 +37,41 @@ class Target:
         return self.key
 
 
+class ConfigProblem(StrEnum):
+    """What a configuration problem is about."""
+
+    ENTRY = "entry"  # one TARGETS entry that cannot be checked
+    LIST = "list"  # TARGETS as a whole yields no target
+    VALIDATION = "validation"  # a portal's targets cannot be validated
+
+
 @dataclass(frozen=True)
 class TargetError:
-    """A `TARGETS` entry that cannot be checked, with the parts it had so alerts can name them."""
+    """A configuration problem the monitor follows like a target: a `TARGETS` entry that cannot
+    be checked (with the parts it had, so alerts can name them), the list as a whole, or a
+    portal whose targets cannot be validated."""
 
     entry: str
     reason: str
     portal: str = ""
     connector: str = ""
     line: str = ""
+    problem: ConfigProblem = ConfigProblem.ENTRY
 
     @property
     def key(self) -> str:
         """Short and stable whatever the entry's length (it is a DynamoDB sort key)."""
+        if self.problem is ConfigProblem.VALIDATION:
+            return f"validation:{self.portal}"
         if len(self.entry) <= KEY_ENTRY_LIMIT:
             return f"config:{self.entry}"
         digest = hashlib.sha256(self.entry.encode()).hexdigest()[:16]
         return f"config:{self.entry[:KEY_ENTRY_LIMIT]}...#{digest}"
+
+
+def validation_problem(portal: str, reason: str) -> TargetError:
+    """A portal whose targets cannot be validated (they are still checked)."""
+    return TargetError(portal, reason, portal=portal, problem=ConfigProblem.VALIDATION)
 
 
 Subject = Target | TargetError
@@ -75,14 +96,13 @@ class TargetList:
         if self.targets:
             return None
         if not self.errors:
-            return TargetError(WHOLE_LIST, "TARGETS holds no target (it is empty)")
-        if len(self.errors) == 1 and self.errors[0].entry == WHOLE_LIST:
+            return whole_list("TARGETS holds no target (it is empty)")
+        if len(self.errors) == 1 and self.errors[0].problem is ConfigProblem.LIST:
             return self.errors[0]
         first = self.errors[0]
-        return TargetError(
-            WHOLE_LIST,
+        return whole_list(
             f"none of the {len(self.errors)} TARGETS entries is valid "
-            f"(the first, '{first.entry[:80]}': {first.reason})",
+            f"(the first, '{first.entry[:80]}': {first.reason})"
         )
 
     def portals(self) -> list[str]:
@@ -125,8 +145,13 @@ def check_target(
         return error(f"'{portal_s}' is not a portal domain (write it as example.bitrix24.com)")
     if not connector_s:
         return error("the connector is empty")
+    if "." in connector_s:
+        return error(
+            f"'{connector_s[:64]}' is not a connector id: Bitrix24 cuts an id at its first dot, "
+            "so it would check another connector"
+        )
     if not _CONNECTOR.match(connector_s):
-        return error(f"'{connector_s[:64]}' is not a connector id (letters, digits, _ . -)")
+        return error(f"'{connector_s[:64]}' is not a connector id (letters, digits, _ -)")
     if isinstance(line, bool) or not line_s:
         return error("the open line is missing (write domain/connector/LINE)")
     if isinstance(line, float) and not line.is_integer():
@@ -137,6 +162,10 @@ def check_target(
     if not 0 < line_i <= LINE_LIMIT:
         return error(f"the open line must be a positive id up to {LINE_LIMIT}")
     return Target(portal_s, connector_s, line_i)
+
+
+def whole_list(reason: str) -> TargetError:
+    return TargetError(WHOLE_LIST, reason, problem=ConfigProblem.LIST)
 
 
 def is_connector_id(text: str) -> bool:
@@ -150,7 +179,8 @@ def _from_csv(text: str) -> Iterable[Target | TargetError]:
             continue
         parts = entry.split("/")
         if len(parts) != 3:
-            yield TargetError(entry, "expected domain/connector/line", *[*parts, "", ""][:2])
+            portal, connector = [*parts, "", ""][:2]
+            yield TargetError(entry, "expected domain/connector/line", portal, connector)
             continue
         yield check_target(parts[0], parts[1], parts[2], entry)
 
@@ -159,10 +189,10 @@ def _from_json(text: str) -> Iterable[Target | TargetError]:
     try:
         items = json.loads(text)
     except json.JSONDecodeError as exc:
-        yield TargetError(WHOLE_LIST, f"TARGETS is not valid JSON: {exc.msg} at position {exc.pos}")
+        yield whole_list(f"TARGETS is not valid JSON: {exc.msg} at position {exc.pos}")
         return
     if not isinstance(items, list):
-        yield TargetError(WHOLE_LIST, "TARGETS JSON must be a list of {portal, connector, line}")
+        yield whole_list("TARGETS JSON must be a list of {portal, connector, line}")
         return
     for index, item in enumerate(items):
         entry = f"TARGETS[{index}]"
