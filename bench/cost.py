@@ -6,8 +6,8 @@ Standalone, it first measures the real check run on the priced fleet (by default
 on the 4 portals one stack's secret has room for; moto and the local portal, no latency) and
 then prints the bill for it;
 `bench/run_benchmark.py` prints the same bill from its own measured steady run. Prices are
-on-demand list prices (DESIGN.md, "What a run costs"), free tiers ignored. Everything that is an
-assumption rather than a measurement is printed as one.
+on-demand list prices (docs/ARCHITECTURE.md, "What a run costs"), free tiers ignored.
+Everything that is an assumption rather than a measurement is printed as one.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ for _path in (ROOT / "layers" / "monitor", ROOT):
 
 from connector_monitor.aws.token_store import PORTALS_PER_SECRET  # noqa: E402
 
-MINUTES_PER_MONTH = 30 * 24 * 60  # DESIGN.md's 8,640 runs at 5 minutes is a 30-day month
+MINUTES_PER_MONTH = 30 * 24 * 60  # 8,640 runs at 5 minutes (docs/ARCHITECTURE.md) is a 30-day month
 GB = 1_000_000_000  # decimal GB: the larger figure for per-GB prices
 # What the benchmark cannot see in-process, stated rather than hidden:
 PLATFORM_LOG_LINES = 3  # Lambda's own platform.start / platform.report / runtime lines
@@ -38,7 +38,8 @@ SCOPES = ("target", "portal", "fixed")  # what a measured quantity grows with
 
 @dataclass(frozen=True)
 class Prices:
-    """On-demand list prices in USD (us-east-1), as DESIGN.md quotes them where it does."""
+    """On-demand list prices in USD (us-east-1), as docs/ARCHITECTURE.md quotes them where it
+    does."""
 
     dynamodb_read_per_million: float = 0.125
     dynamodb_write_per_million: float = 0.625

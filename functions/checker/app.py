@@ -2,29 +2,37 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from datetime import timedelta
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from connector_monitor.aws.lease import Lease
-from connector_monitor.aws.publisher import AlertPublisher
-from connector_monitor.aws.repository import StateRepository
-from connector_monitor.aws.token_store import SecretsTokenStore
-from connector_monitor.cycle import CheckCycle, CycleSettings, RunSummary
-from connector_monitor.deadline import Deadline
-from connector_monitor.domain.targets import TargetsVariable
-from connector_monitor.settings import CheckerSettings, load_settings
+# The library (boto3, requests, pydantic) is imported where it is first used, inside the
+# invocation, so the cold start's init imports only Powertools.
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+    from connector_monitor.aws.lease import Lease
+    from connector_monitor.aws.publisher import AlertPublisher
+    from connector_monitor.aws.repository import StateRepository
+    from connector_monitor.cycle import CheckCycle, RunSummary
+    from connector_monitor.settings import CheckerSettings
+
+LIBRARY_LOGGER = "connector_monitor"
 
 logger = Logger()
 metrics = Metrics()
-tracer = Tracer()
-copy_config_to_registered_loggers(source_logger=logger, include={"connector_monitor"})
+# Only what the checker calls: AWS through botocore, Bitrix24 through requests.
+tracer = Tracer(patch_modules=("botocore", "requests"))
+# The library's modules are not imported yet: configure their parent logger, which they
+# propagate to once they are.
+logging.getLogger(LIBRARY_LOGGER)
+copy_config_to_registered_loggers(source_logger=logger, include={LIBRARY_LOGGER})
 
 # Kept back from the invocation's remaining time for storing results and publishing alerts.
 RESERVE_SECONDS = 15.0
@@ -35,27 +43,38 @@ CLAIM_MARGIN = timedelta(seconds=30)
 
 @cache
 def settings() -> CheckerSettings:
+    from connector_monitor.settings import CheckerSettings, load_settings
+
     return load_settings(CheckerSettings, os.environ)
 
 
 @cache
 def repository() -> StateRepository:
+    from connector_monitor.aws.repository import StateRepository
+
     return StateRepository(settings().table_name)
 
 
 @cache
 def publisher() -> AlertPublisher:
+    from connector_monitor.aws.publisher import AlertPublisher
+
     return AlertPublisher(settings().topic_arn)
 
 
 @cache
 def lease() -> Lease:
+    from connector_monitor.aws.lease import Lease
+
     return Lease(settings().table_name)
 
 
 def build_cycle(config: CheckerSettings, invocation: timedelta) -> CheckCycle:
     """A cycle for one invocation of at most `invocation`: the token store is new each time
     (one secret read a run), and alert claims last past the invocation's end."""
+    from connector_monitor.aws.token_store import SecretsTokenStore
+    from connector_monitor.cycle import CheckCycle, CycleSettings
+
     return CheckCycle(
         repository=repository(),
         tokens=SecretsTokenStore(config.secret_id, lease=lease()),
@@ -74,6 +93,9 @@ def build_cycle(config: CheckerSettings, invocation: timedelta) -> CheckCycle:
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    from connector_monitor.deadline import Deadline
+    from connector_monitor.domain.targets import TargetsVariable
+
     config = settings()
     remaining = context.get_remaining_time_in_millis() / 1000.0
     deadline = Deadline.after(max(1.0, remaining - RESERVE_SECONDS))

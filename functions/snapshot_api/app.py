@@ -12,24 +12,20 @@ import os
 from datetime import UTC, datetime
 from functools import cache, partial
 from http import HTTPStatus
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
-from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn, HTTPBearer
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.shared.json_encoder import Encoder
-from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel
 
-from connector_monitor.aws.repository import RepositoryError, StateRepository
-from connector_monitor.settings import SnapshotSettings, load_settings
+from connector_monitor.aws.repository import RepositoryError
 from connector_monitor.snapshot import (
     MAX_LIMIT,
     ErrorCode,
@@ -43,11 +39,19 @@ from connector_monitor.snapshot import (
     parse_target,
 )
 
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+    from pydantic import BaseModel
+
+    from connector_monitor.aws.repository import StateRepository
+    from connector_monitor.settings import SnapshotSettings
+
 OPENAPI_TITLE = "Bitrix24 connector monitor API"
 API_VERSION = "1.0.0"
 
 logger = Logger()
-tracer = Tracer()
+# Only what this function calls: DynamoDB, through botocore.
+tracer = Tracer(patch_modules=("botocore",))
 copy_config_to_registered_loggers(source_logger=logger, include={"connector_monitor"})
 
 # Unicode as is (not \uXXXX): the body is escaped once more inside the Lambda response.
@@ -75,11 +79,15 @@ ERROR_STATUS: dict[ErrorCode, HTTPStatus] = {
 # ---- wiring (lazy and cached: tests set the environment and moto up first) -----------------------
 @cache
 def settings() -> SnapshotSettings:
+    from connector_monitor.settings import SnapshotSettings, load_settings
+
     return load_settings(SnapshotSettings, os.environ)
 
 
 @cache
 def repository() -> StateRepository:
+    from connector_monitor.aws.repository import StateRepository
+
     return StateRepository(settings().table_name)
 
 
@@ -292,6 +300,10 @@ def malformed(event: Any) -> str | None:
 
 def openapi_document() -> str:
     """The API's OpenAPI document, as committed in openapi.json (`python -m local.openapi`)."""
+    # Powertools' OpenAPI models take longer to import than the rest of the function: only the
+    # document needs them, never a request.
+    from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn, HTTPBearer
+
     generated = app.get_openapi_json_schema(
         title=OPENAPI_TITLE,
         version=API_VERSION,

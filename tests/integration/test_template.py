@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
+import tomllib
 from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import annotated_types
@@ -14,7 +19,12 @@ import pytest
 from moto import mock_aws
 from pydantic import BaseModel
 
-from connector_monitor.settings import CheckerSettings, SnapshotSettings, load_settings
+from connector_monitor.settings import (
+    CheckerSettings,
+    SnapshotSettings,
+    load_settings,
+    schedule_interval,
+)
 from local.template import (
     TEMPLATE_PATH,
     deployed_resources,
@@ -28,11 +38,14 @@ from local.template import (
 )
 
 REPO_ROOT = TEMPLATE_PATH.parent
+LAYER_DIR = REPO_ROOT / "layers" / "monitor"
 
-# Resources that may stand as "*" because the service has no resource-level permission for the
-# action. Empty today: X-Ray comes from `Tracing: Active` and metrics go out as EMF log lines,
-# so no PutMetricData permission is needed at all.
-WILDCARD_RESOURCE_ALLOWED: dict[str, set[str]] = {}
+# Actions that may stand on Resource "*" because the service has no resource-level permission
+# for them: X-Ray's (Tracing: Active). Metrics go out as EMF log lines: no PutMetricData at all.
+WILDCARD_RESOURCE_ALLOWED: dict[str, set[str]] = {
+    "xray:PutTraceSegments": {"xray:PutTraceSegments", "xray:PutTelemetryRecords"},
+    "xray:PutTelemetryRecords": {"xray:PutTraceSegments", "xray:PutTelemetryRecords"},
+}
 
 CHECKER_ENV = {
     "TARGETS",
@@ -58,17 +71,20 @@ SNAPSHOT_ENV = {
     "POWERTOOLS_SERVICE_NAME",
 }
 
+# What the checker calls: GetItem, Query, PutItem, UpdateItem, DeleteItem, BatchWriteItem and
+# TransactWriteItems of conditional puts, which IAM authorises as dynamodb:PutItem per item
+# (TransactWriteItems is no IAM action; ConditionCheckItem would only serve a ConditionCheck).
 CHECKER_TABLE_ACTIONS = {
     "dynamodb:GetItem",
-    "dynamodb:BatchGetItem",
     "dynamodb:Query",
     "dynamodb:PutItem",
     "dynamodb:UpdateItem",
     "dynamodb:DeleteItem",
     "dynamodb:BatchWriteItem",
-    "dynamodb:TransactWriteItems",
-    "dynamodb:ConditionCheckItem",
 }
+LOG_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents"}
+TRACE_ACTIONS = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
+ROLES = {"CheckerFunction": "CheckerRole", "SnapshotApiFunction": "SnapshotApiRole"}
 API_ROUTES = {"GET /snapshot", "GET /snapshot/{portal}/{connector}/{line}", "GET /health"}
 
 
@@ -106,7 +122,9 @@ def _iam_statements(node: Any, where: str = "") -> Iterator[tuple[str, dict[str,
 
 
 def _statements_of(logical_id: str) -> list[dict[str, Any]]:
-    return [statement for _, statement in _iam_statements(resource(logical_id)["Properties"])]
+    """The statements of a function's execution role (its identity policies, not its trust)."""
+    policies = resource(ROLES[logical_id])["Properties"]["Policies"]
+    return [statement for _, statement in _iam_statements(policies)]
 
 
 def _actions(statements: list[dict[str, Any]]) -> set[str]:
@@ -131,32 +149,47 @@ def test_no_iam_statement_grants_a_wildcard_action_or_resource() -> None:
                 assert set(actions) <= allowed, f"{where}: {actions} on Resource '*'"
 
 
-def test_functions_use_explicit_statements_not_broad_policy_templates() -> None:
-    # DynamoDBCrudPolicy and friends include Scan and more than the handlers need.
+def test_each_function_runs_as_its_own_role_with_inline_statements_only() -> None:
+    # SAM's generated role would attach AWSLambdaBasicExecutionRole (logs on every group), and
+    # policy templates such as DynamoDBCrudPolicy include Scan and more than the handlers need.
+    assert set(_functions()) == set(ROLES)
     for logical_id, body in _functions().items():
-        for policy in body["Properties"].get("Policies", []):
-            assert isinstance(policy, dict), f"{logical_id}: managed policy {policy!r}"
-            assert "Statement" in policy, f"{logical_id}: policy template {sorted(policy)}"
+        properties = body["Properties"]
+        assert properties["Role"] == {"Fn::GetAtt": [ROLES[logical_id], "Arn"]}, logical_id
+        assert "Policies" not in properties, f"{logical_id}: SAM would generate a role"
+        role = resource(ROLES[logical_id])["Properties"]
+        assert "ManagedPolicyArns" not in role, f"{ROLES[logical_id]}: managed policies"
+        assert role["AssumeRolePolicyDocument"]["Statement"] == [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "lambda.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+            }
+        ]
 
 
-def test_checker_reaches_only_its_table_topic_and_secret() -> None:
-    statements = _statements_of("CheckerFunction")
+def _by_resource(statements: list[dict[str, Any]]) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for statement in statements:
+        key = json.dumps(statement["Resource"], sort_keys=True)
+        found.setdefault(key, set()).update(_as_list(statement["Action"]))
+    return found
 
-    by_resource = {
-        json.dumps(s["Resource"], sort_keys=True): _as_list(s["Action"]) for s in statements
-    }
-    table = json.dumps({"Fn::GetAtt": ["Table", "Arn"]}, sort_keys=True)
-    topic = json.dumps({"Ref": "Topic"}, sort_keys=True)
-    secret = json.dumps(
-        {"Fn::If": ["CreateSecret", {"Ref": "PortalSecret"}, {"Ref": "ExistingSecretArn"}]},
-        sort_keys=True,
-    )
-    assert set(by_resource) == {table, topic, secret}
-    assert set(by_resource[table]) == CHECKER_TABLE_ACTIONS
-    assert by_resource[topic] == ["sns:Publish"]
-    assert set(by_resource[secret]) == {
-        "secretsmanager:GetSecretValue",
-        "secretsmanager:PutSecretValue",
+
+def _key(reference: Any) -> str:
+    return json.dumps(reference, sort_keys=True)
+
+
+def test_checker_reaches_only_its_table_alert_topic_secret_and_log_group() -> None:
+    by_resource = _by_resource(_statements_of("CheckerFunction"))
+
+    secret = {"Fn::If": ["CreateSecret", {"Ref": "PortalSecret"}, {"Ref": "ExistingSecretArn"}]}
+    assert by_resource == {
+        _key({"Fn::GetAtt": ["Table", "Arn"]}): CHECKER_TABLE_ACTIONS,
+        _key({"Ref": "Topic"}): {"sns:Publish"},
+        _key(secret): {"secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue"},
+        _key({"Fn::GetAtt": ["CheckerLogGroup", "Arn"]}): LOG_ACTIONS,
+        _key("*"): TRACE_ACTIONS,
     }
 
 
@@ -165,10 +198,29 @@ def test_nothing_can_scan_the_history() -> None:
     assert "dynamodb:Scan" not in every_action
 
 
-def test_snapshot_api_can_only_read_the_table() -> None:
-    statements = _statements_of("SnapshotApiFunction")
-    assert _actions(statements) == {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem"}
-    assert all(s["Resource"] == {"Fn::GetAtt": ["Table", "Arn"]} for s in statements)
+def test_snapshot_api_can_only_read_the_table_and_write_its_log_group() -> None:
+    by_resource = _by_resource(_statements_of("SnapshotApiFunction"))
+
+    assert by_resource == {
+        _key({"Fn::GetAtt": ["Table", "Arn"]}): {"dynamodb:GetItem", "dynamodb:Query"},
+        _key({"Fn::GetAtt": ["SnapshotApiLogGroup", "Arn"]}): LOG_ACTIONS,
+        _key("*"): TRACE_ACTIONS,
+    }
+
+
+def test_each_function_may_write_only_the_log_group_it_logs_to() -> None:
+    for logical_id, body in _functions().items():
+        own = body["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
+        log_statements = [
+            s for s in _statements_of(logical_id) if _actions([s]) & {"logs:*", *LOG_ACTIONS}
+        ]
+        assert log_statements, logical_id
+        for statement in log_statements:
+            # the log group's Arn attribute ends in ":*": its streams, no other group's
+            assert statement["Resource"] == {"Fn::GetAtt": [own, "Arn"]}, logical_id
+            assert set(_as_list(statement["Action"])) == LOG_ACTIONS, logical_id
+    every_action = _actions([s for _, s in _iam_statements(load_template()["Resources"])])
+    assert "logs:CreateLogGroup" not in every_action  # the stack creates its groups itself
 
 
 # ------------------------------------------------------------------ the HTTP API
@@ -249,6 +301,77 @@ def test_sam_builds_each_artifact_with_its_own_makefile_target(logical_id: str) 
     source = body["Properties"].get("CodeUri") or body["Properties"]["ContentUri"]
     makefile = (REPO_ROOT / source / "Makefile").read_text(encoding="utf-8")
     assert re.search(rf"^build-{logical_id}:", makefile, re.MULTILINE), f"{source}/Makefile"
+
+
+def _fake_python(directory: Path, name: str, body: str) -> None:
+    script = directory / name
+    script.write_text(f"#!/bin/sh\n{body}\n", encoding="utf-8")
+    script.chmod(0o755)
+
+
+def _find_python(version: str, path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["sh", str(LAYER_DIR / "find-python.sh"), version],
+        capture_output=True,
+        text=True,
+        env={"PATH": f"{path}:/usr/bin:/bin"},
+        check=False,
+    )
+
+
+def test_the_layer_build_finds_a_python_of_the_runtimes_version_that_really_runs(
+    tmp_path: Path,
+) -> None:
+    # Given this interpreter on PATH under its versioned name, and a shim of another version
+    # that cannot run (as a pyenv shim with no such version selected)
+    version = "{}.{}".format(*sys.version_info[:2])
+    _fake_python(tmp_path, f"python{version}", f'exec "{sys.executable}" "$@"')
+    _fake_python(tmp_path, "python3.98", "exit 127")
+
+    # Then the one that runs is found, the broken one and a missing one are not
+    assert _find_python(version, tmp_path).stdout.strip() == str(tmp_path / f"python{version}")
+    for missing in ("3.98", "3.99"):
+        answer = _find_python(missing, tmp_path)
+        assert (answer.returncode, answer.stdout) == (1, "")
+
+
+@pytest.mark.parametrize("compiler", ["/opt/python3.13/bin/python3.13", ""])
+def test_the_layer_ships_bytecode_when_a_313_interpreter_exists_and_says_when_not(
+    compiler: str,
+) -> None:
+    # When make shows the layer's recipe with and without a Python 3.13
+    dry_run = ["make", "-n", "-C", str(LAYER_DIR), "build-MonitorLayer"]
+    recipe = subprocess.run(
+        [*dry_run, "ARTIFACTS_DIR=/tmp/layer", f"BYTECODE_PYTHON={compiler}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+    # Then wheels are for the runtime, and bytecode is compiled by that interpreter for /opt,
+    # after stale __pycache__ from the source tree is gone; or the build warns it has none
+    assert "--platform manylinux2014_aarch64 --python-version 3.13" in recipe
+    if compiler:
+        compile_step = f'"{compiler}" -m compileall -q -j 0 --invalidation-mode unchecked-hash'
+        assert compile_step in recipe
+        assert recipe.index("__pycache__") < recipe.index("compileall")
+        assert '-p "/opt/python"' in recipe
+    else:
+        assert "compileall" not in recipe
+        assert "WARNING no Python 3.13 found" in recipe
+
+
+def test_samconfig_tags_the_stack_and_deploys_without_an_interview() -> None:
+    config = tomllib.loads((REPO_ROOT / "samconfig.toml").read_text(encoding="utf-8"))
+    deploy = config["default"]["deploy"]["parameters"]
+    tags = dict(re.findall(r'(\S+?)="([^"]*)"', deploy["tags"]))
+    assert tags == {"project": "bitrix24-connector-monitor", "managed-by": "sam"}
+    assert deploy["capabilities"] == "CAPABILITY_IAM"
+    assert deploy["resolve_s3"] is True
+    assert deploy["confirm_changeset"] is True
+    # every parameter but Targets has a default, so a deploy naming only Targets is complete
+    parameters = load_template()["Parameters"]
+    assert {name for name, spec in parameters.items() if "Default" not in spec} == {"Targets"}
 
 
 def test_functions_run_python313_on_arm64_with_the_layer_and_tracing() -> None:
@@ -428,19 +551,205 @@ def test_alert_email_is_subscribed_only_when_given() -> None:
 
 
 @pytest.mark.parametrize(
-    ("alarm", "metric"),
+    ("alert_email", "operations_email", "expected"),
     [
-        ("CheckerErrorsAlarm", "Errors"),
-        ("CheckerThrottlesAlarm", "Throttles"),
-        ("DeadLetterQueueAlarm", "ApproximateNumberOfMessagesVisible"),
+        ("", "", None),  # nobody to tell
+        ("team@example.com", "", "team@example.com"),  # AlertEmail gets both unless told
+        ("team@example.com", "oncall@example.com", "oncall@example.com"),
+        ("", "oncall@example.com", "oncall@example.com"),
+        ("team@example.com", "none", None),  # told otherwise: alerts only
     ],
 )
-def test_operational_alarms_notify_the_alert_topic(alarm: str, metric: str) -> None:
-    properties = resource(alarm)["Properties"]
-    assert properties["MetricName"] == metric
-    assert properties["Threshold"] == 1
-    assert properties["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
-    assert properties["AlarmActions"] == [{"Ref": "Topic"}]
+def test_operations_email_defaults_to_the_alert_email(
+    alert_email: str, operations_email: str, expected: str | None
+) -> None:
+    values = parameter_values(AlertEmail=alert_email, OperationsEmail=operations_email)
+    deployed = deployed_resources(values)
+
+    subscription = deployed.get("OperationsEmailSubscription", {}).get("Properties")
+    if expected is None:
+        assert subscription is None
+    else:
+        assert subscription == {
+            "TopicArn": {"Ref": "OperationsTopic"},
+            "Protocol": "email",
+            "Endpoint": expected,
+        }
+    assert ("AlertEmailSubscription" in deployed) == bool(alert_email)
+
+
+# ---- alarms: the monitor of the monitor ---------------------------------------------------------
+def _evaluate(node: Any) -> Any:
+    """`resolve` plus the Fn::Select and Fn::Split the alarms use on the schedule."""
+    if isinstance(node, list):
+        return [_evaluate(each) for each in node]
+    if not isinstance(node, dict):
+        return node
+    if set(node) == {"Fn::Split"}:
+        separator, text = node["Fn::Split"]
+        return _evaluate(text).split(separator)
+    if set(node) == {"Fn::Select"}:
+        index, items = node["Fn::Select"]
+        return _evaluate(items)[int(index)]
+    return {key: _evaluate(value) for key, value in node.items()}
+
+
+def _alarms(**overrides: str) -> dict[str, dict[str, Any]]:
+    """Every alarm's properties as a deploy with these parameters creates them."""
+    deployed = deployed_resources(parameter_values(**overrides))
+    return {
+        logical_id: _evaluate(body["Properties"])
+        for logical_id, body in deployed.items()
+        if body["Type"] == "AWS::CloudWatch::Alarm"
+    }
+
+
+CHECKER = [{"Name": "FunctionName", "Value": {"Ref": "CheckerFunction"}}]
+OPERATIONS = [{"Ref": "OperationsTopic"}]
+# metric, statistic, period, evaluation periods, datapoints to alarm, comparison, threshold,
+# missing data, OK actions: at the default rate(5 minutes).
+EXPECTED_ALARMS: dict[str, dict[str, Any]] = {
+    "CheckerNotRunningAlarm": {  # no run in 2 periods of 5 minutes: 5 x 2 minutes
+        "Namespace": "AWS/Lambda",
+        "MetricName": "Invocations",
+        "Dimensions": CHECKER,
+        "Statistic": "Sum",
+        "Period": 120,
+        "EvaluationPeriods": "5",
+        "DatapointsToAlarm": "5",
+        "ComparisonOperator": "LessThanThreshold",
+        "Threshold": 1,
+        "TreatMissingData": "breaching",
+        "OKActions": OPERATIONS,
+    },
+    "CheckerErrorsAlarm": {  # 2 failed runs of 3: 2 of 5 periods of 3 minutes (15 minutes)
+        "Namespace": "AWS/Lambda",
+        "MetricName": "Errors",
+        "Dimensions": CHECKER,
+        "Statistic": "Sum",
+        "Period": 180,
+        "EvaluationPeriods": "5",
+        "DatapointsToAlarm": 2,
+        "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+        "Threshold": 1,
+        "TreatMissingData": "notBreaching",
+        "OKActions": OPERATIONS,
+    },
+    "CheckerThrottlesAlarm": {
+        "Namespace": "AWS/Lambda",
+        "MetricName": "Throttles",
+        "Dimensions": CHECKER,
+        "Statistic": "Sum",
+        "Period": 300,
+        "EvaluationPeriods": 1,
+        "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+        "Threshold": 1,
+        "TreatMissingData": "notBreaching",
+        "OKActions": OPERATIONS,
+    },
+    "DeadLetterQueueAlarm": {  # messages sent, not visible: each undelivered run notifies
+        "Namespace": "AWS/SQS",
+        "MetricName": "NumberOfMessagesSent",
+        "Dimensions": [
+            {"Name": "QueueName", "Value": {"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]}}
+        ],
+        "Statistic": "Sum",
+        "Period": 300,
+        "EvaluationPeriods": 1,
+        "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+        "Threshold": 1,
+        "TreatMissingData": "notBreaching",
+    },
+    "SnapshotApiErrorsAlarm": {
+        "Namespace": "AWS/ApiGateway",
+        "MetricName": "5xx",
+        "Dimensions": [
+            {"Name": "ApiId", "Value": {"Ref": "HttpApi"}},
+            {"Name": "Stage", "Value": "$default"},
+        ],
+        "Statistic": "Sum",
+        "Period": 300,
+        "EvaluationPeriods": 3,
+        "DatapointsToAlarm": 2,
+        "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+        "Threshold": 1,
+        "TreatMissingData": "notBreaching",
+        "OKActions": OPERATIONS,
+    },
+}
+
+
+@pytest.mark.parametrize("alarm", sorted(EXPECTED_ALARMS))
+def test_each_alarm_watches_its_metric_with_its_thresholds(alarm: str) -> None:
+    # Given the alarm as a default deploy creates it
+    properties = _alarms()[alarm]
+
+    # Then metric, window, threshold, missing-data rule and actions are exactly these, and it
+    # notifies the operations topic, never the alert topic (whose subscribers filter on
+    # attributes an alarm message does not carry)
+    expected = EXPECTED_ALARMS[alarm] | {"AlarmActions": OPERATIONS}
+    pinned = {key: properties.get(key) for key in {*expected, "OKActions", "DatapointsToAlarm"}}
+    assert pinned == {"OKActions": None, "DatapointsToAlarm": None} | expected
+
+
+def test_the_stack_has_no_other_alarm_and_nothing_alarms_into_the_alert_topic() -> None:
+    assert set(_alarms()) == set(EXPECTED_ALARMS)
+    for logical_id, body in load_template()["Resources"].items():
+        for key in ("AlarmActions", "OKActions", "InsufficientDataActions"):
+            actions = body.get("Properties", {}).get(key, [])
+            assert {"Ref": "Topic"} not in actions, f"{logical_id}.{key}"
+
+
+@pytest.mark.parametrize("minutes", [1, 2, 3, 5, 15, 60, 480])
+def test_schedule_bound_alarms_count_schedule_periods(minutes: int) -> None:
+    # Given a schedule of N minutes, as the checker and /health read it
+    expression = f"rate({minutes} minute{'s' if minutes > 1 else ''})"
+    period = schedule_interval(expression)
+    assert period == timedelta(minutes=minutes)
+    alarms = _alarms(ScheduleExpression=expression)
+
+    # Then "not running" covers exactly two schedule periods, all of them without a run
+    quiet = alarms["CheckerNotRunningAlarm"]
+    window = timedelta(seconds=quiet["Period"] * int(quiet["EvaluationPeriods"]))
+    assert window == 2 * period
+    assert int(quiet["DatapointsToAlarm"]) == int(quiet["EvaluationPeriods"])
+
+    # and "errors" covers three periods and needs two failed runs in them
+    errors = alarms["CheckerErrorsAlarm"]
+    window = timedelta(seconds=errors["Period"] * int(errors["EvaluationPeriods"]))
+    assert window == 3 * period
+    failed_runs_needed = errors["Threshold"] * errors["DatapointsToAlarm"]
+    assert failed_runs_needed == 2
+    assert errors["DatapointsToAlarm"] <= int(errors["EvaluationPeriods"])
+
+    # and CloudWatch accepts both: under an hour a period, at most one day of them
+    for alarm in (quiet, errors):
+        assert alarm["Period"] % 60 == 0
+        assert alarm["Period"] * int(alarm["EvaluationPeriods"]) <= 86_400
+
+
+@pytest.mark.parametrize(
+    "expression", ["rate(1 minute)", "rate(2 minutes)", "rate(60 minutes)", "rate(480 minutes)"]
+)
+def test_schedules_the_alarms_can_count_are_accepted(expression: str) -> None:
+    pattern = load_template()["Parameters"]["ScheduleExpression"]["AllowedPattern"]
+    assert re.fullmatch(pattern, expression)
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "rate(1 hour)",  # a period the alarms cannot turn into minutes
+        "rate(1 minutes)",
+        "rate(0 minutes)",
+        "rate(481 minutes)",  # three periods would pass CloudWatch's one-day window
+        "cron(0/5 * * * ? *)",  # no fixed period at all
+        "rate(5 minutes) ",
+    ],
+)
+def test_schedules_the_alarms_cannot_count_are_refused_at_deploy_time(expression: str) -> None:
+    pattern = load_template()["Parameters"]["ScheduleExpression"]["AllowedPattern"]
+    assert re.fullmatch(pattern, expression) is None
 
 
 def test_outputs_name_everything_an_operator_needs() -> None:
@@ -448,6 +757,7 @@ def test_outputs_name_everything_an_operator_needs() -> None:
     assert set(outputs) >= {
         "ApiUrl",
         "TopicArn",
+        "OperationsTopicArn",
         "TableName",
         "SecretArn",
         "CheckerFunctionName",

@@ -6,6 +6,8 @@ alert email), so a new policy, route, queue or function cannot quietly widen acc
 
 - who holds each sensitive permission (write the secret, publish alerts, write the table, call
   the API), and that every grant names one of the stack's own resources;
+- a role per function that only Lambda may assume, no managed policy, logs only to the
+  function's own log group;
 - statements without loopholes (NotAction, NotResource, `?` globs, public principals);
 - no way into the API or a function around the authorised routes (catch-all routes, implicit
   SAM APIs, function URLs, open invoke permissions);
@@ -48,22 +50,23 @@ MODES: dict[str, dict[str, str]] = {
 CHECKER = "CheckerFunction"
 SNAPSHOT = "SnapshotApiFunction"
 READER_POLICY = "SnapshotReaderPolicy"
-TABLE_READS = {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem"}
+TABLE_READS = {"dynamodb:GetItem", "dynamodb:Query"}
+# Transactions of conditional puts are authorised per item as dynamodb:PutItem.
 TABLE_WRITES = {
     "dynamodb:PutItem",
     "dynamodb:UpdateItem",
     "dynamodb:DeleteItem",
     "dynamodb:BatchWriteItem",
-    "dynamodb:TransactWriteItems",
-    "dynamodb:ConditionCheckItem",
 }
-# Actions that may stand on Resource "*": X-Ray has no resource-level permissions. None today
-# (Tracing: Active lets SAM attach X-Ray's managed policy; metrics go out as EMF log lines).
+LOG_WRITES = {"logs:CreateLogStream", "logs:PutLogEvents"}
+# Actions that may stand on Resource "*": X-Ray has no resource-level permissions.
 WILDCARD_RESOURCE_ACTIONS = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
 # Stores left unencrypted on purpose, with the reason (template.yaml says the same).
 UNENCRYPTED_TOPICS = {
-    "Topic": "CloudWatch alarms cannot publish to a topic under the AWS-managed SNS key; alert "
-    "messages carry names, never credentials (test_no_secrets_anywhere.py reads every one)"
+    "Topic": "alert messages carry names, never credentials (test_no_secrets_anywhere.py reads "
+    "every one); a customer-managed key would cost more than the stack",
+    "OperationsTopic": "CloudWatch alarms cannot publish to a topic under the AWS-managed SNS "
+    "key; alarm messages name the stack's resources",
 }
 ACTION = re.compile(r"^[a-z0-9-]+:[A-Za-z0-9]+$")
 STATEMENT_KEYS = {"Sid", "Effect", "Action", "Resource", "Condition"}
@@ -93,8 +96,22 @@ def statements(node: Any) -> Iterator[dict[str, Any]]:
             yield from statements(value)
 
 
+def role_users(resources: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Role -> the function that runs as it (a function's grants live in its role)."""
+    users = {}
+    for logical_id, body in resources.items():
+        role = (
+            body.get("Properties", {}).get("Role") if body["Type"].endswith("::Function") else None
+        )
+        if isinstance(role, dict) and "Fn::GetAtt" in role:
+            users[role["Fn::GetAtt"][0]] = logical_id
+    return users
+
+
 def grants(resources: dict[str, dict[str, Any]]) -> Iterator[tuple[str, str, Any]]:
-    """(principal, action, resource) for every Allow of an identity policy in the stack."""
+    """(principal, action, resource) for every Allow of an identity policy in the stack; a
+    function's role counts as the function."""
+    users = role_users(resources)
     for logical_id, body in resources.items():
         properties = body.get("Properties", {})
         if body["Type"] == "AWS::Serverless::Function":
@@ -110,7 +127,7 @@ def grants(resources: dict[str, dict[str, Any]]) -> Iterator[tuple[str, str, Any
                 continue
             for action in as_list(statement.get("Action", [])):
                 for target in as_list(statement.get("Resource", [])):
-                    yield logical_id, action, target
+                    yield users.get(logical_id, logical_id), action, target
 
 
 def holders(mode: str) -> dict[str, set[str]]:
@@ -148,6 +165,7 @@ def expected_holders(mode: str) -> dict[str, set[str]]:
     expected["secretsmanager:GetSecretValue"] = {CHECKER}
     expected["secretsmanager:PutSecretValue"] = {CHECKER}
     expected["sns:Publish"] = {CHECKER}
+    expected |= {action: {CHECKER, SNAPSHOT} for action in LOG_WRITES | WILDCARD_RESOURCE_ACTIONS}
     if parameter_values(**MODES[mode])["ApiAuthorization"] == "IAM":
         expected["execute-api:Invoke"] = {READER_POLICY}
     return expected
@@ -159,11 +177,44 @@ def test_each_sensitive_permission_is_held_by_exactly_who_needs_it(mode: str) ->
     granted = holders(mode)
 
     # Then: only the checker reads or writes the secret, publishes alerts and writes the table;
-    # the snapshot function only reads the table; only the reader policy may call the API (IAM
-    # mode); nobody can Scan, and nothing else is granted at all.
+    # the snapshot function only reads the table; each function writes logs and traces; only
+    # the reader policy may call the API (IAM mode); nobody can Scan, and nothing else is
+    # granted at all (no invented action such as dynamodb:TransactWriteItems either).
     assert granted == expected_holders(mode)
     assert "dynamodb:Scan" not in granted
     assert SNAPSHOT not in granted["secretsmanager:GetSecretValue"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_each_function_writes_only_its_own_log_group(mode: str) -> None:
+    resources = deployed(mode)
+    log_group_of = {
+        name: body["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
+        for name, body in resources.items()
+        if body["Type"] == "AWS::Serverless::Function"
+    }
+    checked = 0
+    for principal, action, target in grants(resources):
+        if action.startswith("logs:"):
+            assert action in LOG_WRITES, f"{principal}: {action}"
+            assert target == {"Fn::GetAtt": [log_group_of[principal], "Arn"]}, principal
+            checked += 1
+    assert checked == 2 * len(log_group_of)
+
+
+def test_no_role_takes_a_managed_policy_and_only_lambda_assumes_the_functions_roles() -> None:
+    resources = load_template()["Resources"]
+    roles = {k: b["Properties"] for k, b in resources.items() if b["Type"] == "AWS::IAM::Role"}
+    assert set(roles) == set(role_users(resources))  # a role per function, nothing else
+    for logical_id, role in roles.items():
+        assert "ManagedPolicyArns" not in role, logical_id  # e.g. AWSLambdaBasicExecutionRole
+        assert "PermissionsBoundary" not in role, logical_id
+        (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+        assert trust == {
+            "Effect": "Allow",
+            "Principal": {"Service": "lambda.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        }, logical_id
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -181,12 +232,20 @@ def test_every_grant_names_a_specific_action_on_one_of_the_stacks_own_resources(
         assert own_resource_reference(target, resources, mode), f"{principal}: {action} {target}"
         if action.startswith("dynamodb:"):
             assert target == {"Fn::GetAtt": ["Table", "Arn"]}, f"{principal}: {action} {target}"
-    assert seen >= 14
+    assert seen >= 19
+
+
+def identity_statements(resources: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Statements that grant (policies), not the trust policies saying who may be a role."""
+    for body in resources.values():
+        properties = dict(body.get("Properties", {}))
+        properties.pop("AssumeRolePolicyDocument", None)
+        yield from statements(properties)
 
 
 def test_statements_have_no_negations_wildcard_globs_or_public_principals() -> None:
-    found = list(statements(load_template()["Resources"]))
-    assert found
+    found = list(identity_statements(load_template()["Resources"]))
+    assert len(found) >= 8
     for statement in found:
         assert set(statement) <= STATEMENT_KEYS, f"{sorted(statement)}: Not*/Principal loophole"
         assert statement["Effect"] == "Allow"
