@@ -18,9 +18,10 @@ import pytest
 import requests
 from moto import mock_aws
 
-from connector_monitor.aws.records import PortalRun, RunRecord, status_to_item
+from connector_monitor.aws.records import status_to_item
 from connector_monitor.aws.repository import StateRepository
 from connector_monitor.domain.results import Cause, State
+from connector_monitor.domain.runs import PortalRun, RunRecord
 from connector_monitor.domain.targets import Target
 from connector_monitor.domain.transitions import TargetStatus
 from local.api_server import ApiServer

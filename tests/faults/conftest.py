@@ -38,6 +38,7 @@ from botocore.retries.standard import ExponentialBackoff
 from moto.core.exceptions import JsonRESTError
 from moto.dynamodb.responses import DynamoHandler
 
+from connector_monitor import token_refresh
 from connector_monitor.aws import publisher, repository, token_store
 from connector_monitor.aws.publisher import AlertPublisher
 from connector_monitor.aws.repository import StateRepository
@@ -46,6 +47,7 @@ from connector_monitor.bitrix24.client import PortalClient, RetryPolicy, Timeout
 from connector_monitor.bitrix24.credentials import TokenSource
 from connector_monitor.cycle import CheckCycle
 from connector_monitor.settings import CheckerSettings
+from connector_monitor.token_refresh import RefreshingTokens
 from local.bitrix24_portal import LocalPortal
 from local.handlers import LambdaContext
 from tests.e2e import conftest as e2e
@@ -77,7 +79,7 @@ class Tuning:
 
     timeouts: Timeouts = field(default_factory=Timeouts)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
-    oauth_timeout: tuple[float, float] = token_store.OAUTH_TIMEOUT
+    oauth_timeout: tuple[float, float] = token_refresh.OAUTH_TIMEOUT
 
 
 AS_DEPLOYED = Tuning()
@@ -167,7 +169,7 @@ class World:
         cycle: CheckCycle = self._build_cycle(config, invocation)
         return replace(cycle, tokens=self._token_store(config), client_factory=self._client)
 
-    def _token_store(self, config: CheckerSettings) -> SecretsTokenStore:
+    def _token_store(self, config: CheckerSettings) -> RefreshingTokens:
         """A new store each invocation, as the handler makes one, with the row's hooks on its
         Secrets Manager client."""
         secrets = boto3.client(

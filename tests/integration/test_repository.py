@@ -11,11 +11,12 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from connector_monitor.aws.records import PortalRun, RunRecord
-from connector_monitor.aws.repository import Claim, StateRepository
+from connector_monitor.aws.repository import StateRepository
 from connector_monitor.domain.results import CheckResult
+from connector_monitor.domain.runs import PortalRun, RunRecord
 from connector_monitor.domain.targets import Target
 from connector_monitor.domain.transitions import TargetStatus, Thresholds, advance
+from connector_monitor.state import Claim
 from local.template import table_definition
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)

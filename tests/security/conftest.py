@@ -28,9 +28,9 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
-from connector_monitor.aws.records import PortalRun, RunRecord
 from connector_monitor.aws.repository import StateRepository
 from connector_monitor.domain.results import Cause, State
+from connector_monitor.domain.runs import PortalRun, RunRecord
 from connector_monitor.domain.targets import Target
 from connector_monitor.domain.transitions import TargetStatus
 from local.api_server import ApiServer

@@ -30,6 +30,7 @@ from connector_monitor.aws.token_store import SecretsTokenStore
 from connector_monitor.bitrix24.credentials import PortalCredentials
 from connector_monitor.cycle import CheckCycle
 from connector_monitor.settings import CheckerSettings
+from connector_monitor.token_refresh import RefreshingTokens
 from local.bitrix24_portal import PortalFault
 from local.handlers import LambdaContext
 from tests.events import http_event, load_handler
@@ -80,7 +81,7 @@ class Run:
         self.checker = checker
         self.known: set[str] = set()
         self.outputs: list[str] = []  # return values, exceptions and tracebacks
-        self.stores: list[SecretsTokenStore] = []
+        self.stores: list[RefreshingTokens] = []
         self._build = checker.build_cycle
         monkeypatch.setattr(checker, "build_cycle", self._wrap)
         self.remember()

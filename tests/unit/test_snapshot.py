@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from connector_monitor.aws.records import PortalRun, RunRecord
 from connector_monitor.domain.results import Cause, State
+from connector_monitor.domain.runs import PortalRun, RunRecord
 from connector_monitor.domain.targets import Target
 from connector_monitor.domain.text import DETAIL_LIMIT
 from connector_monitor.domain.transitions import TargetStatus

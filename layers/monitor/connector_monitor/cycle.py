@@ -11,18 +11,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from .aws.records import CachedInventory, PortalRun, RunRecord
-from .aws.repository import Claim, Loaded, StateRepository
-from .bitrix24.client import PortalClient, TokenSourceError
+from .bitrix24.client import PortalCheck, PortalClient, TokenSourceError
 from .bitrix24.credentials import TokenSource
 from .bitrix24.errors import CredentialsError, PortalError
 from .deadline import Deadline, DeadlineExceeded
 from .domain.alerts import Alert
-from .domain.inventory import VALIDATION_OFF, find_misconfigured
+from .domain.inventory import VALIDATION_OFF, CachedInventory, Inventory, find_misconfigured
 from .domain.results import Cause, CheckResult, State
+from .domain.runs import PortalRun, RunRecord
 from .domain.targets import Target, TargetError, TargetList, validation_problem
 from .domain.transitions import TargetStatus, Thresholds, advance, has_open_incident, retire
 from .publishing import AlertDelivery, Delivery, Publisher
+from .state import Claim, Loaded, StateStore
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,20 @@ class Tokens(TokenSource, Protocol):
     def load(self) -> None: ...
 
 
-ClientFactory = Callable[[str, TokenSource], PortalClient]
+class PortalChecker(Protocol):
+    """What the cycle asks of one portal (`bitrix24.client.PortalClient` is the real one)."""
+
+    portal: str
+    http_requests: int
+
+    def inventory(self, deadline: Deadline) -> Inventory: ...
+
+    def check(self, targets: Sequence[Target], deadline: Deadline) -> PortalCheck: ...
+
+    def close(self) -> None: ...
+
+
+ClientFactory = Callable[[str, TokenSource], PortalChecker]
 
 
 @dataclass(frozen=True)
@@ -96,7 +109,7 @@ def default_client(portal: str, tokens: TokenSource) -> PortalClient:
 class CheckCycle:
     """The check run, with its collaborators injected (the handler builds the real ones)."""
 
-    repository: StateRepository
+    repository: StateStore
     tokens: Tokens
     publisher: Publisher
     settings: CycleSettings = field(default_factory=CycleSettings)
@@ -250,7 +263,7 @@ class CheckCycle:
 
     @staticmethod
     def _validate(
-        client: PortalClient, deadline: Deadline, now: datetime
+        client: PortalChecker, deadline: Deadline, now: datetime
     ) -> CachedInventory | None:
         """The portal's inventory, or None (logged) when it could not be read this run."""
         failure: str
@@ -327,7 +340,7 @@ class CheckCycle:
         for status in changed:
             key = status.subject.key
             theirs = loaded.claims.get(key)
-            if theirs and theirs.owner != ours.owner and theirs.until > summary.started_at:
+            if theirs and theirs.held_against(ours.owner, summary.started_at):
                 claims[key] = theirs
             elif status.pending:
                 claims[key] = ours

@@ -9,16 +9,21 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from .aws.publisher import PublishError
-from .aws.repository import Claim, RepositoryError, StateRepository
 from .domain.alerts import Alert, combine
 from .domain.transitions import TargetStatus
+from .state import Claim, StateStore, StateStoreError
 
 logger = logging.getLogger(__name__)
 
 
+class PublishError(Exception):
+    """The alert was not taken; it stays pending for the next run."""
+
+
 class Publisher(Protocol):
-    def publish(self, alert: Alert) -> str: ...
+    def publish(self, alert: Alert) -> str:
+        """Send one alert; the channel's message id. Raises PublishError."""
+        ...
 
 
 @dataclass
@@ -33,7 +38,7 @@ class Delivery:
 class AlertDelivery:
     """One run's delivery of pending alerts: claim, publish, acknowledge."""
 
-    repository: StateRepository
+    repository: StateStore
     publisher: Publisher
     run_id: str
     claim_for: timedelta
@@ -67,7 +72,7 @@ class AlertDelivery:
             if key in mine or not status.pending:
                 continue
             held = claims.get(key)
-            if held and held.owner != self.run_id and held.until > now:
+            if held and held.held_against(self.run_id, now):
                 continue
             claimed = self.repository.claim(status, Claim(self.run_id, now + self.claim_for), now)
             if claimed is not None:
@@ -104,14 +109,14 @@ class AlertDelivery:
         self, mine: dict[str, TargetStatus], published: dict[str, set[str]], delivery: Delivery
     ) -> None:
         """Remove what was published and release our claims; one failure spares the others."""
-        failed: RepositoryError | None = None
+        failed: StateStoreError | None = None
         for key, status in mine.items():
             try:
                 if not self.repository.acknowledge(status, self.run_id, published[key]):
                     logger.warning("claim lost before acknowledging alerts", extra={"target": key})
                 elif published[key] >= {alert.id for alert in status.pending}:
                     delivery.cleared.add(key)
-            except RepositoryError as exc:
+            except StateStoreError as exc:
                 failed = exc
         if failed is not None:
             raise failed

@@ -17,8 +17,8 @@ from typing import Annotated, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .aws.records import RunRecord
 from .domain.results import State
+from .domain.runs import RunRecord
 from .domain.targets import Target, TargetError, check_target
 from .domain.text import DETAIL_LIMIT, clip
 from .domain.transitions import TargetStatus

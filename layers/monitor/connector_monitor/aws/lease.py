@@ -21,6 +21,10 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ..token_refresh import LeaseUnavailable
+
+__all__ = ["LOCK_PK", "Lease", "LeaseUnavailable"]
+
 logger = logging.getLogger(__name__)
 
 LOCK_PK = "LOCK"
@@ -31,10 +35,6 @@ _MAX_PAUSE = 0.5
 CLIENT_CONFIG = Config(
     retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=2, read_timeout=2
 )
-
-
-class LeaseUnavailable(Exception):
-    """The lease could not be had: held by another owner for the whole wait, or DynamoDB failed."""
 
 
 class Lease:

@@ -8,17 +8,18 @@ import boto3
 from botocore.config import Config
 
 from ..domain.alerts import Alert
+from ..publishing import PublishError
+
+__all__ = ["AlertPublisher", "PublishError"]
 
 CLIENT_CONFIG = Config(
     retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=3, read_timeout=10
 )
 
 
-class PublishError(Exception):
-    """SNS did not take the message; the alert stays pending for the next run."""
-
-
 class AlertPublisher:
+    """Implements `publishing.Publisher` over one SNS topic."""
+
     def __init__(self, topic_arn: str, *, client: Any | None = None) -> None:
         self.topic_arn = topic_arn
         self._client = client or boto3.client("sns", config=CLIENT_CONFIG)

@@ -12,13 +12,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from ..domain.alerts import Alert, AlertEvent
-from ..domain.inventory import Inventory, LineInfo
+from ..domain.inventory import CachedInventory, Inventory, LineInfo
 from ..domain.results import Cause, State
+from ..domain.runs import PortalRun, RunRecord
 from ..domain.targets import ConfigProblem, Subject, Target, TargetError
 from ..domain.text import DETAIL_LIMIT, clip
 from ..domain.transitions import TargetStatus
@@ -170,123 +170,93 @@ def history_item(key: str, alert: Alert, expires_at: int) -> dict[str, Any]:
     }
 
 
-@dataclass(frozen=True)
-class PortalRun:
-    """One portal's part of a run."""
+def run_to_item(run: RunRecord) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "pk": RUN_PK,
+        "sk": RUN_SK,
+        "run_id": run.run_id,
+        "started_at": iso(run.started_at),
+        "finished_at": iso(run.finished_at),
+        "summary": dict(run.summary),
+        "portals": {
+            name: {
+                k: v
+                for k, v in {
+                    "checked_at": iso(p.checked_at),
+                    "http_requests": p.http_requests,
+                    "error": clip(p.error, RUN_ERROR_LIMIT) if p.error else None,
+                }.items()
+                if v is not None
+            }
+            for name, p in run.portals.items()
+        },
+    }
+    if run.failed:
+        item["failed"] = clip(run.failed, DETAIL_LIMIT)
+    return item
 
-    checked_at: datetime
-    http_requests: int = 0
-    error: str | None = None
 
-
-@dataclass(frozen=True)
-class RunRecord:
-    """The last completed run: the snapshot's `last_run_at` and staleness come from here.
-
-    `failed` says why the run could check nothing (TARGETS unusable): /health is not OK then.
-    """
-
-    run_id: str
-    started_at: datetime
-    finished_at: datetime
-    summary: dict[str, int] = field(default_factory=dict)
-    portals: dict[str, PortalRun] = field(default_factory=dict)
-    failed: str | None = None
-
-    def to_item(self) -> dict[str, Any]:
-        item: dict[str, Any] = {
-            "pk": RUN_PK,
-            "sk": RUN_SK,
-            "run_id": self.run_id,
-            "started_at": iso(self.started_at),
-            "finished_at": iso(self.finished_at),
-            "summary": dict(self.summary),
-            "portals": {
-                name: {
-                    k: v
-                    for k, v in {
-                        "checked_at": iso(p.checked_at),
-                        "http_requests": p.http_requests,
-                        "error": clip(p.error, RUN_ERROR_LIMIT) if p.error else None,
-                    }.items()
-                    if v is not None
-                }
-                for name, p in self.portals.items()
-            },
-        }
-        if self.failed:
-            item["failed"] = clip(self.failed, DETAIL_LIMIT)
-        return item
-
-    @classmethod
-    def from_item(cls, item: dict[str, Any]) -> RunRecord:
-        portals = {
-            name: PortalRun(
-                checked_at=parse_iso(p["checked_at"]),
-                http_requests=int(p.get("http_requests", 0)),
-                error=p.get("error"),
-            )
-            for name, p in (item.get("portals") or {}).items()
-        }
-        return cls(
-            run_id=str(item.get("run_id", "")),
-            started_at=parse_iso(item["started_at"]),
-            finished_at=parse_iso(item["finished_at"]),
-            summary={k: int(v) for k, v in (item.get("summary") or {}).items()},
-            portals=portals,
-            failed=str(item["failed"]) if item.get("failed") else None,
+def run_from_item(item: dict[str, Any]) -> RunRecord:
+    portals = {
+        name: PortalRun(
+            checked_at=parse_iso(p["checked_at"]),
+            http_requests=int(p.get("http_requests", 0)),
+            error=p.get("error"),
         )
+        for name, p in (item.get("portals") or {}).items()
+    }
+    return RunRecord(
+        run_id=str(item.get("run_id", "")),
+        started_at=parse_iso(item["started_at"]),
+        finished_at=parse_iso(item["finished_at"]),
+        summary={k: int(v) for k, v in (item.get("summary") or {}).items()},
+        portals=portals,
+        failed=str(item["failed"]) if item.get("failed") else None,
+    )
 
 
-@dataclass(frozen=True)
-class CachedInventory:
+def inventory_to_item(cached: CachedInventory) -> dict[str, Any]:
     """What validation needs of a portal's inventory, stored compactly: the connector ids (or
     that the portal would not list them), the line ids, the inactive ones, and the names of the
     first lines (for messages). Whatever a portal lists, the item stays far below DynamoDB's
     400 KB (10,000 lines: about 60 KB)."""
+    lines = sorted(cached.inventory.lines.items())
+    connectors = cached.inventory.connectors
+    item: dict[str, Any] = {
+        "pk": INVENTORY_PK,
+        "sk": cached.portal,
+        "validated_at": iso(cached.validated_at),
+        "line_ids": [number for number, _ in lines],
+        "inactive": [number for number, info in lines if not info.active],
+        "names": {str(n): info.name for n, info in lines[:NAMES_KEPT] if info.name},
+    }
+    if connectors is None:
+        item["connectors_denied"] = True
+    else:
+        item["connectors"] = sorted(connectors)
+    return item
 
-    portal: str
-    validated_at: datetime
-    inventory: Inventory
 
-    def to_item(self) -> dict[str, Any]:
-        lines = sorted(self.inventory.lines.items())
-        connectors = self.inventory.connectors
-        item: dict[str, Any] = {
-            "pk": INVENTORY_PK,
-            "sk": self.portal,
-            "validated_at": iso(self.validated_at),
-            "line_ids": [number for number, _ in lines],
-            "inactive": [number for number, info in lines if not info.active],
-            "names": {str(n): info.name for n, info in lines[:NAMES_KEPT] if info.name},
+def inventory_from_item(item: dict[str, Any]) -> CachedInventory:
+    if "line_ids" in item:
+        inactive = {int(n) for n in item.get("inactive") or []}
+        names = {int(n): str(v) for n, v in (item.get("names") or {}).items()}
+        lines = {
+            int(n): LineInfo(name=names.get(int(n), ""), active=int(n) not in inactive)
+            for n in item["line_ids"]
         }
-        if connectors is None:
-            item["connectors_denied"] = True
-        else:
-            item["connectors"] = sorted(connectors)
-        return item
-
-    @classmethod
-    def from_item(cls, item: dict[str, Any]) -> CachedInventory:
-        if "line_ids" in item:
-            inactive = {int(n) for n in item.get("inactive") or []}
-            names = {int(n): str(v) for n, v in (item.get("names") or {}).items()}
-            lines = {
-                int(n): LineInfo(name=names.get(int(n), ""), active=int(n) not in inactive)
-                for n in item["line_ids"]
-            }
-        else:  # the layout of earlier versions: {"lines": {id: {"name", "active"}}}
-            lines = {
-                int(n): LineInfo(name=str(v.get("name", "")), active=bool(v.get("active", True)))
-                for n, v in (item.get("lines") or {}).items()
-            }
-        connectors = (
-            None
-            if item.get("connectors_denied")
-            else frozenset(str(c) for c in item.get("connectors") or [])
-        )
-        inventory = Inventory(connectors=connectors, lines=lines)
-        return cls(str(item["sk"]), parse_iso(item["validated_at"]), inventory)
+    else:  # the layout of earlier versions: {"lines": {id: {"name", "active"}}}
+        lines = {
+            int(n): LineInfo(name=str(v.get("name", "")), active=bool(v.get("active", True)))
+            for n, v in (item.get("lines") or {}).items()
+        }
+    connectors = (
+        None
+        if item.get("connectors_denied")
+        else frozenset(str(c) for c in item.get("connectors") or [])
+    )
+    inventory = Inventory(connectors=connectors, lines=lines)
+    return CachedInventory(str(item["sk"]), parse_iso(item["validated_at"]), inventory)
 
 
 def _opt_iso(moment: datetime | None) -> str | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,19 +20,24 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from ..domain.alerts import Alert
+from ..domain.inventory import CachedInventory
+from ..domain.runs import RunRecord
 from ..domain.targets import Target
 from ..domain.transitions import TargetStatus
+from ..state import Claim, Loaded, SaveOutcome, StateStoreError
 from .records import (
     CONFIG_PK,
     INVENTORY_PK,
     RUN_PK,
     RUN_SK,
     STATE_PK,
-    CachedInventory,
-    RunRecord,
     history_item,
+    inventory_from_item,
+    inventory_to_item,
     iso,
     parse_iso,
+    run_from_item,
+    run_to_item,
     status_from_item,
     status_key,
     status_to_item,
@@ -50,28 +55,8 @@ _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
 
-class RepositoryError(Exception):
+class RepositoryError(StateStoreError):
     """DynamoDB could not be read or written (after the SDK's own retries)."""
-
-
-@dataclass(frozen=True)
-class Claim:
-    owner: str
-    until: datetime
-
-
-@dataclass
-class Loaded:
-    """The statuses as a run found them, with who (if anyone) is publishing their alerts."""
-
-    statuses: dict[str, TargetStatus] = field(default_factory=dict)
-    claims: dict[str, Claim] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class SaveOutcome:
-    saved: list[TargetStatus]  # as stored (version bumped)
-    conflicts: list[str]  # keys another run wrote first: their decision stands
 
 
 def subject_key(status: TargetStatus) -> str:
@@ -79,6 +64,8 @@ def subject_key(status: TargetStatus) -> str:
 
 
 class StateRepository:
+    """The state store (`state.StateStore`) and the snapshot's reader over one DynamoDB table."""
+
     def __init__(self, table_name: str, *, client: Any | None = None) -> None:
         self.table_name = table_name
         self._client = client or boto3.client("dynamodb", config=CLIENT_CONFIG)
@@ -125,10 +112,10 @@ class StateRepository:
 
     def load_run(self) -> RunRecord | None:
         item = self._get({"pk": RUN_PK, "sk": RUN_SK})
-        return RunRecord.from_item(item) if item else None
+        return run_from_item(item) if item else None
 
     def load_inventories(self) -> dict[str, CachedInventory]:
-        found = (CachedInventory.from_item(i) for i in self._query_all(INVENTORY_PK))
+        found = (inventory_from_item(i) for i in self._query_all(INVENTORY_PK))
         return {c.portal: c for c in found}
 
     # ---- writing -------------------------------------------------------------------------
@@ -219,10 +206,12 @@ class StateRepository:
         self._batch_write([{"DeleteRequest": {"Key": _key(k)}} for k in keys])
 
     def save_run(self, run: RunRecord) -> None:
-        self._call("put_item", TableName=self.table_name, Item=_typed(run.to_item()))
+        self._call("put_item", TableName=self.table_name, Item=_typed(run_to_item(run)))
 
     def save_inventories(self, inventories: Sequence[CachedInventory]) -> None:
-        self._batch_write([{"PutRequest": {"Item": _typed(c.to_item())}} for c in inventories])
+        self._batch_write(
+            [{"PutRequest": {"Item": _typed(inventory_to_item(c))}} for c in inventories]
+        )
 
     # ---- plumbing ------------------------------------------------------------------------
     def _unit(

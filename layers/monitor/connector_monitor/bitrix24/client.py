@@ -38,7 +38,7 @@ from .answers import (
     status_command,
 )
 from .credentials import PortalCredentials, TokenSource
-from .errors import CredentialsError, ErrorKind, PortalError, TokenSourceUnavailable
+from .errors import CredentialsError, ErrorKind, PortalError, TokenStoreError
 from .limits import LeakyBucket, OperatingTime, command_method
 from .transport import (
     AnswerTooLarge,
@@ -548,7 +548,7 @@ class PortalClient:
             )
         except CredentialsError as exc:
             failure = TokenSourceError(self.portal, Cause.CONFIGURATION, str(exc))
-        except TokenSourceUnavailable as exc:
+        except TokenStoreError as exc:
             failure = TokenSourceError(self.portal, Cause.MONITOR_ERROR, f"{self.portal}: {exc}")
         except Exception as exc:
             failure = TokenSourceError(

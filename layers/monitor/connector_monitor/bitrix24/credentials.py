@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -101,6 +102,32 @@ def _epoch(value: object) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return int(value) if math.isfinite(value) else None
+
+
+class DocumentError(ValueError):
+    """A credentials document that is not `{"portals": {domain: {...}}}`. Never quotes it."""
+
+
+def parse_document(text: str, where: str) -> dict[str, Any]:
+    """The credentials document (`{"portals": {domain: entry}}`, the secret's contract) from
+    its text; `where` names it in errors (a secret, a file). Entries are checked when read."""
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        # The position only: the decoder's own text is safe, its .doc is the secret.
+        raise DocumentError(
+            f"{where} is not valid JSON (line {exc.lineno}, column {exc.colno})"
+        ) from None
+    except RecursionError:
+        raise DocumentError(f"{where} nests too deeply") from None
+    if not isinstance(document, dict):
+        raise DocumentError(f"{where} is not a JSON object")
+    if not isinstance(document.get("portals"), dict):
+        raise DocumentError(
+            f'{where} has no "portals" object '
+            '(expected {"portals": {"<domain>": {...credentials...}}})'
+        )
+    return document
 
 
 class TokenSource(Protocol):

@@ -170,8 +170,13 @@ class CredentialsError(Exception):
     """The secret holds no usable credentials for a portal (missing, corrupt, partial)."""
 
 
-class TokenSourceUnavailable(Exception):
-    """A token source could not serve credentials (secret unreachable, write-back failed).
+class TokenStoreError(Exception):
+    """Where tokens are kept could not serve or keep them: unreachable, corrupt, or a refreshed
+    pair it would not store (`pair_lost`: the old refresh token is spent, a person must act).
 
-    Its message is written for people and never quotes secret content, so it may reach alerts.
+    Its message is written for people and never quotes stored content, so it may reach alerts.
     """
+
+    def __init__(self, message: str, *, pair_lost: bool = False) -> None:
+        super().__init__(message)
+        self.pair_lost = pair_lost

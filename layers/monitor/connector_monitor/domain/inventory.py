@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 
 from .targets import Target
 
@@ -35,6 +36,15 @@ class Inventory:
 
     connectors: frozenset[str] | None
     lines: Mapping[int, LineInfo]
+
+
+@dataclass(frozen=True)
+class CachedInventory:
+    """A portal's inventory as of its last validation (read again every few hours)."""
+
+    portal: str
+    validated_at: datetime
+    inventory: Inventory
 
 
 VALIDATION_OFF = (

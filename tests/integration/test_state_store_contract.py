@@ -1,0 +1,107 @@
+"""One contract, two state stores: the DynamoDB repository (on moto) and the in-memory store the
+unit tests of the cycle use (tests/memory_state.py). If the fake drifts from the real one, this
+fails, so the cycle's unit tests cannot pass on behaviour DynamoDB does not have."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from connector_monitor.aws.repository import StateRepository
+from connector_monitor.domain.results import CheckResult
+from connector_monitor.domain.targets import Target
+from connector_monitor.domain.transitions import TargetStatus, Thresholds, advance
+from connector_monitor.state import Claim, StateStore
+from local.template import table_definition
+from tests.memory_state import MemoryStateStore
+
+T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+TARGET = Target("a.bitrix24.com", "tg", 1)
+KEY = TARGET.key
+
+
+@pytest.fixture(params=["dynamodb", "memory"])
+def store(request: pytest.FixtureRequest) -> Iterator[StateStore]:
+    if request.param == "memory":
+        yield MemoryStateStore()
+        return
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="eu-central-1")
+        client.create_table(TableName="monitor", **table_definition())
+        yield StateRepository("monitor", client=client)
+
+
+def up(at: datetime = T0) -> TargetStatus:
+    result = CheckResult.from_flags(
+        TARGET, configured=True, error=False, status=True, checked_at=at
+    )
+    return advance(None, result, Thresholds()).status
+
+
+def with_alert(previous: TargetStatus) -> TargetStatus:
+    result = CheckResult.from_flags(
+        TARGET, configured=False, error=False, status=False, checked_at=T0 + timedelta(minutes=5)
+    )
+    return advance(previous, result, Thresholds(failure=1)).status
+
+
+def test_a_new_status_is_stored_once_and_its_version_counts(store: StateStore) -> None:
+    first = store.save([up()], claims={})
+    again = store.save([up()], claims={})  # a second run that read nothing either
+    assert [s.version for s in first.saved] == [1]
+    assert (again.saved, again.conflicts) == ([], [KEY])
+    assert store.load().statuses[KEY].version == 1
+
+
+def test_a_write_on_a_stale_version_is_a_conflict(store: StateStore) -> None:
+    (stored,) = store.save([up()], claims={}).saved
+    (newer,) = store.save([with_alert(stored)], claims={}).saved
+    late = store.save([with_alert(stored)], claims={})  # decided from the old version
+    assert late.conflicts == [KEY]
+    assert store.load().statuses[KEY].version == newer.version
+
+
+def test_claims_are_exclusive_until_they_run_out(store: StateStore) -> None:
+    (stored,) = store.save([up()], claims={}).saved
+    (pending,) = store.save([with_alert(stored)], claims={}).saved
+    mine = Claim("r1", T0 + timedelta(minutes=2))
+    claimed = store.claim(pending, mine, T0)
+    assert claimed is not None and claimed.version == pending.version + 1
+    assert store.load().claims[KEY] == mine
+    assert store.claim(claimed, Claim("r2", T0 + timedelta(minutes=2)), T0) is None
+    later = T0 + timedelta(minutes=3)
+    taken = store.claim(claimed, Claim("r2", later + timedelta(minutes=2)), later)
+    assert taken is not None
+    assert store.claim(pending, Claim("r3", later), later) is None  # a stale version
+
+
+def test_acknowledging_removes_what_was_published_and_the_claim(store: StateStore) -> None:
+    (stored,) = store.save([up()], claims={}).saved
+    (pending,) = store.save([with_alert(stored)], claims={}).saved
+    (alert,) = pending.pending
+    claimed = store.claim(pending, Claim("r1", T0 + timedelta(minutes=2)), T0)
+    assert claimed is not None
+    assert store.acknowledge(claimed, "r2", [alert.id]) is False  # not the owner
+    assert store.acknowledge(claimed, "r1", [alert.id]) is True
+    loaded = store.load()
+    assert loaded.statuses[KEY].pending == ()
+    assert KEY not in loaded.claims
+
+
+def test_a_claim_written_with_a_status_is_kept_or_dropped_with_it(store: StateStore) -> None:
+    (stored,) = store.save([up()], claims={}).saved
+    claim = Claim("r1", T0 + timedelta(minutes=2))
+    (pending,) = store.save([with_alert(stored)], claims={KEY: claim}).saved
+    assert store.load().claims[KEY] == claim
+    store.save([pending], claims={})
+    assert KEY not in store.load().claims
+
+
+def test_deleted_statuses_are_gone(store: StateStore) -> None:
+    (stored,) = store.save([up()], claims={}).saved
+    store.delete([stored])
+    assert store.load().statuses == {}
