@@ -22,7 +22,7 @@ PIP_FLAGS := --quiet --disable-pip-version-check
 export SAM_CLI_TELEMETRY := 0
 
 .DEFAULT_GOAL := help
-.PHONY: help venv tools test lint sam transformed scan deploy run bench coldstart clean distclean
+.PHONY: help venv tools test lint sam transformed scan deploy run bench cost coldstart clean distclean
 
 help:
 	@echo "make venv       create .venv from requirements-dev.txt (only when requirements change)"
@@ -33,7 +33,8 @@ help:
 	@echo "make scan       checkov (IaC scanner, own venv .venv-checkov) on the transformed template"
 	@echo "make deploy     sam deploy; PARAMS='Targets=... AlertEmail=...' on the first (AWS credentials)"
 	@echo "make run        local runner (python -m local.run); ARGS='...' passes arguments"
-	@echo "make bench      benchmarks (bench/run_benchmark.py)"
+	@echo "make bench      benchmarks (python -m bench.run_benchmark)"
+	@echo "make cost       the monthly bill, measured then priced (python -m bench.bill)"
 	@echo "make coldstart  each handler's cold import against import boto3 (bench/coldstart.py)"
 	@echo "make clean      remove build output and caches; distclean also removes both venvs"
 
@@ -41,7 +42,7 @@ help:
 # no-op until one of them changes.
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements-dev.txt layers/monitor/requirements.txt
+$(VENV)/.installed: requirements-dev.txt layers/monitor/requirements.txt layers/monitor/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install $(PIP_FLAGS) -r requirements-dev.txt
 	touch $@
@@ -93,7 +94,10 @@ run: venv
 	$(VENV)/bin/python -m local.run $(ARGS)
 
 bench: venv
-	$(VENV)/bin/python bench/run_benchmark.py $(ARGS)
+	$(VENV)/bin/python -m bench.run_benchmark $(ARGS)
+
+cost: venv
+	$(VENV)/bin/python -m bench.bill $(ARGS)
 
 # Builds the layer for this machine into .aws-sam/coldstart/ unless `make sam`'s layer can run here.
 coldstart: venv

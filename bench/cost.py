@@ -1,30 +1,17 @@
-"""The monthly bill of the checker, from what one steady run was measured to consume.
-
-    .venv/bin/python bench/cost.py [--targets 1000] [--portals N] [--schedule-minutes 5]
-
-Standalone, it first measures the real check run on the priced fleet (by default 1,000 targets
-on the 4 portals one stack's secret has room for; moto and the local portal, no latency) and
-then prints the bill for it;
-`bench/run_benchmark.py` prints the same bill from its own measured steady run. Prices are
-on-demand list prices (docs/ARCHITECTURE.md, "What a run costs"), free tiers ignored.
-Everything that is an assumption rather than a measurement is printed as one.
+"""The monthly bill of the checker, from what one steady run was measured to consume: pricing
+only, no measuring (`bench/bill.py` measures then prices; `bench/run_benchmark.py` prices its
+own measured steady run). Prices are on-demand list prices (docs/ARCHITECTURE.md, "What a run
+costs"), free tiers ignored. Everything that is an assumption rather than a measurement is
+printed as one.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-for _path in (ROOT / "layers" / "monitor", ROOT):
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
-
-from connector_monitor.aws.token_store import PORTALS_PER_SECRET  # noqa: E402
+from connector_monitor.aws.token_store import PORTALS_PER_SECRET
 
 MINUTES_PER_MONTH = 30 * 24 * 60  # 8,640 runs at 5 minutes (docs/ARCHITECTURE.md) is a 30-day month
 GB = 1_000_000_000  # decimal GB: the larger figure for per-GB prices
@@ -319,28 +306,6 @@ def _notes(bill: Bill, prices: Prices) -> list[str]:
     return notes
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--targets", type=int, default=1000, help="targets to price")
-    parser.add_argument(
-        "--portals",
-        type=int,
-        default=PORTALS_PER_SECRET,
-        help=f"portals to price (default: {PORTALS_PER_SECRET}, what one stack holds)",
-    )
-    parser.add_argument("--schedule-minutes", type=float, default=5.0)
-    parser.add_argument("--incidents", type=int, default=30, help="incidents a month (assumed)")
-    parser.add_argument(
-        "--metrics", action="store_true", help="price PublishMetrics=true (4 custom metrics)"
-    )
-    parser.add_argument(
-        "--measure-portals", type=int, help="portals to measure on (default: those priced)"
-    )
-    parser.add_argument("--measure-lines", type=int, default=100, help="lines per portal")
-    parser.add_argument("--latency", type=float, default=0.0, help="portal latency, seconds")
-    return parser.parse_args(argv)
-
-
 def fleet_from(
     targets: int,
     portals: int,
@@ -355,33 +320,3 @@ def fleet_from(
         incidents_per_month=incidents,
         publish_metrics=publish_metrics,
     )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    from bench.run_benchmark import BenchFleet, quick_figures  # moto + local portal: lazy
-
-    fleet = fleet_from(
-        args.targets,
-        args.portals,
-        args.schedule_minutes,
-        args.incidents,
-        args.metrics,
-    )
-    lines = max(1, math.ceil(args.targets / fleet.portals))
-    if args.measure_portals:
-        measured = BenchFleet(args.measure_portals, args.measure_lines)
-    else:  # measure the priced fleet itself: nothing to scale
-        measured = BenchFleet(fleet.portals, lines)
-    print(
-        f"Measuring one steady run on {measured.portals} portals x {measured.lines} lines "
-        f"(latency {args.latency * 1000:g} ms, moto in-process)...",
-        flush=True,
-    )
-    figures = quick_figures(measured, latency=args.latency)
-    print(render_bill(monthly_bill(figures, fleet)))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -28,6 +28,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from connector_monitor.bitrix24.credentials import DocumentError, parse_document
 from local.template import table_definition
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -248,7 +249,8 @@ class SecretFileError(Exception):
 
 
 class SecretFile:
-    """A user's secret file (DESIGN.md's secret format) kept in step with the moto secret.
+    """A user's secret file (the secret's format, docs/ARCHITECTURE.md) kept in step with the
+    moto secret.
 
     `load()` reads it; `sync(document)` rewrites it, mode 0600 and atomically (a temporary file
     in the same directory, then a rename), whenever the secret differs from what the file was
@@ -266,19 +268,15 @@ class SecretFile:
         except OSError as exc:
             raise SecretFileError(f"cannot read {self.path}: {exc.strerror or exc}") from None
         try:
-            document = json.loads(text)
-        except json.JSONDecodeError as exc:
-            # Position only: the text itself holds tokens.
-            raise SecretFileError(
-                f"{self.path} is not valid JSON (line {exc.lineno}, column {exc.colno})"
-            ) from None
-        portals = document.get("portals") if isinstance(document, dict) else None
-        if not isinstance(portals, dict) or not portals:
+            document = parse_document(text, str(self.path))
+        except DocumentError as exc:
+            raise SecretFileError(str(exc)) from None
+        if not document["portals"]:
             raise SecretFileError(
                 f'{self.path} must be a JSON object {{"portals": {{"<domain>": {{...}}}}}} '
                 "with at least one portal (see the secret format in the README)"
             )
-        for domain, entry in portals.items():
+        for domain, entry in document["portals"].items():
             if not isinstance(entry, dict):
                 raise SecretFileError(f"{self.path}: the entry of portal {domain} is not an object")
         self._known = document

@@ -20,9 +20,6 @@ DOCUMENT = ROOT / "openapi.json"
 
 
 def _load_handler() -> ModuleType:
-    library = str(ROOT / "layers" / "monitor")
-    if library not in sys.path:
-        sys.path.insert(0, library)
     spec = importlib.util.spec_from_file_location("snapshot_api_app", HANDLER)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot load {HANDLER}")

@@ -1,68 +1,6 @@
-"""The local run: the whole monitor on one machine, no AWS account, no Bitrix24 portal needed.
-
-    make run                                   # = .venv/bin/python -m local.run
-    make run ARGS="--demo-outage"              # line 2 fails after run 1, recovers after run 5
-    make run ARGS="--interval 5 --runs 20"
-
-What starts, all inside this one process and all on 127.0.0.1:
-
-- AWS, emulated by moto's server (`moto.server.ThreadedMotoServer`, a free port): the DynamoDB
-  table exactly as template.yaml declares it, the SNS alert topic, the Secrets Manager secret, and
-  an SQS queue subscribed to the topic so that every alert SNS delivers is printed here. Every SDK
-  client is pointed at moto with dummy credentials; ~/.aws and AWS_PROFILE are ignored, so nothing
-  can reach a real AWS account.
-- A local Bitrix24 portal (`local.bitrix24_portal`, port 8099 if free, else any) with the demo
-  portal `demo.bitrix24.local`: connector `myconnector` connected to open lines 1, 2 and 3. Its
-  OAuth credentials go into the secret, as `sam deploy` users put theirs.
-- The real checker handler (functions/checker/app.py), imported after the environment the
-  template gives it has been set (TARGETS, SECRET_ID, TABLE_NAME, TOPIC_ARN, FAILURE_THRESHOLD=2,
-  RECOVERY_THRESHOLD=1, ...), called every `--interval` seconds (default 10) with a Lambda-like
-  context, as EventBridge Scheduler calls it in AWS.
-- The snapshot API (functions/snapshot_api/app.py behind a small local HTTP server, port 8098 if
-  free, else any): `curl http://127.0.0.1:8098/snapshot` answers what `GET /snapshot` answers
-  in AWS, without the authorisation (it listens on 127.0.0.1 only).
-
-After each run it prints the state of every target (portal, connector, line, state, since,
-detail), one summary line, and every alert as SNS delivered it (event, severity, subject, then
-the message, indented). Ctrl-C (or SIGTERM) stops everything cleanly; a Ctrl-C during a run lets
-the run finish first, a second one aborts it.
-
-Make a connector fail while it runs. The start-up banner prints the exact commands, e.g.
-
-    curl -X POST http://127.0.0.1:8099/_control/demo.bitrix24.local/status \\
-         -d '{"connector":"myconnector","line":2,"configured":true,"error":true}'
-
-With FAILURE_THRESHOLD=2 the `connector.down` alert comes on the second failed check (10 to
-20 s after the curl at the default interval); set `"error":false` again and
-`connector.recovered` follows on the next run. `--demo-outage` does exactly this by itself:
-line 2 is marked ERROR after the first run and repaired after the fifth, so the down alert
-arrives on run 3 (~20 s) and the recovery on run 6 (~50 s). Other faults to try:
-`/fault -d '{"fault":"http_502"}'` (the portal stops answering: targets turn UNKNOWN and a
-`check.failed` alert follows, never `connector.down`), `/expire` (access tokens expire: the
-monitor refreshes them and stores the new pair), `/revoke` (the app must be re-authorised),
-`/clear` (faults off), and `curl http://127.0.0.1:8099/_control/state`.
-
-A real portal instead of the local one:
-
-    export TARGETS=example.bitrix24.com/myconnector/12,example.bitrix24.com/myconnector/14
-    make run ARGS="--secret-file my-secret.json"    # or ARGS="--secret-file f --targets ..."
-
-`--secret-file` is a JSON file in the secret format of the README ({"portals": {domain:
-{client_id, client_secret, access_token, refresh_token, ...}}}); `--targets` (or the TARGETS
-environment variable) lists what to watch. No local portal starts and AWS is still moto: this is
-the only case in which the local run reaches beyond 127.0.0.1, and only to the portals in the
-file and their OAuth server. Refresh tokens are single-use: when the monitor refreshes a pair it
-writes the new one into the moto secret, and after every run (and on exit) the local run copies
-the secret back into your file (rewritten atomically, mode 0600), so the file always holds the
-valid pair. Do not let anything else use the same tokens while the local run is running, and do
-not kill it with SIGKILL in the middle of a refresh: the new pair would be lost and the
-application would have to be re-authorised on the portal. If the file cannot be written, the
-run says so at once, keeps trying, and on exit saves the pair to a new 0600 file in your home
-directory.
-
-Other options: `--runs N` stops after N runs, `--port-portal`/`--port-api` choose the ports
-(0 = any free port), `--log-level` the level of the handler's JSON logs (default WARNING, so the
-console stays readable). Tokens and client secrets are never printed.
+"""The local run (`make run`): the checker on a timer and the snapshot API, against moto and the
+local Bitrix24 portal on 127.0.0.1, or a real portal with `--secret-file`. README's "Run it
+locally" says what it does and how to use it; `--help` lists the options.
 """
 
 from __future__ import annotations
@@ -86,20 +24,18 @@ from pathlib import Path
 from types import FrameType, ModuleType
 from typing import Any
 
+from aws_lambda_powertools.metrics.provider import cold_start
+
+from connector_monitor.aws.repository import StateRepository
+from connector_monitor.domain.timestamps import stamp
+from local.api_server import ApiServer
+from local.aws import REGION, MotoStack, SecretFile, SecretFileError, apply_environment
+from local.bitrix24_portal import DEMO_DOMAIN, LocalPortal
+from local.console import Console, rows_from_statuses
 from local.handlers import LambdaContext, load_handler
+from local.template import environment_of
 
 ROOT = Path(__file__).resolve().parent.parent
-for _path in (ROOT / "layers" / "monitor", ROOT):  # what pyproject.toml gives pytest
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
-
-from aws_lambda_powertools.metrics.provider import cold_start  # noqa: E402
-
-from connector_monitor.aws.repository import StateRepository  # noqa: E402
-from local.api_server import ApiServer  # noqa: E402
-from local.aws import REGION, MotoStack, SecretFile, SecretFileError, apply_environment  # noqa: E402
-from local.bitrix24_portal import DEMO_DOMAIN, LocalPortal  # noqa: E402
-from local.console import Console, rows_from_statuses  # noqa: E402
 
 DEMO_CONNECTOR = "myconnector"
 DEMO_LINES = {1: "Sales", 2: "Support", 3: "VIP"}
@@ -221,7 +157,7 @@ def scheduled_event() -> dict[str, Any]:
         "id": str(uuid.uuid4()),
         "detail-type": "Scheduled Event",
         "source": "aws.scheduler",
-        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "time": stamp(datetime.now(UTC)),
         "resources": [f"arn:aws:scheduler:{REGION}:123456789012:schedule/default/local-run"],
         "detail": {"attempt": "1"},
     }
@@ -230,32 +166,28 @@ def scheduled_event() -> dict[str, Any]:
 def function_environment(
     *, targets: str, secret_id: str, table: str, topic_arn: str, interval: float, log_level: str
 ) -> dict[str, str]:
-    """The variables template.yaml sets on the functions, with local values."""
+    """Both functions' variables (one process runs both) as template.yaml sets them, with the
+    local run's parameters and resources, and what differs here."""
     minutes = max(1, math.ceil(interval / 60))
-    return {
-        "TARGETS": targets,
-        "SECRET_ID": secret_id,
-        "TABLE_NAME": table,
-        "TOPIC_ARN": topic_arn,
-        "FAILURE_THRESHOLD": str(FAILURE_THRESHOLD),
-        "RECOVERY_THRESHOLD": str(RECOVERY_THRESHOLD),
-        "RENOTIFY_MINUTES": "0",
-        "HISTORY_DAYS": "30",
-        "VALIDATE_EVERY_MINUTES": "240",
-        "MAX_PARALLEL_PORTALS": "8",
+    parameters = {
+        "Targets": targets,
+        "FailureThreshold": str(FAILURE_THRESHOLD),
+        "RecoveryThreshold": str(RECOVERY_THRESHOLD),
         # Only read by the snapshot API (staleness); the local schedule is --interval.
-        "SCHEDULE_EXPRESSION": f"rate({minutes} minute{'s' if minutes > 1 else ''})",
+        "ScheduleExpression": f"rate({minutes} minute{'s' if minutes > 1 else ''})",
+    }
+    resources = {"Table": table, "Topic": topic_arn, "PortalSecret": secret_id}
+    local = {
         "STALE_AFTER_SECONDS": str(max(1, math.ceil(2 * interval))),
-        "POWERTOOLS_SERVICE_NAME": "bitrix24-connector-monitor",
-        "POWERTOOLS_METRICS_NAMESPACE": "Bitrix24ConnectorMonitor",
         # Powertools 3.37 honours this when it flushes the handler's metrics (the ColdStart
         # metric aside: see LocalRun.start), so no EMF blobs on the console.
         "POWERTOOLS_METRICS_DISABLED": "true",
-        "POWERTOOLS_TRACE_DISABLED": "true",
-        "POWERTOOLS_TRACER_CAPTURE_RESPONSE": "false",
         "POWERTOOLS_LOG_LEVEL": log_level,
         "LOG_LEVEL": log_level,
     }
+    snapshot = environment_of("SnapshotApiFunction", resources=resources, parameters=parameters)
+    checker = environment_of("CheckerFunction", resources=resources, parameters=parameters)
+    return {**snapshot, **checker, **local}
 
 
 # ---------------------------------------------------------------------------- signals

@@ -7,6 +7,7 @@ the table CloudFormation deploys cannot drift apart.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,31 @@ def function_environment(logical_id: str) -> dict[str, Any]:
     properties = resource(logical_id)["Properties"]
     variables: dict[str, Any] = properties.get("Environment", {}).get("Variables", {})
     return variables
+
+
+# What differs off AWS: no X-Ray daemon to send traces to.
+OFF_AWS = {"POWERTOOLS_TRACE_DISABLED": "true"}
+
+
+def environment_of(
+    logical_id: str,
+    *,
+    resources: Mapping[str, str],
+    parameters: Mapping[str, str] | None = None,
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """A function's environment as Lambda would see it, from template.yaml itself: the
+    parameters (defaults, then `parameters`) and the stack's `resources` (logical id -> name or
+    ARN) resolved, then `extra` for running off AWS. The one description of it that the local
+    run, the tests and the benchmark share."""
+    values = {**parameter_values(**(parameters or {})), **resources}
+    resolved = resolve(function_environment(logical_id), values)
+    environment: dict[str, str] = {}
+    for name, value in resolved.items():
+        if not isinstance(value, str):
+            raise ValueError(f"{logical_id}: {name} is not resolved ({value!r}): name its resource")
+        environment[name] = value
+    return {**environment, **OFF_AWS, **(extra or {})}
 
 
 def parameter_values(**overrides: str) -> dict[str, str]:

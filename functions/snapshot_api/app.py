@@ -25,19 +25,15 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.shared.json_encoder import Encoder
 
-from connector_monitor.aws.repository import RepositoryError
 from connector_monitor.snapshot import (
     MAX_LIMIT,
-    ErrorCode,
-    ErrorView,
-    HealthView,
     SnapshotError,
     SnapshotService,
-    SnapshotView,
-    TargetView,
     parse_query,
     parse_target,
 )
+from connector_monitor.state import StateStoreError
+from connector_monitor.views import ErrorCode, ErrorView, HealthView, SnapshotView, TargetView
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -237,8 +233,8 @@ def on_no_route(exc: NotFoundError) -> Response[dict[str, Any]]:
     return error_response(ErrorCode.NOT_FOUND, f"no route {method} {path}")
 
 
-@app.exception_handler(RepositoryError)
-def on_store_error(exc: RepositoryError) -> Response[dict[str, Any]]:
+@app.exception_handler(StateStoreError)
+def on_store_error(exc: StateStoreError) -> Response[dict[str, Any]]:
     logger.error("state store unavailable", extra={"reason": str(exc)})
     return error_response(ErrorCode.UNAVAILABLE, "the state store could not be read; retry later")
 

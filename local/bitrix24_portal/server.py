@@ -155,7 +155,7 @@ class LocalPortal:
             )
 
     def credentials(self, domain: str) -> dict[str, str]:
-        """A secret entry (DESIGN.md format) with a freshly issued token pair."""
+        """A secret entry (the format of docs/ARCHITECTURE.md) with a freshly issued token pair."""
         with self._lock:
             state = self._get(domain)
             access, refresh = self._issue(state)

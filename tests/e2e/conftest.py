@@ -17,7 +17,7 @@ from moto import mock_aws
 
 from local.bitrix24_portal import LocalPortal
 from local.handlers import load_handler
-from local.template import table_definition
+from local.template import environment_of, table_definition
 
 ROOT = Path(__file__).resolve().parents[2]
 REGION = "eu-central-1"
@@ -81,12 +81,8 @@ def portal() -> Iterator[LocalPortal]:
 def stack(
     portal: LocalPortal, monkeypatch: pytest.MonkeyPatch, atomic_moto_items: None
 ) -> Iterator[Stack]:
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
-    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "Bitrix24ConnectorMonitor")
-    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "bitrix24-connector-monitor")
+    for key, value in TEST_CREDENTIALS.items():
+        monkeypatch.setenv(key, value)
     with mock_aws():
         dynamodb = boto3.client("dynamodb", region_name=REGION)
         dynamodb.create_table(TableName="monitor", **table_definition())
@@ -103,16 +99,12 @@ def stack(
         secret = {"portals": {PORTAL: portal.add_app(PORTAL, "monitor")}}
         sm = boto3.client("secretsmanager", region_name=REGION)
         secret_id = sm.create_secret(Name="monitor/tokens", SecretString=json.dumps(secret))["ARN"]
-        env = {
-            "TARGETS": ",".join(f"{PORTAL}/{CONNECTOR}/{line}" for line in LINES),
-            "SECRET_ID": secret_id,
-            "TABLE_NAME": "monitor",
-            "TOPIC_ARN": topic_arn,
-            "FAILURE_THRESHOLD": "2",
-            "RECOVERY_THRESHOLD": "1",
-            "HISTORY_DAYS": "30",
-            "SCHEDULE_EXPRESSION": "rate(5 minutes)",
-        }
+        env = checker_environment(
+            table="monitor",
+            topic_arn=topic_arn,
+            secret_id=secret_id,
+            targets=",".join(f"{PORTAL}/{CONNECTOR}/{line}" for line in LINES),
+        )
         for key, value in env.items():
             monkeypatch.setenv(key, value)
         yield Stack("monitor", topic_arn, queue_url, secret_id, portal)
@@ -142,19 +134,29 @@ def checker(stack: Stack) -> ModuleType:
     return load_handler("checker")
 
 
+TEST_CREDENTIALS = {
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+}
+
+
+def checker_environment(
+    *, table: str, topic_arn: str, secret_id: str, targets: str
+) -> dict[str, str]:
+    """The checker's environment as template.yaml sets it, with default parameters (failure
+    threshold 2, recovery 1, every 5 minutes) and these resources."""
+    return environment_of(
+        "CheckerFunction",
+        resources={"Table": table, "Topic": topic_arn, "PortalSecret": secret_id},
+        parameters={"Targets": targets},
+    )
+
+
 def snapshot_api_environment(table: str) -> dict[str, str]:
     """The snapshot function's environment as the template sets it (test credentials, no
     tracing), with staleness judged from the run records alone (STALE_AFTER_SECONDS=0)."""
-    return {
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "POWERTOOLS_TRACE_DISABLED": "true",
-        "POWERTOOLS_SERVICE_NAME": "bitrix24-connector-monitor",
-        "TABLE_NAME": table,
-        "SCHEDULE_EXPRESSION": "rate(5 minutes)",
-        "STALE_AFTER_SECONDS": "0",
-    }
+    return {**TEST_CREDENTIALS, **environment_of("SnapshotApiFunction", resources={"Table": table})}
 
 
 def scheduled_event() -> dict[str, Any]:

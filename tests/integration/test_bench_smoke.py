@@ -18,7 +18,8 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from bench.cost import Fleet, RunFigures, monthly_bill, render_bill
-from bench.run_benchmark import Meter, quicker_moto
+from bench.metering import Meter
+from bench.moto_speedups import quicker_moto
 from local.template import table_definition
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,7 +33,7 @@ BILL_LINE = re.compile(r"^  (.+?)\s+\$\s*([\d.]+)", re.MULTILINE)
 
 def run_script(name: str, *args: str) -> str:
     done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / name), *args],
+        [sys.executable, "-m", f"bench.{name.removesuffix('.py')}", *args],
         capture_output=True,
         text=True,
         timeout=300,
@@ -77,9 +78,9 @@ def test_benchmark_prints_the_table_the_ratios_and_the_bill() -> None:
     assert 'Claim "well under $1 a month for 1,000 targets"' in out
 
 
-def test_cost_script_measures_then_prints_a_line_per_item_and_the_total() -> None:
+def test_bill_script_measures_then_prints_a_line_per_item_and_the_total() -> None:
     out = run_script(
-        "cost.py", "--targets", "200", "--measure-portals", "2", "--measure-lines", "5"
+        "bill.py", "--targets", "200", "--measure-portals", "2", "--measure-lines", "5"
     )
 
     bill = bill_lines(out)

@@ -41,7 +41,9 @@ from tests.e2e.conftest import (
     LINES,
     PORTAL,
     REGION,
+    TEST_CREDENTIALS,
     Stack,
+    checker_environment,
     load_handler,
     scheduled_event,
 )
@@ -250,15 +252,7 @@ def moto_server(
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    env = {
-        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "POWERTOOLS_TRACE_DISABLED": "true",
-        "POWERTOOLS_METRICS_NAMESPACE": "Bitrix24ConnectorMonitor",
-        "POWERTOOLS_SERVICE_NAME": "bitrix24-connector-monitor",
-    }
+    env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", **TEST_CREDENTIALS}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     yield env
@@ -284,14 +278,12 @@ def server_stack(moto_server: dict[str, str], portal: LocalPortal) -> tuple[Stac
     )["ARN"]
     env = {
         **moto_server,
-        "TARGETS": ",".join(f"{PORTAL}/{CONNECTOR}/{line}" for line in LINES),
-        "SECRET_ID": secret_id,
-        "TABLE_NAME": table,
-        "TOPIC_ARN": topic_arn,
-        "FAILURE_THRESHOLD": "2",
-        "RECOVERY_THRESHOLD": "1",
-        "HISTORY_DAYS": "30",
-        "SCHEDULE_EXPRESSION": "rate(5 minutes)",
+        **checker_environment(
+            table=table,
+            topic_arn=topic_arn,
+            secret_id=secret_id,
+            targets=",".join(f"{PORTAL}/{CONNECTOR}/{line}" for line in LINES),
+        ),
     }
     return Stack(table, topic_arn, queue_url, secret_id, portal), env
 

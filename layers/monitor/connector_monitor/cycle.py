@@ -20,6 +20,7 @@ from .domain.inventory import VALIDATION_OFF, CachedInventory, Inventory, find_m
 from .domain.results import Cause, CheckResult, State
 from .domain.runs import PortalRun, RunRecord
 from .domain.targets import Target, TargetError, TargetList, validation_problem
+from .domain.timestamps import stamp
 from .domain.transitions import TargetStatus, Thresholds, advance, has_open_incident, retire
 from .publishing import AlertDelivery, Delivery, Publisher
 from .state import Claim, Loaded, StateStore
@@ -77,8 +78,8 @@ class RunSummary:
     def as_dict(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
-            "started_at": _stamp(self.started_at),
-            "finished_at": _stamp(self.finished_at) if self.finished_at else None,
+            "started_at": stamp(self.started_at),
+            "finished_at": stamp(self.finished_at) if self.finished_at else None,
             "targets": self.targets,
             "up": self.up,
             "down": self.down,
@@ -419,7 +420,3 @@ def _portal_error(results: Sequence[CheckResult]) -> str | None:
         if cause is not Cause.CONFIGURATION:
             return detail
     return None
-
-
-def _stamp(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,4 +1,4 @@
-"""The snapshot: the latest state of the watched targets, as the Snapshot API shows it.
+"""The snapshot: the latest state of the watched targets, read for the Snapshot API.
 
 Reads go through a small reader interface (the state repository: queries and gets, never a
 scan). Views are built from `TargetStatus` fields one by one, never from stored items, so what
@@ -11,38 +11,23 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from enum import StrEnum
-from typing import Annotated, Literal, Protocol
-
-from pydantic import BaseModel, ConfigDict, Field
+from datetime import datetime, timedelta
+from typing import Protocol
 
 from .domain.results import State
 from .domain.runs import RunRecord
 from .domain.targets import Target, TargetError, check_target
 from .domain.text import DETAIL_LIMIT, clip
+from .domain.timestamps import stamp
 from .domain.transitions import TargetStatus
+from .views import ErrorCode, HealthView, SnapshotView, Summary, TargetView
 
-TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 MAX_LIMIT = 1000
 # Queries one page may spend (a state filter may skip most of what it reads, and DynamoDB cuts a
 # read at 1 MB); past it the page ends early with a cursor, so a rare state in a huge fleet
 # cannot run the function out of time.
 MAX_QUERIES_PER_PAGE = 10
 QUERY_SIZE = 1000
-
-
-class ErrorCode(StrEnum):
-    BAD_FILTER = "BAD_FILTER"  # a query parameter (state, portal, limit) is not valid
-    BAD_CURSOR = "BAD_CURSOR"  # the cursor is not one this API handed out for this selection
-    BAD_TARGET = "BAD_TARGET"  # the path does not name a target (portal, connector, line)
-    BAD_REQUEST = "BAD_REQUEST"  # any other malformed request
-    NOT_FOUND = "NOT_FOUND"  # no such route, or no such target
-    METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
-    STALE = "STALE"  # /health: no run yet, or the last run is too old
-    RUN_FAILED = "RUN_FAILED"  # /health: the last run could check nothing (TARGETS unusable)
-    UNAVAILABLE = "UNAVAILABLE"  # the state store could not be read; retry later
-    INTERNAL = "INTERNAL"
 
 
 class SnapshotError(Exception):
@@ -77,95 +62,6 @@ class Stale(SnapshotError):
 
 class RunFailed(SnapshotError):
     code = ErrorCode.RUN_FAILED
-
-
-# ---- views (the API's JSON, and its OpenAPI schema) ------------------------------------------
-Timestamp = Annotated[
-    str,
-    Field(
-        pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$",
-        description="UTC, to the second: YYYY-MM-DDTHH:MM:SSZ",
-        examples=["2026-11-24T12:00:01Z"],
-    ),
-]
-
-
-class Summary(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    total: int = Field(ge=0)
-    up: int = Field(ge=0)
-    down: int = Field(ge=0)
-    unknown: int = Field(ge=0)
-
-
-class TargetView(BaseModel):
-    """One target's latest state."""
-
-    model_config = ConfigDict(frozen=True)
-
-    portal: str = Field(description="The portal's domain", examples=["example.bitrix24.com"])
-    connector: str = Field(description="The connector id (lowercase)", examples=["myconnector"])
-    line: int = Field(gt=0, description="The open line id", examples=[12])
-    state: Literal["UP", "DOWN", "UNKNOWN"] = Field(
-        description="UP: STATUS true. DOWN: the portal answered and STATUS is not true. "
-        "UNKNOWN: the monitor could not get an answer (detail says why)."
-    )
-    status: bool | None = Field(description="STATUS as the portal answered it; null if UNKNOWN")
-    configured: bool | None = Field(description="CONFIGURED as answered; null if UNKNOWN")
-    error: bool | None = Field(description="ERROR as answered; null if UNKNOWN")
-    since: Timestamp = Field(description="When the state last changed")
-    checked_at: Timestamp = Field(description="When the target was last checked")
-    detail: str | None = Field(
-        max_length=DETAIL_LIMIT,
-        description=f"Why the target is DOWN or UNKNOWN (at most {DETAIL_LIMIT} characters, a cut "
-        "marked with an ellipsis); null when UP",
-    )
-
-
-class SnapshotView(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    generated_at: Timestamp = Field(description="When this answer was made")
-    last_run_at: Timestamp | None = Field(
-        description="When the last check run finished; null before the first run"
-    )
-    stale: bool = Field(
-        description="True when there was no run yet or the last run is older than the "
-        "staleness limit (twice the schedule interval unless set)"
-    )
-    summary: Summary = Field(
-        description="Counts over the targets of this answer: the whole selection when it fits "
-        "one page (next_cursor null on the first page), else this page only. Fleet-wide counts "
-        "of the last run: GET /health."
-    )
-    targets: list[TargetView] = Field(description="In key order (portal/connector/line)")
-    next_cursor: str | None = Field(
-        description="Pass as ?cursor= for the next page; null on the last page. A page may "
-        "hold fewer than `limit` targets while next_cursor is not null."
-    )
-
-
-class HealthView(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    status: Literal["ok"]
-    last_run_at: Timestamp
-    stale: Literal[False]
-    targets: Summary = Field(description="Counts of the last run, over the whole fleet")
-
-
-class ErrorView(BaseModel):
-    """Every error answer: a stable code for scripts and a sentence for people."""
-
-    model_config = ConfigDict(frozen=True)
-
-    error: ErrorCode = Field(
-        description="400: BAD_FILTER, BAD_CURSOR, BAD_TARGET, BAD_REQUEST; 404: NOT_FOUND; "
-        "405: METHOD_NOT_ALLOWED; 500: INTERNAL; 503: STALE or RUN_FAILED (GET /health), "
-        "UNAVAILABLE"
-    )
-    message: str
 
 
 # ---- requests ---------------------------------------------------------------------------------
@@ -363,7 +259,3 @@ def summarise(views: list[TargetView]) -> Summary:
         down=states.count("DOWN"),
         unknown=states.count("UNKNOWN"),
     )
-
-
-def stamp(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime(TIMESTAMP_FORMAT)

@@ -9,6 +9,7 @@ from enum import StrEnum
 from .results import Cause
 from .targets import ConfigProblem, Subject, Target, TargetError
 from .text import MESSAGE_LIMIT, clip
+from .timestamps import stamp
 
 SUBJECT_LIMIT = 100  # SNS refuses longer subjects
 ENTRY_SHOWN = 200  # a Targets entry quoted in an alert
@@ -87,7 +88,7 @@ def make_alert(event: AlertEvent, subject: Subject, facts: Facts) -> Alert:
     portal, connector, line = _names(subject)
     suffix = f"#{facts.reminder}" if facts.reminder else ""
     return Alert(
-        id=f"{subject.key}|{event.value}|{_iso(facts.incident_since)}{suffix}",
+        id=f"{subject.key}|{event.value}|{stamp(facts.incident_since)}{suffix}",
         event=event,
         portal=portal,
         connector=connector,
@@ -143,11 +144,11 @@ def _message(event: AlertEvent, subject: Subject, facts: Facts) -> str:
         lines.append(f"Entry:     {clip(subject.entry, ENTRY_SHOWN)}")
     span = _span(facts.now - facts.incident_since)
     if facts.closing:
-        lines.append(f"Incident:  since {_iso(facts.incident_since)} ({span}), left open")
+        lines.append(f"Incident:  since {stamp(facts.incident_since)} ({span}), left open")
     elif event in (AlertEvent.CONNECTOR_RECOVERED, AlertEvent.CHECK_RECOVERED):
-        lines.append(f"Outage:    {_iso(facts.incident_since)} to {_iso(facts.now)} ({span})")
+        lines.append(f"Outage:    {stamp(facts.incident_since)} to {stamp(facts.now)} ({span})")
     else:
-        lines.append(f"Since:     {_iso(facts.incident_since)} ({span} ago)")
+        lines.append(f"Since:     {stamp(facts.incident_since)} ({span} ago)")
     if facts.status is not None:
         lines.append(
             "Answer:    "
@@ -159,7 +160,7 @@ def _message(event: AlertEvent, subject: Subject, facts: Facts) -> str:
     action = _action(event, facts, subject)
     if action:
         lines += ["", f"What to do: {action}"]
-    lines += ["", f"Checked at {_iso(facts.now)} by the Bitrix24 connector monitor."]
+    lines += ["", f"Checked at {stamp(facts.now)} by the Bitrix24 connector monitor."]
     return "\n".join(lines)
 
 
@@ -219,10 +220,6 @@ def _action(event: AlertEvent, facts: Facts, subject: Subject) -> str | None:
 
 def _flag(value: bool | None) -> str:
     return "?" if value is None else str(value).lower()
-
-
-def _iso(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _span(delta: timedelta) -> str:
