@@ -24,7 +24,7 @@ from connector_monitor.aws.publisher import AlertPublisher
 from connector_monitor.aws.repository import CLIENT_CONFIG, StateRepository
 from connector_monitor.aws.token_store import (
     OVER_WRITE_BUDGET,
-    SecretsTokenStore,
+    token_source,
 )
 from connector_monitor.cycle import CheckCycle, CycleSettings, RunSummary
 from connector_monitor.deadline import Deadline
@@ -84,6 +84,7 @@ class Bench:
     secrets: Any
     sns: Any
     meter: Meter
+    tokens_table: str = "bench-tokens"  # empty: every portal's pair is in the secret
     targets: TargetList = field(init=False)
     _tables: int = 0
 
@@ -100,7 +101,7 @@ class Bench:
         """One run of the real cycle, wired as functions/checker/app.py wires it."""
         cycle = CheckCycle(
             repository=StateRepository(table, client=self.dynamodb),
-            tokens=SecretsTokenStore(
+            tokens=token_source(
                 self.secret_id, client=self.secrets, lease=Lease(table, client=self.dynamodb)
             ),
             publisher=AlertPublisher(self.topic_arn, client=self.sns),
@@ -194,4 +195,5 @@ def bench_environment(fleet: BenchFleet, latency: float) -> Iterator[Bench]:
         for client in (dynamodb, secrets, sns):
             meter.attach(client)
         portal.latency = latency
+        dynamodb.create_table(TableName="bench-tokens", **table_definition("TokenTable"))
         yield Bench(fleet, portal, secret_id, topic_arn, dynamodb, secrets, sns, meter)

@@ -128,6 +128,7 @@ def hostile_bench(portals: int, lines: int, budget: float) -> Iterator[HostileBe
                 targets=",".join(targets),
                 secret_id=resources.secret_id,
                 table=resources.table,
+                tokens_table=resources.tokens_table,
                 topic_arn=resources.topic_arn,
                 interval=300,
                 log_level="WARNING",

@@ -66,7 +66,12 @@ def capture_logs(bench: Bench, table: str) -> LogCapture:
     """
     env = environment_of(
         "CheckerFunction",
-        resources={"Table": table, "Topic": bench.topic_arn, "PortalSecret": bench.secret_id},
+        resources={
+            "Table": table,
+            "TokenTable": bench.tokens_table,
+            "Topic": bench.topic_arn,
+            "PortalSecret": bench.secret_id,
+        },
         # the metrics are measured as PublishMetrics=true publishes them (the bill prices both)
         parameters={
             "Targets": ",".join(t.key for t in bench.targets.targets),

@@ -17,7 +17,7 @@ from bench.environment import (
 )
 from connector_monitor.aws.records import status_from_item, status_key, status_to_item
 from connector_monitor.aws.token_store import (
-    SecretsTokenStore,
+    token_source,
 )
 from connector_monitor.bitrix24.answers import STATUS_METHOD, read_status
 from connector_monitor.bitrix24.client import PortalClient
@@ -26,6 +26,7 @@ from connector_monitor.deadline import Deadline
 from connector_monitor.domain.results import CheckResult
 from connector_monitor.domain.targets import Target
 from connector_monitor.domain.transitions import Thresholds, advance
+from connector_monitor.token_refresh import RefreshingTokens
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -36,7 +37,7 @@ _deserializer = TypeDeserializer()
 
 def naive_run(bench: Bench, table: str, workers: int = 8) -> None:
     """One request per line and a GetItem + PutItem per target; portals in parallel."""
-    tokens = SecretsTokenStore(bench.secret_id, client=bench.secrets)
+    tokens = token_source(bench.secret_id, client=bench.secrets)
     tokens.load()
     deadline = Deadline.after(RUN_DEADLINE)
     portals = bench.targets.portals()
@@ -60,7 +61,7 @@ def naive_run(bench: Bench, table: str, workers: int = 8) -> None:
 def _naive_portal(
     dynamodb: Any,
     table: str,
-    tokens: SecretsTokenStore,
+    tokens: RefreshingTokens,
     portal: str,
     targets: Sequence[Target],
     deadline: Deadline,

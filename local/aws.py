@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 REGION = "eu-central-1"
 ACCOUNT = "123456789012"
 TABLE_NAME = "bitrix24-connector-monitor"
+TOKENS_TABLE_NAME = "bitrix24-connector-monitor-tokens"
 TOPIC_NAME = "bitrix24-connector-monitor-alerts"
 QUEUE_NAME = "local-alert-inbox"
 SECRET_NAME = "bitrix24-connector-monitor/portals"
@@ -98,6 +99,7 @@ class Resources:
     topic_arn: str
     queue_url: str
     secret_id: str
+    tokens_table: str
 
 
 class MotoStack:
@@ -155,7 +157,8 @@ class MotoStack:
     def create(self, secret: dict[str, Any]) -> Resources:
         """The table, topic, queue (subscribed to the topic) and the secret holding `secret`."""
         dynamodb = self.client("dynamodb")
-        dynamodb.create_table(TableName=TABLE_NAME, **_table_definition())
+        dynamodb.create_table(TableName=TABLE_NAME, **table_definition())
+        dynamodb.create_table(TableName=TOKENS_TABLE_NAME, **table_definition("TokenTable"))
         dynamodb.get_waiter("table_exists").wait(TableName=TABLE_NAME)
         sns = self.client("sns")
         topic_arn = sns.create_topic(Name=TOPIC_NAME)["TopicArn"]
@@ -170,7 +173,7 @@ class MotoStack:
             Description="Bitrix24 OAuth credentials per portal (local run)",
             SecretString=json.dumps(secret),
         )["ARN"]
-        self._resources = Resources(TABLE_NAME, topic_arn, queue_url, secret_id)
+        self._resources = Resources(TABLE_NAME, topic_arn, queue_url, secret_id, TOKENS_TABLE_NAME)
         return self._resources
 
     def client(self, service: str) -> Any:
@@ -226,11 +229,6 @@ def _parse_envelope(body: str) -> ReceivedAlert:
         connector=attributes.get("connector", ""),
         line=attributes.get("line", ""),
     )
-
-
-def _table_definition() -> dict[str, Any]:
-    """KeySchema, AttributeDefinitions, BillingMode exactly as template.yaml declares them."""
-    return table_definition()
 
 
 def _quiet_werkzeug() -> None:

@@ -164,7 +164,14 @@ def scheduled_event() -> dict[str, Any]:
 
 
 def function_environment(
-    *, targets: str, secret_id: str, table: str, topic_arn: str, interval: float, log_level: str
+    *,
+    targets: str,
+    secret_id: str,
+    table: str,
+    tokens_table: str,
+    topic_arn: str,
+    interval: float,
+    log_level: str,
 ) -> dict[str, str]:
     """Both functions' variables (one process runs both) as template.yaml sets them, with the
     local run's parameters and resources, and what differs here."""
@@ -176,7 +183,12 @@ def function_environment(
         # Only read by the snapshot API (staleness); the local schedule is --interval.
         "ScheduleExpression": f"rate({minutes} minute{'s' if minutes > 1 else ''})",
     }
-    resources = {"Table": table, "Topic": topic_arn, "PortalSecret": secret_id}
+    resources = {
+        "Table": table,
+        "TokenTable": tokens_table,
+        "Topic": topic_arn,
+        "PortalSecret": secret_id,
+    }
     local = {
         "STALE_AFTER_SECONDS": str(max(1, math.ceil(2 * interval))),
         # Powertools 3.37 honours this when it flushes the handler's metrics (the ColdStart
@@ -341,6 +353,7 @@ class LocalRun:
                 targets=targets,
                 secret_id=resources.secret_id,
                 table=resources.table,
+                tokens_table=resources.tokens_table,
                 topic_arn=resources.topic_arn,
                 interval=options.interval,
                 log_level=options.log_level,

@@ -70,13 +70,13 @@ def resource(logical_id: str) -> dict[str, Any]:
     return found
 
 
-def table_definition() -> dict[str, Any]:
+def table_definition(logical_id: str = TABLE_LOGICAL_ID) -> dict[str, Any]:
     """Keyword arguments for `dynamodb.create_table(TableName=..., **table_definition())`.
 
     KeySchema, AttributeDefinitions and BillingMode (and any GlobalSecondaryIndexes) exactly as
-    the template declares them.
+    the template declares them, for the state table or another (`TokenTable`).
     """
-    properties = resource(TABLE_LOGICAL_ID)["Properties"]
+    properties = resource(logical_id)["Properties"]
     wanted = ("KeySchema", "AttributeDefinitions", "BillingMode", "GlobalSecondaryIndexes")
     return {key: properties[key] for key in wanted if key in properties}
 

@@ -72,12 +72,12 @@ def lease() -> Lease:
 def build_cycle(config: CheckerSettings, invocation: timedelta) -> CheckCycle:
     """A cycle for one invocation of at most `invocation`: the token store is new each time
     (one secret read a run), and alert claims last past the invocation's end."""
-    from connector_monitor.aws.token_store import SecretsTokenStore
+    from connector_monitor.aws.token_store import token_source
     from connector_monitor.cycle import CheckCycle, CycleSettings
 
     return CheckCycle(
         repository=repository(),
-        tokens=SecretsTokenStore(config.secret_id, lease=lease()),
+        tokens=token_source(config.secret_id, tokens_table=config.tokens_table, lease=lease()),
         publisher=publisher(),
         settings=CycleSettings(
             thresholds=config.thresholds,

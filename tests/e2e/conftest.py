@@ -22,6 +22,7 @@ from local.template import environment_of, table_definition
 ROOT = Path(__file__).resolve().parents[2]
 REGION = "eu-central-1"
 PORTAL = "example.bitrix24.com"
+TOKENS_TABLE = "monitor-tokens"
 CONNECTOR = "myconnector"
 LINES = {12: "Sales", 14: "VIP", 16: "Support"}
 
@@ -86,6 +87,7 @@ def stack(
     with mock_aws():
         dynamodb = boto3.client("dynamodb", region_name=REGION)
         dynamodb.create_table(TableName="monitor", **table_definition())
+        dynamodb.create_table(TableName=TOKENS_TABLE, **table_definition("TokenTable"))
         sns = boto3.client("sns", region_name=REGION)
         topic_arn = sns.create_topic(Name="alerts")["TopicArn"]
         sqs = boto3.client("sqs", region_name=REGION)
@@ -142,15 +144,17 @@ TEST_CREDENTIALS = {
 
 
 def checker_environment(
-    *, table: str, topic_arn: str, secret_id: str, targets: str
+    *, table: str, topic_arn: str, secret_id: str, targets: str, tokens_table: str = ""
 ) -> dict[str, str]:
     """The checker's environment as template.yaml sets it, with default parameters (failure
     threshold 2, recovery 1, every 5 minutes) and these resources."""
-    return environment_of(
-        "CheckerFunction",
-        resources={"Table": table, "Topic": topic_arn, "PortalSecret": secret_id},
-        parameters={"Targets": targets},
-    )
+    resources = {
+        "Table": table,
+        "TokenTable": tokens_table or TOKENS_TABLE,
+        "Topic": topic_arn,
+        "PortalSecret": secret_id,
+    }
+    return environment_of("CheckerFunction", resources=resources, parameters={"Targets": targets})
 
 
 def snapshot_api_environment(table: str) -> dict[str, str]:

@@ -42,7 +42,7 @@ from connector_monitor import token_refresh
 from connector_monitor.aws import publisher, repository, token_store
 from connector_monitor.aws.publisher import AlertPublisher
 from connector_monitor.aws.repository import StateRepository
-from connector_monitor.aws.token_store import SecretsTokenStore
+from connector_monitor.aws.token_store import token_source
 from connector_monitor.bitrix24.client import PortalClient, RetryPolicy, Timeouts
 from connector_monitor.bitrix24.credentials import TokenSource
 from connector_monitor.cycle import CheckCycle
@@ -177,9 +177,11 @@ class World:
         )
         for event, handler in self._secret_hooks:
             secrets.meta.events.register(event, handler)
-        return SecretsTokenStore(
+        return token_source(
             config.secret_id,
+            tokens_table=config.tokens_table,
             client=secrets,
+            table_client=self._dynamodb_of_checker,
             lease=self.checker.lease(),
             oauth_timeout=self.tuning.oauth_timeout,
             sleep=_shorter(time.sleep),  # its pauses between write and re-read retries

@@ -19,7 +19,7 @@ from botocore.stub import Stubber
 from moto import mock_aws
 
 from connector_monitor.aws.lease import Lease
-from connector_monitor.aws.token_store import SecretsTokenStore
+from connector_monitor.aws.token_store import token_source
 from connector_monitor.bitrix24.credentials import PortalCredentials
 from connector_monitor.bitrix24.errors import (
     CredentialsError,
@@ -181,7 +181,7 @@ def make_store(
 ) -> RefreshingTokens:
     """One invocation's store: its own lease client and HTTP session, like a separate Lambda."""
     kwargs.setdefault("oauth_timeout", FAST)
-    return SecretsTokenStore(
+    return token_source(
         SECRET,
         client=sm,
         lease=Lease(TABLE, client=boto3.client("dynamodb", region_name=REGION)) if lease else None,
@@ -280,7 +280,7 @@ def test_secrets_manager_errors_are_explained(code: str, hint: str) -> None:
     with Stubber(client) as stub:
         stub.add_client_error("get_secret_value", service_error_code=code, http_status_code=400)
         with pytest.raises(TokenStoreError) as caught:
-            SecretsTokenStore(SECRET, client=client).load()
+            token_source(SECRET, client=client).load()
     assert SECRET in str(caught.value)
     assert code in str(caught.value)
     assert hint in str(caught.value)
@@ -296,7 +296,7 @@ def test_unreachable_secrets_manager_is_explained() -> None:
         config=Config(connect_timeout=0.5, retries={"max_attempts": 1}),
     )
     with pytest.raises(TokenStoreError, match=r"could not reach Secrets Manager \(Endpoint"):
-        SecretsTokenStore(SECRET, client=client).load()
+        token_source(SECRET, client=client).load()
 
 
 def test_an_entry_without_refresh_token_fails_only_that_portal(
@@ -664,7 +664,7 @@ def test_a_failed_write_back_is_loud_and_the_run_keeps_the_new_pair(
 ) -> None:
     a, _ = list(secret["portals"])
     client = FailingWrites(sm)
-    store = SecretsTokenStore(SECRET, client=client, oauth_timeout=FAST, sleep=lambda _s: None)
+    store = token_source(SECRET, client=client, oauth_timeout=FAST, sleep=lambda _s: None)
     store.load()
     stale = store.credentials(a)
     with pytest.raises(TokenStoreError) as caught:

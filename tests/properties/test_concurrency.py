@@ -265,6 +265,8 @@ def server_stack(moto_server: dict[str, str], portal: LocalPortal) -> tuple[Stac
     suffix = uuid.uuid4().hex[:8]
     table = f"monitor-{suffix}"
     boto3.client("dynamodb").create_table(TableName=table, **table_definition())
+    tokens = f"tokens-{suffix}"
+    boto3.client("dynamodb").create_table(TableName=tokens, **table_definition("TokenTable"))
     sns, sqs = boto3.client("sns"), boto3.client("sqs")
     topic_arn = sns.create_topic(Name=f"alerts-{suffix}")["TopicArn"]
     queue_url = sqs.create_queue(QueueName=f"inbox-{suffix}")["QueueUrl"]
@@ -280,6 +282,7 @@ def server_stack(moto_server: dict[str, str], portal: LocalPortal) -> tuple[Stac
         **moto_server,
         **checker_environment(
             table=table,
+            tokens_table=tokens,
             topic_arn=topic_arn,
             secret_id=secret_id,
             targets=",".join(f"{PORTAL}/{CONNECTOR}/{line}" for line in LINES),

@@ -26,7 +26,7 @@ from typing import Any
 import boto3
 import pytest
 
-from connector_monitor.aws.token_store import SecretsTokenStore
+from connector_monitor.aws.token_store import token_source
 from connector_monitor.bitrix24.credentials import PortalCredentials
 from connector_monitor.cycle import CheckCycle
 from connector_monitor.settings import CheckerSettings
@@ -286,9 +286,7 @@ def test_no_token_or_secret_reaches_logs_items_alerts_answers_or_return_values(
 def test_the_token_store_and_credentials_show_no_secret_in_any_repr(stack: Stack) -> None:
     entry = stack.secret()["portals"][PORTAL]
     known = {entry[name] for name in TOKEN_FIELDS}
-    store = SecretsTokenStore(
-        stack.secret_id, client=boto3.client("secretsmanager", region_name=REGION)
-    )
+    store = token_source(stack.secret_id, client=boto3.client("secretsmanager", region_name=REGION))
     store.load()
     creds = store.credentials(PORTAL)
     assert creds.refresh_token == entry["refresh_token"]  # held, only never shown

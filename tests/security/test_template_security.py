@@ -231,7 +231,11 @@ def test_every_grant_names_a_specific_action_on_one_of_the_stacks_own_resources(
             continue
         assert own_resource_reference(target, resources, mode), f"{principal}: {action} {target}"
         if action.startswith("dynamodb:"):
-            assert target == {"Fn::GetAtt": ["Table", "Arn"]}, f"{principal}: {action} {target}"
+            tables = [{"Fn::GetAtt": [t, "Arn"]} for t in ("Table", "TokenTable")]
+            assert target in tables, f"{principal}: {action} {target}"
+            if target == tables[1]:  # the fleet's token pairs: the checker's alone
+                assert principal == "CheckerFunction", f"{principal}: {action} on the tokens"
+                assert action in {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem"}
     assert seen >= 19
 
 
@@ -345,9 +349,10 @@ def test_no_parameter_or_environment_variable_carries_a_secret() -> None:
         for name, value in function_environment(function).items():
             if SENSITIVE_NAME.search(name):
                 # only a reference to where the secret lives, never the secret itself
-                assert name == "SECRET_ID", f"{function}: {name}"
+                assert name in {"SECRET_ID", "TOKENS_TABLE"}, f"{function}: {name}"
                 assert isinstance(value, dict), f"{function}: {name} is a literal"
-    assert "SECRET_ID" not in function_environment(SNAPSHOT)  # the API never learns the secret
+    for name in ("SECRET_ID", "TOKENS_TABLE"):  # the API never learns where tokens live
+        assert name not in function_environment(SNAPSHOT)
 
 
 def test_traces_and_logs_are_not_configured_to_record_payloads() -> None:

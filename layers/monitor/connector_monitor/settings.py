@@ -26,6 +26,7 @@ class CheckerSettings(BaseModel):
     targets: str = Field(alias="TARGETS", default="")
     secret_id: str = Field(alias="SECRET_ID", min_length=1)
     table_name: str = Field(alias="TABLE_NAME", min_length=1)
+    tokens_table: str = Field(alias="TOKENS_TABLE", default="")  # a fleet's pairs; "": none
     topic_arn: str = Field(alias="TOPIC_ARN", min_length=1)
     failure_threshold: int = Field(alias="FAILURE_THRESHOLD", default=2, ge=1, le=100)
     recovery_threshold: int = Field(alias="RECOVERY_THRESHOLD", default=1, ge=1, le=100)

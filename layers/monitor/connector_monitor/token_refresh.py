@@ -77,6 +77,49 @@ class PairStore(Protocol):
         """The lease a refresh of `portal` holds: whatever one `store` call replaces."""
         ...
 
+    def holds(self, portal: str) -> bool:
+        """Whether the last read found a pair for `portal`."""
+        ...
+
+    def portals(self) -> list[str]:
+        """The portals the last read found a pair for."""
+        ...
+
+
+class EitherStore:
+    """Two pair stores read as one: a portal's pair is in the first if it holds one there (the
+    fleet's token table), else in the second (the secret of a small deployment). A portal moved
+    from the second to the first is read from the first from then on."""
+
+    def __init__(self, first: PairStore, second: PairStore) -> None:
+        self.first = first
+        self.second = second
+
+    def load(self) -> None:
+        self.second.load()  # the secret: it also holds the applications the table's pairs name
+        self.first.load()
+
+    def _owner(self, portal: str) -> PairStore:
+        return self.first if self.first.holds(portal) else self.second
+
+    def credentials(self, portal: str) -> PortalCredentials:
+        return self._owner(portal).credentials(portal)
+
+    def reread(self, portal: str) -> PortalCredentials:
+        return self._owner(portal).reread(portal)
+
+    def store(self, fresh: PortalCredentials) -> None:
+        self._owner(fresh.portal).store(fresh)
+
+    def lease_name(self, portal: str) -> str:
+        return self._owner(portal).lease_name(portal)
+
+    def holds(self, portal: str) -> bool:
+        return self.first.holds(portal) or self.second.holds(portal)
+
+    def portals(self) -> list[str]:
+        return sorted({*self.first.portals(), *self.second.portals()})
+
 
 class RefreshingTokens:
     """`bitrix24.credentials.TokenSource` over a `PairStore`, with the refresh policy."""
@@ -111,6 +154,10 @@ class RefreshingTokens:
 
     def credentials(self, portal: str) -> PortalCredentials:
         return self.pairs.credentials(portal)
+
+    def portals(self) -> list[str]:
+        """Every portal that has a pair (targets "on every portal that has tokens")."""
+        return self.pairs.portals()
 
     def refresh(
         self, portal: str, stale: PortalCredentials, deadline: Deadline | None = None

@@ -27,9 +27,17 @@ import requests
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..bitrix24.credentials import DocumentError, PortalCredentials, parse_document
+from ..bitrix24.credentials import (
+    AppCredentials,
+    DocumentError,
+    PortalCredentials,
+    apps_of,
+    parse_document,
+)
 from ..bitrix24.errors import CredentialsError, TokenStoreError
-from ..token_refresh import OAUTH_TIMEOUT, RefreshingTokens, RefreshLease
+from ..token_refresh import OAUTH_TIMEOUT, EitherStore, PairStore, RefreshingTokens, RefreshLease
+from .botocore_redaction import install_botocore_redaction
+from .token_table import TablePairs
 
 logger = logging.getLogger(__name__)
 
@@ -47,27 +55,7 @@ _WHY: dict[str, str] = {
 _WRITE_ATTEMPTS = 3
 
 
-class _DropSecretPayloads(logging.Filter):
-    """botocore's DEBUG lines print request and response bodies, i.e. the whole secret."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno > logging.DEBUG:
-            return True
-        try:
-            text = record.getMessage()
-        except Exception:  # a malformed record is not ours to judge
-            return True
-        return "SecretString" not in text and "SecretBinary" not in text
-
-
-def _install_botocore_redaction() -> None:
-    for name in ("botocore.endpoint", "botocore.parsers", "botocore.httpsession"):
-        target = logging.getLogger(name)
-        if not any(isinstance(f, _DropSecretPayloads) for f in target.filters):
-            target.addFilter(_DropSecretPayloads())
-
-
-_install_botocore_redaction()
+install_botocore_redaction()
 
 
 CLIENT_CONFIG = Config(
@@ -119,6 +107,16 @@ class SecretPairs:
         """One portal's credentials; CredentialsError if its entry is missing or partial."""
         return self._entry(self._current(), portal)
 
+    def holds(self, portal: str) -> bool:
+        return portal in self._current()["portals"]
+
+    def portals(self) -> list[str]:
+        return sorted(self._current()["portals"])
+
+    def apps(self) -> dict[str, AppCredentials]:
+        """The applications whose portals' pairs live in the fleet's token table."""
+        return apps_of(self._current())
+
     def reread(self, portal: str) -> PortalCredentials:
         return self._entry(self._publish(self._read()), portal)
 
@@ -144,6 +142,30 @@ class SecretPairs:
         document = {**document, "portals": {**document["portals"], fresh.portal: entry}}
         # The in-memory copy holds the new pair even if storing fails: it is the only valid one.
         self._publish(document)
+        why = self._write(document)
+        if why is None:
+            return
+        raise TokenStoreError(
+            f"portal {fresh.portal}: the refreshed tokens could not be stored in secret "
+            f"{self.secret_id} ({why}); the monitor will be locked out of this portal: "
+            "re-authorise the application and store the new tokens",
+            pair_lost=True,
+        )
+
+    def document(self) -> dict[str, Any]:
+        """The whole document as stored now (for moving portals out of it)."""
+        return self._publish(self._read())
+
+    def replace(self, document: dict[str, Any]) -> None:
+        """Store a whole new document (hold the lease `lease_name` while changing it)."""
+        parse_document(json.dumps(document), f"the new value of secret {self.secret_id}")
+        why = self._write(document)
+        if why is not None:
+            raise TokenStoreError(f"secret {self.secret_id} could not be written ({why})")
+        self._publish(document)
+
+    def _write(self, document: dict[str, Any]) -> str | None:
+        """Put `document` as the secret's new version, retried; None, or why it failed."""
         text = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
         request_token = str(uuid.uuid4())  # makes retries of the same write idempotent
         why = ""
@@ -152,17 +174,12 @@ class SecretPairs:
                 self._client.put_secret_value(
                     SecretId=self.secret_id, SecretString=text, ClientRequestToken=request_token
                 )
-                return
+                return None
             except (ClientError, BotoCoreError) as exc:
                 why = _describe(exc)
             if attempt < _WRITE_ATTEMPTS:
                 self._sleep(0.3 * attempt)
-        raise TokenStoreError(
-            f"portal {fresh.portal}: the refreshed tokens could not be stored in secret "
-            f"{self.secret_id} ({why}); the monitor will be locked out of this portal: "
-            "re-authorise the application and store the new tokens",
-            pair_lost=True,
-        )
+        return why
 
     # -- the document ----------------------------------------------------------------------
 
@@ -205,10 +222,12 @@ class SecretPairs:
             raise TokenStoreError(str(exc)) from None
 
 
-def SecretsTokenStore(
+def token_source(
     secret_id: str,
     *,
+    tokens_table: str = "",
     client: Any | None = None,
+    table_client: Any | None = None,
     lease: RefreshLease | None = None,
     session: requests.Session | None = None,
     oauth_timeout: tuple[float, float] = OAUTH_TIMEOUT,
@@ -218,9 +237,14 @@ def SecretsTokenStore(
     lease_wait: float = 10.0,
     clock: Callable[[], float] = time.time,
 ) -> RefreshingTokens:
-    """The token source of a small deployment: one secret, refreshed under the lease."""
+    """The checker's token source: the secret, and with `tokens_table` the fleet's token table
+    before it (a portal's pair is read where it is, and refreshed there)."""
+    secret = SecretPairs(secret_id, client=client, sleep=sleep)
+    pairs: PairStore = secret
+    if tokens_table:
+        pairs = EitherStore(TablePairs(tokens_table, apps=secret.apps, client=table_client), secret)
     return RefreshingTokens(
-        SecretPairs(secret_id, client=client, sleep=sleep),
+        pairs,
         lease=lease,
         session=session,
         oauth_timeout=oauth_timeout,

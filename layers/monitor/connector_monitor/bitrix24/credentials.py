@@ -104,6 +104,47 @@ def _epoch(value: object) -> int | None:
     return int(value) if math.isfinite(value) else None
 
 
+@dataclass(frozen=True)
+class AppCredentials:
+    """An application installed on many portals: its client id and secret are the same on every
+    one, so a fleet keeps them once, in the secret's `apps`, and only each portal's pair in the
+    fleet's token table."""
+
+    name: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    oauth_endpoint: str = DEFAULT_OAUTH_ENDPOINT
+
+    def entry(self) -> dict[str, str]:
+        """The fields a portal's entry takes from its application."""
+        return {
+            "client_id": self.client_id,
+            "client_secret": self.client_secret,
+            "oauth_endpoint": self.oauth_endpoint,
+        }
+
+
+def apps_of(document: Mapping[str, Any]) -> dict[str, AppCredentials]:
+    """The credentials document's applications: `{"apps": {name: {client_id, client_secret,
+    oauth_endpoint?}}}`. One without its id or secret is left out (portals naming it then lack
+    them, and say so)."""
+    found: dict[str, AppCredentials] = {}
+    apps = document.get("apps")
+    for name, app in apps.items() if isinstance(apps, Mapping) else ():
+        if not isinstance(app, Mapping):
+            continue
+        client_id, secret = app.get("client_id"), app.get("client_secret")
+        if isinstance(client_id, str) and client_id and isinstance(secret, str) and secret:
+            oauth = app.get("oauth_endpoint")
+            found[str(name)] = AppCredentials(
+                str(name),
+                client_id,
+                secret,
+                oauth if isinstance(oauth, str) and oauth else DEFAULT_OAUTH_ENDPOINT,
+            )
+    return found
+
+
 class DocumentError(ValueError):
     """A credentials document that is not `{"portals": {domain: {...}}}`. Never quotes it."""
 
@@ -127,6 +168,8 @@ def parse_document(text: str, where: str) -> dict[str, Any]:
             f'{where} has no "portals" object '
             '(expected {"portals": {"<domain>": {...credentials...}}})'
         )
+    if "apps" in document and not isinstance(document["apps"], dict):
+        raise DocumentError(f'{where} has an "apps" that is not an object')
     return document
 
 

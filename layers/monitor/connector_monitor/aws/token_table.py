@@ -1,0 +1,265 @@
+"""The token store of a fleet: each portal's pair in an item of its own, in a DynamoDB table of
+its own (encrypted at rest with KMS; only the checker's role may read or write it).
+
+A refresh is one conditional write of that portal's item: no version quota to run out of, no
+document shared with other portals, so refreshes of different portals never wait for each other.
+The table is read by query pages, so a run's read costs grow with the bytes of the pairs, not
+with the number of portals, and a shard of a fanned-out run reads only its range of portals.
+The application's client id and secret live once in the secret (`apps`); an item names its app.
+
+Item: `pk` "PORTAL", `sk` the portal's domain; `app`, `access_token`, `refresh_token`,
+`client_endpoint`, `oauth_endpoint`?, `expires_at`?, `refreshed_at`?, `member_id`?, `version`.
+docs/fleet-token-store.md compares this store with SSM and a secret per portal.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ..bitrix24.credentials import AppCredentials, PortalCredentials
+from ..bitrix24.errors import CredentialsError, TokenStoreError
+from .botocore_redaction import install_botocore_redaction
+
+PORTAL_PK = "PORTAL"
+PAIR_FIELDS = (
+    "access_token",
+    "refresh_token",
+    "client_endpoint",
+    "oauth_endpoint",
+    "expires_at",
+    "refreshed_at",
+    "member_id",
+)
+CLIENT_CONFIG = Config(
+    retries={"max_attempts": 4, "mode": "standard"}, connect_timeout=3, read_timeout=10
+)
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+install_botocore_redaction()
+
+
+@dataclass(frozen=True)
+class PortalRange:
+    """The portals `first` to `last` (inclusive, by domain): a shard's share of the fleet."""
+
+    first: str
+    last: str
+
+    def holds(self, portal: str) -> bool:
+        return self.first <= portal <= self.last
+
+
+class TablePairs:
+    """`token_refresh.PairStore` over the fleet's token table."""
+
+    def __init__(
+        self,
+        table_name: str,
+        *,
+        apps: Callable[[], Mapping[str, AppCredentials]],
+        client: Any | None = None,
+        portals: PortalRange | None = None,
+    ) -> None:
+        self.table_name = table_name
+        self._apps = apps
+        self._client = (
+            client if client is not None else boto3.client("dynamodb", config=CLIENT_CONFIG)
+        )
+        self._range = portals
+        self._items: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self.calls = 0
+
+    # -- the PairStore -----------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Every pair of the range, by query pages (eventually consistent: a pair is re-read
+        consistently before any refresh)."""
+        items = {str(item["sk"]): item for item in self._query()}
+        with self._lock:
+            self._items = items
+
+    def holds(self, portal: str) -> bool:
+        with self._lock:
+            return portal in self._items
+
+    def portals(self) -> list[str]:
+        with self._lock:
+            return sorted(self._items)
+
+    def credentials(self, portal: str) -> PortalCredentials:
+        with self._lock:
+            item = self._items.get(portal)
+        if item is None:
+            raise CredentialsError(f"token table {self.table_name} has no pair for {portal}")
+        return self._credentials(portal, item)
+
+    def reread(self, portal: str) -> PortalCredentials:
+        item = self._get(portal)
+        if item is None:
+            raise CredentialsError(f"token table {self.table_name} has no pair for {portal}")
+        with self._lock:
+            self._items[portal] = item
+        return self._credentials(portal, item)
+
+    def lease_name(self, portal: str) -> str:
+        return f"tokens:{portal}"
+
+    def store(self, fresh: PortalCredentials) -> None:
+        """One conditional write: the item as last read (its version), or nothing. The copy in
+        memory holds the new pair whatever happens: it is the only valid one."""
+        with self._lock:
+            known = self._items.get(fresh.portal)
+            if known is None:
+                raise CredentialsError(
+                    f"token table {self.table_name} has no pair for {fresh.portal}"
+                )
+            updated = {**known, **_pair_of(fresh), "version": int(known.get("version", 0)) + 1}
+            self._items[fresh.portal] = updated
+        names = {f"#f{i}": name for i, name in enumerate(_pair_of(fresh))}
+        values = {f":v{i}": value for i, value in enumerate(_pair_of(fresh).values())}
+        assignments = ", ".join(f"{n} = {v}" for n, v in zip(names, values, strict=True))
+        try:
+            self._call(
+                "update_item",
+                TableName=self.table_name,
+                Key=_key(fresh.portal),
+                UpdateExpression=f"SET {assignments}, version = :next",
+                ConditionExpression="version = :seen",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=_typed(
+                    {**values, ":next": updated["version"], ":seen": int(known.get("version", 0))}
+                ),
+            )
+        except ClientError as exc:
+            code = _code(exc)
+            why = (
+                "another writer changed it since it was read"
+                if code == "ConditionalCheckFailedException"
+                else code
+            )
+            raise TokenStoreError(
+                f"portal {fresh.portal}: the refreshed tokens could not be stored in token table "
+                f"{self.table_name} ({why}); the monitor will be locked out of this portal: "
+                "re-authorise the application and store the new tokens",
+                pair_lost=True,
+            ) from None
+        except BotoCoreError as exc:
+            raise TokenStoreError(
+                f"portal {fresh.portal}: the refreshed tokens could not be stored in token table "
+                f"{self.table_name} ({type(exc).__name__}); re-authorise the application and "
+                "store the new tokens",
+                pair_lost=True,
+            ) from None
+
+    # -- moving pairs in (bench, admin) ---------------------------------------------------------
+
+    def put_new(self, portal: str, app: str, credentials: PortalCredentials) -> bool:
+        """Add a portal's pair unless the table has one already (then False, nothing written)."""
+        item = {"pk": PORTAL_PK, "sk": portal, "app": app, **_pair_of(credentials), "version": 1}
+        try:
+            self._call(
+                "put_item",
+                TableName=self.table_name,
+                Item={k: _serializer.serialize(v) for k, v in item.items()},
+                ConditionExpression="attribute_not_exists(sk)",
+            )
+        except ClientError as exc:
+            if _code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise TokenStoreError(
+                f"token table {self.table_name}: {portal} could not be added ({_code(exc)})"
+            ) from None
+        return True
+
+    # -- DynamoDB --------------------------------------------------------------------------------
+
+    def _credentials(self, portal: str, item: Mapping[str, Any]) -> PortalCredentials:
+        apps = self._apps()
+        name = item.get("app")
+        app = (
+            apps.get(str(name)) if name else (next(iter(apps.values())) if len(apps) == 1 else None)
+        )
+        if app is None:
+            raise CredentialsError(
+                f"the pair of {portal} names application '{name or '?'}', which the secret's "
+                '"apps" does not hold (client_id and client_secret)'
+            )
+        entry = {**app.entry(), **{k: item[k] for k in PAIR_FIELDS if item.get(k) is not None}}
+        return PortalCredentials.from_secret_entry(portal, entry)
+
+    def _query(self) -> Iterator[dict[str, Any]]:
+        params: dict[str, Any] = {
+            "TableName": self.table_name,
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": PORTAL_PK}},
+        }
+        if self._range is not None:
+            params["KeyConditionExpression"] += " AND sk BETWEEN :first AND :last"
+            params["ExpressionAttributeValues"].update(
+                {":first": {"S": self._range.first}, ":last": {"S": self._range.last}}
+            )
+        while True:
+            page = self._read("query", **params)
+            yield from (_plain(i) for i in page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                return
+            params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def _get(self, portal: str) -> dict[str, Any] | None:
+        answer = self._read(
+            "get_item", TableName=self.table_name, Key=_key(portal), ConsistentRead=True
+        )
+        item = answer.get("Item")
+        return _plain(item) if item else None
+
+    def _read(self, operation: str, **params: Any) -> Any:
+        try:
+            return self._call(operation, **params)
+        except (ClientError, BotoCoreError) as exc:
+            code = _code(exc) if isinstance(exc, ClientError) else type(exc).__name__
+            raise TokenStoreError(
+                f"token table {self.table_name} could not be read ({code})"
+            ) from None
+
+    def _call(self, operation: str, **params: Any) -> Any:
+        self.calls += 1
+        return getattr(self._client, operation)(**params)
+
+
+def _pair_of(credentials: PortalCredentials) -> dict[str, Any]:
+    pair: dict[str, Any] = {
+        "access_token": credentials.access_token,
+        "refresh_token": credentials.refresh_token,
+        "client_endpoint": credentials.client_endpoint,
+        "oauth_endpoint": credentials.oauth_endpoint,
+        "expires_at": credentials.expires_at,
+        "refreshed_at": credentials.refreshed_at,
+        "member_id": credentials.member_id,
+    }
+    return {k: v for k, v in pair.items() if v is not None}
+
+
+def _key(portal: str) -> dict[str, Any]:
+    return {"pk": {"S": PORTAL_PK}, "sk": {"S": portal}}
+
+
+def _typed(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _serializer.serialize(v) for k, v in values.items()}
+
+
+def _plain(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _deserializer.deserialize(v) for k, v in item.items()}
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", "") or "unknown error")

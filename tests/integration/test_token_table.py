@@ -1,0 +1,263 @@
+"""The fleet's token table against moto and the local portal: pairs read by query pages, each
+refresh one conditional write of its own portal's item, the applications kept once in the
+secret, and portals moved out of the secret without losing a pair."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import boto3
+import pytest
+
+from connector_monitor.aws.lease import Lease
+from connector_monitor.aws.token_store import SecretPairs, token_source
+from connector_monitor.aws.token_table import PortalRange, TablePairs
+from connector_monitor.bitrix24.errors import CredentialsError, TokenStoreError
+from connector_monitor.fleet_tokens import move_to_table
+from connector_monitor.token_refresh import RefreshingTokens
+from local.bitrix24_portal import LocalPortal
+from local.template import table_definition
+from tests.integration.test_token_store import (  # the fixtures too: one world for both
+    FAST,
+    REGION,
+    SECRET,
+    TABLE,
+    Leaks,
+    aws,
+    check,
+    domains,
+    leaks,
+    portal,
+    put_secret,
+    secret,
+    server,
+    sm,
+    stored,
+    works,
+)
+
+__all__ = ["aws", "domains", "leaks", "portal", "secret", "server", "sm"]
+
+TOKENS = "tokens"
+
+
+@pytest.fixture
+def tokens_table(sm: Any) -> str:
+    boto3.client("dynamodb", region_name=REGION).create_table(
+        TableName=TOKENS, **table_definition("TokenTable")
+    )
+    return TOKENS
+
+
+def dynamodb() -> Any:
+    return boto3.client("dynamodb", region_name=REGION)
+
+
+def lease() -> Lease:
+    return Lease(TABLE, client=dynamodb())
+
+
+def fleet_source(sm: Any, **kwargs: Any) -> RefreshingTokens:
+    """One invocation's token source, as the checker builds it: the table before the secret."""
+    return token_source(
+        SECRET,
+        tokens_table=TOKENS,
+        client=sm,
+        table_client=dynamodb(),
+        lease=lease(),
+        oauth_timeout=FAST,
+        sleep=lambda _s: None,
+        **kwargs,
+    )
+
+
+def moved(sm: Any, portals: list[str] | None = None) -> Any:
+    secret = SecretPairs(SECRET, client=sm)
+    table = TablePairs(TOKENS, apps=secret.apps, client=dynamodb())
+    return move_to_table(secret, table, lease(), portals=portals)
+
+
+def table_item(portal: str) -> dict[str, Any]:
+    table = boto3.resource("dynamodb", region_name=REGION).Table(TOKENS)
+    item: dict[str, Any] = table.get_item(Key={"pk": "PORTAL", "sk": portal})["Item"]
+    return item
+
+
+def test_moving_a_portal_keeps_its_pair_working_and_the_app_once_in_the_secret(
+    secret: dict[str, Any], sm: Any, tokens_table: str, leaks: Leaks
+) -> None:
+    a, b = list(secret["portals"])
+    before = secret["portals"][a]
+
+    outcome = moved(sm, [a])
+
+    assert (outcome.moved, outcome.already) == ([a], [])
+    after = stored(sm)
+    assert sorted(after["portals"]) == [b]  # b stays in the secret
+    (app,) = [v for v in after["apps"].values() if v["client_id"] == before["client_id"]]
+    assert app["client_secret"] == before["client_secret"]
+    item = table_item(a)
+    assert (item["access_token"], item["refresh_token"]) == (
+        before["access_token"],
+        before["refresh_token"],
+    )
+    assert "client_secret" not in item  # the secret of the app is not copied per portal
+    source = fleet_source(sm)
+    source.load()
+    assert works(check(source, a)) and works(check(source, b))
+
+
+def test_moving_everything_twice_is_the_same_as_once(
+    secret: dict[str, Any], sm: Any, tokens_table: str, leaks: Leaks
+) -> None:
+    first = moved(sm)
+    second = moved(sm)
+    assert sorted(first.moved) == sorted(secret["portals"])
+    assert (second.moved, second.already) == ([], [])
+    assert stored(sm)["portals"] == {}
+
+
+def test_a_crash_between_the_two_writes_loses_no_pair(
+    secret: dict[str, Any], sm: Any, tokens_table: str, leaks: Leaks
+) -> None:
+    """The table is written first; if the secret's write never happens the pair is in both,
+    the checker reads the table's, and moving again finishes the job."""
+    a, _ = list(secret["portals"])
+    original = SecretPairs.replace
+
+    writes: list[dict[str, Any]] = []
+
+    def crash(self: SecretPairs, document: dict[str, Any]) -> None:
+        if writes:  # the applications are written; the secret without the portal is not
+            raise RuntimeError("killed between the writes")
+        writes.append(document)
+        original(self, document)
+
+    SecretPairs.replace = crash  # type: ignore[method-assign]
+    try:
+        with pytest.raises(RuntimeError):
+            moved(sm, [a])
+    finally:
+        SecretPairs.replace = original  # type: ignore[method-assign]
+    assert a in stored(sm)["portals"]  # still in the secret ...
+    source = fleet_source(sm)
+    source.load()
+    assert works(check(source, a))  # ... and read from the table
+    again = moved(sm, [a])
+    assert again.already == [a] and a not in stored(sm)["portals"]
+
+
+def test_an_expired_pair_is_refreshed_in_its_own_item_and_the_secret_is_untouched(
+    secret: dict[str, Any], sm: Any, tokens_table: str, portal: LocalPortal, leaks: Leaks
+) -> None:
+    a, _ = list(secret["portals"])
+    moved(sm, [a])
+    versions = len(sm.list_secret_version_ids(SecretId=SECRET)["Versions"])
+    portal.expire_access_tokens(a)
+    source = fleet_source(sm)
+    source.load()
+
+    assert works(check(source, a))
+
+    item = table_item(a)
+    assert item["version"] == 2
+    assert item["member_id"]
+    fresh = source.credentials(a)
+    leaks.watch(fresh)
+    assert item["refresh_token"] == fresh.refresh_token
+    assert len(sm.list_secret_version_ids(SecretId=SECRET)["Versions"]) == versions
+
+
+def test_refreshes_of_different_portals_take_different_leases(
+    secret: dict[str, Any], sm: Any, tokens_table: str, portal: LocalPortal, leaks: Leaks
+) -> None:
+    """A table portal's lease is its own: two portals refreshing at once do not wait for each
+    other (the secret's portals share one lease, since one write replaces them all)."""
+    a, b = list(secret["portals"])
+    moved(sm)
+    for domain in (a, b):
+        portal.expire_access_tokens(domain)
+        portal.inject(domain, "timeout", method="oauth", delay=0.5)
+    source = fleet_source(sm)
+    source.load()
+    assert {source.pairs.lease_name(a), source.pairs.lease_name(b)} == {
+        f"tokens:{a}",
+        f"tokens:{b}",
+    }
+    started = threading.Barrier(2)
+    answers: dict[str, Any] = {}
+
+    def run(domain: str) -> None:
+        started.wait()
+        answers[domain] = check(source, domain)
+
+    threads = [threading.Thread(target=run, args=(d,)) for d in (a, b)]
+    clock = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    took = time.monotonic() - clock
+    portal.clear_faults()
+    assert works(answers[a]) and works(answers[b])
+    assert took < 0.95  # in parallel: two 0.5 s OAuth answers, not one after the other
+
+
+def test_a_pair_changed_behind_the_stores_back_is_not_overwritten(
+    secret: dict[str, Any], sm: Any, tokens_table: str, portal: LocalPortal, leaks: Leaks
+) -> None:
+    a, _ = list(secret["portals"])
+    moved(sm, [a])
+    pairs = TablePairs(TOKENS, apps=SecretPairs(SECRET, client=sm).apps, client=dynamodb())
+    pairs.load()
+    stale = pairs.reread(a)
+    dynamodb().update_item(
+        TableName=TOKENS,
+        Key={"pk": {"S": "PORTAL"}, "sk": {"S": a}},
+        UpdateExpression="SET version = version + :one",
+        ExpressionAttributeValues={":one": {"N": "1"}},
+    )
+    with pytest.raises(TokenStoreError) as caught:
+        pairs.store(stale.with_tokens("new-access", "new-refresh", None))
+    assert caught.value.pair_lost
+    assert table_item(a)["access_token"] == stale.access_token
+
+
+def test_a_pair_naming_an_application_the_secret_lacks_is_a_clear_error(
+    secret: dict[str, Any], sm: Any, tokens_table: str, leaks: Leaks
+) -> None:
+    a, _ = list(secret["portals"])
+    moved(sm, [a])
+    document = stored(sm)
+    document["apps"] = {}
+    put_secret(sm, document)
+    source = fleet_source(sm)
+    source.load()
+    with pytest.raises(CredentialsError, match="does not hold"):
+        source.credentials(a)
+
+
+def test_a_range_reads_only_its_portals_by_query_pages(
+    sm: Any, tokens_table: str, portal: LocalPortal
+) -> None:
+    """Cost grows with the bytes read, not with the portals: 300 pairs are a few query pages."""
+    names = [f"p{i:03d}.bitrix24.test" for i in range(300)]
+    entries = {}
+    for name in names:
+        portal.add_portal(name, connectors={"c": "C"}, lines={1: "L"})
+        entries[name] = portal.credentials(name)
+    sm.create_secret(Name=SECRET, SecretString=json.dumps({"portals": entries}))
+    moved(sm)
+    apps = SecretPairs(SECRET, client=sm).apps
+    everything = TablePairs(TOKENS, apps=apps, client=dynamodb())
+    everything.load()
+    assert everything.portals() == names
+    assert everything.calls == 1  # 300 pairs of ~400 bytes: one page
+    shard = TablePairs(
+        TOKENS, apps=apps, client=dynamodb(), portals=PortalRange(names[100], names[199])
+    )
+    shard.load()
+    assert shard.portals() == names[100:200]
