@@ -19,9 +19,10 @@ from moto import mock_aws
 
 from bench.metering import Measure, Meter
 from bench.moto_speedups import quicker_moto
+from connector_monitor.aws.dynamodb import CLIENT_CONFIG
 from connector_monitor.aws.lease import Lease
 from connector_monitor.aws.publisher import AlertPublisher
-from connector_monitor.aws.repository import CLIENT_CONFIG, StateRepository
+from connector_monitor.aws.repository import StateRepository
 from connector_monitor.aws.token_store import (
     OVER_WRITE_BUDGET,
     token_source,

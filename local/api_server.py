@@ -32,10 +32,13 @@ from local.handlers import LambdaContext
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 # The routes of the stack's HTTP API (template.yaml), used to fill routeKey and pathParameters.
-SNAPSHOT_ROUTES = (
+API_ROUTES = (
     "GET /snapshot",
     "GET /snapshot/{portal}/{connector}/{line}",
     "GET /health",
+    "GET /registry",
+    "PUT /registry/{portal}/{connector}/{line}",
+    "DELETE /registry/{portal}/{connector}/{line}",
 )
 ACCOUNT_ID = "123456789012"
 API_ID = "localapi01"
@@ -74,7 +77,7 @@ def build_event(
     target: str,
     headers: Sequence[tuple[str, str]],
     body: bytes,
-    routes: Sequence[str] = SNAPSHOT_ROUTES,
+    routes: Sequence[str] = API_ROUTES,
     source_ip: str = "127.0.0.1",
 ) -> dict[str, Any]:
     """The HTTP API (payload 2.0) event API Gateway would send for this request."""
@@ -160,7 +163,7 @@ class ApiServer:
         host: str = "127.0.0.1",
         port: int = 0,
         *,
-        routes: Sequence[str] = SNAPSHOT_ROUTES,
+        routes: Sequence[str] = API_ROUTES,
         quiet: bool = True,
     ) -> None:
         self.handler = handler

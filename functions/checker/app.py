@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from connector_monitor.aws.lease import Lease
     from connector_monitor.aws.publisher import AlertPublisher
+    from connector_monitor.aws.registry import Registry
     from connector_monitor.aws.repository import StateRepository
     from connector_monitor.cycle import CheckCycle, RunSummary
     from connector_monitor.settings import CheckerSettings
@@ -53,6 +54,13 @@ def repository() -> StateRepository:
     from connector_monitor.aws.repository import StateRepository
 
     return StateRepository(settings().table_name)
+
+
+@cache
+def registry() -> Registry:
+    from connector_monitor.aws.registry import Registry
+
+    return Registry(settings().table_name)
 
 
 @cache
@@ -99,9 +107,10 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     config = settings()
     remaining = context.get_remaining_time_in_millis() / 1000.0
     deadline = Deadline.after(max(1.0, remaining - RESERVE_SECONDS))
-    targets = TargetsVariable(config.targets).load()
+    # TARGETS and the registry's entries, each once
+    targets = TargetsVariable(config.targets).load().merged(registry().load())
     for error in targets.errors:
-        logger.error("bad TARGETS entry", extra={"entry": error.entry, "reason": error.reason})
+        logger.error("bad target entry", extra={"entry": error.entry, "reason": error.reason})
     cycle = build_cycle(config, timedelta(seconds=remaining))
     summary = cycle.run(targets, deadline, run_id=context.aws_request_id)
     record_metrics(summary)

@@ -33,13 +33,22 @@ from connector_monitor.snapshot import (
     parse_target,
 )
 from connector_monitor.state import StateStoreError
-from connector_monitor.views import ErrorCode, ErrorView, HealthView, SnapshotView, TargetView
+from connector_monitor.views import (
+    ErrorCode,
+    ErrorView,
+    HealthView,
+    RegistryEntryView,
+    RegistryView,
+    SnapshotView,
+    TargetView,
+)
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
     from pydantic import BaseModel
 
     from connector_monitor.aws.repository import StateRepository
+    from connector_monitor.registry_service import RegistryService
     from connector_monitor.settings import SnapshotSettings
 
 OPENAPI_TITLE = "Bitrix24 connector monitor API"
@@ -57,6 +66,7 @@ app = APIGatewayHttpResolver(
 )
 snapshot_routes = APIGatewayHttpRouter()
 health_routes = APIGatewayHttpRouter()
+registry_routes = APIGatewayHttpRouter()
 
 ERROR_STATUS: dict[ErrorCode, HTTPStatus] = {
     ErrorCode.BAD_FILTER: HTTPStatus.BAD_REQUEST,
@@ -90,6 +100,14 @@ def repository() -> StateRepository:
 @cache
 def service() -> SnapshotService:
     return SnapshotService(repository(), settings().stale_after)
+
+
+@cache
+def registry() -> RegistryService:
+    from connector_monitor.aws.registry import Registry
+    from connector_monitor.registry_service import RegistryService
+
+    return RegistryService(Registry(settings().table_name))
 
 
 def utcnow() -> datetime:
@@ -184,8 +202,114 @@ def get_health() -> HealthView:
     return service().health(utcnow())
 
 
+ENTRY_PATH = "/registry/<portal>/<connector>/<line>"
+SIGV4_ONLY: list[dict[str, list[str]]] = [{"sigv4": []}]
+ENTRY_DESCRIPTION = (
+    "Always IAM-authorised (SigV4, with the stack's RegistryEditorPolicy), whatever "
+    "ApiAuthorization says. `line` * watches the connector on every line where it has been seen "
+    "configured; `portal` * (with line *) does so on every portal the monitor has tokens for."
+)
+PortalPart = Annotated[
+    str, Path(description="Portal domain, or *", max_length=300, examples=["example.bitrix24.com"])
+]
+ConnectorPart = Annotated[str, Path(description="Connector id (any case)", max_length=100)]
+LinePart = Annotated[
+    str, Path(pattern=r"^(\*|[0-9]{1,12})$", description="Open line id in digits, or *")
+]
+
+
+@registry_routes.get(
+    "/registry",
+    summary="The target registry's entries",
+    description="Entries in key order, up to `limit` per page; follow `next_cursor` for more.",
+    operation_id="listRegistry",
+    security=SIGV4_ONLY,
+    tags=["registry"],
+    responses={
+        200: answer_doc("A page of entries", RegistryView),
+        400: answer_doc("BAD_FILTER (limit) or BAD_CURSOR"),
+        503: UNAVAILABLE_DOC,
+        500: INTERNAL_DOC,
+    },
+)
+def list_registry(
+    limit: Annotated[int, Query(ge=1, le=1000, description="Entries per page at most")] = 1000,
+    cursor: Annotated[
+        str | None, Query(description="`next_cursor` of the previous page", max_length=2000)
+    ] = None,
+) -> RegistryView:
+    return registry().page(limit=limit, cursor=cursor)
+
+
+@registry_routes.put(
+    ENTRY_PATH,
+    summary="Add an entry to the target registry",
+    description=ENTRY_DESCRIPTION + " Adding an entry twice is harmless (200 the second time).",
+    operation_id="addRegistryEntry",
+    security=SIGV4_ONLY,
+    tags=["registry"],
+    responses={
+        200: answer_doc("The entry was there already", RegistryEntryView),
+        201: answer_doc("The entry was added; the next run checks it", RegistryEntryView),
+        400: answer_doc("BAD_TARGET: the path does not name an entry"),
+        503: UNAVAILABLE_DOC,
+        500: INTERNAL_DOC,
+    },
+)
+def add_registry_entry(
+    portal: PortalPart, connector: ConnectorPart, line: LinePart
+) -> Response[dict[str, Any]]:
+    from connector_monitor.registry_service import entry_of, view_of
+
+    entry = entry_of(portal, connector, line)
+    now, by = utcnow(), caller()
+    added = registry().add(entry, by=by, at=now)
+    logger.info(
+        "registry entry added" if added else "registry entry already there",
+        extra={"entry": entry.key, "by": by},
+    )
+    return Response(
+        status_code=HTTPStatus.CREATED if added else HTTPStatus.OK,
+        content_type=content_types.APPLICATION_JSON,
+        body=view_of(entry, by=by, at=now).model_dump(mode="json"),
+    )
+
+
+@registry_routes.delete(
+    ENTRY_PATH,
+    summary="Remove an entry from the target registry",
+    description=ENTRY_DESCRIPTION + " The next run closes its targets' open incidents.",
+    operation_id="removeRegistryEntry",
+    security=SIGV4_ONLY,
+    tags=["registry"],
+    responses={
+        204: {"description": "Removed"},
+        400: answer_doc("BAD_TARGET: the path does not name an entry"),
+        404: answer_doc("NOT_FOUND: the registry holds no such entry"),
+        503: UNAVAILABLE_DOC,
+        500: INTERNAL_DOC,
+    },
+)
+def remove_registry_entry(
+    portal: PortalPart, connector: ConnectorPart, line: LinePart
+) -> Response[str]:
+    from connector_monitor.registry_service import entry_of
+
+    entry = entry_of(portal, connector, line)
+    registry().remove(entry)
+    logger.info("registry entry removed", extra={"entry": entry.key, "by": caller()})
+    return Response(status_code=HTTPStatus.NO_CONTENT, content_type=None, body="")
+
+
+def caller() -> str:
+    """Who signed the request (the registry routes are always IAM-authorised)."""
+    iam = app.current_event.request_context.authorizer.iam
+    return (iam.user_arn if iam is not None else None) or "unknown caller"
+
+
 app.include_router(snapshot_routes)
 app.include_router(health_routes)
+app.include_router(registry_routes)
 
 
 # ---- errors: the one place they become HTTP answers ----------------------------------------------
@@ -333,6 +457,7 @@ def openapi_document() -> str:
     for operations in document["paths"].values():
         for operation in operations.values():
             operation["responses"].pop("422", None)
+            operation["responses"].get("204", {}).pop("content", None)  # no body
     for name in ("HTTPValidationError", "ValidationError", "ResponseValidationError"):
         document["components"]["schemas"].pop(name, None)
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"

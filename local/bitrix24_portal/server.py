@@ -212,6 +212,11 @@ class LocalPortal:
             slot.seconds = seconds
             slot.reset_at = slot.reset_at or time.time() + self.operating_reset_in
 
+    def add_lines(self, domain: str, lines: dict[int, str]) -> None:
+        """Open lines created on the portal (no connector configured on them yet)."""
+        with self._lock:
+            self._get(domain).lines.update({int(k): v for k, v in lines.items()})
+
     def connect(self, domain: str, connector: str, line: int) -> None:
         self.set_status(domain, connector, line, configured=True, error=False)
 

@@ -866,9 +866,9 @@ FAULTS: list[Fault] = [
             ),
         )
         for name, value, reason in (
-            ("an empty value", "", "holds no target"),
-            ("[]", "[]", "holds no target"),
-            ("' , '", " , ", "holds no target"),
+            ("an empty value", "", "no target is configured"),
+            ("[]", "[]", "no target is configured"),
+            ("' , '", " , ", "no target is configured"),
             ("unparseable JSON", '[{"portal": "a.bitrix24.com",', "not valid JSON"),
             ("entries none of which is valid", "a.bitrix24.com/x,b/y/z", "none of the 2"),
         )

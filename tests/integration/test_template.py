@@ -85,7 +85,13 @@ CHECKER_TABLE_ACTIONS = {
 LOG_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents"}
 TRACE_ACTIONS = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
 ROLES = {"CheckerFunction": "CheckerRole", "SnapshotApiFunction": "SnapshotApiRole"}
-API_ROUTES = {"GET /snapshot", "GET /snapshot/{portal}/{connector}/{line}", "GET /health"}
+SNAPSHOT_ROUTES = {"GET /snapshot", "GET /snapshot/{portal}/{connector}/{line}", "GET /health"}
+REGISTRY_ROUTES = {
+    "GET /registry",
+    "PUT /registry/{portal}/{connector}/{line}",
+    "DELETE /registry/{portal}/{connector}/{line}",
+}
+API_ROUTES = SNAPSHOT_ROUTES | REGISTRY_ROUTES
 
 
 # ------------------------------------------------------------------ helpers
@@ -186,6 +192,12 @@ def test_checker_reaches_only_its_table_alert_topic_secret_and_log_group() -> No
     secret = {"Fn::If": ["CreateSecret", {"Ref": "PortalSecret"}, {"Ref": "ExistingSecretArn"}]}
     assert by_resource == {
         _key({"Fn::GetAtt": ["Table", "Arn"]}): CHECKER_TABLE_ACTIONS,
+        # a fleet's pairs: read by query pages, each refresh one conditional update
+        _key({"Fn::GetAtt": ["TokenTable", "Arn"]}): {
+            "dynamodb:GetItem",
+            "dynamodb:Query",
+            "dynamodb:UpdateItem",
+        },
         _key({"Ref": "Topic"}): {"sns:Publish"},
         _key(secret): {"secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue"},
         _key({"Fn::GetAtt": ["CheckerLogGroup", "Arn"]}): LOG_ACTIONS,
@@ -198,13 +210,25 @@ def test_nothing_can_scan_the_history() -> None:
     assert "dynamodb:Scan" not in every_action
 
 
-def test_snapshot_api_can_only_read_the_table_and_write_its_log_group() -> None:
-    by_resource = _by_resource(_statements_of("SnapshotApiFunction"))
+def test_the_api_reads_the_table_and_writes_only_the_registrys_items() -> None:
+    statements = _statements_of("SnapshotApiFunction")
+    by_resource = _by_resource(statements)
 
+    reads, writes = (
+        {"dynamodb:GetItem", "dynamodb:Query"},
+        {"dynamodb:PutItem", "dynamodb:DeleteItem"},
+    )
     assert by_resource == {
-        _key({"Fn::GetAtt": ["Table", "Arn"]}): {"dynamodb:GetItem", "dynamodb:Query"},
+        _key({"Fn::GetAtt": ["Table", "Arn"]}): reads | writes,
         _key({"Fn::GetAtt": ["SnapshotApiLogGroup", "Arn"]}): LOG_ACTIONS,
         _key("*"): TRACE_ACTIONS,
+    }
+    # every write is held to the items whose partition key is REGISTRY (IAM checks the key of
+    # each PutItem and DeleteItem): not a status, not a run record, not a lease
+    (write,) = [s for s in statements if _actions([s]) & writes]
+    assert set(_as_list(write["Action"])) == writes
+    assert write["Condition"] == {
+        "ForAllValues:StringEquals": {"dynamodb:LeadingKeys": ["REGISTRY"]}
     }
 
 
@@ -233,11 +257,13 @@ def test_every_api_route_requires_iam_signing_by_default() -> None:
         b["Properties"]["RouteKey"]: b for b in deployed.values() if b["Type"].endswith("Route")
     }
 
-    # Then the three routes exist and each one demands SigV4 (AWS_IAM), none is open
+    # Then the routes exist and each one demands SigV4 (AWS_IAM), none is open
     assert set(routes) == API_ROUTES
     for route_key, route in routes.items():
         assert route["Properties"]["AuthorizationType"] == "AWS_IAM", route_key
-        assert route["Properties"]["AuthorizerId"] == {"Ref": "AWS::NoValue"}, route_key
+        assert route["Properties"].get("AuthorizerId", {"Ref": "AWS::NoValue"}) == {
+            "Ref": "AWS::NoValue"
+        }, route_key
     assert "HttpApiJwtAuthorizer" not in deployed
     assert "SnapshotReaderPolicy" in deployed
 
@@ -251,16 +277,24 @@ def test_jwt_mode_puts_every_route_behind_the_jwt_authorizer() -> None:
     )
     deployed = deployed_resources(parameters)
 
-    # Then every route uses the JWT authorizer, which checks that issuer and audience
+    # Then every snapshot route uses the JWT authorizer, which checks that issuer and audience;
+    # the registry's routes, which change what is watched, stay IAM-signed
     authorizer = deployed["HttpApiJwtAuthorizer"]["Properties"]
     assert authorizer["AuthorizerType"] == "JWT"
     assert authorizer["JwtConfiguration"]["Issuer"] == parameters["JwtIssuer"]
     assert authorizer["JwtConfiguration"]["Audience"] == [parameters["JwtAudience"]]
-    routes = [b for b in deployed.values() if b["Type"] == "AWS::ApiGatewayV2::Route"]
-    assert len(routes) == len(API_ROUTES)
-    for route in routes:
-        assert route["Properties"]["AuthorizationType"] == "JWT"
-        assert route["Properties"]["AuthorizerId"] == {"Ref": "HttpApiJwtAuthorizer"}
+    routes = {
+        b["Properties"]["RouteKey"]: b["Properties"]
+        for b in deployed.values()
+        if b["Type"] == "AWS::ApiGatewayV2::Route"
+    }
+    assert set(routes) == API_ROUTES
+    for route_key in SNAPSHOT_ROUTES:
+        assert routes[route_key]["AuthorizationType"] == "JWT"
+        assert routes[route_key]["AuthorizerId"] == {"Ref": "HttpApiJwtAuthorizer"}
+    for route_key in REGISTRY_ROUTES:
+        assert routes[route_key]["AuthorizationType"] == "AWS_IAM"
+        assert "AuthorizerId" not in routes[route_key]
 
 
 def test_jwt_mode_is_refused_without_issuer_and_audience() -> None:
@@ -270,7 +304,7 @@ def test_jwt_mode_is_refused_without_issuer_and_audience() -> None:
     assert [resolve(a["Assert"], parameters) for a in rule["Assertions"]] == [False, False]
 
 
-def test_api_routes_reach_the_snapshot_function_and_only_by_get() -> None:
+def test_api_routes_reach_the_api_function_and_only_the_registry_is_written() -> None:
     integration = resource("SnapshotApiIntegration")["Properties"]
     assert integration["IntegrationUri"] == {"Fn::GetAtt": ["SnapshotApiFunction", "Arn"]}
     assert integration["PayloadFormatVersion"] == "2.0"
@@ -278,9 +312,18 @@ def test_api_routes_reach_the_snapshot_function_and_only_by_get() -> None:
         assert route["Properties"]["Target"] == {
             "Fn::Sub": "integrations/${SnapshotApiIntegration}"
         }
-        assert route["Properties"]["RouteKey"].startswith("GET "), logical_id
-    permission = resource("SnapshotApiInvokePermission")["Properties"]
-    assert permission["SourceArn"]["Fn::Sub"].endswith("${HttpApi}/*/GET/*")
+        key = route["Properties"]["RouteKey"]
+        assert key.startswith("GET ") or key in REGISTRY_ROUTES, logical_id
+    allowed = {
+        resource(p)["Properties"]["SourceArn"]["Fn::Sub"].split("${HttpApi}")[1]
+        for p in (
+            "SnapshotApiInvokePermission",
+            "RegistryAddInvokePermission",
+            "RegistryRemoveInvokePermission",
+        )
+    }
+    assert allowed == {"/*/GET/*", "/*/PUT/registry/*", "/*/DELETE/registry/*"}
+    assert len(_resources_of_type("AWS::Lambda::Permission")) == 3
 
 
 def test_api_url_output_points_at_the_default_stage() -> None:
@@ -369,9 +412,10 @@ def test_samconfig_tags_the_stack_and_deploys_without_an_interview() -> None:
     assert deploy["capabilities"] == "CAPABILITY_IAM"
     assert deploy["resolve_s3"] is True
     assert deploy["confirm_changeset"] is True
-    # every parameter but Targets has a default, so a deploy naming only Targets is complete
+    # every parameter has a default: a deploy naming Targets, or nothing (the registry), is
+    # complete
     parameters = load_template()["Parameters"]
-    assert {name for name, spec in parameters.items() if "Default" not in spec} == {"Targets"}
+    assert {name for name, spec in parameters.items() if "Default" not in spec} == set()
 
 
 def test_functions_run_python313_on_arm64_with_the_layer_and_tracing() -> None:
@@ -780,10 +824,10 @@ def test_loader_turns_short_tags_into_long_forms() -> None:
 
 
 # ---- TARGETS: refused at deploy time when it cannot work ---------------------------------------
-@pytest.mark.parametrize("value", ["", " ", " , ", ",,", "[]", "[ ]", " [,] "])
-def test_an_empty_targets_value_is_refused_at_deploy_time(value: str) -> None:
+@pytest.mark.parametrize("value", [" ", " , ", ",,", "[]", "[ ]", " [,] "])
+def test_a_blank_targets_value_is_refused_at_deploy_time(value: str) -> None:
     """CloudFormation matches AllowedPattern against the whole value (Java regex; these
-    constructs read the same in Python)."""
+    constructs read the same in Python). Empty is the registry alone; blank is a slip."""
     pattern = load_template()["Parameters"]["Targets"]["AllowedPattern"]
     assert re.fullmatch(pattern, value) is None
 
@@ -791,7 +835,9 @@ def test_an_empty_targets_value_is_refused_at_deploy_time(value: str) -> None:
 @pytest.mark.parametrize(
     "value",
     [
+        "",
         "example.bitrix24.com/myconnector/12",
+        "*/myconnector/*",
         " , example.bitrix24.com/myconnector/12",
         '[{"portal": "a.bitrix24.com", "connector": "tg", "line": 3}]',
         "a.bitrix24.com/tg/1,\nb.bitrix24.com/tg/2",
@@ -811,6 +857,7 @@ def test_the_longest_targets_value_fits_the_functions_4_kb_environment() -> None
         "Table": f"{stack}-Table-{'X' * 13}",
         "Topic": f"arn:aws-us-gov:sns:{region}:{account}:{stack}-Topic-{'X' * 12}",
         "PortalSecret": "arn:aws-us-gov:secretsmanager:" + "x" * 170,
+        "TokenTable": f"{stack}-TokenTable-{'X' * 13}",
     }
     values = parameter_values(Targets="")
     environment = resolve(function_environment("CheckerFunction"), values)

@@ -50,6 +50,8 @@ MODES: dict[str, dict[str, str]] = {
 CHECKER = "CheckerFunction"
 SNAPSHOT = "SnapshotApiFunction"
 READER_POLICY = "SnapshotReaderPolicy"
+REGISTRY_POLICY = "RegistryEditorPolicy"
+REGISTRY_WRITES = {"dynamodb:PutItem", "dynamodb:DeleteItem"}
 TABLE_READS = {"dynamodb:GetItem", "dynamodb:Query"}
 # Transactions of conditional puts are authorised per item as dynamodb:PutItem.
 TABLE_WRITES = {
@@ -151,7 +153,7 @@ def own_resource_reference(target: Any, resources: dict[str, Any], mode: str) ->
         return isinstance(text, str) and bool(
             re.fullmatch(
                 r"arn:\$\{AWS::Partition\}:execute-api:\$\{AWS::Region\}:\$\{AWS::AccountId\}:"
-                r"\$\{HttpApi\}/\*/GET/\*",
+                r"\$\{HttpApi\}/\*/(GET/\*|GET/registry|(PUT|DELETE)/registry/\*)",
                 text,
             )
         )
@@ -161,13 +163,16 @@ def own_resource_reference(target: Any, resources: dict[str, Any], mode: str) ->
 # ---- least privilege, as a whole -------------------------------------------------------------
 def expected_holders(mode: str) -> dict[str, set[str]]:
     expected = {action: {CHECKER} for action in TABLE_WRITES}
+    for action in REGISTRY_WRITES:  # the API's, on REGISTRY items only (test_template.py)
+        expected[action] = {CHECKER, SNAPSHOT}
     expected |= {action: {CHECKER, SNAPSHOT} for action in TABLE_READS}
     expected["secretsmanager:GetSecretValue"] = {CHECKER}
     expected["secretsmanager:PutSecretValue"] = {CHECKER}
     expected["sns:Publish"] = {CHECKER}
     expected |= {action: {CHECKER, SNAPSHOT} for action in LOG_WRITES | WILDCARD_RESOURCE_ACTIONS}
+    expected["execute-api:Invoke"] = {REGISTRY_POLICY}
     if parameter_values(**MODES[mode])["ApiAuthorization"] == "IAM":
-        expected["execute-api:Invoke"] = {READER_POLICY}
+        expected["execute-api:Invoke"].add(READER_POLICY)
     return expected
 
 
@@ -273,7 +278,11 @@ def test_no_route_is_open_and_no_catch_all_route_exists(mode: str) -> None:
         assert route.get("AuthorizationType") in ROUTE_AUTHORIZATION, logical_id
         if route["AuthorizationType"] == "JWT":
             assert route["AuthorizerId"]["Ref"] in authorizers, logical_id
-        method, _ = route["RouteKey"].split(" ", 1) if " " in route["RouteKey"] else ("", "")
+        method, path = route["RouteKey"].split(" ", 1) if " " in route["RouteKey"] else ("", "")
+        if method in {"PUT", "DELETE"}:  # only the registry is written, and only IAM-signed
+            assert path == "/registry/{portal}/{connector}/{line}", logical_id
+            assert route["AuthorizationType"] == "AWS_IAM", logical_id
+            continue
         assert method == "GET", f"{logical_id}: {route['RouteKey']} (catch-all or not GET)"
 
 
@@ -305,7 +314,7 @@ def test_no_function_has_a_url_or_an_implicit_api_event() -> None:
             assert event["Type"] not in {"Api", "HttpApi"}, f"{logical_id}.{name}"
 
 
-def test_only_this_apis_get_routes_may_invoke_a_function() -> None:
+def test_only_this_apis_get_and_registry_routes_may_invoke_a_function() -> None:
     permissions = {
         k: b["Properties"]
         for k, b in load_template()["Resources"].items()
@@ -318,7 +327,11 @@ def test_only_this_apis_get_routes_may_invoke_a_function() -> None:
         assert "FunctionUrlAuthType" not in permission, logical_id
         source = permission["SourceArn"]["Fn::Sub"]  # without it any API in any account could
         assert ":${AWS::AccountId}:${HttpApi}/" in source, logical_id
-        assert source.endswith("/GET/*"), logical_id
+        assert source.split("${HttpApi}")[1] in {
+            "/*/GET/*",
+            "/*/PUT/registry/*",
+            "/*/DELETE/registry/*",
+        }, logical_id
 
 
 # ---- data at rest, and what must never be written down --------------------------------------

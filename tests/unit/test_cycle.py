@@ -50,6 +50,7 @@ class World:
     failing: dict[str, PortalError] = field(default_factory=dict)
     lines: dict[str, dict[int, LineInfo]] = field(default_factory=dict)
     connectors_listed: bool = True
+    unconfigured: set[Target] = field(default_factory=set)  # answer CONFIGURED=false
     asked: list[Target] = field(default_factory=list)
     inventories_read: list[str] = field(default_factory=list)
 
@@ -66,6 +67,8 @@ class FakeClient:
     def inventory(self, deadline: Deadline) -> Inventory:
         self.http_requests += 1
         self.world.inventories_read.append(self.portal)
+        if (failure := self.world.failing.get(self.portal)) is not None:
+            raise failure
         connectors = frozenset({CONNECTOR}) if self.world.connectors_listed else None
         lines = self.world.lines.get(self.portal, {n: LineInfo(f"L{n}", True) for n in (1, 2)})
         return Inventory(connectors, lines)
@@ -86,9 +89,9 @@ class FakeClient:
             [
                 CheckResult.from_flags(
                     t,
-                    configured=True,
+                    configured=t not in self.world.unconfigured,
                     error=t in self.world.down,
-                    status=t not in self.world.down,
+                    status=t not in self.world.down and t not in self.world.unconfigured,
                     checked_at=at,
                 )
                 for t in targets
@@ -99,11 +102,19 @@ class FakeClient:
         pass
 
 
+@dataclass
 class Tokens:
-    loads = 0
+    held: list[str] = field(default_factory=lambda: [A, B])  # the portals with pairs
+    unreadable: bool = False
+    loads: int = 0
 
     def load(self) -> None:
         self.loads += 1
+        if self.unreadable:
+            raise RuntimeError("AccessDeniedException")
+
+    def portals(self) -> list[str]:
+        return list(self.held)
 
     def credentials(self, portal: str) -> PortalCredentials:
         return PortalCredentials(
@@ -134,11 +145,12 @@ class Setup:
     world: World = field(default_factory=World)
     store: MemoryStateStore = field(default_factory=MemoryStateStore)
     publisher: Publisher = field(default_factory=Publisher)
+    tokens: Tokens = field(default_factory=Tokens)
 
     def cycle(self) -> CheckCycle:
         return CheckCycle(
             repository=self.store,
-            tokens=Tokens(),
+            tokens=self.tokens,
             publisher=self.publisher,
             settings=CycleSettings(thresholds=Thresholds(failure=2, recovery=1)),
             client_factory=self.world.client,
@@ -335,7 +347,7 @@ def test_an_unusable_targets_value_checks_nothing_and_forgets_nothing(setup: Set
 
     summary = setup.run(parse_targets(" , "))
 
-    assert summary.failed is not None and "holds no target" in summary.failed
+    assert summary.failed is not None and "no target is configured" in summary.failed
     assert setup.world.asked == [Target(A, CONNECTOR, 1), Target(A, CONNECTOR, 2)]  # run 1 only
     assert {k: v for k, v in setup.store.statuses.items() if k in before} == before
     assert setup.store.runs[-1].failed == summary.failed

@@ -110,13 +110,13 @@ def test_a_huge_bad_entry_still_has_a_short_key() -> None:
 @pytest.mark.parametrize(
     ("raw", "says"),
     [
-        ("", "holds no target"),
-        ("   ", "holds no target"),
-        (" , ", "holds no target"),
-        ("[]", "holds no target"),
+        ("", "no target is configured"),
+        ("   ", "no target is configured"),
+        (" , ", "no target is configured"),
+        ("[]", "no target is configured"),
         ('[{"portal": "a.bitrix24.com"', "not valid JSON"),
         ('{"portal": "a.bitrix24.com"}', "must be a list"),
-        ("a.bitrix24.com/tg,b/c", "none of the 2 TARGETS entries is valid"),
+        ("a.bitrix24.com/tg,b/c", "none of the 2 configured entries is valid"),
     ],
 )
 def test_a_list_without_one_valid_target_is_unusable_as_a_whole(raw: str, says: str) -> None:

@@ -16,6 +16,15 @@ from .bitrix24.credentials import TokenSource
 from .bitrix24.errors import CredentialsError, PortalError
 from .deadline import Deadline, DeadlineExceeded
 from .domain.alerts import Alert
+from .domain.discovery import (
+    known_lines,
+    learned,
+    needs_inventory,
+    probes,
+    pruned,
+    watched_targets,
+    with_seen,
+)
 from .domain.inventory import VALIDATION_OFF, CachedInventory, Inventory, find_misconfigured
 from .domain.results import Cause, CheckResult, State
 from .domain.runs import PortalRun, RunRecord
@@ -30,6 +39,10 @@ logger = logging.getLogger(__name__)
 
 class Tokens(TokenSource, Protocol):
     def load(self) -> None: ...
+
+    def portals(self) -> list[str]:
+        """The portals the store holds pairs for (a `*/connector/*` watch covers them)."""
+        ...
 
 
 class PortalChecker(Protocol):
@@ -96,6 +109,23 @@ class RunSummary:
 
 
 @dataclass(frozen=True)
+class PortalPlan:
+    """What one portal is checked for: its named targets, the connectors watched on all its
+    lines with the lines they were seen on, and its cached inventory."""
+
+    portal: str
+    named: list[Target]
+    watched: list[str]
+    seen: dict[str, frozenset[int]]
+    cached: CachedInventory | None
+
+    @property
+    def targets(self) -> list[Target]:
+        """Every target the portal has before this run's inventory: named and discovered."""
+        return list(dict.fromkeys([*self.named, *watched_targets(self.portal, self.seen)]))
+
+
+@dataclass(frozen=True)
 class PortalOutcome:
     results: list[CheckResult]
     run: PortalRun
@@ -133,7 +163,7 @@ class CheckCycle:
             portal_runs: dict[str, PortalRun] = {}
             inventories: list[CachedInventory] = []
         else:
-            results, portal_runs, inventories = self._check_all(targets, deadline)
+            results, portal_runs, inventories = self._check_all(targets, deadline, loaded)
             results += [self._config_result(e, summary.started_at) for e in targets.errors]
         changed, decided = self._decide(loaded, results)
         retired: set[str] = set()
@@ -177,84 +207,121 @@ class CheckCycle:
 
     # ---- checking ------------------------------------------------------------------------
     def _check_all(
-        self, targets: TargetList, deadline: Deadline
+        self, targets: TargetList, deadline: Deadline, loaded: Loaded
     ) -> tuple[list[CheckResult], dict[str, PortalRun], list[CachedInventory]]:
-        portals = targets.portals()
-        if not portals:
-            return [], {}, []
         now = self.clock()
+        stored = [s.subject for s in loaded.statuses.values() if isinstance(s.subject, Target)]
         try:
             self.tokens.load()
-        except Exception as exc:  # the secret is unreadable: nothing can be checked
+        except Exception as exc:  # the store is unreadable: nothing can be checked
             detail = f"the monitor could not read its tokens: {exc}"
             logger.error("token store unavailable", extra={"error": str(exc)})
+            # Portals a `*` watch covers are those with stored targets: none is dropped.
+            plans = self._plans(targets, [t.portal for t in stored], stored, {})
             results = [
                 CheckResult.unknown(t, Cause.MONITOR_ERROR, detail, checked_at=now)
-                for t in targets.targets
+                for plan in plans.values()
+                for t in plan.targets
             ]
-            return results, {p: PortalRun(now, 0, detail) for p in portals}, []
-        cached = self.repository.load_inventories()
-        workers = min(self.settings.max_parallel_portals, len(portals))
+            return results, {p: PortalRun(now, 0, detail) for p in plans}, []
+        plans = self._plans(targets, self.tokens.portals(), stored, None)
+        if not plans:
+            return [], {}, []
+        workers = min(self.settings.max_parallel_portals, len(plans))
         outcomes: dict[str, PortalOutcome] = {}
         # Not `with`: leaving the block would wait for a portal stuck past the deadline.
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="portal")
         try:
             futures = {
-                pool.submit(
-                    self._check_portal, p, targets.for_portal(p), cached.get(p), deadline
-                ): p
-                for p in portals
+                pool.submit(self._check_portal, plan, deadline): plan for plan in plans.values()
             }
             done, _ = wait(futures, timeout=deadline.remaining() + 1.0)
-            for future, portal in futures.items():
+            for future, plan in futures.items():
                 # A future not done is a portal still busy past the deadline (its exchange is
                 # cut off at the deadline; a DNS lookup is not): asking it for its exception
                 # would wait for it, so it is given up as it is.
                 if future not in done:
-                    outcomes[portal] = self._lost_portal(portal, targets, None)
+                    outcomes[plan.portal] = self._lost_portal(plan, None)
                 elif (failure := future.exception()) is not None:
-                    outcomes[portal] = self._lost_portal(portal, targets, failure)
+                    outcomes[plan.portal] = self._lost_portal(plan, failure)
                 else:
-                    outcomes[portal] = future.result()
+                    outcomes[plan.portal] = future.result()
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
-        results = [r for p in portals for r in outcomes[p].results]
-        runs = {p: outcomes[p].run for p in portals}
+        results = [r for p in plans for r in outcomes[p].results]
+        runs = {p: outcomes[p].run for p in plans}
         inventories = [o.inventory for o in outcomes.values() if o.inventory]
         return results, runs, inventories
 
-    def _check_portal(
+    def _plans(
         self,
-        portal: str,
-        targets: list[Target],
-        cached: CachedInventory | None,
-        deadline: Deadline,
-    ) -> PortalOutcome:
+        targets: TargetList,
+        with_tokens: Sequence[str],
+        stored: Sequence[Target],
+        cached: dict[str, CachedInventory] | None,
+    ) -> dict[str, PortalPlan]:
+        """Each portal's plan; `cached` None reads the inventories (only when checking)."""
+        portals = targets.portals(with_tokens)
+        if cached is None:
+            cached = self.repository.load_inventories() if portals else {}
+        plans: dict[str, PortalPlan] = {}
+        for portal in portals:
+            watched = targets.watched_on(portal)
+            mine = [t for t in stored if t.portal == portal]
+            seen = known_lines(cached.get(portal), watched, mine) if watched else {}
+            plans[portal] = PortalPlan(
+                portal, targets.for_portal(portal), watched, seen, cached.get(portal)
+            )
+        return plans
+
+    def _check_portal(self, plan: PortalPlan, deadline: Deadline) -> PortalOutcome:
         now = self.clock()
+        portal, watched, seen = plan.portal, plan.watched, plan.seen
         try:
             self.tokens.credentials(portal)
         except CredentialsError as exc:
-            detail = f"no usable credentials for {portal} in the secret: {exc}"
+            detail = f"no usable credentials for {portal}: {exc}"
             results = [
-                CheckResult.unknown(t, Cause.CONFIGURATION, detail, checked_at=now) for t in targets
+                CheckResult.unknown(t, Cause.CONFIGURATION, detail, checked_at=now)
+                for t in plan.targets
             ]
+            if not results:  # a watched portal with nothing discovered yet: say why
+                notice = validation_problem(portal, f"its lines cannot be discovered: {detail}")
+                results.append(self._config_result(notice, now))
             return PortalOutcome(results, PortalRun(now, 0, detail))
-        due = cached is None or now - cached.validated_at >= self.settings.validate_every
+        cached = plan.cached
+        due = (
+            cached is None
+            or now - cached.validated_at >= self.settings.validate_every
+            or needs_inventory(cached, watched)
+        )
         client = self.client_factory(portal, self.tokens)
+        probing: list[Target] = []
         try:
             fresh = self._validate(client, deadline, now) if due else None
             known = fresh or cached
+            if fresh is not None and watched:
+                seen = pruned(seen, fresh.inventory)
+                probing = probes(portal, seen, watched, fresh.inventory)
+            chosen = list(dict.fromkeys([*plan.named, *watched_targets(portal, seen)]))
+            probing = [t for t in probing if t not in set(chosen)]
             # Pairs the inventory does not list are not asked about: the portal would answer
             # all flags false, which reads as an outage.
-            flagged = find_misconfigured(targets, known.inventory) if known else {}
-            check = client.check([t for t in targets if t not in flagged], deadline)
+            flagged = find_misconfigured(chosen, known.inventory) if known else {}
+            asked = [t for t in chosen if t not in flagged] + probing
+            check = client.check(asked, deadline)
         finally:
             client.close()
         answered = {r.target: r for r in check.results}
+        if fresh is not None and watched:
+            probed = [answered[t] for t in probing if t in answered]
+            seen = learned(seen, watched, probed)
+            fresh = with_seen(fresh, seen)
+            chosen += [r.target for r in probed if r.configured and isinstance(r.target, Target)]
         results = [
             answered.get(t)
             or CheckResult.unknown(t, Cause.CONFIGURATION, flagged[t], checked_at=now)
-            for t in targets
+            for t in chosen
         ]
         if known is not None and known.inventory.connectors is None:
             notice = validation_problem(portal, VALIDATION_OFF)
@@ -286,19 +353,14 @@ class CheckCycle:
         )
         return None
 
-    def _lost_portal(
-        self, portal: str, targets: TargetList, exc: BaseException | None
-    ) -> PortalOutcome:
+    def _lost_portal(self, plan: PortalPlan, exc: BaseException | None) -> PortalOutcome:
         now = self.clock()
         if exc is None:
             cause, detail = Cause.DEADLINE, "the run ran out of time before this portal answered"
         else:
             cause, detail = Cause.MONITOR_ERROR, f"the check failed: {type(exc).__name__}"
-            logger.error("portal check crashed", extra={"portal": portal, "error": detail})
-        results = [
-            CheckResult.unknown(t, cause, detail, checked_at=now)
-            for t in targets.for_portal(portal)
-        ]
+            logger.error("portal check crashed", extra={"portal": plan.portal, "error": detail})
+        results = [CheckResult.unknown(t, cause, detail, checked_at=now) for t in plan.targets]
         return PortalOutcome(results, PortalRun(now, 0, detail))
 
     # ---- deciding ------------------------------------------------------------------------

@@ -117,22 +117,27 @@ def encode_cursor(key: str) -> str:
     return base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
 
 
+def decode_key(cursor: str) -> str | None:
+    """The key a cursor stands for, or None when it is not one this API handed out."""
+    try:
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+
+
 def decode_cursor(cursor: str, portal: str | None) -> str:
     """The key a cursor stands for; it must be a target key inside the selected portal."""
     invalid = BadCursor("cursor is not valid here: pass next_cursor from the previous page as is")
-    try:
-        key = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise invalid from None
-    parts = key.split("/")
+    key = decode_key(cursor)
+    parts = key.split("/") if key is not None else []
     if len(parts) != 3:
         raise invalid
-    checked = check_target(parts[0], parts[1], parts[2], key)
+    checked = check_target(parts[0], parts[1], parts[2], key or "")
     if isinstance(checked, TargetError) or checked.key != key:
         raise invalid
     if portal is not None and checked.portal != portal:
         raise invalid
-    return key
+    return checked.key
 
 
 # ---- the service ------------------------------------------------------------------------------

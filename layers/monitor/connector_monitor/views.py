@@ -99,6 +99,34 @@ class HealthView(BaseModel):
     targets: Summary = Field(description="Counts of the last run, over the whole fleet")
 
 
+class RegistryEntryView(BaseModel):
+    """One entry of the target registry."""
+
+    model_config = ConfigDict(frozen=True)
+
+    key: str = Field(
+        description="portal/connector/line; line * is every line where the connector has been "
+        "seen configured, and portal * (with line *) is every portal the monitor has tokens for",
+        examples=["example.bitrix24.com/myconnector/12", "*/myconnector/*"],
+    )
+    portal: str = Field(description="A portal domain, or *")
+    connector: str = Field(description="The connector id (lowercase)")
+    line: str = Field(description="An open line id in digits, or *")
+    added_at: Timestamp | None = Field(description="When it was added")
+    added_by: str | None = Field(description="Who added it: the caller's IAM ARN, or the CLI user")
+    problem: str | None = Field(
+        default=None,
+        description="Why a stored entry is not usable (an item written by hand); null if usable",
+    )
+
+
+class RegistryView(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    entries: list[RegistryEntryView] = Field(description="In key order")
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null last")
+
+
 class ErrorView(BaseModel):
     """Every error answer: a stable code for scripts and a sentence for people."""
 

@@ -6,7 +6,8 @@
 | CONFIG      | the bad TARGETS entry       | a TARGETS entry that cannot be checked           |
 | HISTORY#key | time#event                  | one alert of a target's history (TTL)            |
 | RUN         | LATEST                      | the last run: when, summary, portals checked     |
-| INVENTORY   | portal                      | connectors and open lines, cached for validation |
+| INVENTORY   | portal                      | connectors, open lines, lines seen configured    |
+| REGISTRY    | portal/connector/line or *  | an entry of the target registry                  |
 | LOCK        | name                        | a lease (token refresh)                          |
 """
 
@@ -234,6 +235,8 @@ def inventory_to_item(cached: CachedInventory) -> dict[str, Any]:
         item["connectors_denied"] = True
     else:
         item["connectors"] = sorted(connectors)
+    if cached.seen:  # watched connectors: the lines each was seen configured on
+        item["seen"] = {c: sorted(lines) for c, lines in sorted(cached.seen.items())}
     return item
 
 
@@ -256,7 +259,8 @@ def inventory_from_item(item: dict[str, Any]) -> CachedInventory:
         else frozenset(str(c) for c in item.get("connectors") or [])
     )
     inventory = Inventory(connectors=connectors, lines=lines)
-    return CachedInventory(str(item["sk"]), parse_iso(item["validated_at"]), inventory)
+    seen = {str(c): frozenset(int(n) for n in v) for c, v in (item.get("seen") or {}).items()}
+    return CachedInventory(str(item["sk"]), parse_iso(item["validated_at"]), inventory, seen)
 
 
 def _opt_iso(moment: datetime | None) -> str | None:

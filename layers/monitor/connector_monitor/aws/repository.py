@@ -15,8 +15,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import boto3
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from ..domain.alerts import Alert
@@ -25,6 +23,16 @@ from ..domain.runs import RunRecord
 from ..domain.targets import Target
 from ..domain.transitions import TargetStatus
 from ..state import Claim, Loaded, SaveOutcome, StateStoreError
+from .dynamodb import (
+    CLIENT_CONFIG,
+    describe_error,
+    error_code,
+    placeholders,
+    plain,
+    query_items,
+    table_key,
+    typed,
+)
 from .records import (
     CONFIG_PK,
     INVENTORY_PK,
@@ -47,12 +55,6 @@ logger = logging.getLogger(__name__)
 
 TRANSACTION_LIMIT = 100
 BATCH_WRITE_LIMIT = 25
-CLIENT_CONFIG = Config(
-    retries={"max_attempts": 6, "mode": "standard"}, connect_timeout=3, read_timeout=10
-)
-
-_serializer = TypeSerializer()
-_deserializer = TypeDeserializer()
 
 
 class RepositoryError(StateStoreError):
@@ -102,7 +104,7 @@ class StateRepository:
         if after:
             params["ExclusiveStartKey"] = {"pk": {"S": STATE_PK}, "sk": {"S": after}}
         page = self._call("query", **params)
-        statuses = [status_from_item(_plain(i)) for i in page.get("Items", [])]
+        statuses = [status_from_item(plain(i)) for i in page.get("Items", [])]
         last = page.get("LastEvaluatedKey")
         return statuses, (str(last["sk"]["S"]) if last else None)
 
@@ -165,7 +167,7 @@ class StateRepository:
                     "version = :v AND (attribute_not_exists(claim_until) OR claim_until < :now "
                     "OR claim_owner = :me)"
                 ),
-                ExpressionAttributeValues=_values(
+                ExpressionAttributeValues=placeholders(
                     me=claim.owner,
                     until=iso(claim.until),
                     now=iso(now),
@@ -174,9 +176,9 @@ class StateRepository:
                 ),
             )
         except ClientError as exc:
-            if _code(exc) == "ConditionalCheckFailedException":
+            if error_code(exc) == "ConditionalCheckFailedException":
                 return None
-            raise RepositoryError(_describe("claim alerts", exc)) from None
+            raise RepositoryError(describe_error("claim alerts", exc)) from None
         return _bumped(status)
 
     def acknowledge(self, status: TargetStatus, owner: str, published: Iterable[str]) -> bool:
@@ -191,13 +193,13 @@ class StateRepository:
                 Key=_key(status_key(status.subject)),
                 UpdateExpression=f"REMOVE {removes} ADD version :one",
                 ConditionExpression="claim_owner = :me",
-                ExpressionAttributeValues=_values(me=owner, one=1),
+                ExpressionAttributeValues=placeholders(me=owner, one=1),
                 **({"ExpressionAttributeNames": names} if names else {}),
             )
         except ClientError as exc:
-            if _code(exc) == "ConditionalCheckFailedException":
+            if error_code(exc) == "ConditionalCheckFailedException":
                 return False
-            raise RepositoryError(_describe("acknowledge alerts", exc)) from None
+            raise RepositoryError(describe_error("acknowledge alerts", exc)) from None
         return True
 
     def delete(self, statuses: Sequence[TargetStatus]) -> None:
@@ -206,11 +208,11 @@ class StateRepository:
         self._batch_write([{"DeleteRequest": {"Key": _key(k)}} for k in keys])
 
     def save_run(self, run: RunRecord) -> None:
-        self._call("put_item", TableName=self.table_name, Item=_typed(run_to_item(run)))
+        self._call("put_item", TableName=self.table_name, Item=typed(run_to_item(run)))
 
     def save_inventories(self, inventories: Sequence[CachedInventory]) -> None:
         self._batch_write(
-            [{"PutRequest": {"Item": _typed(inventory_to_item(c))}} for c in inventories]
+            [{"PutRequest": {"Item": typed(inventory_to_item(c))}} for c in inventories]
         )
 
     # ---- plumbing ------------------------------------------------------------------------
@@ -230,7 +232,7 @@ class StateRepository:
         status_put = {"Put": self._conditional_put(status, claim)}
         return [
             status_put,
-            *({"Put": {"TableName": self.table_name, "Item": _typed(r)}} for r in records),
+            *({"Put": {"TableName": self.table_name, "Item": typed(r)}} for r in records),
         ]
 
     def _transact(self, items: list[dict[str, Any]]) -> bool:
@@ -250,33 +252,23 @@ class StateRepository:
         item["version"] = status.version + 1
         if claim:
             item.update(claim_owner=claim.owner, claim_until=iso(claim.until))
-        put: dict[str, Any] = {"TableName": self.table_name, "Item": _typed(item)}
+        put: dict[str, Any] = {"TableName": self.table_name, "Item": typed(item)}
         if status.version == 0:
             put["ConditionExpression"] = "attribute_not_exists(pk)"
         else:
             put["ConditionExpression"] = "version = :v"
-            put["ExpressionAttributeValues"] = _values(v=status.version)
+            put["ExpressionAttributeValues"] = placeholders(v=status.version)
         return put
 
     def _query_all(self, pk: str) -> Iterator[dict[str, Any]]:
-        params: dict[str, Any] = {
-            "TableName": self.table_name,
-            "KeyConditionExpression": "pk = :pk",
-            "ExpressionAttributeValues": {":pk": {"S": pk}},
-            # Eventually consistent (half the price): every write is conditional on the version
-            # read, so a stale read can only lose a race, never overwrite a newer decision.
-        }
-        while True:
-            page = self._call("query", **params)
-            yield from (_plain(i) for i in page.get("Items", []))
-            if "LastEvaluatedKey" not in page:
-                return
-            params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        # Eventually consistent (half the price): every write is conditional on the version
+        # read, so a stale read can only lose a race, never overwrite a newer decision.
+        return query_items(self._call, self.table_name, pk)
 
     def _get(self, key: dict[str, str]) -> dict[str, Any] | None:
         answer = self._call("get_item", TableName=self.table_name, Key=_key(key))
         item = answer.get("Item")
-        return _plain(item) if item else None
+        return plain(item) if item else None
 
     def _batch_write(self, requests: list[dict[str, Any]]) -> None:
         for chunk in _chunks(requests, BATCH_WRITE_LIMIT):
@@ -294,9 +286,12 @@ class StateRepository:
         try:
             return getattr(self._client, operation)(**params)
         except ClientError as exc:
-            if _code(exc) in ("TransactionCanceledException", "ConditionalCheckFailedException"):
+            if error_code(exc) in (
+                "TransactionCanceledException",
+                "ConditionalCheckFailedException",
+            ):
                 raise
-            raise RepositoryError(_describe(operation, exc)) from None
+            raise RepositoryError(describe_error(operation, exc)) from None
         except Exception as exc:  # endpoint unreachable, credentials, ...
             raise RepositoryError(f"DynamoDB {operation} failed: {type(exc).__name__}") from None
 
@@ -327,26 +322,5 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
         yield items[start : start + size]
 
 
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def _describe(what: str, exc: ClientError) -> str:
-    error = exc.response.get("Error", {})
-    return f"DynamoDB could not {what}: {error.get('Code', '?')} {error.get('Message', '')}".strip()
-
-
-def _typed(item: dict[str, Any]) -> dict[str, Any]:
-    return {k: _serializer.serialize(v) for k, v in item.items()}
-
-
-def _plain(item: dict[str, Any]) -> dict[str, Any]:
-    return {k: _deserializer.deserialize(v) for k, v in item.items()}
-
-
 def _key(key: dict[str, str]) -> dict[str, Any]:
-    return {"pk": {"S": key["pk"]}, "sk": {"S": key["sk"]}}
-
-
-def _values(**values: Any) -> dict[str, Any]:
-    return {f":{k}": _serializer.serialize(v) for k, v in values.items()}
+    return table_key(key["pk"], key["sk"])

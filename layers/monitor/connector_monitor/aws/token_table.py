@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import boto3
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..bitrix24.credentials import AppCredentials, PortalCredentials
 from ..bitrix24.errors import CredentialsError, TokenStoreError
 from .botocore_redaction import install_botocore_redaction
+from .dynamodb import error_code, plain, query_items, table_key, typed
 
 PORTAL_PK = "PORTAL"
 PAIR_FIELDS = (
@@ -42,8 +42,6 @@ CLIENT_CONFIG = Config(
     retries={"max_attempts": 4, "mode": "standard"}, connect_timeout=3, read_timeout=10
 )
 
-_serializer = TypeSerializer()
-_deserializer = TypeDeserializer()
 install_botocore_redaction()
 
 
@@ -136,12 +134,12 @@ class TablePairs:
                 UpdateExpression=f"SET {assignments}, version = :next",
                 ConditionExpression="version = :seen",
                 ExpressionAttributeNames=names,
-                ExpressionAttributeValues=_typed(
+                ExpressionAttributeValues=typed(
                     {**values, ":next": updated["version"], ":seen": int(known.get("version", 0))}
                 ),
             )
         except ClientError as exc:
-            code = _code(exc)
+            code = error_code(exc)
             why = (
                 "another writer changed it since it was read"
                 if code == "ConditionalCheckFailedException"
@@ -170,14 +168,14 @@ class TablePairs:
             self._call(
                 "put_item",
                 TableName=self.table_name,
-                Item={k: _serializer.serialize(v) for k, v in item.items()},
+                Item=typed(item),
                 ConditionExpression="attribute_not_exists(sk)",
             )
         except ClientError as exc:
-            if _code(exc) == "ConditionalCheckFailedException":
+            if error_code(exc) == "ConditionalCheckFailedException":
                 return False
             raise TokenStoreError(
-                f"token table {self.table_name}: {portal} could not be added ({_code(exc)})"
+                f"token table {self.table_name}: {portal} could not be added ({error_code(exc)})"
             ) from None
         return True
 
@@ -198,35 +196,21 @@ class TablePairs:
         return PortalCredentials.from_secret_entry(portal, entry)
 
     def _query(self) -> Iterator[dict[str, Any]]:
-        params: dict[str, Any] = {
-            "TableName": self.table_name,
-            "KeyConditionExpression": "pk = :pk",
-            "ExpressionAttributeValues": {":pk": {"S": PORTAL_PK}},
-        }
-        if self._range is not None:
-            params["KeyConditionExpression"] += " AND sk BETWEEN :first AND :last"
-            params["ExpressionAttributeValues"].update(
-                {":first": {"S": self._range.first}, ":last": {"S": self._range.last}}
-            )
-        while True:
-            page = self._read("query", **params)
-            yield from (_plain(i) for i in page.get("Items", []))
-            if "LastEvaluatedKey" not in page:
-                return
-            params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        between = (self._range.first, self._range.last) if self._range is not None else None
+        return query_items(self._read, self.table_name, PORTAL_PK, between=between)
 
     def _get(self, portal: str) -> dict[str, Any] | None:
         answer = self._read(
             "get_item", TableName=self.table_name, Key=_key(portal), ConsistentRead=True
         )
         item = answer.get("Item")
-        return _plain(item) if item else None
+        return plain(item) if item else None
 
     def _read(self, operation: str, **params: Any) -> Any:
         try:
             return self._call(operation, **params)
         except (ClientError, BotoCoreError) as exc:
-            code = _code(exc) if isinstance(exc, ClientError) else type(exc).__name__
+            code = error_code(exc) if isinstance(exc, ClientError) else type(exc).__name__
             raise TokenStoreError(
                 f"token table {self.table_name} could not be read ({code})"
             ) from None
@@ -250,16 +234,4 @@ def _pair_of(credentials: PortalCredentials) -> dict[str, Any]:
 
 
 def _key(portal: str) -> dict[str, Any]:
-    return {"pk": {"S": PORTAL_PK}, "sk": {"S": portal}}
-
-
-def _typed(values: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: _serializer.serialize(v) for k, v in values.items()}
-
-
-def _plain(item: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: _deserializer.deserialize(v) for k, v in item.items()}
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", "") or "unknown error")
+    return table_key(PORTAL_PK, portal)

@@ -8,7 +8,7 @@ turns such a typo into a configuration error instead of a `connector.down`.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from .targets import Target
@@ -40,11 +40,14 @@ class Inventory:
 
 @dataclass(frozen=True)
 class CachedInventory:
-    """A portal's inventory as of its last validation (read again every few hours)."""
+    """A portal's inventory as of its last validation (read again every few hours), with the
+    lines each watched connector has been seen configured on (`seen`: its keys are the
+    connectors looked for, even where none was seen)."""
 
     portal: str
     validated_at: datetime
     inventory: Inventory
+    seen: Mapping[str, frozenset[int]] = field(default_factory=dict)
 
 
 VALIDATION_OFF = (

@@ -1,4 +1,6 @@
-"""Targets: which (portal, connector, open line) triples to watch, parsed from `TARGETS`."""
+"""Targets: which (portal, connector, open line) triples to watch, parsed from `TARGETS` or read
+from the registry, and *watches*: a connector on every open line of a portal (or of every
+portal the monitor holds tokens for) where it has been seen configured."""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Protocol
 
@@ -18,6 +20,7 @@ _DIGITS = re.compile(r"^[0-9]{1,12}$")
 DOMAIN_LIMIT = 253  # the longest DNS name
 LINE_LIMIT = 2**31 - 1  # Bitrix24 line ids are database integers
 KEY_ENTRY_LIMIT = 200
+ANY = "*"  # in an entry: every line (as the line), every portal with tokens (as the portal)
 
 
 @dataclass(frozen=True, order=True)
@@ -32,6 +35,27 @@ class Target:
     def key(self) -> str:
         """Stable identity used as a storage key and in API paths."""
         return f"{self.portal}/{self.connector}/{self.line}"
+
+    def __str__(self) -> str:
+        return self.key
+
+
+@dataclass(frozen=True, order=True)
+class Watch:
+    """A connector on every open line where it has been seen `CONFIGURED=true`: of one portal,
+    or (portal `*`) of every portal the monitor holds tokens for. Lines are discovered at each
+    inventory; a line never configured is not a target."""
+
+    portal: str  # a domain, or ANY
+    connector: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.portal}/{self.connector}/{ANY}"
+
+    @property
+    def every_portal(self) -> bool:
+        return self.portal == ANY
 
     def __str__(self) -> str:
         return self.key
@@ -77,6 +101,9 @@ def validation_problem(portal: str, reason: str) -> TargetError:
 Subject = Target | TargetError
 """What the state machine follows: a checkable target, or a TARGETS entry that cannot be checked."""
 
+Entry = Target | Watch
+"""What a person asks the monitor to watch: one target, or a connector on every line."""
+
 
 WHOLE_LIST = "TARGETS"  # the entry that stands for the whole list when none of it is usable
 
@@ -85,35 +112,57 @@ WHOLE_LIST = "TARGETS"  # the entry that stands for the whole list when none of 
 class TargetList:
     targets: tuple[Target, ...]
     errors: tuple[TargetError, ...]
+    watches: tuple[Watch, ...] = ()
 
     @property
     def unusable(self) -> TargetError | None:
-        """Why the list as a whole cannot be used, when it yields no valid target at all.
+        """Why the list as a whole cannot be used, when it yields no valid entry at all.
 
         An empty or unreadable list is an operator's slip, not a decision to stop watching:
         the run checks nothing and forgets nothing (open incidents stay open).
         """
-        if self.targets:
+        if self.targets or self.watches:
             return None
         if not self.errors:
-            return whole_list("TARGETS holds no target (it is empty)")
+            return whole_list("no target is configured (TARGETS and the registry are empty)")
         if len(self.errors) == 1 and self.errors[0].problem is ConfigProblem.LIST:
             return self.errors[0]
         first = self.errors[0]
         return whole_list(
-            f"none of the {len(self.errors)} TARGETS entries is valid "
+            f"none of the {len(self.errors)} configured entries is valid "
             f"(the first, '{first.entry[:80]}': {first.reason})"
         )
 
-    def portals(self) -> list[str]:
-        return sorted({t.portal for t in self.targets})
+    def portals(self, with_tokens: Iterable[str] = ()) -> list[str]:
+        """The portals to check: those named, and `with_tokens` when a watch covers them all."""
+        named = {t.portal for t in self.targets}
+        named.update(w.portal for w in self.watches if not w.every_portal)
+        if any(w.every_portal for w in self.watches):
+            named.update(with_tokens)
+        return sorted(named)
 
     def for_portal(self, portal: str) -> list[Target]:
         return [t for t in self.targets if t.portal == portal]
 
+    def watched_on(self, portal: str) -> list[str]:
+        """The connectors watched on every line of `portal`."""
+        return sorted({w.connector for w in self.watches if w.portal in (portal, ANY)})
+
+    def merged(self, other: TargetList) -> TargetList:
+        """Both lists' entries, each once."""
+        return _collect(
+            [*self.targets, *self.watches, *other.targets, *other.watches],
+            [
+                *self.errors,
+                *other.errors,
+            ],
+        )
+
 
 def parse_targets(raw: str) -> TargetList:
-    """Parse `TARGETS`: comma-separated `domain/CONNECTOR/LINE`, or a JSON list of objects.
+    """Parse `TARGETS`: comma-separated `domain/CONNECTOR/LINE` (LINE `*`: every line where the
+    connector is configured; domain and LINE `*`: that on every portal with tokens), or a JSON
+    list of objects with the same three parts.
 
     Never raises for a bad entry: every entry is either a `Target` or a `TargetError`, so one
     typo cannot stop the other targets from being checked. Duplicates are checked once.
@@ -124,6 +173,31 @@ def parse_targets(raw: str) -> TargetList:
     if text.startswith(("[", "{")):
         return _collect(_from_json(text))
     return _collect(_from_csv(text))
+
+
+def check_entry(
+    portal: object, connector: object, line: object, entry: str
+) -> Target | Watch | TargetError:
+    """Validate one entry's parts, where `*` may stand for every line (and then for every
+    portal with tokens): a target, a watch, or why it is neither."""
+    portal_s = str(portal if portal is not None else "").strip()
+    line_s = str(line if line is not None else "").strip()
+    if line_s == ANY:
+        checked = check_target("example.com" if portal_s == ANY else portal, connector, 1, entry)
+        if isinstance(checked, TargetError):
+            return replace(checked, portal=portal_s.lower(), line=ANY)
+        return Watch(ANY if portal_s == ANY else checked.portal, checked.connector)
+    if portal_s == ANY:
+        connector_s = str(connector if connector is not None else "").strip().lower()
+        return TargetError(
+            entry,
+            "'*' as the portal needs '*' as the line: write */connector/* to watch a connector "
+            "on every line of every portal with tokens",
+            ANY,
+            connector_s,
+            line_s,
+        )
+    return check_target(portal, connector, line, entry)
 
 
 def check_target(
@@ -164,6 +238,17 @@ def check_target(
     return Target(portal_s, connector_s, line_i)
 
 
+def parse_entry(text: str) -> Target | Watch | TargetError:
+    """One entry written as `domain/connector/line`, where `*` may stand for the line (and
+    then the domain): what the registry's CLI and API accept."""
+    entry = text.strip()
+    parts = entry.split("/")
+    if len(parts) != 3:
+        portal, connector = [*parts, "", ""][:2]
+        return TargetError(entry, "expected domain/connector/line", portal, connector)
+    return check_entry(parts[0], parts[1], parts[2], entry)
+
+
 def whole_list(reason: str) -> TargetError:
     return TargetError(WHOLE_LIST, reason, problem=ConfigProblem.LIST)
 
@@ -173,19 +258,13 @@ def is_connector_id(text: str) -> bool:
     return bool(_CONNECTOR.match(text))
 
 
-def _from_csv(text: str) -> Iterable[Target | TargetError]:
+def _from_csv(text: str) -> Iterable[Target | Watch | TargetError]:
     for entry in (part.strip() for part in text.split(",")):
-        if not entry:
-            continue
-        parts = entry.split("/")
-        if len(parts) != 3:
-            portal, connector = [*parts, "", ""][:2]
-            yield TargetError(entry, "expected domain/connector/line", portal, connector)
-            continue
-        yield check_target(parts[0], parts[1], parts[2], entry)
+        if entry:
+            yield parse_entry(entry)
 
 
-def _from_json(text: str) -> Iterable[Target | TargetError]:
+def _from_json(text: str) -> Iterable[Target | Watch | TargetError]:
     try:
         items = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -199,22 +278,32 @@ def _from_json(text: str) -> Iterable[Target | TargetError]:
         if not isinstance(item, dict):
             yield TargetError(entry, "each entry must be an object with portal, connector, line")
             continue
-        yield check_target(item.get("portal"), item.get("connector"), item.get("line"), entry)
+        yield check_entry(item.get("portal"), item.get("connector"), item.get("line"), entry)
 
 
-def _collect(items: Iterable[Target | TargetError]) -> TargetList:
+def _collect(
+    items: Iterable[Target | Watch | TargetError], errors: Iterable[TargetError] = ()
+) -> TargetList:
     targets: dict[Target, None] = {}
-    errors: dict[str, TargetError] = {}
+    watches: dict[Watch, None] = {}
+    problems: dict[str, TargetError] = {e.key: e for e in errors}
     for item in items:
         if isinstance(item, Target):
             targets.setdefault(item, None)
+        elif isinstance(item, Watch):
+            watches.setdefault(item, None)
         else:
-            errors.setdefault(item.key, item)
-    return TargetList(tuple(targets), tuple(errors.values()))
+            problems.setdefault(item.key, item)
+    return TargetList(tuple(targets), tuple(problems.values()), tuple(watches))
+
+
+def entry_list(entries: Iterable[Target | Watch | TargetError]) -> TargetList:
+    """Entries read one by one (the registry's), each once."""
+    return _collect(entries)
 
 
 class TargetSource(Protocol):
-    """Where the checker gets its targets (today `TARGETS`; later a registry)."""
+    """Where the checker gets its targets: `TARGETS`, the registry, or both."""
 
     def load(self) -> TargetList: ...
 

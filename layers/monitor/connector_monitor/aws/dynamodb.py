@@ -1,0 +1,76 @@
+"""What every DynamoDB adapter of the monitor shares: the item codec, the client's retry
+settings, error codes, and a query read page by page."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+CLIENT_CONFIG = Config(
+    retries={"max_attempts": 6, "mode": "standard"}, connect_timeout=3, read_timeout=10
+)
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+
+def typed(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Plain Python values as DynamoDB attribute values."""
+    return {k: _serializer.serialize(v) for k, v in values.items()}
+
+
+def plain(item: Mapping[str, Any]) -> dict[str, Any]:
+    """A DynamoDB item as plain Python values (numbers as Decimal)."""
+    return {k: _deserializer.deserialize(v) for k, v in item.items()}
+
+
+def placeholders(**values: Any) -> dict[str, Any]:
+    """`ExpressionAttributeValues` for `:name` placeholders."""
+    return {f":{k}": _serializer.serialize(v) for k, v in values.items()}
+
+
+def table_key(pk: str, sk: str) -> dict[str, Any]:
+    return {"pk": {"S": pk}, "sk": {"S": sk}}
+
+
+def error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", "") or "unknown error")
+
+
+def describe_error(what: str, exc: ClientError) -> str:
+    error = exc.response.get("Error", {})
+    return f"DynamoDB could not {what}: {error.get('Code', '?')} {error.get('Message', '')}".strip()
+
+
+def query_items(
+    call: Callable[..., Any],
+    table: str,
+    pk: str,
+    *,
+    between: tuple[str, str] | None = None,
+    consistent: bool = False,
+) -> Iterator[dict[str, Any]]:
+    """Every item of one partition (sort keys within `between`, inclusive), as plain values,
+    one page (up to 1 MB) per call of `call("query", ...)`."""
+    params: dict[str, Any] = {
+        "TableName": table,
+        "KeyConditionExpression": "pk = :pk",
+        "ExpressionAttributeValues": {":pk": {"S": pk}},
+    }
+    if between is not None:
+        params["KeyConditionExpression"] += " AND sk BETWEEN :first AND :last"
+        params["ExpressionAttributeValues"].update(
+            {":first": {"S": between[0]}, ":last": {"S": between[1]}}
+        )
+    if consistent:
+        params["ConsistentRead"] = True
+    while True:
+        page = call("query", **params)
+        yield from (plain(i) for i in page.get("Items", []))
+        if "LastEvaluatedKey" not in page:
+            return
+        params["ExclusiveStartKey"] = page["LastEvaluatedKey"]

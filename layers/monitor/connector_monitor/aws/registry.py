@@ -1,0 +1,160 @@
+"""The target registry: entries (`portal/connector/line`, `portal/connector/*`,
+`*/connector/*`) kept in the state table, beyond what `TARGETS` can hold.
+
+Item: `pk` "REGISTRY", `sk` the entry's key; `portal`, `connector`, `line` (a number or "*"),
+`added_at`, `added_by`. The checker reads the partition by query pages at each run; the CLI and
+the API's registry routes add and remove entries (the API's role may write this partition only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ..domain.targets import (
+    ANY,
+    Target,
+    TargetError,
+    TargetList,
+    Watch,
+    check_entry,
+    entry_list,
+)
+from ..domain.text import clip
+from .dynamodb import (
+    CLIENT_CONFIG,
+    describe_error,
+    error_code,
+    plain,
+    query_items,
+    table_key,
+    typed,
+)
+from .records import iso
+from .repository import RepositoryError
+
+REGISTRY_PK = "REGISTRY"
+ADDED_BY_LIMIT = 200  # an IAM ARN or a person's name, not a document
+
+
+@dataclass(frozen=True)
+class RegisteredEntry:
+    """An entry as the registry holds it; `problem` says why a stored item is not usable."""
+
+    key: str
+    added_at: str
+    added_by: str
+    entry: Target | Watch | None = None
+    problem: str | None = None
+
+
+class Registry:
+    """The registry's partition of the state table."""
+
+    def __init__(self, table_name: str, *, client: Any | None = None) -> None:
+        self.table_name = table_name
+        self._client = client or boto3.client("dynamodb", config=CLIENT_CONFIG)
+        self.calls = 0
+
+    def load(self) -> TargetList:
+        """Every entry, each once; an item that is not a valid entry (written by hand) is a
+        configuration problem named after its key, never a reason to drop the others."""
+        items: list[Target | Watch | TargetError] = []
+        for registered in self.entries():
+            if registered.entry is not None:
+                items.append(registered.entry)
+            else:
+                reason = registered.problem or "not a valid entry"
+                items.append(TargetError(f"registry {registered.key}", reason))
+        return entry_list(items)
+
+    def entries(self) -> list[RegisteredEntry]:
+        return [_registered(item) for item in self._items()]
+
+    def page(
+        self, *, limit: int, after: str | None = None
+    ) -> tuple[list[RegisteredEntry], str | None]:
+        """Up to `limit` entries in key order after `after`, and the key to continue after."""
+        params: dict[str, Any] = {
+            "TableName": self.table_name,
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": REGISTRY_PK}},
+            "Limit": limit,
+        }
+        if after:
+            params["ExclusiveStartKey"] = table_key(REGISTRY_PK, after)
+        try:
+            answer = self._call("query", **params)
+        except ClientError as exc:
+            raise RepositoryError(describe_error("read the registry", exc)) from None
+        entries = [_registered(plain(i)) for i in answer.get("Items", [])]
+        last = answer.get("LastEvaluatedKey")
+        return entries, (str(last["sk"]["S"]) if last else None)
+
+    def add(self, entry: Target | Watch, *, added_by: str, at: datetime) -> bool:
+        """Store `entry` unless it is there already (then False: adding twice is harmless)."""
+        line = ANY if isinstance(entry, Watch) else entry.line
+        item = {
+            "pk": REGISTRY_PK,
+            "sk": entry.key,
+            "portal": entry.portal,
+            "connector": entry.connector,
+            "line": line,
+            "added_at": iso(at),
+            "added_by": clip(added_by, ADDED_BY_LIMIT),
+        }
+        try:
+            self._call(
+                "put_item",
+                TableName=self.table_name,
+                Item=typed(item),
+                ConditionExpression="attribute_not_exists(sk)",
+            )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise RepositoryError(describe_error("add a registry entry", exc)) from None
+        return True
+
+    def remove(self, key: str) -> bool:
+        """Remove the entry with this key; False when there was none."""
+        try:
+            answer = self._call(
+                "delete_item",
+                TableName=self.table_name,
+                Key=table_key(REGISTRY_PK, key),
+                ReturnValues="ALL_OLD",
+            )
+        except ClientError as exc:
+            raise RepositoryError(describe_error("remove a registry entry", exc)) from None
+        return bool(answer.get("Attributes"))
+
+    def _items(self) -> Iterator[dict[str, Any]]:
+        try:
+            yield from query_items(self._call, self.table_name, REGISTRY_PK)
+        except ClientError as exc:
+            raise RepositoryError(describe_error("read the registry", exc)) from None
+
+    def _call(self, operation: str, **params: Any) -> Any:
+        self.calls += 1
+        try:
+            return getattr(self._client, operation)(**params)
+        except BotoCoreError as exc:  # endpoint unreachable, credentials, ...
+            raise RepositoryError(f"DynamoDB {operation} failed: {type(exc).__name__}") from None
+
+
+def _registered(item: dict[str, Any]) -> RegisteredEntry:
+    key = str(item.get("sk", ""))
+    checked = check_entry(item.get("portal"), item.get("connector"), item.get("line"), key)
+    added_at, added_by = str(item.get("added_at", "")), str(item.get("added_by", ""))
+    if isinstance(checked, TargetError):
+        return RegisteredEntry(key, added_at, added_by, problem=checked.reason)
+    if checked.key != key:
+        problem = f"the item's key does not match its parts ({checked.key})"
+        return RegisteredEntry(key, added_at, added_by, problem=problem)
+    return RegisteredEntry(key, added_at, added_by, entry=checked)

@@ -1,0 +1,5 @@
+import sys
+
+from monitorctl.cli import main
+
+sys.exit(main())

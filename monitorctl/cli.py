@@ -1,0 +1,239 @@
+"""Operate a deployed monitor, with your own AWS credentials:
+
+    python -m monitorctl --stack NAME targets list
+    python -m monitorctl --stack NAME targets add a.bitrix24.com/myconnector/12 '*/myconnector/*'
+    python -m monitorctl --stack NAME targets remove example.bitrix24.com/myconnector/12
+    python -m monitorctl --stack NAME tokens list
+    python -m monitorctl --stack NAME tokens move [--portal example.bitrix24.com ...]
+
+`--stack` reads the table, token table and secret from the stack's outputs; `--table`,
+`--tokens-table` and `--secret` name them instead. No command prints a token or a secret.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+
+from connector_monitor.aws.lease import Lease
+from connector_monitor.aws.registry import Registry
+from connector_monitor.aws.token_store import SecretPairs
+from connector_monitor.aws.token_table import TablePairs
+from connector_monitor.bitrix24.errors import CredentialsError, TokenStoreError
+from connector_monitor.fleet_tokens import move_to_table
+from connector_monitor.registry_service import RegistryService, entry_from_text
+from connector_monitor.snapshot import SnapshotError
+from connector_monitor.state import StateStoreError
+
+OUTPUTS = {"table": "TableName", "tokens_table": "TokenTableName", "secret": "SecretArn"}
+
+
+class UsageError(Exception):
+    """What the operator must pass or fix; printed as is."""
+
+
+@dataclass(frozen=True)
+class Stack:
+    """Where the monitor keeps what the commands touch."""
+
+    table: str
+    tokens_table: str
+    secret: str
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m monitorctl", description=(__doc__ or "").splitlines()[0]
+    )
+    parser.add_argument("--stack", help="the deployed stack's name (reads its outputs)")
+    parser.add_argument("--region", help="AWS region (default: your AWS configuration's)")
+    parser.add_argument("--table", help="the state table (instead of --stack)")
+    parser.add_argument("--tokens-table", help="the fleet's token table (instead of --stack)")
+    parser.add_argument("--secret", help="the secret's name or ARN (instead of --stack)")
+    groups = parser.add_subparsers(dest="group", required=True)
+
+    targets = groups.add_parser("targets", help="the target registry")
+    verbs = targets.add_subparsers(dest="verb", required=True)
+    verbs.add_parser("list", help="every entry, with who added it and when")
+    add = verbs.add_parser("add", help="add entries: domain/connector/line, line or domain *")
+    add.add_argument("entries", nargs="+", metavar="ENTRY")
+    add.add_argument("--by", help="who adds them (default: your AWS identity)")
+    remove = verbs.add_parser("remove", help="remove entries")
+    remove.add_argument("entries", nargs="+", metavar="ENTRY")
+
+    tokens = groups.add_parser("tokens", help="the portals' token pairs")
+    verbs = tokens.add_subparsers(dest="verb", required=True)
+    verbs.add_parser("list", help="which portals' pairs are in the secret, which in the table")
+    move = verbs.add_parser("move", help="move pairs from the secret to the fleet's token table")
+    move.add_argument(
+        "--portal", action="append", dest="portals", help="only this portal (repeatable)"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
+    args = parse_args(argv)
+    try:
+        stack = locate(args)
+        return COMMANDS[(args.group, args.verb)](args, stack, out)
+    except (UsageError, SnapshotError) as exc:
+        print(f"error: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        return 2
+    except (StateStoreError, TokenStoreError, CredentialsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (BotoCoreError, ClientError) as exc:
+        print(f"error: AWS refused or could not be reached: {exc}", file=sys.stderr)
+        return 1
+
+
+def locate(args: argparse.Namespace) -> Stack:
+    found = {"table": args.table, "tokens_table": args.tokens_table, "secret": args.secret}
+    if args.stack:
+        outputs = stack_outputs(args.stack, args.region)
+        for name, output in OUTPUTS.items():
+            found[name] = found[name] or outputs.get(output)
+    return Stack(found["table"] or "", found["tokens_table"] or "", found["secret"] or "")
+
+
+def stack_outputs(stack: str, region: str | None) -> dict[str, str]:
+    client = boto3.client("cloudformation", region_name=region)
+    try:
+        (described,) = client.describe_stacks(StackName=stack)["Stacks"]
+    except ClientError as exc:
+        raise UsageError(f"stack {stack} could not be read: {exc}") from None
+    return {o["OutputKey"]: o["OutputValue"] for o in described.get("Outputs", [])}
+
+
+def _need(value: str, what: str, option: str) -> str:
+    if not value:
+        raise UsageError(f"which {what}? pass --stack NAME or {option}")
+    return value
+
+
+def _registry(args: argparse.Namespace, stack: Stack) -> RegistryService:
+    table = _need(stack.table, "state table", "--table")
+    return RegistryService(Registry(table, client=_dynamodb(args)))
+
+
+def _dynamodb(args: argparse.Namespace) -> Any:
+    return boto3.client("dynamodb", region_name=args.region)
+
+
+# ---- targets ----------------------------------------------------------------------------------
+def targets_list(args: argparse.Namespace, stack: Stack, out: TextIO) -> int:
+    service, cursor, count = _registry(args, stack), None, 0
+    while True:
+        page = service.page(cursor=cursor)
+        for entry in page.entries:
+            count += 1
+            note = f"  PROBLEM: {entry.problem}" if entry.problem else ""
+            print(
+                f"{entry.key}\tadded {entry.added_at or '?'} by {entry.added_by or '?'}{note}",
+                file=out,
+            )
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    print(f"{count} entries", file=out)
+    return 0
+
+
+def targets_add(args: argparse.Namespace, stack: Stack, out: TextIO) -> int:
+    entries = [entry_from_text(text) for text in args.entries]  # all valid, or nothing added
+    service, by, now = _registry(args, stack), args.by or identity(args), datetime.now(UTC)
+    for entry in entries:
+        added = service.add(entry, by=by, at=now)
+        print(f"{'added' if added else 'already there'}: {entry.key}", file=out)
+    return 0
+
+
+def targets_remove(args: argparse.Namespace, stack: Stack, out: TextIO) -> int:
+    entries = [entry_from_text(text) for text in args.entries]
+    service, missing = _registry(args, stack), 0
+    for entry in entries:
+        try:
+            service.remove(entry)
+        except SnapshotError:
+            missing += 1
+            print(f"not in the registry: {entry.key}", file=out)
+        else:
+            print(f"removed: {entry.key}", file=out)
+    return 1 if missing else 0
+
+
+def identity(args: argparse.Namespace) -> str:
+    """Who is adding: the caller's AWS identity, else the local user."""
+    try:
+        return str(boto3.client("sts", region_name=args.region).get_caller_identity()["Arn"])
+    except (BotoCoreError, ClientError):
+        return getpass.getuser()
+
+
+# ---- tokens -----------------------------------------------------------------------------------
+def _secret(args: argparse.Namespace, stack: Stack) -> SecretPairs:
+    secret = _need(stack.secret, "secret", "--secret")
+    return SecretPairs(secret, client=boto3.client("secretsmanager", region_name=args.region))
+
+
+def _table(args: argparse.Namespace, stack: Stack, secret: SecretPairs) -> TablePairs:
+    table = _need(stack.tokens_table, "token table", "--tokens-table")
+    return TablePairs(table, apps=secret.apps, client=_dynamodb(args))
+
+
+def tokens_list(args: argparse.Namespace, stack: Stack, out: TextIO) -> int:
+    secret = _secret(args, stack)
+    secret.load()
+    table = _table(args, stack, secret)
+    table.load()
+    in_secret, in_table = secret.portals(), table.portals()
+    for portal in sorted({*in_secret, *in_table}):
+        where = [
+            name for name, held in (("secret", in_secret), ("table", in_table)) if portal in held
+        ]
+        note = (
+            "  (both: the table's pair is used; `tokens move` finishes)" if len(where) == 2 else ""
+        )
+        print(f"{portal}\t{' + '.join(where)}{note}", file=out)
+    print(f"{len(in_secret)} in the secret, {len(in_table)} in the token table", file=out)
+    return 0
+
+
+def tokens_move(args: argparse.Namespace, stack: Stack, out: TextIO) -> int:
+    secret = _secret(args, stack)
+    table = _table(args, stack, secret)
+    lease = Lease(
+        _need(stack.table, "state table (it holds the refresh leases)", "--table"),
+        client=_dynamodb(args),
+    )
+    moved = move_to_table(secret, table, lease, portals=args.portals)
+    for portal in moved.moved:
+        print(f"moved: {portal}", file=out)
+    for portal in moved.already:
+        print(
+            f"already in the table (its pair kept; the secret's entry removed): {portal}", file=out
+        )
+    for portal, reason in moved.unreadable.items():
+        print(f"left in the secret, unreadable: {portal}: {reason}", file=out)
+    asked = set(args.portals or ())
+    absent = sorted(asked - {*moved.moved, *moved.already, *moved.unreadable})
+    for portal in absent:
+        print(f"not in the secret: {portal}", file=out)
+    return 1 if moved.unreadable or absent else 0
+
+
+COMMANDS = {
+    ("targets", "list"): targets_list,
+    ("targets", "add"): targets_add,
+    ("targets", "remove"): targets_remove,
+    ("tokens", "list"): tokens_list,
+    ("tokens", "move"): tokens_move,
+}

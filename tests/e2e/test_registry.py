@@ -1,0 +1,180 @@
+"""The target registry end to end: entries added over the API (and the CLI), the checker reading
+them beside TARGETS, discovery on the local portal, removal closing what was open.
+
+The local portal answers `imconnector.status` for a pair never activated with all flags false
+(as core imconnector/lib/rest/status.php does for a Status that was never saved), so the
+discovery tests see what a live portal would: lines where the connector was never configured
+are not targets.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+import boto3
+import pytest
+import requests
+
+from local.api_server import ApiServer
+from local.bitrix24_portal import LocalPortal
+from local.handlers import load_handler
+from monitorctl.cli import main as monitorctl
+from tests.e2e.conftest import CONNECTOR, LINES, PORTAL, REGION, Stack, scheduled_event
+from tests.events import LambdaContext
+
+OTHER = "other.bitrix24.com"
+
+
+@pytest.fixture
+def api(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    monkeypatch.setenv("STALE_AFTER_SECONDS", "0")
+    return load_handler("snapshot_api")
+
+
+@pytest.fixture
+def served(api: ModuleType) -> Any:
+    with ApiServer(api.lambda_handler) as server:
+        yield server
+
+
+def run(checker: ModuleType) -> dict[str, Any]:
+    summary: dict[str, Any] = checker.lambda_handler(scheduled_event(), LambdaContext())
+    return summary
+
+
+def watched(stack: Stack) -> list[str]:
+    return sorted(str(i["sk"]) for i in stack.items("STATE"))
+
+
+def registry_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TARGETS", "")
+
+
+def test_entries_added_over_the_api_are_checked_by_the_next_run(
+    stack: Stack, served: ApiServer, checker: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry_only(monkeypatch)
+    added = requests.put(f"{served.url}/registry/{PORTAL}/{CONNECTOR}/12", timeout=5)
+    again = requests.put(f"{served.url}/registry/{PORTAL}/MyConnector/12", timeout=5)
+
+    assert added.status_code == 201
+    assert added.json()["key"] == f"{PORTAL}/{CONNECTOR}/12"
+    assert added.json()["added_by"].startswith("arn:aws:iam::")  # the signed caller
+    assert again.status_code == 200  # the same entry (ids are lowercase): harmless
+
+    summary = run(checker)
+
+    assert (summary["targets"], summary["up"]) == (1, 1)
+    assert watched(stack) == [f"{PORTAL}/{CONNECTOR}/12"]
+    listing = requests.get(f"{served.url}/registry", timeout=5).json()
+    assert [e["key"] for e in listing["entries"]] == [f"{PORTAL}/{CONNECTOR}/12"]
+
+
+def test_a_watch_discovers_the_configured_lines_only(
+    stack: Stack, served: ApiServer, checker: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry_only(monkeypatch)
+    stack.portal.add_lines(PORTAL, {20: "Never configured"})
+    assert requests.put(f"{served.url}/registry/*/{CONNECTOR}/*", timeout=5).status_code == 201
+
+    summary = run(checker)
+
+    assert watched(stack) == sorted(f"{PORTAL}/{CONNECTOR}/{line}" for line in LINES)
+    assert summary["down"] == 0  # line 20 answered all flags false: not a target, no outage
+    assert stack.alerts() == []
+
+
+def test_removing_an_entry_closes_its_open_incident_once(
+    stack: Stack, served: ApiServer, checker: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry_only(monkeypatch)
+    requests.put(f"{served.url}/registry/{PORTAL}/{CONNECTOR}/14", timeout=5)
+    requests.put(f"{served.url}/registry/{PORTAL}/{CONNECTOR}/12", timeout=5)
+    stack.portal.disconnect(PORTAL, CONNECTOR, 14)
+    run(checker)
+    run(checker)
+    assert [a["event"] for a in stack.alerts()] == ["connector.down"]
+
+    gone = requests.delete(f"{served.url}/registry/{PORTAL}/{CONNECTOR}/14", timeout=5)
+    missing = requests.delete(f"{served.url}/registry/{PORTAL}/{CONNECTOR}/14", timeout=5)
+    run(checker)
+
+    assert gone.status_code == 204 and not gone.content
+    assert (missing.status_code, missing.json()["error"]) == (404, "NOT_FOUND")
+    (closing,) = stack.alerts()
+    assert "NO LONGER MONITORED" in closing["subject"]
+    assert watched(stack) == [f"{PORTAL}/{CONNECTOR}/12"]
+
+
+@pytest.mark.parametrize(
+    ("path", "why"),
+    [
+        (f"/registry/{PORTAL}/my.connector/12", "cuts an id at its first dot"),
+        (f"/registry/*/{CONNECTOR}/12", "needs '*' as the line"),
+        (f"/registry/{PORTAL}/{CONNECTOR}/0", "positive"),
+        (f"/registry/https:%2F%2F{PORTAL}/{CONNECTOR}/1", "not a portal domain"),
+        (f"/registry/{PORTAL}/{CONNECTOR}/12.0", "line"),
+    ],
+)
+def test_a_bad_entry_is_refused_with_the_reason_and_stores_nothing(
+    stack: Stack, served: ApiServer, path: str, why: str
+) -> None:
+    answer = requests.put(f"{served.url}{path}", timeout=5)
+
+    assert answer.status_code == 400
+    assert answer.json()["error"] == "BAD_TARGET"
+    assert why in answer.json()["message"]
+    assert stack.items("REGISTRY") == []
+
+
+def test_a_hand_written_item_is_a_configuration_problem_not_a_lost_fleet(
+    stack: Stack, checker: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry_only(monkeypatch)
+    table = boto3.resource("dynamodb", region_name=REGION).Table(stack.table)
+    table.put_item(Item={"pk": "REGISTRY", "sk": "garbage", "portal": "x y"})
+    assert monitorctl(["--table", stack.table, "targets", "add", f"{PORTAL}/{CONNECTOR}/12"]) == 0
+
+    summary = run(checker)
+
+    assert (summary["up"], summary["config_errors"]) == (1, 1)
+    (problem,) = stack.items("CONFIG")
+    assert problem["entry"] == "registry garbage"
+
+
+def test_targets_and_the_registry_together_are_checked_once_each(
+    stack: Stack, checker: ModuleType
+) -> None:
+    """The stack's TARGETS name lines 12, 14, 16; the registry repeats 12 and adds a watch."""
+    assert (
+        monitorctl(
+            [
+                "--table",
+                stack.table,
+                "targets",
+                "add",
+                f"{PORTAL}/{CONNECTOR}/12",
+                f"{PORTAL}/{CONNECTOR}/*",
+            ]
+        )
+        == 0
+    )
+    stack.portal.add_portal(OTHER, connectors={CONNECTOR: "C"}, lines={1: "L"})
+
+    summary = run(checker)
+
+    assert summary["targets"] == len(LINES)
+    assert watched(stack) == sorted(f"{PORTAL}/{CONNECTOR}/{line}" for line in LINES)
+
+
+def test_an_empty_registry_and_empty_targets_check_nothing_and_say_so(
+    stack: Stack, checker: ModuleType, monkeypatch: pytest.MonkeyPatch, portal: LocalPortal
+) -> None:
+    run(checker)
+    registry_only(monkeypatch)  # a redeploy with Targets emptied, the registry empty too
+
+    summary = run(load_handler("checker"))
+
+    assert summary["failed"] and "registry" in summary["failed"]
+    assert len(watched(stack)) == len(LINES)  # nothing stored is forgotten

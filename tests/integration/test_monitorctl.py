@@ -1,0 +1,129 @@
+"""monitorctl against moto: the registry's entries and the token stores, as an operator runs it,
+with the names read from the stack's outputs or given by hand."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from local.bitrix24_portal import LocalPortal
+from local.template import table_definition
+from monitorctl.cli import main
+
+REGION = "eu-central-1"
+TABLE, TOKENS, SECRET = "monitor", "monitor-tokens", "monitor/tokens"
+A, B = "a.bitrix24.com", "b.bitrix24.com"
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for key, value in {
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }.items():
+        monkeypatch.setenv(key, value)
+    with mock_aws():
+        dynamodb = boto3.client("dynamodb", region_name=REGION)
+        dynamodb.create_table(TableName=TABLE, **table_definition())
+        dynamodb.create_table(TableName=TOKENS, **table_definition("TokenTable"))
+        yield
+
+
+@pytest.fixture
+def secret(aws: None) -> Iterator[dict[str, Any]]:
+    with LocalPortal() as portal:
+        for domain in (A, B):
+            portal.add_portal(domain, connectors={"c": "C"}, lines={1: "L"})
+        document = {"portals": {d: portal.credentials(d) for d in (A, B)}}
+        boto3.client("secretsmanager", region_name=REGION).create_secret(
+            Name=SECRET, SecretString=json.dumps(document)
+        )
+        yield document
+
+
+def ctl(*args: str) -> tuple[int, str]:
+    out = io.StringIO()
+    code = main(["--table", TABLE, "--tokens-table", TOKENS, "--secret", SECRET, *args], out)
+    return code, out.getvalue()
+
+
+def test_entries_are_added_listed_and_removed(aws: None) -> None:
+    code, added = ctl("targets", "add", f"{A}/c/1", f"{A}/C/*", "*/c/*", "--by", "ops")
+    assert code == 0
+    assert added.splitlines() == [f"added: {A}/c/1", f"added: {A}/c/*", "added: */c/*"]
+
+    code, again = ctl("targets", "add", f"{A}/c/1")
+    assert (code, again.strip()) == (0, f"already there: {A}/c/1")
+
+    code, listing = ctl("targets", "list")
+    lines = listing.splitlines()
+    assert [line.split("\t")[0] for line in lines[:-1]] == ["*/c/*", f"{A}/c/*", f"{A}/c/1"]
+    assert all("by ops" in line for line in lines[:-1])
+    assert lines[-1] == "3 entries"
+
+    code, removed = ctl("targets", "remove", f"{A}/c/1", f"{B}/c/9")
+    assert code == 1  # one of them was not there: said, and the other one still removed
+    assert removed.splitlines() == [f"removed: {A}/c/1", f"not in the registry: {B}/c/9"]
+
+
+def test_one_bad_entry_adds_none_of_them(aws: None, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _ = ctl("targets", "add", f"{A}/c/1", "https://x.bitrix24.com/c/1")
+
+    assert code == 2
+    assert "expected domain/connector/line" in capsys.readouterr().err
+    assert ctl("targets", "list")[1].strip() == "0 entries"
+
+
+def test_the_names_come_from_the_stacks_outputs(aws: None) -> None:
+    template = {
+        "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
+        "Outputs": {
+            "TableName": {"Value": TABLE},
+            "TokenTableName": {"Value": TOKENS},
+            "SecretArn": {"Value": SECRET},
+        },
+    }
+    boto3.client("cloudformation", region_name=REGION).create_stack(
+        StackName="monitor", TemplateBody=json.dumps(template)
+    )
+    out = io.StringIO()
+
+    assert main(["--stack", "monitor", "targets", "add", f"{A}/c/1"], out) == 0
+    assert main(["--stack", "monitor", "targets", "list"], out) == 0
+    assert out.getvalue().splitlines()[-1] == "1 entries"
+
+
+def test_a_missing_name_or_stack_is_a_clear_error(
+    aws: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["targets", "list"], io.StringIO()) == 2
+    assert "pass --stack NAME or --table" in capsys.readouterr().err
+    assert main(["--stack", "nope", "targets", "list"], io.StringIO()) == 2
+    assert "stack nope could not be read" in capsys.readouterr().err
+
+
+def test_tokens_move_to_the_table_and_nothing_secret_is_printed(
+    secret: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, moved = ctl("tokens", "move", "--portal", A, "--portal", "c.bitrix24.com")
+    assert code == 1  # c is not in the secret: said
+    assert moved.splitlines() == [f"moved: {A}", "not in the secret: c.bitrix24.com"]
+
+    code, listing = ctl("tokens", "list")
+    assert code == 0
+    assert listing.splitlines() == [
+        f"{A}\ttable",
+        f"{B}\tsecret",
+        "1 in the secret, 1 in the token table",
+    ]
+    printed = moved + listing + capsys.readouterr().err
+    for entry in secret["portals"].values():
+        for field in ("access_token", "refresh_token", "client_secret"):
+            assert entry[field] not in printed
