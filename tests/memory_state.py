@@ -15,7 +15,8 @@ from datetime import datetime, timedelta
 
 from connector_monitor.domain.alerts import Alert
 from connector_monitor.domain.inventory import CachedInventory
-from connector_monitor.domain.runs import RunRecord
+from connector_monitor.domain.runs import COUNTS, RunPlan, RunRecord, ShardRun
+from connector_monitor.domain.shards import KeyRange, Scope
 from connector_monitor.domain.transitions import TargetStatus
 from connector_monitor.state import Claim, Loaded, SaveOutcome, StateStoreError
 
@@ -26,14 +27,17 @@ class MemoryStateStore:
     claims: dict[str, Claim] = field(default_factory=dict)
     history: dict[str, list[Alert]] = field(default_factory=dict)
     runs: list[RunRecord] = field(default_factory=list)
+    current: RunPlan | None = None
     inventories: dict[str, CachedInventory] = field(default_factory=dict)
     failing: set[str] = field(default_factory=set)  # operations that raise StateStoreError
     calls: list[str] = field(default_factory=list)
 
     # ---- the port ------------------------------------------------------------------------
-    def load(self) -> Loaded:
+    def load(self, scope: Scope | None = None) -> Loaded:
         self._enter("load")
-        return Loaded(dict(self.statuses), dict(self.claims))
+        scope = scope or Scope.whole()
+        held = {k: s for k, s in self.statuses.items() if scope.holds(s.subject)}
+        return Loaded(held, {k: c for k, c in self.claims.items() if k in held})
 
     def save(
         self,
@@ -100,9 +104,28 @@ class MemoryStateStore:
         self._enter("save_run")
         self.runs.append(run)
 
-    def load_inventories(self) -> dict[str, CachedInventory]:
+    def start_run(self, plan: RunPlan) -> RunPlan | None:
+        self._enter("start_run")
+        previous, self.current = self.current, plan
+        return previous
+
+    def finish_shard(
+        self, run_id: str, index: int, shard: ShardRun, counts: Mapping[str, int]
+    ) -> RunPlan | None:
+        self._enter("finish_shard")
+        plan = self.current
+        if plan is None or plan.run_id != run_id or index in plan.done:
+            return None
+        summary = {name: plan.summary.get(name, 0) + counts.get(name, 0) for name in COUNTS}
+        self.current = plan = replace(plan, done={**plan.done, index: shard}, summary=summary)
+        if plan.complete:
+            self.runs.append(plan.record())
+        return plan
+
+    def load_inventories(self, portals: KeyRange | None = None) -> dict[str, CachedInventory]:
         self._enter("load_inventories")
-        return dict(self.inventories)
+        portals = portals or KeyRange.everything()
+        return {p: c for p, c in self.inventories.items() if portals.holds_portal(p)}
 
     def save_inventories(self, inventories: Sequence[CachedInventory]) -> None:
         self._enter("save_inventories")

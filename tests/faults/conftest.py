@@ -27,7 +27,7 @@ import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from types import ModuleType
 from typing import Any
 
@@ -40,12 +40,17 @@ from moto.dynamodb.responses import DynamoHandler
 
 from connector_monitor import token_refresh
 from connector_monitor.aws import publisher, repository, token_store
+from connector_monitor.aws.lease import Lease
 from connector_monitor.aws.publisher import AlertPublisher
+from connector_monitor.aws.registry import Registry
 from connector_monitor.aws.repository import StateRepository
-from connector_monitor.aws.token_store import token_source
+from connector_monitor.aws.token_store import SecretPairs, token_source
+from connector_monitor.aws.token_table import TablePairs
 from connector_monitor.bitrix24.client import PortalClient, RetryPolicy, Timeouts
 from connector_monitor.bitrix24.credentials import TokenSource
 from connector_monitor.cycle import CheckCycle
+from connector_monitor.domain.targets import TargetError, parse_entry
+from connector_monitor.fleet_tokens import move_to_table
 from connector_monitor.settings import CheckerSettings
 from connector_monitor.token_refresh import RefreshingTokens
 from local.bitrix24_portal import LocalPortal
@@ -95,8 +100,14 @@ class World:
         checker: ModuleType,
         log: io.StringIO,
         monkeypatch: pytest.MonkeyPatch,
+        mode: str = "secret",
     ) -> None:
         self.stack = stack
+        # "secret": pairs in the secret, targets in TARGETS (a small stack); "fleet": pairs in
+        # the token table (apps in the secret), targets in the registry.
+        self.mode = mode
+        self.fleet = mode == "fleet"
+        self._tokens = boto3.resource("dynamodb", region_name=REGION).Table(e2e.TOKENS_TABLE)
         self.portal: LocalPortal = stack.portal
         self.checker = checker
         self.log = log
@@ -113,6 +124,7 @@ class World:
         self.peaks: list[float] = []  # MB each invocation added at its peak, once asked for
         self._measure_memory = False
         self.original_secret = ""  # the healthy secret, as the world fixture leaves it
+        self.original_pairs: list[dict[str, Any]] = []  # and the token table's items
         self.secret_versions_before = 0
         self.ok_run_ids: list[str] = []
         self.sent: list[dict[str, Any]] = []  # every alert SNS delivered in this row
@@ -246,7 +258,17 @@ class World:
         self._remember_secret()
 
     def edit_entry(self, portal: str, **changes: Any) -> None:
-        """Change fields of one portal's entry; a value of None removes the field."""
+        """Change fields of one portal's pair where it is kept; None removes the field."""
+        if self.fleet:
+            item = self._tokens.get_item(Key={"pk": "PORTAL", "sk": portal})["Item"]
+            for name, value in changes.items():
+                if value is None:
+                    item.pop(name, None)
+                else:
+                    item[name] = value
+            self._tokens.put_item(Item=item)
+            self._remember_pairs()
+            return
         document = self.secret()
         entry = document["portals"][portal]
         for name, value in changes.items():
@@ -258,9 +280,78 @@ class World:
 
     def reauthorise(self, portal: str) -> None:
         """What a person does after auth is lost: install again, store the new pair."""
+        fresh = self.portal.credentials(portal)
+        if self.fleet:
+            pair = {k: fresh[k] for k in ("access_token", "refresh_token", "client_endpoint")}
+            self.edit_entry(portal, **pair, expires_at=None, refreshed_at=None)
+            return
         document = self.secret()
-        document["portals"][portal] = self.portal.credentials(portal)
+        document["portals"][portal] = fresh
         self.put_secret(document)
+
+    def pairs(self) -> dict[str, dict[str, Any]]:
+        """Each portal's entry where its pair is kept: the secret's, or the token table's."""
+        if not self.fleet:
+            entries: dict[str, dict[str, Any]] = self.secret()["portals"]
+            return entries
+        items = self._tokens.query(
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": "PORTAL"},
+            ConsistentRead=True,
+        )["Items"]
+        return {str(i["sk"]): {k: v for k, v in i.items() if k not in ("pk", "sk")} for i in items}
+
+    def pairs_text(self) -> str:
+        """Where the pairs are kept, as text: the secret's value, or the token table's items as
+        {"portals": {domain: item}} (a corrupt secret is compared as the text it is)."""
+        if not self.fleet:
+            return self.secret_text()
+        return json.dumps({"portals": self.pairs()}, sort_keys=True, default=int)
+
+    def pair_writes(self) -> int:
+        """Pair stores so far: secret versions, or the table items' versions together."""
+        if not self.fleet:
+            return self.secret_versions()
+        return sum(int(entry.get("version", 0)) for entry in self.pairs().values())
+
+    def restore_pairs(self) -> None:
+        """The secret, and the token table's items, as the world fixture left them."""
+        self.put_secret_text(self.original_secret)
+        if self.fleet:
+            for item in self.original_pairs:
+                self._tokens.put_item(Item=item)
+
+    def refuse_pair_writes(self) -> None:
+        """The store of a refreshed pair is refused (AccessDenied), wherever pairs are kept."""
+        if not self.fleet:
+            self.secrets_manager_denies("PutSecretValue")
+            return
+
+        def deny(params: dict[str, Any], **_: Any) -> None:
+            if params.get("TableName") == e2e.TOKENS_TABLE:
+                error = {"Code": "AccessDeniedException", "Message": "not authorized"}
+                raise ClientError({"Error": error}, "UpdateItem")
+
+        self.on_dynamodb("before-parameter-build.dynamodb.UpdateItem", deny)
+
+    def move_to_the_fleet_stores(self) -> None:
+        """Pairs into the token table, targets into the registry: a fleet's stack."""
+        secret = SecretPairs(self.stack.secret_id, client=self._sm)
+        table = TablePairs(e2e.TOKENS_TABLE, apps=secret.apps, client=self._dynamodb)
+        lease = Lease(self.stack.table, client=self._dynamodb)
+        move_to_table(secret, table, lease)
+        assert sorted(self.pairs()) == sorted(self.portals)
+        assert secret.portals() == [] if secret.load() is None else False
+        self.set_targets(self.monitored)
+        self._monkeypatch.setenv("TARGETS", "")
+        self.checker.settings.cache_clear()
+        self._remember_pairs()
+
+    def _remember_pairs(self) -> None:
+        for entry in self.pairs().values():
+            self.known_secrets |= {
+                v for k in TOKEN_FIELDS if isinstance(v := entry.get(k), str) and v
+            }
 
     def _remember_secret(self) -> None:
         try:
@@ -287,12 +378,27 @@ class World:
         document = self.secret()
         document["portals"][domain] = self.portal.credentials(domain)
         self.put_secret(document)
-        self.set_targets([*self.targets(), *(key(domain, n) for n in range(1, lines + 1))])
         self.portals.append(domain)
+        if self.fleet:  # the new pair joins the others in the table
+            secret = SecretPairs(self.stack.secret_id, client=self._sm)
+            table = TablePairs(e2e.TOKENS_TABLE, apps=secret.apps, client=self._dynamodb)
+            move_to_table(secret, table, Lease(self.stack.table, client=self._dynamodb))
+            self._remember_pairs()
+        self.set_targets([*self.targets(), *(key(domain, n) for n in range(1, lines + 1))])
 
     def set_targets(self, keys: list[str]) -> None:
+        """What the monitor is asked to watch: TARGETS, or the registry's entries."""
         self.monitored = list(keys)
-        self.deploy_targets(",".join(keys))
+        if not self.fleet:
+            self.deploy_targets(",".join(keys))
+            return
+        registry = Registry(self.stack.table, client=self._dynamodb)
+        for entry in registry.entries():
+            registry.remove(entry.key)
+        for text in keys:
+            entry = parse_entry(text)
+            assert not isinstance(entry, TargetError), entry
+            registry.add(entry, added_by="fault matrix", at=datetime.now(UTC))
 
     def deploy_targets(self, value: str) -> None:
         """Deploy this TARGETS value as it is, slip or not (the targets to monitor stay)."""
@@ -479,20 +585,30 @@ def _loopback(name: str) -> bool:
         return False
 
 
-@pytest.fixture
+@pytest.fixture(params=["secret", "fleet"])
 def world(
+    request: pytest.FixtureRequest,
     stack: Stack,
     checker: ModuleType,
     log_stream: io.StringIO,
     monkeypatch: pytest.MonkeyPatch,
 ) -> World:
-    """Portals A (3 lines) and B (1 line) healthy, after one baseline run: all UP, no alert."""
+    """Portals A (3 lines) and B (1 line) healthy, after one baseline run: all UP, no alert.
+    Twice: a small stack (pairs in the secret, TARGETS), and a fleet's (pairs in the token
+    table, targets in the registry)."""
     monkeypatch.setattr(ExponentialBackoff, "delay_amount", lambda self, context: 0.001)
-    world = World(stack, checker, log_stream, monkeypatch)
+    world = World(stack, checker, log_stream, monkeypatch, mode=request.param)
     world.add_portal(B, lines=1)
+    if world.fleet:
+        world.move_to_the_fleet_stores()
     baseline = world.invoke()
     assert isinstance(baseline, dict), baseline
     assert (baseline["up"], baseline["unknown"], baseline["down"]) == (4, 0, 0)
     assert world.alerts() == []
     world.original_secret = world.secret_text()
+    world.original_pairs = (
+        [{"pk": "PORTAL", "sk": portal, **entry} for portal, entry in world.pairs().items()]
+        if world.fleet
+        else []
+    )
     return world

@@ -140,6 +140,7 @@ class Fault:
     tuning: Tuning = FAST
     portal: str | None = A  # the portal the log lines must name (None: an AWS-wide fault)
     xfail: str | None = None  # a known bug: the row states the right behaviour
+    modes: tuple[str, ...] = ("secret", "fleet")  # the worlds it applies to (conftest.World)
 
 
 # ---- injections ---------------------------------------------------------------------------------
@@ -156,7 +157,7 @@ def refused_connection(w: World) -> None:
 
 
 def restore_secret(w: World) -> None:
-    w.put_secret_text(w.original_secret)
+    w.restore_pairs()
 
 
 def reauthorise(w: World) -> None:
@@ -175,7 +176,7 @@ def oauth_server_failing(w: World) -> None:
 
 def write_back_refused(w: World) -> None:
     w.portal.expire_access_tokens(A)
-    w.secrets_manager_denies("PutSecretValue")
+    w.refuse_pair_writes()
 
 
 def expired_token_mid_batch(w: World) -> None:
@@ -229,7 +230,7 @@ def throttled(times: int) -> Callable[[World], None]:
 
 def secret_versions_added(count: int) -> Callable[[World], None]:
     def check(w: World) -> None:
-        assert w.secret_versions() - w.secret_versions_before == count
+        assert w.pair_writes() - w.secret_versions_before == count
 
     return check
 
@@ -852,10 +853,11 @@ FAULTS: list[Fault] = [
             inject=slip(value),
             clear=restore_targets,
             portal=None,
+            modes=("secret",),  # a fleet's targets are registry entries, not TARGETS
             expect=Expect(
                 states={key(A, 14): DOWN},  # as stored before the slip: nothing forgotten
                 alerts=(whole_list("check.failed", says=reason),),
-                log=("TARGETS is unusable",),
+                log=("no usable target",),
                 requests={A: 0, B: 0},
                 also=run_failed(reason),
                 # the fix: TARGETS is usable again, and the recovery during the slip is told
@@ -1043,11 +1045,13 @@ FAULTS: list[Fault] = [
     ],
 )
 def test_fault(fault: Fault, world: World) -> None:
+    if world.mode not in fault.modes:
+        pytest.skip(f"a fault of the {', '.join(fault.modes)} world only")
     expect = fault.expect
     fault.inject(world)
     world.tuning, world.remaining_ms = fault.tuning, fault.remaining_ms
-    secret_before, table_before = world.secret_text(), world.table()
-    world.secret_versions_before = world.secret_versions()
+    secret_before, table_before = world.pairs_text(), world.table()
+    world.secret_versions_before = world.pair_writes()
     refreshes_before = {p: world.portal.refresh_count(p) for p in world.portals}
     requests_before = {p: world.portal.request_count(p) for p in world.portals}
 
@@ -1063,7 +1067,7 @@ def test_fault(fault: Fault, world: World) -> None:
     check_states(world, expect.states)
     check_alerts(world.alerts(), expect.alerts)
     check_records(world, expect.pending)
-    check_secret(secret_before, world.secret_text(), expect.secret)
+    check_pairs(secret_before, world.pairs_text(), expect.secret)
     refreshes = {p: world.portal.refresh_count(p) - n for p, n in refreshes_before.items()}
     assert refreshes == {p: expect.refreshes.get(p, 0) for p in world.portals}
     requests = {p: world.portal.request_count(p) - requests_before[p] for p in expect.requests}
@@ -1134,11 +1138,12 @@ def check_records(world: World, pending: Mapping[str, int]) -> None:
     )
 
 
-def check_secret(before: str, after: str, rotated: tuple[str, ...]) -> None:
-    """The monitor wrote the secret only to store a refreshed pair, keeping everything else."""
+def check_pairs(before: str, after: str, rotated: tuple[str, ...]) -> None:
+    """The monitor wrote a pair only to store a refreshed one, keeping everything else (in the
+    secret or in the token table)."""
     if not rotated:
         unchanged = before == after
-        assert unchanged, "the monitor rewrote the secret"
+        assert unchanged, "the monitor rewrote a token pair"
         return
     old, new = json.loads(before)["portals"], json.loads(after)["portals"]
     assert sorted(old) == sorted(new)
@@ -1153,6 +1158,7 @@ def check_secret(before: str, after: str, rotated: tuple[str, ...]) -> None:
         assert pair_changed, f"{portal}: the refreshed pair was not stored"
         assert new[portal]["expires_at"] > 0
         rest = ("access_token", "refresh_token", "expires_at", "refreshed_at", "member_id")
+        rest += ("version",)  # a token table item's write count
         kept = {k: v for k, v in old[portal].items() if k not in rest} == {
             k: v for k, v in new[portal].items() if k not in rest
         }

@@ -12,8 +12,10 @@ import pytest
 from moto import mock_aws
 
 from connector_monitor.aws.repository import StateRepository
-from connector_monitor.domain.results import CheckResult
-from connector_monitor.domain.targets import Target
+from connector_monitor.domain.results import Cause, CheckResult
+from connector_monitor.domain.runs import COUNTS, RunPlan, ShardRun
+from connector_monitor.domain.shards import Scope, split
+from connector_monitor.domain.targets import ConfigProblem, Target, TargetError
 from connector_monitor.domain.transitions import TargetStatus, Thresholds, advance
 from connector_monitor.state import Claim, StateStore
 from local.template import table_definition
@@ -105,3 +107,53 @@ def test_deleted_statuses_are_gone(store: StateStore) -> None:
     (stored,) = store.save([up()], claims={}).saved
     store.delete([stored])
     assert store.load().statuses == {}
+
+
+def status_of(target: Target | TargetError) -> TargetStatus:
+    result = CheckResult.unknown(target, Cause.CONFIGURATION, "why", checked_at=T0)
+    return advance(None, result, Thresholds()).status
+
+
+def test_a_scoped_load_holds_its_range_and_the_entries_only_if_asked(store: StateStore) -> None:
+    portals = ["x.com", "x.com.br", "y.com"]
+    subjects: list[Target | TargetError] = [Target(p, "tg", 1) for p in portals]
+    subjects += [
+        TargetError("x.com.br", "off", portal="x.com.br", problem=ConfigProblem.VALIDATION),
+        TargetError("nonsense", "expected domain/connector/line"),
+    ]
+    store.save([status_of(s) for s in subjects], claims={})
+    first, second = split(portals, 2)  # x.com.br and x.com sort apart only by the "/"
+
+    def keys(scope: Scope) -> list[str]:
+        return sorted(store.load(scope).statuses)
+
+    assert keys(Scope.shard(first)) == ["validation:x.com.br", "x.com.br/tg/1", "x.com/tg/1"]
+    assert keys(Scope.shard(second)) == ["y.com/tg/1"]
+    assert keys(Scope.entries_only()) == ["config:nonsense"]
+    assert len(keys(Scope.whole())) == 5
+
+
+def test_a_fanned_out_run_is_recorded_when_its_last_shard_finishes_once(
+    store: StateStore,
+) -> None:
+    ranges = tuple(split(["a.com", "b.com", "c.com"], 1))
+    plan = RunPlan("r1", T0, ranges, summary={"config_errors": 1})
+    assert store.start_run(plan) is None
+    counts = {"targets": 2, "up": 2}
+    shards = [ShardRun(r, T0, T0 + timedelta(seconds=30 + i)) for i, r in enumerate(ranges)]
+
+    assert store.finish_shard("r1", 0, shards[0], counts) is not None
+    assert store.finish_shard("r1", 0, shards[0], counts) is None  # delivered twice
+    assert store.finish_shard("elsewhere", 1, shards[1], counts) is None  # another run's
+    assert store.finish_shard("r1", 2, shards[2], counts) is not None
+    done = store.finish_shard("r1", 1, shards[1], counts)
+
+    assert done is not None and done.complete
+    assert dict(done.summary) == {
+        **dict.fromkeys(COUNTS, 0),
+        "targets": 6,
+        "up": 6,
+        "config_errors": 1,
+    }
+    replaced = store.start_run(RunPlan("r2", T0 + timedelta(minutes=5), ranges))
+    assert replaced is not None and replaced.run_id == "r1" and replaced.unfinished() == []

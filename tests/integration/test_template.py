@@ -84,7 +84,11 @@ CHECKER_TABLE_ACTIONS = {
 }
 LOG_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents"}
 TRACE_ACTIONS = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
-ROLES = {"CheckerFunction": "CheckerRole", "SnapshotApiFunction": "SnapshotApiRole"}
+ROLES = {
+    "CheckerFunction": "CheckerRole",
+    "ShardWorkerFunction": "ShardWorkerRole",
+    "SnapshotApiFunction": "SnapshotApiRole",
+}
 SNAPSHOT_ROUTES = {"GET /snapshot", "GET /snapshot/{portal}/{connector}/{line}", "GET /health"}
 REGISTRY_ROUTES = {
     "GET /registry",
@@ -200,9 +204,26 @@ def test_checker_reaches_only_its_table_alert_topic_secret_and_log_group() -> No
         },
         _key({"Ref": "Topic"}): {"sns:Publish"},
         _key(secret): {"secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue"},
+        _key({"Fn::GetAtt": ["WorkQueue", "Arn"]}): {"sqs:SendMessage"},  # shard orders
         _key({"Fn::GetAtt": ["CheckerLogGroup", "Arn"]}): LOG_ACTIONS,
         _key("*"): TRACE_ACTIONS,
     }
+
+
+def test_a_shard_worker_reaches_what_the_checker_does_but_only_receives_orders() -> None:
+    checker = _by_resource(_statements_of("CheckerFunction"))
+    worker = _by_resource(_statements_of("ShardWorkerFunction"))
+
+    queue = _key({"Fn::GetAtt": ["WorkQueue", "Arn"]})
+    assert worker.pop(queue) == {
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "sqs:GetQueueAttributes",
+    }
+    assert checker.pop(queue) == {"sqs:SendMessage"}  # a worker cannot hand out work
+    assert worker.pop(_key({"Fn::GetAtt": ["ShardWorkerLogGroup", "Arn"]})) == LOG_ACTIONS
+    assert checker.pop(_key({"Fn::GetAtt": ["CheckerLogGroup", "Arn"]})) == LOG_ACTIONS
+    assert worker == checker
 
 
 def test_nothing_can_scan_the_history() -> None:
@@ -337,13 +358,17 @@ def test_api_url_output_points_at_the_default_stage() -> None:
 # ------------------------------------------------------------------ build and runtime
 
 
-@pytest.mark.parametrize("logical_id", ["MonitorLayer", "CheckerFunction", "SnapshotApiFunction"])
+@pytest.mark.parametrize(
+    "logical_id",
+    ["MonitorLayer", "CheckerFunction", "ShardWorkerFunction", "SnapshotApiFunction"],
+)
 def test_sam_builds_each_artifact_with_its_own_makefile_target(logical_id: str) -> None:
     body = resource(logical_id)
     assert body["Metadata"]["BuildMethod"] == "makefile"
     source = body["Properties"].get("CodeUri") or body["Properties"]["ContentUri"]
     makefile = (REPO_ROOT / source / "Makefile").read_text(encoding="utf-8")
-    assert re.search(rf"^build-{logical_id}:", makefile, re.MULTILINE), f"{source}/Makefile"
+    targets = re.search(rf"^((?:build-\w+ )*build-{logical_id}(?: build-\w+)*):", makefile, re.M)
+    assert targets, f"{source}/Makefile has no build-{logical_id} target"
 
 
 def _fake_python(directory: Path, name: str, body: str) -> None:

@@ -14,8 +14,9 @@ import pytest
 
 from connector_monitor.aws.lease import Lease
 from connector_monitor.aws.token_store import SecretPairs, token_source
-from connector_monitor.aws.token_table import PortalRange, TablePairs
+from connector_monitor.aws.token_table import TablePairs
 from connector_monitor.bitrix24.errors import CredentialsError, TokenStoreError
+from connector_monitor.domain.shards import split
 from connector_monitor.fleet_tokens import move_to_table
 from connector_monitor.token_refresh import RefreshingTokens
 from local.bitrix24_portal import LocalPortal
@@ -256,8 +257,8 @@ def test_a_range_reads_only_its_portals_by_query_pages(
     everything.load()
     assert everything.portals() == names
     assert everything.calls == 1  # 300 pairs of ~400 bytes: one page
-    shard = TablePairs(
-        TOKENS, apps=apps, client=dynamodb(), portals=PortalRange(names[100], names[199])
-    )
-    shard.load()
-    assert shard.portals() == names[100:200]
+    ranges = split(names, 100)
+    shards = [TablePairs(TOKENS, apps=apps, client=dynamodb(), portals=r) for r in ranges]
+    for shard in shards:
+        shard.load()
+    assert [s.portals() for s in shards] == [names[:100], names[100:200], names[200:]]

@@ -46,8 +46,10 @@ MODES: dict[str, dict[str, str]] = {
         "ExistingSecretArn": "arn:aws:secretsmanager:eu-central-1:123456789012:secret:b24-AbCdEf",
         "AlertEmail": "ops@example.com",
     },
+    "fleet (fan-out)": {"FanOut": "true"},
 }
 CHECKER = "CheckerFunction"
+WORKER = "ShardWorkerFunction"
 SNAPSHOT = "SnapshotApiFunction"
 READER_POLICY = "SnapshotReaderPolicy"
 REGISTRY_POLICY = "RegistryEditorPolicy"
@@ -162,14 +164,19 @@ def own_resource_reference(target: Any, resources: dict[str, Any], mode: str) ->
 
 # ---- least privilege, as a whole -------------------------------------------------------------
 def expected_holders(mode: str) -> dict[str, set[str]]:
-    expected = {action: {CHECKER} for action in TABLE_WRITES}
+    checkers = {CHECKER, WORKER} if MODES[mode].get("FanOut") == "true" else {CHECKER}
+    expected = {action: set(checkers) for action in TABLE_WRITES}
     for action in REGISTRY_WRITES:  # the API's, on REGISTRY items only (test_template.py)
-        expected[action] = {CHECKER, SNAPSHOT}
-    expected |= {action: {CHECKER, SNAPSHOT} for action in TABLE_READS}
-    expected["secretsmanager:GetSecretValue"] = {CHECKER}
-    expected["secretsmanager:PutSecretValue"] = {CHECKER}
-    expected["sns:Publish"] = {CHECKER}
-    expected |= {action: {CHECKER, SNAPSHOT} for action in LOG_WRITES | WILDCARD_RESOURCE_ACTIONS}
+        expected[action] = {*checkers, SNAPSHOT}
+    expected |= {action: {*checkers, SNAPSHOT} for action in TABLE_READS}
+    expected["secretsmanager:GetSecretValue"] = set(checkers)
+    expected["secretsmanager:PutSecretValue"] = set(checkers)
+    expected["sns:Publish"] = set(checkers)
+    expected["sqs:SendMessage"] = {CHECKER}  # shard orders: the planner alone
+    if WORKER in checkers:
+        for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"):
+            expected[action] = {WORKER}
+    expected |= {action: {*checkers, SNAPSHOT} for action in LOG_WRITES | WILDCARD_RESOURCE_ACTIONS}
     expected["execute-api:Invoke"] = {REGISTRY_POLICY}
     if parameter_values(**MODES[mode])["ApiAuthorization"] == "IAM":
         expected["execute-api:Invoke"].add(READER_POLICY)
@@ -239,7 +246,7 @@ def test_every_grant_names_a_specific_action_on_one_of_the_stacks_own_resources(
             tables = [{"Fn::GetAtt": [t, "Arn"]} for t in ("Table", "TokenTable")]
             assert target in tables, f"{principal}: {action} {target}"
             if target == tables[1]:  # the fleet's token pairs: the checker's alone
-                assert principal == "CheckerFunction", f"{principal}: {action} on the tokens"
+                assert principal in {CHECKER, WORKER}, f"{principal}: {action} on the tokens"
                 assert action in {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem"}
     assert seen >= 19
 
@@ -358,7 +365,7 @@ def test_no_parameter_or_environment_variable_carries_a_secret() -> None:
     for name, spec in template["Parameters"].items():
         if SENSITIVE_NAME.search(name) and not name.endswith("Arn"):
             assert spec.get("NoEcho") is True, f"parameter {name} would show in the console"
-    for function in (CHECKER, SNAPSHOT):
+    for function in (CHECKER, WORKER, SNAPSHOT):
         for name, value in function_environment(function).items():
             if SENSITIVE_NAME.search(name):
                 # only a reference to where the secret lives, never the secret itself
@@ -369,7 +376,7 @@ def test_no_parameter_or_environment_variable_carries_a_secret() -> None:
 
 
 def test_traces_and_logs_are_not_configured_to_record_payloads() -> None:
-    for function in (CHECKER, SNAPSHOT):
+    for function in (CHECKER, WORKER, SNAPSHOT):
         environment = function_environment(function)
         assert environment.get("POWERTOOLS_TRACER_CAPTURE_RESPONSE") == "false", function
         assert environment.get("POWERTOOLS_LOGGER_LOG_EVENT", "false") == "false", function

@@ -27,7 +27,8 @@ from .domain.discovery import (
 )
 from .domain.inventory import VALIDATION_OFF, CachedInventory, Inventory, find_misconfigured
 from .domain.results import Cause, CheckResult, State
-from .domain.runs import PortalRun, RunRecord
+from .domain.runs import COUNTS, PortalRun, RunRecord, ShardRun
+from .domain.shards import KeyRange, Scope
 from .domain.targets import Target, TargetError, TargetList, validation_problem
 from .domain.timestamps import stamp
 from .domain.transitions import TargetStatus, Thresholds, advance, has_open_incident, retire
@@ -88,6 +89,11 @@ class RunSummary:
     portal_errors: dict[str, str] = field(default_factory=dict)
     failed: str | None = None  # why nothing could be checked (TARGETS unusable)
 
+    def counts(self) -> dict[str, int]:
+        """The figures a run record stores and a fanned-out run adds up."""
+        values = self.as_dict()
+        return {name: int(values[name]) for name in COUNTS}
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
@@ -147,15 +153,25 @@ class CheckCycle:
     client_factory: ClientFactory = default_client
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
-    def run(self, targets: TargetList, deadline: Deadline, run_id: str | None = None) -> RunSummary:
+    def run(
+        self,
+        targets: TargetList,
+        deadline: Deadline,
+        run_id: str | None = None,
+        scope: Scope | None = None,
+    ) -> RunSummary:
+        """Check what `scope` holds (default: everything), decide, store, alert. A run of the
+        whole fleet records itself as the last run; a share of a fanned-out run leaves that to
+        the fan-out, which adds the shares up (`fanout.py`)."""
+        scope = scope or Scope.whole()
         summary = RunSummary(run_id or uuid.uuid4().hex, self.clock())
-        loaded = self.repository.load()
-        unusable = targets.unusable
+        loaded = self.repository.load(scope)
+        unusable = targets.unusable if scope.entries else None
         if unusable is not None:
             # An operator's slip, not a decision to stop watching: check nothing, forget
             # nothing, say so once.
             logger.error(
-                "TARGETS is unusable: nothing was checked and nothing stored is forgotten",
+                "no usable target: nothing was checked and nothing stored is forgotten",
                 extra={"reason": unusable.reason},
             )
             summary.failed = unusable.reason
@@ -163,11 +179,53 @@ class CheckCycle:
             portal_runs: dict[str, PortalRun] = {}
             inventories: list[CachedInventory] = []
         else:
-            results, portal_runs, inventories = self._check_all(targets, deadline, loaded)
-            results += [self._config_result(e, summary.started_at) for e in targets.errors]
+            results, portal_runs, inventories = self._check_all(targets, deadline, loaded, scope)
+            if scope.entries:
+                results += [self._config_result(e, summary.started_at) for e in targets.errors]
+        decided, delivery = self._settle(loaded, results, summary, retire=unusable is None)
+        if inventories:
+            self.repository.save_inventories(inventories)
+        self._summarise(summary, results, decided, delivery, portal_runs)
+        if scope.is_whole:
+            finished = summary.finished_at or summary.started_at
+            self.repository.save_run(
+                RunRecord(
+                    summary.run_id,
+                    summary.started_at,
+                    finished,
+                    summary.counts(),
+                    {p: r for p, r in portal_runs.items() if r.error},
+                    failed=summary.failed,
+                    shards=(ShardRun(KeyRange.everything(), summary.started_at, finished),),
+                )
+            )
+        return summary
+
+    def mark_unchecked(self, portals: KeyRange, detail: str, run_id: str) -> RunSummary:
+        """The targets of `portals` were not checked (a shard that never finished): UNKNOWN,
+        through the state machine like any blind check, so a shard that keeps failing ends in
+        one `check.failed` alert instead of statuses that silently stop changing."""
+        summary = RunSummary(run_id, self.clock())
+        loaded = self.repository.load(Scope.shard(portals))
+        results = [
+            CheckResult.unknown(
+                s.subject, Cause.MONITOR_ERROR, detail, checked_at=summary.started_at
+            )
+            for s in loaded.statuses.values()
+            if isinstance(s.subject, Target)
+        ]
+        decided, delivery = self._settle(loaded, results, summary, retire=False)
+        self._summarise(summary, results, decided, delivery, {})
+        return summary
+
+    def _settle(
+        self, loaded: Loaded, results: list[CheckResult], summary: RunSummary, *, retire: bool
+    ) -> tuple[dict[str, tuple[Alert, ...]], Delivery]:
+        """Decide each result, retire what is no longer configured (when `retire`), store,
+        and publish what this run claimed."""
         changed, decided = self._decide(loaded, results)
         retired: set[str] = set()
-        if unusable is None:
+        if retire:
             retired = self._retire(
                 loaded, {r.target.key for r in results}, summary, changed, decided
             )
@@ -186,20 +244,7 @@ class CheckCycle:
             self.repository, self.publisher, summary.run_id, self.settings.claim_for
         ).deliver(statuses, ours, loaded.claims, self.clock())
         self._forget(retired, statuses, delivery.cleared)
-        if inventories:
-            self.repository.save_inventories(inventories)
-        self._summarise(summary, results, decided, delivery, portal_runs)
-        self.repository.save_run(
-            RunRecord(
-                summary.run_id,
-                summary.started_at,
-                summary.finished_at or summary.started_at,
-                {k: v for k, v in summary.as_dict().items() if isinstance(v, int)},
-                portal_runs,
-                failed=summary.failed,
-            )
-        )
-        return summary
+        return decided, delivery
 
     @staticmethod
     def _config_result(error: TargetError, at: datetime) -> CheckResult:
@@ -207,8 +252,10 @@ class CheckCycle:
 
     # ---- checking ------------------------------------------------------------------------
     def _check_all(
-        self, targets: TargetList, deadline: Deadline, loaded: Loaded
+        self, targets: TargetList, deadline: Deadline, loaded: Loaded, scope: Scope
     ) -> tuple[list[CheckResult], dict[str, PortalRun], list[CachedInventory]]:
+        if scope.portals is None or not (targets.targets or targets.watches):
+            return [], {}, []
         now = self.clock()
         stored = [s.subject for s in loaded.statuses.values() if isinstance(s.subject, Target)]
         try:
@@ -217,14 +264,14 @@ class CheckCycle:
             detail = f"the monitor could not read its tokens: {exc}"
             logger.error("token store unavailable", extra={"error": str(exc)})
             # Portals a `*` watch covers are those with stored targets: none is dropped.
-            plans = self._plans(targets, [t.portal for t in stored], stored, {})
+            plans = self._plans(targets, [t.portal for t in stored], stored, {}, scope.portals)
             results = [
                 CheckResult.unknown(t, Cause.MONITOR_ERROR, detail, checked_at=now)
                 for plan in plans.values()
                 for t in plan.targets
             ]
             return results, {p: PortalRun(now, 0, detail) for p in plans}, []
-        plans = self._plans(targets, self.tokens.portals(), stored, None)
+        plans = self._plans(targets, self.tokens.portals(), stored, None, scope.portals)
         if not plans:
             return [], {}, []
         workers = min(self.settings.max_parallel_portals, len(plans))
@@ -259,11 +306,12 @@ class CheckCycle:
         with_tokens: Sequence[str],
         stored: Sequence[Target],
         cached: dict[str, CachedInventory] | None,
+        scope: KeyRange,
     ) -> dict[str, PortalPlan]:
         """Each portal's plan; `cached` None reads the inventories (only when checking)."""
-        portals = targets.portals(with_tokens)
+        portals = [p for p in targets.portals(with_tokens) if scope.holds_portal(p)]
         if cached is None:
-            cached = self.repository.load_inventories() if portals else {}
+            cached = self.repository.load_inventories(scope) if portals else {}
         plans: dict[str, PortalPlan] = {}
         for portal in portals:
             watched = targets.watched_on(portal)

@@ -33,8 +33,16 @@ class CheckerSettings(BaseModel):
     renotify_minutes: int = Field(alias="RENOTIFY_MINUTES", default=0, ge=0)
     history_days: int = Field(alias="HISTORY_DAYS", default=30, ge=1, le=3650)
     validate_every_minutes: int = Field(alias="VALIDATE_EVERY_MINUTES", default=240, ge=1)
-    max_parallel_portals: int = Field(alias="MAX_PARALLEL_PORTALS", default=8, ge=1, le=64)
+    max_parallel_portals: int = Field(alias="MAX_PARALLEL_PORTALS", default=32, ge=1, le=64)
     schedule_expression: str = Field(alias="SCHEDULE_EXPRESSION", default="rate(5 minutes)")
+    # Fan-out: with a work queue, a run of more portals than SHARD_PORTALS is split into shards.
+    work_queue_url: str = Field(alias="WORK_QUEUE_URL", default="")
+    shard_portals: int = Field(alias="SHARD_PORTALS", default=1000, ge=10, le=100_000)
+
+    @property
+    def interval(self) -> timedelta:
+        """The schedule's interval (5 minutes for a cron expression: the stale limit's guess)."""
+        return schedule_interval(self.schedule_expression) or timedelta(minutes=5)
 
     @property
     def thresholds(self) -> Thresholds:

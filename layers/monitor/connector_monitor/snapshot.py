@@ -247,9 +247,14 @@ def target_view(status: TargetStatus, run: RunRecord | None) -> TargetView:
 
 
 def last_checked(status: TargetStatus, run: RunRecord | None) -> datetime:
-    """The checker stores a status only when it changed, so its portal's run time is fresher."""
-    portal_run = run.portals.get(status.subject.portal) if run else None
-    return max(status.checked_at, portal_run.checked_at) if portal_run else status.checked_at
+    """The checker stores a status only when it changed, so the last run's check of it (its
+    shard's start; a record of an older version: its portal's time) is fresher."""
+    if run is None:
+        return status.checked_at
+    since = run.checked_since(status.subject.key)
+    if since is None and (portal_run := run.portals.get(status.subject.portal)) is not None:
+        since = portal_run.checked_at
+    return max(status.checked_at, since) if since else status.checked_at
 
 
 def is_stale(run: RunRecord | None, now: datetime, stale_after: timedelta) -> bool:

@@ -15,7 +15,8 @@ from typing import Protocol
 
 from .domain.alerts import Alert
 from .domain.inventory import CachedInventory
-from .domain.runs import RunRecord
+from .domain.runs import RunPlan, RunRecord, ShardRun
+from .domain.shards import KeyRange, Scope
 from .domain.transitions import TargetStatus
 
 
@@ -49,8 +50,8 @@ class SaveOutcome:
 
 
 class StateStore(Protocol):
-    def load(self) -> Loaded:
-        """Every target's and configuration problem's status, with the live claims."""
+    def load(self, scope: Scope | None = None) -> Loaded:
+        """Every status `scope` decides about (default: all), with the live claims."""
         ...
 
     def save(
@@ -75,8 +76,23 @@ class StateStore(Protocol):
 
     def delete(self, statuses: Sequence[TargetStatus]) -> None: ...
 
-    def save_run(self, run: RunRecord) -> None: ...
+    def save_run(self, run: RunRecord) -> None:
+        """Record a run that was not split as the last run."""
+        ...
 
-    def load_inventories(self) -> dict[str, CachedInventory]: ...
+    def start_run(self, plan: RunPlan) -> RunPlan | None:
+        """Record a fanned-out run as the one in progress; return the one it replaces."""
+        ...
+
+    def finish_shard(
+        self, run_id: str, index: int, shard: ShardRun, counts: Mapping[str, int]
+    ) -> RunPlan | None:
+        """Add a shard's counts to its run once (the last shard records it as the last run);
+        None when the run was replaced or the shard was counted already."""
+        ...
+
+    def load_inventories(self, portals: KeyRange | None = None) -> dict[str, CachedInventory]:
+        """The cached inventories of the portals in `portals` (default: all)."""
+        ...
 
     def save_inventories(self, inventories: Sequence[CachedInventory]) -> None: ...

@@ -51,21 +51,25 @@ def query_items(
     table: str,
     pk: str,
     *,
-    between: tuple[str, str] | None = None,
+    lo: str | None = None,
+    hi: str | None = None,
     consistent: bool = False,
 ) -> Iterator[dict[str, Any]]:
-    """Every item of one partition (sort keys within `between`, inclusive), as plain values,
-    one page (up to 1 MB) per call of `call("query", ...)`."""
+    """Every item of one partition (sort keys from `lo` to `hi`, both inclusive, either open),
+    as plain values, one page (up to 1 MB) per call of `call("query", ...)`."""
+    condition, values = "pk = :pk", {":pk": {"S": pk}}
+    if lo is not None and hi is not None:
+        condition += " AND sk BETWEEN :lo AND :hi"
+    elif lo is not None:
+        condition += " AND sk >= :lo"
+    elif hi is not None:
+        condition += " AND sk <= :hi"
+    values.update({f":{n}": {"S": v} for n, v in (("lo", lo), ("hi", hi)) if v is not None})
     params: dict[str, Any] = {
         "TableName": table,
-        "KeyConditionExpression": "pk = :pk",
-        "ExpressionAttributeValues": {":pk": {"S": pk}},
+        "KeyConditionExpression": condition,
+        "ExpressionAttributeValues": values,
     }
-    if between is not None:
-        params["KeyConditionExpression"] += " AND sk BETWEEN :first AND :last"
-        params["ExpressionAttributeValues"].update(
-            {":first": {"S": between[0]}, ":last": {"S": between[1]}}
-        )
     if consistent:
         params["ConsistentRead"] = True
     while True:

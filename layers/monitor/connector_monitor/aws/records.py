@@ -5,7 +5,8 @@
 | STATE       | portal/connector/line       | a target's status (snapshot reads this by query)|
 | CONFIG      | the bad TARGETS entry       | a TARGETS entry that cannot be checked           |
 | HISTORY#key | time#event                  | one alert of a target's history (TTL)            |
-| RUN         | LATEST                      | the last run: when, summary, portals checked     |
+| RUN         | LATEST                      | the last run: when, counts, shards, failures     |
+| RUN         | CURRENT                     | a fanned-out run while its shards work           |
 | INVENTORY   | portal                      | connectors, open lines, lines seen configured    |
 | REGISTRY    | portal/connector/line or *  | an entry of the target registry                  |
 | LOCK        | name                        | a lease (token refresh)                          |
@@ -19,7 +20,8 @@ from typing import Any
 from ..domain.alerts import Alert, AlertEvent
 from ..domain.inventory import CachedInventory, Inventory, LineInfo
 from ..domain.results import Cause, State
-from ..domain.runs import PortalRun, RunRecord
+from ..domain.runs import COUNTS, ERRORS_KEPT, PortalRun, RunPlan, RunRecord, ShardRun
+from ..domain.shards import KeyRange
 from ..domain.targets import ConfigProblem, Subject, Target, TargetError
 from ..domain.text import DETAIL_LIMIT, clip
 from ..domain.transitions import TargetStatus
@@ -28,6 +30,7 @@ STATE_PK = "STATE"
 CONFIG_PK = "CONFIG"
 RUN_PK = "RUN"
 RUN_SK = "LATEST"
+CURRENT_SK = "CURRENT"  # a fanned-out run while its shards work
 INVENTORY_PK = "INVENTORY"
 HISTORY_PREFIX = "HISTORY#"
 TTL_ATTRIBUTE = "expires_at"
@@ -172,6 +175,9 @@ def history_item(key: str, alert: Alert, expires_at: int) -> dict[str, Any]:
 
 
 def run_to_item(run: RunRecord) -> dict[str, Any]:
+    """The last run: its counts, its shards, and the portals whose check failed (a few; a
+    steady run of a large fleet writes about a kilobyte, not a line per portal)."""
+    failing = sorted(run.portals.items())[:ERRORS_KEPT]
     item: dict[str, Any] = {
         "pk": RUN_PK,
         "sk": RUN_SK,
@@ -189,8 +195,9 @@ def run_to_item(run: RunRecord) -> dict[str, Any]:
                 }.items()
                 if v is not None
             }
-            for name, p in run.portals.items()
+            for name, p in failing
         },
+        "shards": [shard_to_value(s) for s in run.shards],
     }
     if run.failed:
         item["failed"] = clip(run.failed, DETAIL_LIMIT)
@@ -213,6 +220,56 @@ def run_from_item(item: dict[str, Any]) -> RunRecord:
         summary={k: int(v) for k, v in (item.get("summary") or {}).items()},
         portals=portals,
         failed=str(item["failed"]) if item.get("failed") else None,
+        shards=tuple(shard_from_value(v) for v in item.get("shards") or []),
+    )
+
+
+def plan_to_item(plan: RunPlan) -> dict[str, Any]:
+    """A fanned-out run in progress (RUN/CURRENT): each shard adds its counts when it ends."""
+    return {
+        "pk": RUN_PK,
+        "sk": CURRENT_SK,
+        "run_id": plan.run_id,
+        "started_at": iso(plan.started_at),
+        "ranges": [range_to_value(r) for r in plan.shards],
+        "done": {str(i): shard_to_value(s) for i, s in plan.done.items()},
+        "summary": {name: int(plan.summary.get(name, 0)) for name in COUNTS},
+    }
+
+
+def plan_from_item(item: dict[str, Any]) -> RunPlan:
+    return RunPlan(
+        run_id=str(item["run_id"]),
+        started_at=parse_iso(item["started_at"]),
+        shards=tuple(range_from_value(v) for v in item.get("ranges") or []),
+        done={int(i): shard_from_value(v) for i, v in (item.get("done") or {}).items()},
+        summary={k: int(v) for k, v in (item.get("summary") or {}).items()},
+    )
+
+
+def range_to_value(portals: KeyRange) -> dict[str, str]:
+    value = {"lo": portals.lo}
+    if portals.hi is not None:
+        value["hi"] = portals.hi
+    return value
+
+
+def range_from_value(value: dict[str, Any]) -> KeyRange:
+    hi = value.get("hi")
+    return KeyRange(str(value.get("lo", "")), str(hi) if hi is not None else None)
+
+
+def shard_to_value(shard: ShardRun) -> dict[str, Any]:
+    return {
+        **range_to_value(shard.portals),
+        "started_at": iso(shard.started_at),
+        "finished_at": iso(shard.finished_at),
+    }
+
+
+def shard_from_value(value: dict[str, Any]) -> ShardRun:
+    return ShardRun(
+        range_from_value(value), parse_iso(value["started_at"]), parse_iso(value["finished_at"])
     )
 
 

@@ -19,7 +19,8 @@ from botocore.exceptions import ClientError
 
 from ..domain.alerts import Alert
 from ..domain.inventory import CachedInventory
-from ..domain.runs import RunRecord
+from ..domain.runs import COUNTS, RunPlan, RunRecord, ShardRun
+from ..domain.shards import KeyRange, Scope
 from ..domain.targets import Target
 from ..domain.transitions import TargetStatus
 from ..state import Claim, Loaded, SaveOutcome, StateStoreError
@@ -35,6 +36,7 @@ from .dynamodb import (
 )
 from .records import (
     CONFIG_PK,
+    CURRENT_SK,
     INVENTORY_PK,
     RUN_PK,
     RUN_SK,
@@ -44,8 +46,11 @@ from .records import (
     inventory_to_item,
     iso,
     parse_iso,
+    plan_from_item,
+    plan_to_item,
     run_from_item,
     run_to_item,
+    shard_to_value,
     status_from_item,
     status_key,
     status_to_item,
@@ -74,18 +79,26 @@ class StateRepository:
         self.calls = 0  # DynamoDB API calls made (for the run summary and the benchmark)
 
     # ---- reading -------------------------------------------------------------------------
-    def load(self) -> Loaded:
-        """Every target's and bad entry's status, by query (never a scan)."""
+    def load(self, scope: Scope | None = None) -> Loaded:
+        """Every status the scope decides about (by default all), by query (never a scan): the
+        targets of its portals' key range, and the configuration problems it holds."""
+        scope = scope or Scope.whole()
         loaded = Loaded()
-        for pk in (STATE_PK, CONFIG_PK):
-            for item in self._query_all(pk):
-                status = status_from_item(item)
-                key = subject_key(status)
-                loaded.statuses[key] = status
-                if item.get("claim_owner") and item.get("claim_until"):
-                    loaded.claims[key] = Claim(
-                        str(item["claim_owner"]), parse_iso(str(item["claim_until"]))
-                    )
+        items: list[dict[str, Any]] = []
+        if scope.portals is not None:
+            hi = scope.portals.hi
+            items += self._query_all(STATE_PK, lo=scope.portals.lo or None, hi=hi)
+        items += self._query_all(CONFIG_PK)  # a few items: filtered below
+        for item in items:
+            status = status_from_item(item)
+            if not scope.holds(status.subject):
+                continue
+            key = subject_key(status)
+            loaded.statuses[key] = status
+            if item.get("claim_owner") and item.get("claim_until"):
+                loaded.claims[key] = Claim(
+                    str(item["claim_owner"]), parse_iso(str(item["claim_until"]))
+                )
         return loaded
 
     def page_targets(
@@ -116,9 +129,11 @@ class StateRepository:
         item = self._get({"pk": RUN_PK, "sk": RUN_SK})
         return run_from_item(item) if item else None
 
-    def load_inventories(self) -> dict[str, CachedInventory]:
-        found = (inventory_from_item(i) for i in self._query_all(INVENTORY_PK))
-        return {c.portal: c for c in found}
+    def load_inventories(self, portals: KeyRange | None = None) -> dict[str, CachedInventory]:
+        portals = portals or KeyRange.everything()
+        lo, hi = portals.portal_bounds()
+        found = (inventory_from_item(i) for i in self._query_all(INVENTORY_PK, lo=lo, hi=hi))
+        return {c.portal: c for c in found if portals.holds_portal(c.portal)}
 
     # ---- writing -------------------------------------------------------------------------
     def save(
@@ -210,6 +225,50 @@ class StateRepository:
     def save_run(self, run: RunRecord) -> None:
         self._call("put_item", TableName=self.table_name, Item=typed(run_to_item(run)))
 
+    def start_run(self, plan: RunPlan) -> RunPlan | None:
+        """Record a fanned-out run as the one in progress; the one it replaces, as it ended."""
+        answer = self._call(
+            "put_item",
+            TableName=self.table_name,
+            Item=typed(plan_to_item(plan)),
+            ReturnValues="ALL_OLD",
+        )
+        old = answer.get("Attributes")
+        return plan_from_item(plain(old)) if old else None
+
+    def finish_shard(
+        self, run_id: str, index: int, shard: ShardRun, counts: Mapping[str, int]
+    ) -> RunPlan | None:
+        """Add a finished shard's counts to its run, once (a redelivered shard adds nothing);
+        the run as it is now, or None when another run has replaced it. The shard that
+        finishes the run records it as the last run."""
+        names = {"#shard": str(index), **{f"#c{i}": name for i, name in enumerate(COUNTS)}}
+        values = {
+            ":run": run_id,
+            ":shard": shard_to_value(shard),
+            **{f":c{i}": int(counts.get(name, 0)) for i, name in enumerate(COUNTS)},
+        }
+        sums = ", ".join(f"summary.#c{i} = summary.#c{i} + :c{i}" for i in range(len(COUNTS)))
+        try:
+            answer = self._call(
+                "update_item",
+                TableName=self.table_name,
+                Key=_key({"pk": RUN_PK, "sk": CURRENT_SK}),
+                UpdateExpression=f"SET done.#shard = :shard, {sums}",
+                ConditionExpression="run_id = :run AND attribute_not_exists(done.#shard)",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=placeholders(**{k[1:]: v for k, v in values.items()}),
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return None
+            raise RepositoryError(describe_error("record a finished shard", exc)) from None
+        plan = plan_from_item(plain(answer["Attributes"]))
+        if plan.complete:
+            self.save_run(plan.record())
+        return plan
+
     def save_inventories(self, inventories: Sequence[CachedInventory]) -> None:
         self._batch_write(
             [{"PutRequest": {"Item": typed(inventory_to_item(c))}} for c in inventories]
@@ -260,10 +319,12 @@ class StateRepository:
             put["ExpressionAttributeValues"] = placeholders(v=status.version)
         return put
 
-    def _query_all(self, pk: str) -> Iterator[dict[str, Any]]:
+    def _query_all(
+        self, pk: str, *, lo: str | None = None, hi: str | None = None
+    ) -> Iterator[dict[str, Any]]:
         # Eventually consistent (half the price): every write is conditional on the version
         # read, so a stale read can only lose a race, never overwrite a newer decision.
-        return query_items(self._call, self.table_name, pk)
+        return query_items(self._call, self.table_name, pk, lo=lo, hi=hi)
 
     def _get(self, key: dict[str, str]) -> dict[str, Any] | None:
         answer = self._call("get_item", TableName=self.table_name, Key=_key(key))

@@ -35,6 +35,7 @@ from ..bitrix24.credentials import (
     parse_document,
 )
 from ..bitrix24.errors import CredentialsError, TokenStoreError
+from ..domain.shards import KeyRange
 from ..token_refresh import OAUTH_TIMEOUT, EitherStore, PairStore, RefreshingTokens, RefreshLease
 from .botocore_redaction import install_botocore_redaction
 from .token_table import TablePairs
@@ -226,6 +227,7 @@ def token_source(
     secret_id: str,
     *,
     tokens_table: str = "",
+    portals: KeyRange | None = None,
     client: Any | None = None,
     table_client: Any | None = None,
     lease: RefreshLease | None = None,
@@ -238,11 +240,13 @@ def token_source(
     clock: Callable[[], float] = time.time,
 ) -> RefreshingTokens:
     """The checker's token source: the secret, and with `tokens_table` the fleet's token table
-    before it (a portal's pair is read where it is, and refreshed there)."""
+    before it (a portal's pair is read where it is, and refreshed there); a shard reads only
+    its `portals` of the table."""
     secret = SecretPairs(secret_id, client=client, sleep=sleep)
     pairs: PairStore = secret
     if tokens_table:
-        pairs = EitherStore(TablePairs(tokens_table, apps=secret.apps, client=table_client), secret)
+        table = TablePairs(tokens_table, apps=secret.apps, client=table_client, portals=portals)
+        pairs = EitherStore(table, secret)
     return RefreshingTokens(
         pairs,
         lease=lease,

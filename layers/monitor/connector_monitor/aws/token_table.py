@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import boto3
@@ -25,6 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ..bitrix24.credentials import AppCredentials, PortalCredentials
 from ..bitrix24.errors import CredentialsError, TokenStoreError
+from ..domain.shards import KeyRange
 from .botocore_redaction import install_botocore_redaction
 from .dynamodb import error_code, plain, query_items, table_key, typed
 
@@ -45,17 +46,6 @@ CLIENT_CONFIG = Config(
 install_botocore_redaction()
 
 
-@dataclass(frozen=True)
-class PortalRange:
-    """The portals `first` to `last` (inclusive, by domain): a shard's share of the fleet."""
-
-    first: str
-    last: str
-
-    def holds(self, portal: str) -> bool:
-        return self.first <= portal <= self.last
-
-
 class TablePairs:
     """`token_refresh.PairStore` over the fleet's token table."""
 
@@ -65,7 +55,7 @@ class TablePairs:
         *,
         apps: Callable[[], Mapping[str, AppCredentials]],
         client: Any | None = None,
-        portals: PortalRange | None = None,
+        portals: KeyRange | None = None,
     ) -> None:
         self.table_name = table_name
         self._apps = apps
@@ -192,12 +182,16 @@ class TablePairs:
                 f"the pair of {portal} names application '{name or '?'}', which the secret's "
                 '"apps" does not hold (client_id and client_secret)'
             )
-        entry = {**app.entry(), **{k: item[k] for k in PAIR_FIELDS if item.get(k) is not None}}
+        pair = {k: _number(item[k]) for k in PAIR_FIELDS if item.get(k) is not None}
+        entry = {**app.entry(), **pair}
         return PortalCredentials.from_secret_entry(portal, entry)
 
     def _query(self) -> Iterator[dict[str, Any]]:
-        between = (self._range.first, self._range.last) if self._range is not None else None
-        return query_items(self._read, self.table_name, PORTAL_PK, between=between)
+        """The range's items (a shard's), or every item."""
+        portals = self._range or KeyRange.everything()
+        lo, hi = portals.portal_bounds()
+        items = query_items(self._read, self.table_name, PORTAL_PK, lo=lo, hi=hi)
+        return (item for item in items if portals.holds_portal(str(item["sk"])))
 
     def _get(self, portal: str) -> dict[str, Any] | None:
         answer = self._read(
@@ -231,6 +225,12 @@ def _pair_of(credentials: PortalCredentials) -> dict[str, Any]:
         "member_id": credentials.member_id,
     }
     return {k: v for k, v in pair.items() if v is not None}
+
+
+def _number(value: Any) -> Any:
+    """DynamoDB's numbers come back as Decimal; a pair's (expires_at, refreshed_at) are whole
+    seconds, and read as anything else they would be dropped, and the refresh budget with them."""
+    return int(value) if isinstance(value, Decimal) else value
 
 
 def _key(portal: str) -> dict[str, Any]:

@@ -1,9 +1,31 @@
-"""A check run as the monitor remembers it: when it ran, what it counted, each portal's part."""
+"""A check run as the monitor remembers it: when it ran, what it counted, which shards finished.
+
+A run that was not split has one shard, covering every portal; a fanned-out run has one per
+worker, and is recorded as the last run only once every shard has finished.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+
+from .shards import KeyRange
+
+# The figures a run counts (RunSummary's numbers), as stored and added up across shards.
+COUNTS = (
+    "targets",
+    "up",
+    "down",
+    "unknown",
+    "config_errors",
+    "alerts_decided",
+    "alerts_published",
+    "alerts_pending",
+    "conflicts",
+    "http_requests",
+)
+ERRORS_KEPT = 100  # portals with an error a run record names (the rest are in the logs)
 
 
 @dataclass(frozen=True)
@@ -16,15 +38,59 @@ class PortalRun:
 
 
 @dataclass(frozen=True)
-class RunRecord:
-    """The last completed run: the snapshot's `last_run_at` and staleness come from here.
+class ShardRun:
+    """One shard's part of a run: which portals, and when they were checked."""
 
-    `failed` says why the run could check nothing (TARGETS unusable): /health is not OK then.
+    portals: KeyRange
+    started_at: datetime
+    finished_at: datetime
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """The last completed run: the snapshot's `last_run_at`, staleness and each target's last
+    check come from here.
+
+    `portals` names portals whose check failed (at most ERRORS_KEPT); `failed` says why the run
+    could check nothing (no usable target): /health is not OK then.
     """
 
     run_id: str
     started_at: datetime
     finished_at: datetime
-    summary: dict[str, int] = field(default_factory=dict)
-    portals: dict[str, PortalRun] = field(default_factory=dict)
+    summary: Mapping[str, int] = field(default_factory=dict)
+    portals: Mapping[str, PortalRun] = field(default_factory=dict)
     failed: str | None = None
+    shards: tuple[ShardRun, ...] = ()
+
+    def checked_since(self, key: str) -> datetime | None:
+        """When the shard holding this `portal/...` key started checking it, or None."""
+        for shard in self.shards:
+            if shard.portals.holds_key(key):
+                return shard.started_at
+        return None
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """A fanned-out run while its shards work: the ranges handed out, those finished, and the
+    counts so far (the planner's own, then each shard's added as it finishes)."""
+
+    run_id: str
+    started_at: datetime
+    shards: tuple[KeyRange, ...]
+    done: Mapping[int, ShardRun] = field(default_factory=dict)
+    summary: Mapping[str, int] = field(default_factory=dict)
+
+    def unfinished(self) -> list[KeyRange]:
+        return [r for i, r in enumerate(self.shards) if i not in self.done]
+
+    @property
+    def complete(self) -> bool:
+        return len(self.done) == len(self.shards)
+
+    def record(self) -> RunRecord:
+        """The run as the last run, once every shard has finished."""
+        finished = max((s.finished_at for s in self.done.values()), default=self.started_at)
+        shards = tuple(self.done[i] for i in sorted(self.done))
+        return RunRecord(self.run_id, self.started_at, finished, dict(self.summary), shards=shards)

@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from functools import cached_property
 from typing import Protocol
 
 _DOMAIN = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d{1,5})?$")
@@ -142,7 +143,16 @@ class TargetList:
         return sorted(named)
 
     def for_portal(self, portal: str) -> list[Target]:
-        return [t for t in self.targets if t.portal == portal]
+        """The portal's targets in their natural order (by connector, then line number),
+        whatever order TARGETS or the registry listed them in."""
+        return list(self._by_portal.get(portal, ()))
+
+    @cached_property
+    def _by_portal(self) -> dict[str, tuple[Target, ...]]:
+        found: dict[str, list[Target]] = {}
+        for target in sorted(self.targets):
+            found.setdefault(target.portal, []).append(target)
+        return {portal: tuple(targets) for portal, targets in found.items()}
 
     def watched_on(self, portal: str) -> list[str]:
         """The connectors watched on every line of `portal`."""

@@ -1,0 +1,65 @@
+"""Shards partition the key space: every portal, and every record keyed `portal/...`, is in
+exactly one, whatever the domains (those that sort apart only by the "/", like x.com and
+x.com.br, included)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from connector_monitor.domain.shards import KeyRange, Scope, split
+from connector_monitor.domain.targets import ConfigProblem, Target, TargetError
+
+LABEL = st.text(alphabet="abcxyz019-", min_size=1, max_size=6).filter(
+    lambda s: not s.startswith("-") and not s.endswith("-")
+)
+DOMAIN = st.lists(LABEL, min_size=1, max_size=4).map(".".join)
+
+
+@given(st.lists(DOMAIN, min_size=1, max_size=60, unique=True), st.integers(1, 9))
+def test_each_portal_and_each_of_its_keys_is_in_exactly_one_shard(
+    portals: list[str], size: int
+) -> None:
+    ranges = split(portals, size)
+
+    for portal in portals:
+        holding = [r for r in ranges if r.holds_portal(portal)]
+        assert len(holding) == 1, portal
+        key = f"{portal}/myconnector/12"
+        assert [r for r in ranges if r.holds_key(key)] == holding
+        lo, hi = holding[0].portal_bounds()  # a plain-name query of the range finds it
+        assert (lo is None or lo <= portal) and (hi is None or portal <= hi)
+    assert all(sum(r.holds_portal(p) for p in portals) <= size for r in ranges)
+    assert ranges[0].lo == "" and ranges[-1].hi is None  # nothing falls outside
+
+
+def test_domains_that_sort_apart_only_by_the_slash_are_kept_apart_correctly() -> None:
+    portals = ["x.com", "x.com.br", "x.com-a", "x"]
+    ranges = split(portals, 1)
+
+    assert len(ranges) == 4
+    for portal in portals:
+        (holding,) = [r for r in ranges if r.holds_portal(portal)]
+        assert holding.holds_key(f"{portal}/c/1")
+        others = [p for p in portals if p != portal]
+        assert not any(holding.holds_portal(p) for p in others)
+
+
+def test_a_fleet_within_one_shard_is_one_range_over_everything() -> None:
+    assert split(["a.com", "b.com"], 1000) == [KeyRange.everything()]
+    with pytest.raises(ValueError, match="at least one portal"):
+        split(["a.com"], 0)
+
+
+def test_a_scope_decides_about_its_portals_and_only_the_planner_about_entries() -> None:
+    (first, second) = split(["a.com", "b.com"], 1)
+    target = Target("b.com", "c", 1)
+    notice = TargetError("b.com", "why", portal="b.com", problem=ConfigProblem.VALIDATION)
+    entry = TargetError("b.com/c", "expected domain/connector/line", "b.com", "c")
+
+    assert [Scope.shard(r).holds(target) for r in (first, second)] == [False, True]
+    assert [Scope.shard(r).holds(notice) for r in (first, second)] == [False, True]
+    assert not Scope.shard(second).holds(entry)
+    assert Scope.entries_only().holds(entry) and not Scope.entries_only().holds(target)
+    assert Scope.whole().is_whole and not Scope.shard(second).is_whole
