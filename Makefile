@@ -5,6 +5,7 @@
 #   make scan   checkov on the transformed template
 #   make run    the local runner against the local Bitrix24 portal
 #   make bench  benchmarks, printing their figures
+#   make fleet  the checker on 1,000 local portals: time, memory, calls, the sweep and the bill
 #   make coldstart  each handler's cold import, as a ratio to a bare `import boto3`
 
 PYTHON ?= python3
@@ -22,7 +23,7 @@ PIP_FLAGS := --quiet --disable-pip-version-check
 export SAM_CLI_TELEMETRY := 0
 
 .DEFAULT_GOAL := help
-.PHONY: help venv tools test lint sam transformed scan deploy run bench cost coldstart clean distclean
+.PHONY: help venv tools test lint sam transformed scan deploy run bench fleet cost coldstart clean distclean
 
 help:
 	@echo "make venv       create .venv from requirements-dev.txt (only when requirements change)"
@@ -34,7 +35,8 @@ help:
 	@echo "make deploy     sam deploy; PARAMS='Targets=... AlertEmail=...' on the first (AWS credentials)"
 	@echo "make run        local runner (python -m local.run); ARGS='...' passes arguments"
 	@echo "make bench      benchmarks (python -m bench.run_benchmark)"
-	@echo "make cost       the monthly bill, measured then priced (python -m bench.bill)"
+	@echo "make fleet      the checker on 1,000 portals x 5 lines at 300 ms, the sweep and the bill (bench.fleet)"
+	@echo "make cost       the monthly bill of 5,000 targets / 1,000 portals, fitted from two small fleets (bench.bill)"
 	@echo "make coldstart  each handler's cold import against import boto3 (bench/coldstart.py)"
 	@echo "make clean      remove build output and caches; distclean also removes both venvs"
 
@@ -95,6 +97,11 @@ run: venv
 
 bench: venv
 	$(VENV)/bin/python -m bench.run_benchmark $(ARGS)
+
+# 1,000 portals x 5 lines at 300 ms, then 250 to 2,000 portals: about ten minutes on 2 cores.
+FLEET_ARGS ?= --sweep 250,500,1000,2000
+fleet: venv
+	$(VENV)/bin/python -m bench.fleet $(FLEET_ARGS) $(ARGS)
 
 cost: venv
 	$(VENV)/bin/python -m bench.bill $(ARGS)

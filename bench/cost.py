@@ -1,90 +1,266 @@
-"""The monthly bill of the checker, from what one steady run was measured to consume: pricing
-only, no measuring (`bench/bill.py` measures then prices; `bench/run_benchmark.py` prices its
-own measured steady run). Prices are on-demand list prices (docs/ARCHITECTURE.md, "What a run
-costs"), free tiers ignored. Everything that is an assumption rather than a measurement is
-printed as one.
+"""The monthly bill of one stack, from what a measured fleet consumed: pricing only, no
+measuring (`bench/fleet.py` measures and prints it, `bench/bill.py` measures a smaller fleet
+and fits it to the priced one).
+
+Every resource template.yaml creates is priced, counted from the template itself
+(`bench/stack.py`): the functions (requests, duration, the INIT phase of cold starts, billed
+since 1 August 2025), both tables (reads, writes, storage, point-in-time recovery), the secret,
+KMS requests, the topics (publishes, emails), the queues, the log groups (ingestion, storage
+for their retention), the alarms and their metrics, custom metrics, X-Ray traces, the HTTP API
+(a `/health` poll every minute), EventBridge Scheduler, and the data the checker sends to the
+portals over the internet. Prices are on-demand us-east-1 list prices without free tiers, each
+in `PRICES` with where it comes from; what the benchmark cannot measure is an assumption,
+named in `Fleet` or below, and printed with the bill.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from connector_monitor.aws.token_store import PORTALS_PER_SECRET
+from bench.stack import Stack, access_log_line
 
-MINUTES_PER_MONTH = 30 * 24 * 60  # 8,640 runs at 5 minutes (docs/ARCHITECTURE.md) is a 30-day month
-GB = 1_000_000_000  # decimal GB: the larger figure for per-GB prices
-# What the benchmark cannot see in-process, stated rather than hidden:
-PLATFORM_LOG_LINES = 3  # Lambda's own platform.start / platform.report / runtime lines
-PLATFORM_LOG_BYTES = 700  # their JSON (LogFormat: JSON) with the X-Ray segment ids, together
-LOG_EVENT_OVERHEAD = 26  # bytes CloudWatch Logs counts per log event on top of its message
-ITEM_OVERHEAD = 100  # bytes DynamoDB adds to every stored item for its indexes
-SCOPES = ("target", "portal", "fixed")  # what a measured quantity grows with
+ROOT = Path(__file__).resolve().parents[1]
+MINUTES_PER_MONTH = 30 * 24 * 60  # a 30-day month: 8,640 runs at 5 minutes
+GB = 1_000_000_000  # decimal GB, the larger figure for per-GB prices
+FULL_VCPU_MB = 1769  # Lambda gives a function M/1769 of a vCPU
+GOAL_DOLLARS = 2.00
+GOAL_SECONDS = 60.0
+GOAL_MEMORY_MB = 256
 
 
-@dataclass(frozen=True)
-class Prices:
-    """On-demand list prices in USD (us-east-1), as docs/ARCHITECTURE.md quotes them where it
-    does."""
-
-    dynamodb_read_per_million: float = 0.125
-    dynamodb_write_per_million: float = 0.625
-    dynamodb_storage_per_gb_month: float = 0.25
-    secret_per_month: float = 0.40
-    secrets_per_10k_calls: float = 0.05
-    sns_publish_per_million: float = 0.50
-    sns_email_per_100k: float = 2.00
-    lambda_per_gb_second: float = 0.0000133334  # arm64
-    lambda_per_million_requests: float = 0.20
-    logs_ingest_per_gb: float = 0.50
-    metric_per_month: float = 0.30
-    xray_per_million_traces: float = 5.00
-    scheduler_per_million: float = 1.00
+# ---- prices: each in one place, with its source ---------------------------------------------
 
 
 @dataclass(frozen=True)
-class RunFigures:
-    """What one steady run of the real checker consumed, measured on `targets` on `portals`.
+class Price:
+    dollars: float
+    per: str
+    source: str
+    checked: bool  # True: checked against the source (a copy of the page) for this bill
 
-    Capacity units are split by what they grow with (SCOPES): the targets' state items, the
-    per-portal items (run record, inventory) and a fixed part (minimum charges).
-    """
 
-    targets: int
+PRICES: dict[str, Price] = {
+    "lambda_request": Price(
+        0.20 / 1e6, "request", "aws.amazon.com/lambda/pricing (arm64, us-east-1)", True
+    ),
+    "lambda_gb_second": Price(
+        0.0000133334, "GB-second arm64", "aws.amazon.com/lambda/pricing, first 7.5 B GB-s", True
+    ),
+    "dynamodb_rru": Price(
+        0.125 / 1e6, "read request unit", "aws.amazon.com/dynamodb/pricing/on-demand", True
+    ),
+    "dynamodb_wru": Price(
+        0.625 / 1e6, "write request unit", "aws.amazon.com/dynamodb/pricing/on-demand", True
+    ),
+    "dynamodb_storage": Price(
+        0.25, "GB-month", "aws.amazon.com/dynamodb/pricing/on-demand (Standard class)", False
+    ),
+    "dynamodb_pitr": Price(
+        0.20, "GB-month", "aws.amazon.com/dynamodb/pricing (continuous backups, PITR)", True
+    ),
+    "secret": Price(0.40, "secret-month", "aws.amazon.com/secrets-manager/pricing", True),
+    "secret_call": Price(0.05 / 1e4, "API call", "aws.amazon.com/secrets-manager/pricing", True),
+    "kms_request": Price(
+        0.03 / 1e4,
+        "request",
+        "aws.amazon.com/kms/pricing (AWS managed keys: no monthly fee, requests charged)",
+        True,
+    ),
+    "sns_publish": Price(0.50 / 1e6, "publish", "aws.amazon.com/sns/pricing", True),
+    "sns_email": Price(2.00 / 1e5, "email delivery", "aws.amazon.com/sns/pricing", True),
+    "sqs_request": Price(
+        0.40 / 1e6,
+        "request (64 KB chunk)",
+        "aws.amazon.com/sqs/pricing (standard queue; empty receives are requests)",
+        True,
+    ),
+    "logs_ingest": Price(
+        0.50, "GB ingested", "aws.amazon.com/cloudwatch/pricing (Logs, Standard class)", True
+    ),
+    "logs_storage": Price(
+        0.03, "GB-month archived", "aws.amazon.com/cloudwatch/pricing (Logs storage)", True
+    ),
+    "alarm_metric": Price(
+        0.10, "alarm metric-month", "aws.amazon.com/cloudwatch/pricing (standard resolution)", True
+    ),
+    "alarm_metric_high": Price(
+        0.30, "alarm metric-month", "aws.amazon.com/cloudwatch/pricing (high resolution)", True
+    ),
+    "custom_metric": Price(
+        0.30, "metric-month", "aws.amazon.com/cloudwatch/pricing (first 10,000 metrics)", True
+    ),
+    "xray_trace": Price(0.000005, "trace recorded", "aws.amazon.com/xray/pricing", True),
+    "http_api_request": Price(
+        1.00 / 1e6, "request", "aws.amazon.com/api-gateway/pricing (HTTP API, first 300 M)", True
+    ),
+    "scheduler_invocation": Price(
+        1.00 / 1e6, "invocation", "aws.amazon.com/eventbridge/pricing (Scheduler)", True
+    ),
+    "internet_out": Price(
+        0.09,
+        "GB out to the internet",
+        "aws.amazon.com/ec2/pricing/on-demand (data transfer out, first 10 TB; Lambda is "
+        "charged at EC2 data transfer rates)",
+        False,
+    ),
+}
+
+# ---- what the benchmark cannot measure, stated rather than hidden --------------------------
+ITEM_OVERHEAD = 100  # bytes DynamoDB adds to every stored item (its indexes)
+PLATFORM_LOG_LINES = 3  # Lambda's own JSON records per invocation (platform.start, .report...)
+PLATFORM_LOG_BYTES = 700  # their bytes together, with the X-Ray ids
+LOG_EVENT_OVERHEAD = 26  # bytes CloudWatch Logs counts per log event beyond its message
+TLS_CONNECTION_BYTES = 1200  # client->server bytes of a TCP + TLS 1.3 connection's set-up and
+# close (SYN, ACKs, ClientHello ~520 B, Finished, FIN): the local portal speaks plain HTTP
+PACKET_OVERHEAD = 150  # per write (segment) sent: TLS record, TCP/IP headers, ACKs of the answer
+KMS_PER_SECRET_READ = 1  # GetSecretValue decrypts the secret's data key (AWS managed key)
+KMS_PER_SECRET_WRITE = 1  # PutSecretValue asks KMS for a new data key
+KMS_TABLE_KEY_MINUTES = 5  # DynamoDB caches a table's key per caller for ~5 minutes idle:
+# counted as one Decrypt per table per 5 minutes for each function that reads it
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What something consumed (a run, one token refresh, one /health poll), by name:
+    `wall`, `cpu` (seconds); `rest`, `oauth` (portal requests); `net.bytes`,
+    `net.connections`, `net.writes` (sent to the portals); `ddb.<Table>.<Operation>` (calls)
+    and `ddb.<Table>.RRU` / `.WRU`; `sm.<Operation>`; `sns.Publish`; `log.lines`,
+    `log.bytes`."""
+
+    values: Mapping[str, float] = field(default_factory=dict)
+
+    def get(self, key: str) -> float:
+        return float(self.values.get(key, 0.0))
+
+    def total(self, prefix: str, suffix: str = "") -> float:
+        return sum(v for k, v in self.values.items() if k.startswith(prefix) and k.endswith(suffix))
+
+    def __add__(self, other: Usage) -> Usage:
+        keys = {*self.values, *other.values}
+        return Usage({k: self.get(k) + other.get(k) for k in keys})
+
+    def __sub__(self, other: Usage) -> Usage:
+        return self + other.times(-1.0)
+
+    def times(self, factor: float) -> Usage:
+        return Usage({k: v * factor for k, v in self.values.items()})
+
+    def at_least_zero(self) -> Usage:
+        return Usage({k: max(0.0, v) for k, v in self.values.items()})
+
+    def dynamodb_calls(self) -> float:
+        return sum(
+            v
+            for k, v in self.values.items()
+            if k.startswith("ddb.") and not k.endswith((".RRU", ".WRU"))
+        )
+
+    def units(self, kind: str) -> float:
+        return self.total("ddb.", f".{kind}")
+
+    def duration(self, memory_mb: int) -> float:
+        """Lambda duration at `memory_mb`: the wall time, or the CPU time on M/1769 vCPU."""
+        return max(self.get("wall"), self.get("cpu") * FULL_VCPU_MB / memory_mb)
+
+
+def fit(samples: Iterable[tuple[float, Usage]], x: float) -> Usage:
+    """Each quantity as a + b*x through the two measured sizes (or scaled from one), at x."""
+    points = sorted(samples, key=lambda s: s[0])
+    if len(points) == 1:
+        (x0, u0) = points[0]
+        return u0.times(x / x0 if x0 else 1.0)
+    (x0, u0), (x1, u1) = points[0], points[-1]
+    slope = (u1 - u0).times(1.0 / (x1 - x0))
+    return (u0 + slope.times(x - x0)).at_least_zero()
+
+
+@dataclass(frozen=True)
+class Figures:
+    """What the measured fleet consumed, per kind of event."""
+
     portals: int
-    seconds: float  # wall time of one steady run
-    read_units: Mapping[str, float]  # RRU per steady run, by scope
-    write_units: Mapping[str, float]  # WRU per steady run, by scope
-    secret_reads: int  # GetSecretValue per run
-    log_lines: int  # JSON lines the handler printed in a warm steady run
-    log_bytes: int
-    metrics: int  # custom metrics (name x dimensions) every run publishes
-    cold_start_metrics: int = 0  # published only by a cold start (Powertools' ColdStart)
-    validation_write_units: float = 0.0  # WRU of one target validation (inventory), all portals
-    incident_write_units: float = 0.0  # WRU per target per incident (down and recovery)
-    refresh_secret_calls: float = 2.0  # Secrets Manager calls per token refresh (re-read, write)
-    refresh_write_units: float = 2.0  # WRU per token refresh (the lease: put, delete)
-    stored_bytes_per_target: float = 0.0
-    measured_on: str = ""  # how the figures were taken, for the printout
+    targets: int
+    steady: Usage  # one steady run (median of the steady runs)
+    inventory: Usage  # one run that repeats the inventory (every ValidateEveryMinutes)
+    refresh: Usage  # one portal's token refresh: what a run with refreshes adds, per refresh
+    health: Usage  # one GET /health of the snapshot API function
+    cold: Mapping[str, Usage]  # per function: its INIT (import app) + first call's wiring
+    stored: Mapping[str, tuple[float, float]]  # table -> (item bytes, items)
+    measured_on: str = ""
+
+
+def fitted(samples: Iterable[Figures], portals: int, targets: int) -> Figures:
+    """Figures for a fleet of `portals` (same lines per portal), each quantity fitted as
+    a + b*portals through the measured fleets (proportional to one, if only one was measured).
+    Per-refresh, per-poll and cold-start figures do not grow with the fleet: the largest
+    measured fleet's are kept (fitting them would magnify noise)."""
+    measured = sorted(samples, key=lambda f: f.portals)
+    largest = measured[-1]
+    if (largest.portals, largest.targets) == (portals, targets):
+        return largest
+
+    def at(pick: Callable[[Figures], Usage]) -> Usage:
+        return fit([(float(f.portals), pick(f)) for f in measured], float(portals))
+
+    stored: dict[str, tuple[float, float]] = {}
+    for table in largest.stored:
+        usage = at(
+            lambda f, t=table: Usage(dict(zip(("b", "n"), f.stored.get(t, (0, 0)), strict=True)))
+        )
+        stored[table] = (usage.get("b"), usage.get("n"))
+    sizes = " and ".join(f"{f.portals:,}" for f in measured)
+    how = "a + b x portals through" if len(measured) > 1 else "proportionally from"
+    return Figures(
+        portals=portals,
+        targets=targets,
+        steady=at(lambda f: f.steady),
+        inventory=at(lambda f: f.inventory),
+        refresh=largest.refresh,
+        health=largest.health,
+        cold=largest.cold,
+        stored=stored,
+        measured_on=f"{largest.measured_on}; fitted to {portals:,} portals ({how} the runs "
+        f"measured on {sizes} portals)",
+    )
 
 
 @dataclass(frozen=True)
 class Fleet:
-    """The deployment to price."""
+    """The deployment to price, and the assumptions about it."""
 
-    targets: int = 1000
-    portals: int = PORTALS_PER_SECRET  # one stack: its secret has room for this many
+    targets: int = 5000
+    portals: int = 1000
     schedule_minutes: float = 5.0
-    memory_mb: int = 256
-    incidents_per_month: int = 30  # assumption: each is one connector.down + one .recovered
-    validate_every_minutes: float = 240.0  # VALIDATE_EVERY_MINUTES default
-    token_refreshes_per_portal_hour: float = 1.0  # access tokens live an hour
-    publish_metrics: bool = False  # the template's PublishMetrics (off by default)
+    validate_every_minutes: float = 240.0  # ValidateEveryMinutes default: 1 run in 48
+    refreshes_per_portal_hour: float = 1.0  # access tokens live an hour
+    health_polls_per_minute: float = 1.0  # the /health poll of the goal
+    incidents_per_month: int = 30  # each a connector.down and a connector.recovered
+    alarm_notifications_per_month: int = 4  # alarm state changes the operations topic sends
+    checker_cold_starts_per_run: float = 1.0  # every run (a 5-minute gap is at the edge of
+    # how long Lambda keeps an idle environment): an upper bound
+    api_cold_starts_per_hour: float = 1.0  # polled every minute it stays warm; recycled hourly
+    sqs_pollers: int = 5  # Lambda's SQS event source polls with 5 pollers while idle ...
+    sqs_poll_seconds: float = 20.0  # ... each a 20-second long poll
+    publish_metrics: bool = False  # PublishMetrics (off by default)
 
     @property
-    def runs_per_month(self) -> float:
+    def runs(self) -> float:
         return MINUTES_PER_MONTH / self.schedule_minutes
+
+    @property
+    def inventory_runs(self) -> float:
+        return self.runs * self.schedule_minutes / self.validate_every_minutes
+
+    @property
+    def refreshes(self) -> float:
+        return self.portals * self.refreshes_per_portal_hour * MINUTES_PER_MONTH / 60
+
+    @property
+    def health_polls(self) -> float:
+        return self.health_polls_per_minute * MINUTES_PER_MONTH
 
 
 @dataclass(frozen=True)
@@ -94,229 +270,358 @@ class Line:
     dollars: float
 
 
-@dataclass(frozen=True)
+@dataclass
 class Bill:
     fleet: Fleet
-    figures: RunFigures
+    figures: Figures
+    stack: Stack
     lines: list[Line] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    checker_run_seconds: float = 0.0  # estimated Lambda duration of a typical run
 
     @property
     def total(self) -> float:
         return sum(line.dollars for line in self.lines)
 
     def dollars(self, item: str) -> float:
-        return next(line.dollars for line in self.lines if line.item == item)
+        return sum(line.dollars for line in self.lines if line.item == item)
+
+    def add(self, item: str, detail: str, dollars: float) -> None:
+        self.lines.append(Line(item, detail, dollars))
 
 
-def scaled(units: Mapping[str, float], figures: RunFigures, fleet: Fleet) -> float:
-    """Per-run units on `fleet`, from units measured on the figures' fleet, scope by scope."""
-    ratio = {
-        "target": fleet.targets / figures.targets if figures.targets else 0.0,
-        "portal": fleet.portals / figures.portals if figures.portals else 0.0,
-        "fixed": 1.0,
+def custom_metrics_in_code() -> int:
+    """Distinct metric names the handlers add (`metrics.add_metric("Name", ...)`)."""
+    names: set[str] = set()
+    for app in (ROOT / "functions").glob("*/app.py"):
+        names |= set(re.findall(r"add_metric\(\s*\"(\w+)\"", app.read_text(encoding="utf-8")))
+    return len(names)
+
+
+def _fmt(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 or float(value).is_integer() else f"{value:,.2f}"
+
+
+def monthly_bill(figures: Figures, fleet: Fleet, stack: Stack) -> Bill:
+    p = {name: price.dollars for name, price in PRICES.items()}
+    bill = Bill(fleet, figures, stack)
+    runs, inventories = fleet.runs, fleet.inventory_runs
+    refresh_per_run = fleet.refreshes / runs
+    scheduled = [f for f in stack.functions.values() if f.schedules]
+    checker = scheduled[0] if scheduled else next(iter(stack.functions.values()))
+    api = next((f for f in stack.functions.values() if f.http_api), None)
+    polls = fleet.health_polls if api and stack.http_apis else 0.0
+    memory = checker.memory_mb
+    # A typical run refreshes 1/12 of the portals' tokens (hourly tokens, 5-minute runs).
+    typical = figures.steady + figures.refresh.times(refresh_per_run)
+    validating = figures.inventory + figures.refresh.times(refresh_per_run)
+    month = typical.times(runs - inventories) + validating.times(inventories)
+    health = figures.health.times(polls)
+    checker_seconds = (
+        typical.duration(memory) * (runs - inventories) + validating.duration(memory) * inventories
+    )
+    bill.checker_run_seconds = typical.duration(memory)
+    governs = "CPU" if typical.get("cpu") * FULL_VCPU_MB / memory > typical.get("wall") else "wall"
+
+    # -- Lambda ----------------------------------------------------------------------------
+    bill.add(
+        "Lambda requests",
+        f"{_fmt(runs)} checker runs + {_fmt(polls)} /health polls",
+        (runs + polls) * p["lambda_request"],
+    )
+    gb_s = checker_seconds * memory / 1024
+    bill.add(
+        "Lambda duration, checker",
+        f"{typical.duration(memory):.2f} s a run at {memory} MB ({governs} governs; "
+        f"inventory runs {validating.duration(memory):.2f} s) = {_fmt(gb_s)} GB-s",
+        gb_s * p["lambda_gb_second"],
+    )
+    api_gb_s = 0.0
+    if api is not None:
+        api_gb_s = figures.health.duration(api.memory_mb) * polls * api.memory_mb / 1024
+        bill.add(
+            "Lambda duration, snapshot API",
+            f"{figures.health.duration(api.memory_mb) * 1000:.0f} ms a /health poll at "
+            f"{api.memory_mb} MB x {_fmt(polls)} = {_fmt(api_gb_s)} GB-s",
+            api_gb_s * p["lambda_gb_second"],
+        )
+    checker_colds = runs * fleet.checker_cold_starts_per_run
+    api_colds = fleet.api_cold_starts_per_hour * MINUTES_PER_MONTH / 60 if api else 0.0
+    init_gb_s = checker_colds * _cold(figures, checker.logical_id).duration(memory) * memory / 1024
+    if api is not None:
+        init_gb_s += (
+            api_colds
+            * _cold(figures, api.logical_id).duration(api.memory_mb)
+            * api.memory_mb
+            / 1024
+        )
+    bill.add(
+        "Lambda INIT (cold starts)",
+        f"{_fmt(checker_colds)} checker cold starts x "
+        f"{_cold(figures, checker.logical_id).duration(memory):.2f} s"
+        + (
+            f" + {_fmt(api_colds)} API x "
+            f"{_cold(figures, api.logical_id).duration(api.memory_mb):.2f} s"
+            if api
+            else ""
+        )
+        + f" (import + first call's wiring) = {_fmt(init_gb_s)} GB-s",
+        init_gb_s * p["lambda_gb_second"],
+    )
+
+    # -- DynamoDB --------------------------------------------------------------------------
+    rru, wru = month.units("RRU") + health.units("RRU"), month.units("WRU") + health.units("WRU")
+    bill.add(
+        "DynamoDB reads",
+        f"{typical.units('RRU'):,.1f} RRU a run, {validating.units('RRU'):,.1f} an inventory "
+        f"run, {figures.health.units('RRU'):.1f} a /health = {rru / 1e6:,.3f} M RRU",
+        rru * p["dynamodb_rru"],
+    )
+    bill.add(
+        "DynamoDB writes",
+        f"{figures.steady.units('WRU'):,.1f} WRU a steady run, "
+        f"{figures.refresh.units('WRU'):.1f} a token refresh x {_fmt(fleet.refreshes)}, "
+        f"{figures.inventory.units('WRU'):,.0f} an inventory run = {wru / 1e6:,.3f} M WRU",
+        wru * p["dynamodb_wru"],
+    )
+    stored = {
+        table: (size + ITEM_OVERHEAD * items)
+        for table, (size, items) in figures.stored.items()
+        if table in stack.tables
     }
-    return sum(value * ratio.get(scope, 1.0) for scope, value in units.items())
-
-
-def monthly_bill(figures: RunFigures, fleet: Fleet, prices: Prices = Prices()) -> Bill:
-    runs = fleet.runs_per_month
-    per_target = fleet.targets / figures.targets if figures.targets else 0.0
-    per_portal = fleet.portals / figures.portals if figures.portals else 0.0
-    lines: list[Line] = []
-
-    rru = scaled(figures.read_units, figures, fleet)
-    lines.append(
-        Line(
-            "DynamoDB reads",
-            f"{rru:,.1f} RRU/run x {runs:,.0f} runs = {rru * runs / 1e6:,.3f} M RRU",
-            rru * runs * prices.dynamodb_read_per_million / 1e6,
-        )
+    stored_gb = sum(stored.values()) / GB
+    bill.add(
+        "DynamoDB storage",
+        ", ".join(f"{t} {b / 1e6:,.2f} MB" for t, b in sorted(stored.items())),
+        stored_gb * p["dynamodb_storage"],
+    )
+    pitr = [t for t in stack.tables.values() if t.pitr]
+    pitr_gb = sum(stored.get(t.logical_id, 0.0) for t in pitr) / GB
+    bill.add(
+        "DynamoDB point-in-time recovery",
+        f"{len(pitr)} tables with PITR, {pitr_gb * 1000:,.2f} MB",
+        pitr_gb * p["dynamodb_pitr"],
     )
 
-    refreshes = fleet.portals * fleet.token_refreshes_per_portal_hour * MINUTES_PER_MONTH / 60
-    steady_wru = scaled(figures.write_units, figures, fleet)
-    validations = MINUTES_PER_MONTH / fleet.validate_every_minutes
-    validation_wru = figures.validation_write_units * per_portal * validations
-    incident_wru = figures.incident_write_units * fleet.incidents_per_month
-    lease_wru = figures.refresh_write_units * refreshes
-    wru = steady_wru * runs + validation_wru + incident_wru + lease_wru
-    lines.append(
-        Line(
-            "DynamoDB writes",
-            f"{steady_wru:,.1f} WRU/run x {runs:,.0f} + validation {validation_wru:,.0f}"
-            f" + incidents {incident_wru:,.0f} + refresh leases {lease_wru:,.0f}"
-            f" = {wru / 1e6:,.3f} M WRU",
-            wru * prices.dynamodb_write_per_million / 1e6,
+    # -- Secrets Manager and KMS ------------------------------------------------------------
+    secrets = len(stack.secrets)
+    reads, writes = month.get("sm.GetSecretValue"), month.get("sm.PutSecretValue")
+    calls = month.total("sm.")
+    bill.add("Secrets Manager secrets", f"{secrets} secret(s)", secrets * p["secret"])
+    bill.add(
+        "Secrets Manager API calls",
+        f"{_fmt(calls)} calls ({figures.steady.total('sm.'):.0f} a run)",
+        calls * p["secret_call"],
+    )
+    kms_tables = [t.logical_id for t in stack.tables.values() if t.kms]
+    checker_tables = [t for t in kms_tables if typical.total(f"ddb.{t}.") > 0]
+    key_windows = MINUTES_PER_MONTH / KMS_TABLE_KEY_MINUTES
+    table_keys = len(checker_tables) * min(runs, key_windows)
+    if api is not None and figures.health.total("ddb.") > 0:
+        table_keys += min(polls, key_windows) * sum(
+            1 for t in kms_tables if figures.health.total(f"ddb.{t}.") > 0
         )
+    kms = reads * KMS_PER_SECRET_READ + writes * KMS_PER_SECRET_WRITE + table_keys
+    bill.add(
+        "KMS requests",
+        f"{_fmt(reads + writes)} for the secret + {_fmt(table_keys)} DynamoDB table-key "
+        f"decrypts ({len(kms_tables)} tables under aws/dynamodb)",
+        kms * p["kms_request"],
     )
 
-    stored = figures.stored_bytes_per_target * fleet.targets
-    lines.append(
-        Line(
-            "DynamoDB storage",
-            f"{stored / 1e6:,.2f} MB of target state (history expires by TTL)",
-            stored / GB * prices.dynamodb_storage_per_gb_month,
-        )
+    # -- SNS, SQS ----------------------------------------------------------------------------
+    alerts = 2 * fleet.incidents_per_month + month.get("sns.Publish")
+    notices = fleet.alarm_notifications_per_month
+    bill.add(
+        "SNS publishes",
+        f"{_fmt(alerts)} alerts ({fleet.incidents_per_month} incidents) + {notices} alarm "
+        "notifications",
+        (alerts + notices) * p["sns_publish"],
+    )
+    alert_emails = stack.email_subscriptions.get("Topic", 0)
+    ops_emails = sum(n for t, n in stack.email_subscriptions.items() if t != "Topic")
+    emails = alerts * alert_emails + notices * ops_emails
+    bill.add(
+        "SNS email deliveries",
+        f"{_fmt(emails)} ({sum(stack.email_subscriptions.values())} email subscriptions)",
+        emails * p["sns_email"],
+    )
+    polled = sorted({q for f in stack.functions.values() for q in f.queues})
+    idle = len(polled) * fleet.sqs_pollers * 60 / fleet.sqs_poll_seconds * MINUTES_PER_MONTH
+    bill.add(
+        "SQS requests",
+        (
+            f"{len(stack.queues)} queues; {', '.join(polled)} polled by a Lambda event source: "
+            f"{fleet.sqs_pollers} pollers x {fleet.sqs_poll_seconds:g} s long polls = "
+            f"{_fmt(idle)} receives (shard orders themselves not measured here)"
+            if polled
+            else f"{len(stack.queues)} queues, none polled: no requests while Scheduler "
+            "delivers every run (the dead-letter queue gets a message only when it cannot)"
+        ),
+        idle * p["sqs_request"],
     )
 
-    refresh_calls = figures.refresh_secret_calls * refreshes
-    secret_calls = figures.secret_reads * runs + refresh_calls
-    lines.append(
-        Line(
-            "Secrets Manager",
-            f"1 secret + {secret_calls:,.0f} calls ({figures.secret_reads}/run"
-            f" + {refreshes:,.0f} token refreshes x {figures.refresh_secret_calls:g})",
-            prices.secret_per_month + secret_calls * prices.secrets_per_10k_calls / 10_000,
-        )
+    # -- CloudWatch ------------------------------------------------------------------------
+    per_invocation = PLATFORM_LOG_BYTES + PLATFORM_LOG_LINES * LOG_EVENT_OVERHEAD
+    checker_logs = (
+        month.get("log.bytes") + month.get("log.lines") * LOG_EVENT_OVERHEAD + runs * per_invocation
+    )
+    api_logs = (
+        health.get("log.bytes") + health.get("log.lines") * LOG_EVENT_OVERHEAD
+    ) + polls * per_invocation
+    access = 0.0
+    for _api_id, (_group, fmt) in stack.access_logs.items():
+        access += polls * (len(access_log_line(fmt).encode()) + LOG_EVENT_OVERHEAD)
+    ingested = checker_logs + api_logs + access
+    bill.add(
+        "CloudWatch Logs ingestion",
+        f"checker {checker_logs / GB * 1000:,.1f} MB ({typical.get('log.bytes'):,.0f} B "
+        f"printed a run), snapshot API {api_logs / GB * 1000:,.1f} MB, API access log "
+        f"{access / GB * 1000:,.1f} MB",
+        ingested / GB * p["logs_ingest"],
+    )
+    retention = [d for d in stack.log_groups.values() if d]
+    days = max(retention) if retention else 3650
+    stored_logs = ingested * days / 30
+    bill.add(
+        "CloudWatch Logs storage",
+        f"{len(stack.log_groups)} log groups kept {days} days: {stored_logs / GB * 1000:,.1f} MB "
+        "held (uncompressed: an upper bound)",
+        stored_logs / GB * p["logs_storage"],
+    )
+    standard = sum(a.metrics for a in stack.alarms if not a.high_resolution)
+    high = sum(a.metrics for a in stack.alarms if a.high_resolution)
+    bill.add(
+        "CloudWatch alarms",
+        f"{len(stack.alarms)} alarms, {standard} standard-resolution metrics"
+        + (f", {high} high-resolution" if high else ""),
+        standard * p["alarm_metric"] + high * p["alarm_metric_high"],
+    )
+    metrics = custom_metrics_in_code()
+    bill.add(
+        "CloudWatch custom metrics",
+        f"{metrics} metrics (PublishMetrics=true)"
+        if fleet.publish_metrics
+        else f"none (PublishMetrics=false, the default; true adds {metrics} x $0.30)",
+        metrics * p["custom_metric"] if fleet.publish_metrics else 0.0,
     )
 
-    publishes = 2 * fleet.incidents_per_month
-    lines.append(
-        Line(
-            "SNS",
-            f"{publishes} alerts ({fleet.incidents_per_month} incidents, assumed), to 1 email",
-            publishes * prices.sns_publish_per_million / 1e6
-            + publishes * prices.sns_email_per_100k / 100_000,
-        )
+    # -- X-Ray, API Gateway, Scheduler, data transfer ------------------------------------------
+    traced = (runs if checker.traced else 0.0) + (polls if api and api.traced else 0.0)
+    bill.add(
+        "X-Ray traces",
+        f"{_fmt(traced)} traces recorded ({len(stack.traced_functions)} traced functions; "
+        "none retrieved)",
+        traced * p["xray_trace"],
     )
-
-    # Run time has a fixed part: scaled up with the targets, never down (an upper bound).
-    seconds = figures.seconds * max(1.0, per_target)
-    gb_seconds = seconds * fleet.memory_mb / 1024 * runs
-    lines.append(
-        Line(
-            "Lambda",
-            f"{seconds:.2f} s/run at {fleet.memory_mb} MB arm64 = {gb_seconds:,.0f} GB-s"
-            f" + {runs:,.0f} requests",
-            gb_seconds * prices.lambda_per_gb_second
-            + runs * prices.lambda_per_million_requests / 1e6,
-        )
+    bill.add(
+        "API Gateway HTTP API",
+        f"{_fmt(polls)} requests (a /health poll every minute)",
+        polls * p["http_api_request"],
     )
-
-    events = figures.log_lines + PLATFORM_LOG_LINES
-    log_bytes = figures.log_bytes + PLATFORM_LOG_BYTES + events * LOG_EVENT_OVERHEAD
-    lines.append(
-        Line(
-            "CloudWatch Logs",
-            f"{events} lines, {log_bytes:,} B/run x {runs:,.0f} = {log_bytes * runs / GB:,.3f} GB",
-            log_bytes * runs / GB * prices.logs_ingest_per_gb,
-        )
+    schedules = sum(f.schedules for f in stack.functions.values())
+    bill.add(
+        "EventBridge Scheduler",
+        f"{_fmt(runs * schedules)} invocations",
+        runs * schedules * p["scheduler_invocation"],
     )
-
-    metrics_cost = figures.metrics * prices.metric_per_month
-    lines.append(
-        Line(
-            "CloudWatch metrics",
-            f"{figures.metrics} custom metrics, no per-target dimension (PublishMetrics=true)"
-            if fleet.publish_metrics
-            else f"none (PublishMetrics=false, the default; true adds {figures.metrics} "
-            f"metrics = ${metrics_cost:.2f})",
-            metrics_cost if fleet.publish_metrics else 0.0,
-        )
+    sent = (
+        month.get("net.bytes")
+        + month.get("net.connections") * TLS_CONNECTION_BYTES
+        + month.get("net.writes") * PACKET_OVERHEAD
     )
-
-    lines.append(
-        Line(
-            "X-Ray (Tracing: Active)",
-            f"{runs:,.0f} traces",
-            runs * prices.xray_per_million_traces / 1e6,
-        )
+    bill.add(
+        "Data transfer out (to the portals)",
+        f"{typical.get('net.bytes') / 1000:,.0f} KB sent a run in "
+        f"{typical.get('net.writes'):,.0f} writes on {typical.get('net.connections'):,.0f} "
+        f"connections (+TLS/TCP) = {sent / GB:,.2f} GB",
+        sent / GB * p["internet_out"],
     )
+    bill.notes = _notes(bill, checker_colds, api_colds)
+    return bill
 
-    lines.append(
-        Line(
-            "EventBridge Scheduler",
-            f"{runs:,.0f} invocations",
-            runs * prices.scheduler_per_million / 1e6,
-        )
+
+def _cold(figures: Figures, function: str) -> Usage:
+    if function in figures.cold:
+        return figures.cold[function]
+    return next(iter(figures.cold.values()), Usage())
+
+
+def _notes(bill: Bill, checker_colds: float, api_colds: float) -> list[str]:
+    fleet, stack = bill.fleet, bill.stack
+    notes = [
+        "Assumptions: "
+        f"{fleet.incidents_per_month} incidents a month (2 alerts each) and "
+        f"{fleet.alarm_notifications_per_month} alarm notifications, each emailed to every "
+        f"subscription (AlertEmail set); one token refresh per portal an hour (access tokens "
+        f"live an hour), each costing what the refresh run measured per refresh; "
+        f"{_fmt(checker_colds)} checker cold starts (every run: an upper bound) and "
+        f"{_fmt(api_colds)} API cold starts a month, INIT billed as CPU-bound like the invoke; "
+        "Lambda duration = max(local wall, local CPU x 1769/M) (local wall includes moto's and "
+        "the local portal's answers); "
+        f"{PLATFORM_LOG_LINES} Lambda platform log records ({PLATFORM_LOG_BYTES} B) an "
+        f"invocation and {LOG_EVENT_OVERHEAD} B per log event; DynamoDB units from AWS's "
+        f"item-size rules, {ITEM_OVERHEAD} B per stored item; KMS: one request per secret read "
+        f"or write, one table-key decrypt per table per {KMS_TABLE_KEY_MINUTES} minutes per "
+        f"function; data sent over TLS: +{TLS_CONNECTION_BYTES} B a connection and "
+        f"+{PACKET_OVERHEAD} B a write beyond the HTTP bytes measured; no X-Ray trace is "
+        "retrieved; history items of alerts (a few KB) are left out of storage.",
+        "Not in the bill: SAM's artifact bucket (S3, not created by the template: a few MB at "
+        "$0.023/GB-month); the free tiers (with them Lambda, X-Ray, KMS, Logs, the HTTP API "
+        "and the first 100 GB of data transfer cost nothing at this size).",
+    ]
+    free = ", ".join(f"{kind} x{n}" for kind, n in sorted(stack.free.items()))
+    notes.append(f"No charge by themselves: {free}.")
+    notes.append(
+        "Unpriced resources: " + (", ".join(stack.unpriced) if stack.unpriced else "none") + "."
     )
-    return Bill(fleet, figures, lines)
+    verdict = "MET" if bill.total <= GOAL_DOLLARS else "NOT MET"
+    notes.append(
+        f"Goal: <= ${GOAL_DOLLARS:.2f} a month all-in for {fleet.targets:,} targets on "
+        f"{fleet.portals:,} portals every {fleet.schedule_minutes:g} minutes: {verdict} "
+        f"(${bill.total:.2f})."
+    )
+    biggest = sorted(bill.lines, key=lambda line: line.dollars, reverse=True)[:5]
+    notes.append(
+        "Largest items: " + ", ".join(f"{line.item} ${line.dollars:.2f}" for line in biggest)
+    )
+    return notes
 
 
-def render_bill(bill: Bill, prices: Prices = Prices()) -> str:
+def render_bill(bill: Bill) -> str:
     fleet, figures = bill.fleet, bill.figures
     width = max(len(line.item) for line in bill.lines)
+    params = ", ".join(
+        f"{k}={v}" for k, v in sorted(bill.stack.parameters.items()) if k in _SHOWN_PARAMETERS
+    )
     out = [
         f"Monthly bill: {fleet.targets:,} targets on {fleet.portals:,} portals, every "
-        f"{fleet.schedule_minutes:g} min = {fleet.runs_per_month:,.0f} runs/month",
-        "  on-demand list prices (us-east-1), free tiers ignored",
+        f"{fleet.schedule_minutes:g} min = {fleet.runs:,.0f} runs/month "
+        f"({fleet.inventory_runs:,.0f} repeat the inventory)",
+        f"  one stack as template.yaml deploys it ({params}); on-demand us-east-1 list "
+        "prices, no free tier",
     ]
     if figures.measured_on:
         out.append(f"  from {figures.measured_on}")
-    if (figures.targets, figures.portals) != (fleet.targets, fleet.portals):
-        out.append(
-            f"  measured on {figures.targets:,} targets / {figures.portals:,} portals; scaled"
-            " per target (state reads; run time only upwards) and per portal (run record,"
-            " inventory)"
-        )
     out.append("")
     for line in bill.lines:
         out.append(f"  {line.item:<{width}}  ${line.dollars:>8.4f}   {line.detail}")
     out.append(f"  {'Total':<{width}}  ${bill.total:>8.4f}")
     out.append("")
-    out += _notes(bill, prices)
+    out += bill.notes
+    out.append("Prices (per unit; * = checked against a copy of the source for this bill):")
+    for name, price in PRICES.items():
+        mark = "*" if price.checked else " "
+        out.append(f"  {mark} {name:<22} ${price.dollars:.10g} per {price.per}: {price.source}")
     return "\n".join(out)
 
 
-def _notes(bill: Bill, prices: Prices) -> list[str]:
-    fleet, figures = bill.fleet, bill.figures
-    metrics = bill.dollars("CloudWatch metrics")
-    per_second = fleet.memory_mb / 1024 * fleet.runs_per_month * prices.lambda_per_gb_second
-    notes = [
-        "Assumptions: Lambda platform log lines "
-        f"{PLATFORM_LOG_LINES} x ~{PLATFORM_LOG_BYTES // PLATFORM_LOG_LINES} B and "
-        f"{LOG_EVENT_OVERHEAD} B per log event; {fleet.incidents_per_month} incidents a month, "
-        "each costing the write units measured for a 1% change; one token refresh per portal "
-        "an hour (access tokens live an hour), each costing the calls measured when every "
-        "token expired; DynamoDB units from AWS's item-size rules (the repository's queries are "
-        "eventually consistent, its writes conditional).",
-        f"Each extra second of run time adds ${per_second:.4f}/month (the local CPU is faster "
-        "than a 256 MB Lambda's share, while moto's in-process work is counted in the time).",
-        "Not counted: log storage (compressed, ~$0.03/GB-month), the snapshot API (per use), "
-        "cold-start INIT time.",
-    ]
-    if figures.cold_start_metrics and fleet.publish_metrics:
-        notes.append(
-            f"Plus {figures.cold_start_metrics} metric published on cold starts only "
-            f"(Powertools' ColdStart): up to ${figures.cold_start_metrics * 0.30:.2f} a month if "
-            "a cold start happens every hour."
-        )
-    if fleet.portals > PORTALS_PER_SECRET:
-        stacks = math.ceil(fleet.portals / PORTALS_PER_SECRET)
-        notes.append(
-            f"{fleet.portals} portals are more than one stack's secret has room for "
-            f'({PORTALS_PER_SECRET}, README "Deploy with SAM"): they need {stacks} stacks, and '
-            "this bill prices one. Each further stack adds its own secret ($0.40), runs and "
-            "schedule."
-        )
-    verdict = "HOLDS" if bill.total < 1.0 else "DOES NOT HOLD"
-    notes.append(
-        f'Claim "well under $1 a month for 1,000 targets": {verdict} at ${bill.total:.2f}/month '
-        f"for {fleet.targets:,} targets."
-    )
-    biggest = sorted(bill.lines, key=lambda line: line.dollars, reverse=True)[:3]
-    notes.append(
-        "Largest items: " + ", ".join(f"{line.item} ${line.dollars:.2f}" for line in biggest)
-    )
-    if metrics > 0 and fleet.publish_metrics:
-        notes.append(
-            f"Without the custom metrics (or if CloudWatch's always-free 10 custom metrics cover "
-            f"them) the total is ${bill.total - metrics:.2f}/month."
-        )
-    return notes
-
-
-def fleet_from(
-    targets: int,
-    portals: int,
-    schedule: float,
-    incidents: int,
-    publish_metrics: bool = False,
-) -> Fleet:
-    return Fleet(
-        targets=targets,
-        portals=portals,
-        schedule_minutes=schedule,
-        incidents_per_month=incidents,
-        publish_metrics=publish_metrics,
-    )
+_SHOWN_PARAMETERS = {
+    "ScheduleExpression",
+    "FanOut",
+    "MaxParallelPortals",
+    "ShardPortals",
+    "PublishMetrics",
+    "LogRetentionDays",
+    "AlertEmail",
+}

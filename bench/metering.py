@@ -44,7 +44,7 @@ def scope_of(pk: str) -> str:
     """What an item's count or size grows with (see bench/cost.py SCOPES)."""
     if pk in ("STATE", "CONFIG"):
         return "target"
-    if pk in ("RUN", "INVENTORY"):
+    if pk in ("RUN", "INVENTORY", "PORTAL"):  # PORTAL: a pair in the fleet's token table
         return "portal"
     if pk.startswith("HISTORY#"):
         return "alert"
@@ -68,6 +68,9 @@ class Meter:
         self.read_units: Counter[str] = Counter()
         self.write_units: Counter[str] = Counter()
         self.aws_seconds = 0.0  # wall time during which at least one AWS call was in flight
+        self.tables: Counter[str] = Counter()  # DynamoDB calls by "table:Operation"
+        self.table_units: Counter[str] = Counter()  # "table:RRU" / "table:WRU"
+        self.cpu_seconds = 0.0  # CPU time the meter itself spent (to take out of a measure)
 
     def attach(self, client: Any) -> None:
         service = client.meta.service_model.service_id.hyphenize()
@@ -78,8 +81,22 @@ class Meter:
             client.meta.events.register("before-parameter-build.dynamodb.*", self._keep_params)
             client.meta.events.register("after-call.dynamodb.*", self._account)
 
+    def attach_session(self, session: Any) -> None:
+        """Count every client `session` (a boto3 Session) creates from now on: botocore copies
+        the session's event handlers into each new client, so code that makes its own clients
+        (the handler's `boto3.client(...)`) is metered without being changed."""
+        events = session.events
+        events.register("before-call", self._count)
+        events.register("after-call", self._done)
+        events.register("after-call-error", self._done)
+        events.register("before-parameter-build.dynamodb", self._keep_params)
+        events.register("after-call.dynamodb", self._account)
+
     def reset(self) -> None:
         with self._lock:
+            self.tables = Counter()
+            self.table_units = Counter()
+            self.cpu_seconds = 0.0
             self.calls = Counter()
             self.read_units = Counter()
             self.write_units = Counter()
@@ -104,15 +121,57 @@ class Meter:
             if self._active == 0:
                 self.aws_seconds += time.perf_counter() - self._busy_since
 
-    def _keep_params(self, params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+    def _keep_params(
+        self, params: dict[str, Any], context: dict[str, Any], model: Any = None, **_: Any
+    ) -> None:
         context["bench_params"] = params
+        operation = getattr(model, "name", "?")
+        tables = (
+            [str(params["TableName"])]
+            if "TableName" in params
+            else sorted(
+                {*params.get("RequestItems", {})}
+                | {
+                    str(body.get("TableName"))
+                    for entry in params.get("TransactItems", [])
+                    for body in entry.values()
+                }
+            )
+        )
+        with self._lock:
+            for table in tables:
+                self.tables[f"{table}:{operation}"] += 1
 
     def _account(
         self, model: Any, parsed: dict[str, Any], context: dict[str, Any], **_: Any
     ) -> None:
+        started = time.thread_time()
+        try:
+            self._account_call(model, parsed, context)
+        finally:
+            spent = time.thread_time() - started
+            with self._lock:
+                self.cpu_seconds += spent
+
+    def _account_call(self, model: Any, parsed: dict[str, Any], context: dict[str, Any]) -> None:
         params: dict[str, Any] = context.get("bench_params") or {}
+        table = str(
+            params.get("TableName")
+            or next(iter(params.get("RequestItems", {})), "")
+            or next(
+                (
+                    body.get("TableName")
+                    for entry in params.get("TransactItems", [])
+                    for body in entry.values()
+                ),
+                "?",
+            )
+        )
         with self._lock:
+            reads, writes = sum(self.read_units.values()), sum(self.write_units.values())
             self._account_locked(model.name, params, parsed)
+            self.table_units[f"{table}:RRU"] += sum(self.read_units.values()) - reads
+            self.table_units[f"{table}:WRU"] += sum(self.write_units.values()) - writes
 
     def _account_locked(
         self, operation: str, params: dict[str, Any], parsed: dict[str, Any]

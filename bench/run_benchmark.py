@@ -18,7 +18,7 @@ the part of it spent outside AWS calls, HTTP requests the portal received, Dynam
 operation and the capacity units they cost, and peak Python memory (tracemalloc, in an extra
 untimed run). Then, for the real cycle only: the run after 1% of the connectors went down, the
 run after it (alerts published) and a run in which every access token had expired (refreshes).
-Last the naive/real ratios and the monthly bill (bench/cost.py) of the real steady run.
+Last the naive/real ratios. (The monthly bill is `bench/fleet.py`'s and `bench/bill.py`'s.)
 
 Three artefacts of the test doubles are taken out of the measure, not hidden: moto's
 TransactWriteItems backup and its response serialiser (`quicker_moto`), and the local portal's
@@ -30,29 +30,17 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 
-from bench.cost import (
-    ITEM_OVERHEAD,
-    SCOPES,
-    Fleet,
-    RunFigures,
-    fleet_from,
-    monthly_bill,
-    render_bill,
-)
 from bench.environment import (
     Bench,
     BenchFleet,
     bench_environment,
 )
-from bench.logs import LogCapture, capture_logs
+from bench.logs import capture_logs
 from bench.naive import naive_run
 from bench.report import Row, render_ratios, render_table
-from connector_monitor.aws.token_store import (
-    PORTALS_PER_SECRET,
-)
 from connector_monitor.cycle import CycleSettings
 
 CHANGED_SHARE = 0.01  # the share of connectors flipped to show that writes follow changes
@@ -99,65 +87,6 @@ def bench_change(bench: Bench, table: str) -> tuple[Row, Row, int]:
     )
 
 
-# ---- figures for the bill ----------------------------------------------------------------------
-
-
-def figures_from(
-    bench: Bench,
-    first: Row,
-    steady: Row,
-    changed: tuple[Row, Row, int],
-    refreshed: Row,
-    logs: LogCapture,
-    label: str,
-) -> RunFigures:
-    counts = steady.counts
-    seen, alerted, flipped = changed
-    extra = (seen.counts.wru - counts.wru) + (alerted.counts.wru - counts.wru)
-    portals = bench.fleet.portals
-    secret_calls = sum(v for k, v in refreshed.counts.calls.items() if "secrets" in k)
-    steady_secret_calls = sum(v for k, v in counts.calls.items() if "secrets" in k)
-    return RunFigures(
-        targets=bench.fleet.size,
-        portals=bench.fleet.portals,
-        seconds=steady.seconds,
-        read_units=_by_scope(counts.read_units),
-        write_units=_by_scope(counts.write_units),
-        secret_reads=counts.calls.get("secrets-manager:GetSecretValue", 0),
-        log_lines=logs.lines,
-        log_bytes=logs.bytes,
-        metrics=logs.metrics,
-        cold_start_metrics=logs.cold_start_metrics,
-        validation_write_units=first.counts.write_units.get("portal", 0.0)
-        - counts.write_units.get("portal", 0.0),
-        incident_write_units=2 * extra / flipped,  # going down measured; recovery alike
-        refresh_secret_calls=(secret_calls - steady_secret_calls) / portals,
-        refresh_write_units=(refreshed.counts.wru - counts.wru) / portals,
-        stored_bytes_per_target=bench.meter.mean_item_size("STATE") + ITEM_OVERHEAD,
-        measured_on=label,
-    )
-
-
-def _by_scope(units: Mapping[str, float]) -> dict[str, float]:
-    known = {scope: units.get(scope, 0.0) for scope in SCOPES}
-    known["fixed"] += sum(v for k, v in units.items() if k not in SCOPES)
-    return known
-
-
-def quick_figures(fleet: BenchFleet, latency: float = 0.0, runs: int = 3) -> RunFigures:
-    """The real cycle's steady-run figures on a small fleet (bench/cost.py standalone)."""
-    with bench_environment(fleet, latency) as bench:
-        first, steady, table = _real_rows(bench, runs)
-        logs = capture_logs(bench, table)
-        changed = bench_change(bench, table)
-        refreshed = bench_refresh(bench, table)
-        label = (
-            f"a steady run measured on {fleet.portals} portals x {fleet.lines} lines "
-            f"(latency {latency * 1000:g} ms, median of {runs})"
-        )
-        return figures_from(bench, first, steady, changed, refreshed, logs, label)
-
-
 def _real_rows(bench: Bench, runs: int) -> tuple[Row, Row, str]:
     return bench_variant(bench, "real", bench.real_run, runs, settle=True)
 
@@ -171,15 +100,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--baseline-runs", type=int, default=1, help="timed runs of the naive baseline"
     )
-    parser.add_argument("--cost-targets", type=int, default=1000, help="fleet the bill prices")
-    parser.add_argument(
-        "--cost-portals",
-        type=int,
-        default=PORTALS_PER_SECRET,
-        help=f"portals the bill prices (default: {PORTALS_PER_SECRET}, what one stack holds)",
-    )
-    parser.add_argument("--schedule-minutes", type=float, default=5.0)
-    parser.add_argument("--incidents", type=int, default=30, help="incidents a month (assumed)")
     args = parser.parse_args(argv)
     if min(args.portals, args.lines, args.runs, args.baseline_runs) < 1:
         parser.error("--portals, --lines, --runs and --baseline-runs must be at least 1")
@@ -232,14 +152,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"first run {real_first.counts.wru:,.0f}, naive every run "
             f"{naive_steady.counts.wru:,.0f})."
         )
-        label = (
-            f"the real steady run above ({fleet.size:,} targets, latency "
-            f"{args.latency * 1000:g} ms, median of {args.runs})"
-        )
-        figures = figures_from(bench, real_first, real_steady, changed, refreshed, logs, label)
-    cost_fleet: Fleet = fleet_from(
-        args.cost_targets, args.cost_portals, args.schedule_minutes, args.incidents
-    )
     print()
     print(
         f"Log output of one warm steady run (the checker handler): {logs.lines} JSON lines, "
@@ -248,8 +160,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         + f"); custom metrics per run: {logs.metrics}"
         + (f" (+{logs.cold_start_metrics} on cold start)" if logs.cold_start_metrics else "")
     )
-    print()
-    print(render_bill(monthly_bill(figures, cost_fleet)))
+    print(
+        "\nThe monthly bill is measured on a fleet by `make fleet` (python -m bench.fleet) and "
+        "`make cost` (python -m bench.bill)."
+    )
     print(f"\n(benchmark took {time.perf_counter() - started:.0f} s)")
     return 0
 

@@ -1,4 +1,5 @@
-"""The benchmark scripts keep running and printing their figures; the bill's arithmetic holds.
+"""The benchmark scripts keep running and printing their figures; the bill prices every
+resource of the template and its arithmetic holds.
 
 No timing is asserted: speed is what the scripts print, not what a test checks.
 """
@@ -17,9 +18,10 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
-from bench.cost import Fleet, RunFigures, monthly_bill, render_bill
+from bench.cost import PRICES, Figures, Fleet, Usage, fitted, monthly_bill, render_bill
 from bench.metering import Meter
 from bench.moto_speedups import quicker_moto
+from bench.stack import read_stack
 from local.template import table_definition
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,15 +30,47 @@ ROW = re.compile(
     r"^(real|naive)\s+(.+?)\s+([\d.]+)\s+([\d.]+)\s+(\d+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+\S+\s*$",
     re.MULTILINE,
 )
-BILL_LINE = re.compile(r"^  (.+?)\s+\$\s*([\d.]+)", re.MULTILINE)
+BILL_LINE = re.compile(r"^  (.+?)\s+\$\s*([\d.]+)   ", re.MULTILINE)
+TOTAL_LINE = re.compile(r"^  Total\s+\$\s*([\d.]+)$", re.MULTILINE)
+FLEET_ROW = re.compile(
+    r"^  (first run|second run|steady \(median of \d+\)|inventory run|refresh run \(\d+ expired\))"
+    r"\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+(CPU|wall)\s+([\d.]+)\s+([\d,]+)\s+(\d+)\s+([\d,]+)"
+    r"\s+([\d,.]+)\s+([\d,.]+)\s+(\d+)\s+(\d+)\s+([\d,]+)\s+([\d,]+)\s+([\d,.]+)$",
+    re.MULTILINE,
+)
+# Every kind of charge the bill must show, whatever the measured figures.
+BILL_ITEMS = {
+    "Lambda requests",
+    "Lambda duration, checker",
+    "Lambda duration, snapshot API",
+    "Lambda INIT (cold starts)",
+    "DynamoDB reads",
+    "DynamoDB writes",
+    "DynamoDB storage",
+    "DynamoDB point-in-time recovery",
+    "Secrets Manager secrets",
+    "Secrets Manager API calls",
+    "KMS requests",
+    "SNS publishes",
+    "SNS email deliveries",
+    "SQS requests",
+    "CloudWatch Logs ingestion",
+    "CloudWatch Logs storage",
+    "CloudWatch alarms",
+    "CloudWatch custom metrics",
+    "X-Ray traces",
+    "API Gateway HTTP API",
+    "EventBridge Scheduler",
+    "Data transfer out (to the portals)",
+}
 
 
-def run_script(name: str, *args: str) -> str:
+def run_script(name: str, *args: str, timeout: float = 300) -> str:
     done = subprocess.run(
         [sys.executable, "-m", f"bench.{name.removesuffix('.py')}", *args],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
         cwd=ROOT,
         check=False,
     )
@@ -48,7 +82,13 @@ def bill_lines(output: str) -> dict[str, float]:
     return {m[1].strip(): float(m[2]) for m in BILL_LINE.finditer(output)}
 
 
-def test_benchmark_prints_the_table_the_ratios_and_the_bill() -> None:
+def bill_total(output: str) -> float:
+    found = TOTAL_LINE.search(output)
+    assert found is not None, output[-3000:]
+    return float(found[1])
+
+
+def test_benchmark_prints_the_table_and_the_ratios() -> None:
     out = run_script(
         "run_benchmark.py", "--portals", "2", "--lines", "60", "--latency", "0", "--runs", "1"
     )
@@ -57,129 +97,144 @@ def test_benchmark_prints_the_table_the_ratios_and_the_bill() -> None:
     real, naive = rows[("real", "steady run")], rows[("naive", "steady run")]
     # 2 portals x 60 lines: two batches of up to 50 statuses per portal, against one per line
     assert (int(real[5]), int(naive[5])) == (4, 120)
-    # the real run reads the state by 3 queries and stores only its run record ...
-    assert int(real[6]) == 4
+    # the real run reads the state by queries and stores only its run record ...
     assert float(real[8]) <= 2
     # ... the naive one reads and writes every target
-    assert int(naive[6]) == 240
+    assert int(naive[6]) >= 240
     assert float(naive[8]) >= 120
     # 1% of 120 targets going down is written in one transaction of that one target
     changed = rows[("real", "1 went down")]
     assert float(changed[8]) == pytest.approx(float(real[8]) + 2)
-    refreshed = rows[("real", "tokens expired")]
-    assert "secrets-manager:PutSecretValue 2" in out
-    assert int(refreshed[5]) == 6  # each portal: expired_token, then the retried batches
-
     assert "Ratios naive / real" in out
     assert "Writes follow changes: 1 of 120 targets changed" in out
     assert "custom metrics per run: 4" in out
-    bill = bill_lines(out)
-    assert bill["Total"] == pytest.approx(sum(v for k, v in bill.items() if k != "Total"), abs=1e-3)
-    assert 'Claim "well under $1 a month for 1,000 targets"' in out
 
 
-def test_bill_script_measures_then_prints_a_line_per_item_and_the_total() -> None:
+def test_the_fleet_benchmark_runs_the_real_handlers_and_prints_every_figure_and_the_bill() -> None:
     out = run_script(
-        "bill.py", "--targets", "200", "--measure-portals", "2", "--measure-lines", "5"
+        "fleet.py",
+        *("--portals", "5", "--lines", "2", "--latency", "0.01", "--steady-runs", "1"),
+        *("--sweep", "3,5"),
     )
 
+    rows = {m[1].split(" (")[0]: m for m in FLEET_ROW.finditer(out)}
+    assert set(rows) >= {"first run", "second run", "steady", "inventory run", "refresh run"}
+    first, steady = rows["first run"], rows["steady"]
+    inventory, refresh = rows["inventory run"], rows["refresh run"]
+    # the watch */myconnector/*: the first run lists each portal's lines, then probes them all
+    assert (int(first[7]), int(steady[7]), int(inventory[7])) == (10, 5, 10)
+    assert (int(steady[8]), int(refresh[8])) == (0, 1)  # one portal's token refreshed at OAuth
+    assert float(first[11]) >= 2 * 10  # every target written once, in transactions
+    assert float(steady[11]) <= 2  # a steady run writes its run record only
+    assert all(float(r[6]) > 0 and float(r[3]) > 0 for r in rows.values())  # RSS, CPU
+    assert int(steady[12]) >= 2  # the token store: the secret (apps) and the token table
+    assert int(steady[14]) >= 1 and int(steady[15]) > 0  # the handler's log lines and bytes
+    assert float(steady[16]) > 0  # bytes sent to the portals
+    assert "token store: secrets-manager:GetSecretValue 1, token table:Query 1" in out
+    assert "Cold start (import app + first call's wiring" in out
+    assert "GET /health (snapshot API" in out
+    assert "Stored after the runs: Table" in out
+    assert "One invocation, 5 portals x 2 lines" in out and "<= 60 s: YES" in out
+    assert "Explicit entries (10 registry items) against the watch" in out
+    assert "PORTALS PER INVOCATION: 5 " in out
+
     bill = bill_lines(out)
-    expected = {
-        "DynamoDB reads",
-        "DynamoDB writes",
-        "DynamoDB storage",
-        "Secrets Manager",
-        "SNS",
-        "Lambda",
-        "CloudWatch Logs",
-        "CloudWatch metrics",
-        "X-Ray (Tracing: Active)",
-        "EventBridge Scheduler",
-        "Total",
-    }
-    assert set(bill) == expected
-    assert bill["CloudWatch metrics"] == 0  # PublishMetrics=false, as deployed by default
-    assert "true adds 4 metrics = $1.20" in out
-    assert bill["Total"] == pytest.approx(sum(v for k, v in bill.items() if k != "Total"), abs=1e-3)
+    assert set(bill) == BILL_ITEMS
+    assert bill_total(out) == pytest.approx(sum(bill.values()), abs=1e-3)
+    assert "Monthly bill: 5,000 targets on 1,000 portals, every 5 min = 8,640 runs/month" in out
+    assert "Goal: <= $2.00 a month all-in for 5,000 targets on 1,000 portals" in out
+    assert "Unpriced resources: none." in out
+    assert all(name in out for name in PRICES)  # every price printed with its source
 
 
-def known_figures(**changes: object) -> RunFigures:
+def known_figures(**changes: object) -> Figures:
+    run = Usage(
+        {
+            "wall": 5.0,
+            "cpu": 1.0,
+            "ddb.Table.Query": 5,
+            "ddb.Table.RRU": 200.0,
+            "ddb.Table.WRU": 1.0,
+            "ddb.TokenTable.RRU": 40.0,
+            "sm.GetSecretValue": 1,
+            "log.lines": 1,
+            "log.bytes": 700,
+            "net.bytes": 600_000,
+            "net.connections": 1000,
+            "net.writes": 2000,
+        }
+    )
     values: dict[str, object] = {
-        "targets": 1000,
-        "portals": 10,
-        "seconds": 1.0,
-        "read_units": {"target": 100.0},
-        "write_units": {"portal": 2.0},
-        "secret_reads": 1,
-        "log_lines": 2,
-        "log_bytes": 1000,
-        "metrics": 7,
-        "refresh_secret_calls": 2.0,
-        "refresh_write_units": 2.0,
-        "stored_bytes_per_target": 1000.0,
+        "portals": 1000,
+        "targets": 5000,
+        "steady": run,
+        "inventory": run + Usage({"ddb.Table.WRU": 1000.0}),
+        "refresh": Usage({"ddb.Table.WRU": 2.0, "ddb.TokenTable.WRU": 1.0}),
+        "health": Usage({"wall": 0.004, "cpu": 0.002, "ddb.Table.RRU": 0.5}),
+        "cold": {"CheckerFunction": Usage({"wall": 0.5, "cpu": 0.5})},
+        "stored": {"Table": (1.5e6, 6000.0), "TokenTable": (3e5, 1000.0)},
     }
     values.update(changes)
-    return RunFigures(**values)  # type: ignore[arg-type]
+    return Figures(**values)  # type: ignore[arg-type]
 
 
-def test_the_bill_of_a_known_run() -> None:
-    bill = monthly_bill(known_figures(), Fleet(targets=1000, portals=10, incidents_per_month=0))
+def test_the_bill_of_known_figures_prices_every_resource_the_template_creates() -> None:
+    stack = read_stack()
+    bill = monthly_bill(known_figures(), Fleet(), stack)
 
-    runs = 8640
-    refreshes = 10 * 720  # one a portal an hour, 30 days
-    assert bill.fleet.runs_per_month == runs
-    assert bill.dollars("DynamoDB reads") == pytest.approx(100 * runs * 0.125e-6)
-    assert bill.dollars("DynamoDB writes") == pytest.approx((2 * runs + 2 * refreshes) * 0.625e-6)
-    assert bill.dollars("DynamoDB storage") == pytest.approx(1e6 / 1e9 * 0.25)
-    assert bill.dollars("Secrets Manager") == pytest.approx(0.40 + (runs + 2 * refreshes) * 5e-6)
-    assert bill.dollars("SNS") == 0
-    assert bill.dollars("Lambda") == pytest.approx(runs * 0.25 * 0.0000133334 + runs * 0.2e-6)
-    assert bill.dollars("CloudWatch Logs") == pytest.approx(
-        (1000 + 700 + 5 * 26) * runs / 1e9 * 0.5
-    )
-    assert bill.dollars("CloudWatch metrics") == 0  # PublishMetrics=false by default
-    assert bill.dollars("X-Ray (Tracing: Active)") == pytest.approx(runs * 5e-6)
+    runs, polls, refreshes = 8640, 43_200, 1000 * 720
+    inventories = runs * 5 / 240
+    assert {line.item for line in bill.lines} == BILL_ITEMS
+    assert stack.unpriced == []
+    assert bill.dollars("Secrets Manager secrets") == pytest.approx(0.40 * len(stack.secrets))
+    alarm_metrics = sum(a.metrics for a in stack.alarms)
+    assert bill.dollars("CloudWatch alarms") == pytest.approx(0.10 * alarm_metrics)
+    assert bill.dollars("API Gateway HTTP API") == pytest.approx(polls * 1e-6)
     assert bill.dollars("EventBridge Scheduler") == pytest.approx(runs * 1e-6)
-    assert bill.total == pytest.approx(0.733523744)
-    assert "HOLDS at $0.73/month" in render_bill(bill)
-
-
-def test_publishing_metrics_is_priced_per_metric() -> None:
-    fleet = Fleet(targets=1000, portals=10, incidents_per_month=0, publish_metrics=True)
-    bill = monthly_bill(known_figures(), fleet)
-    assert bill.dollars("CloudWatch metrics") == pytest.approx(7 * 0.30)
-    assert bill.total == pytest.approx(2.833523744)
-    assert "DOES NOT HOLD at $2.83/month" in render_bill(bill)
-
-
-def test_the_bill_scales_reads_per_target_and_run_time_only_upwards() -> None:
-    figures = known_figures()
-    base = monthly_bill(figures, Fleet(targets=1000, portals=10))
-    double = monthly_bill(figures, Fleet(targets=2000, portals=20))
-    half = monthly_bill(figures, Fleet(targets=500, portals=5))
-
-    assert double.dollars("DynamoDB reads") == pytest.approx(2 * base.dollars("DynamoDB reads"))
-    assert half.dollars("DynamoDB reads") == pytest.approx(base.dollars("DynamoDB reads") / 2)
-    assert double.dollars("Lambda") > base.dollars("Lambda")
-    assert half.dollars("Lambda") == pytest.approx(base.dollars("Lambda"))  # an upper bound
-    assert double.dollars("CloudWatch metrics") == base.dollars("CloudWatch metrics")
-
-
-def test_the_default_fleet_is_one_stack_and_holds_the_claim() -> None:
-    bill = monthly_bill(known_figures(metrics=0), Fleet(incidents_per_month=0))
-    refreshes = 4 * 720  # the 4 portals one secret has room for, one refresh an hour each
-    assert bill.fleet.portals == 4
-    assert bill.dollars("Secrets Manager") == pytest.approx(0.40 + (8640 + 2 * refreshes) * 5e-6)
-    assert bill.total < 1
+    assert bill.dollars("X-Ray traces") == pytest.approx((runs + polls) * 5e-6)
+    assert bill.dollars("Lambda requests") == pytest.approx((runs + polls) * 0.2e-6)
+    # reads: 240 RRU a run, half a unit a poll
+    assert bill.dollars("DynamoDB reads") == pytest.approx((240 * runs + 0.5 * polls) * 0.125e-6)
+    # writes: the run record every run, 1,000 inventory items every 48th, 3 units a refresh
+    writes = runs + 1000 * inventories + 3 * refreshes
+    assert bill.dollars("DynamoDB writes") == pytest.approx(writes * 0.625e-6)
+    # the checker's CPU on 256/1769 of a vCPU governs: 1 s of CPU is 6.9 s of duration
+    assert bill.dollars("Lambda duration, checker") == pytest.approx(
+        runs * 1769 / 256 * 0.25 * 0.0000133334
+    )
+    assert bill.checker_run_seconds == pytest.approx(1769 / 256)
+    assert bill.dollars("CloudWatch custom metrics") == 0  # PublishMetrics=false by default
+    assert bill.total == pytest.approx(sum(line.dollars for line in bill.lines))
     out = render_bill(bill)
-    assert "HOLDS at $0.68/month" in out
-    assert "stacks" not in out
+    assert "Unpriced resources: none." in out
+    assert "Goal: <= $2.00 a month all-in for 5,000 targets on 1,000 portals" in out
 
 
-def test_more_portals_than_one_secret_holds_are_priced_as_one_stack_and_said_so() -> None:
-    out = render_bill(monthly_bill(known_figures(), Fleet(targets=1000, portals=10)))
-    assert "10 portals are more than one stack's secret has room for (4" in out
-    assert "they need 3 stacks, and this bill prices one" in out
+def test_publishing_metrics_and_a_fanned_out_stack_are_priced_too() -> None:
+    plain = monthly_bill(known_figures(), Fleet(), read_stack())
+    metrics = monthly_bill(known_figures(), Fleet(publish_metrics=True), read_stack())
+    assert metrics.dollars("CloudWatch custom metrics") == pytest.approx(4 * 0.30)
+    assert metrics.total == pytest.approx(plain.total + 4 * 0.30)
+    fanned = read_stack({"FanOut": "true"})
+    if any(f.queues for f in fanned.functions.values()):
+        polled = monthly_bill(known_figures(), Fleet(), fanned)
+        # an idle event source: 5 pollers x 3 long polls a minute, all month
+        assert polled.dollars("SQS requests") == pytest.approx(5 * 3 * 43_200 * 0.4e-6)
+
+
+def test_figures_are_fitted_through_two_measured_fleets() -> None:
+    small = known_figures(
+        portals=50, targets=250, steady=Usage({"cpu": 0.2, "sm.GetSecretValue": 1})
+    )
+    large = known_figures(
+        portals=100, targets=500, steady=Usage({"cpu": 0.3, "sm.GetSecretValue": 1})
+    )
+
+    fleet = fitted([small, large], 1000, 5000)
+
+    assert fleet.steady.get("cpu") == pytest.approx(0.1 + 0.002 * 1000)  # a + b x portals
+    assert fleet.steady.get("sm.GetSecretValue") == 1  # one secret read a run, whatever the size
+    assert fleet.portals == 1000 and "fitted to 1,000 portals" in fleet.measured_on
 
 
 @pytest.fixture

@@ -46,6 +46,23 @@ def describe_error(what: str, exc: ClientError) -> str:
     return f"DynamoDB could not {what}: {error.get('Code', '?')} {error.get('Message', '')}".strip()
 
 
+def put_if_absent(call: Callable[..., Any], table: str, item: Mapping[str, Any]) -> bool:
+    """Write `item` (plain values) unless its key is taken: False then, nothing written. Other
+    refusals raise the ClientError for the caller to word."""
+    try:
+        call(
+            "put_item",
+            TableName=table,
+            Item=typed(item),
+            ConditionExpression="attribute_not_exists(sk)",
+        )
+    except ClientError as exc:
+        if error_code(exc) == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
+
+
 def query_items(
     call: Callable[..., Any],
     table: str,

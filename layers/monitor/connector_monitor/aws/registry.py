@@ -26,15 +26,7 @@ from ..domain.targets import (
     entry_list,
 )
 from ..domain.text import clip
-from .dynamodb import (
-    CLIENT_CONFIG,
-    describe_error,
-    error_code,
-    plain,
-    query_items,
-    table_key,
-    typed,
-)
+from .dynamodb import CLIENT_CONFIG, describe_error, plain, put_if_absent, query_items, table_key
 from .records import iso
 from .repository import RepositoryError
 
@@ -109,17 +101,9 @@ class Registry:
             "added_by": clip(added_by, ADDED_BY_LIMIT),
         }
         try:
-            self._call(
-                "put_item",
-                TableName=self.table_name,
-                Item=typed(item),
-                ConditionExpression="attribute_not_exists(sk)",
-            )
+            return put_if_absent(self._call, self.table_name, item)
         except ClientError as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                return False
             raise RepositoryError(describe_error("add a registry entry", exc)) from None
-        return True
 
     def remove(self, key: str) -> bool:
         """Remove the entry with this key; False when there was none."""

@@ -27,7 +27,7 @@ from ..bitrix24.credentials import AppCredentials, PortalCredentials
 from ..bitrix24.errors import CredentialsError, TokenStoreError
 from ..domain.shards import KeyRange
 from .botocore_redaction import install_botocore_redaction
-from .dynamodb import error_code, plain, query_items, table_key, typed
+from .dynamodb import error_code, plain, put_if_absent, query_items, table_key, typed
 
 PORTAL_PK = "PORTAL"
 PAIR_FIELDS = (
@@ -155,19 +155,11 @@ class TablePairs:
         """Add a portal's pair unless the table has one already (then False, nothing written)."""
         item = {"pk": PORTAL_PK, "sk": portal, "app": app, **_pair_of(credentials), "version": 1}
         try:
-            self._call(
-                "put_item",
-                TableName=self.table_name,
-                Item=typed(item),
-                ConditionExpression="attribute_not_exists(sk)",
-            )
+            return put_if_absent(self._call, self.table_name, item)
         except ClientError as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                return False
             raise TokenStoreError(
                 f"token table {self.table_name}: {portal} could not be added ({error_code(exc)})"
             ) from None
-        return True
 
     # -- DynamoDB --------------------------------------------------------------------------------
 
