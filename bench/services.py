@@ -28,9 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import secrets
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -67,44 +65,19 @@ def serve_moto() -> int:
     return 0
 
 
-def _fleet_portal(latency: float) -> Any:
-    """A LocalPortal whose OAuth server finds the portal by the refresh token, so one client id
-    can serve every portal (the local portal keys its OAuth answers on the client id)."""
+def serve_portal(portals: int, lines: int, latency: float, credentials: Path) -> int:
     from local.bitrix24_portal import LocalPortal
 
-    current = threading.local()
-
-    class FleetPortal(LocalPortal):
-        def _oauth_answer(self, params: dict[str, Any]) -> Any:
-            current.refresh = str(params.get("refresh_token", ""))
-            try:
-                return super()._oauth_answer(params)
-            finally:
-                current.refresh = None
-
-        def _by_client(self, client_id: str) -> Any:
-            token = getattr(current, "refresh", None)
-            if token:
-                for state in self._portals.values():
-                    if token in state.refresh and state.secret_of(client_id):
-                        return state
-            return super()._by_client(client_id)
-
-    portal = FleetPortal()
+    portal = LocalPortal()
     portal.latency = latency
-    return portal
-
-
-def serve_portal(portals: int, lines: int, latency: float, credentials: Path) -> int:
-    portal = _fleet_portal(latency)
-    client_id = f"local.{secrets.token_hex(7)}.{secrets.token_hex(4)}"
-    client_secret = secrets.token_urlsafe(36)
     numbers = {n: f"Line {n}" for n in range(1, lines + 1)}
     with portal:
+        # one application on every portal; the OAuth server tells them apart by refresh token
+        client_id, client_secret = portal.add_shared_app(APP_NAME)
         for domain in domains(portals):
-            portal.add_portal(domain, connectors={CONNECTOR: "My connector"}, lines=numbers)
-            state = portal._portals[domain]  # one application on every portal
-            state.client_id, state.client_secret = client_id, client_secret
+            portal.add_portal(
+                domain, connectors={CONNECTOR: "My connector"}, lines=numbers, app=client_id
+            )
             for line in numbers:
                 portal.connect(domain, CONNECTOR, line)
         document = {

@@ -20,6 +20,18 @@ In code::
         secret = {"portals": {"a.bitrix24.com": portal.credentials("a.bitrix24.com")}}
         portal.inject("a.bitrix24.com", PortalFault.EXPIRED_TOKEN, count=1)
 
+Each portal gets an application of its own unless told otherwise. An integrator's one
+application installed on many portals, as on Bitrix24 (the OAuth server finds the portal by the
+refresh token, then checks client_id and client_secret against that token's application)::
+
+    client_id, client_secret = portal.add_shared_app("monitor")
+    portal.add_portal("b.bitrix24.com", app=client_id)  # b's application is the shared one
+    entry = portal.credentials("b.bitrix24.com")        # a pair of the shared application
+    other = portal.install("a.bitrix24.com", client_id)  # beside a's own; more pairs:
+    more = portal.credentials("a.bitrix24.com", app=client_id)
+
+`request_count()` and `refresh_count()` read counters, cheap for any number of portals.
+
 `inject(..., method=m)` matches the HTTP-level method only ("batch", "imconnector.status"; "oauth"
 targets that portal's refresh calls, which faults without a method never touch). Commands inside a
 batch fail through `fail_command` instead.
@@ -39,6 +51,7 @@ Flip things from another terminal through the control API (never reached by REST
     curl -s -XPOST localhost:8099/_control/demo.bitrix24.local/expire     # access tokens expire
     curl -s -XPOST localhost:8099/_control/demo.bitrix24.local/revoke     # re-authorisation needed
     curl -s -XPOST localhost:8099/_control/demo.bitrix24.local/credentials  # fresh token pair
+                                                    # (of another app: -d '{"app": client_id}')
 
 The server never logs; tokens and secrets appear only in `credentials()` and OAuth answers.
 """

@@ -10,6 +10,7 @@ import socket
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from contextlib import suppress
 from datetime import UTC, datetime
@@ -83,7 +84,17 @@ class LocalPortal:
         self.expired_token_code = "expired_token"
         self._lock = threading.Lock()
         self._portals: dict[str, PortalState] = {}
+        # The OAuth server's books: every application by client_id; the one portal a portal's
+        # own application lives on; the portal and application of every live refresh token
+        # (how oauth.bitrix.info tells which portal a refresh is for: the request names none).
+        self._apps: dict[str, App] = {}
+        self._home: dict[str, PortalState] = {}
+        self._refresh_owner: dict[str, tuple[PortalState, str]] = {}
         self._requests: list[RecordedRequest] = []
+        self._requests_by_domain: dict[str, list[RecordedRequest]] = {}
+        # (domain or None, method or None) -> requests: request_count() without a scan
+        self._request_counts: Counter[tuple[str | None, str | None]] = Counter()
+        self._refreshes = 0
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -139,34 +150,41 @@ class LocalPortal:
         domain: str,
         connectors: dict[str, str] | None = None,
         lines: dict[int, str] | None = None,
+        *,
+        app: str | None = None,
     ) -> None:
+        """A new portal. Its application is one of its own (a client id no other portal knows),
+        or, with `app` (a client id from `add_shared_app`), that shared application: then
+        `credentials(domain)` hands out pairs of the shared application."""
         if not domain or "/" in domain:
             raise ValueError(f"bad portal domain {domain!r}")
         with self._lock:
             if domain in self._portals:
                 raise ValueError(f"portal {domain!r} already exists")
-            self._portals[domain] = PortalState(
+            owner = self._shared_app(app) if app is not None else self._new_app("")
+            state = PortalState(
                 domain=domain,
-                client_id=f"local.{secrets.token_hex(7)}.{secrets.token_hex(4)}",
-                client_secret=secrets.token_urlsafe(36),
+                client_id=owner.client_id,
+                client_secret=owner.client_secret,
                 member_id=secrets.token_hex(16),
                 connectors={k.lower(): v for k, v in (connectors or {}).items()},
                 lines={int(k): v for k, v in (lines or {}).items()},
             )
+            self._portals[domain] = state
+            if not owner.shared:
+                self._home[owner.client_id] = state
 
-    def credentials(self, domain: str) -> dict[str, str]:
-        """A secret entry (the format of docs/ARCHITECTURE.md) with a freshly issued token pair."""
+    def credentials(self, domain: str, app: str | None = None) -> dict[str, str]:
+        """A secret entry (the format of docs/ARCHITECTURE.md) with a freshly issued token pair:
+        of the portal's application, or of `app` (the client id of any application installed
+        on the portal: `add_app`, `install`)."""
         with self._lock:
             state = self._get(domain)
-            access, refresh = self._issue(state)
-            return {
-                "client_id": state.client_id,
-                "client_secret": state.client_secret,
-                "access_token": access,
-                "refresh_token": refresh,
-                "client_endpoint": self.client_endpoint(domain),
-                "oauth_endpoint": self.oauth_endpoint,
-            }
+            client_id = state.client_id if app is None else app
+            client_secret = state.secret_of(client_id)
+            if client_secret is None:
+                raise ValueError(f"application {app!r} is not installed on {domain!r}")
+            return self._entry(domain, state, client_id, client_secret)
 
     def add_app(self, domain: str, name: str) -> dict[str, str]:
         """Install another application on the portal; its secret entry, with a fresh pair.
@@ -176,17 +194,37 @@ class LocalPortal:
         connector id whichever app asks: core imconnector/lib/rest/status.php::getStatus())."""
         with self._lock:
             state = self._get(domain)
-            app = App(name, f"local.{secrets.token_hex(7)}.{name}", secrets.token_urlsafe(36))
+            app = self._new_app(name)
             state.apps[app.client_id] = app
-            access, refresh = self._issue(state, app.client_id)
-            return {
-                "client_id": app.client_id,
-                "client_secret": app.client_secret,
-                "access_token": access,
-                "refresh_token": refresh,
-                "client_endpoint": self.client_endpoint(domain),
-                "oauth_endpoint": self.oauth_endpoint,
-            }
+            self._home[app.client_id] = state
+            return self._entry(domain, state, app.client_id, app.client_secret)
+
+    def add_shared_app(self, name: str) -> tuple[str, str]:
+        """A new application meant for many portals; its (client_id, client_secret).
+
+        How an integrator works on Bitrix24: one application (one client id and secret),
+        installed on every customer's portal, each installation with pairs of its own. Install
+        it with `add_portal(domain, app=client_id)` (the portal's application) or
+        `install(domain, client_id)` (beside the portal's own). The refresh request names no
+        portal (grant_type, client_id, client_secret, refresh_token): the OAuth server finds
+        the portal, and the application, by the refresh token, then checks that client_id and
+        client_secret are that application's (invalid_client otherwise). Faults, `revoke`,
+        `expire_access_tokens` and refresh counts stay per portal."""
+        with self._lock:
+            app = self._new_app(name, shared=True)
+            return app.client_id, app.client_secret
+
+    def install(self, domain: str, app: str) -> dict[str, str]:
+        """Install the shared application `app` (a client id from `add_shared_app`) on a portal,
+        beside the applications it has; its secret entry there, with a fresh pair (more pairs:
+        `credentials(domain, app=app)`)."""
+        with self._lock:
+            state = self._get(domain)
+            shared = self._shared_app(app)
+            if state.secret_of(app) is not None:
+                raise ValueError(f"application {app!r} is already installed on {domain!r}")
+            state.apps[shared.client_id] = shared
+            return self._entry(domain, state, shared.client_id, shared.client_secret)
 
     def deny_connector_list(self, domain: str, denied: bool = True) -> None:
         """The app was installed by a user without the Open Lines permission to change
@@ -238,8 +276,12 @@ class LocalPortal:
                 access.expired = True
 
     def revoke(self, domain: str) -> None:
+        """Every application's tokens on the portal die (re-authorisation needed); a shared
+        application's pairs on other portals live on."""
         with self._lock:
             state = self._get(domain)
+            for refresh in state.refresh:
+                self._refresh_owner.pop(refresh, None)
             state.access.clear()
             state.refresh.clear()
 
@@ -291,17 +333,23 @@ class LocalPortal:
     # observation ---------------------------------------------------------------------------
 
     def requests(self, domain: str | None = None) -> list[RecordedRequest]:
+        """The REST requests that reached the server (one portal's, or all), in order."""
         with self._lock:
-            return [r for r in self._requests if domain is None or r.domain == domain]
+            if domain is None:
+                return list(self._requests)
+            return list(self._requests_by_domain.get(domain, ()))
 
     def request_count(self, domain: str | None = None, method: str | None = None) -> int:
+        """How many REST requests reached the server (one portal's, one method's): a counter,
+        not a scan of the requests."""
         wanted = method_name(method) if method else None
-        return sum(1 for r in self.requests(domain) if wanted is None or r.method == wanted)
+        with self._lock:
+            return self._request_counts[(domain, wanted)]
 
     def refresh_count(self, domain: str | None = None) -> int:
+        """Token refreshes the OAuth server granted (for one portal, or all)."""
         with self._lock:
-            states = [self._get(domain)] if domain is not None else self._portals.values()
-            return sum(state.refreshes for state in states)
+            return self._get(domain).refreshes if domain is not None else self._refreshes
 
     def issued_secrets(self, domain: str | None = None) -> set[str]:
         """Every token this server ever issued, and the client secrets (for leak searches)."""
@@ -320,6 +368,8 @@ class LocalPortal:
     def clear_requests(self) -> None:
         with self._lock:
             self._requests.clear()
+            self._requests_by_domain.clear()
+            self._request_counts.clear()
 
     def state(self) -> dict[str, Any]:
         """What GET /_control/state shows: everything but tokens and secrets."""
@@ -339,14 +389,50 @@ class LocalPortal:
         except KeyError:
             raise KeyError(f"unknown portal {domain!r}") from None
 
+    def _new_app(self, name: str, *, shared: bool = False) -> App:
+        tail = name if name and not shared else secrets.token_hex(4)
+        app = App(name, f"local.{secrets.token_hex(7)}.{tail}", secrets.token_urlsafe(36), shared)
+        self._apps[app.client_id] = app
+        return app
+
+    def _shared_app(self, client_id: str) -> App:
+        app = self._apps.get(client_id)
+        if app is None or not app.shared:
+            raise KeyError(f"no shared application {client_id!r} (see add_shared_app)")
+        return app
+
+    def _entry(
+        self, domain: str, state: PortalState, client_id: str, client_secret: str
+    ) -> dict[str, str]:
+        access, refresh = self._issue(state, client_id)
+        return {
+            "client_id": client_id,
+            "client_secret": client_secret,
+            "access_token": access,
+            "refresh_token": refresh,
+            "client_endpoint": self.client_endpoint(domain),
+            "oauth_endpoint": self.oauth_endpoint,
+        }
+
     def _issue(self, state: PortalState, app: str = "") -> tuple[str, str]:
         access, refresh = secrets.token_hex(35), secrets.token_hex(35)
+        client_id = app or state.client_id
         state.issued |= {access, refresh}
-        state.access[access] = Access(
-            issued_at=time.time(), refresh=refresh, app=app or state.client_id
-        )
+        state.access[access] = Access(issued_at=time.time(), refresh=refresh, app=client_id)
         state.refresh[refresh] = access
+        self._refresh_owner[refresh] = (state, client_id)
         return access, refresh
+
+    def _record(self, request: RecordedRequest) -> None:
+        self._requests.append(request)
+        self._requests_by_domain.setdefault(request.domain, []).append(request)
+        for key in (
+            (None, None),
+            (request.domain, None),
+            (None, request.method),
+            (request.domain, request.method),
+        ):
+            self._request_counts[key] += 1
 
     def _describe(self, state: PortalState) -> dict[str, Any]:
         return {
@@ -366,7 +452,7 @@ class LocalPortal:
                 for (c, ln), code in sorted(state.failed.items())
             ],
             "answer_only": None if state.answer_only is None else sorted(state.answer_only),
-            "requests": sum(1 for r in self._requests if r.domain == state.domain),
+            "requests": self._request_counts[(state.domain, None)],
             "refreshes": state.refreshes,
         }
 
@@ -410,7 +496,7 @@ class LocalPortal:
             if state.moved_to not in (None, domain):  # before the auth check, as a web server
                 moved = self.client_endpoint(state.moved_to) + method
                 return Reply(302, b"", headers={"Location": moved})
-            self._requests.append(RecordedRequest(domain, method, path, params, now))
+            self._record(RecordedRequest(domain, method, path, params, now))
             fault = state.take_fault(method)
             limit = self.rate_limit
             if fault is None and limit and not state.bucket.admit(limit[0], limit[1], now):
@@ -610,7 +696,7 @@ class LocalPortal:
 
     def _oauth(self, params: dict[str, Any]) -> Reply | None:
         with self._lock:
-            state = self._by_client(str(params.get("client_id", "")))
+            state = self._oauth_portal(params)
             fault = state.take_fault("oauth") if state is not None else None
 
         def answer() -> Reply:
@@ -618,8 +704,14 @@ class LocalPortal:
 
         return answer() if fault is None else self._serve_fault(fault, answer, time.time())
 
-    def _by_client(self, client_id: str) -> PortalState | None:
-        return next((s for s in self._portals.values() if s.secret_of(client_id)), None)
+    def _oauth_portal(self, params: dict[str, Any]) -> PortalState | None:
+        """The portal a refresh is for (whose "oauth" faults it meets): the one that issued the
+        refresh token; for a token the server does not know, the portal whose own application
+        the client id is (a shared application has none)."""
+        owner = self._refresh_owner.get(str(params.get("refresh_token", "")))
+        if owner is not None:
+            return owner[0]
+        return self._home.get(str(params.get("client_id", "")))
 
     def _oauth_answer(self, params: dict[str, Any]) -> Reply:
         if params.get("grant_type") != "refresh_token":
@@ -627,22 +719,25 @@ class LocalPortal:
                 400, {"error": "invalid_request", "error_description": "grant_type not supported"}
             )
         with self._lock:
+            # First the application (client_id and client_secret), then the refresh token,
+            # which names the portal and must have been issued to that application.
             client_id = str(params.get("client_id", ""))
-            state = self._by_client(client_id)
-            expected = state.secret_of(client_id) if state is not None else None
-            if (
-                state is None
-                or expected is None
-                or not secrets.compare_digest(str(params.get("client_secret", "")), expected)
-            ):
+            app = self._apps.get(client_id)
+            presented = str(params.get("client_secret", "")).encode()
+            if app is None or not secrets.compare_digest(presented, app.client_secret.encode()):
                 return error_reply("invalid_client")
-            old_access = state.refresh.pop(str(params.get("refresh_token", "")), None)
-            if old_access is None:
+            token = str(params.get("refresh_token", ""))
+            owner = self._refresh_owner.get(token)
+            if owner is None or owner[1] != client_id or token not in owner[0].refresh:
                 return error_reply("invalid_grant")
+            state = owner[0]
+            del self._refresh_owner[token]
+            old_access = state.refresh.pop(token)
             if old_access in state.access and self.old_token_after_refresh == "expired":
                 state.access[old_access].expired = True
             access, refresh = self._issue(state, client_id)
             state.refreshes += 1
+            self._refreshes += 1
             now = time.time()
             answer = {
                 "access_token": access,
@@ -695,7 +790,7 @@ class LocalPortal:
         elif action == "revoke":
             self.revoke(domain)
         elif action == "credentials":
-            return json_reply(200, self.credentials(domain))
+            return json_reply(200, self.credentials(domain, data.get("app")))
         else:
             return json_reply(404, {"error": "NOT_FOUND", "message": f"no action {action}"})
         with self._lock:

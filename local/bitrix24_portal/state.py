@@ -37,11 +37,13 @@ class Access:
 
 @dataclass
 class App:
-    """A second application installed on the portal (e.g. the connector's own backend)."""
+    """An application known to the OAuth server: a portal's own (`add_portal`, `add_app`) or
+    one shared by many portals (`add_shared_app`), as an integrator's one application is."""
 
     name: str
     client_id: str
     client_secret: str = field(repr=False)
+    shared: bool = False
 
 
 @dataclass
@@ -70,7 +72,7 @@ class Bucket:
 @dataclass
 class PortalState:
     domain: str
-    client_id: str
+    client_id: str  # the portal's application: its own, or a shared one (add_portal's `app`)
     client_secret: str = field(repr=False)
     member_id: str
     connectors: dict[str, str]
@@ -84,7 +86,7 @@ class PortalState:
     answer_only: frozenset[int] | None = None
     bucket: Bucket = field(default_factory=Bucket)
     refreshes: int = 0
-    apps: dict[str, App] = field(default_factory=dict)  # by client_id, the first app aside
+    apps: dict[str, App] = field(default_factory=dict)  # by client_id, the portal's app aside
     list_allowed: bool = True  # the installing user may change Open Lines connectors
     moved_to: str | None = None  # REST answers 302 to this domain's endpoint
     operating: dict[str, Operating] = field(default_factory=dict)  # by method

@@ -191,7 +191,8 @@ def test_the_bill_of_known_figures_prices_every_resource_the_template_creates() 
     assert bill.dollars("CloudWatch alarms") == pytest.approx(0.10 * alarm_metrics)
     assert bill.dollars("API Gateway HTTP API") == pytest.approx(polls * 1e-6)
     assert bill.dollars("EventBridge Scheduler") == pytest.approx(runs * 1e-6)
-    assert bill.dollars("X-Ray traces") == pytest.approx((runs + polls) * 5e-6)
+    assert "SnapshotApiFunction" not in stack.traced_functions  # Tracing: PassThrough
+    assert bill.dollars("X-Ray traces") == pytest.approx(runs * 5e-6)
     assert bill.dollars("Lambda requests") == pytest.approx((runs + polls) * 0.2e-6)
     # reads: 240 RRU a run, half a unit a poll
     assert bill.dollars("DynamoDB reads") == pytest.approx((240 * runs + 0.5 * polls) * 0.125e-6)

@@ -448,6 +448,9 @@ def test_functions_run_python313_on_arm64_with_the_layer_and_tracing() -> None:
     assert function_globals["Runtime"] == "python3.13"
     assert function_globals["Architectures"] == ["arm64"]
     assert function_globals["Tracing"] == "Active"
+    # but not the API's: a /health poll each minute would be most of the X-Ray bill
+    assert resource("SnapshotApiFunction")["Properties"]["Tracing"] == "PassThrough"
+    assert "Tracing" not in resource("CheckerFunction")["Properties"]
     assert function_globals["LoggingConfig"]["LogFormat"] == "JSON"
     assert function_globals["Layers"] == [{"Ref": "MonitorLayer"}]
     layer = resource("MonitorLayer")["Properties"]

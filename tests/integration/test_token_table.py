@@ -15,7 +15,7 @@ import pytest
 from connector_monitor.aws.lease import Lease
 from connector_monitor.aws.token_store import SecretPairs, token_source
 from connector_monitor.aws.token_table import TablePairs
-from connector_monitor.bitrix24.errors import CredentialsError, TokenStoreError
+from connector_monitor.bitrix24.errors import CredentialsError, PortalError, TokenStoreError
 from connector_monitor.domain.shards import split
 from connector_monitor.fleet_tokens import move_to_table
 from connector_monitor.token_refresh import RefreshingTokens
@@ -262,3 +262,87 @@ def test_a_range_reads_only_its_portals_by_query_pages(
     for shard in shards:
         shard.load()
     assert [s.portals() for s in shards] == [names[:100], names[100:200], names[200:]]
+
+
+def test_a_refresh_is_two_writes_of_its_own_item_and_no_read(
+    secret: dict[str, Any], sm: Any, tokens_table: str, portal: LocalPortal, leaks: Leaks
+) -> None:
+    """The lease is the item: taking it returns the pair as stored (no read), and the refreshed
+    pair's write gives it back (no delete): 2 write units a refresh, the bill's largest line."""
+    a, _ = list(secret["portals"])
+    moved(sm, [a])
+    portal.expire_access_tokens(a)
+    calls: list[str] = []
+    client = dynamodb()
+    client.meta.events.register(
+        "before-call.dynamodb.*", lambda model, **_: calls.append(model.name)
+    )
+    source = token_source(
+        SECRET,
+        tokens_table=TOKENS,
+        client=sm,
+        table_client=client,
+        lease=lease(),
+        oauth_timeout=FAST,
+        sleep=lambda _s: None,
+    )
+    source.load()
+    calls.clear()
+
+    assert works(check(source, a))
+
+    assert calls == ["UpdateItem", "UpdateItem"]  # take the lease; store the pair, lease gone
+    item = table_item(a)
+    assert "lease_owner" not in item and "lease_until" not in item
+    assert item["version"] == 2
+
+
+def test_overlapping_refreshes_of_one_portal_refresh_it_once(
+    secret: dict[str, Any], sm: Any, tokens_table: str, portal: LocalPortal, leaks: Leaks
+) -> None:
+    """Two invocations find the access token expired at once: the second waits for the first's
+    lease, then takes the pair it stored (a refresh token is single-use)."""
+    a, _ = list(secret["portals"])
+    moved(sm)
+    portal.expire_access_tokens(a)
+    portal.inject(a, "timeout", method="oauth", delay=0.3)  # the first refresh takes a while
+    sources = [fleet_source(sm), fleet_source(sm)]
+    for source in sources:
+        source.load()
+    before = portal.refresh_count(a)
+    started = threading.Barrier(2)
+    answers: list[Any] = []
+
+    def run(source: RefreshingTokens) -> None:
+        started.wait()
+        answers.append(check(source, a))
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in sources]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    portal.clear_faults()
+
+    assert [works(x) for x in answers] == [True, True]
+    assert portal.refresh_count(a) - before == 1
+    assert table_item(a)["version"] == 2
+    assert "lease_owner" not in table_item(a)
+
+
+def test_a_refresh_that_fails_gives_its_lease_back(
+    secret: dict[str, Any], sm: Any, tokens_table: str, portal: LocalPortal, leaks: Leaks
+) -> None:
+    a, _ = list(secret["portals"])
+    moved(sm, [a])
+    portal.expire_access_tokens(a)
+    portal.inject(a, "http_503", method="oauth")
+    source = fleet_source(sm)
+    source.load()
+
+    with pytest.raises(PortalError, match="OAuth server"):
+        check(source, a)
+
+    portal.clear_faults()
+    item = table_item(a)
+    assert "lease_owner" not in item and item["version"] == 1  # nothing stored, nothing held

@@ -232,6 +232,15 @@ def test_a_server_echoing_our_secrets_does_not_put_them_in_the_error() -> None:
     assert not any(secret in text for secret in SECRETS)
 
 
+@pytest.mark.parametrize("status", [200, 400])
+def test_a_secret_echoed_as_the_error_code_is_cut_out_too(status: int) -> None:
+    """Found by tests/properties/test_reply_fuzz.py: the code is the server's text as well."""
+    with pytest.raises(PortalError) as caught:
+        refresh(OneAnswer(status, {"error": SECRETS[2], "error_description": ""}))
+    text = f"{caught.value} {caught.value.detail} {caught.value.code}"
+    assert not any(secret in text for secret in SECRETS)
+
+
 class Raising(requests.Session):
     def __init__(self, exc: Exception) -> None:
         super().__init__()

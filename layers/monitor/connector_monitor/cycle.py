@@ -312,10 +312,13 @@ class CheckCycle:
         portals = [p for p in targets.portals(with_tokens) if scope.holds_portal(p)]
         if cached is None:
             cached = self.repository.load_inventories(scope) if portals else {}
+        by_portal: dict[str, list[Target]] = {}
+        for target in stored:
+            by_portal.setdefault(target.portal, []).append(target)
         plans: dict[str, PortalPlan] = {}
         for portal in portals:
             watched = targets.watched_on(portal)
-            mine = [t for t in stored if t.portal == portal]
+            mine = by_portal.get(portal, [])
             seen = known_lines(cached.get(portal), watched, mine) if watched else {}
             plans[portal] = PortalPlan(
                 portal, targets.for_portal(portal), watched, seen, cached.get(portal)

@@ -77,6 +77,10 @@ class PairStore(Protocol):
         """The lease a refresh of `portal` holds: whatever one `store` call replaces."""
         ...
 
+    def own_lease(self, portal: str) -> RefreshLease | None:
+        """The store's own lease for refreshing `portal`, or None for the shared one."""
+        ...
+
     def holds(self, portal: str) -> bool:
         """Whether the last read found a pair for `portal`."""
         ...
@@ -113,6 +117,9 @@ class EitherStore:
 
     def lease_name(self, portal: str) -> str:
         return self._owner(portal).lease_name(portal)
+
+    def own_lease(self, portal: str) -> RefreshLease | None:
+        return self._owner(portal).own_lease(portal)
 
     def holds(self, portal: str) -> bool:
         return self.first.holds(portal) or self.second.holds(portal)
@@ -174,10 +181,11 @@ class RefreshingTokens:
             known = self.pairs.credentials(portal)
             if known.access_token != stale.access_token:
                 return known  # another thread of this invocation already refreshed it
-            if self._lease is None:
+            lease = self.pairs.own_lease(portal) or self._lease
+            if lease is None:
                 return self._refresh_held(portal, stale, deadline)
             try:
-                with self._lease.hold(
+                with lease.hold(
                     name, ttl=self._lease_ttl, wait=min(self._lease_wait, deadline.remaining())
                 ):
                     return self._refresh_held(portal, stale, deadline)
@@ -216,7 +224,7 @@ class RefreshingTokens:
                 raise
             return self._after_invalid_grant(portal, current, exc, deadline)
         self._keep(fresh)
-        logger.info("portal %s: access token refreshed and the new pair stored", portal)
+        logger.debug("portal %s: access token refreshed and the new pair stored", portal)
         return fresh
 
     def _keep(self, fresh: PortalCredentials) -> None:

@@ -43,7 +43,11 @@ def iso(moment: datetime) -> str:
 
 
 def parse_iso(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    """A time `iso` wrote (fromisoformat: a few times faster than strptime, which a run of a
+    fleet calls for every stored status)."""
+    if not (len(text) == 27 and text.endswith("Z")):
+        raise ValueError(f"not a time this monitor wrote: {text[:40]!r}")
+    return datetime.fromisoformat(text[:-1]).replace(tzinfo=UTC)
 
 
 def status_key(subject: Subject) -> dict[str, str]:

@@ -124,6 +124,9 @@ class SecretPairs:
     def lease_name(self, portal: str) -> str:
         return f"secret:{self.secret_id}"
 
+    def own_lease(self, portal: str) -> RefreshLease | None:
+        return None  # the shared lease, named after the secret: one write replaces it whole
+
     def store(self, fresh: PortalCredentials) -> None:
         """Replace only what a refresh renews in this portal's entry of the document last read
         (under the lease, just before the refresh): tokens, expiry, endpoint, member_id."""

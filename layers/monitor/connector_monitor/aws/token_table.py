@@ -14,8 +14,12 @@ docs/fleet-token-store.md compares this store with SSM and a secret per portal.
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
@@ -26,10 +30,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ..bitrix24.credentials import AppCredentials, PortalCredentials
 from ..bitrix24.errors import CredentialsError, TokenStoreError
 from ..domain.shards import KeyRange
+from ..token_refresh import LeaseUnavailable, RefreshLease
 from .botocore_redaction import install_botocore_redaction
 from .dynamodb import error_code, plain, put_if_absent, query_items, table_key, typed
 
 PORTAL_PK = "PORTAL"
+LEASE_FIELDS = "lease_owner, lease_until"
+_FIRST_PAUSE = 0.05
+_MAX_PAUSE = 0.5
 PAIR_FIELDS = (
     "access_token",
     "refresh_token",
@@ -44,6 +52,7 @@ CLIENT_CONFIG = Config(
 )
 
 install_botocore_redaction()
+logger = logging.getLogger(__name__)
 
 
 class TablePairs:
@@ -56,6 +65,8 @@ class TablePairs:
         apps: Callable[[], Mapping[str, AppCredentials]],
         client: Any | None = None,
         portals: KeyRange | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.table_name = table_name
         self._apps = apps
@@ -64,7 +75,11 @@ class TablePairs:
         )
         self._range = portals
         self._items: dict[str, dict[str, Any]] = {}
+        self._fresh: set[str] = set()  # items just returned by their lease: no read needed
+        self._released: set[str] = set()  # leases the refreshed pair's write removed
         self._lock = threading.Lock()
+        self._clock = clock
+        self._sleep = sleep
         self.calls = 0
 
     # -- the PairStore -----------------------------------------------------------------------
@@ -92,6 +107,13 @@ class TablePairs:
         return self._credentials(portal, item)
 
     def reread(self, portal: str) -> PortalCredentials:
+        """The pair as stored now: as its lease just returned it, else by a consistent read."""
+        with self._lock:
+            fresh = portal in self._fresh
+            self._fresh.discard(portal)
+            item = self._items.get(portal) if fresh else None
+        if item is not None:
+            return self._credentials(portal, item)
         item = self._get(portal)
         if item is None:
             raise CredentialsError(f"token table {self.table_name} has no pair for {portal}")
@@ -101,6 +123,11 @@ class TablePairs:
 
     def lease_name(self, portal: str) -> str:
         return f"tokens:{portal}"
+
+    def own_lease(self, portal: str) -> RefreshLease:
+        """The lease is the item itself: taking it is one conditional write that returns the
+        pair as stored (so no read follows), and the refreshed pair's write releases it."""
+        return _ItemLease(self, portal)
 
     def store(self, fresh: PortalCredentials) -> None:
         """One conditional write: the item as last read (its version), or nothing. The copy in
@@ -121,7 +148,7 @@ class TablePairs:
                 "update_item",
                 TableName=self.table_name,
                 Key=_key(fresh.portal),
-                UpdateExpression=f"SET {assignments}, version = :next",
+                UpdateExpression=f"SET {assignments}, version = :next REMOVE {LEASE_FIELDS}",
                 ConditionExpression="version = :seen",
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=typed(
@@ -148,6 +175,8 @@ class TablePairs:
                 "store the new tokens",
                 pair_lost=True,
             ) from None
+        with self._lock:
+            self._released.add(fresh.portal)
 
     # -- moving pairs in (bench, admin) ---------------------------------------------------------
 
@@ -227,3 +256,100 @@ def _number(value: Any) -> Any:
 
 def _key(portal: str) -> dict[str, Any]:
     return table_key(PORTAL_PK, portal)
+
+
+class _ItemLease:
+    """A refresh lease held in the portal's own item (`lease_owner`, `lease_until`): one write to
+    take it, none to give it back when the refreshed pair's write removes it."""
+
+    def __init__(self, pairs: TablePairs, portal: str) -> None:
+        self._pairs = pairs
+        self._portal = portal
+
+    @contextmanager
+    def hold(self, name: str, *, ttl: float, wait: float) -> Iterator[None]:
+        owner = uuid.uuid4().hex
+        self._take(owner, ttl, wait)
+        try:
+            yield
+        finally:
+            self._give_back(owner)
+
+    def _take(self, owner: str, ttl: float, wait: float) -> None:
+        pairs, give_up = self._pairs, self._pairs._clock() + max(0.0, wait)
+        pause = _FIRST_PAUSE
+        while True:
+            now = pairs._clock()
+            try:
+                answer = pairs._call(
+                    "update_item",
+                    TableName=pairs.table_name,
+                    Key=_key(self._portal),
+                    UpdateExpression="SET lease_owner = :me, lease_until = :until",
+                    ConditionExpression=(
+                        "attribute_exists(sk) AND "
+                        "(attribute_not_exists(lease_until) OR lease_until < :now)"
+                    ),
+                    ExpressionAttributeValues=typed(
+                        {
+                            ":me": owner,
+                            ":until": Decimal(str(round(now + ttl, 3))),
+                            ":now": Decimal(str(round(now, 3))),
+                        }
+                    ),
+                    ReturnValues="ALL_NEW",
+                )
+            except ClientError as exc:
+                if error_code(exc) != "ConditionalCheckFailedException":
+                    raise LeaseUnavailable(
+                        f"the refresh lease of {self._portal} could not be taken "
+                        f"({error_code(exc)})"
+                    ) from None
+            except BotoCoreError as exc:
+                raise LeaseUnavailable(
+                    f"the refresh lease of {self._portal} could not be taken ({type(exc).__name__})"
+                ) from None
+            else:
+                with pairs._lock:
+                    pairs._items[self._portal] = plain(answer["Attributes"])
+                    pairs._fresh.add(self._portal)
+                    pairs._released.discard(self._portal)
+                return
+            if pairs._clock() + pause > give_up:
+                raise LeaseUnavailable(
+                    f"another run holds the refresh lease of {self._portal} (or its pair is "
+                    "gone from the token table)"
+                )
+            pairs._sleep(pause)
+            pause = min(pause * 2, _MAX_PAUSE)
+
+    def _give_back(self, owner: str) -> None:
+        """Remove the lease unless the refreshed pair's write already did (then: no match)."""
+        pairs = self._pairs
+        with pairs._lock:
+            pairs._fresh.discard(self._portal)
+            if self._portal in pairs._released:  # a failed conditional write is billed too
+                pairs._released.discard(self._portal)
+                return
+        try:
+            pairs._call(
+                "update_item",
+                TableName=pairs.table_name,
+                Key=_key(self._portal),
+                UpdateExpression=f"REMOVE {LEASE_FIELDS}",
+                ConditionExpression="lease_owner = :me",
+                ExpressionAttributeValues=typed({":me": owner}),
+            )
+        except ClientError as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                logger.warning(
+                    "the refresh lease of %s was not given back (%s); it runs out by itself",
+                    self._portal,
+                    error_code(exc),
+                )
+        except BotoCoreError as exc:
+            logger.warning(
+                "the refresh lease of %s was not given back (%s); it runs out by itself",
+                self._portal,
+                type(exc).__name__,
+            )

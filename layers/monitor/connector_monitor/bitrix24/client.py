@@ -350,15 +350,22 @@ class PortalClient:
             else:
                 self._note_operating(method, body, payload)
                 return payload
-            self._log_failure(failure, method, attempt)
             if failure.kind in (ErrorKind.TOKEN_EXPIRED, ErrorKind.PORTAL_MOVED):
+                # An expired token that a refresh cures is routine (hourly): the refresh logs
+                # one line. Only a refusal the refresh does not cure is a warning.
+                self._log_failure(failure, method, attempt, routine=not refreshed)
                 if refreshed:
                     raise _after_refresh(failure)
-                self._refresh_for(failure, used, deadline)
+                try:
+                    self._refresh_for(failure, used, deadline)
+                except Exception:
+                    self._log_failure(failure, method, attempt)
+                    raise
                 refreshed = True
                 if deadline.expired:
                     raise DeadlineExceeded(f"{self.portal}: the deadline passed during a refresh")
                 continue
+            self._log_failure(failure, method, attempt)
             delay = self._backoff(
                 failure, methods, failing=failing, limited=limited, deadline=deadline
             )
@@ -377,10 +384,10 @@ class PortalClient:
         portal's endpoint (it moved), the OAuth server's answer says where it is now: only its
         word is followed, never the redirect's; if it names no other address, the move stands."""
         if failure.kind is not ErrorKind.PORTAL_MOVED:
-            self._refresh(used, deadline)
+            self._refresh(used, deadline, failure)
             return
         try:
-            self._refresh(used, deadline)
+            self._refresh(used, deadline, failure)
         except (PortalError, TokenSourceError):
             raise failure from None
         if self._current_credentials().client_endpoint == used.client_endpoint:
@@ -522,12 +529,18 @@ class PortalClient:
             )
         return self._credentials
 
-    def _refresh(self, stale: PortalCredentials, deadline: Deadline) -> None:
+    def _refresh(self, stale: PortalCredentials, deadline: Deadline, cause: PortalError) -> None:
         fresh = self._from_tokens(
             lambda: self._tokens.refresh(self.portal, stale, deadline), "refresh"
         )
         self._credentials = fresh
-        _log.info("%s: access token refreshed", self.portal, extra={"portal": self.portal})
+        # The one line a refresh logs (hourly for every portal: a fleet's largest log item).
+        _log.info(
+            "%s: access token refreshed after %s",
+            self.portal,
+            cause.code or cause.kind.value,
+            extra={"portal": self.portal},
+        )
 
     def _from_tokens(self, fetch: Callable[[], _T], action: str) -> _T:
         """Ask the token source; its own exceptions (which may quote an OAuth URL) stay inside."""
@@ -568,8 +581,11 @@ class PortalClient:
 
     # --- logging ------------------------------------------------------------------------------
 
-    def _log_failure(self, err: PortalError, method: str, attempt: int) -> None:
-        _log.warning(
+    def _log_failure(
+        self, err: PortalError, method: str, attempt: int, *, routine: bool = False
+    ) -> None:
+        _log.log(
+            logging.DEBUG if routine else logging.WARNING,
             "%s %s failed (attempt %d): %s",
             self.portal,
             method,

@@ -124,7 +124,8 @@ def read_refresh_answer(
         )
     code = body.get("error")
     if code or status >= 400:
-        code_s = clip(str(code), CODE_LIMIT) if code else None
+        # The code is the server's text too: one that echoes a secret must not carry it on.
+        code_s = clip(_scrub(str(code), creds), CODE_LIMIT) if code else None
         raise PortalError(
             classify(code_s, status),
             portal,
