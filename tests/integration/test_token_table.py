@@ -264,6 +264,27 @@ def test_a_range_reads_only_its_portals_by_query_pages(
     assert [s.portals() for s in shards] == [names[:100], names[100:200], names[200:]]
 
 
+def test_a_shard_starting_at_a_longer_domain_reads_the_shorter_one_it_holds(
+    sm: Any, tokens_table: str, portal: LocalPortal
+) -> None:
+    """`acme.bitrix24.com` is in the shard that starts at `acme.bitrix24.com.br` (keys are
+    `portal/`, and "." < "/"), though its plain name, the item's sort key, sorts before."""
+    names = ["a.bitrix24.com", "aa.bitrix24.com", "acme.bitrix24.com.br", "acme.bitrix24.com"]
+    entries = {}
+    for name in names:
+        portal.add_portal(name, connectors={"c": "C"}, lines={1: "L"})
+        entries[name] = portal.credentials(name)
+    sm.create_secret(Name=SECRET, SecretString=json.dumps({"portals": entries}))
+    moved(sm)
+    apps = SecretPairs(SECRET, client=sm).apps
+    first, last = split(names, 2)
+    shards = [TablePairs(TOKENS, apps=apps, client=dynamodb(), portals=r) for r in (first, last)]
+    for shard in shards:
+        shard.load()
+
+    assert [sorted(s.portals()) for s in shards] == [sorted(names[:2]), sorted(names[2:])]
+
+
 def test_a_refresh_is_two_writes_of_its_own_item_and_no_read(
     secret: dict[str, Any], sm: Any, tokens_table: str, portal: LocalPortal, leaks: Leaks
 ) -> None:

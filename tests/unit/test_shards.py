@@ -46,6 +46,20 @@ def test_domains_that_sort_apart_only_by_the_slash_are_kept_apart_correctly() ->
         assert not any(holding.holds_portal(p) for p in others)
 
 
+def test_a_shard_that_starts_at_a_longer_domain_finds_the_shorter_one_it_holds() -> None:
+    # Found by the property above: `acme.bitrix24.com/` sorts after `acme.bitrix24.com.br/`
+    # ("." < "/"), so a shard starting at .com.br holds .com, whose plain name (the token and
+    # inventory sort key) sorts *before* .com.br; a bound of the plain .com.br name missed it.
+    portals = ["a.bitrix24.com", "aa.bitrix24.com", "acme.bitrix24.com.br", "acme.bitrix24.com"]
+    (_, last) = split(portals, 2)
+
+    assert last.holds_portal("acme.bitrix24.com") and last.holds_portal("acme.bitrix24.com.br")
+    lo, hi = last.portal_bounds()
+    assert lo is not None and hi is None
+    assert lo <= "acme.bitrix24.com" and lo <= "acme.bitrix24.com.br"
+    assert not last.holds_portal("aa.bitrix24.com")  # the bound is loose; holds_portal decides
+
+
 def test_a_fleet_within_one_shard_is_one_range_over_everything() -> None:
     assert split(["a.com", "b.com"], 1000) == [KeyRange.everything()]
     with pytest.raises(ValueError, match="at least one portal"):

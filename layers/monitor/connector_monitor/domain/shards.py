@@ -47,8 +47,15 @@ class KeyRange:
         """Inclusive bounds on a plain portal name (a token or inventory item's sort key) that
         hold every portal of the range, and may hold a few more that sort apart only by the
         "/" (e.g. `x.com.br` beside `x.com`): callers keep those that `holds_portal`."""
-        lo = self.lo[: -len(SEPARATOR)] if self.lo else None
-        return lo, self.hi
+        return (_lowest_plain_name(self.lo[: -len(SEPARATOR)]) if self.lo else None), self.hi
+
+
+def _lowest_plain_name(portal: str) -> str:
+    """The lowest plain name whose key sorts at or after `portal`'s: a prefix of `portal` cut
+    just before a character that sorts below the "/" (`acme.bitrix24.com/` sorts after
+    `acme.bitrix24.com.br/`, though `acme.bitrix24.com` sorts before `acme.bitrix24.com.br`)."""
+    cut = next((i for i, char in enumerate(portal) if i and char < SEPARATOR), len(portal))
+    return portal[:cut]
 
 
 def split(portals: Iterable[str], size: int) -> list[KeyRange]:
