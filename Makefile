@@ -6,6 +6,7 @@
 #   make run    the local runner against the local Bitrix24 portal
 #   make bench  benchmarks, printing their figures
 #   make fleet  the checker on 1,000 local portals: time, memory, calls, the sweep and the bill
+#   make fanout 10,000 portals fanned out (FanOut=true): the planner, each shard, the bill
 #   make coldstart  each handler's cold import, as a ratio to a bare `import boto3`
 
 PYTHON ?= python3
@@ -23,7 +24,7 @@ PIP_FLAGS := --quiet --disable-pip-version-check
 export SAM_CLI_TELEMETRY := 0
 
 .DEFAULT_GOAL := help
-.PHONY: help venv tools test lint sam transformed scan deploy run bench fleet cost coldstart clean distclean
+.PHONY: help venv tools test lint sam transformed scan deploy run bench fleet fanout cost coldstart clean distclean
 
 help:
 	@echo "make venv       create .venv from requirements-dev.txt (only when requirements change)"
@@ -36,6 +37,7 @@ help:
 	@echo "make run        local runner (python -m local.run); ARGS='...' passes arguments"
 	@echo "make bench      benchmarks (python -m bench.run_benchmark)"
 	@echo "make fleet      the checker on 1,000 portals x 5 lines at 300 ms, the sweep and the bill (bench.fleet)"
+	@echo "make fanout     10,000 portals x 5 lines fanned out into shards of 1,000: planner, shards, bill"
 	@echo "make cost       the monthly bill of 5,000 targets / 1,000 portals, fitted from two small fleets (bench.bill)"
 	@echo "make coldstart  each handler's cold import against import boto3 (bench/coldstart.py)"
 	@echo "make clean      remove build output and caches; distclean also removes both venvs"
@@ -102,6 +104,13 @@ bench: venv
 FLEET_ARGS ?= --sweep 250,500,1000,2000
 fleet: venv
 	$(VENV)/bin/python -m bench.fleet $(FLEET_ARGS) $(ARGS)
+
+# 10,000 portals x 5 lines at 300 ms with FanOut=true: the planner and each of the 10 shards in
+# a process of its own, one after another; ARGS='--measure-shards 3' delivers 3 of them (the
+# others scaled from those).
+FANOUT_ARGS ?= --portals 10000 --lines 5 --shard-portals 1000 --steady-runs 1
+fanout: venv
+	$(VENV)/bin/python -m bench.fleet --fanout $(FANOUT_ARGS) $(ARGS)
 
 cost: venv
 	$(VENV)/bin/python -m bench.bill $(ARGS)

@@ -178,6 +178,30 @@ def fit(samples: Iterable[tuple[float, Usage]], x: float) -> Usage:
 
 
 @dataclass(frozen=True)
+class FanOutFigures:
+    """The invocations of a fanned-out run (FanOut=true), each measured on its own: the planner
+    (the scheduled invocation: reads the registry and the whole token table, queues one order
+    per shard) and one worker invocation per shard. The `Figures` holding them carry the run's
+    totals (planner + every worker) for everything but Lambda's requests and duration."""
+
+    shards: int  # worker invocations a run: the orders the planner queues
+    planner: Usage  # one planner invocation of a steady run
+    planner_inventory: Usage  # the planner of a run that repeats the inventories
+    workers: tuple[Usage, ...]  # one invocation per measured shard, steady run
+    workers_inventory: tuple[Usage, ...]  # the same shards in an inventory run
+    measured: str = ""  # which shards were measured and which are scaled from them
+
+    def worker_seconds(
+        self, memory_mb: int, refresh: Usage, refreshes_per_run: float, *, inventory: bool = False
+    ) -> float:
+        """Lambda seconds of every worker of one run: each invocation's own duration (the
+        measured shards', each with its share of the run's token refreshes), scaled to all."""
+        runs = self.workers_inventory if inventory else self.workers
+        share = refresh.times(refreshes_per_run / self.shards)
+        return sum((w + share).duration(memory_mb) for w in runs) * self.shards / len(runs)
+
+
+@dataclass(frozen=True)
 class Figures:
     """What the measured fleet consumed, per kind of event."""
 
@@ -190,6 +214,7 @@ class Figures:
     cold: Mapping[str, Usage]  # per function: its INIT (import app) + first call's wiring
     stored: Mapping[str, tuple[float, float]]  # table -> (item bytes, items)
     measured_on: str = ""
+    fanout: FanOutFigures | None = None  # a fanned-out run: steady/inventory are its totals
 
 
 def fitted(samples: Iterable[Figures], portals: int, targets: int) -> Figures:
@@ -244,6 +269,9 @@ class Fleet:
     api_cold_starts_per_hour: float = 1.0  # polled every minute it stays warm; recycled hourly
     sqs_pollers: int = 5  # Lambda's SQS event source polls with 5 pollers while idle ...
     sqs_poll_seconds: float = 20.0  # ... each a 20-second long poll
+    sqs_receives_per_order: float = 1.0  # the event source's ReceiveMessage that finds an order
+    sqs_deletes_per_order: float = 1.0  # ... and its DeleteMessage once the worker succeeded
+    worker_cold_starts_per_invocation: float = 1.0  # every shard (an upper bound)
     publish_metrics: bool = False  # PublishMetrics (off by default)
 
     @property
@@ -283,6 +311,15 @@ class Bill:
     def total(self) -> float:
         return sum(line.dollars for line in self.lines)
 
+    @property
+    def shards(self) -> int:
+        return self.figures.fanout.shards if self.figures.fanout else 1
+
+    @property
+    def per_shard(self) -> float:
+        """The bill divided among the shards of a fanned-out run (the whole bill otherwise)."""
+        return self.total / self.shards
+
     def dollars(self, item: str) -> float:
         return sum(line.dollars for line in self.lines if line.item == item)
 
@@ -312,31 +349,68 @@ def monthly_bill(figures: Figures, fleet: Fleet, stack: Stack) -> Bill:
     api = next((f for f in stack.functions.values() if f.http_api), None)
     polls = fleet.health_polls if api and stack.http_apis else 0.0
     memory = checker.memory_mb
+    fan = figures.fanout
+    worker = next((f for f in stack.functions.values() if f.queues), None)
+    if fan is not None and worker is None:
+        raise ValueError("a fanned-out run is priced on a stack deployed with FanOut=true")
     # A typical run refreshes 1/12 of the portals' tokens (hourly tokens, 5-minute runs).
     typical = figures.steady + figures.refresh.times(refresh_per_run)
     validating = figures.inventory + figures.refresh.times(refresh_per_run)
     month = typical.times(runs - inventories) + validating.times(inventories)
     health = figures.health.times(polls)
-    checker_seconds = (
-        typical.duration(memory) * (runs - inventories) + validating.duration(memory) * inventories
-    )
-    bill.checker_run_seconds = typical.duration(memory)
-    governs = "CPU" if typical.get("cpu") * FULL_VCPU_MB / memory > typical.get("wall") else "wall"
+    shards = fan.shards if fan is not None else 0
+    invocations = runs * (1 + shards)  # the scheduled run and, fanned out, one per shard
 
     # -- Lambda ----------------------------------------------------------------------------
     bill.add(
         "Lambda requests",
-        f"{_fmt(runs)} checker runs + {_fmt(polls)} /health polls",
-        (runs + polls) * p["lambda_request"],
+        (
+            f"{_fmt(runs)} planner runs + {_fmt(runs * shards)} shard invocations "
+            f"({shards} a run) + {_fmt(polls)} /health polls"
+            if fan is not None
+            else f"{_fmt(runs)} checker runs + {_fmt(polls)} /health polls"
+        ),
+        (invocations + polls) * p["lambda_request"],
     )
-    gb_s = checker_seconds * memory / 1024
-    bill.add(
-        "Lambda duration, checker",
-        f"{typical.duration(memory):.2f} s a run at {memory} MB ({governs} governs; "
-        f"inventory runs {validating.duration(memory):.2f} s) = {_fmt(gb_s)} GB-s",
-        gb_s * p["lambda_gb_second"],
-    )
-    api_gb_s = 0.0
+    if fan is None:
+        checker_seconds = (
+            typical.duration(memory) * (runs - inventories)
+            + validating.duration(memory) * inventories
+        )
+        bill.checker_run_seconds = typical.duration(memory)
+        gb_s = checker_seconds * memory / 1024
+        bill.add(
+            "Lambda duration, checker",
+            f"{typical.duration(memory):.2f} s a run at {memory} MB ({_governs(typical, memory)} "
+            f"governs; inventory runs {validating.duration(memory):.2f} s) = {_fmt(gb_s)} GB-s",
+            gb_s * p["lambda_gb_second"],
+        )
+    else:
+        assert worker is not None
+        planned = fan.planner.duration(memory)
+        gb_s = (
+            (planned * (runs - inventories) + fan.planner_inventory.duration(memory) * inventories)
+            * memory
+            / 1024
+        )
+        bill.add(
+            "Lambda duration, planner",
+            f"{planned:.2f} s a run at {memory} MB ({_governs(fan.planner, memory)} governs: "
+            f"the registry, the whole token table, {shards} orders queued) = {_fmt(gb_s)} GB-s",
+            gb_s * p["lambda_gb_second"],
+        )
+        wmb = worker.memory_mb
+        each = fan.worker_seconds(wmb, figures.refresh, refresh_per_run)
+        each_inventory = fan.worker_seconds(wmb, figures.refresh, refresh_per_run, inventory=True)
+        worker_gb_s = (each * (runs - inventories) + each_inventory * inventories) * wmb / 1024
+        bill.checker_run_seconds = planned + each
+        bill.add(
+            "Lambda duration, shard workers",
+            f"{shards} invocations a run, {each / shards:.2f} s each on average at {wmb} MB "
+            f"({_governs(fan.workers[0], wmb)} governs; {each:.1f} s a run, inventory runs "
+            f"{each_inventory:.1f} s) = {_fmt(worker_gb_s)} GB-s",
+            worker_gb_s * p["lambda_gb_second"],
+        )
     if api is not None:
         api_gb_s = figures.health.duration(api.memory_mb) * polls * api.memory_mb / 1024
         bill.add(
@@ -346,8 +420,17 @@ def monthly_bill(figures: Figures, fleet: Fleet, stack: Stack) -> Bill:
             api_gb_s * p["lambda_gb_second"],
         )
     checker_colds = runs * fleet.checker_cold_starts_per_run
+    worker_colds = runs * shards * fleet.worker_cold_starts_per_invocation
     api_colds = fleet.api_cold_starts_per_hour * MINUTES_PER_MONTH / 60 if api else 0.0
     init_gb_s = checker_colds * _cold(figures, checker.logical_id).duration(memory) * memory / 1024
+    cold_parts = [
+        f"{_fmt(checker_colds)} {'planner' if fan else 'checker'} cold starts x "
+        f"{_cold(figures, checker.logical_id).duration(memory):.2f} s"
+    ]
+    if worker is not None and fan is not None:
+        worker_init = _cold(figures, worker.logical_id).duration(worker.memory_mb)
+        init_gb_s += worker_colds * worker_init * worker.memory_mb / 1024
+        cold_parts.append(f"{_fmt(worker_colds)} shard worker x {worker_init:.2f} s")
     if api is not None:
         init_gb_s += (
             api_colds
@@ -355,31 +438,39 @@ def monthly_bill(figures: Figures, fleet: Fleet, stack: Stack) -> Bill:
             * api.memory_mb
             / 1024
         )
+        api_init = _cold(figures, api.logical_id).duration(api.memory_mb)
+        cold_parts.append(f"{_fmt(api_colds)} API x {api_init:.2f} s")
     bill.add(
         "Lambda INIT (cold starts)",
-        f"{_fmt(checker_colds)} checker cold starts x "
-        f"{_cold(figures, checker.logical_id).duration(memory):.2f} s"
-        + (
-            f" + {_fmt(api_colds)} API x "
-            f"{_cold(figures, api.logical_id).duration(api.memory_mb):.2f} s"
-            if api
-            else ""
-        )
-        + f" (import + first call's wiring) = {_fmt(init_gb_s)} GB-s",
+        " + ".join(cold_parts) + f" (import + first call's wiring) = {_fmt(init_gb_s)} GB-s",
         init_gb_s * p["lambda_gb_second"],
     )
 
     # -- DynamoDB --------------------------------------------------------------------------
     rru, wru = month.units("RRU") + health.units("RRU"), month.units("WRU") + health.units("WRU")
+    split_reads = ""
+    split_writes = ""
+    if fan is not None:
+        planner_tokens = fan.planner.get("ddb.TokenTable.RRU")
+        workers = figures.steady - fan.planner
+        split_reads = (
+            f" (planner {fan.planner.units('RRU'):,.1f}, of which the token table "
+            f"{planner_tokens:,.1f}; workers {workers.units('RRU'):,.1f}, of which the token "
+            f"table {workers.get('ddb.TokenTable.RRU'):,.1f}: the token table is read twice)"
+        )
+        split_writes = (
+            f" (of which the run record: {figures.steady.get('ddb.Table.PutItem'):,.0f} PutItem "
+            f"and {figures.steady.get('ddb.Table.UpdateItem'):,.0f} UpdateItem a run)"
+        )
     bill.add(
         "DynamoDB reads",
-        f"{typical.units('RRU'):,.1f} RRU a run, {validating.units('RRU'):,.1f} an inventory "
-        f"run, {figures.health.units('RRU'):.1f} a /health = {rru / 1e6:,.3f} M RRU",
+        f"{typical.units('RRU'):,.1f} RRU a run{split_reads}, {validating.units('RRU'):,.1f} an "
+        f"inventory run, {figures.health.units('RRU'):.1f} a /health = {rru / 1e6:,.3f} M RRU",
         rru * p["dynamodb_rru"],
     )
     bill.add(
         "DynamoDB writes",
-        f"{figures.steady.units('WRU'):,.1f} WRU a steady run, "
+        f"{figures.steady.units('WRU'):,.1f} WRU a steady run{split_writes}, "
         f"{figures.refresh.units('WRU'):.1f} a token refresh x {_fmt(fleet.refreshes)}, "
         f"{figures.inventory.units('WRU'):,.0f} an inventory run = {wru / 1e6:,.3f} M WRU",
         wru * p["dynamodb_wru"],
@@ -414,7 +505,10 @@ def monthly_bill(figures: Figures, fleet: Fleet, stack: Stack) -> Bill:
         calls * p["secret_call"],
     )
     kms_tables = [t.logical_id for t in stack.tables.values() if t.kms]
-    checker_tables = [t for t in kms_tables if typical.total(f"ddb.{t}.") > 0]
+    readers = (
+        [fan.planner, figures.steady - fan.planner] if fan is not None else [typical]
+    )  # what each function (role) calling DynamoDB consumed
+    checker_tables = [t for u in readers for t in kms_tables if u.total(f"ddb.{t}.") > 0]
     key_windows = MINUTES_PER_MONTH / KMS_TABLE_KEY_MINUTES
     table_keys = len(checker_tables) * min(runs, key_windows)
     if api is not None and figures.health.total("ddb.") > 0:
@@ -448,23 +542,38 @@ def monthly_bill(figures: Figures, fleet: Fleet, stack: Stack) -> Bill:
     )
     polled = sorted({q for f in stack.functions.values() for q in f.queues})
     idle = len(polled) * fleet.sqs_pollers * 60 / fleet.sqs_poll_seconds * MINUTES_PER_MONTH
-    bill.add(
-        "SQS requests",
-        (
+    orders = runs * shards
+    sends = month.total("sqs.SendMessage")  # SendMessageBatch: ten orders a call
+    receives = orders * fleet.sqs_receives_per_order
+    deletes = orders * fleet.sqs_deletes_per_order
+    if fan is not None:
+        sqs_detail = (
+            f"{len(stack.queues)} queues; {_fmt(orders)} shard orders ({shards} a run): "
+            f"{_fmt(sends)} SendMessageBatch by the planner + {_fmt(receives)} receives and "
+            f"{_fmt(deletes)} deletes by the event source (one each an order, assumed) + idle "
+            f"polling of {', '.join(polled)}: {fleet.sqs_pollers} pollers x "
+            f"{fleet.sqs_poll_seconds:g} s long polls = {_fmt(idle)} receives"
+        )
+    elif polled:
+        sqs_detail = (
             f"{len(stack.queues)} queues; {', '.join(polled)} polled by a Lambda event source: "
             f"{fleet.sqs_pollers} pollers x {fleet.sqs_poll_seconds:g} s long polls = "
             f"{_fmt(idle)} receives (shard orders themselves not measured here)"
-            if polled
-            else f"{len(stack.queues)} queues, none polled: no requests while Scheduler "
-            "delivers every run (the dead-letter queue gets a message only when it cannot)"
-        ),
-        idle * p["sqs_request"],
-    )
+        )
+    else:
+        sqs_detail = (
+            f"{len(stack.queues)} queues, none polled: no requests while Scheduler delivers "
+            "every run (the dead-letter queue gets a message only when it cannot)"
+        )
+    sqs_requests = idle + (sends + receives + deletes if fan is not None else 0.0)
+    bill.add("SQS requests", sqs_detail, sqs_requests * p["sqs_request"])
 
     # -- CloudWatch ------------------------------------------------------------------------
     per_invocation = PLATFORM_LOG_BYTES + PLATFORM_LOG_LINES * LOG_EVENT_OVERHEAD
     checker_logs = (
-        month.get("log.bytes") + month.get("log.lines") * LOG_EVENT_OVERHEAD + runs * per_invocation
+        month.get("log.bytes")
+        + month.get("log.lines") * LOG_EVENT_OVERHEAD
+        + invocations * per_invocation
     )
     api_logs = (
         health.get("log.bytes") + health.get("log.lines") * LOG_EVENT_OVERHEAD
@@ -475,9 +584,9 @@ def monthly_bill(figures: Figures, fleet: Fleet, stack: Stack) -> Bill:
     ingested = checker_logs + api_logs + access
     bill.add(
         "CloudWatch Logs ingestion",
-        f"checker {checker_logs / GB * 1000:,.1f} MB ({typical.get('log.bytes'):,.0f} B "
-        f"printed a run), snapshot API {api_logs / GB * 1000:,.1f} MB, API access log "
-        f"{access / GB * 1000:,.1f} MB",
+        f"{'planner + workers' if fan else 'checker'} {checker_logs / GB * 1000:,.1f} MB "
+        f"({typical.get('log.bytes'):,.0f} B printed a run), snapshot API "
+        f"{api_logs / GB * 1000:,.1f} MB, API access log {access / GB * 1000:,.1f} MB",
         ingested / GB * p["logs_ingest"],
     )
     retention = [d for d in stack.log_groups.values() if d]
@@ -508,6 +617,8 @@ def monthly_bill(figures: Figures, fleet: Fleet, stack: Stack) -> Bill:
 
     # -- X-Ray, API Gateway, Scheduler, data transfer ------------------------------------------
     traced = (runs if checker.traced else 0.0) + (polls if api and api.traced else 0.0)
+    if fan is not None and worker is not None and worker.traced:
+        traced += runs * shards
     bill.add(
         "X-Ray traces",
         f"{_fmt(traced)} traces recorded ({len(stack.traced_functions)} traced functions; "
@@ -541,6 +652,10 @@ def monthly_bill(figures: Figures, fleet: Fleet, stack: Stack) -> Bill:
     return bill
 
 
+def _governs(usage: Usage, memory_mb: int) -> str:
+    return "CPU" if usage.get("cpu") * FULL_VCPU_MB / memory_mb > usage.get("wall") else "wall"
+
+
 def _cold(figures: Figures, function: str) -> Usage:
     if function in figures.cold:
         return figures.cold[function]
@@ -555,7 +670,8 @@ def _notes(bill: Bill, checker_colds: float, api_colds: float) -> list[str]:
         f"{fleet.alarm_notifications_per_month} alarm notifications, each emailed to every "
         f"subscription (AlertEmail set); one token refresh per portal an hour (access tokens "
         f"live an hour), each costing what the refresh run measured per refresh; "
-        f"{_fmt(checker_colds)} checker cold starts (every run: an upper bound) and "
+        f"{_fmt(checker_colds)} {'planner' if bill.figures.fanout else 'checker'} cold starts "
+        "(every run: an upper bound) and "
         f"{_fmt(api_colds)} API cold starts a month, INIT billed as CPU-bound like the invoke; "
         "Lambda duration = max(local wall, local CPU x 1769/M) (local wall includes moto's and "
         "the local portal's answers); "
@@ -575,12 +691,31 @@ def _notes(bill: Bill, checker_colds: float, api_colds: float) -> list[str]:
     notes.append(
         "Unpriced resources: " + (", ".join(stack.unpriced) if stack.unpriced else "none") + "."
     )
-    verdict = "MET" if bill.total <= GOAL_DOLLARS else "NOT MET"
-    notes.append(
-        f"Goal: <= ${GOAL_DOLLARS:.2f} a month all-in for {fleet.targets:,} targets on "
-        f"{fleet.portals:,} portals every {fleet.schedule_minutes:g} minutes: {verdict} "
-        f"(${bill.total:.2f})."
-    )
+    fan = bill.figures.fanout
+    if fan is not None:
+        notes.insert(
+            1,
+            f"Fan-out (FanOut=true): every run is one planner invocation and {fan.shards} worker "
+            f"invocations, one shard order each; {fan.measured or 'every shard measured'}; "
+            f"{_fmt(fleet.runs * fan.shards * fleet.worker_cold_starts_per_invocation)} worker "
+            "cold starts (every invocation: an upper bound); the event source receives and "
+            f"deletes each order once ({fleet.sqs_receives_per_order:g} receive, "
+            f"{fleet.sqs_deletes_per_order:g} delete, on top of its idle long polls: an upper "
+            "bound); each function (role) decrypts each table's key once per "
+            f"{KMS_TABLE_KEY_MINUTES} minutes.",
+        )
+        notes.append(
+            f"Per shard: ${bill.total:.4f} / {fan.shards} shards = ${bill.per_shard:.4f} a month "
+            f"for {fleet.portals / fan.shards:,.0f} portals ({fleet.targets / fan.shards:,.0f} "
+            "targets) of the fanned-out fleet."
+        )
+    else:
+        verdict = "MET" if bill.total <= GOAL_DOLLARS else "NOT MET"
+        notes.append(
+            f"Goal: <= ${GOAL_DOLLARS:.2f} a month all-in for {fleet.targets:,} targets on "
+            f"{fleet.portals:,} portals every {fleet.schedule_minutes:g} minutes: {verdict} "
+            f"(${bill.total:.2f})."
+        )
     biggest = sorted(bill.lines, key=lambda line: line.dollars, reverse=True)[:5]
     notes.append(
         "Largest items: " + ", ".join(f"{line.item} ${line.dollars:.2f}" for line in biggest)

@@ -4,6 +4,8 @@ portals, each Lambda function in a process of its own, and the monthly bill from
     .venv/bin/python -m bench.fleet [--portals 1000] [--lines 5] [--latency 0.3] [--parallel 64]
                                     [--memory-mb 256] [--steady-runs 3] [--no-explicit]
                                     [--sweep 250,500,1000,2000]
+    .venv/bin/python -m bench.fleet --fanout --portals 10000 --shard-portals 1000 ...
+                                    (the fanned-out fleet: bench/fanout.py)
 
 Three kinds of process, so that each measures only itself:
 - moto's server (AWS), and the local Bitrix24 portal hosting N portals x L open lines with the
@@ -424,6 +426,7 @@ class Function:
         event: Path,
         table_names: Mapping[str, str],
         log_dir: Path,
+        handler: str = "lambda_handler",
     ) -> None:
         self.svc = svc
         self.table_names = dict(table_names)
@@ -438,20 +441,25 @@ class Function:
                 str(self.log_file),
                 str(svc.portal_port if name == "checker" else 0),
                 str(event),
+                handler,
             ],
             child_env,
-            name,
+            f"{name}.{handler}",
         )
         ready = self.with_log(lambda: self.child.read(READY_TIMEOUT))
         self.init = Usage({"wall": ready["init"]["wall"], "cpu": ready["init"]["cpu"]})
         self.wiring = Usage({"wall": ready["wiring"]["wall"], "cpu": ready["wiring"]["cpu"]})
         self.ru_maxrss = 0.0
 
-    def run(self, label: str, profile: Path | None = None) -> Run:
+    def run(
+        self, label: str, profile: Path | None = None, event: Mapping[str, Any] | None = None
+    ) -> Run:
         before = self.svc.counts()
         command: dict[str, Any] = {"cmd": "run"}
         if profile is not None:
             command["profile"] = str(profile)
+        if event is not None:
+            command["event"] = dict(event)
         answer = self.with_log(lambda: self.child.ask(command))
         after = self.svc.counts()
         if answer.get("error"):
@@ -937,11 +945,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--profile", type=int, default=0, help="cProfile one more steady run: print N functions"
     )
     parser.add_argument("--price-targets", type=int, default=5000)
+    fan = parser.add_argument_group(
+        "fan-out (bench/fanout.py)", "FanOut=true: the planner and one invocation per shard"
+    )
+    fan.add_argument("--fanout", action="store_true", help="measure the fanned-out fleet")
+    fan.add_argument("--shard-portals", type=int, default=1000, help="ShardPortals (>= 10)")
+    fan.add_argument(
+        "--measure-shards", type=int, default=0, help="deliver K shards, scale to all (0: all)"
+    )
+    fan.add_argument("--no-inventory", action="store_true", help="skip the inventory run")
+    fan.add_argument("--no-refresh", action="store_true", help="skip the refresh run")
     args = parser.parse_args(argv)
     if not 1 <= args.parallel <= 64:
         parser.error("--parallel must be 1..64 (MaxParallelPortals)")
     if min(args.portals, args.lines, args.steady_runs) < 1:
         parser.error("--portals, --lines and --steady-runs must be at least 1")
+    if args.fanout and (args.shard_portals < 10 or args.portals <= args.shard_portals):
+        parser.error("--fanout needs --shard-portals >= 10 and more --portals than that")
     args.sizes = [int(s) for s in args.sweep.split(",") if s.strip()]
     args.params = dict(p.split("=", 1) for p in args.param)
     return args
@@ -949,6 +969,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.fanout:
+        from bench.fanout import main as fanout_main
+
+        return fanout_main(args)
     started = time.perf_counter()
     spec = Spec(
         args.portals, args.lines, args.latency, args.parallel, args.memory_mb, args.steady_runs

@@ -2,14 +2,16 @@
 it when told to and does nothing else, so its peak RSS, its CPU time and its wall time are the
 handler's own (`bench/fleet.py` starts it with the function's environment):
 
-    python -m bench.fleet_child FUNCTION LOG_FILE PORTAL_PORT EVENT_FILE
+    python -m bench.fleet_child FUNCTION LOG_FILE PORTAL_PORT EVENT_FILE [HANDLER]
 
-FUNCTION is `checker` or `snapshot_api` (functions/<FUNCTION>/app.py). Everything the process
-writes to its standard output and error (the handler's JSON log lines: what Lambda sends to
-CloudWatch Logs) goes to LOG_FILE; the replies to `bench/fleet.py` go to the standard output it
-was started with, one JSON line for each command read from standard input: `{"cmd": "run"}`
-invokes the handler once with EVENT_FILE's event (`"profile": FILE` adds cProfile's statistics
-of that run, which slow it down), `{"cmd": "quit"}` ends the process.
+FUNCTION is `checker` or `snapshot_api` (functions/<FUNCTION>/app.py), HANDLER the function in
+it (`lambda_handler` unless given; the fan-out's worker is `checker shard_handler`). Everything
+the process writes to its standard output and error (the handler's JSON log lines: what Lambda
+sends to CloudWatch Logs) goes to LOG_FILE; the replies to `bench/fleet.py` go to the standard
+output it was started with, one JSON line for each command read from standard input:
+`{"cmd": "run"}` invokes the handler once with EVENT_FILE's event (`"event": {...}` instead:
+that event; `"profile": FILE` adds cProfile's statistics of that run, which slow it down),
+`{"cmd": "quit"}` ends the process.
 
 First of all, before anything else is imported, it times `import app`: the INIT phase of a cold
 start. Then it times the first call's wiring (the imports the handler defers and the AWS clients
@@ -111,8 +113,23 @@ class ResidentSet:
             self.peak = max(self.peak, self.now())
 
 
+def high_water() -> int:
+    """This process's peak RSS in bytes (VmHWM: its own address space's). Not `ru_maxrss`:
+    Linux keeps that across exec, so a child reports its parent's RSS at the fork when that
+    was larger (the benchmark's parent grows to hundreds of MB on a large fleet)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def main(argv: list[str]) -> int:
     function, log_file, portal_port, event_file = argv[1], argv[2], int(argv[3]), argv[4]
+    handler_name = argv[5] if len(argv) > 5 else "lambda_handler"
     replies = io.TextIOWrapper(os.fdopen(os.dup(1), "wb", buffering=0), write_through=True)
     log_fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.dup2(log_fd, 1)
@@ -126,6 +143,7 @@ def main(argv: list[str]) -> int:
     from local.handlers import LambdaContext, load_handler
 
     app = load_handler(function)
+    handler = getattr(app, handler_name)
     init = {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu}
 
     import boto3
@@ -150,7 +168,7 @@ def main(argv: list[str]) -> int:
     for line in sys.stdin:
         command = json.loads(line)
         if command["cmd"] == "quit":
-            reply({"ru_maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024})
+            reply({"ru_maxrss": high_water()})
             return 0
         meter.reset()
         sockets.take()
@@ -161,6 +179,7 @@ def main(argv: list[str]) -> int:
         context = LambdaContext(
             function_name=function, remaining_ms=timeout_ms, memory_limit_in_mb=memory
         )
+        invoked = command.get("event", event)
         profile, profiles = None, []
         if command.get("profile"):
             profile, profiles = profile_threads()
@@ -168,9 +187,9 @@ def main(argv: list[str]) -> int:
         error = None
         try:
             if profile is not None:
-                answer = profile.runcall(app.lambda_handler, event, context)
+                answer = profile.runcall(handler, invoked, context)
             else:
-                answer = app.lambda_handler(event, context)
+                answer = handler(invoked, context)
         except Exception:
             answer, error = None, traceback.format_exc()
         # The meter's own work (item sizes of every item read) is not the handler's: taken out.
@@ -198,7 +217,7 @@ def main(argv: list[str]) -> int:
                 "cpu_main": main_cpu,  # of it, the handler's own thread (the rest: its pools)
                 "meter_cpu": meter.cpu_seconds,
                 "peak_rss": peak,
-                "ru_maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                "ru_maxrss": high_water(),
                 "answer": answer if isinstance(answer, dict) else None,
                 "error": error,
                 "calls": dict(meter.calls),

@@ -189,7 +189,13 @@ class Meter:
                 self._remember(item)
             self._read(scope_of(params["Key"]["pk"]["S"]), item_size(item or {}), factor)
         elif operation == "PutItem":
+            old = parsed.get("Attributes")  # ReturnValues=ALL_OLD: the item it replaced
+            if old:
+                self._remember(old)
             self._put(params["Item"], 1)
+        elif operation == "UpdateItem" and params.get("ReturnValues") == "ALL_NEW":
+            # the item as written: an update costs the larger of the item before and after
+            self._touch(params["Key"], 1, delete=False, after=parsed.get("Attributes"))
         elif operation in ("UpdateItem", "DeleteItem"):
             self._touch(params["Key"], 1, delete=operation == "DeleteItem")
         elif operation == "BatchWriteItem":
@@ -217,9 +223,24 @@ class Meter:
         self._sizes[key] = item_size(item)
         self.write_units[scope_of(key[0])] += weight * max(1, math.ceil(size / 1024))
 
-    def _touch(self, key_attrs: Mapping[str, Any], weight: int, *, delete: bool) -> None:
+    def _touch(
+        self,
+        key_attrs: Mapping[str, Any],
+        weight: int,
+        *,
+        delete: bool,
+        after: Mapping[str, Any] | None = None,
+    ) -> None:
+        """An update or delete of an item whose size is known if this process read or wrote it
+        (1 KB assumed otherwise), or returned as written (`after`: ReturnValues=ALL_NEW)."""
         key = _item_key(key_attrs)
-        size = self._sizes.pop(key, 0) if delete else self._sizes.get(key, 1024)
+        if delete:
+            size = self._sizes.pop(key, 0)
+        elif after:
+            size = max(self._sizes.get(key, 0), item_size(after))
+            self._sizes[key] = item_size(after)
+        else:
+            size = self._sizes.get(key, 1024)
         self.write_units[scope_of(key[0])] += weight * max(1, math.ceil(size / 1024))
 
     def _remember(self, item: Mapping[str, Any]) -> None:

@@ -18,7 +18,16 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
-from bench.cost import PRICES, Figures, Fleet, Usage, fitted, monthly_bill, render_bill
+from bench.cost import (
+    PRICES,
+    FanOutFigures,
+    Figures,
+    Fleet,
+    Usage,
+    fitted,
+    monthly_bill,
+    render_bill,
+)
 from bench.metering import Meter
 from bench.moto_speedups import quicker_moto
 from bench.stack import read_stack
@@ -36,6 +45,15 @@ FLEET_ROW = re.compile(
     r"^  (first run|second run|steady \(median of \d+\)|inventory run|refresh run \(\d+ expired\))"
     r"\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+(CPU|wall)\s+([\d.]+)\s+([\d,]+)\s+(\d+)\s+([\d,]+)"
     r"\s+([\d,.]+)\s+([\d,.]+)\s+(\d+)\s+(\d+)\s+([\d,]+)\s+([\d,]+)\s+([\d,.]+)$",
+    re.MULTILINE,
+)
+# One invocation of a fanned-out run: planner or shard N, portals, wall, CPU, est, governs, RSS,
+# INIT, portal requests, OAuth, DynamoDB calls, RRU, WRU, token store, SQS, log lines and bytes,
+# KB sent, targets checked, within 60 s and 256 MB.
+FAN_ROW = re.compile(
+    r"^  (planner|shard \d+)\s+([\d,]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+(CPU|wall)"
+    r"\s+([\d.]+)\s+([\d.]+)\s+([\d,]+)\s+(\d+)\s+([\d,]+)\s+([\d,.]+)\s+([\d,.]+)\s+(\d+)"
+    r"\s+(\d+)\s+([\d,]+)\s+([\d,]+)\s+([\d,.]+)\s+(\S+)\s+(yes|NO)$",
     re.MULTILINE,
 )
 # Every kind of charge the bill must show, whatever the measured figures.
@@ -145,6 +163,83 @@ def test_the_fleet_benchmark_runs_the_real_handlers_and_prints_every_figure_and_
     assert "Goal: <= $2.00 a month all-in for 5,000 targets on 1,000 portals" in out
     assert "Unpriced resources: none." in out
     assert all(name in out for name in PRICES)  # every price printed with its source
+
+
+FANOUT_BILL_ITEMS = (BILL_ITEMS - {"Lambda duration, checker"}) | {
+    "Lambda duration, planner",
+    "Lambda duration, shard workers",
+}
+
+
+def test_the_fanned_out_fleet_runs_the_planner_and_every_shard_and_prices_them() -> None:
+    out = run_script(
+        "fleet.py",
+        *("--fanout", "--portals", "30", "--lines", "2", "--shard-portals", "10"),
+        *("--latency", "0.01", "--steady-runs", "1", "--no-inventory", "--no-refresh"),
+    )
+
+    runs = {part.split("'", 1)[0]: part for part in out.split("\nRun '")[1:]}
+    assert set(runs) == {"first run", "second run", "steady run"}
+    for part in runs.values():
+        rows = {m[0]: m for m in FAN_ROW.findall(part)}
+        assert set(rows) == {"planner", "shard 0", "shard 1", "shard 2"}
+        planner = rows["planner"]
+        assert (planner[1], planner[8], planner[14]) == ("30", "0", "1")  # no portal; 1 send
+        for shard in ("shard 0", "shard 1", "shard 2"):
+            row = rows[shard]
+            assert (row[1], row[18], row[19]) == ("10", "20", "yes")  # 10 portals x 2 lines
+            assert int(row[8]) >= 10 and float(row[3]) > 0 and float(row[6]) > 0
+        assert "3 orders queued, 3 delivered" in part
+        assert "run record complete: yes (60 of 60 targets checked: 60 up" in part
+    steady = {m[0]: m for m in FAN_ROW.findall(runs["steady run"])}
+    # a steady shard writes its part of the run record only (the last one the run record too)
+    assert all(float(steady[f"shard {i}"][13]) <= 2 for i in range(3))
+    assert "PER SHARD (10 portals a shard" in out
+    assert "MAX SHARD:" in out and "every measured shard fits 60 s and 256 MB" in out
+    assert "MEASURED vs SCALED: every shard measured (3 of 3)" in out
+
+    bill = bill_lines(out)
+    assert set(bill) == FANOUT_BILL_ITEMS
+    total = bill_total(out)
+    assert total == pytest.approx(sum(bill.values()), abs=1e-3)
+    assert "Monthly bill: 60 targets on 30 portals, every 5 min" in out
+    assert "FanOut=true" in out and "ShardPortals=10" in out
+    assert "3 shard invocations" not in out  # a month of them: 25,920
+    assert "25,920 shard invocations (3 a run)" in out
+    per_shard = re.search(r"^BILL PER SHARD: \$([\d.]+) a month / 3 shards = \$([\d.]+)", out, re.M)
+    assert per_shard is not None
+    assert float(per_shard[2]) == pytest.approx(float(per_shard[1]) / 3, abs=1e-4)
+    assert "Unpriced resources: none." in out
+
+
+def test_a_fanned_out_run_is_priced_per_invocation() -> None:
+    planner = Usage(
+        {"wall": 2.0, "cpu": 0.5, "ddb.TokenTable.RRU": 300.0, "sqs.SendMessageBatch": 1}
+    )
+    worker = Usage({"wall": 10.0, "cpu": 1.0, "ddb.Table.RRU": 100.0, "ddb.Table.UpdateItem": 1})
+    fan = FanOutFigures(10, planner, planner, (worker, worker), (worker, worker))
+    steady = planner + worker.times(10)
+    figures = known_figures(steady=steady, inventory=steady, fanout=fan)
+    stack = read_stack({"FanOut": "true"})
+
+    bill = monthly_bill(figures, Fleet(), stack)
+
+    runs, polls = 8640, 43_200
+    assert {line.item for line in bill.lines} == FANOUT_BILL_ITEMS
+    assert bill.dollars("Lambda requests") == pytest.approx((11 * runs + polls) * 0.2e-6)
+    # the planner's CPU governs at 256 MB (0.5 s x 1769/256 = 3.5 s); the workers' wall (10 s)
+    assert bill.dollars("Lambda duration, planner") == pytest.approx(
+        runs * 0.5 * 1769 / 256 * 0.25 * 0.0000133334
+    )
+    assert bill.dollars("Lambda duration, shard workers") == pytest.approx(
+        runs * 10 * 10 * 0.25 * 0.0000133334
+    )
+    idle = 5 * 3 * 43_200
+    assert bill.dollars("SQS requests") == pytest.approx((idle + runs * (1 + 10 + 10)) * 0.4e-6)
+    assert bill.dollars("X-Ray traces") == pytest.approx(11 * runs * 5e-6)
+    assert bill.dollars("DynamoDB reads") == pytest.approx((1300 * runs + 0.5 * polls) * 0.125e-6)
+    assert bill.per_shard == pytest.approx(bill.total / 10)
+    assert "Per shard: $" in render_bill(bill)
 
 
 def known_figures(**changes: object) -> Figures:
