@@ -10,7 +10,8 @@ each row the way `local.bitrix24_portal.PortalFault` describes; the other portal
 
 Columns: the run's wall time and its ratio to the healthy run; the peak of Python allocations
 during the run above its start (tracemalloc: moto's server and the local portal run in this
-process, so their share is in both rows); how many of the healthy portals' targets came back UP;
+process, so their share is in both rows; `bench/moto_speedups.py` takes moto's slow paths out);
+how many of the healthy portals' targets came back UP;
 the largest item in the table (DynamoDB refuses 400 KB); what the hostile portal's targets show.
 """
 
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+from bench.moto_speedups import quicker_moto
 from local.aws import MotoStack, apply_environment
 from local.bitrix24_portal import LocalPortal, PortalFault
 from local.handlers import LambdaContext, load_handler
@@ -107,7 +109,9 @@ def targets_of(domain: str, lines: int) -> list[str]:
 
 @contextmanager
 def hostile_bench(portals: int, lines: int, budget: float) -> Iterator[HostileBench]:
-    with LocalPortal() as portal, MotoStack() as aws:
+    # moto's TransactWriteItems copies the whole table per item: with tracemalloc on, the first
+    # run's writes of 415 targets outlast the client's read timeout.
+    with quicker_moto(), LocalPortal() as portal, MotoStack() as aws:
         healthy = [f"p{i:02d}.bench.local" for i in range(portals)]
         for domain in [*healthy, HOSTILE]:
             portal.add_portal(domain, connectors={CONNECTOR: "Bench"}, lines=_lines(lines))

@@ -165,6 +165,29 @@ def test_the_fleet_benchmark_runs_the_real_handlers_and_prints_every_figure_and_
     assert all(name in out for name in PRICES)  # every price printed with its source
 
 
+HOSTILE_ROW = re.compile(
+    r"^(.{32}) +([\d.]+) +([\d.]+) +([\d.]+) +([\d.]+) +(\d+) +([\d.]+)  (\S+)$", re.MULTILINE
+)
+
+
+def test_the_hostile_portal_benchmark_holds_every_other_portal_and_the_deadline() -> None:
+    out = run_script(
+        "hostile.py", *("--portals", "1", "--lines", "1", "--budget", "17", "--pace", "0.5")
+    )
+
+    rows = {m[0].strip(): m for m in HOSTILE_ROW.findall(out)}
+    assert len(rows) == 8, out
+    for name, row in rows.items():
+        seconds, others_up, largest_kb, hostile = float(row[1]), int(row[5]), float(row[6]), row[7]
+        assert seconds < 17, name  # the deadline is 2 s; 15 s are kept for storing
+        assert others_up == (201 if "200 lines" in name else 401), name
+        assert largest_kb < 64, name  # no item near DynamoDB's 400 KB
+        if name.startswith(("REST trickle", "100 MB", "gzip bomb", "450 KB")):
+            assert hostile.startswith("UNKNOWN/"), name
+    assert rows["healthy (baseline)"][7] == "UP"
+    assert rows["REST trickle, 1 byte / 0.5 s"][7] == "UNKNOWN/deadline"
+
+
 FANOUT_BILL_ITEMS = (BILL_ITEMS - {"Lambda duration, checker"}) | {
     "Lambda duration, planner",
     "Lambda duration, shard workers",
