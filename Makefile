@@ -18,6 +18,7 @@ CHECKOV_VENV := .venv-checkov
 TRANSFORMED := .aws-sam/transformed.json
 COVERAGE_FLOOR ?= 80
 PYTEST_ARGS ?=
+TEST_WORKERS ?= 2
 ARGS ?=
 PIP_FLAGS := --quiet --disable-pip-version-check
 
@@ -28,7 +29,7 @@ export SAM_CLI_TELEMETRY := 0
 
 help:
 	@echo "make venv       create .venv from requirements-dev.txt (only when requirements change)"
-	@echo "make test       pytest with coverage (floor $(COVERAGE_FLOOR)%); PYTEST_ARGS='-k name' to narrow"
+	@echo "make test       pytest with coverage (floor $(COVERAGE_FLOOR)%) in $(TEST_WORKERS) workers; PYTEST_ARGS='-k name' to narrow"
 	@echo "make lint       ruff check, ruff format --check, mypy"
 	@echo "make tools      create .venv-tools with SAM CLI and cfn-lint"
 	@echo "make sam        sam validate --lint, cfn-lint on the transformed template, sam build"
@@ -60,7 +61,7 @@ $(TOOLS_VENV)/.installed: requirements-tools.txt
 	touch $@
 
 test: venv
-	$(VENV)/bin/pytest --cov --cov-report=term --cov-fail-under=$(COVERAGE_FLOOR) $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --cov --cov-report=term --cov-fail-under=$(COVERAGE_FLOOR) $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from moto.dynamodb.models import DynamoDBBackend
 
+from bench.moto_speedups import quicker_moto
 from local.bitrix24_portal import LocalPortal
 
 
@@ -29,6 +30,19 @@ def atomic_moto_items(monkeypatch: pytest.MonkeyPatch) -> None:
                 return _original(*args, **kwargs)
 
         monkeypatch.setattr(DynamoDBBackend, name, locked)
+
+
+@pytest.fixture(autouse=True)
+def _quicker_moto(request: pytest.FixtureRequest) -> Iterator[None]:
+    """moto's TransactWriteItems deep-copies the whole table once per item, and its responses
+    walk a shape model per attribute value: a few hundred targets took a fault row 25 s. The
+    bench's shortcuts answer the same (tests/integration/test_bench_smoke.py compares them,
+    marked `plain_moto`, and checks a cancelled transaction still rolls back)."""
+    if request.node.get_closest_marker("plain_moto"):
+        yield
+        return
+    with quicker_moto():
+        yield
 
 
 @pytest.fixture(autouse=True)

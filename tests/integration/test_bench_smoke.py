@@ -370,6 +370,7 @@ def dynamodb(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         yield client
 
 
+@pytest.mark.plain_moto
 def test_the_bench_shortcuts_in_moto_answer_the_same(dynamodb: Any) -> None:
     client = dynamodb
     item = {
@@ -393,6 +394,7 @@ def test_the_bench_shortcuts_in_moto_answer_the_same(dynamodb: Any) -> None:
     assert quick == plain == [item]
 
 
+@pytest.mark.plain_moto
 def test_a_cancelled_transaction_still_rolls_back_with_the_bench_shortcuts(
     dynamodb: Any,
 ) -> None:
