@@ -255,12 +255,7 @@ def work_queue(svc: Services, deployed: Deployed) -> tuple[str, str]:
 def environments(
     deployed: Deployed, spec: FanSpec, queue_url: str
 ) -> tuple[dict[str, str], dict[str, str], list[str]]:
-    resources = {
-        "Table": deployed.table,
-        "TokenTable": deployed.tokens_table,
-        "Topic": deployed.topic_arn,
-        "PortalSecret": deployed.secret_arn,
-    }
+    resources = deployed.resources()
     parameters = {
         "Targets": "",
         "FanOut": "true",

@@ -226,6 +226,15 @@ class Deployed:
     secret_arn: str
     portals: list[str]
 
+    def resources(self) -> dict[str, str]:
+        """The template's logical ids of the checker's resources, as deployed here."""
+        return {
+            "Table": self.table,
+            "TokenTable": self.tokens_table,
+            "Topic": self.topic_arn,
+            "PortalSecret": self.secret_arn,
+        }
+
 
 _deployments = iter(range(1, 1_000_000))
 
@@ -505,12 +514,7 @@ def checker(
 ) -> tuple[Function, list[str]]:
     env, missing = lambda_environment(
         "CheckerFunction",
-        resources={
-            "Table": deployed.table,
-            "TokenTable": deployed.tokens_table,
-            "Topic": deployed.topic_arn,
-            "PortalSecret": deployed.secret_arn,
-        },
+        resources=deployed.resources(),
         parameters={
             "Targets": "",
             "MaxParallelPortals": str(spec.parallel),

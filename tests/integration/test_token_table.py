@@ -15,6 +15,7 @@ import pytest
 from connector_monitor.aws.lease import Lease
 from connector_monitor.aws.token_store import SecretPairs, token_source
 from connector_monitor.aws.token_table import TablePairs
+from connector_monitor.bitrix24.credentials import AppCredentials
 from connector_monitor.bitrix24.errors import CredentialsError, PortalError, TokenStoreError
 from connector_monitor.domain.shards import split
 from connector_monitor.fleet_tokens import move_to_table
@@ -241,18 +242,23 @@ def test_a_pair_naming_an_application_the_secret_lacks_is_a_clear_error(
         source.credentials(a)
 
 
-def test_a_range_reads_only_its_portals_by_query_pages(
-    sm: Any, tokens_table: str, portal: LocalPortal
-) -> None:
-    """Cost grows with the bytes read, not with the portals: 300 pairs are a few query pages."""
-    names = [f"p{i:03d}.bitrix24.test" for i in range(300)]
+def moved_fleet(names: list[str], sm: Any, portal: LocalPortal) -> dict[str, AppCredentials]:
+    """Portals `names` on the local portal, their pairs moved to the token table: the apps."""
     entries = {}
     for name in names:
         portal.add_portal(name, connectors={"c": "C"}, lines={1: "L"})
         entries[name] = portal.credentials(name)
     sm.create_secret(Name=SECRET, SecretString=json.dumps({"portals": entries}))
     moved(sm)
-    apps = SecretPairs(SECRET, client=sm).apps
+    return SecretPairs(SECRET, client=sm).apps
+
+
+def test_a_range_reads_only_its_portals_by_query_pages(
+    sm: Any, tokens_table: str, portal: LocalPortal
+) -> None:
+    """Cost grows with the bytes read, not with the portals: 300 pairs are a few query pages."""
+    names = [f"p{i:03d}.bitrix24.test" for i in range(300)]
+    apps = moved_fleet(names, sm, portal)
     everything = TablePairs(TOKENS, apps=apps, client=dynamodb())
     everything.load()
     assert everything.portals() == names
@@ -270,13 +276,7 @@ def test_a_shard_starting_at_a_longer_domain_reads_the_shorter_one_it_holds(
     """`acme.bitrix24.com` is in the shard that starts at `acme.bitrix24.com.br` (keys are
     `portal/`, and "." < "/"), though its plain name, the item's sort key, sorts before."""
     names = ["a.bitrix24.com", "aa.bitrix24.com", "acme.bitrix24.com.br", "acme.bitrix24.com"]
-    entries = {}
-    for name in names:
-        portal.add_portal(name, connectors={"c": "C"}, lines={1: "L"})
-        entries[name] = portal.credentials(name)
-    sm.create_secret(Name=SECRET, SecretString=json.dumps({"portals": entries}))
-    moved(sm)
-    apps = SecretPairs(SECRET, client=sm).apps
+    apps = moved_fleet(names, sm, portal)
     first, last = split(names, 2)
     shards = [TablePairs(TOKENS, apps=apps, client=dynamodb(), portals=r) for r in (first, last)]
     for shard in shards:
