@@ -1,4 +1,4 @@
-"""Write the Snapshot API's OpenAPI document to openapi.json, generated from the handler's routes.
+"""Write the Snapshot API's OpenAPI document to openapi.json, generated from its routes.
 
     python -m local.openapi            # (re)write openapi.json
     python -m local.openapi --check    # exit 1 when openapi.json differs from the code
@@ -9,29 +9,18 @@ tests/integration/test_openapi.py fails while the committed file and the code di
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 from pathlib import Path
-from types import ModuleType
 
 ROOT = Path(__file__).resolve().parent.parent
-HANDLER = ROOT / "functions" / "snapshot_api" / "app.py"
 DOCUMENT = ROOT / "openapi.json"
 
 
-def _load_handler() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("snapshot_api_app", HANDLER)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {HANDLER}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def generate() -> str:
-    """The document as the handler's code describes it now."""
-    text: str = _load_handler().openapi_document()
-    return text
+    """The document as the API's routes (`connector_monitor.http_api`) describe it now."""
+    from connector_monitor.http_api import openapi_document
+
+    return openapi_document()
 
 
 def main(argv: list[str] | None = None) -> int:
