@@ -86,17 +86,17 @@ def services() -> Services:
     return found
 
 
-def answer(event: Any, context: LambdaContext, services: Services) -> dict[str, Any]:
+def answer(event: Any, context: LambdaContext, given: Services) -> dict[str, Any]:
     """The HTTP API's answer to one event: a 400 for an event that is not an HTTP API request."""
     problem = malformed(event)
     if problem is not None:
-        services.logger.warning("not an HTTP API (payload 2.0) request", extra={"problem": problem})
+        given.logger.warning("not an HTTP API (payload 2.0) request", extra={"problem": problem})
         return {
             "statusCode": HTTPStatus.BAD_REQUEST,
             "headers": {"Content-Type": content_types.APPLICATION_JSON},
             "body": json.dumps({"error": ErrorCode.BAD_REQUEST, "message": problem}),
         }
-    app.append_context(services=services)
+    app.append_context(services=given)
     return app.resolve(event, context)
 
 
