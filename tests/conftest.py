@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from moto import mock_aws
 from moto.dynamodb.models import DynamoDBBackend
 
 from bench.moto_speedups import quicker_moto
@@ -30,6 +31,22 @@ def atomic_moto_items(monkeypatch: pytest.MonkeyPatch) -> None:
                 return _original(*args, **kwargs)
 
         monkeypatch.setattr(DynamoDBBackend, name, locked)
+
+
+MOTO_REGION = "eu-central-1"
+
+
+@pytest.fixture
+def moto_account(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """An empty moto account in MOTO_REGION, with made-up credentials (nothing reaches AWS)."""
+    for key, value in {
+        "AWS_DEFAULT_REGION": MOTO_REGION,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }.items():
+        monkeypatch.setenv(key, value)
+    with mock_aws():
+        yield
 
 
 @pytest.fixture(autouse=True)

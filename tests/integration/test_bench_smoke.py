@@ -9,14 +9,12 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from moto import mock_aws
 
 from bench.cost import (
     PRICES,
@@ -32,9 +30,10 @@ from bench.metering import Meter
 from bench.moto_speedups import quicker_moto
 from bench.stack import read_stack
 from local.template import table_definition
+from tests.conftest import MOTO_REGION
 
 ROOT = Path(__file__).resolve().parents[2]
-REGION = "eu-central-1"
+REGION = MOTO_REGION  # the moto_account fixture's
 ROW = re.compile(
     r"^(real|naive)\s+(.+?)\s+([\d.]+)\s+([\d.]+)\s+(\d+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+\S+\s*$",
     re.MULTILINE,
@@ -357,17 +356,10 @@ def test_figures_are_fitted_through_two_measured_fleets() -> None:
 
 
 @pytest.fixture
-def dynamodb(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    for key, value in {
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-    }.items():
-        monkeypatch.setenv(key, value)
-    with mock_aws():
-        client = boto3.client("dynamodb", region_name=REGION)
-        client.create_table(TableName="t", **table_definition())
-        yield client
+def dynamodb(moto_account: None) -> Any:
+    client = boto3.client("dynamodb", region_name=REGION)
+    client.create_table(TableName="t", **table_definition())
+    return client
 
 
 @pytest.mark.plain_moto

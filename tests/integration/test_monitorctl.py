@@ -10,30 +10,22 @@ from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
 
 from local.bitrix24_portal import LocalPortal
 from local.template import table_definition
 from monitorctl.cli import main
+from tests.conftest import MOTO_REGION
 
-REGION = "eu-central-1"
+REGION = MOTO_REGION  # the moto_account fixture's
 TABLE, TOKENS, SECRET = "monitor", "monitor-tokens", "monitor/tokens"
 A, B = "a.bitrix24.com", "b.bitrix24.com"
 
 
 @pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for key, value in {
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-    }.items():
-        monkeypatch.setenv(key, value)
-    with mock_aws():
-        dynamodb = boto3.client("dynamodb", region_name=REGION)
-        dynamodb.create_table(TableName=TABLE, **table_definition())
-        dynamodb.create_table(TableName=TOKENS, **table_definition("TokenTable"))
-        yield
+def aws(moto_account: None) -> None:
+    dynamodb = boto3.client("dynamodb", region_name=REGION)
+    dynamodb.create_table(TableName=TABLE, **table_definition())
+    dynamodb.create_table(TableName=TOKENS, **table_definition("TokenTable"))
 
 
 @pytest.fixture
