@@ -23,10 +23,7 @@ from connector_monitor.aws.dynamodb import CLIENT_CONFIG
 from connector_monitor.aws.lease import Lease
 from connector_monitor.aws.publisher import AlertPublisher
 from connector_monitor.aws.repository import StateRepository
-from connector_monitor.aws.token_store import (
-    OVER_WRITE_BUDGET,
-    token_source,
-)
+from connector_monitor.aws.secret_pairs import OVER_WRITE_BUDGET, token_source
 from connector_monitor.cycle import CheckCycle, CycleSettings, RunSummary
 from connector_monitor.deadline import Deadline
 from connector_monitor.domain.targets import Target, TargetList
@@ -184,7 +181,7 @@ def bench_environment(fleet: BenchFleet, latency: float) -> Iterator[Bench]:
             for line in lines:
                 portal.connect(domain, CONNECTOR, line)
         secret = {"portals": {d: portal.credentials(d) for d in fleet.domains()}}
-        logging.getLogger("connector_monitor.aws.token_store").addFilter(KNOWN_WRITE_BUDGET)
+        logging.getLogger("connector_monitor.aws.secret_pairs").addFilter(KNOWN_WRITE_BUDGET)
         meter = Meter()
         dynamodb = boto3.client("dynamodb", region_name=REGION, config=CLIENT_CONFIG)
         secrets = boto3.client("secretsmanager", region_name=REGION)

@@ -244,8 +244,8 @@ def deploy(svc: Services, portals: int, lines: int, *, explicit: bool) -> Deploy
     in the token table, the application in the secret, and the registry's entries."""
     from connector_monitor.aws.registry import Registry
     from connector_monitor.aws.token_table import TablePairs
-    from connector_monitor.bitrix24.credentials import PortalCredentials
     from connector_monitor.domain.targets import ANY, Target, Watch
+    from connector_monitor.tokens.credentials import PortalCredentials
 
     n = next(_deployments)
     dynamodb = svc.client("dynamodb")

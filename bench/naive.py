@@ -16,17 +16,15 @@ from bench.environment import (
     Bench,
 )
 from connector_monitor.aws.records import status_from_item, status_key, status_to_item
-from connector_monitor.aws.token_store import (
-    token_source,
-)
+from connector_monitor.aws.secret_pairs import token_source
 from connector_monitor.bitrix24.answers import STATUS_METHOD, read_status
 from connector_monitor.bitrix24.client import PortalClient
-from connector_monitor.bitrix24.errors import PortalError
 from connector_monitor.deadline import Deadline
+from connector_monitor.domain.portal_errors import PortalError
 from connector_monitor.domain.results import CheckResult
 from connector_monitor.domain.targets import Target
 from connector_monitor.domain.transitions import Thresholds, advance
-from connector_monitor.token_refresh import RefreshingTokens
+from connector_monitor.tokens.refresh import RefreshingTokens
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()

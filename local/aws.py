@@ -28,7 +28,8 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from connector_monitor.bitrix24.credentials import DocumentError, parse_document
+from connector_monitor.tokens.credentials import parse_document
+from connector_monitor.tokens.errors import CredentialsDocumentError
 from local.template import table_definition
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -267,7 +268,7 @@ class SecretFile:
             raise SecretFileError(f"cannot read {self.path}: {exc.strerror or exc}") from None
         try:
             document = parse_document(text, str(self.path))
-        except DocumentError as exc:
+        except CredentialsDocumentError as exc:
             raise SecretFileError(str(exc)) from None
         if not document["portals"]:
             raise SecretFileError(

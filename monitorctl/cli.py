@@ -25,13 +25,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from connector_monitor.aws.lease import Lease
 from connector_monitor.aws.registry import Registry
-from connector_monitor.aws.token_store import SecretPairs
+from connector_monitor.aws.secret_pairs import SecretPairs
 from connector_monitor.aws.token_table import TablePairs
-from connector_monitor.bitrix24.errors import CredentialsError, TokenStoreError
-from connector_monitor.fleet_tokens import move_to_table
+from connector_monitor.ports.state_store import StateStoreError
 from connector_monitor.registry_service import RegistryService, entry_from_text
 from connector_monitor.snapshot import SnapshotError
-from connector_monitor.state import StateStoreError
+from connector_monitor.tokens.errors import TokenStoreError, UnusableCredentials
+from connector_monitor.tokens.moving import move_to_table
 
 OUTPUTS = {"table": "TableName", "tokens_table": "TokenTableName", "secret": "SecretArn"}
 
@@ -87,7 +87,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     except (UsageError, SnapshotError) as exc:
         print(f"error: {getattr(exc, 'message', exc)}", file=sys.stderr)
         return 2
-    except (StateStoreError, TokenStoreError, CredentialsError) as exc:
+    except (StateStoreError, TokenStoreError, UnusableCredentials) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except (BotoCoreError, ClientError) as exc:

@@ -1,5 +1,5 @@
-"""An in-memory state store (`connector_monitor.state.StateStore`) with DynamoDB's semantics as
-the monitor uses them: writes conditional on the version read, claims with an owner and an
+"""An in-memory state store (`ports/state_store.py`'s `StateStore`) with DynamoDB's semantics
+as the monitor uses them: writes conditional on the version read, claims with an owner and an
 expiry, a status and its history written together or not at all. For unit tests of the cycle
 and of alert delivery, which then run without moto.
 
@@ -18,7 +18,7 @@ from connector_monitor.domain.inventory import CachedInventory
 from connector_monitor.domain.runs import COUNTS, RunPlan, RunRecord, ShardRun
 from connector_monitor.domain.shards import KeyRange, Scope
 from connector_monitor.domain.transitions import TargetStatus
-from connector_monitor.state import Claim, Loaded, SaveOutcome, StateStoreError
+from connector_monitor.ports.state_store import Claim, Loaded, SaveOutcome, StateStoreError
 
 
 @dataclass

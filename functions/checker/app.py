@@ -23,15 +23,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
-    from connector_monitor.aws.lease import Lease
-    from connector_monitor.aws.publisher import AlertPublisher
-    from connector_monitor.aws.registry import Registry
-    from connector_monitor.aws.repository import StateRepository
-    from connector_monitor.cycle import CheckCycle, RunSummary
+    from connector_monitor.composition import Checker, Tuning
+    from connector_monitor.cycle import RunSummary
     from connector_monitor.deadline import Deadline
-    from connector_monitor.domain.shards import KeyRange
-    from connector_monitor.domain.targets import TargetList
-    from connector_monitor.fanout import Planner
     from connector_monitor.settings import CheckerSettings
 
 LIBRARY_LOGGER = "connector_monitor"
@@ -50,9 +44,6 @@ warnings.filterwarnings("ignore", message="No application metrics to publish")
 
 # Kept back from the invocation's remaining time for storing results and publishing alerts.
 RESERVE_SECONDS = 15.0
-# A claim on pending alerts outlives the invocation that took it by this much, so no other run
-# publishes them while this one still may.
-CLAIM_MARGIN = timedelta(seconds=30)
 
 
 @cache
@@ -62,85 +53,32 @@ def settings() -> CheckerSettings:
     return load_settings(CheckerSettings, os.environ)
 
 
-@cache
-def repository() -> StateRepository:
-    from connector_monitor.aws.repository import StateRepository
+def tuning() -> Tuning:
+    """Lambda's wiring (the local run and the tests hand in their own)."""
+    from connector_monitor.composition import Tuning
 
-    return StateRepository(settings().table_name)
-
-
-@cache
-def registry() -> Registry:
-    from connector_monitor.aws.registry import Registry
-
-    return Registry(settings().table_name)
+    return Tuning()
 
 
 @cache
-def publisher() -> AlertPublisher:
-    from connector_monitor.aws.publisher import AlertPublisher
+def root() -> Checker:
+    """The checker assembled once per container: its adapters live as long as it does."""
+    from connector_monitor.composition import Checker
 
-    return AlertPublisher(settings().topic_arn)
-
-
-@cache
-def lease() -> Lease:
-    from connector_monitor.aws.lease import Lease
-
-    return Lease(settings().table_name)
-
-
-def build_cycle(
-    config: CheckerSettings, invocation: timedelta, portals: KeyRange | None = None
-) -> CheckCycle:
-    """A cycle for one invocation of at most `invocation`: the token store is new each time
-    (one secret read a run; a shard reads its range of the token table), and alert claims last
-    past the invocation's end."""
-    from connector_monitor.aws.token_store import token_source
-    from connector_monitor.cycle import CheckCycle, CycleSettings
-    from connector_monitor.fanout import LoadedOnce
-
-    tokens = token_source(
-        config.secret_id, tokens_table=config.tokens_table, lease=lease(), portals=portals
-    )
-    return CheckCycle(
-        repository=repository(),
-        tokens=LoadedOnce(tokens),
-        publisher=publisher(),
-        settings=CycleSettings(
-            thresholds=config.thresholds,
-            history=config.history,
-            validate_every=config.validate_every,
-            max_parallel_portals=config.max_parallel_portals,
-            claim_for=invocation + CLAIM_MARGIN,
-        ),
-    )
+    return Checker(settings(), tuning())
 
 
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    from connector_monitor.fanout import portals_to_check
-
-    config = settings()
     deadline, remaining = invocation_deadline(context)
-    targets = configured_targets(config)
-    cycle = build_cycle(config, remaining)
-    portals = portals_to_check(targets, cycle.tokens)
-    if config.work_queue_url and len(portals) > config.shard_portals and not targets.unusable:
-        summary = planner(config, cycle).plan(targets, portals, deadline, context.aws_request_id)
-    else:
-        if len(portals) > config.shard_portals:
-            logger.warning(
-                "more portals than one invocation is sized for, and no work queue: deploy with "
-                "FanOut=true to split the run",
-                extra={"portals": len(portals), "shard_portals": config.shard_portals},
-            )
-        summary = cycle.run(targets, deadline, run_id=context.aws_request_id)
-        record_metrics(summary)
-    logger.info("run finished", extra={"summary": summary.as_dict(), "trigger": event.get("id")})
-    return summary.as_dict()
+    scheduled = root().scheduled_run(deadline, remaining, context.aws_request_id)
+    if not scheduled.sharded:
+        record_metrics(scheduled.summary)
+    summary = scheduled.summary.as_dict()
+    logger.info("run finished", extra={"summary": summary, "trigger": event.get("id")})
+    return summary
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -159,18 +97,15 @@ def shard_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, An
     def check(record: SQSRecord) -> None:
         from pydantic import ValidationError
 
-        from connector_monitor.fanout import ShardOrder, ShardWorker
+        from connector_monitor.ports.work_queue import ShardOrder
 
         try:
             order = ShardOrder.model_validate_json(record.body)
         except ValidationError as exc:
             logger.error("malformed shard order dropped", extra={"problems": exc.error_count()})
             return
-        config = settings()
         deadline, remaining = invocation_deadline(context)
-        cycle = build_cycle(config, remaining, order.portals)
-        worker = ShardWorker(cycle, repository(), expire_after=config.interval)
-        summary = worker.check(order, configured_targets(config), deadline)
+        summary = root().shard_run(order, deadline, remaining)
         if summary is not None:
             record_metrics(summary)
             logger.info(
@@ -189,29 +124,6 @@ def invocation_deadline(context: LambdaContext) -> tuple[Deadline, timedelta]:
 
     remaining = context.get_remaining_time_in_millis() / 1000.0
     return Deadline.after(max(1.0, remaining - RESERVE_SECONDS)), timedelta(seconds=remaining)
-
-
-def configured_targets(config: CheckerSettings) -> TargetList:
-    """TARGETS and the registry's entries, each once; bad entries logged."""
-    from connector_monitor.domain.targets import TargetsVariable
-
-    targets = TargetsVariable(config.targets).load().merged(registry().load())
-    for error in targets.errors:
-        logger.error("bad target entry", extra={"entry": error.entry, "reason": error.reason})
-    return targets
-
-
-def planner(config: CheckerSettings, cycle: CheckCycle) -> Planner:
-    from connector_monitor.aws.work_queue import ShardQueue
-    from connector_monitor.fanout import Planner
-
-    return Planner(
-        cycle,
-        repository(),
-        ShardQueue(config.work_queue_url),
-        config.shard_portals,
-        settled_after=config.interval,
-    )
 
 
 def record_metrics(summary: RunSummary) -> None:

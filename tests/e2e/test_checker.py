@@ -98,7 +98,7 @@ def test_a_failed_publish_stays_pending_and_is_sent_once_next_run(
     def refuse(**_: Any) -> None:
         raise RuntimeError("SNS is down")
 
-    client = checker.publisher()._client
+    client = checker.root().publisher._client
     client.meta.events.register("before-call.sns.Publish", refuse)
     summary = invoke(checker)
     assert summary["alerts_decided"] == 1
@@ -194,7 +194,7 @@ def test_a_steady_run_writes_only_the_run_record(checker: ModuleType, stack: Sta
     invoke(checker)
     invoke(checker)  # streaks count up to the threshold, then stop changing
     calls: list[str] = []
-    client = checker.repository()._client
+    client = checker.root().repository._client
     client.meta.events.register(
         "before-call.dynamodb.*", lambda model, **_: calls.append(model.name)
     )

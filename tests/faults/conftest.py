@@ -3,13 +3,10 @@ AWS, the local portal over real HTTP), a second healthy portal as a bystander, a
 fault needs (SDK event hooks, the portal's fault injection, a short REST timeout).
 
 Seams used, all public (constructor arguments and dataclass fields, no private attribute):
-- `checker.build_cycle` is wrapped: the cycle it builds gets a `client_factory` whose
-  PortalClient waits less (the handler's client reads for 10 s), and a token store built here
-  as the handler builds it (same secret, same lease) but over a Secrets Manager client that
-  carries the row's hooks and an OAuth session whose response hook collects issued tokens (for
-  the leak check).
-- `checker.repository` and `checker.publisher` answer with adapters over DynamoDB and SNS
-  clients made here (the library's client configs), which carry botocore event hooks.
+- `checker.tuning` answers the row's `Tuning`: the composition root then builds everything as
+  it does on Lambda, but with a portal client that waits less (the handler's reads for 10 s),
+  a new Secrets Manager client each invocation that carries the row's hooks, and DynamoDB and
+  SNS clients made here (the library's client configs) that carry botocore event hooks.
 - botocore's standard-mode backoff and the token store's retry pauses are shortened (the
   number of retries stays as deployed).
 - DynamoDB throttling is answered inside moto's DynamoDB front (see `throttle_dynamodb`).
@@ -26,8 +23,8 @@ import socket
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from types import ModuleType
 from typing import Any
 
@@ -38,21 +35,17 @@ from botocore.retries.standard import ExponentialBackoff
 from moto.core.exceptions import JsonRESTError
 from moto.dynamodb.responses import DynamoHandler
 
-from connector_monitor import token_refresh
-from connector_monitor.aws import publisher, repository, token_store
+from connector_monitor.aws import clients
 from connector_monitor.aws.lease import Lease
-from connector_monitor.aws.publisher import AlertPublisher
 from connector_monitor.aws.registry import Registry
-from connector_monitor.aws.repository import StateRepository
-from connector_monitor.aws.token_store import SecretPairs, token_source
+from connector_monitor.aws.secret_pairs import SecretPairs
 from connector_monitor.aws.token_table import TablePairs
 from connector_monitor.bitrix24.client import PortalClient, RetryPolicy, Timeouts
-from connector_monitor.bitrix24.credentials import TokenSource
-from connector_monitor.cycle import CheckCycle
+from connector_monitor.bitrix24.oauth import OAUTH_TIMEOUT
+from connector_monitor.composition import Tuning as Wiring
 from connector_monitor.domain.targets import TargetError, parse_entry
-from connector_monitor.fleet_tokens import move_to_table
-from connector_monitor.settings import CheckerSettings
-from connector_monitor.token_refresh import RefreshingTokens
+from connector_monitor.tokens.moving import move_to_table
+from connector_monitor.tokens.ports import TokenSource
 from local.bitrix24_portal import LocalPortal
 from local.handlers import LambdaContext
 from tests.e2e import conftest as e2e
@@ -79,16 +72,16 @@ def key(portal: str, line: int) -> str:
 
 
 @dataclass(frozen=True)
-class Tuning:
+class Waits:
     """How the checker's REST clients wait: the handler's PortalClient defaults, or shorter."""
 
     timeouts: Timeouts = field(default_factory=Timeouts)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
-    oauth_timeout: tuple[float, float] = token_refresh.OAUTH_TIMEOUT
+    oauth_timeout: tuple[float, float] = OAUTH_TIMEOUT
 
 
-AS_DEPLOYED = Tuning()
-FAST = Tuning(Timeouts(connect=0.5, read=0.5), RetryPolicy(base_delay=0.01, max_delay=0.05))
+AS_DEPLOYED = Waits()
+FAST = Waits(Timeouts(connect=0.5, read=0.5), RetryPolicy(base_delay=0.01, max_delay=0.05))
 
 
 class World:
@@ -135,18 +128,13 @@ class World:
         self._client_hooks: list[tuple[Any, str, Callable[..., Any]]] = []
         self._invoking = False
         self._throttle: Callable[[str, str], bool] | None = None
-        self._build_cycle = checker.build_cycle
-        monkeypatch.setattr(checker, "build_cycle", self._build)
         self._dynamodb_of_checker = boto3.client(
-            "dynamodb", region_name=REGION, config=repository.CLIENT_CONFIG
+            "dynamodb", region_name=REGION, config=clients.CONFIGS["dynamodb"]
         )
         self._sns_of_checker = boto3.client(
-            "sns", region_name=REGION, config=publisher.CLIENT_CONFIG
+            "sns", region_name=REGION, config=clients.CONFIGS["sns"]
         )
-        states = StateRepository(stack.table, client=self._dynamodb_of_checker)
-        alerts = AlertPublisher(stack.topic_arn, client=self._sns_of_checker)
-        monkeypatch.setattr(checker, "repository", lambda: states)
-        monkeypatch.setattr(checker, "publisher", lambda: alerts)
+        monkeypatch.setattr(checker, "tuning", self._wiring)
         monkeypatch.setattr(DynamoHandler, "call_action", self._throttled_call_action())
         self._remember_secret()
 
@@ -177,27 +165,27 @@ class World:
         self.known_secrets |= self.portal.issued_secrets()  # tokens as issued, stored or not
         return outcome
 
-    def _build(self, config: CheckerSettings, invocation: timedelta) -> CheckCycle:
-        cycle: CheckCycle = self._build_cycle(config, invocation)
-        return replace(cycle, tokens=self._token_store(config), client_factory=self._client)
-
-    def _token_store(self, config: CheckerSettings) -> RefreshingTokens:
-        """A new store each invocation, as the handler makes one, with the row's hooks on its
-        Secrets Manager client."""
-        secrets = boto3.client(
-            "secretsmanager", region_name=REGION, config=token_store.CLIENT_CONFIG
-        )
-        for event, handler in self._secret_hooks:
-            secrets.meta.events.register(event, handler)
-        return token_source(
-            config.secret_id,
-            tokens_table=config.tokens_table,
-            client=secrets,
-            table_client=self._dynamodb_of_checker,
-            lease=self.checker.lease(),
+    def _wiring(self) -> Wiring:
+        """The checker wired as the handler wires it, but for the row's levers: its AWS clients
+        (the row's hooks on a new Secrets Manager client each invocation, as the handler reads
+        the secret anew), the portal client with the row's timeouts, shorter pauses."""
+        return Wiring(
+            aws=self._aws_client,
+            portal_client=self._client,
             oauth_timeout=self.tuning.oauth_timeout,
             sleep=_shorter(time.sleep),  # its pauses between write and re-read retries
         )
+
+    def _aws_client(self, service: str) -> Any:
+        if service == "dynamodb":
+            return self._dynamodb_of_checker
+        if service == "sns":
+            return self._sns_of_checker
+        client = boto3.client(service, region_name=REGION, config=clients.CONFIGS[service])
+        if service == "secretsmanager":
+            for event, handler in self._secret_hooks:
+                client.meta.events.register(event, handler)
+        return client
 
     def _client(self, portal: str, tokens: TokenSource) -> PortalClient:
         return PortalClient(portal, tokens, timeouts=self.tuning.timeouts, retry=self.tuning.retry)
@@ -348,6 +336,7 @@ class World:
         self.set_targets(self.monitored)
         self._monkeypatch.setenv("TARGETS", "")
         self.checker.settings.cache_clear()
+        self.checker.root.cache_clear()
         self._remember_pairs()
 
     def _remember_pairs(self) -> None:
@@ -406,7 +395,8 @@ class World:
     def deploy_targets(self, value: str) -> None:
         """Deploy this TARGETS value as it is, slip or not (the targets to monitor stay)."""
         self._monkeypatch.setenv("TARGETS", value)
-        self.checker.settings.cache_clear()  # a new deployment's cold start
+        self.checker.settings.cache_clear()
+        self.checker.root.cache_clear()  # a new deployment's cold start
 
     def forget_inventory(self, portal: str) -> None:
         """The next run validates `portal`'s targets again (its cached inventory is gone)."""

@@ -42,7 +42,7 @@ from tests.faults.conftest import (
     A,
     B,
     C,
-    Tuning,
+    Waits,
     World,
     closed_port,
     key,
@@ -137,7 +137,7 @@ class Fault:
     clear: Callable[[World], None] = nothing
     runs: int = THRESHOLD
     remaining_ms: int = 120_000  # the Lambda's remaining time (the handler keeps 15 s back)
-    tuning: Tuning = FAST
+    tuning: Waits = FAST
     portal: str | None = A  # the portal the log lines must name (None: an AWS-wide fault)
     xfail: str | None = None  # a known bug: the row states the right behaviour
     modes: tuple[str, ...] = ("secret", "fleet")  # the worlds it applies to (conftest.World)
@@ -244,7 +244,7 @@ def within(seconds: float, runs: int = THRESHOLD) -> Callable[[World], None]:
     return check
 
 
-PATIENT_RATE_LIMIT = Tuning(FAST.timeouts, RetryPolicy(rate_limit_retries=1000, base_delay=0.05))
+PATIENT_RATE_LIMIT = Waits(FAST.timeouts, RetryPolicy(rate_limit_retries=1000, base_delay=0.05))
 NOT_AN_OUTAGE = "not a connector outage"
 REAUTHORISE = "re-authorise"
 C_LINES = 53  # more than one batch (50 commands) holds
@@ -661,7 +661,7 @@ FAULTS: list[Fault] = [
         ),
         runs=1,
         remaining_ms=16_000,  # 1 s to check
-        tuning=Tuning(FAST.timeouts, FAST.retry, oauth_timeout=(0.5, 5.0)),  # 10 s deployed
+        tuning=Waits(FAST.timeouts, FAST.retry, oauth_timeout=(0.5, 5.0)),  # 10 s deployed
         expect=Expect(
             states={A: unknown(Cause.DEADLINE, Cause.PORTAL_FAILING)},
             log=("expired_token",),

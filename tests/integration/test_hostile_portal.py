@@ -22,14 +22,14 @@ import requests
 
 from connector_monitor.bitrix24.answers import read_envelope
 from connector_monitor.bitrix24.client import REST_ANSWER_LIMIT, PortalClient, RetryPolicy, Timeouts
-from connector_monitor.bitrix24.credentials import PortalCredentials
-from connector_monitor.bitrix24.errors import ErrorKind, PortalError
 from connector_monitor.bitrix24.oauth import OAUTH_ANSWER_LIMIT, refresh_tokens
 from connector_monitor.bitrix24.transport import new_session
 from connector_monitor.deadline import Deadline, DeadlineCutOff
+from connector_monitor.domain.portal_errors import ErrorKind, PortalError
 from connector_monitor.domain.results import Cause, CheckResult, State
 from connector_monitor.domain.targets import Target
 from connector_monitor.domain.text import CODE_LIMIT
+from connector_monitor.tokens.credentials import PortalCredentials
 from local.bitrix24_portal import LocalPortal, PortalFault
 
 CONNECTOR = "myconnector"

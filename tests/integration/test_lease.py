@@ -13,7 +13,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from connector_monitor.aws.lease import Lease, LeaseUnavailable
+from connector_monitor.aws.lease import Lease
+from connector_monitor.tokens.errors import LeaseUnavailable
 from local.template import table_definition
 
 REGION = "us-east-1"

@@ -17,12 +17,13 @@ from connector_monitor.bitrix24.client import (
     Timeouts,
     TokenSourceError,
 )
-from connector_monitor.bitrix24.credentials import PortalCredentials
-from connector_monitor.bitrix24.errors import CredentialsError, ErrorKind, PortalError, classify
 from connector_monitor.deadline import Deadline, DeadlineExceeded
 from connector_monitor.domain.inventory import LineInfo, find_misconfigured
+from connector_monitor.domain.portal_errors import ErrorKind, PortalError, classify
 from connector_monitor.domain.results import Cause, State
 from connector_monitor.domain.targets import Target
+from connector_monitor.tokens.credentials import PortalCredentials
+from connector_monitor.tokens.errors import UnusableCredentials
 from local.bitrix24_portal import LocalPortal
 
 CONNECTOR = "myconnector"
@@ -522,7 +523,7 @@ def test_cannot_see_errors_stop_the_portal_after_one_request(
 @pytest.mark.parametrize(
     ("exc", "cause"),
     [
-        (CredentialsError("secret entry for x lacks refresh_token"), Cause.CONFIGURATION),
+        (UnusableCredentials("secret entry for x lacks refresh_token"), Cause.CONFIGURATION),
         (
             RuntimeError("GET https://oauth/?refresh_token=LEAKED-SECRET failed"),
             Cause.MONITOR_ERROR,

@@ -16,7 +16,7 @@ from connector_monitor.domain.results import CheckResult
 from connector_monitor.domain.runs import PortalRun, RunRecord
 from connector_monitor.domain.targets import Target
 from connector_monitor.domain.transitions import TargetStatus, Thresholds, advance
-from connector_monitor.state import Claim
+from connector_monitor.ports.state_store import Claim
 from local.template import table_definition
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)

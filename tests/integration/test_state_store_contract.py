@@ -17,7 +17,7 @@ from connector_monitor.domain.runs import COUNTS, RunPlan, ShardRun
 from connector_monitor.domain.shards import Scope, split
 from connector_monitor.domain.targets import ConfigProblem, Target, TargetError
 from connector_monitor.domain.transitions import TargetStatus, Thresholds, advance
-from connector_monitor.state import Claim, StateStore
+from connector_monitor.ports.state_store import Claim, StateStore
 from local.template import table_definition
 from tests.memory_state import MemoryStateStore
 

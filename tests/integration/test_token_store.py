@@ -19,20 +19,16 @@ from botocore.stub import Stubber
 from moto import mock_aws
 
 from connector_monitor.aws.lease import Lease
-from connector_monitor.aws.token_store import token_source
-from connector_monitor.bitrix24.credentials import PortalCredentials
-from connector_monitor.bitrix24.errors import (
-    CredentialsError,
-    ErrorKind,
-    PortalError,
-    TokenStoreError,
-)
 from connector_monitor.bitrix24.oauth import refresh_tokens
 from connector_monitor.bitrix24.redaction import REDACTED
 from connector_monitor.deadline import Deadline
-from connector_monitor.token_refresh import RefreshingTokens
+from connector_monitor.domain.portal_errors import ErrorKind, PortalError
+from connector_monitor.tokens.credentials import PortalCredentials
+from connector_monitor.tokens.errors import TokenStoreError, UnusableCredentials
+from connector_monitor.tokens.refresh import RefreshingTokens, RefreshPolicy
 from local.bitrix24_portal import LocalPortal
 from local.template import table_definition
+from tests.wiring import token_source
 
 REGION = "us-east-1"
 SECRET = "connector-monitor/tokens"
@@ -311,7 +307,7 @@ def test_an_entry_without_refresh_token_fails_only_that_portal(
     store = make_store(sm)
     store.load()
 
-    with pytest.raises(CredentialsError, match=f"{b} lacks refresh_token") as caught:
+    with pytest.raises(UnusableCredentials, match=f"{b} lacks refresh_token") as caught:
         store.credentials(b)
     leaks.check_error(caught.value)
     assert works(check(store, a))
@@ -319,7 +315,7 @@ def test_an_entry_without_refresh_token_fails_only_that_portal(
 
 def test_a_portal_without_an_entry_is_a_credentials_error(secret: dict[str, Any], sm: Any) -> None:
     store = make_store(sm)
-    with pytest.raises(CredentialsError, match=r"no entry for portal c\.bitrix24\.test"):
+    with pytest.raises(UnusableCredentials, match=r"no entry for portal c\.bitrix24\.test"):
         store.credentials("c.bitrix24.test")
 
 
@@ -330,7 +326,7 @@ def test_reads_the_secret_once_per_load(secret: dict[str, Any], sm: Any) -> None
     put_secret(sm, {"portals": {}})  # changed behind the store's back
     assert store.credentials(a).access_token == secret["portals"][a]["access_token"]
     store.load()  # the next invocation
-    with pytest.raises(CredentialsError, match="no entry"):
+    with pytest.raises(UnusableCredentials, match="no entry"):
         store.credentials(a)
 
 
@@ -526,7 +522,7 @@ def test_revoked_authorisation_is_auth_lost(
 ) -> None:
     a, _ = list(secret["portals"])
     sleeps: list[float] = []
-    store = make_store(sm, sleep=sleeps.append, reread_attempts=3)
+    store = make_store(sm, sleep=sleeps.append, policy=RefreshPolicy(reread_attempts=3))
     store.load()
     stale = store.credentials(a)
     portal.revoke(a)
@@ -689,7 +685,7 @@ def test_lease_held_elsewhere_uses_tokens_rotated_meanwhile(
     secret: dict[str, Any], sm: Any, portal: LocalPortal, leaks: Leaks
 ) -> None:
     a, _ = list(secret["portals"])
-    store = make_store(sm, lease_wait=0.2)
+    store = make_store(sm, policy=RefreshPolicy(lease_wait=0.2))
     store.load()
     stale = store.credentials(a)
     rotated = refresh_tokens(
@@ -712,7 +708,7 @@ def test_lease_held_elsewhere_and_nothing_rotated_gives_up_for_this_run(
     secret: dict[str, Any], sm: Any, portal: LocalPortal, leaks: Leaks
 ) -> None:
     a, _ = list(secret["portals"])
-    store = make_store(sm, lease_wait=0.2)
+    store = make_store(sm, policy=RefreshPolicy(lease_wait=0.2))
     store.load()
     other = Lease(TABLE, client=boto3.client("dynamodb", region_name=REGION))
     with (

@@ -13,13 +13,14 @@ import boto3
 import pytest
 
 from connector_monitor.aws.lease import Lease
-from connector_monitor.aws.token_store import SecretPairs, token_source
+from connector_monitor.aws.secret_pairs import SecretPairs
 from connector_monitor.aws.token_table import TablePairs
-from connector_monitor.bitrix24.credentials import AppCredentials
-from connector_monitor.bitrix24.errors import CredentialsError, PortalError, TokenStoreError
+from connector_monitor.domain.portal_errors import PortalError
 from connector_monitor.domain.shards import split
-from connector_monitor.fleet_tokens import move_to_table
-from connector_monitor.token_refresh import RefreshingTokens
+from connector_monitor.tokens.credentials import AppCredentials
+from connector_monitor.tokens.errors import TokenStoreError, UnusableCredentials
+from connector_monitor.tokens.moving import move_to_table
+from connector_monitor.tokens.refresh import RefreshingTokens
 from local.bitrix24_portal import LocalPortal
 from local.template import table_definition
 from tests.integration.test_token_store import (  # the fixtures too: one world for both
@@ -40,6 +41,7 @@ from tests.integration.test_token_store import (  # the fixtures too: one world 
     stored,
     works,
 )
+from tests.wiring import token_source
 
 __all__ = ["aws", "domains", "leaks", "portal", "secret", "server", "sm"]
 
@@ -238,7 +240,7 @@ def test_a_pair_naming_an_application_the_secret_lacks_is_a_clear_error(
     put_secret(sm, document)
     source = fleet_source(sm)
     source.load()
-    with pytest.raises(CredentialsError, match="does not hold"):
+    with pytest.raises(UnusableCredentials, match="does not hold"):
         source.credentials(a)
 
 

@@ -29,10 +29,10 @@ import boto3
 import pytest
 import requests
 
-from connector_monitor.bitrix24.credentials import PortalCredentials
 from connector_monitor.bitrix24.oauth import refresh_tokens
 from connector_monitor.deadline import Deadline
 from connector_monitor.domain.transitions import CLOCK_SKEW
+from connector_monitor.tokens.credentials import PortalCredentials
 from local.bitrix24_portal import LocalPortal
 from local.handlers import LambdaContext
 from local.template import resource, table_definition
@@ -369,8 +369,7 @@ def test_two_runs_refreshing_two_portals_of_one_secret_at_once_lose_no_pair(
     document = stack.secret()
     document["portals"][SECOND] = portal.credentials(SECOND)
     stack.put_secret(document)
-    config = checker.settings()
-    runs = [checker.build_cycle(config, timedelta(minutes=2)).tokens for _ in range(2)]
+    runs = [checker.root().cycle(timedelta(minutes=2)).tokens for _ in range(2)]
     for tokens in runs:
         tokens.load()
     for domain in (PORTAL, SECOND):
@@ -425,7 +424,7 @@ def test_an_alert_claim_outlives_the_invocation_the_template_allows(
         )
         claimed.append(item)
 
-    checker.publisher()._client.meta.events.register("before-call.sns.Publish", read_claim)
+    checker.root().publisher._client.meta.events.register("before-call.sns.Publish", read_claim)
     started = datetime.now(UTC)
     for _ in range(2):  # FAILURE_THRESHOLD=2: the second run publishes connector.down
         checker.lambda_handler(scheduled_event(), LambdaContext(remaining_ms=timeout * 1000))

@@ -34,13 +34,13 @@ from connector_monitor.bitrix24.answers import (
     read_status,
 )
 from connector_monitor.bitrix24.client import PortalCheck, PortalClient, RetryPolicy, Timeouts
-from connector_monitor.bitrix24.credentials import PortalCredentials
-from connector_monitor.bitrix24.errors import ErrorKind, PortalError
 from connector_monitor.bitrix24.oauth import refresh_tokens
 from connector_monitor.deadline import Deadline
 from connector_monitor.domain.inventory import Inventory
+from connector_monitor.domain.portal_errors import ErrorKind, PortalError
 from connector_monitor.domain.results import Cause, CheckResult, State
 from connector_monitor.domain.targets import Target
+from connector_monitor.tokens.credentials import PortalCredentials
 from tests.properties.conftest import (
     AUTH_PLACEHOLDER,
     PROPERTIES,

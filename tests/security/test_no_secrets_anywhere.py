@@ -26,15 +26,15 @@ from typing import Any
 import boto3
 import pytest
 
-from connector_monitor.aws.token_store import token_source
-from connector_monitor.bitrix24.credentials import PortalCredentials
 from connector_monitor.cycle import CheckCycle
-from connector_monitor.settings import CheckerSettings
-from connector_monitor.token_refresh import RefreshingTokens
+from connector_monitor.domain.shards import KeyRange
+from connector_monitor.tokens.credentials import PortalCredentials
+from connector_monitor.tokens.refresh import RefreshingTokens
 from local.bitrix24_portal import PortalFault
 from local.handlers import LambdaContext
 from tests.events import http_event, load_handler
 from tests.security.conftest import CONNECTOR, PORTAL, REGION, Stack, scheduled_event
+from tests.wiring import token_source
 
 TOKEN_FIELDS = ("access_token", "refresh_token", "client_secret")
 PART = 16  # characters of a secret that count as a leak on their own (hex: 64 bits)
@@ -82,12 +82,12 @@ class Run:
         self.known: set[str] = set()
         self.outputs: list[str] = []  # return values, exceptions and tracebacks
         self.stores: list[RefreshingTokens] = []
-        self._build = checker.build_cycle
-        monkeypatch.setattr(checker, "build_cycle", self._wrap)
+        self._build = checker.root().cycle
+        monkeypatch.setattr(checker.root(), "cycle", self._wrap)
         self.remember()
 
-    def _wrap(self, config: CheckerSettings, invocation: timedelta) -> CheckCycle:
-        cycle: CheckCycle = self._build(config, invocation)
+    def _wrap(self, invocation: timedelta, portals: KeyRange | None = None) -> CheckCycle:
+        cycle: CheckCycle = self._build(invocation, portals)
         store: Any = cycle.tokens
         self.stores.append(store)
         return cycle

@@ -21,8 +21,8 @@ from connector_monitor.bitrix24.answers import (
     read_status,
     status_command,
 )
-from connector_monitor.bitrix24.errors import ErrorKind, PortalError
 from connector_monitor.domain.inventory import LineInfo
+from connector_monitor.domain.portal_errors import ErrorKind, PortalError
 from connector_monitor.domain.results import Cause, State
 from connector_monitor.domain.targets import Target
 

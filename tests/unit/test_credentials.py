@@ -13,11 +13,12 @@ import pytest
 import requests
 from urllib3 import HTTPResponse
 
-from connector_monitor.bitrix24.credentials import DEFAULT_OAUTH_ENDPOINT, PortalCredentials
-from connector_monitor.bitrix24.errors import CredentialsError, ErrorKind, PortalError
 from connector_monitor.bitrix24.oauth import refresh_tokens
 from connector_monitor.bitrix24.redaction import REDACTED, redact_url_secrets
 from connector_monitor.deadline import Deadline
+from connector_monitor.domain.portal_errors import ErrorKind, PortalError
+from connector_monitor.tokens.credentials import DEFAULT_OAUTH_ENDPOINT, PortalCredentials
+from connector_monitor.tokens.errors import UnusableCredentials
 
 PORTAL = "example.bitrix24.com"
 SECRETS = ("cs-0123456789abcdef", "at-0123456789abcdef", "rt-0123456789abcdef")
@@ -67,7 +68,7 @@ def test_client_endpoint_gains_its_trailing_slash() -> None:
 @pytest.mark.parametrize("how", ["absent", "empty", "not a string"])
 def test_a_partial_entry_names_what_is_missing_and_nothing_else(missing: str, how: str) -> None:
     value = {"absent": None, "empty": "", "not a string": 12345}[how]
-    with pytest.raises(CredentialsError) as caught:
+    with pytest.raises(UnusableCredentials) as caught:
         creds(**{missing: value})
     message = str(caught.value)
     assert PORTAL in message and missing in message
@@ -76,12 +77,12 @@ def test_a_partial_entry_names_what_is_missing_and_nothing_else(missing: str, ho
 
 @pytest.mark.parametrize("value", [None, "text", ["a"], 3])
 def test_an_entry_that_is_not_an_object_is_rejected(value: object) -> None:
-    with pytest.raises(CredentialsError, match=f"{PORTAL} is not a JSON object"):
+    with pytest.raises(UnusableCredentials, match=f"{PORTAL} is not a JSON object"):
         PortalCredentials.from_secret_entry(PORTAL, value)
 
 
 def test_a_non_string_endpoint_is_rejected() -> None:
-    with pytest.raises(CredentialsError, match="non-string endpoint"):
+    with pytest.raises(UnusableCredentials, match="non-string endpoint"):
         creds(oauth_endpoint={"url": "x"})
 
 

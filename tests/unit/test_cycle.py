@@ -11,17 +11,18 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from connector_monitor.bitrix24.client import PortalCheck
-from connector_monitor.bitrix24.credentials import PortalCredentials, TokenSource
-from connector_monitor.bitrix24.errors import ErrorKind, PortalError
 from connector_monitor.cycle import CheckCycle, CycleSettings
 from connector_monitor.deadline import Deadline
 from connector_monitor.domain.alerts import Alert
 from connector_monitor.domain.inventory import Inventory, LineInfo
+from connector_monitor.domain.portal_errors import ErrorKind, PortalError
 from connector_monitor.domain.results import Cause, CheckResult, State
 from connector_monitor.domain.targets import Target, TargetList, parse_targets
 from connector_monitor.domain.transitions import Thresholds
-from connector_monitor.publishing import PublishError
-from connector_monitor.state import Claim, StateStoreError
+from connector_monitor.ports.alerts import PublishError
+from connector_monitor.ports.state_store import Claim, StateStoreError
+from connector_monitor.tokens.credentials import PortalCredentials
+from connector_monitor.tokens.ports import TokenSource
 from tests.memory_state import MemoryStateStore
 
 A, B = "a.bitrix24.com", "b.bitrix24.com"

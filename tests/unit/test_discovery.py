@@ -10,8 +10,8 @@ a target, and a line configured once and no longer is DOWN.
 
 from __future__ import annotations
 
-from connector_monitor.bitrix24.errors import ErrorKind, PortalError
 from connector_monitor.domain.inventory import LineInfo
+from connector_monitor.domain.portal_errors import ErrorKind, PortalError
 from connector_monitor.domain.results import Cause, State
 from connector_monitor.domain.targets import Target, parse_targets
 from connector_monitor.domain.transitions import has_open_incident

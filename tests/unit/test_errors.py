@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from connector_monitor.bitrix24.errors import ErrorKind, PortalError, classify
+from connector_monitor.domain.portal_errors import ErrorKind, PortalError, classify
 from connector_monitor.domain.results import Cause
 
 # (HTTP status as documented or as an SDK variant reports it, code, kind)

@@ -16,14 +16,14 @@ from connector_monitor.bitrix24.answers import (
     read_lines,
     read_status,
 )
-from connector_monitor.bitrix24.credentials import PortalCredentials
-from connector_monitor.bitrix24.errors import ErrorKind, PortalError
 from connector_monitor.bitrix24.limits import OperatingTime
 from connector_monitor.bitrix24.oauth import read_refresh_answer
 from connector_monitor.bitrix24.transport import HttpAnswer
 from connector_monitor.domain.inventory import LineInfo
+from connector_monitor.domain.portal_errors import ErrorKind, PortalError
 from connector_monitor.domain.results import State
 from connector_monitor.domain.targets import Target
+from connector_monitor.tokens.credentials import PortalCredentials
 from local.bitrix24_portal.recorded import Recorded, all_recorded, recorded
 
 PORTAL = "portal.bitrix24.com"

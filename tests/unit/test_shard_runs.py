@@ -13,7 +13,8 @@ import pytest
 from connector_monitor.deadline import Deadline
 from connector_monitor.domain.results import Cause, State
 from connector_monitor.domain.targets import Target, TargetList, parse_targets
-from connector_monitor.fanout import Planner, ShardOrder, ShardWorker
+from connector_monitor.fanout import Planner, ShardWorker
+from connector_monitor.ports.work_queue import ShardOrder
 from tests.unit.test_cycle import CONNECTOR, Setup
 
 PORTALS = [f"p{i:02d}.bitrix24.com" for i in range(7)]

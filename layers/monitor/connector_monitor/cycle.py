@@ -12,8 +12,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from .bitrix24.client import PortalCheck, PortalClient, TokenSourceError
-from .bitrix24.credentials import TokenSource
-from .bitrix24.errors import CredentialsError, PortalError
 from .deadline import Deadline, DeadlineExceeded
 from .domain.alerts import Alert
 from .domain.discovery import (
@@ -26,14 +24,18 @@ from .domain.discovery import (
     with_seen,
 )
 from .domain.inventory import VALIDATION_OFF, CachedInventory, Inventory, find_misconfigured
+from .domain.portal_errors import PortalError
 from .domain.results import Cause, CheckResult, State
 from .domain.runs import COUNTS, PortalRun, RunRecord, ShardRun
 from .domain.shards import KeyRange, Scope
 from .domain.targets import Target, TargetError, TargetList, validation_problem
 from .domain.timestamps import stamp
 from .domain.transitions import TargetStatus, Thresholds, advance, has_open_incident, retire
-from .publishing import AlertDelivery, Delivery, Publisher
-from .state import Claim, Loaded, StateStore
+from .ports.alerts import Publisher
+from .ports.state_store import Claim, Loaded, StateStore
+from .publishing import AlertDelivery, Delivery
+from .tokens.errors import UnusableCredentials
+from .tokens.ports import TokenSource
 
 logger = logging.getLogger(__name__)
 
@@ -330,7 +332,7 @@ class CheckCycle:
         portal, watched, seen = plan.portal, plan.watched, plan.seen
         try:
             self.tokens.credentials(portal)
-        except CredentialsError as exc:
+        except UnusableCredentials as exc:
             detail = f"no usable credentials for {portal}: {exc}"
             results = [
                 CheckResult.unknown(t, Cause.CONFIGURATION, detail, checked_at=now)

@@ -15,18 +15,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Protocol
+from datetime import timedelta
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from .bitrix24.credentials import PortalCredentials
-from .cycle import CheckCycle, RunSummary, Tokens
+from .cycle import CheckCycle, RunSummary
 from .deadline import Deadline
 from .domain.runs import RunPlan, ShardRun
-from .domain.shards import KeyRange, Scope, split
+from .domain.shards import Scope, split
 from .domain.targets import TargetList
-from .state import StateStore
+from .ports.state_store import StateStore
+from .ports.work_queue import ShardOrder, WorkQueue
+from .tokens.ports import Tokens
 
 logger = logging.getLogger(__name__)
 
@@ -36,59 +34,42 @@ UNFINISHED = (
 )
 
 
-class ShardOrder(BaseModel):
-    """One worker's order, as the queue carries it."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    run_id: str = Field(min_length=1, max_length=200)
-    index: int = Field(ge=0, lt=10_000)
-    shards: int = Field(ge=1, le=10_000)
-    lo: str = Field(max_length=300)
-    hi: str | None = Field(default=None, max_length=300)
-    started_at: datetime
-
-    @property
-    def portals(self) -> KeyRange:
-        return KeyRange(self.lo, self.hi)
-
-
-class WorkQueue(Protocol):
-    """Where shard orders go (`aws/work_queue.py` sends them to SQS)."""
-
-    def send(self, orders: Sequence[ShardOrder]) -> None: ...
-
-
-@dataclass
-class LoadedOnce:
-    """Tokens loaded by the planner to count the portals, not read again by the run."""
-
-    tokens: Tokens
-    loaded: bool = False
-
-    def load(self) -> None:
-        if not self.loaded:
-            self.tokens.load()
-            self.loaded = True
-
-    def portals(self) -> list[str]:
-        return self.tokens.portals()
-
-    def credentials(self, portal: str) -> PortalCredentials:
-        return self.tokens.credentials(portal)
-
-    def refresh(
-        self, portal: str, stale: PortalCredentials, deadline: Deadline | None = None
-    ) -> PortalCredentials:
-        return self.tokens.refresh(portal, stale, deadline)
-
-
 def portals_to_check(targets: TargetList, tokens: Tokens) -> list[str]:
     """The portals a run of `targets` checks (`tokens` is loaded for `*/connector/*`)."""
     if any(w.every_portal for w in targets.watches):
         tokens.load()
         return targets.portals(tokens.portals())
     return targets.portals()
+
+
+@dataclass(frozen=True)
+class ScheduledRun:
+    summary: RunSummary
+    sharded: bool  # handed to shard workers: the run's figures come from them
+
+
+def run_scheduled(
+    cycle: CheckCycle,
+    targets: TargetList,
+    deadline: Deadline,
+    run_id: str,
+    *,
+    shard_portals: int,
+    planner: Planner | None,
+) -> ScheduledRun:
+    """The fan-out decision: a fleet larger than one invocation checks (`shard_portals`) is
+    planned into shards when there is a work queue (`planner`); anything else is checked here,
+    a fleet too large for that with a warning."""
+    portals = portals_to_check(targets, cycle.tokens)
+    if planner is not None and len(portals) > shard_portals and not targets.unusable:
+        return ScheduledRun(planner.plan(targets, portals, deadline, run_id), sharded=True)
+    if len(portals) > shard_portals:
+        logger.warning(
+            "more portals than one invocation is sized for, and no work queue: deploy with "
+            "FanOut=true to split the run",
+            extra={"portals": len(portals), "shard_portals": shard_portals},
+        )
+    return ScheduledRun(cycle.run(targets, deadline, run_id=run_id), sharded=False)
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,8 @@ from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 from aws_lambda_powertools.shared.json_encoder import Encoder
 
+from .ports.state_store import StateStoreError
 from .snapshot import MAX_LIMIT, SnapshotError, SnapshotService, parse_query, parse_target
-from .state import StateStoreError
 from .views import (
     ErrorCode,
     ErrorView,

@@ -7,23 +7,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
 
-from .domain.alerts import Alert, combine
+from .domain.alerts import combine
 from .domain.transitions import TargetStatus
-from .state import Claim, StateStore, StateStoreError
+from .ports.alerts import Publisher, PublishError
+from .ports.state_store import Claim, StateStore, StateStoreError
 
 logger = logging.getLogger(__name__)
-
-
-class PublishError(Exception):
-    """The alert was not taken; it stays pending for the next run."""
-
-
-class Publisher(Protocol):
-    def publish(self, alert: Alert) -> str:
-        """Send one alert; the channel's message id. Raises PublishError."""
-        ...
 
 
 @dataclass

@@ -1,18 +1,18 @@
-"""What every DynamoDB adapter of the monitor shares: the item codec, the client's retry
-settings, error codes, and a query read page by page."""
+"""What every DynamoDB adapter of the monitor shares: the item codec, error codes, a query read
+page by page, and the loop of a lease taken by a conditional write."""
 
 from __future__ import annotations
 
+import random
+import uuid
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
-CLIENT_CONFIG = Config(
-    retries={"max_attempts": 6, "mode": "standard"}, connect_timeout=3, read_timeout=10
-)
+from ..tokens.errors import LeaseUnavailable
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -95,3 +95,52 @@ def query_items(
         if "LastEvaluatedKey" not in page:
             return
         params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+class ConditionalLease:
+    """A lease taken by one conditional write and given back by another, tried again with
+    jittered, doubling pauses until `wait` runs out: the loop both of the monitor's leases share
+    (`lease.py`'s LOCK items and `token_table.py`'s pair items)."""
+
+    FIRST_PAUSE = 0.05
+    MAX_PAUSE = 0.5
+
+    def __init__(
+        self,
+        take: Callable[[str, str, float], bool],
+        give_back: Callable[[str, str], None],
+        busy: Callable[[str, float], str],
+        *,
+        clock: Callable[[], float],
+        sleep: Callable[[float], None],
+    ) -> None:
+        """`take(name, owner, ttl)` is one conditional write (False: held by another; it raises
+        LeaseUnavailable when the store fails); `give_back(name, owner)` never raises; `busy`
+        words the refusal after a wait."""
+        self._take = take
+        self._give_back = give_back
+        self._busy = busy
+        self._clock = clock
+        self._sleep = sleep
+
+    @contextmanager
+    def hold(self, name: str, *, ttl: float, wait: float) -> Iterator[None]:
+        """Hold the lease `name` for the body of the `with`; LeaseUnavailable after `wait`.
+        `ttl` bounds how long a crashed holder blocks others: keep the body well inside it."""
+        owner = uuid.uuid4().hex
+        self._acquire(name, owner, ttl, wait)
+        try:
+            yield
+        finally:
+            self._give_back(name, owner)
+
+    def _acquire(self, name: str, owner: str, ttl: float, wait: float) -> None:
+        give_up = self._clock() + max(0.0, wait)
+        pause = self.FIRST_PAUSE
+        while not self._take(name, owner, ttl):
+            left = give_up - self._clock()
+            if left <= 0:
+                raise LeaseUnavailable(self._busy(name, wait))
+            # Jitter so waiters that started together do not retry in lockstep.
+            self._sleep(min(left, pause * (0.5 + random.random())))
+            pause = min(pause * 2, self.MAX_PAUSE)

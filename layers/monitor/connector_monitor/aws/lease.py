@@ -10,31 +10,20 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..token_refresh import LeaseUnavailable
-
-__all__ = ["LOCK_PK", "Lease", "LeaseUnavailable"]
+from ..tokens.errors import LeaseUnavailable
+from . import clients
+from .dynamodb import ConditionalLease
 
 logger = logging.getLogger(__name__)
 
 LOCK_PK = "LOCK"
-_FIRST_PAUSE = 0.05
-_MAX_PAUSE = 0.5
-# A lease call is one small conditional write: a DynamoDB that hangs must cost seconds, not
-# boto3's default of five 60-second reads, or `hold(wait=...)` would not bound anything.
-CLIENT_CONFIG = Config(
-    retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=2, read_timeout=2
-)
 
 
 class Lease:
@@ -49,40 +38,26 @@ class Lease:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.table_name = table_name
-        self._client = (
-            client if client is not None else boto3.client("dynamodb", config=CLIENT_CONFIG)
-        )
+        self._client = client if client is not None else clients.lease_client()
         self._clock = clock
-        self._sleep = sleep
+        self._loop = ConditionalLease(
+            self._try_put, self._release, self._busy, clock=clock, sleep=sleep
+        )
 
-    @contextmanager
-    def hold(self, name: str, *, ttl: float = 30.0, wait: float = 10.0) -> Iterator[None]:
+    def hold(
+        self, name: str, *, ttl: float = 30.0, wait: float = 10.0
+    ) -> AbstractContextManager[None]:
         """Hold the lease `name` for the body of the `with`; raise LeaseUnavailable after `wait`.
 
         `ttl` bounds how long a crashed holder blocks others: keep the body well inside it.
         """
-        owner = uuid.uuid4().hex
-        self._acquire(name, owner, ttl=ttl, wait=wait)
-        try:
-            yield
-        finally:
-            self._release(name, owner)
+        return self._loop.hold(name, ttl=ttl, wait=wait)
 
-    def _acquire(self, name: str, owner: str, *, ttl: float, wait: float) -> None:
-        deadline = self._clock() + wait
-        pause = _FIRST_PAUSE
-        while True:
-            if self._try_put(name, owner, ttl):
-                return
-            left = deadline - self._clock()
-            if left <= 0:
-                raise LeaseUnavailable(
-                    f"lease {name!r} in table {self.table_name} is held by another owner; "
-                    f"gave up after {wait:g} s"
-                )
-            # Jitter so waiters that started together do not retry in lockstep.
-            self._sleep(min(left, pause * (0.5 + random.random())))
-            pause = min(pause * 2, _MAX_PAUSE)
+    def _busy(self, name: str, wait: float) -> str:
+        return (
+            f"lease {name!r} in table {self.table_name} is held by another owner; "
+            f"gave up after {wait:g} s"
+        )
 
     def _try_put(self, name: str, owner: str, ttl: float) -> bool:
         now = self._clock()

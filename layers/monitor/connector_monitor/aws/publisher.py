@@ -4,17 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import boto3
-from botocore.config import Config
-
 from ..domain.alerts import Alert
-from ..publishing import PublishError
+from ..ports.alerts import PublishError
+from . import clients
 
 __all__ = ["AlertPublisher", "PublishError"]
-
-CLIENT_CONFIG = Config(
-    retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=3, read_timeout=10
-)
 
 
 class AlertPublisher:
@@ -22,7 +16,7 @@ class AlertPublisher:
 
     def __init__(self, topic_arn: str, *, client: Any | None = None) -> None:
         self.topic_arn = topic_arn
-        self._client = client or boto3.client("sns", config=CLIENT_CONFIG)
+        self._client = client or clients.client("sns")
         self.calls = 0
 
     def publish(self, alert: Alert) -> str:

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..domain.targets import (
@@ -26,7 +25,8 @@ from ..domain.targets import (
     entry_list,
 )
 from ..domain.text import clip
-from .dynamodb import CLIENT_CONFIG, describe_error, plain, put_if_absent, query_items, table_key
+from . import clients
+from .dynamodb import describe_error, plain, put_if_absent, query_items, table_key
 from .records import iso
 from .repository import RepositoryError
 
@@ -50,7 +50,7 @@ class Registry:
 
     def __init__(self, table_name: str, *, client: Any | None = None) -> None:
         self.table_name = table_name
-        self._client = client or boto3.client("dynamodb", config=CLIENT_CONFIG)
+        self._client = client or clients.client("dynamodb")
         self.calls = 0
 
     def load(self) -> TargetList:

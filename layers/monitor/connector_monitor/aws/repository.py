@@ -14,7 +14,6 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-import boto3
 from botocore.exceptions import ClientError
 
 from ..domain.alerts import Alert
@@ -23,9 +22,9 @@ from ..domain.runs import COUNTS, RunPlan, RunRecord, ShardRun
 from ..domain.shards import KeyRange, Scope
 from ..domain.targets import Target
 from ..domain.transitions import TargetStatus
-from ..state import Claim, Loaded, SaveOutcome, StateStoreError
+from ..ports.state_store import Claim, Loaded, SaveOutcome, StateStoreError
+from . import clients
 from .dynamodb import (
-    CLIENT_CONFIG,
     describe_error,
     error_code,
     placeholders,
@@ -75,7 +74,7 @@ class StateRepository:
 
     def __init__(self, table_name: str, *, client: Any | None = None) -> None:
         self.table_name = table_name
-        self._client = client or boto3.client("dynamodb", config=CLIENT_CONFIG)
+        self._client = client or clients.client("dynamodb")
         self.calls = 0  # DynamoDB API calls made (for the run summary and the benchmark)
 
     # ---- reading -------------------------------------------------------------------------

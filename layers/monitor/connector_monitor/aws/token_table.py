@@ -17,27 +17,30 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..bitrix24.credentials import AppCredentials, PortalCredentials
-from ..bitrix24.errors import CredentialsError, TokenStoreError
 from ..domain.shards import KeyRange
-from ..token_refresh import LeaseUnavailable, RefreshLease
+from ..tokens.credentials import AppCredentials, PortalCredentials
+from ..tokens.errors import LeaseUnavailable, TokenStoreError, UnusableCredentials
+from ..tokens.ports import RefreshLease
+from . import clients
 from .botocore_redaction import install_botocore_redaction
-from .dynamodb import error_code, plain, put_if_absent, query_items, table_key, typed
+from .dynamodb import (
+    ConditionalLease,
+    error_code,
+    plain,
+    put_if_absent,
+    query_items,
+    table_key,
+    typed,
+)
 
 PORTAL_PK = "PORTAL"
 LEASE_FIELDS = "lease_owner, lease_until"
-_FIRST_PAUSE = 0.05
-_MAX_PAUSE = 0.5
 PAIR_FIELDS = (
     "access_token",
     "refresh_token",
@@ -46,9 +49,6 @@ PAIR_FIELDS = (
     "expires_at",
     "refreshed_at",
     "member_id",
-)
-CLIENT_CONFIG = Config(
-    retries={"max_attempts": 4, "mode": "standard"}, connect_timeout=3, read_timeout=10
 )
 
 install_botocore_redaction()
@@ -70,9 +70,7 @@ class TablePairs:
     ) -> None:
         self.table_name = table_name
         self._apps = apps
-        self._client = (
-            client if client is not None else boto3.client("dynamodb", config=CLIENT_CONFIG)
-        )
+        self._client = client if client is not None else clients.client("dynamodb")
         self._range = portals
         self._items: dict[str, dict[str, Any]] = {}
         self._fresh: set[str] = set()  # items just returned by their lease: no read needed
@@ -103,7 +101,7 @@ class TablePairs:
         with self._lock:
             item = self._items.get(portal)
         if item is None:
-            raise CredentialsError(f"token table {self.table_name} has no pair for {portal}")
+            raise UnusableCredentials(f"token table {self.table_name} has no pair for {portal}")
         return self._credentials(portal, item)
 
     def reread(self, portal: str) -> PortalCredentials:
@@ -116,7 +114,7 @@ class TablePairs:
             return self._credentials(portal, item)
         item = self._get(portal)
         if item is None:
-            raise CredentialsError(f"token table {self.table_name} has no pair for {portal}")
+            raise UnusableCredentials(f"token table {self.table_name} has no pair for {portal}")
         with self._lock:
             self._items[portal] = item
         return self._credentials(portal, item)
@@ -125,9 +123,19 @@ class TablePairs:
         return f"tokens:{portal}"
 
     def own_lease(self, portal: str) -> RefreshLease:
-        """The lease is the item itself: taking it is one conditional write that returns the
-        pair as stored (so no read follows), and the refreshed pair's write releases it."""
-        return _ItemLease(self, portal)
+        """The lease is the item itself (`lease_owner`, `lease_until`): taking it is one
+        conditional write that returns the pair as stored (so no read follows), and the
+        refreshed pair's write releases it (so none gives it back)."""
+        return ConditionalLease(
+            lambda _name, owner, ttl: self._take_lease(portal, owner, ttl),
+            lambda _name, owner: self._give_back_lease(portal, owner),
+            lambda _name, _wait: (
+                f"another run holds the refresh lease of {portal} (or its pair is gone from "
+                "the token table)"
+            ),
+            clock=self._clock,
+            sleep=self._sleep,
+        )
 
     def store(self, fresh: PortalCredentials) -> None:
         """One conditional write: the item as last read (its version), or nothing. The copy in
@@ -135,7 +143,7 @@ class TablePairs:
         with self._lock:
             known = self._items.get(fresh.portal)
             if known is None:
-                raise CredentialsError(
+                raise UnusableCredentials(
                     f"token table {self.table_name} has no pair for {fresh.portal}"
                 )
             updated = {**known, **_pair_of(fresh), "version": int(known.get("version", 0)) + 1}
@@ -178,6 +186,75 @@ class TablePairs:
         with self._lock:
             self._released.add(fresh.portal)
 
+    # -- the pair's own lease ------------------------------------------------------------------
+
+    def _take_lease(self, portal: str, owner: str, ttl: float) -> bool:
+        now = self._clock()
+        try:
+            answer = self._call(
+                "update_item",
+                TableName=self.table_name,
+                Key=_key(portal),
+                UpdateExpression="SET lease_owner = :me, lease_until = :until",
+                ConditionExpression=(
+                    "attribute_exists(sk) AND "
+                    "(attribute_not_exists(lease_until) OR lease_until < :now)"
+                ),
+                ExpressionAttributeValues=typed(
+                    {
+                        ":me": owner,
+                        ":until": Decimal(str(round(now + ttl, 3))),
+                        ":now": Decimal(str(round(now, 3))),
+                    }
+                ),
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise LeaseUnavailable(
+                f"the refresh lease of {portal} could not be taken ({error_code(exc)})"
+            ) from None
+        except BotoCoreError as exc:
+            raise LeaseUnavailable(
+                f"the refresh lease of {portal} could not be taken ({type(exc).__name__})"
+            ) from None
+        with self._lock:
+            self._items[portal] = plain(answer["Attributes"])
+            self._fresh.add(portal)
+            self._released.discard(portal)
+        return True
+
+    def _give_back_lease(self, portal: str, owner: str) -> None:
+        """Remove the lease unless the refreshed pair's write already did (then: no match)."""
+        with self._lock:
+            self._fresh.discard(portal)
+            if portal in self._released:  # a failed conditional write is billed too
+                self._released.discard(portal)
+                return
+        try:
+            self._call(
+                "update_item",
+                TableName=self.table_name,
+                Key=_key(portal),
+                UpdateExpression=f"REMOVE {LEASE_FIELDS}",
+                ConditionExpression="lease_owner = :me",
+                ExpressionAttributeValues=typed({":me": owner}),
+            )
+        except ClientError as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                logger.warning(
+                    "the refresh lease of %s was not given back (%s); it runs out by itself",
+                    portal,
+                    error_code(exc),
+                )
+        except BotoCoreError as exc:
+            logger.warning(
+                "the refresh lease of %s was not given back (%s); it runs out by itself",
+                portal,
+                type(exc).__name__,
+            )
+
     # -- moving pairs in (bench, admin) ---------------------------------------------------------
 
     def put_new(self, portal: str, app: str, credentials: PortalCredentials) -> bool:
@@ -199,7 +276,7 @@ class TablePairs:
             apps.get(str(name)) if name else (next(iter(apps.values())) if len(apps) == 1 else None)
         )
         if app is None:
-            raise CredentialsError(
+            raise UnusableCredentials(
                 f"the pair of {portal} names application '{name or '?'}', which the secret's "
                 '"apps" does not hold (client_id and client_secret)'
             )
@@ -256,100 +333,3 @@ def _number(value: Any) -> Any:
 
 def _key(portal: str) -> dict[str, Any]:
     return table_key(PORTAL_PK, portal)
-
-
-class _ItemLease:
-    """A refresh lease held in the portal's own item (`lease_owner`, `lease_until`): one write to
-    take it, none to give it back when the refreshed pair's write removes it."""
-
-    def __init__(self, pairs: TablePairs, portal: str) -> None:
-        self._pairs = pairs
-        self._portal = portal
-
-    @contextmanager
-    def hold(self, name: str, *, ttl: float, wait: float) -> Iterator[None]:
-        owner = uuid.uuid4().hex
-        self._take(owner, ttl, wait)
-        try:
-            yield
-        finally:
-            self._give_back(owner)
-
-    def _take(self, owner: str, ttl: float, wait: float) -> None:
-        pairs, give_up = self._pairs, self._pairs._clock() + max(0.0, wait)
-        pause = _FIRST_PAUSE
-        while True:
-            now = pairs._clock()
-            try:
-                answer = pairs._call(
-                    "update_item",
-                    TableName=pairs.table_name,
-                    Key=_key(self._portal),
-                    UpdateExpression="SET lease_owner = :me, lease_until = :until",
-                    ConditionExpression=(
-                        "attribute_exists(sk) AND "
-                        "(attribute_not_exists(lease_until) OR lease_until < :now)"
-                    ),
-                    ExpressionAttributeValues=typed(
-                        {
-                            ":me": owner,
-                            ":until": Decimal(str(round(now + ttl, 3))),
-                            ":now": Decimal(str(round(now, 3))),
-                        }
-                    ),
-                    ReturnValues="ALL_NEW",
-                )
-            except ClientError as exc:
-                if error_code(exc) != "ConditionalCheckFailedException":
-                    raise LeaseUnavailable(
-                        f"the refresh lease of {self._portal} could not be taken "
-                        f"({error_code(exc)})"
-                    ) from None
-            except BotoCoreError as exc:
-                raise LeaseUnavailable(
-                    f"the refresh lease of {self._portal} could not be taken ({type(exc).__name__})"
-                ) from None
-            else:
-                with pairs._lock:
-                    pairs._items[self._portal] = plain(answer["Attributes"])
-                    pairs._fresh.add(self._portal)
-                    pairs._released.discard(self._portal)
-                return
-            if pairs._clock() + pause > give_up:
-                raise LeaseUnavailable(
-                    f"another run holds the refresh lease of {self._portal} (or its pair is "
-                    "gone from the token table)"
-                )
-            pairs._sleep(pause)
-            pause = min(pause * 2, _MAX_PAUSE)
-
-    def _give_back(self, owner: str) -> None:
-        """Remove the lease unless the refreshed pair's write already did (then: no match)."""
-        pairs = self._pairs
-        with pairs._lock:
-            pairs._fresh.discard(self._portal)
-            if self._portal in pairs._released:  # a failed conditional write is billed too
-                pairs._released.discard(self._portal)
-                return
-        try:
-            pairs._call(
-                "update_item",
-                TableName=pairs.table_name,
-                Key=_key(self._portal),
-                UpdateExpression=f"REMOVE {LEASE_FIELDS}",
-                ConditionExpression="lease_owner = :me",
-                ExpressionAttributeValues=typed({":me": owner}),
-            )
-        except ClientError as exc:
-            if error_code(exc) != "ConditionalCheckFailedException":
-                logger.warning(
-                    "the refresh lease of %s was not given back (%s); it runs out by itself",
-                    self._portal,
-                    error_code(exc),
-                )
-        except BotoCoreError as exc:
-            logger.warning(
-                "the refresh lease of %s was not given back (%s); it runs out by itself",
-                self._portal,
-                type(exc).__name__,
-            )

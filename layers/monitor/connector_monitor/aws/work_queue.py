@@ -5,16 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..fanout import ShardOrder
+from ..ports.work_queue import ShardOrder
+from . import clients
 
 BATCH_LIMIT = 10  # SendMessageBatch takes at most ten messages
-CLIENT_CONFIG = Config(
-    retries={"max_attempts": 6, "mode": "standard"}, connect_timeout=3, read_timeout=10
-)
 
 
 class WorkQueueError(Exception):
@@ -24,7 +20,7 @@ class WorkQueueError(Exception):
 class ShardQueue:
     def __init__(self, queue_url: str, *, client: Any | None = None) -> None:
         self.queue_url = queue_url
-        self._client = client or boto3.client("sqs", config=CLIENT_CONFIG)
+        self._client = client or clients.client("sqs")
         self.calls = 0
 
     def send(self, orders: Sequence[ShardOrder]) -> None:

@@ -17,10 +17,10 @@ from typing import Any
 from urllib.parse import urlencode, urljoin, urlsplit
 
 from ..domain.inventory import LineInfo
+from ..domain.portal_errors import ErrorKind, PortalError, classify
 from ..domain.results import Cause, CheckResult
 from ..domain.targets import Target, is_connector_id
 from ..domain.text import NAME_LIMIT, clip
-from .errors import ErrorKind, PortalError, classify
 from .redaction import redact_json
 
 STATUS_METHOD = "imconnector.status"

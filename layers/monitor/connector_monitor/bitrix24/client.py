@@ -19,8 +19,12 @@ import requests
 
 from ..deadline import Deadline, DeadlineCutOff, DeadlineExceeded
 from ..domain.inventory import Inventory, LineInfo
+from ..domain.portal_errors import ErrorKind, PortalError
 from ..domain.results import Cause, CheckResult
 from ..domain.targets import Target
+from ..tokens.credentials import PortalCredentials
+from ..tokens.errors import TokenStoreError, UnusableCredentials
+from ..tokens.ports import TokenSource
 from .answers import (
     BATCH_LIMIT,
     CONNECTORS_METHOD,
@@ -37,8 +41,6 @@ from .answers import (
     read_status,
     status_command,
 )
-from .credentials import PortalCredentials, TokenSource
-from .errors import CredentialsError, ErrorKind, PortalError, TokenStoreError
 from .limits import LeakyBucket, OperatingTime, command_method
 from .transport import (
     AnswerTooLarge,
@@ -559,7 +561,7 @@ class PortalClient:
                 description="the token refresh was refused",
                 http_status=err.http_status,
             )
-        except CredentialsError as exc:
+        except UnusableCredentials as exc:
             failure = TokenSourceError(self.portal, Cause.CONFIGURATION, str(exc))
         except TokenStoreError as exc:
             failure = TokenSourceError(self.portal, Cause.MONITOR_ERROR, f"{self.portal}: {exc}")

@@ -18,9 +18,9 @@ from typing import Any
 import requests
 
 from ..deadline import Deadline, DeadlineCutOff
+from ..domain.portal_errors import ErrorKind, PortalError, classify
 from ..domain.text import CODE_LIMIT, clip
-from .credentials import PortalCredentials
-from .errors import ErrorKind, PortalError, classify
+from ..tokens.credentials import PortalCredentials
 from .redaction import install_urllib3_redaction, redact, redact_url_secrets
 from .transport import (
     AnswerTooLarge,
@@ -31,6 +31,8 @@ from .transport import (
     NoAnswer,
     TransportError,
     exchange,
+    guard,
+    new_session,
     require_safe_endpoint,
 )
 
@@ -38,10 +40,27 @@ from .transport import (
 OAUTH_ANSWER_LIMIT = 16 * 1024
 ENDPOINT_LIMIT = 300  # a client_endpoint the OAuth server announces
 MEMBER_ID_LIMIT = 64  # member_id is 32 hex digits
+OAUTH_TIMEOUT = (3.05, 10.0)  # connect, read: seconds for a call to the portal's OAuth server
 
 _log = logging.getLogger(__name__)
 
 install_urllib3_redaction()
+
+
+def oauth_refresh(
+    session: requests.Session | None = None,
+    *,
+    timeouts: tuple[float, float] = OAUTH_TIMEOUT,
+    now: Callable[[], float] = time.time,
+) -> Callable[[PortalCredentials, Deadline], PortalCredentials]:
+    """The OAuth call the refresh policy is handed (`tokens.ports.OAuthRefresh`), over one
+    guarded session for the whole run."""
+    guarded = guard(session) if session is not None else new_session()
+
+    def refresh(creds: PortalCredentials, deadline: Deadline) -> PortalCredentials:
+        return refresh_tokens(creds, session=guarded, deadline=deadline, timeouts=timeouts, now=now)
+
+    return refresh
 
 
 def refresh_tokens(

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from ..domain.results import Cause
-from ..domain.text import CODE_LIMIT, DESCRIPTION_LIMIT, clip
+from .results import Cause
+from .text import CODE_LIMIT, DESCRIPTION_LIMIT, clip
 
 
 class ErrorKind(StrEnum):
@@ -164,19 +164,3 @@ class PortalError(Exception):
     def detail(self) -> str:
         """One line for a person: what happened and what to do."""
         return f"{self.summary} - {ADVICE[self.kind]}"
-
-
-class CredentialsError(Exception):
-    """The secret holds no usable credentials for a portal (missing, corrupt, partial)."""
-
-
-class TokenStoreError(Exception):
-    """Where tokens are kept could not serve or keep them: unreachable, corrupt, or a refreshed
-    pair it would not store (`pair_lost`: the old refresh token is spent, a person must act).
-
-    Its message is written for people and never quotes stored content, so it may reach alerts.
-    """
-
-    def __init__(self, message: str, *, pair_lost: bool = False) -> None:
-        super().__init__(message)
-        self.pair_lost = pair_lost

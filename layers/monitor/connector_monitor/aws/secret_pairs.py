@@ -22,23 +22,13 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import boto3
-import requests
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..bitrix24.credentials import (
-    AppCredentials,
-    DocumentError,
-    PortalCredentials,
-    apps_of,
-    parse_document,
-)
-from ..bitrix24.errors import CredentialsError, TokenStoreError
-from ..domain.shards import KeyRange
-from ..token_refresh import OAUTH_TIMEOUT, EitherStore, PairStore, RefreshingTokens, RefreshLease
+from ..tokens.credentials import AppCredentials, PortalCredentials, apps_of, parse_document
+from ..tokens.errors import CredentialsDocumentError, TokenStoreError, UnusableCredentials
+from ..tokens.ports import RefreshLease
+from . import clients
 from .botocore_redaction import install_botocore_redaction
-from .token_table import TablePairs
 
 logger = logging.getLogger(__name__)
 
@@ -59,9 +49,6 @@ _WRITE_ATTEMPTS = 3
 install_botocore_redaction()
 
 
-CLIENT_CONFIG = Config(
-    retries={"max_attempts": 4, "mode": "standard"}, connect_timeout=3, read_timeout=10
-)
 # Every refresh writes a new version of the secret, and each portal refreshes about hourly.
 # Secrets Manager keeps every version younger than 24 hours and allows about 100, so one secret
 # has room for the refreshes of this many portals (24 writes a day each).
@@ -85,9 +72,7 @@ class SecretPairs:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.secret_id = secret_id
-        self._client = (
-            client if client is not None else boto3.client("secretsmanager", config=CLIENT_CONFIG)
-        )
+        self._client = client if client is not None else clients.client("secretsmanager")
         self._sleep = sleep
         self._document: dict[str, Any] | None = None
         self._lock = threading.Lock()  # readers never wait for a write; documents never mutate
@@ -105,7 +90,7 @@ class SecretPairs:
             )
 
     def credentials(self, portal: str) -> PortalCredentials:
-        """One portal's credentials; CredentialsError if its entry is missing or partial."""
+        """One portal's credentials; UnusableCredentials if its entry is missing or partial."""
         return self._entry(self._current(), portal)
 
     def holds(self, portal: str) -> bool:
@@ -202,7 +187,7 @@ class SecretPairs:
     def _entry(self, document: dict[str, Any], portal: str) -> PortalCredentials:
         entry = document["portals"].get(portal)
         if entry is None:
-            raise CredentialsError(f"secret {self.secret_id} has no entry for portal {portal}")
+            raise UnusableCredentials(f"secret {self.secret_id} has no entry for portal {portal}")
         return PortalCredentials.from_secret_entry(portal, entry)
 
     def _read(self) -> dict[str, Any]:
@@ -222,45 +207,8 @@ class SecretPairs:
             raise TokenStoreError(f"secret {self.secret_id} holds no value")
         try:
             return parse_document(text, f"secret {self.secret_id}")
-        except DocumentError as exc:
+        except CredentialsDocumentError as exc:
             raise TokenStoreError(str(exc)) from None
-
-
-def token_source(
-    secret_id: str,
-    *,
-    tokens_table: str = "",
-    portals: KeyRange | None = None,
-    client: Any | None = None,
-    table_client: Any | None = None,
-    lease: RefreshLease | None = None,
-    session: requests.Session | None = None,
-    oauth_timeout: tuple[float, float] = OAUTH_TIMEOUT,
-    reread_attempts: int = 3,
-    sleep: Callable[[float], None] = time.sleep,
-    lease_ttl: float = 60.0,
-    lease_wait: float = 10.0,
-    clock: Callable[[], float] = time.time,
-) -> RefreshingTokens:
-    """The checker's token source: the secret, and with `tokens_table` the fleet's token table
-    before it (a portal's pair is read where it is, and refreshed there); a shard reads only
-    its `portals` of the table."""
-    secret = SecretPairs(secret_id, client=client, sleep=sleep)
-    pairs: PairStore = secret
-    if tokens_table:
-        table = TablePairs(tokens_table, apps=secret.apps, client=table_client, portals=portals)
-        pairs = EitherStore(table, secret)
-    return RefreshingTokens(
-        pairs,
-        lease=lease,
-        session=session,
-        oauth_timeout=oauth_timeout,
-        reread_attempts=reread_attempts,
-        sleep=sleep,
-        lease_ttl=lease_ttl,
-        lease_wait=lease_wait,
-        clock=clock,
-    )
 
 
 def _describe(exc: ClientError | BotoCoreError) -> str:

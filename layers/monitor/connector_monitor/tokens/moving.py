@@ -14,10 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .aws.token_store import SecretPairs
-from .aws.token_table import TablePairs
-from .bitrix24.credentials import AppCredentials, PortalCredentials, apps_of
-from .token_refresh import RefreshLease
+from .credentials import AppCredentials, PortalCredentials, apps_of
+from .ports import CredentialsDocument, PairTable, RefreshLease
 
 
 @dataclass
@@ -28,8 +26,8 @@ class Moved:
 
 
 def move_to_table(
-    secret: SecretPairs,
-    table: TablePairs,
+    secret: CredentialsDocument,
+    table: PairTable,
     lease: RefreshLease,
     *,
     portals: Iterable[str] | None = None,
@@ -46,7 +44,7 @@ def move_to_table(
         for portal in wanted:
             try:
                 creds = PortalCredentials.from_secret_entry(portal, entries[portal])
-            except ValueError as exc:  # CredentialsError: a partial entry stays where it is
+            except ValueError as exc:  # UnusableCredentials: a partial entry stays where it is
                 outcome.unreadable[portal] = str(exc)
                 continue
             moving[portal] = (creds, _app_for(creds, apps))

@@ -8,8 +8,7 @@ have rotated it already. A refresh starts only after the portal refused the acce
 (expired_token, invalid_token, or a redirect away from its endpoint), at most once per portal
 per `REFRESH_INTERVAL`, and not with less than `MIN_REFRESH_SECONDS` left in the run.
 
-A store (`PairStore`) only reads and writes pairs: `aws/token_store.py` over one Secrets
-Manager secret.
+A store (`PairStore`) only reads and writes pairs; the OAuth call is handed in (`OAuthRefresh`).
 """
 
 from __future__ import annotations
@@ -18,20 +17,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager
-from typing import Protocol
+from dataclasses import dataclass
 
-import requests
-
-from .bitrix24.credentials import PortalCredentials
-from .bitrix24.errors import ErrorKind, PortalError, TokenStoreError
-from .bitrix24.oauth import refresh_tokens
-from .bitrix24.transport import guard, new_session
-from .deadline import Deadline
+from ..deadline import Deadline
+from ..domain.portal_errors import ErrorKind, PortalError
+from .credentials import PortalCredentials
+from .errors import LeaseUnavailable, TokenStoreError
+from .ports import OAuthRefresh, PairStore, RefreshLease
 
 logger = logging.getLogger(__name__)
 
-OAUTH_TIMEOUT = (3.05, 10.0)  # connect, read: seconds for a call to the portal's OAuth server
 # Each portal refreshes at most once in this many seconds. An access token lives an hour, so a
 # portal that works never needs more; 55 minutes keep a portal that refuses fresh tokens to
 # about 26 secret versions a day, near the 24 of a working one.
@@ -41,117 +36,38 @@ REFRESH_INTERVAL = 55 * 60
 MIN_REFRESH_SECONDS = 3.0
 
 
-class LeaseUnavailable(Exception):
-    """The lease could not be had: held by another owner for the whole wait, or its store
-    failed."""
+@dataclass(frozen=True)
+class RefreshPolicy:
+    """How patient a refresh is: the lease it holds, how long it waits for it, and how often it
+    reads the store again after the OAuth server refused a refresh token another run may have
+    just rotated."""
 
-
-class RefreshLease(Protocol):
-    """A named lease across invocations (`aws/lease.py`)."""
-
-    def hold(self, name: str, *, ttl: float, wait: float) -> AbstractContextManager[None]: ...
-
-
-class PairStore(Protocol):
-    """Where portals' credentials are kept: read once a run, read again before a refresh, and
-    each refreshed pair written at once."""
-
-    def load(self) -> None:
-        """Read every portal's credentials (once per run). Raises TokenStoreError."""
-        ...
-
-    def credentials(self, portal: str) -> PortalCredentials:
-        """A portal's credentials as last read. Raises CredentialsError or TokenStoreError."""
-        ...
-
-    def reread(self, portal: str) -> PortalCredentials:
-        """A portal's credentials as stored now."""
-        ...
-
-    def store(self, fresh: PortalCredentials) -> None:
-        """Keep a refreshed pair (and what came with it) durably, or raise TokenStoreError with
-        `pair_lost`. Readers of this store see it at once, stored or not."""
-        ...
-
-    def lease_name(self, portal: str) -> str:
-        """The lease a refresh of `portal` holds: whatever one `store` call replaces."""
-        ...
-
-    def own_lease(self, portal: str) -> RefreshLease | None:
-        """The store's own lease for refreshing `portal`, or None for the shared one."""
-        ...
-
-    def holds(self, portal: str) -> bool:
-        """Whether the last read found a pair for `portal`."""
-        ...
-
-    def portals(self) -> list[str]:
-        """The portals the last read found a pair for."""
-        ...
-
-
-class EitherStore:
-    """Two pair stores read as one: a portal's pair is in the first if it holds one there (the
-    fleet's token table), else in the second (the secret of a small deployment). A portal moved
-    from the second to the first is read from the first from then on."""
-
-    def __init__(self, first: PairStore, second: PairStore) -> None:
-        self.first = first
-        self.second = second
-
-    def load(self) -> None:
-        self.second.load()  # the secret: it also holds the applications the table's pairs name
-        self.first.load()
-
-    def _owner(self, portal: str) -> PairStore:
-        return self.first if self.first.holds(portal) else self.second
-
-    def credentials(self, portal: str) -> PortalCredentials:
-        return self._owner(portal).credentials(portal)
-
-    def reread(self, portal: str) -> PortalCredentials:
-        return self._owner(portal).reread(portal)
-
-    def store(self, fresh: PortalCredentials) -> None:
-        self._owner(fresh.portal).store(fresh)
-
-    def lease_name(self, portal: str) -> str:
-        return self._owner(portal).lease_name(portal)
-
-    def own_lease(self, portal: str) -> RefreshLease | None:
-        return self._owner(portal).own_lease(portal)
-
-    def holds(self, portal: str) -> bool:
-        return self.first.holds(portal) or self.second.holds(portal)
-
-    def portals(self) -> list[str]:
-        return sorted({*self.first.portals(), *self.second.portals()})
+    lease_ttl: float = 60.0
+    lease_wait: float = 10.0
+    reread_attempts: int = 3
+    # A refresh asked for without a deadline ends within this: the lease wait and one OAuth
+    # call's connect and read timeouts.
+    without_deadline: float = 23.05
 
 
 class RefreshingTokens:
-    """`bitrix24.credentials.TokenSource` over a `PairStore`, with the refresh policy."""
+    """The `Tokens` a run uses: a `PairStore` read through, with the refresh policy."""
 
     def __init__(
         self,
         pairs: PairStore,
+        oauth: OAuthRefresh,
         *,
         lease: RefreshLease | None = None,
-        session: requests.Session | None = None,
-        oauth_timeout: tuple[float, float] = OAUTH_TIMEOUT,
-        reread_attempts: int = 3,
+        policy: RefreshPolicy = RefreshPolicy(),
         sleep: Callable[[float], None] = time.sleep,
-        lease_ttl: float = 60.0,
-        lease_wait: float = 10.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.pairs = pairs
+        self._oauth = oauth
         self._lease = lease
-        self._session = guard(session) if session is not None else new_session()
-        self._oauth_timeout = oauth_timeout
-        self._reread_attempts = max(0, reread_attempts)
+        self._policy = policy
         self._sleep = sleep
-        self._lease_ttl = lease_ttl
-        self._lease_wait = lease_wait
         self._clock = clock
         self._locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
@@ -175,7 +91,7 @@ class RefreshingTokens:
         time left no refresh starts, since a refresh cut short may still spend the refresh
         token.
         """
-        deadline = deadline or Deadline.after(self._lease_wait + sum(self._oauth_timeout))
+        deadline = deadline or Deadline.after(self._policy.without_deadline)
         name = self.pairs.lease_name(portal)
         with self._lock(name):
             known = self.pairs.credentials(portal)
@@ -186,7 +102,9 @@ class RefreshingTokens:
                 return self._refresh_held(portal, stale, deadline)
             try:
                 with lease.hold(
-                    name, ttl=self._lease_ttl, wait=min(self._lease_wait, deadline.remaining())
+                    name,
+                    ttl=self._policy.lease_ttl,
+                    wait=min(self._policy.lease_wait, deadline.remaining()),
                 ):
                     return self._refresh_held(portal, stale, deadline)
             except LeaseUnavailable as exc:
@@ -212,13 +130,7 @@ class RefreshingTokens:
                 "safely; the next run refreshes it",
             )
         try:
-            fresh = refresh_tokens(
-                current,
-                session=self._session,
-                deadline=deadline,
-                timeouts=self._oauth_timeout,
-                now=self._clock,
-            )
+            fresh = self._oauth(current, deadline)
         except PortalError as exc:
             if (exc.code or "").lower() != "invalid_grant":
                 raise
@@ -264,7 +176,7 @@ class RefreshingTokens:
         self, portal: str, used: PortalCredentials, error: PortalError, deadline: Deadline
     ) -> PortalCredentials:
         """The refresh token was refused: maybe another run rotated it and is writing it back."""
-        for attempt in range(1, self._reread_attempts + 1):
+        for attempt in range(1, self._policy.reread_attempts + 1):
             if deadline.remaining() < 0.2 * attempt:
                 break
             self._sleep(0.2 * attempt)

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from .domain.alerts import Alert
-from .domain.inventory import CachedInventory
-from .domain.runs import RunPlan, RunRecord, ShardRun
-from .domain.shards import KeyRange, Scope
-from .domain.transitions import TargetStatus
+from ..domain.alerts import Alert
+from ..domain.inventory import CachedInventory
+from ..domain.runs import RunPlan, RunRecord, ShardRun
+from ..domain.shards import KeyRange, Scope
+from ..domain.transitions import TargetStatus
 
 
 class StateStoreError(Exception):

@@ -1,4 +1,5 @@
-"""A portal's OAuth credentials as the secret holds them, and where the client gets them."""
+"""A portal's OAuth credentials as the stores hold them, the applications they name, and the
+credentials document (the secret's contract)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,9 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any
 
-from ..deadline import Deadline
-from .errors import CredentialsError
+from .errors import CredentialsDocumentError, UnusableCredentials
 
 DEFAULT_OAUTH_ENDPOINT = "https://oauth.bitrix.info/oauth/token/"
 _REQUIRED = ("client_id", "client_secret", "access_token", "refresh_token")
@@ -43,14 +43,14 @@ class PortalCredentials:
     def from_secret_entry(cls, portal: str, entry: object) -> PortalCredentials:
         """Read one entry of `{"portals": {domain: entry}}`; a clear error names what is missing."""
         if not isinstance(entry, Mapping):
-            raise CredentialsError(f"secret entry for {portal} is not a JSON object")
+            raise UnusableCredentials(f"secret entry for {portal} is not a JSON object")
         missing = [k for k in _REQUIRED if not isinstance(entry.get(k), str) or not entry.get(k)]
         if missing:
-            raise CredentialsError(f"secret entry for {portal} lacks {', '.join(missing)}")
+            raise UnusableCredentials(f"secret entry for {portal} lacks {', '.join(missing)}")
         endpoint = entry.get("client_endpoint") or f"https://{portal}/rest/"
         oauth = entry.get("oauth_endpoint") or DEFAULT_OAUTH_ENDPOINT
         if not isinstance(endpoint, str) or not isinstance(oauth, str):
-            raise CredentialsError(f"secret entry for {portal} has a non-string endpoint")
+            raise UnusableCredentials(f"secret entry for {portal} has a non-string endpoint")
         expires = entry.get("expires_at")
         refreshed = entry.get("refreshed_at")
         member = entry.get("member_id")
@@ -145,10 +145,6 @@ def apps_of(document: Mapping[str, Any]) -> dict[str, AppCredentials]:
     return found
 
 
-class DocumentError(ValueError):
-    """A credentials document that is not `{"portals": {domain: {...}}}`. Never quotes it."""
-
-
 def parse_document(text: str, where: str) -> dict[str, Any]:
     """The credentials document (`{"portals": {domain: entry}}`, the secret's contract) from
     its text; `where` names it in errors (a secret, a file). Entries are checked when read."""
@@ -156,31 +152,18 @@ def parse_document(text: str, where: str) -> dict[str, Any]:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
         # The position only: the decoder's own text is safe, its .doc is the secret.
-        raise DocumentError(
+        raise CredentialsDocumentError(
             f"{where} is not valid JSON (line {exc.lineno}, column {exc.colno})"
         ) from None
     except RecursionError:
-        raise DocumentError(f"{where} nests too deeply") from None
+        raise CredentialsDocumentError(f"{where} nests too deeply") from None
     if not isinstance(document, dict):
-        raise DocumentError(f"{where} is not a JSON object")
+        raise CredentialsDocumentError(f"{where} is not a JSON object")
     if not isinstance(document.get("portals"), dict):
-        raise DocumentError(
+        raise CredentialsDocumentError(
             f'{where} has no "portals" object '
             '(expected {"portals": {"<domain>": {...credentials...}}})'
         )
     if "apps" in document and not isinstance(document["apps"], dict):
-        raise DocumentError(f'{where} has an "apps" that is not an object')
+        raise CredentialsDocumentError(f'{where} has an "apps" that is not an object')
     return document
-
-
-class TokenSource(Protocol):
-    """Where the REST client gets a portal's credentials, and a fresh pair after expired_token."""
-
-    def credentials(self, portal: str) -> PortalCredentials: ...
-
-    def refresh(
-        self, portal: str, stale: PortalCredentials, deadline: Deadline | None = None
-    ) -> PortalCredentials:
-        """Credentials newer than `stale`: refreshed now, or already rotated by another run.
-        No wait and no OAuth request outlasts `deadline`."""
-        ...

@@ -1,0 +1,192 @@
+"""The composition root: the one place that builds the checker's object graph.
+
+From the settings and one `Tuning` value it builds the adapters (state repository, registry,
+alert publisher, lease, work queue, pair stores, the Bitrix24 client and OAuth call), hands them
+to the services (token source, cycle, planner, shard worker) and runs what an invocation asks
+for. The handlers, the local run, the bench and the fault matrix all build through here; only
+`Tuning` differs between them and Lambda.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from functools import cached_property
+from typing import Any
+
+import requests
+
+from .aws import clients
+from .aws.lease import Lease
+from .aws.publisher import AlertPublisher
+from .aws.registry import Registry
+from .aws.repository import StateRepository
+from .aws.secret_pairs import SecretPairs
+from .aws.token_table import TablePairs
+from .aws.work_queue import ShardQueue
+from .bitrix24.client import PortalClient
+from .bitrix24.oauth import OAUTH_TIMEOUT, oauth_refresh
+from .cycle import CheckCycle, ClientFactory, CycleSettings, RunSummary
+from .deadline import Deadline
+from .domain.shards import KeyRange
+from .domain.targets import TargetList, TargetsVariable
+from .fanout import Planner, ScheduledRun, ShardWorker, run_scheduled
+from .ports.work_queue import ShardOrder
+from .settings import CheckerSettings
+from .tokens.ports import PairStore, RefreshLease, TokenSource
+from .tokens.reading import LoadedOnce, TableThenSecret
+from .tokens.refresh import RefreshingTokens, RefreshPolicy
+
+logger = logging.getLogger(__name__)
+
+# A claim on pending alerts outlives the invocation that took it by this much, so no other run
+# publishes them while this one still may.
+CLAIM_MARGIN = timedelta(seconds=30)
+
+
+def portal_client(portal: str, tokens: TokenSource) -> PortalClient:
+    return PortalClient(portal, tokens)
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """What a caller outside Lambda changes about the wiring; the defaults are what Lambda runs.
+    Tests, the local run and the bench hand in moto's clients, a portal client with shorter
+    timeouts, a session that counts bytes, shorter pauses."""
+
+    aws: Callable[[str], Any] = clients.client  # a client of an AWS service, by its name
+    lease_aws: Callable[[], Any] = clients.lease_client  # the lease's fail-fast DynamoDB client
+    portal_client: ClientFactory = portal_client
+    http: requests.Session | None = None  # the OAuth calls' session (None: a guarded new one)
+    oauth_timeout: tuple[float, float] = OAUTH_TIMEOUT
+    refresh: RefreshPolicy = field(default_factory=RefreshPolicy)
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.time
+
+
+class Checker:
+    """The checker, assembled: adapters built once per container, a token source and a cycle
+    per invocation."""
+
+    def __init__(self, settings: CheckerSettings, tuning: Tuning | None = None) -> None:
+        self.settings = settings
+        self.tuning = tuning or Tuning()
+
+    # -- adapters, once per container ---------------------------------------------------------
+
+    @cached_property
+    def repository(self) -> StateRepository:
+        return StateRepository(self.settings.table_name, client=self.tuning.aws("dynamodb"))
+
+    @cached_property
+    def registry(self) -> Registry:
+        return Registry(self.settings.table_name, client=self.tuning.aws("dynamodb"))
+
+    @cached_property
+    def publisher(self) -> AlertPublisher:
+        return AlertPublisher(self.settings.topic_arn, client=self.tuning.aws("sns"))
+
+    @cached_property
+    def lease(self) -> Lease:
+        return Lease(self.settings.table_name, client=self.tuning.lease_aws())
+
+    @cached_property
+    def work_queue(self) -> ShardQueue | None:
+        url = self.settings.work_queue_url
+        return ShardQueue(url, client=self.tuning.aws("sqs")) if url else None
+
+    # -- per invocation -------------------------------------------------------------------------
+
+    def targets(self) -> TargetList:
+        """TARGETS and the registry's entries, each once; bad entries logged."""
+        targets = TargetsVariable(self.settings.targets).load().merged(self.registry.load())
+        for error in targets.errors:
+            logger.error("bad target entry", extra={"entry": error.entry, "reason": error.reason})
+        return targets
+
+    def pair_store(self, portals: KeyRange | None = None) -> PairStore:
+        """Where the pairs are: the secret, and with a token table the table before it (a
+        shard reads only its `portals` of the table). New each invocation: read once a run."""
+        tuning = self.tuning
+        secret = SecretPairs(
+            self.settings.secret_id, client=tuning.aws("secretsmanager"), sleep=tuning.sleep
+        )
+        if not self.settings.tokens_table:
+            return secret
+        table = TablePairs(
+            self.settings.tokens_table,
+            apps=secret.apps,
+            client=tuning.aws("dynamodb"),
+            portals=portals,
+        )
+        return TableThenSecret(table, secret)
+
+    def token_source(
+        self, portals: KeyRange | None = None, lease: RefreshLease | None = None
+    ) -> RefreshingTokens:
+        """The pairs with the refresh policy over them, refreshes serialised by `lease` (the
+        cycle's is the stack's; None: only within this invocation)."""
+        tuning = self.tuning
+        return RefreshingTokens(
+            self.pair_store(portals),
+            oauth_refresh(tuning.http, timeouts=tuning.oauth_timeout, now=tuning.clock),
+            lease=lease,
+            policy=tuning.refresh,
+            sleep=tuning.sleep,
+            clock=tuning.clock,
+        )
+
+    def cycle(self, invocation: timedelta, portals: KeyRange | None = None) -> CheckCycle:
+        """A cycle for one invocation of at most `invocation`: alert claims last past its end."""
+        config = self.settings
+        return CheckCycle(
+            repository=self.repository,
+            tokens=LoadedOnce(self.token_source(portals, self.lease)),
+            publisher=self.publisher,
+            client_factory=self.tuning.portal_client,
+            settings=CycleSettings(
+                thresholds=config.thresholds,
+                history=config.history,
+                validate_every=config.validate_every,
+                max_parallel_portals=config.max_parallel_portals,
+                claim_for=invocation + CLAIM_MARGIN,
+            ),
+        )
+
+    def scheduled_run(self, deadline: Deadline, invocation: timedelta, run_id: str) -> ScheduledRun:
+        """The schedule's invocation: the whole run here, or its plan handed to shard workers."""
+        cycle = self.cycle(invocation)
+        queue = self.work_queue
+        planner = (
+            Planner(
+                cycle,
+                self.repository,
+                queue,
+                self.settings.shard_portals,
+                settled_after=self.settings.interval,
+            )
+            if queue is not None
+            else None
+        )
+        return run_scheduled(
+            cycle,
+            self.targets(),
+            deadline,
+            run_id,
+            shard_portals=self.settings.shard_portals,
+            planner=planner,
+        )
+
+    def shard_run(
+        self, order: ShardOrder, deadline: Deadline, invocation: timedelta
+    ) -> RunSummary | None:
+        """A shard worker's invocation: its range of portals checked (None: a stale order)."""
+        worker = ShardWorker(
+            self.cycle(invocation, order.portals),
+            self.repository,
+            expire_after=self.settings.interval,
+        )
+        return worker.check(order, self.targets(), deadline)

@@ -1,0 +1,73 @@
+"""Reading pairs for a run: the fleet's token table before the secret, and a source loaded once
+however many times a run asks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..deadline import Deadline
+from .credentials import PortalCredentials
+from .ports import PairStore, RefreshLease, Tokens
+
+
+class TableThenSecret:
+    """Two pair stores read as one: a portal's pair is in the first if it holds one there (the
+    fleet's token table), else in the second (the secret of a small deployment). A portal moved
+    from the second to the first is read from the first from then on."""
+
+    def __init__(self, first: PairStore, second: PairStore) -> None:
+        self.first = first
+        self.second = second
+
+    def load(self) -> None:
+        self.second.load()  # the secret: it also holds the applications the table's pairs name
+        self.first.load()
+
+    def _owner(self, portal: str) -> PairStore:
+        return self.first if self.first.holds(portal) else self.second
+
+    def credentials(self, portal: str) -> PortalCredentials:
+        return self._owner(portal).credentials(portal)
+
+    def reread(self, portal: str) -> PortalCredentials:
+        return self._owner(portal).reread(portal)
+
+    def store(self, fresh: PortalCredentials) -> None:
+        self._owner(fresh.portal).store(fresh)
+
+    def lease_name(self, portal: str) -> str:
+        return self._owner(portal).lease_name(portal)
+
+    def own_lease(self, portal: str) -> RefreshLease | None:
+        return self._owner(portal).own_lease(portal)
+
+    def holds(self, portal: str) -> bool:
+        return self.first.holds(portal) or self.second.holds(portal)
+
+    def portals(self) -> list[str]:
+        return sorted({*self.first.portals(), *self.second.portals()})
+
+
+@dataclass
+class LoadedOnce:
+    """A token source read once a run: the fan-out decision loads it to count the portals, and
+    the run that follows does not read it again."""
+
+    tokens: Tokens
+    loaded: bool = False
+
+    def load(self) -> None:
+        if not self.loaded:
+            self.tokens.load()
+            self.loaded = True
+
+    def portals(self) -> list[str]:
+        return self.tokens.portals()
+
+    def credentials(self, portal: str) -> PortalCredentials:
+        return self.tokens.credentials(portal)
+
+    def refresh(
+        self, portal: str, stale: PortalCredentials, deadline: Deadline | None = None
+    ) -> PortalCredentials:
+        return self.tokens.refresh(portal, stale, deadline)
