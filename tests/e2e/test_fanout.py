@@ -5,6 +5,7 @@ event source delivers them, and the snapshot API reports the run once every shar
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from types import ModuleType
 from typing import Any
 
@@ -12,11 +13,12 @@ import boto3
 import pytest
 
 from connector_monitor.cycle import CheckCycle
+from connector_monitor.ports.work_queue import ShardOrder
 from local.bitrix24_portal import LocalPortal
 from local.handlers import load_handler
-from local.work_queue import deliver
+from local.work_queue import deliver, sqs_event
 from tests.e2e.conftest import CONNECTOR, REGION, Stack, scheduled_event, snapshot_api_environment
-from tests.events import LambdaContext, http_event
+from tests.events import LambdaContext, http_event, load_event
 
 FLEET = [f"shop{i:02d}.bitrix24.test" for i in range(25)]
 LINES = (1, 2)
@@ -133,3 +135,59 @@ def test_a_shard_that_fails_costs_only_its_portals(
     first_shard = sorted(["example.bitrix24.com", *FLEET])[:10]
     assert down == set(FLEET) - set(first_shard)  # every other shard stored and alerted
     assert all(states[f"{d}/{CONNECTOR}/1"] == "DOWN" for d in down)
+
+
+def shard_event(**order: Any) -> dict[str, Any]:
+    """events/shard_order.json, as the work queue's event source delivers an order, with the
+    order's fields changed."""
+    event = load_event("shard_order")
+    body = json.loads(event["Records"][0]["body"])
+    event["Records"][0]["body"] = json.dumps({**body, **order})
+    return event
+
+
+def test_the_sample_order_is_the_shape_the_local_queue_delivers() -> None:
+    sample = load_event("shard_order")["Records"][0]
+    delivered = sqs_event(
+        {"MessageId": "m", "ReceiptHandle": "r", "Body": "{}"}, "arn:aws:sqs:q", REGION
+    )["Records"][0]
+    assert set(delivered) <= set(sample)
+    assert set(delivered["attributes"]) <= set(sample["attributes"])
+    order = ShardOrder.model_validate_json(sample["body"])  # what the worker parses
+    assert (order.index, order.shards, order.portals.lo) == (0, 3, "")
+
+
+def test_a_fresh_order_checks_exactly_its_range_of_portals(
+    stack: Stack, fleet: str, checker: ModuleType
+) -> None:
+    # Given the first shard's order, as the queue delivers it, for a run that starts now
+    now = datetime.now(UTC).isoformat()
+    event = shard_event(run_id="by-hand", started_at=now)
+
+    # When the worker takes it
+    answer = checker.shard_handler(event, LambdaContext("shard-worker"))
+
+    # Then it succeeded, and the portals of its range, and only those, have statuses
+    assert answer == {"batchItemFailures": []}
+    checked = {key.split("/")[0] for key in watched(stack)}
+    with_tokens = set(stack.secret()["portals"])  # the fleet and the stack's own portal
+    assert checked == {p for p in with_tokens if p + "/" < "shop08.bitrix24.test/"}
+    assert "shop07.bitrix24.test" in checked
+    assert "shop08.bitrix24.test" not in checked
+    assert set(watched(stack).values()) == {"UP"}
+
+
+def test_an_order_from_a_run_long_over_is_dropped_and_checks_nothing(
+    stack: Stack, fleet: str, checker: ModuleType
+) -> None:
+    answer = checker.shard_handler(shard_event(), LambdaContext("shard-worker"))  # 2026-11-24
+    assert answer == {"batchItemFailures": []}
+    assert watched(stack) == {}
+
+
+def test_a_malformed_order_is_dropped_and_not_redelivered(
+    stack: Stack, fleet: str, checker: ModuleType
+) -> None:
+    answer = checker.shard_handler(shard_event(index=-1), LambdaContext("shard-worker"))
+    assert answer == {"batchItemFailures": []}  # a retry cannot mend it
+    assert watched(stack) == {}
