@@ -14,6 +14,7 @@ from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 from .context import services
 from .openapi import INTERNAL_DOC, UNAVAILABLE_DOC, answer_doc
 from .paging import MAX_LIMIT
+from .parameters import CursorParameter
 from .registry_service import entry_of, view_of
 from .views import RegistryEntryView, RegistryView
 
@@ -53,9 +54,7 @@ def list_registry(
     limit: Annotated[
         int, Query(ge=1, le=MAX_LIMIT, description="Entries per page at most")
     ] = MAX_LIMIT,
-    cursor: Annotated[
-        str | None, Query(description="`next_cursor` of the previous page", max_length=2000)
-    ] = None,
+    cursor: CursorParameter = None,
 ) -> RegistryView:
     return services(router).registry().page(limit=limit, cursor=cursor)
 

@@ -11,6 +11,7 @@ from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 from .context import services
 from .openapi import INTERNAL_DOC, UNAVAILABLE_DOC, answer_doc
 from .paging import MAX_LIMIT
+from .parameters import CursorParameter
 from .snapshot_service import parse_query, parse_target
 from .views import HealthView, SnapshotView, TargetView
 
@@ -40,9 +41,7 @@ def get_snapshot(
     limit: Annotated[
         int, Query(ge=1, le=MAX_LIMIT, description="Targets per page at most")
     ] = MAX_LIMIT,
-    cursor: Annotated[
-        str | None, Query(description="`next_cursor` of the previous page", max_length=2000)
-    ] = None,
+    cursor: CursorParameter = None,
 ) -> SnapshotView:
     query = parse_query(state=state, portal=portal, limit=limit, cursor=cursor)
     given = services(router)
