@@ -63,7 +63,8 @@ FIRST_CALL = {
     "checker": "from datetime import timedelta\n"
     "app.build_cycle(app.settings(), timedelta(seconds=120))",
     "snapshot_api": "import json\n"
-    "from connector_monitor.http_api import Services, answer\n"
+    "from connector_monitor.api.context import Services\n"
+    "from connector_monitor.api.resolver import answer\n"
     "app.service()\n"
     "event = json.load(open({event!r}))\n"
     "event['rawQueryString'] = 'state=BOGUS'\n"

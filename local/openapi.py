@@ -17,10 +17,11 @@ DOCUMENT = ROOT / "openapi.json"
 
 
 def generate() -> str:
-    """The document as the API's routes (`connector_monitor.http_api`) describe it now."""
-    from connector_monitor.http_api import openapi_document
+    """The document as the API's routes (`connector_monitor.api`) describe it now."""
+    from connector_monitor.api.openapi import openapi_document
+    from connector_monitor.api.resolver import app
 
-    return openapi_document()
+    return openapi_document(app)
 
 
 def main(argv: list[str] | None = None) -> int:

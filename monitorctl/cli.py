@@ -23,13 +23,13 @@ from typing import Any, TextIO
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
+from connector_monitor.api.errors import ApiError, NotFound
+from connector_monitor.api.registry_service import RegistryService, entry_from_text
 from connector_monitor.aws.lease import Lease
 from connector_monitor.aws.registry import Registry
 from connector_monitor.aws.secret_pairs import SecretPairs
 from connector_monitor.aws.token_table import TablePairs
 from connector_monitor.ports.state_store import StateStoreError
-from connector_monitor.registry_service import RegistryService, entry_from_text
-from connector_monitor.snapshot import SnapshotError
 from connector_monitor.tokens.errors import TokenStoreError, UnusableCredentials
 from connector_monitor.tokens.moving import move_to_table
 
@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     try:
         stack = locate(args)
         return COMMANDS[(args.group, args.verb)](args, stack, out)
-    except (UsageError, SnapshotError) as exc:
+    except (UsageError, ApiError) as exc:
         print(f"error: {getattr(exc, 'message', exc)}", file=sys.stderr)
         return 2
     except (StateStoreError, TokenStoreError, UnusableCredentials) as exc:
@@ -162,7 +162,7 @@ def targets_remove(args: argparse.Namespace, stack: Stack, out: TextIO) -> int:
     for entry in entries:
         try:
             service.remove(entry)
-        except SnapshotError:
+        except NotFound:
             missing += 1
             print(f"not in the registry: {entry.key}", file=out)
         else:

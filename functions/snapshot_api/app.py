@@ -1,9 +1,10 @@
 """Snapshot API: the latest state of the watched connectors over HTTP.
 
-API Gateway HTTP API (payload 2.0) -> this handler -> `connector_monitor.http_api` (the routes,
-their parameters, the errors) -> the snapshot and registry services -> DynamoDB (one GetItem and
-queries; never a scan). The routes are imported on the first request, not at the cold start:
-Powertools' event handler and pydantic are most of the API's import time (`make coldstart`).
+API Gateway HTTP API (payload 2.0) -> this handler -> `connector_monitor.api.resolver` (the
+routes, their parameters, the errors) -> the snapshot and registry services -> DynamoDB (one
+GetItem and queries; never a scan). The routes are imported on the first request, not at the
+cold start: Powertools' event handler and pydantic are most of the API's import time (`make
+coldstart`).
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from aws_lambda_powertools.logging.utils import copy_config_to_registered_logger
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
+    from connector_monitor.api.registry_service import RegistryService
+    from connector_monitor.api.snapshot_service import SnapshotService
     from connector_monitor.aws.repository import StateRepository
-    from connector_monitor.registry_service import RegistryService
     from connector_monitor.settings import SnapshotSettings
-    from connector_monitor.snapshot import SnapshotService
 
 LIBRARY_LOGGER = "connector_monitor"
 
@@ -54,15 +55,15 @@ def repository() -> StateRepository:
 
 @cache
 def service() -> SnapshotService:
-    from connector_monitor.snapshot import SnapshotService
+    from connector_monitor.api.snapshot_service import SnapshotService
 
     return SnapshotService(repository(), settings().stale_after)
 
 
 @cache
 def registry() -> RegistryService:
+    from connector_monitor.api.registry_service import RegistryService
     from connector_monitor.aws.registry import Registry
-    from connector_monitor.registry_service import RegistryService
 
     return RegistryService(Registry(settings().table_name))
 
@@ -75,7 +76,8 @@ def utcnow() -> datetime:
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
 @tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
-    from connector_monitor.http_api import Services, answer
+    from connector_monitor.api.context import Services
+    from connector_monitor.api.resolver import answer
 
     # Looked up per request, so a test may put another service in place.
     return answer(event, context, Services(service, registry, utcnow, logger))

@@ -9,6 +9,8 @@ are not targets.
 
 from __future__ import annotations
 
+import json
+import re
 from types import ModuleType
 from typing import Any
 
@@ -21,7 +23,7 @@ from local.bitrix24_portal import LocalPortal
 from local.handlers import load_handler
 from monitorctl.cli import main as monitorctl
 from tests.e2e.conftest import CONNECTOR, LINES, PORTAL, REGION, Stack, scheduled_event
-from tests.events import LambdaContext
+from tests.events import LambdaContext, http_event, load_event
 
 OTHER = "other.bitrix24.com"
 
@@ -178,3 +180,98 @@ def test_an_empty_registry_and_empty_targets_check_nothing_and_say_so(
 
     assert summary["failed"] and "registry" in summary["failed"]
     assert len(watched(stack)) == len(LINES)  # nothing stored is forgotten
+
+
+# ---- API Gateway's events (events/registry_*.json), as a signed editor's requests arrive ------
+EDITOR = "arn:aws:iam::123456789012:user/registry-editor"
+ENTRY = f"{PORTAL}/{CONNECTOR}/12"
+STAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+
+
+def call(api: ModuleType, event: dict[str, Any]) -> tuple[int, Any]:
+    """The status and the JSON body (None when empty) the caller sees."""
+    response = api.lambda_handler(event, LambdaContext())
+    body = response["body"]
+    return response["statusCode"], json.loads(body) if body else None
+
+
+def test_the_registry_events_are_iam_signed_requests_of_the_templates_routes() -> None:
+    routes = {
+        "registry_get": "GET /registry",
+        "registry_put": "PUT /registry/{portal}/{connector}/{line}",
+        "registry_delete": "DELETE /registry/{portal}/{connector}/{line}",
+    }
+    for name, route in routes.items():
+        event = load_event(name)
+        assert (event["version"], event["routeKey"]) == ("2.0", route)
+        assert event["requestContext"]["routeKey"] == route
+        assert event["requestContext"]["http"]["method"] == route.split(" ")[0]
+        assert event["requestContext"]["authorizer"]["iam"]["userArn"] == EDITOR
+        assert event["headers"]["authorization"].startswith("AWS4-HMAC-SHA256 ")
+
+
+def test_an_entry_put_is_listed_by_the_next_get_with_its_editor(
+    stack: Stack, api: ModuleType
+) -> None:
+    added = call(api, load_event("registry_put"))
+    again = call(api, load_event("registry_put"))
+    code, listing = call(api, load_event("registry_get"))
+
+    assert added[0] == 201
+    assert added[1]["key"] == ENTRY
+    assert (added[1]["line"], added[1]["added_by"]) == ("12", EDITOR)
+    assert again == (200, added[1])  # adding twice is harmless
+    assert code == 200
+    assert listing["entries"] == [added[1]]
+    assert STAMP.match(listing["entries"][0]["added_at"])
+    assert listing["next_cursor"] is None
+
+
+def test_an_entry_deleted_is_gone_from_the_listing_and_deleting_it_again_is_404(
+    stack: Stack, api: ModuleType
+) -> None:
+    call(api, load_event("registry_put"))
+
+    removed = call(api, load_event("registry_delete"))
+    missing = call(api, load_event("registry_delete"))
+    _, listing = call(api, load_event("registry_get"))
+
+    assert removed == (204, None)
+    assert missing[0] == 404
+    assert missing[1] == {
+        "error": "NOT_FOUND",
+        "message": f"the registry holds no entry {ENTRY}",
+    }
+    assert listing["entries"] == []
+    assert stack.items("REGISTRY") == []
+
+
+def test_the_listing_pages_with_the_snapshots_paging_rule(stack: Stack, api: ModuleType) -> None:
+    for line in (12, 14, 16):
+        event = load_event("registry_put")
+        event["rawPath"] = event["requestContext"]["http"]["path"] = f"/registry/{PORTAL}/c/{line}"
+        event["pathParameters"] = {"portal": PORTAL, "connector": "c", "line": str(line)}
+        assert call(api, event)[0] == 201
+
+    code, first = call(api, http_event("registry_get", query={"limit": "2"}))
+    _, rest = call(api, http_event("registry_get", query={"cursor": first["next_cursor"]}))
+    too_many = call(api, http_event("registry_get", query={"limit": "1001"}))
+    bad_cursor = call(api, http_event("registry_get", query={"cursor": "bm90IGEga2V5"}))
+
+    assert code == 200
+    assert [e["line"] for e in first["entries"] + rest["entries"]] == ["12", "14", "16"]
+    assert rest["next_cursor"] is None
+    assert (too_many[0], too_many[1]["error"]) == (400, "BAD_FILTER")
+    assert (bad_cursor[0], bad_cursor[1]["error"]) == (400, "BAD_CURSOR")
+
+
+def test_an_unreadable_table_is_503_unavailable_on_every_registry_route(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TABLE_NAME", "no-such-table")
+    api = load_handler("snapshot_api")
+
+    for name in ("registry_get", "registry_put", "registry_delete"):
+        code, body = call(api, load_event(name))
+        assert (code, body["error"]) == (503, "UNAVAILABLE"), name
+        assert "no-such-table" not in body["message"]

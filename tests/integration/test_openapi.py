@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from connector_monitor import http_api
+from connector_monitor.api.resolver import app
 from local.openapi import DOCUMENT, generate, main
 from local.template import load_template
 
@@ -34,7 +34,7 @@ def test_the_committed_document_is_what_the_code_generates_now() -> None:
 
 def test_every_route_of_the_resolver_is_documented(document: dict[str, Any]) -> None:
     # Powertools keeps its routes in these two lists (no public accessor).
-    routes = http_api.app._static_routes + http_api.app._dynamic_routes
+    routes = app._static_routes + app._dynamic_routes
     served = {f"{r.method} {r.openapi_path}" for r in routes}
 
     assert served == operations(document)

@@ -1,4 +1,5 @@
-"""The DynamoDB repository against moto: conditional writes, claims, history, pages."""
+"""The state table's adapters against moto: the repository (conditional writes, claims,
+history, pages) and the registry's partition."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from connector_monitor.aws.registry import Registry
 from connector_monitor.aws.repository import StateRepository
 from connector_monitor.domain.results import CheckResult
 from connector_monitor.domain.runs import PortalRun, RunRecord
 from connector_monitor.domain.targets import Target
 from connector_monitor.domain.transitions import TargetStatus, Thresholds, advance
-from connector_monitor.ports.state_store import Claim
+from connector_monitor.ports.state_store import Claim, StateStoreError
 from local.template import table_definition
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -201,3 +203,52 @@ def test_dynamodb_failures_are_clear_errors(client: Any) -> None:
     repo = StateRepository("no-such-table", client=client)
     with pytest.raises(RepositoryError, match="ResourceNotFoundException"):
         repo.load()
+
+
+# ---- the registry's partition ------------------------------------------------------------------
+AT = datetime(2026, 11, 24, 12, 0, 5, 123456, tzinfo=UTC)
+ENTRY = Target("example.bitrix24.com", "myconnector", 12)
+
+
+def test_an_entry_is_kept_with_its_time_and_author(client: Any) -> None:
+    registry = Registry("monitor", client=client)
+
+    assert registry.add(ENTRY, added_by="ops", at=AT) is True
+    (kept,), last = registry.page(limit=10)
+
+    assert (kept.key, kept.entry, kept.added_at, kept.added_by) == (ENTRY.key, ENTRY, AT, "ops")
+    assert last is None
+
+
+def test_a_time_written_by_hand_is_no_time(client: Any) -> None:
+    client.put_item(
+        TableName="monitor",
+        Item={
+            "pk": {"S": "REGISTRY"},
+            "sk": {"S": ENTRY.key},
+            "portal": {"S": ENTRY.portal},
+            "connector": {"S": ENTRY.connector},
+            "line": {"N": "12"},
+            "added_at": {"S": "yesterday"},
+        },
+    )
+
+    (kept,) = Registry("monitor", client=client).entries()
+
+    assert (kept.entry, kept.added_at, kept.added_by) == (ENTRY, None, "")
+
+
+@pytest.mark.parametrize(
+    "use",
+    [
+        lambda r: r.page(limit=1),
+        lambda r: r.entries(),
+        lambda r: r.add(ENTRY, added_by="ops", at=AT),
+        lambda r: r.remove(ENTRY.key),
+    ],
+)
+def test_dynamodb_failures_are_state_store_errors(client: Any, use: Any) -> None:
+    registry = Registry("no-such-table", client=client)
+
+    with pytest.raises(StateStoreError, match="ResourceNotFoundException"):
+        use(registry)

@@ -59,9 +59,10 @@ def run_scheduled(
 ) -> ScheduledRun:
     """The fan-out decision: a fleet larger than one invocation checks (`shard_portals`) is
     planned into shards when there is a work queue (`planner`); anything else is checked here,
-    a fleet too large for that with a warning."""
+    a fleet too large for that with a warning. An unusable target list names no portal, so
+    it is never planned: the cycle reports it once."""
     portals = portals_to_check(targets, cycle.tokens)
-    if planner is not None and len(portals) > shard_portals and not targets.unusable:
+    if planner is not None and len(portals) > shard_portals:
         return ScheduledRun(planner.plan(targets, portals, deadline, run_id), sharded=True)
     if len(portals) > shard_portals:
         logger.warning(

@@ -9,7 +9,6 @@ the API's registry routes add and remove entries (the API's role may write this 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -25,28 +24,19 @@ from ..domain.targets import (
     entry_list,
 )
 from ..domain.text import clip
+from ..ports.registry import RegisteredEntry
+from ..ports.state_store import StateStoreError
 from . import clients
 from .dynamodb import describe_error, plain, put_if_absent, query_items, table_key
-from .records import iso
-from .repository import RepositoryError
+from .records import iso, parse_iso
 
 REGISTRY_PK = "REGISTRY"
 ADDED_BY_LIMIT = 200  # an IAM ARN or a person's name, not a document
 
 
-@dataclass(frozen=True)
-class RegisteredEntry:
-    """An entry as the registry holds it; `problem` says why a stored item is not usable."""
-
-    key: str
-    added_at: str
-    added_by: str
-    entry: Target | Watch | None = None
-    problem: str | None = None
-
-
 class Registry:
-    """The registry's partition of the state table."""
+    """The registry's partition of the state table (the registry port's store); its failures
+    are `StateStoreError`s, as the state repository's are."""
 
     def __init__(self, table_name: str, *, client: Any | None = None) -> None:
         self.table_name = table_name
@@ -83,7 +73,7 @@ class Registry:
         try:
             answer = self._call("query", **params)
         except ClientError as exc:
-            raise RepositoryError(describe_error("read the registry", exc)) from None
+            raise StateStoreError(describe_error("read the registry", exc)) from None
         entries = [_registered(plain(i)) for i in answer.get("Items", [])]
         last = answer.get("LastEvaluatedKey")
         return entries, (str(last["sk"]["S"]) if last else None)
@@ -103,7 +93,7 @@ class Registry:
         try:
             return put_if_absent(self._call, self.table_name, item)
         except ClientError as exc:
-            raise RepositoryError(describe_error("add a registry entry", exc)) from None
+            raise StateStoreError(describe_error("add a registry entry", exc)) from None
 
     def remove(self, key: str) -> bool:
         """Remove the entry with this key; False when there was none."""
@@ -115,30 +105,38 @@ class Registry:
                 ReturnValues="ALL_OLD",
             )
         except ClientError as exc:
-            raise RepositoryError(describe_error("remove a registry entry", exc)) from None
+            raise StateStoreError(describe_error("remove a registry entry", exc)) from None
         return bool(answer.get("Attributes"))
 
     def _items(self) -> Iterator[dict[str, Any]]:
         try:
             yield from query_items(self._call, self.table_name, REGISTRY_PK)
         except ClientError as exc:
-            raise RepositoryError(describe_error("read the registry", exc)) from None
+            raise StateStoreError(describe_error("read the registry", exc)) from None
 
     def _call(self, operation: str, **params: Any) -> Any:
         self.calls += 1
         try:
             return getattr(self._client, operation)(**params)
         except BotoCoreError as exc:  # endpoint unreachable, credentials, ...
-            raise RepositoryError(f"DynamoDB {operation} failed: {type(exc).__name__}") from None
+            raise StateStoreError(f"DynamoDB {operation} failed: {type(exc).__name__}") from None
 
 
 def _registered(item: dict[str, Any]) -> RegisteredEntry:
     key = str(item.get("sk", ""))
     checked = check_entry(item.get("portal"), item.get("connector"), item.get("line"), key)
-    added_at, added_by = str(item.get("added_at", "")), str(item.get("added_by", ""))
+    added_at, added_by = stored_time(item.get("added_at")), str(item.get("added_by", ""))
     if isinstance(checked, TargetError):
         return RegisteredEntry(key, added_at, added_by, problem=checked.reason)
     if checked.key != key:
         problem = f"the item's key does not match its parts ({checked.key})"
         return RegisteredEntry(key, added_at, added_by, problem=problem)
     return RegisteredEntry(key, added_at, added_by, entry=checked)
+
+
+def stored_time(value: object) -> datetime | None:
+    """A time `add` stored; None when missing or written otherwise (by hand)."""
+    try:
+        return parse_iso(str(value))
+    except ValueError:
+        return None

@@ -8,25 +8,20 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from connector_monitor.api.errors import BadCursor, BadFilter, BadTarget, NotFound, Stale
+from connector_monitor.api.paging import MAX_LIMIT, encode_cursor
+from connector_monitor.api.snapshot_service import (
+    MAX_QUERIES_PER_PAGE,
+    SnapshotQuery,
+    SnapshotService,
+    parse_query,
+    parse_target,
+)
 from connector_monitor.domain.results import Cause, State
 from connector_monitor.domain.runs import PortalRun, RunRecord
 from connector_monitor.domain.targets import Target
 from connector_monitor.domain.text import DETAIL_LIMIT
 from connector_monitor.domain.transitions import TargetStatus
-from connector_monitor.snapshot import (
-    MAX_LIMIT,
-    MAX_QUERIES_PER_PAGE,
-    BadCursor,
-    BadFilter,
-    BadTarget,
-    SnapshotQuery,
-    SnapshotService,
-    Stale,
-    TargetNotFound,
-    encode_cursor,
-    parse_query,
-    parse_target,
-)
 
 NOW = datetime(2026, 11, 24, 12, 0, 5, 123456, tzinfo=UTC)
 PORTAL = "example.bitrix24.com"
@@ -233,7 +228,7 @@ def test_one_target_by_its_path_parts_connector_in_any_case() -> None:
 
 
 def test_a_target_nobody_watches_is_not_found() -> None:
-    with pytest.raises(TargetNotFound, match=f"{PORTAL}/myconnector/99"):
+    with pytest.raises(NotFound, match=f"{PORTAL}/myconnector/99"):
         service(FakeReader()).target(parse_target(PORTAL, "myconnector", 99))
 
 

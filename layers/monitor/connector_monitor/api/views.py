@@ -1,28 +1,14 @@
-"""The snapshot API's contract: the JSON bodies it answers, as pydantic models that are also the
-source of openapi.json (`python -m local.openapi`). No logic here; `snapshot.py` fills them."""
+"""The API's contract: the JSON bodies it answers, as pydantic models that are also the source
+of openapi.json (`python -m local.openapi`). No logic here; the services fill them."""
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .domain.text import DETAIL_LIMIT
-
-
-class ErrorCode(StrEnum):
-    BAD_FILTER = "BAD_FILTER"  # a query parameter (state, portal, limit) is not valid
-    BAD_CURSOR = "BAD_CURSOR"  # the cursor is not one this API handed out for this selection
-    BAD_TARGET = "BAD_TARGET"  # the path does not name a target (portal, connector, line)
-    BAD_REQUEST = "BAD_REQUEST"  # any other malformed request
-    NOT_FOUND = "NOT_FOUND"  # no such route, or no such target
-    METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
-    STALE = "STALE"  # /health: no run yet, or the last run is too old
-    RUN_FAILED = "RUN_FAILED"  # /health: the last run could check nothing (TARGETS unusable)
-    UNAVAILABLE = "UNAVAILABLE"  # the state store could not be read; retry later
-    INTERNAL = "INTERNAL"
-
+from ..domain.text import DETAIL_LIMIT
+from .errors import ErrorCode
 
 Timestamp = Annotated[
     str,

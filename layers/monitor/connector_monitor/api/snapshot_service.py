@@ -1,4 +1,4 @@
-"""The snapshot: the latest state of the watched targets, read for the Snapshot API.
+"""The snapshot: the latest state of the watched targets, read for the API.
 
 Reads go through a small reader interface (the state repository: queries and gets, never a
 scan). Views are built from `TargetStatus` fields one by one, never from stored items, so what
@@ -8,60 +8,25 @@ No clock and no environment here: the handler passes `now` and the settings in.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from .domain.results import State
-from .domain.runs import RunRecord
-from .domain.targets import Target, TargetError, check_target
-from .domain.text import DETAIL_LIMIT, clip
-from .domain.timestamps import stamp
-from .domain.transitions import TargetStatus
-from .views import ErrorCode, HealthView, SnapshotView, Summary, TargetView
+from ..domain.results import State
+from ..domain.runs import RunRecord
+from ..domain.targets import Target, TargetError, check_target
+from ..domain.text import DETAIL_LIMIT, clip
+from ..domain.timestamps import stamp
+from ..domain.transitions import TargetStatus
+from .errors import BadCursor, BadFilter, BadTarget, NotFound, RunFailed, Stale
+from .paging import MAX_LIMIT, check_limit, decode_cursor, encode_cursor
+from .views import HealthView, SnapshotView, Summary, TargetView
 
-MAX_LIMIT = 1000
 # Queries one page may spend (a state filter may skip most of what it reads, and DynamoDB cuts a
 # read at 1 MB); past it the page ends early with a cursor, so a rare state in a huge fleet
 # cannot run the function out of time.
 MAX_QUERIES_PER_PAGE = 10
-QUERY_SIZE = 1000
-
-
-class SnapshotError(Exception):
-    """A request the snapshot cannot answer; the handler maps each kind to an HTTP status."""
-
-    code = ErrorCode.BAD_REQUEST
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class BadFilter(SnapshotError):
-    code = ErrorCode.BAD_FILTER
-
-
-class BadCursor(SnapshotError):
-    code = ErrorCode.BAD_CURSOR
-
-
-class BadTarget(SnapshotError):
-    code = ErrorCode.BAD_TARGET
-
-
-class TargetNotFound(SnapshotError):
-    code = ErrorCode.NOT_FOUND
-
-
-class Stale(SnapshotError):
-    code = ErrorCode.STALE
-
-
-class RunFailed(SnapshotError):
-    code = ErrorCode.RUN_FAILED
+QUERY_SIZE = 1000  # targets one filtered query asks for
 
 
 # ---- requests ---------------------------------------------------------------------------------
@@ -90,9 +55,8 @@ def parse_query(
         except ValueError:
             raise BadFilter(f"state must be one of UP, DOWN, UNKNOWN, not '{state}'") from None
     chosen_portal = parse_portal(portal) if portal is not None else None
-    if not 1 <= limit <= MAX_LIMIT:
-        raise BadFilter(f"limit must be between 1 and {MAX_LIMIT}, not {limit}")
-    after = decode_cursor(cursor, chosen_portal) if cursor is not None else None
+    check_limit(limit)
+    after = cursor_key(cursor, chosen_portal) if cursor is not None else None
     return SnapshotQuery(chosen_state, chosen_portal, limit, after)
 
 
@@ -113,31 +77,23 @@ def parse_target(portal: str, connector: str, line: object) -> Target:
     return checked
 
 
-def encode_cursor(key: str) -> str:
-    return base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
-
-
-def decode_key(cursor: str) -> str | None:
-    """The key a cursor stands for, or None when it is not one this API handed out."""
-    try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        return None
-
-
-def decode_cursor(cursor: str, portal: str | None) -> str:
+def cursor_key(cursor: str, portal: str | None) -> str:
     """The key a cursor stands for; it must be a target key inside the selected portal."""
-    invalid = BadCursor("cursor is not valid here: pass next_cursor from the previous page as is")
-    key = decode_key(cursor)
-    parts = key.split("/") if key is not None else []
+    key = decode_cursor(cursor, lambda key: is_target_key(key, portal))
+    if key is None:
+        raise BadCursor("cursor is not valid here: pass next_cursor from the previous page as is")
+    return key
+
+
+def is_target_key(key: str, portal: str | None) -> bool:
+    """`key` is a target's key as stored (of `portal`, when one is selected)."""
+    parts = key.split("/")
     if len(parts) != 3:
-        raise invalid
-    checked = check_target(parts[0], parts[1], parts[2], key or "")
+        return False
+    checked = check_target(parts[0], parts[1], parts[2], key)
     if isinstance(checked, TargetError) or checked.key != key:
-        raise invalid
-    if portal is not None and checked.portal != portal:
-        raise invalid
-    return checked.key
+        return False
+    return portal is None or checked.portal == portal
 
 
 # ---- the service ------------------------------------------------------------------------------
@@ -174,7 +130,7 @@ class SnapshotService:
     def target(self, target: Target) -> TargetView:
         status = self.reader.get_target(target)
         if status is None:
-            raise TargetNotFound(f"no target {target.key} is watched (or it was not checked yet)")
+            raise NotFound(f"no target {target.key} is watched (or it was not checked yet)")
         return target_view(status, self.reader.load_run())
 
     def health(self, now: datetime) -> HealthView:

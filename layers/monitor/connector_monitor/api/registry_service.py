@@ -1,35 +1,21 @@
 """The registry's requests, as the API's routes and the CLI make them: validate an entry, add,
-remove, list a page. No HTTP here (the handler shapes answers) and no DynamoDB (the adapter,
-`aws/registry.py`, does that)."""
+remove, list a page. No HTTP here (the routes shape answers) and no DynamoDB (the store behind
+the port `ports/registry.py` does that)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
 
-from .aws.records import iso, parse_iso
-from .aws.registry import RegisteredEntry
-from .domain.targets import ANY, Target, TargetError, Watch, check_entry, parse_entry
-from .domain.text import clip
-from .domain.timestamps import stamp
-from .snapshot import BadCursor, BadTarget, TargetNotFound, decode_key, encode_cursor
+from ..domain.targets import ANY, Target, TargetError, Watch, check_entry, parse_entry
+from ..domain.text import clip
+from ..domain.timestamps import stamp
+from ..ports.registry import RegisteredEntry, RegistryStore
+from .errors import BadCursor, BadTarget, NotFound
+from .paging import MAX_LIMIT, check_limit, decode_cursor, encode_cursor
 from .views import RegistryEntryView, RegistryView
 
-MAX_LIMIT = 1000
 SHOWN_PART = 253  # a part of a hand-written item, as the listing shows it
-
-
-class RegistryStore(Protocol):
-    """What the service needs of the registry (`aws.registry.Registry` is the real one)."""
-
-    def page(
-        self, *, limit: int, after: str | None = None
-    ) -> tuple[list[RegisteredEntry], str | None]: ...
-
-    def add(self, entry: Target | Watch, *, added_by: str, at: datetime) -> bool: ...
-
-    def remove(self, key: str) -> bool: ...
 
 
 def entry_of(portal: str, connector: str, line: str) -> Target | Watch:
@@ -53,8 +39,8 @@ class RegistryService:
     store: RegistryStore
 
     def page(self, *, limit: int = MAX_LIMIT, cursor: str | None = None) -> RegistryView:
-        after = self._after(cursor) if cursor is not None else None
-        entries, last = self.store.page(limit=limit, after=after)
+        after = cursor_key(cursor) if cursor is not None else None
+        entries, last = self.store.page(limit=check_limit(limit), after=after)
         return RegistryView(
             entries=[entry_view(e) for e in entries],
             next_cursor=encode_cursor(last) if last else None,
@@ -66,15 +52,20 @@ class RegistryService:
 
     def remove(self, entry: Target | Watch) -> None:
         if not self.store.remove(entry.key):
-            raise TargetNotFound(f"the registry holds no entry {entry.key}")
+            raise NotFound(f"the registry holds no entry {entry.key}")
 
-    @staticmethod
-    def _after(cursor: str) -> str:
-        key = decode_key(cursor)
-        checked = parse_entry(key) if key is not None else None
-        if checked is None or isinstance(checked, TargetError) or checked.key != key:
-            raise BadCursor("cursor is not valid here: pass next_cursor from the previous page")
-        return key
+
+def cursor_key(cursor: str) -> str:
+    """The key a cursor stands for; it must be an entry's key as stored."""
+    key = decode_cursor(cursor, is_entry_key)
+    if key is None:
+        raise BadCursor("cursor is not valid here: pass next_cursor from the previous page")
+    return key
+
+
+def is_entry_key(key: str) -> bool:
+    checked = parse_entry(key)
+    return not isinstance(checked, TargetError) and checked.key == key
 
 
 def entry_view(registered: RegisteredEntry) -> RegistryEntryView:
@@ -89,19 +80,12 @@ def entry_view(registered: RegisteredEntry) -> RegistryEntryView:
         portal=clip(portal, SHOWN_PART),
         connector=clip(connector, SHOWN_PART),
         line=clip(line, SHOWN_PART),
-        added_at=_stamped(registered.added_at),
+        added_at=stamp(registered.added_at) if registered.added_at is not None else None,
         added_by=registered.added_by or None,
         problem=registered.problem,
     )
 
 
 def view_of(entry: Target | Watch, *, by: str, at: datetime) -> RegistryEntryView:
-    return entry_view(RegisteredEntry(entry.key, iso(at), by, entry=entry))
-
-
-def _stamped(stored: str) -> str | None:
-    """A stored time as the API writes times (to the second); None if there is none."""
-    try:
-        return stamp(parse_iso(stored))
-    except ValueError:
-        return None
+    """The view of an entry just added (or found there) by `by` at `at`."""
+    return entry_view(RegisteredEntry(entry.key, at, by, entry=entry))

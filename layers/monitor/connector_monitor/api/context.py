@@ -1,0 +1,32 @@
+"""What the routes call for one request: the handler's lazily built services, its clock and its
+logger, put in the resolver's context by `resolver.answer`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools import Logger
+    from aws_lambda_powertools.event_handler.api_gateway import BaseRouter
+
+    from .registry_service import RegistryService
+    from .snapshot_service import SnapshotService
+
+SERVICES = "services"  # their key in the resolver's context
+
+
+@dataclass(frozen=True)
+class Services:
+    snapshot: Callable[[], SnapshotService]
+    registry: Callable[[], RegistryService]
+    now: Callable[[], datetime]
+    logger: Logger
+
+
+def services(router: BaseRouter) -> Services:
+    """The current request's (a router sees its resolver's context once included)."""
+    found: Services = router.context[SERVICES]
+    return found
