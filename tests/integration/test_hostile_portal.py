@@ -26,7 +26,7 @@ from connector_monitor.bitrix24.credentials import PortalCredentials
 from connector_monitor.bitrix24.errors import ErrorKind, PortalError
 from connector_monitor.bitrix24.oauth import OAUTH_ANSWER_LIMIT, refresh_tokens
 from connector_monitor.bitrix24.transport import new_session
-from connector_monitor.deadline import Deadline, DeadlineCutOff
+from connector_monitor.deadline import Deadline, ExchangeCutOff
 from connector_monitor.domain.results import Cause, CheckResult, State
 from connector_monitor.domain.targets import Target
 from connector_monitor.domain.text import CODE_LIMIT
@@ -128,7 +128,7 @@ def test_a_trickling_oauth_server_is_cut_off_at_the_deadline(portal: LocalPortal
     portal.inject(domain, PortalFault.TRICKLE, method="oauth", delay=0.3)
 
     started = time.monotonic()
-    with pytest.raises(DeadlineCutOff) as caught:
+    with pytest.raises(ExchangeCutOff) as caught:
         refresh_tokens(creds, session=new_session(), deadline=Deadline.after(1.5), timeouts=(3, 10))
     took = time.monotonic() - started
 

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import requests
 
-from ..deadline import Deadline, DeadlineCutOff, DeadlineExceeded
+from ..deadline import Deadline, DeadlineExceeded, ExchangeCutOff
 from ..domain.inventory import Inventory, LineInfo
 from ..domain.results import Cause, CheckResult
 from ..domain.targets import Target
@@ -42,7 +42,6 @@ from .errors import CredentialsError, ErrorKind, PortalError, TokenStoreError
 from .limits import LeakyBucket, OperatingTime, command_method
 from .transport import (
     AnswerTooLarge,
-    DeadlineCut,
     InvalidEndpoint,
     TransportError,
     exchange,
@@ -231,7 +230,7 @@ class PortalClient:
             commands = {f"t{i}": status_command(wanted[i]) for i in span}
             try:
                 answer = self.batch(commands, deadline)
-            except DeadlineCutOff as exc:
+            except ExchangeCutOff as exc:
                 settle(span, Cause.DEADLINE, str(exc))
                 continue
             except DeadlineExceeded:
@@ -450,7 +449,7 @@ class PortalClient:
                 max_bytes=REST_ANSWER_LIMIT,
                 json={**body, "auth": creds.access_token},
             )
-        except DeadlineCut as exc:
+        except ExchangeCutOff as exc:
             cut = f"{self.portal}: {method}: {exc}"
         except AnswerTooLarge as exc:
             problem = (ErrorKind.BAD_ANSWER, str(exc))
@@ -462,7 +461,7 @@ class PortalClient:
             _log.warning(
                 "%s", cut, extra={"portal": self.portal, "method": method, "kind": "deadline"}
             )
-            raise DeadlineCutOff(cut)
+            raise ExchangeCutOff(cut)
         if problem is not None:
             raise PortalError(problem[0], self.portal, description=problem[1])
         return read_envelope(
