@@ -27,6 +27,7 @@ from connector_monitor.aws.token_store import (
     OVER_WRITE_BUDGET,
     token_source,
 )
+from connector_monitor.bitrix24.connector_checks import open_connector_checks
 from connector_monitor.cycle import CheckCycle, CycleSettings, RunSummary
 from connector_monitor.deadline import Deadline
 from connector_monitor.domain.targets import Target, TargetList
@@ -107,6 +108,7 @@ class Bench:
             ),
             publisher=AlertPublisher(self.topic_arn, client=self.sns),
             settings=CycleSettings(),
+            client_factory=open_connector_checks,
         )
         return cycle.run(self.targets, Deadline.after(RUN_DEADLINE))
 

@@ -20,8 +20,8 @@ from connector_monitor.aws.token_store import (
     token_source,
 )
 from connector_monitor.bitrix24.answers import STATUS_METHOD, read_status
-from connector_monitor.bitrix24.client import PortalClient
 from connector_monitor.bitrix24.errors import PortalError
+from connector_monitor.bitrix24.rest_session import RestSession
 from connector_monitor.deadline import Deadline
 from connector_monitor.domain.results import CheckResult
 from connector_monitor.domain.targets import Target
@@ -67,7 +67,7 @@ def _naive_portal(
     deadline: Deadline,
 ) -> None:
     thresholds = Thresholds()
-    with PortalClient(portal, tokens) as client:
+    with RestSession(portal, tokens) as client:
         for target in targets:
             key = {k: {"S": v} for k, v in status_key(target).items()}
             found = dynamodb.get_item(TableName=table, Key=key, ConsistentRead=True)

@@ -97,6 +97,7 @@ def build_cycle(
     (one secret read a run; a shard reads its range of the token table), and alert claims last
     past the invocation's end."""
     from connector_monitor.aws.token_store import token_source
+    from connector_monitor.bitrix24.connector_checks import open_connector_checks
     from connector_monitor.cycle import CheckCycle, CycleSettings
     from connector_monitor.fanout import LoadedOnce
 
@@ -114,6 +115,7 @@ def build_cycle(
             max_parallel_portals=config.max_parallel_portals,
             claim_for=invocation + CLAIM_MARGIN,
         ),
+        client_factory=open_connector_checks,
     )
 
 

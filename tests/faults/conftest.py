@@ -4,7 +4,7 @@ fault needs (SDK event hooks, the portal's fault injection, a short REST timeout
 
 Seams used, all public (constructor arguments and dataclass fields, no private attribute):
 - `checker.build_cycle` is wrapped: the cycle it builds gets a `client_factory` whose
-  PortalClient waits less (the handler's client reads for 10 s), and a token store built here
+  REST session waits less (the handler's session reads for 10 s), and a token store built here
   as the handler builds it (same secret, same lease) but over a Secrets Manager client that
   carries the row's hooks and an OAuth session whose response hook collects issued tokens (for
   the leak check).
@@ -46,8 +46,9 @@ from connector_monitor.aws.registry import Registry
 from connector_monitor.aws.repository import StateRepository
 from connector_monitor.aws.token_store import SecretPairs, token_source
 from connector_monitor.aws.token_table import TablePairs
-from connector_monitor.bitrix24.client import PortalClient, RetryPolicy, Timeouts
+from connector_monitor.bitrix24.connector_checks import ConnectorChecks
 from connector_monitor.bitrix24.credentials import TokenSource
+from connector_monitor.bitrix24.rest_session import RestSession, RetryPolicy, Timeouts
 from connector_monitor.cycle import CheckCycle
 from connector_monitor.domain.targets import TargetError, parse_entry
 from connector_monitor.fleet_tokens import move_to_table
@@ -80,7 +81,7 @@ def key(portal: str, line: int) -> str:
 
 @dataclass(frozen=True)
 class Tuning:
-    """How the checker's REST clients wait: the handler's PortalClient defaults, or shorter."""
+    """How the checker's REST sessions wait: the handler's RestSession defaults, or shorter."""
 
     timeouts: Timeouts = field(default_factory=Timeouts)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -199,8 +200,10 @@ class World:
             sleep=_shorter(time.sleep),  # its pauses between write and re-read retries
         )
 
-    def _client(self, portal: str, tokens: TokenSource) -> PortalClient:
-        return PortalClient(portal, tokens, timeouts=self.tuning.timeouts, retry=self.tuning.retry)
+    def _client(self, portal: str, tokens: TokenSource) -> ConnectorChecks:
+        return ConnectorChecks(
+            RestSession(portal, tokens, timeouts=self.tuning.timeouts, retry=self.tuning.retry)
+        )
 
     # ---- what came out -------------------------------------------------------------------
     def alerts(self) -> list[dict[str, Any]]:

@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from connector_monitor.bitrix24.client import PortalCheck
 from connector_monitor.bitrix24.credentials import PortalCredentials, TokenSource
 from connector_monitor.bitrix24.errors import ErrorKind, PortalError
 from connector_monitor.cycle import CheckCycle, CycleSettings
@@ -20,6 +19,7 @@ from connector_monitor.domain.inventory import Inventory, LineInfo
 from connector_monitor.domain.results import Cause, CheckResult, State
 from connector_monitor.domain.targets import Target, TargetList, parse_targets
 from connector_monitor.domain.transitions import Thresholds
+from connector_monitor.ports.portal import PortalCheck
 from connector_monitor.publishing import PublishError
 from connector_monitor.state import Claim, StateStoreError
 from tests.memory_state import MemoryStateStore

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from .bitrix24.client import PortalCheck, PortalClient, TokenSourceError
 from .bitrix24.credentials import TokenSource
 from .bitrix24.errors import CredentialsError, PortalError
+from .bitrix24.rest_session import TokenSourceError
 from .deadline import Deadline, DeadlineExceeded
 from .domain.alerts import Alert
 from .domain.discovery import (
@@ -25,13 +25,14 @@ from .domain.discovery import (
     watched_targets,
     with_seen,
 )
-from .domain.inventory import VALIDATION_OFF, CachedInventory, Inventory, find_misconfigured
+from .domain.inventory import VALIDATION_OFF, CachedInventory, find_misconfigured
 from .domain.results import Cause, CheckResult, State
 from .domain.runs import COUNTS, PortalRun, RunRecord, ShardRun
 from .domain.shards import KeyRange, Scope
 from .domain.targets import Target, TargetError, TargetList, validation_problem
 from .domain.timestamps import stamp
 from .domain.transitions import TargetStatus, Thresholds, advance, has_open_incident, retire
+from .ports.portal import ClientFactory, PortalChecker
 from .publishing import AlertDelivery, Delivery, Publisher
 from .state import Claim, Loaded, StateStore
 
@@ -44,22 +45,6 @@ class Tokens(TokenSource, Protocol):
     def portals(self) -> list[str]:
         """The portals the store holds pairs for (a `*/connector/*` watch covers them)."""
         ...
-
-
-class PortalChecker(Protocol):
-    """What the cycle asks of one portal (`bitrix24.client.PortalClient` is the real one)."""
-
-    portal: str
-    http_requests: int
-
-    def inventory(self, deadline: Deadline) -> Inventory: ...
-
-    def check(self, targets: Sequence[Target], deadline: Deadline) -> PortalCheck: ...
-
-    def close(self) -> None: ...
-
-
-ClientFactory = Callable[[str, TokenSource], PortalChecker]
 
 
 @dataclass(frozen=True)
@@ -138,10 +123,6 @@ class PortalOutcome:
     inventory: CachedInventory | None = None
 
 
-def default_client(portal: str, tokens: TokenSource) -> PortalClient:
-    return PortalClient(portal, tokens)
-
-
 @dataclass
 class CheckCycle:
     """The check run, with its collaborators injected (the handler builds the real ones)."""
@@ -150,7 +131,7 @@ class CheckCycle:
     tokens: Tokens
     publisher: Publisher
     settings: CycleSettings = field(default_factory=CycleSettings)
-    client_factory: ClientFactory = default_client
+    client_factory: ClientFactory = field(kw_only=True)
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     def run(
