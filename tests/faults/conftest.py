@@ -4,7 +4,7 @@ fault needs (SDK event hooks, the portal's fault injection, a short REST timeout
 
 Seams used, all public (constructor arguments and dataclass fields, no private attribute):
 - `checker.tuning` answers the row's `Tuning`: the composition root then builds everything as
-  it does on Lambda, but with a portal client that waits less (the handler's reads for 10 s),
+  it does on Lambda, but with REST sessions that wait less (the handler's read for 10 s),
   a new Secrets Manager client each invocation that carries the row's hooks, and DynamoDB and
   SNS clients made here (the library's client configs) that carry botocore event hooks.
 - botocore's standard-mode backoff and the token store's retry pauses are shortened (the
@@ -40,8 +40,9 @@ from connector_monitor.aws.lease import Lease
 from connector_monitor.aws.registry import Registry
 from connector_monitor.aws.secret_pairs import SecretPairs
 from connector_monitor.aws.token_table import TablePairs
-from connector_monitor.bitrix24.client import PortalClient, RetryPolicy, Timeouts
+from connector_monitor.bitrix24.connector_checks import ConnectorChecks
 from connector_monitor.bitrix24.oauth import OAUTH_TIMEOUT
+from connector_monitor.bitrix24.rest_session import RestSession, RetryPolicy, Timeouts
 from connector_monitor.composition import Tuning as Wiring
 from connector_monitor.domain.targets import TargetError, parse_entry
 from connector_monitor.tokens.moving import move_to_table
@@ -73,7 +74,7 @@ def key(portal: str, line: int) -> str:
 
 @dataclass(frozen=True)
 class Waits:
-    """How the checker's REST clients wait: the handler's PortalClient defaults, or shorter."""
+    """How the checker's REST sessions wait: the handler's RestSession defaults, or shorter."""
 
     timeouts: Timeouts = field(default_factory=Timeouts)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -187,8 +188,10 @@ class World:
                 client.meta.events.register(event, handler)
         return client
 
-    def _client(self, portal: str, tokens: TokenSource) -> PortalClient:
-        return PortalClient(portal, tokens, timeouts=self.tuning.timeouts, retry=self.tuning.retry)
+    def _client(self, portal: str, tokens: TokenSource) -> ConnectorChecks:
+        return ConnectorChecks(
+            RestSession(portal, tokens, timeouts=self.tuning.timeouts, retry=self.tuning.retry)
+        )
 
     # ---- what came out -------------------------------------------------------------------
     def alerts(self) -> list[dict[str, Any]]:

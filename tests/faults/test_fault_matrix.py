@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 
-from connector_monitor.bitrix24.client import RetryPolicy
+from connector_monitor.bitrix24.rest_session import RetryPolicy
 from connector_monitor.domain.results import Cause
 from tests.faults.conftest import (
     AS_DEPLOYED,

@@ -21,10 +21,16 @@ import pytest
 import requests
 
 from connector_monitor.bitrix24.answers import read_envelope
-from connector_monitor.bitrix24.client import REST_ANSWER_LIMIT, PortalClient, RetryPolicy, Timeouts
+from connector_monitor.bitrix24.connector_checks import ConnectorChecks
 from connector_monitor.bitrix24.oauth import OAUTH_ANSWER_LIMIT, refresh_tokens
+from connector_monitor.bitrix24.rest_session import (
+    REST_ANSWER_LIMIT,
+    RestSession,
+    RetryPolicy,
+    Timeouts,
+)
 from connector_monitor.bitrix24.transport import new_session
-from connector_monitor.deadline import Deadline, DeadlineCutOff
+from connector_monitor.deadline import Deadline, ExchangeCutOff
 from connector_monitor.domain.portal_errors import ErrorKind, PortalError
 from connector_monitor.domain.results import Cause, CheckResult, State
 from connector_monitor.domain.targets import Target
@@ -76,9 +82,8 @@ def new_portal(portal: LocalPortal, lines: int = 2) -> tuple[str, Tokens]:
 
 
 def check(domain: str, tokens: Tokens, seconds: float, lines: int = 2) -> list[CheckResult]:
-    client = PortalClient(domain, tokens, timeouts=PATIENT, retry=FAST)
-    with client:
-        found = client.check(
+    with RestSession(domain, tokens, timeouts=PATIENT, retry=FAST) as session:
+        found = ConnectorChecks(session).check(
             [Target(domain, CONNECTOR, n) for n in range(1, lines + 1)], Deadline.after(seconds)
         )
     return found.results
@@ -128,7 +133,7 @@ def test_a_trickling_oauth_server_is_cut_off_at_the_deadline(portal: LocalPortal
     portal.inject(domain, PortalFault.TRICKLE, method="oauth", delay=0.3)
 
     started = time.monotonic()
-    with pytest.raises(DeadlineCutOff) as caught:
+    with pytest.raises(ExchangeCutOff) as caught:
         refresh_tokens(creds, session=new_session(), deadline=Deadline.after(1.5), timeouts=(3, 10))
     took = time.monotonic() - started
 
@@ -232,8 +237,8 @@ def test_long_line_names_and_odd_connector_ids_are_cut_from_the_inventory(
     portal.connect(domain, CONNECTOR, 1)
     tokens = Tokens(PortalCredentials.from_secret_entry(domain, portal.credentials(domain)))
 
-    with PortalClient(domain, tokens, retry=FAST) as client:
-        inventory = client.inventory(Deadline.after(10))
+    with RestSession(domain, tokens, retry=FAST) as session:
+        inventory = ConnectorChecks(session).inventory(Deadline.after(10))
 
     assert inventory.connectors == {CONNECTOR}
     assert len(inventory.lines) == 200
@@ -307,10 +312,8 @@ def test_no_request_is_retried_into_a_redirect_by_requests_itself(portal: LocalP
     domain, tokens = new_portal(portal)
     portal.inject(domain, PortalFault.REDIRECT)
     session = requests.Session()  # a caller's plain session is guarded too
-    client = PortalClient(domain, tokens, session=session, retry=FAST)
-
-    with client:
-        found = client.check([Target(domain, CONNECTOR, 1)], Deadline.after(5))
+    with RestSession(domain, tokens, session=session, retry=FAST) as rest:
+        found = ConnectorChecks(rest).check([Target(domain, CONNECTOR, 1)], Deadline.after(5))
 
     assert found.results[0].state is State.UNKNOWN
     assert portal.request_count(domain) == 1

@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from connector_monitor.bitrix24.client import PortalCheck
 from connector_monitor.cycle import CheckCycle, CycleSettings
 from connector_monitor.deadline import Deadline
 from connector_monitor.domain.alerts import Alert
@@ -20,6 +19,7 @@ from connector_monitor.domain.results import Cause, CheckResult, State
 from connector_monitor.domain.targets import Target, TargetList, parse_targets
 from connector_monitor.domain.transitions import Thresholds
 from connector_monitor.ports.alerts import PublishError
+from connector_monitor.ports.portal import PortalCheck
 from connector_monitor.ports.state_store import Claim, StateStoreError
 from connector_monitor.tokens.credentials import PortalCredentials
 from connector_monitor.tokens.ports import TokenSource

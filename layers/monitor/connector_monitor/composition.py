@@ -27,16 +27,17 @@ from .aws.repository import StateRepository
 from .aws.secret_pairs import SecretPairs
 from .aws.token_table import TablePairs
 from .aws.work_queue import ShardQueue
-from .bitrix24.client import PortalClient
+from .bitrix24.connector_checks import open_connector_checks
 from .bitrix24.oauth import OAUTH_TIMEOUT, oauth_refresh
-from .cycle import CheckCycle, ClientFactory, CycleSettings, RunSummary
+from .cycle import CheckCycle, CycleSettings, RunSummary
 from .deadline import Deadline
 from .domain.shards import KeyRange
 from .domain.targets import TargetList, TargetsVariable
 from .fanout import Planner, ScheduledRun, ShardWorker, run_scheduled
+from .ports.portal import ClientFactory
 from .ports.work_queue import ShardOrder
 from .settings import CheckerSettings
-from .tokens.ports import PairStore, RefreshLease, TokenSource
+from .tokens.ports import PairStore, RefreshLease
 from .tokens.reading import LoadedOnce, TableThenSecret
 from .tokens.refresh import RefreshingTokens, RefreshPolicy
 
@@ -47,10 +48,6 @@ logger = logging.getLogger(__name__)
 CLAIM_MARGIN = timedelta(seconds=30)
 
 
-def portal_client(portal: str, tokens: TokenSource) -> PortalClient:
-    return PortalClient(portal, tokens)
-
-
 @dataclass(frozen=True)
 class Tuning:
     """What a caller outside Lambda changes about the wiring; the defaults are what Lambda runs.
@@ -59,7 +56,7 @@ class Tuning:
 
     aws: Callable[[str], Any] = clients.client  # a client of an AWS service, by its name
     lease_aws: Callable[[], Any] = clients.lease_client  # the lease's fail-fast DynamoDB client
-    portal_client: ClientFactory = portal_client
+    portal_client: ClientFactory = open_connector_checks
     http: requests.Session | None = None  # the OAuth calls' session (None: a guarded new one)
     oauth_timeout: tuple[float, float] = OAUTH_TIMEOUT
     refresh: RefreshPolicy = field(default_factory=RefreshPolicy)

@@ -1,5 +1,6 @@
-"""One check run: tokens, batched checks per portal (in parallel), the state machine, storage,
-alerts. This module orchestrates; the decisions live in `domain`, the I/O in the adapters."""
+"""One check run: tokens, each portal's check (`portal_check.py`) in parallel, the state
+machine, storage, alerts. This module orchestrates; the decisions live in `domain`, the I/O in
+the adapters, reached through ports."""
 
 from __future__ import annotations
 
@@ -11,30 +12,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from .bitrix24.client import PortalCheck, PortalClient, TokenSourceError
-from .deadline import Deadline, DeadlineExceeded
+from .deadline import Deadline
 from .domain.alerts import Alert
-from .domain.discovery import (
-    known_lines,
-    learned,
-    needs_inventory,
-    probes,
-    pruned,
-    watched_targets,
-    with_seen,
-)
-from .domain.inventory import VALIDATION_OFF, CachedInventory, Inventory, find_misconfigured
-from .domain.portal_errors import PortalError
+from .domain.discovery import known_lines
+from .domain.inventory import CachedInventory
 from .domain.results import Cause, CheckResult, State
 from .domain.runs import COUNTS, PortalRun, RunRecord, ShardRun
 from .domain.shards import KeyRange, Scope
-from .domain.targets import Target, TargetError, TargetList, validation_problem
+from .domain.targets import Target, TargetList
 from .domain.timestamps import stamp
 from .domain.transitions import TargetStatus, Thresholds, advance, has_open_incident, retire
+from .portal_check import PortalCheckService, PortalOutcome, PortalPlan, configuration_result
 from .ports.alerts import Publisher
+from .ports.portal import ClientFactory
 from .ports.state_store import Claim, Loaded, StateStore
 from .publishing import AlertDelivery, Delivery
-from .tokens.errors import UnusableCredentials
 from .tokens.ports import TokenSource
 
 logger = logging.getLogger(__name__)
@@ -46,22 +38,6 @@ class Tokens(TokenSource, Protocol):
     def portals(self) -> list[str]:
         """The portals the store holds pairs for (a `*/connector/*` watch covers them)."""
         ...
-
-
-class PortalChecker(Protocol):
-    """What the cycle asks of one portal (`bitrix24.client.PortalClient` is the real one)."""
-
-    portal: str
-    http_requests: int
-
-    def inventory(self, deadline: Deadline) -> Inventory: ...
-
-    def check(self, targets: Sequence[Target], deadline: Deadline) -> PortalCheck: ...
-
-    def close(self) -> None: ...
-
-
-ClientFactory = Callable[[str, TokenSource], PortalChecker]
 
 
 @dataclass(frozen=True)
@@ -116,34 +92,6 @@ class RunSummary:
         }
 
 
-@dataclass(frozen=True)
-class PortalPlan:
-    """What one portal is checked for: its named targets, the connectors watched on all its
-    lines with the lines they were seen on, and its cached inventory."""
-
-    portal: str
-    named: list[Target]
-    watched: list[str]
-    seen: dict[str, frozenset[int]]
-    cached: CachedInventory | None
-
-    @property
-    def targets(self) -> list[Target]:
-        """Every target the portal has before this run's inventory: named and discovered."""
-        return list(dict.fromkeys([*self.named, *watched_targets(self.portal, self.seen)]))
-
-
-@dataclass(frozen=True)
-class PortalOutcome:
-    results: list[CheckResult]
-    run: PortalRun
-    inventory: CachedInventory | None = None
-
-
-def default_client(portal: str, tokens: TokenSource) -> PortalClient:
-    return PortalClient(portal, tokens)
-
-
 @dataclass
 class CheckCycle:
     """The check run, with its collaborators injected (the handler builds the real ones)."""
@@ -152,7 +100,7 @@ class CheckCycle:
     tokens: Tokens
     publisher: Publisher
     settings: CycleSettings = field(default_factory=CycleSettings)
-    client_factory: ClientFactory = default_client
+    client_factory: ClientFactory = field(kw_only=True)
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     def run(
@@ -177,13 +125,13 @@ class CheckCycle:
                 extra={"reason": unusable.reason},
             )
             summary.failed = unusable.reason
-            results = [self._config_result(unusable, summary.started_at)]
+            results = [configuration_result(unusable, summary.started_at)]
             portal_runs: dict[str, PortalRun] = {}
             inventories: list[CachedInventory] = []
         else:
             results, portal_runs, inventories = self._check_all(targets, deadline, loaded, scope)
             if scope.entries:
-                results += [self._config_result(e, summary.started_at) for e in targets.errors]
+                results += [configuration_result(e, summary.started_at) for e in targets.errors]
         decided, delivery = self._settle(loaded, results, summary, retire=unusable is None)
         if inventories:
             self.repository.save_inventories(inventories)
@@ -248,10 +196,6 @@ class CheckCycle:
         self._forget(retired, statuses, delivery.cleared)
         return decided, delivery
 
-    @staticmethod
-    def _config_result(error: TargetError, at: datetime) -> CheckResult:
-        return CheckResult.unknown(error, Cause.CONFIGURATION, error.reason, checked_at=at)
-
     # ---- checking ------------------------------------------------------------------------
     def _check_all(
         self, targets: TargetList, deadline: Deadline, loaded: Loaded, scope: Scope
@@ -276,13 +220,16 @@ class CheckCycle:
         plans = self._plans(targets, self.tokens.portals(), stored, None, scope.portals)
         if not plans:
             return [], {}, []
+        portal_checks = PortalCheckService(
+            self.tokens, self.client_factory, self.settings.validate_every, self.clock
+        )
         workers = min(self.settings.max_parallel_portals, len(plans))
         outcomes: dict[str, PortalOutcome] = {}
         # Not `with`: leaving the block would wait for a portal stuck past the deadline.
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="portal")
         try:
             futures = {
-                pool.submit(self._check_portal, plan, deadline): plan for plan in plans.values()
+                pool.submit(portal_checks.check, plan, deadline): plan for plan in plans.values()
             }
             done, _ = wait(futures, timeout=deadline.remaining() + 1.0)
             for future, plan in futures.items():
@@ -290,9 +237,9 @@ class CheckCycle:
                 # cut off at the deadline; a DNS lookup is not): asking it for its exception
                 # would wait for it, so it is given up as it is.
                 if future not in done:
-                    outcomes[plan.portal] = self._lost_portal(plan, None)
+                    outcomes[plan.portal] = portal_checks.lost(plan, None)
                 elif (failure := future.exception()) is not None:
-                    outcomes[plan.portal] = self._lost_portal(plan, failure)
+                    outcomes[plan.portal] = portal_checks.lost(plan, failure)
                 else:
                     outcomes[plan.portal] = future.result()
         finally:
@@ -326,95 +273,6 @@ class CheckCycle:
                 portal, targets.for_portal(portal), watched, seen, cached.get(portal)
             )
         return plans
-
-    def _check_portal(self, plan: PortalPlan, deadline: Deadline) -> PortalOutcome:
-        now = self.clock()
-        portal, watched, seen = plan.portal, plan.watched, plan.seen
-        try:
-            self.tokens.credentials(portal)
-        except UnusableCredentials as exc:
-            detail = f"no usable credentials for {portal}: {exc}"
-            results = [
-                CheckResult.unknown(t, Cause.CONFIGURATION, detail, checked_at=now)
-                for t in plan.targets
-            ]
-            if not results:  # a watched portal with nothing discovered yet: say why
-                notice = validation_problem(portal, f"its lines cannot be discovered: {detail}")
-                results.append(self._config_result(notice, now))
-            return PortalOutcome(results, PortalRun(now, 0, detail))
-        cached = plan.cached
-        due = (
-            cached is None
-            or now - cached.validated_at >= self.settings.validate_every
-            or needs_inventory(cached, watched)
-        )
-        client = self.client_factory(portal, self.tokens)
-        probing: list[Target] = []
-        try:
-            fresh = self._validate(client, deadline, now) if due else None
-            known = fresh or cached
-            if fresh is not None and watched:
-                seen = pruned(seen, fresh.inventory)
-                probing = probes(portal, seen, watched, fresh.inventory)
-            chosen = list(dict.fromkeys([*plan.named, *watched_targets(portal, seen)]))
-            probing = [t for t in probing if t not in set(chosen)]
-            # Pairs the inventory does not list are not asked about: the portal would answer
-            # all flags false, which reads as an outage.
-            flagged = find_misconfigured(chosen, known.inventory) if known else {}
-            asked = [t for t in chosen if t not in flagged] + probing
-            check = client.check(asked, deadline)
-        finally:
-            client.close()
-        answered = {r.target: r for r in check.results}
-        if fresh is not None and watched:
-            probed = [answered[t] for t in probing if t in answered]
-            seen = learned(seen, watched, probed)
-            fresh = with_seen(fresh, seen)
-            chosen += [r.target for r in probed if r.configured and isinstance(r.target, Target)]
-        results = [
-            answered.get(t)
-            or CheckResult.unknown(t, Cause.CONFIGURATION, flagged[t], checked_at=now)
-            for t in chosen
-        ]
-        if known is not None and known.inventory.connectors is None:
-            notice = validation_problem(portal, VALIDATION_OFF)
-            results.append(self._config_result(notice, now))
-        error = _portal_error(results)
-        return PortalOutcome(results, PortalRun(now, client.http_requests, error), fresh)
-
-    @staticmethod
-    def _validate(
-        client: PortalChecker, deadline: Deadline, now: datetime
-    ) -> CachedInventory | None:
-        """The portal's inventory, or None (logged) when it could not be read this run."""
-        failure: str
-        try:
-            inventory = client.inventory(deadline)
-        except DeadlineExceeded as exc:
-            failure = str(exc)
-        except (PortalError, TokenSourceError) as exc:
-            failure = exc.detail
-        else:
-            if inventory.connectors is None:
-                logger.warning(
-                    "connector validation is off: imconnector.list answered ACCESS_DENIED",
-                    extra={"portal": client.portal},
-                )
-            return CachedInventory(client.portal, now, inventory)
-        logger.warning(
-            "target validation could not run", extra={"portal": client.portal, "error": failure}
-        )
-        return None
-
-    def _lost_portal(self, plan: PortalPlan, exc: BaseException | None) -> PortalOutcome:
-        now = self.clock()
-        if exc is None:
-            cause, detail = Cause.DEADLINE, "the run ran out of time before this portal answered"
-        else:
-            cause, detail = Cause.MONITOR_ERROR, f"the check failed: {type(exc).__name__}"
-            logger.error("portal check crashed", extra={"portal": plan.portal, "error": detail})
-        results = [CheckResult.unknown(t, cause, detail, checked_at=now) for t in plan.targets]
-        return PortalOutcome(results, PortalRun(now, 0, detail))
 
     # ---- deciding ------------------------------------------------------------------------
     def _decide(
@@ -524,14 +382,3 @@ class CheckCycle:
         summary.alerts_pending = delivery.pending
         summary.http_requests = sum(r.http_requests for r in portal_runs.values())
         summary.portal_errors = {p: r.error for p, r in portal_runs.items() if r.error}
-
-
-def _portal_error(results: Sequence[CheckResult]) -> str | None:
-    """A portal-wide failure: every target UNKNOWN for the same non-configuration reason."""
-    results = [r for r in results if isinstance(r.target, Target)]
-    causes = {(r.cause, r.detail) for r in results if r.state is State.UNKNOWN}
-    if results and len(causes) == 1 and all(r.state is State.UNKNOWN for r in results):
-        cause, detail = next(iter(causes))
-        if cause is not Cause.CONFIGURATION:
-            return detail
-    return None

@@ -7,11 +7,13 @@ from dataclasses import dataclass
 
 
 class DeadlineExceeded(Exception):
-    """The deadline passed before a request could start; nothing was sent."""
+    """The run's deadline passed. Raised as such: before a request could start; nothing was
+    sent."""
 
 
-class DeadlineCutOff(DeadlineExceeded):
-    """The deadline passed while a request was under way: it was cut off, its answer unread."""
+class ExchangeCutOff(DeadlineExceeded):
+    """The deadline passed while an exchange with a host was under way (connecting or
+    answering): it was cut off, its answer unread."""
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Any
 
 import requests
 
-from ..deadline import Deadline, DeadlineCutOff
+from ..deadline import Deadline, ExchangeCutOff
 from ..domain.portal_errors import ErrorKind, PortalError, classify
 from ..domain.text import CODE_LIMIT, clip
 from ..tokens.credentials import PortalCredentials
@@ -25,7 +25,6 @@ from .redaction import install_urllib3_redaction, redact, redact_url_secrets
 from .transport import (
     AnswerTooLarge,
     ConnectFailed,
-    DeadlineCut,
     HttpAnswer,
     InvalidEndpoint,
     NoAnswer,
@@ -78,7 +77,7 @@ def refresh_tokens(
     invalid_grant / invalid_client / wrong_client (even in a 200 body) are AUTH_LOST; 5xx,
     timeouts and connection errors PORTAL_FAILING; an answer that is not JSON or lacks the
     tokens BAD_ANSWER; an oauth_endpoint that is not https BAD_REQUEST (nothing is sent).
-    `DeadlineExceeded` when the deadline cut the exchange off. No message ever holds a token,
+    `ExchangeCutOff` when the deadline cut the exchange off. No message ever holds a token,
     a secret or the URL.
     """
     params = {
@@ -103,7 +102,7 @@ def refresh_tokens(
         )
     except InvalidEndpoint as exc:
         problem = (ErrorKind.BAD_REQUEST, str(exc))
-    except DeadlineCut as exc:
+    except ExchangeCutOff as exc:
         cut = f"{portal}: the OAuth server: {exc}"
     except AnswerTooLarge as exc:
         problem = (ErrorKind.BAD_ANSWER, f"the OAuth server's answer is too large: {exc}")
@@ -114,7 +113,7 @@ def refresh_tokens(
     except TransportError as exc:
         problem = (ErrorKind.PORTAL_FAILING, f"the OAuth server: {exc}")
     if cut is not None:
-        raise DeadlineCutOff(cut)
+        raise ExchangeCutOff(cut)
     if problem is not None:
         raise PortalError(problem[0], portal, description=problem[1])
     return read_refresh_answer(creds, answer, now)

@@ -10,8 +10,9 @@ Answers are read as a stream, counted in bytes as they arrive (before decompress
 they are decompressed, and refused past a cap, so a 100 MB body or a gzip bomb costs at most the
 cap in memory. Redirects are never followed: a token goes only where the secret says.
 
-Errors are `TransportError`s whose messages never quote a URL, a header or a body (a URL may
-carry an OAuth secret in its query string).
+Errors are `TransportError`s, or `ExchangeCutOff` (a `DeadlineExceeded`) when the deadline cut
+the exchange off; no message quotes a URL, a header or a body (a URL may carry an OAuth secret
+in its query string).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from ..deadline import Deadline
+from ..deadline import Deadline, ExchangeCutOff
 
 CHUNK = 64 * 1024
 _MIN_TIMEOUT = 0.001  # requests refuses a zero timeout
@@ -44,10 +45,6 @@ ACCEPT_ENCODING = "gzip, deflate"
 
 class TransportError(Exception):
     """No complete answer: the message says what kind of failure, never the URL or the body."""
-
-
-class DeadlineCut(TransportError):
-    """The run's deadline passed while the host was still connecting or answering."""
 
 
 class AnswerTooLarge(TransportError):
@@ -104,11 +101,12 @@ def exchange(
     """One request and its whole answer, within `deadline` and `max_bytes`.
 
     `timeouts` are (connect, read) for one socket operation; the deadline bounds the whole.
-    `request` is passed to `session.request` (json=, params=, data=). Raises TransportError.
+    `request` is passed to `session.request` (json=, params=, data=). Raises TransportError, or
+    ExchangeCutOff when the deadline passed before or during the exchange.
     """
     guard(session)
     if deadline.expired:
-        raise DeadlineCut("the run's deadline passed before the request was sent")
+        raise ExchangeCutOff("the run's deadline passed before the request was sent")
     timeout = (
         max(_MIN_TIMEOUT, deadline.timeout(timeouts[0])),
         max(_MIN_TIMEOUT, deadline.timeout(timeouts[1])),
@@ -176,12 +174,14 @@ def _read(response: requests.Response, max_bytes: int, scope: _Scope) -> HttpAns
                 raise AnswerTooLarge(f"the answer is larger than {max_bytes} bytes")
             decoder.feed(chunk)
         if scope.tripped:  # a socket shut by the watchdog may read as a clean end
-            raise DeadlineCut("the run's deadline passed while the answer was arriving")
-    except TransportError:
+            raise ExchangeCutOff("the run's deadline passed while the answer was arriving")
+    except (TransportError, ExchangeCutOff):
         raise
     except Exception as exc:  # the socket shut by the watchdog, a dropped or broken stream
         if scope.tripped:
-            raise DeadlineCut("the run's deadline passed while the answer was arriving") from None
+            raise ExchangeCutOff(
+                "the run's deadline passed while the answer was arriving"
+            ) from None
         raise ConnectFailed(
             f"the connection broke while the answer was arriving ({type(exc).__name__})"
         ) from None
@@ -253,10 +253,10 @@ class _Decoder:
 
 def _failure(
     exc: requests.exceptions.RequestException, timeout: tuple[float, float], tripped: bool
-) -> TransportError:
+) -> TransportError | ExchangeCutOff:
     """Say which failure it was, in words that never quote the URL or the body."""
     if tripped:
-        return DeadlineCut("the run's deadline passed while the host was still answering")
+        return ExchangeCutOff("the run's deadline passed while the host was still answering")
     if isinstance(exc, requests.exceptions.ConnectTimeout):
         return ConnectFailed(f"could not connect within {timeout[0]:.2f} s")
     if isinstance(exc, requests.exceptions.Timeout):

@@ -6,6 +6,8 @@ so it may reach logs and alerts.
 
 from __future__ import annotations
 
+from ..domain.results import Cause
+
 
 class TokenError(Exception):
     """A portal's tokens could not be had, kept or refreshed."""
@@ -31,3 +33,14 @@ class TokenStoreError(TokenError):
 class LeaseUnavailable(TokenError):
     """The refresh lease could not be had: held by another owner for the whole wait, or its
     store failed."""
+
+
+class TokensUnavailable(TokenError):
+    """A check could not get a portal's tokens from its source: the cause the targets stay
+    UNKNOWN for, and a detail for people that never holds the source's own text."""
+
+    def __init__(self, portal: str, cause: Cause, detail: str) -> None:
+        self.portal = portal
+        self.cause = cause
+        self.detail = detail
+        super().__init__(detail)

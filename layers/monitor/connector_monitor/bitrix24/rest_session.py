@@ -1,8 +1,13 @@
-"""The Bitrix24 REST client of one portal: calls, batches and status checks within a deadline.
+"""One portal's REST session: single calls and batches, paced, retried and re-authorised,
+within a deadline.
 
-Every failure becomes a `PortalError` of the taxonomy in `errors.py`. Retries are bounded twice:
-by the retry policy and by the invocation's deadline, which no request and no wait outlasts.
-The access token travels only in the request body, never in a URL, a message or a log line.
+Pacing keeps to the portal's leaky bucket and to each method's operating time (`limits.py`).
+A failing portal and a rate limit are retried with full-jitter backoff; an expired or invalid
+token is refreshed through the `TokenSource` and the request retried once; a portal that moved
+is followed only where the OAuth server says it went. Every failure becomes a `PortalError` of
+the taxonomy in `errors.py`. Retries are bounded twice: by the retry policy and by the
+invocation's deadline, which no request and no wait outlasts. The access token travels only in
+the request body, never in a URL, a message or a log line.
 """
 
 from __future__ import annotations
@@ -10,41 +15,23 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import requests
 
-from ..deadline import Deadline, DeadlineCutOff, DeadlineExceeded
-from ..domain.inventory import Inventory, LineInfo
+from ..deadline import Deadline, DeadlineExceeded, ExchangeCutOff
 from ..domain.portal_errors import ErrorKind, PortalError
-from ..domain.results import Cause, CheckResult
-from ..domain.targets import Target
+from ..domain.results import Cause
 from ..tokens.credentials import PortalCredentials
-from ..tokens.errors import TokenStoreError, UnusableCredentials
+from ..tokens.errors import TokenStoreError, TokensUnavailable, UnusableCredentials
 from ..tokens.ports import TokenSource
-from .answers import (
-    BATCH_LIMIT,
-    CONNECTORS_METHOD,
-    LINES_METHOD,
-    LINES_PAGE,
-    AnswerError,
-    BatchAnswer,
-    batch_command,
-    lines_params,
-    read_batch,
-    read_connectors,
-    read_envelope,
-    read_lines,
-    read_status,
-    status_command,
-)
+from .answers import BATCH_LIMIT, AnswerError, BatchAnswer, read_batch, read_envelope
 from .limits import LeakyBucket, OperatingTime, command_method
 from .transport import (
     AnswerTooLarge,
-    DeadlineCut,
     InvalidEndpoint,
     TransportError,
     exchange,
@@ -54,38 +41,19 @@ from .transport import (
 )
 
 __all__ = [
-    "BatchAnswer",
-    "PortalCheck",
-    "PortalClient",
+    "REST_ANSWER_LIMIT",
+    "RestSession",
     "RetryPolicy",
     "Timeouts",
-    "TokenSourceError",
 ]
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-# After these, the other chunks of the portal would fail the same way (or make it worse):
-# no more requests to that portal in this run.
-_STOPPING = frozenset(
-    {
-        ErrorKind.AUTH_LOST,
-        ErrorKind.ACCESS_DENIED,
-        ErrorKind.PORTAL_UNAVAILABLE,
-        ErrorKind.RATE_LIMITED,
-        ErrorKind.PORTAL_MOVED,
-    }
-)
 _RETRY_RESERVE = 0.1  # seconds a retry needs after its wait to be worth sending
 # The most a REST answer may weigh, as sent and once decompressed. The largest real one (a page
 # of 200 open lines, or 50 statuses with their timings) is tens of KB.
 REST_ANSWER_LIMIT = 2 * 1024 * 1024
-_CONNECTORS = "connectors"  # batch command names of the inventory
-_LINES = "lines"
-_MAX_LINE_PAGES = 50  # 10,000 lines; a portal ignoring `offset` must not loop us forever
-LINES_KEPT = _MAX_LINE_PAGES * LINES_PAGE  # whatever pages a portal sends, no more lines
-_DEADLINE_DETAIL = "the run's deadline was reached before this line was checked"
-_ENTRIES_SHOWN = 10
 
 
 @dataclass(frozen=True)
@@ -106,32 +74,16 @@ class RetryPolicy:
     max_delay: float = 8.0
 
 
-@dataclass(frozen=True)
-class PortalCheck:
-    """One portal's check: exactly one result per requested target, in the order asked."""
-
-    results: list[CheckResult]
-
-
-class TokenSourceError(Exception):
-    """The token source could not give credentials. The message never holds the source's text."""
-
-    def __init__(self, portal: str, cause: Cause, detail: str) -> None:
-        self.portal = portal
-        self.cause = cause
-        self.detail = detail
-        super().__init__(detail)
-
-
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class PortalClient:
-    """REST access to one portal. One instance per portal and per thread; not thread-safe.
+class RestSession:
+    """REST calls to one portal. One instance per portal and per thread; not thread-safe.
 
-    `call`, `batch` and `inventory` raise `PortalError`, `DeadlineExceeded` (nothing was sent)
-    or `TokenSourceError`; `check` never raises for a portal's problems.
+    `call` and `batch` raise `PortalError`, `DeadlineExceeded` (nothing was sent; its
+    `ExchangeCutOff` when the deadline cut a request off) or `TokensUnavailable`.
+    `clock` is the wall clock the portal's answers are read against.
     """
 
     def __init__(
@@ -147,21 +99,21 @@ class PortalClient:
     ) -> None:
         self.portal = portal
         self.http_requests = 0
+        self.clock = clock
         self._tokens = tokens
         self._owns_session = session is None
         self._session = guard(session) if session is not None else new_session()
         self._timeouts = timeouts
         self._retry = retry
         self._sleep = sleep
-        self._clock = clock
         self._credentials: PortalCredentials | None = None
         self._bucket: LeakyBucket | None = None
         self._operating = OperatingTime()
 
     def __repr__(self) -> str:
-        return f"PortalClient(portal={self.portal!r}, http_requests={self.http_requests})"
+        return f"RestSession(portal={self.portal!r}, http_requests={self.http_requests})"
 
-    def __enter__(self) -> PortalClient:
+    def __enter__(self) -> RestSession:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -193,144 +145,6 @@ class PortalClient:
             )
         self._log_failure(failure, "batch", 1)
         raise failure
-
-    def inventory(self, deadline: Deadline) -> Inventory:
-        """The portal's active connectors and its open lines (all pages), in one request and
-        more only for more than 200 lines.
-
-        `imconnector.list` needs a user allowed to change Open Lines connectors (core
-        imconnector/lib/rest/common.php::list(): ACCESS_DENIED, HTTP 400, otherwise); refused
-        so, the inventory has no connectors (None) and the lines still count. Raises
-        `PortalError` (the request failed, or a part of the answer is unreadable),
-        `DeadlineExceeded` or `TokenSourceError`.
-        """
-        answer = self.batch(_inventory_commands(), deadline)
-        first_page = _command_value(self.portal, answer, _LINES, LINES_METHOD)
-        denied = answer.errors.get(_CONNECTORS)
-        connectors: frozenset[str] | None = None
-        if denied is None or denied.kind is not ErrorKind.ACCESS_DENIED:
-            raw = _command_value(self.portal, answer, _CONNECTORS, CONNECTORS_METHOD)
-            connectors = _parsed(self.portal, CONNECTORS_METHOD, read_connectors, raw)
-        return Inventory(connectors, self._all_lines(first_page, deadline))
-
-    # --- checking -----------------------------------------------------------------------------
-
-    def check(self, targets: Sequence[Target], deadline: Deadline) -> PortalCheck:
-        """Every target's status, at most 50 per HTTP request; never raises for the portal."""
-        wanted = list(targets)
-        results: list[CheckResult | None] = [None] * len(wanted)
-        halted: tuple[Cause, str] | None = None
-
-        def settle(span: range, cause: Cause, detail: str) -> None:
-            at = self._clock()
-            for index in span:
-                results[index] = CheckResult.unknown(wanted[index], cause, detail, checked_at=at)
-
-        for span in _chunks(len(wanted)):
-            if halted is not None:
-                settle(span, *halted)
-                continue
-            commands = {f"t{i}": status_command(wanted[i]) for i in span}
-            try:
-                answer = self.batch(commands, deadline)
-            except DeadlineCutOff as exc:
-                settle(span, Cause.DEADLINE, str(exc))
-                continue
-            except DeadlineExceeded:
-                settle(span, Cause.DEADLINE, _DEADLINE_DETAIL)
-                continue
-            except TokenSourceError as exc:
-                halted = (exc.cause, exc.detail)
-                settle(span, *halted)
-                continue
-            except PortalError as err:
-                detail = err.detail
-                if err.kind is ErrorKind.PORTAL_MOVED:
-                    detail = f"{detail}: {_entries_to_update(wanted)}"
-                settle(span, err.kind.cause, detail)
-                if err.kind in _STOPPING:
-                    halted = (err.kind.cause, detail)
-                continue
-            self._settle_answer(wanted, span, answer, results)
-
-        done = [result for result in results if result is not None]
-        assert len(done) == len(wanted), "every target gets exactly one result"
-        return PortalCheck(done)
-
-    def _settle_answer(
-        self,
-        wanted: list[Target],
-        span: range,
-        answer: BatchAnswer,
-        results: list[CheckResult | None],
-    ) -> None:
-        at = self._clock()
-        failed: list[PortalError] = []
-        missing = 0
-        for index in span:
-            target, name = wanted[index], f"t{index}"
-            error = answer.errors.get(name)
-            if error is not None:
-                failed.append(error)
-                results[index] = CheckResult.unknown(
-                    target, error.kind.cause, error.detail, checked_at=at
-                )
-            elif name in answer.results:
-                results[index] = read_status(target, answer.results[name], checked_at=at)
-            else:
-                missing += 1
-                results[index] = CheckResult.unknown(
-                    target,
-                    Cause.BAD_ANSWER,
-                    f"{self.portal}: the portal answered without this line",
-                    checked_at=at,
-                )
-        if missing:
-            _log.warning(
-                "%s: the batch answer left out %d of %d lines",
-                self.portal,
-                missing,
-                len(span),
-                extra={
-                    "portal": self.portal,
-                    "method": "batch",
-                    "kind": "bad_answer",
-                    "missing_lines": missing,
-                },
-            )
-        if failed:
-            codes = sorted({error.code or error.kind.value for error in failed})
-            _log.warning(
-                "%s: %d of %d status commands failed (%s)",
-                self.portal,
-                len(failed),
-                len(span),
-                ", ".join(codes),
-                extra={
-                    "portal": self.portal,
-                    "method": "batch",
-                    "kind": failed[0].kind.value,
-                    "code": codes[0],
-                    "codes": codes,
-                    "failed_commands": len(failed),
-                },
-            )
-
-    def _all_lines(self, first_page: object, deadline: Deadline) -> dict[int, LineInfo]:
-        """Open lines from the first page, fetching more pages only when a page came full."""
-        page = _parsed(self.portal, LINES_METHOD, read_lines, first_page)
-        lines = dict(page)
-        offset = 0
-        for _ in range(_MAX_LINE_PAGES):
-            if len(page) < LINES_PAGE or len(lines) >= LINES_KEPT:
-                break
-            offset += LINES_PAGE
-            raw = self.call(LINES_METHOD, lines_params(offset), deadline)
-            page = _parsed(self.portal, LINES_METHOD, read_lines, raw)
-            if not page.keys() - lines.keys():
-                break  # the portal ignores `offset`
-            lines.update(page)
-        return dict(sorted(lines.items())[:LINES_KEPT])
 
     # --- one logical request, with refresh and retries ----------------------------------------
 
@@ -390,7 +204,7 @@ class PortalClient:
             return
         try:
             self._refresh(used, deadline, failure)
-        except (PortalError, TokenSourceError):
+        except (PortalError, TokensUnavailable):
             raise failure from None
         if self._current_credentials().client_endpoint == used.client_endpoint:
             raise failure
@@ -398,7 +212,7 @@ class PortalClient:
     def _pace(self, methods: tuple[str, ...], deadline: Deadline) -> None:
         """Wait for room in the portal's request bucket, and pause a method that has nearly
         used its operating time, before the portal refuses either."""
-        paused = self._operating.paused(methods, self._clock().timestamp())
+        paused = self._operating.paused(methods, self.clock().timestamp())
         if paused is not None:
             name, usage = paused
             reset = usage.reset_at
@@ -410,7 +224,7 @@ class PortalClient:
                     f"{name} paused before the portal's operating-time limit: it used "
                     f"{usage.seconds:.0f} of {self._operating.limit:.0f} s in 10 minutes"
                 ),
-                retry_after=None if reset is None else max(0.0, reset - self._clock().timestamp()),
+                retry_after=None if reset is None else max(0.0, reset - self.clock().timestamp()),
             )
         bucket = self._rate()
         wait = bucket.wait(time.monotonic())
@@ -452,7 +266,7 @@ class PortalClient:
                 max_bytes=REST_ANSWER_LIMIT,
                 json={**body, "auth": creds.access_token},
             )
-        except DeadlineCut as exc:
+        except ExchangeCutOff as exc:
             cut = f"{self.portal}: {method}: {exc}"
         except AnswerTooLarge as exc:
             problem = (ErrorKind.BAD_ANSWER, str(exc))
@@ -464,7 +278,7 @@ class PortalClient:
             _log.warning(
                 "%s", cut, extra={"portal": self.portal, "method": method, "kind": "deadline"}
             )
-            raise DeadlineCutOff(cut)
+            raise ExchangeCutOff(cut)
         if problem is not None:
             raise PortalError(problem[0], self.portal, description=problem[1])
         return read_envelope(
@@ -473,7 +287,7 @@ class PortalClient:
             answer.body,
             content_type=answer.content_type,
             retry_after_header=answer.retry_after,
-            now=self._clock().timestamp(),
+            now=self.clock().timestamp(),
             secrets=(creds.access_token, creds.refresh_token, creds.client_secret),
             location=answer.location,
             endpoint=creds.client_endpoint,
@@ -507,7 +321,7 @@ class PortalClient:
                 # carry: an earlier retry only fails again.
                 delay = failure.retry_after
                 if delay is None and (reset := self._operating.reset_at(methods)) is not None:
-                    delay = max(0.0, reset - self._clock().timestamp())
+                    delay = max(0.0, reset - self.clock().timestamp())
                 if delay is None:
                     return None
             else:
@@ -562,11 +376,11 @@ class PortalClient:
                 http_status=err.http_status,
             )
         except UnusableCredentials as exc:
-            failure = TokenSourceError(self.portal, Cause.CONFIGURATION, str(exc))
+            failure = TokensUnavailable(self.portal, Cause.CONFIGURATION, str(exc))
         except TokenStoreError as exc:
-            failure = TokenSourceError(self.portal, Cause.MONITOR_ERROR, f"{self.portal}: {exc}")
+            failure = TokensUnavailable(self.portal, Cause.MONITOR_ERROR, f"{self.portal}: {exc}")
         except Exception as exc:
-            failure = TokenSourceError(
+            failure = TokensUnavailable(
                 self.portal,
                 Cause.MONITOR_ERROR,
                 f"{self.portal}: the token store failed to {action} credentials "
@@ -602,50 +416,6 @@ class PortalClient:
                 "attempt": attempt,
             },
         )
-
-
-def _chunks(count: int) -> list[range]:
-    """Index ranges of at most 50 commands each."""
-    return [range(start, min(count, start + BATCH_LIMIT)) for start in range(0, count, BATCH_LIMIT)]
-
-
-def _entries_to_update(targets: Sequence[Target]) -> str:
-    """The Targets entries of a moved portal, for the alert that asks to update them."""
-    shown = ", ".join(t.key for t in targets[:_ENTRIES_SHOWN])
-    more = f" and {len(targets) - _ENTRIES_SHOWN} more" if len(targets) > _ENTRIES_SHOWN else ""
-    return f"Targets entries to update: {shown}{more}"
-
-
-def _inventory_commands() -> dict[str, str]:
-    return {
-        _CONNECTORS: CONNECTORS_METHOD,
-        _LINES: batch_command(LINES_METHOD, lines_params(0)),
-    }
-
-
-def _command_value(portal: str, answer: BatchAnswer, name: str, method: str) -> Any:
-    error = answer.errors.get(name)
-    if error is not None:
-        raise PortalError(
-            error.kind,
-            portal,
-            code=error.code,
-            description=f"{method}: {error.description}",
-            http_status=error.http_status,
-        )
-    if name not in answer.results:
-        raise PortalError(
-            ErrorKind.BAD_ANSWER, portal, description=f"the portal answered without {method}"
-        )
-    return answer.results[name]
-
-
-def _parsed(portal: str, method: str, reader: Callable[[object], _T], raw: object) -> _T:
-    try:
-        return reader(raw)
-    except AnswerError as exc:
-        failure = PortalError(ErrorKind.BAD_ANSWER, portal, description=f"{method}: {exc}")
-    raise failure
 
 
 def _after_refresh(failure: PortalError) -> PortalError:

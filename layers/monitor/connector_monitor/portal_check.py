@@ -1,0 +1,198 @@
+"""One portal's check within a run: its inventory when due, the discovery of watched connectors,
+the statuses of its targets, and results for what could not be asked.
+
+The inventory is read again when the cached one is older than `validate_every` or misses a
+watched connector; a fresh one prunes the lines a watch has seen and names the lines to probe.
+Targets the inventory does not list are flagged as misconfigured instead of asked about. The
+decisions live in `domain.discovery` and `domain.inventory`; the portal is reached through the
+`PortalChecker` port.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from .deadline import Deadline, DeadlineExceeded
+from .domain.discovery import learned, needs_inventory, probes, pruned, watched_targets, with_seen
+from .domain.inventory import VALIDATION_OFF, CachedInventory, find_misconfigured
+from .domain.portal_errors import PortalError
+from .domain.results import Cause, CheckResult, State
+from .domain.runs import PortalRun
+from .domain.targets import Target, TargetError, validation_problem
+from .ports.portal import ClientFactory, PortalChecker
+from .tokens.errors import TokensUnavailable, UnusableCredentials
+from .tokens.ports import TokenSource
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PortalPlan:
+    """What one portal is checked for: its named targets, the connectors watched on all its
+    lines with the lines they were seen on, and its cached inventory."""
+
+    portal: str
+    named: list[Target]
+    watched: list[str]
+    seen: dict[str, frozenset[int]]
+    cached: CachedInventory | None
+
+    @property
+    def targets(self) -> list[Target]:
+        """Every target the portal has before this run's inventory: named and discovered."""
+        return list(dict.fromkeys([*self.named, *watched_targets(self.portal, self.seen)]))
+
+
+@dataclass(frozen=True)
+class PortalOutcome:
+    results: list[CheckResult]
+    run: PortalRun
+    inventory: CachedInventory | None = None
+
+
+def configuration_result(error: TargetError, at: datetime) -> CheckResult:
+    """The UNKNOWN result of an entry or a portal the operator has to mend."""
+    return CheckResult.unknown(error, Cause.CONFIGURATION, error.reason, checked_at=at)
+
+
+@dataclass(frozen=True)
+class PortalCheckService:
+    """Checks one portal by its plan. One instance serves all the run's threads: each check
+    opens a `PortalChecker` of its own."""
+
+    tokens: TokenSource
+    client_factory: ClientFactory
+    validate_every: timedelta
+    clock: Callable[[], datetime]
+
+    def check(self, plan: PortalPlan, deadline: Deadline) -> PortalOutcome:
+        now = self.clock()
+        try:
+            self.tokens.credentials(plan.portal)
+        except UnusableCredentials as exc:
+            return _without_credentials(
+                plan, f"no usable credentials for {plan.portal}: {exc}", now
+            )
+        client = self.client_factory(plan.portal, self.tokens)
+        try:
+            fresh = _validate(client, deadline, now) if self._inventory_due(plan, now) else None
+            known = fresh or plan.cached
+            asking = _what_to_ask(plan, fresh, known)
+            check = client.check(asking.asked, deadline)
+        finally:
+            client.close()
+        answered = {r.target: r for r in check.results}
+        chosen = asking.chosen
+        if fresh is not None and plan.watched:
+            probed = [answered[t] for t in asking.probing if t in answered]
+            fresh = with_seen(fresh, learned(asking.seen, plan.watched, probed))
+            found = [r.target for r in probed if r.configured and isinstance(r.target, Target)]
+            chosen = [*chosen, *found]
+        results = [
+            answered.get(t)
+            or CheckResult.unknown(t, Cause.CONFIGURATION, asking.flagged[t], checked_at=now)
+            for t in chosen
+        ]
+        if known is not None and known.inventory.connectors is None:
+            results.append(
+                configuration_result(validation_problem(plan.portal, VALIDATION_OFF), now)
+            )
+        error = _portal_error(results)
+        return PortalOutcome(results, PortalRun(now, client.http_requests, error), fresh)
+
+    def _inventory_due(self, plan: PortalPlan, now: datetime) -> bool:
+        cached = plan.cached
+        return (
+            cached is None
+            or now - cached.validated_at >= self.validate_every
+            or needs_inventory(cached, plan.watched)
+        )
+
+    def lost(self, plan: PortalPlan, exc: BaseException | None) -> PortalOutcome:
+        """The outcome of a check that never finished: past the deadline (`exc` None), or
+        crashed."""
+        now = self.clock()
+        if exc is None:
+            cause, detail = Cause.DEADLINE, "the run ran out of time before this portal answered"
+        else:
+            cause, detail = Cause.MONITOR_ERROR, f"the check failed: {type(exc).__name__}"
+            logger.error("portal check crashed", extra={"portal": plan.portal, "error": detail})
+        results = [CheckResult.unknown(t, cause, detail, checked_at=now) for t in plan.targets]
+        return PortalOutcome(results, PortalRun(now, 0, detail))
+
+
+@dataclass(frozen=True)
+class _Asking:
+    """What one check asks about: the targets chosen (named, and discovered on the lines seen),
+    probes of lines a watch may cover, and the chosen targets flagged instead of asked."""
+
+    chosen: list[Target]
+    probing: list[Target]
+    flagged: dict[Target, str]
+    seen: dict[str, frozenset[int]]
+
+    @property
+    def asked(self) -> list[Target]:
+        return [t for t in self.chosen if t not in self.flagged] + self.probing
+
+
+def _what_to_ask(
+    plan: PortalPlan, fresh: CachedInventory | None, known: CachedInventory | None
+) -> _Asking:
+    """A fresh inventory prunes the lines a watch has seen and names the lines to probe."""
+    seen, probing = plan.seen, []
+    if fresh is not None and plan.watched:
+        seen = pruned(seen, fresh.inventory)
+        probing = probes(plan.portal, seen, plan.watched, fresh.inventory)
+    chosen = list(dict.fromkeys([*plan.named, *watched_targets(plan.portal, seen)]))
+    probing = [t for t in probing if t not in set(chosen)]
+    # Pairs the inventory does not list are not asked about: the portal would answer all flags
+    # false, which reads as an outage.
+    flagged = find_misconfigured(chosen, known.inventory) if known else {}
+    return _Asking(chosen, probing, flagged, seen)
+
+
+def _without_credentials(plan: PortalPlan, detail: str, now: datetime) -> PortalOutcome:
+    results = [
+        CheckResult.unknown(t, Cause.CONFIGURATION, detail, checked_at=now) for t in plan.targets
+    ]
+    if not results:  # a watched portal with nothing discovered yet: say why
+        notice = validation_problem(plan.portal, f"its lines cannot be discovered: {detail}")
+        results.append(configuration_result(notice, now))
+    return PortalOutcome(results, PortalRun(now, 0, detail))
+
+
+def _validate(client: PortalChecker, deadline: Deadline, now: datetime) -> CachedInventory | None:
+    """The portal's inventory, or None (logged) when it could not be read this run."""
+    failure: str
+    try:
+        inventory = client.inventory(deadline)
+    except DeadlineExceeded as exc:
+        failure = str(exc)
+    except (PortalError, TokensUnavailable) as exc:
+        failure = exc.detail
+    else:
+        if inventory.connectors is None:
+            logger.warning(
+                "connector validation is off: imconnector.list answered ACCESS_DENIED",
+                extra={"portal": client.portal},
+            )
+        return CachedInventory(client.portal, now, inventory)
+    logger.warning(
+        "target validation could not run", extra={"portal": client.portal, "error": failure}
+    )
+    return None
+
+
+def _portal_error(results: Sequence[CheckResult]) -> str | None:
+    """A portal-wide failure: every target UNKNOWN for the same non-configuration reason."""
+    results = [r for r in results if isinstance(r.target, Target)]
+    causes = {(r.cause, r.detail) for r in results if r.state is State.UNKNOWN}
+    if results and len(causes) == 1 and all(r.state is State.UNKNOWN for r in results):
+        cause, detail = next(iter(causes))
+        if cause is not Cause.CONFIGURATION:
+            return detail
+    return None

@@ -1,0 +1,129 @@
+"""One portal's check on in-memory collaborators: a portal without usable credentials, a check
+that never finished, an inventory read only when due."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from connector_monitor.deadline import Deadline
+from connector_monitor.domain.inventory import CachedInventory, Inventory, LineInfo
+from connector_monitor.domain.results import Cause, CheckResult, State
+from connector_monitor.domain.targets import Target
+from connector_monitor.portal_check import PortalCheckService, PortalPlan
+from connector_monitor.ports.portal import PortalCheck
+from connector_monitor.tokens.credentials import PortalCredentials
+from connector_monitor.tokens.errors import UnusableCredentials
+from connector_monitor.tokens.ports import TokenSource
+
+PORTAL = "a.bitrix24.com"
+CONNECTOR = "myconnector"
+T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+TARGET = Target(PORTAL, CONNECTOR, 1)
+
+
+@dataclass
+class Portal:
+    """Every connector up; counts what it was asked."""
+
+    portal: str = PORTAL
+    http_requests: int = 0
+    inventories: int = 0
+    closed: bool = False
+
+    def inventory(self, deadline: Deadline) -> Inventory:
+        self.inventories += 1
+        self.http_requests += 1
+        return Inventory(frozenset({CONNECTOR}), {1: LineInfo("L1", True)})
+
+    def check(self, targets: Sequence[Target], deadline: Deadline) -> PortalCheck:
+        self.http_requests += 1
+        return PortalCheck(
+            [
+                CheckResult.from_flags(t, configured=True, error=False, status=True, checked_at=T0)
+                for t in targets
+            ]
+        )
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@dataclass
+class Tokens:
+    missing: bool = False
+
+    def credentials(self, portal: str) -> PortalCredentials:
+        if self.missing:
+            raise UnusableCredentials(f"no entry for portal {portal}")
+        return PortalCredentials(portal, "id", "secret", "access", "refresh", f"https://{portal}/")
+
+    def refresh(
+        self, portal: str, stale: PortalCredentials, deadline: Deadline | None = None
+    ) -> PortalCredentials:
+        return stale
+
+
+@dataclass
+class Setup:
+    tokens: Tokens = field(default_factory=Tokens)
+    opened: list[Portal] = field(default_factory=list)
+
+    def open(self, portal: str, tokens: TokenSource) -> Portal:
+        self.opened.append(Portal(portal))
+        return self.opened[-1]
+
+    def service(self) -> PortalCheckService:
+        return PortalCheckService(self.tokens, self.open, timedelta(hours=4), lambda: T0)
+
+
+def plan(
+    named: list[Target], watched: list[str] | None = None, cached: CachedInventory | None = None
+) -> PortalPlan:
+    return PortalPlan(PORTAL, named, watched or [], {}, cached)
+
+
+def test_without_credentials_every_target_is_a_configuration_problem_and_nothing_is_sent() -> None:
+    setup = Setup(Tokens(missing=True))
+
+    outcome = setup.service().check(plan([TARGET]), Deadline.after(5))
+
+    assert [(r.state, r.cause) for r in outcome.results] == [(State.UNKNOWN, Cause.CONFIGURATION)]
+    assert outcome.run.error is not None and "no usable credentials" in outcome.run.error
+    assert setup.opened == []
+
+
+def test_a_watched_portal_without_credentials_says_its_lines_cannot_be_discovered() -> None:
+    setup = Setup(Tokens(missing=True))
+
+    outcome = setup.service().check(plan([], watched=[CONNECTOR]), Deadline.after(5))
+
+    assert len(outcome.results) == 1
+    assert "its lines cannot be discovered" in (outcome.results[0].detail or "")
+
+
+def test_a_recent_inventory_is_not_read_again_and_the_checker_is_closed() -> None:
+    setup = Setup()
+    cached = CachedInventory(
+        PORTAL, T0 - timedelta(hours=1), Inventory(frozenset({CONNECTOR}), {1: LineInfo("L", True)})
+    )
+
+    outcome = setup.service().check(plan([TARGET], cached=cached), Deadline.after(5))
+
+    assert [r.state for r in outcome.results] == [State.UP]
+    assert outcome.inventory is None
+    (portal,) = setup.opened
+    assert portal.inventories == 0 and portal.closed
+    assert outcome.run.http_requests == 1
+
+
+def test_a_check_past_the_deadline_or_crashed_leaves_its_targets_unknown() -> None:
+    service = Setup().service()
+
+    late = service.lost(plan([TARGET]), None)
+    crashed = service.lost(plan([TARGET]), RuntimeError("boom"))
+
+    assert [r.cause for r in late.results] == [Cause.DEADLINE]
+    assert crashed.run.error == "the check failed: RuntimeError"
+    assert [r.cause for r in crashed.results] == [Cause.MONITOR_ERROR]
