@@ -44,7 +44,7 @@ from connector_monitor.bitrix24.connector_checks import ConnectorChecks
 from connector_monitor.bitrix24.oauth import OAUTH_TIMEOUT
 from connector_monitor.bitrix24.rest_session import RestSession, RetryPolicy, Timeouts
 from connector_monitor.composition import Tuning as Wiring
-from connector_monitor.domain.targets import TargetError, parse_entry
+from connector_monitor.domain.targets import ConfigIssue, parse_entry
 from connector_monitor.tokens.moving import move_to_table
 from connector_monitor.tokens.ports import TokenSource
 from local.bitrix24_portal import LocalPortal
@@ -392,7 +392,7 @@ class World:
             registry.remove(entry.key)
         for text in keys:
             entry = parse_entry(text)
-            assert not isinstance(entry, TargetError), entry
+            assert not isinstance(entry, ConfigIssue), entry
             registry.add(entry, added_by="fault matrix", at=datetime.now(UTC))
 
     def deploy_targets(self, value: str) -> None:

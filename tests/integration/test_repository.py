@@ -16,7 +16,8 @@ from connector_monitor.aws.registry import Registry
 from connector_monitor.aws.repository import StateRepository
 from connector_monitor.domain.results import CheckResult
 from connector_monitor.domain.runs import PortalRun, RunRecord
-from connector_monitor.domain.targets import Target
+from connector_monitor.domain.shards import KeyRange
+from connector_monitor.domain.targets import ANY, Target, Watch
 from connector_monitor.domain.transitions import TargetStatus, Thresholds, advance
 from connector_monitor.ports.state_store import Claim, StateStoreError
 from local.template import table_definition
@@ -252,3 +253,29 @@ def test_dynamodb_failures_are_state_store_errors(client: Any, use: Any) -> None
 
     with pytest.raises(StateStoreError, match="ResourceNotFoundException"):
         use(registry)
+
+
+def test_a_shard_reads_only_its_range_of_the_registry_and_the_watches_of_every_portal(
+    client: Any,
+) -> None:
+    # Given entries on portals either side of a shard's range, and a watch of every portal
+    registry = Registry("monitor", client=client)
+    for portal in ("a.bitrix24.com", "m.bitrix24.com", "m.bitrix24.com.br", "z.bitrix24.com"):
+        registry.add(Target(portal, "tg", 1), added_by="test", at=T0)
+    registry.add(Watch(ANY, "tg"), added_by="test", at=T0)
+    counted: list[int] = []
+    client.meta.events.register(
+        "after-call.dynamodb.Query", lambda parsed, **_: counted.append(parsed["Count"])
+    )
+
+    # When the shard from m.bitrix24.com to z.bitrix24.com (exclusive) reads it
+    shard = KeyRange("m.bitrix24.com/", "z.bitrix24.com/")
+    targets = registry.load(shard)
+
+    # Then it has the entries of its portals and the watch, and was sent no other item
+    # (m.bitrix24.com.br is the shard before's: its key sorts before "m.bitrix24.com/")
+    assert [t.portal for t in targets.targets] == ["m.bitrix24.com"]
+    assert [w.key for w in targets.watches] == ["*/tg/*"]
+    assert sum(counted) == 2
+    # The whole registry, for a run of everything
+    assert len(registry.load().targets) == 4

@@ -15,7 +15,7 @@ from connector_monitor.aws.repository import StateRepository
 from connector_monitor.domain.results import Cause, CheckResult
 from connector_monitor.domain.runs import COUNTS, RunPlan, ShardRun
 from connector_monitor.domain.shards import Scope, split
-from connector_monitor.domain.targets import ConfigProblem, Target, TargetError
+from connector_monitor.domain.targets import ConfigIssue, ConfigProblem, Target
 from connector_monitor.domain.transitions import TargetStatus, Thresholds, advance
 from connector_monitor.ports.state_store import Claim, StateStore
 from local.template import table_definition
@@ -109,17 +109,17 @@ def test_deleted_statuses_are_gone(store: StateStore) -> None:
     assert store.load().statuses == {}
 
 
-def status_of(target: Target | TargetError) -> TargetStatus:
+def status_of(target: Target | ConfigIssue) -> TargetStatus:
     result = CheckResult.unknown(target, Cause.CONFIGURATION, "why", checked_at=T0)
     return advance(None, result, Thresholds()).status
 
 
 def test_a_scoped_load_holds_its_range_and_the_entries_only_if_asked(store: StateStore) -> None:
     portals = ["x.com", "x.com.br", "y.com"]
-    subjects: list[Target | TargetError] = [Target(p, "tg", 1) for p in portals]
+    subjects: list[Target | ConfigIssue] = [Target(p, "tg", 1) for p in portals]
     subjects += [
-        TargetError("x.com.br", "off", portal="x.com.br", problem=ConfigProblem.VALIDATION),
-        TargetError("nonsense", "expected domain/connector/line"),
+        ConfigIssue("x.com.br", "off", portal="x.com.br", problem=ConfigProblem.VALIDATION),
+        ConfigIssue("nonsense", "expected domain/connector/line"),
     ]
     store.save([status_of(s) for s in subjects], claims={})
     first, second = split(portals, 2)  # x.com.br and x.com sort apart only by the "/"

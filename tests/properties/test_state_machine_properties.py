@@ -22,13 +22,13 @@ from hypothesis import strategies as st
 from connector_monitor.aws.records import status_from_item, status_to_item
 from connector_monitor.domain.alerts import Alert, AlertEvent
 from connector_monitor.domain.results import Cause, CheckResult, State
-from connector_monitor.domain.targets import Subject, Target, TargetError
+from connector_monitor.domain.targets import ConfigIssue, Subject, Target
 from connector_monitor.domain.transitions import TargetStatus, Thresholds, acknowledge, advance
 from tests.properties.conftest import PROPERTIES, examples
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 TARGET = Target("example.bitrix24.com", "myconnector", 12)
-BAD_ENTRY = TargetError("example.bitrix24.com/myconnector", "expected domain/connector/line")
+BAD_ENTRY = ConfigIssue("example.bitrix24.com/myconnector", "expected domain/connector/line")
 
 DOWN = AlertEvent.CONNECTOR_DOWN
 RECOVERED = AlertEvent.CONNECTOR_RECOVERED
@@ -456,7 +456,7 @@ subjects = st.one_of(
     ),
     st.just(BAD_ENTRY),
     st.builds(
-        TargetError,
+        ConfigIssue,
         entry=odd_text.filter(bool),
         reason=odd_text,
         portal=odd_text,
@@ -484,7 +484,7 @@ def test_every_reachable_status_round_trips_through_the_repository_codec(
     version: int,
 ) -> None:
     """Exactly, for every status a real sequence of runs reaches (checked_at increasing)."""
-    if isinstance(subject, TargetError):  # bad entries only ever get CONFIGURATION answers
+    if isinstance(subject, ConfigIssue):  # bad entries only ever get CONFIGURATION answers
         history = [replace(t, code=CONFIG_CODE) for t in history]
     history = [replace(t, at=t.at + timedelta(microseconds=microseconds)) for t in history]
     for f in run(history, th, subject):

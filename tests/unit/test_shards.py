@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from connector_monitor.domain.shards import KeyRange, Scope, split
-from connector_monitor.domain.targets import ConfigProblem, Target, TargetError
+from connector_monitor.domain.targets import ConfigIssue, ConfigProblem, Target
 
 LABEL = st.text(alphabet="abcxyz019-", min_size=1, max_size=6).filter(
     lambda s: not s.startswith("-") and not s.endswith("-")
@@ -69,8 +69,8 @@ def test_a_fleet_within_one_shard_is_one_range_over_everything() -> None:
 def test_a_scope_decides_about_its_portals_and_only_the_planner_about_entries() -> None:
     (first, second) = split(["a.com", "b.com"], 1)
     target = Target("b.com", "c", 1)
-    notice = TargetError("b.com", "why", portal="b.com", problem=ConfigProblem.VALIDATION)
-    entry = TargetError("b.com/c", "expected domain/connector/line", "b.com", "c")
+    notice = ConfigIssue("b.com", "why", portal="b.com", problem=ConfigProblem.VALIDATION)
+    entry = ConfigIssue("b.com/c", "expected domain/connector/line", "b.com", "c")
 
     assert [Scope.shard(r).holds(target) for r in (first, second)] == [False, True]
     assert [Scope.shard(r).holds(notice) for r in (first, second)] == [False, True]

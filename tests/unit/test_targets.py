@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from connector_monitor.domain.targets import Target, TargetError, TargetsVariable, parse_targets
+from connector_monitor.domain.targets import ConfigIssue, Target, TargetsVariable, parse_targets
 
 
 def test_comma_separated_entries_become_targets() -> None:
@@ -75,7 +75,7 @@ def test_bad_json_targets_are_errors(raw: str, reason_part: str) -> None:
 def test_a_json_object_is_reported_not_crashed() -> None:
     parsed = parse_targets('[1, {"portal": "a.bitrix24.com", "connector": "tg", "line": 2}]')
     assert parsed.targets == (Target("a.bitrix24.com", "tg", 2),)
-    assert parsed.errors == (TargetError("TARGETS[0]", parsed.errors[0].reason),)
+    assert parsed.errors == (ConfigIssue("TARGETS[0]", parsed.errors[0].reason),)
 
 
 def test_empty_targets_are_empty() -> None:

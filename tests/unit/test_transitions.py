@@ -9,7 +9,7 @@ import pytest
 
 from connector_monitor.domain.alerts import AlertEvent
 from connector_monitor.domain.results import Cause, CheckResult, State
-from connector_monitor.domain.targets import Target, TargetError
+from connector_monitor.domain.targets import ConfigIssue, Target
 from connector_monitor.domain.transitions import (
     CLOCK_SKEW,
     Step,
@@ -212,7 +212,7 @@ def test_not_configured_alert_says_reconnect() -> None:
 
 
 def test_bad_targets_entry_is_followed_like_a_target() -> None:
-    bad = TargetError(
+    bad = ConfigIssue(
         "x.bitrix24.com/tg/abc",
         "the open line 'abc' is not a whole number",
         "x.bitrix24.com",
@@ -239,7 +239,7 @@ def test_thresholds_must_be_positive(failure: int, recovery: int) -> None:
 
 
 def test_subject_is_ascii_and_short_even_for_odd_entries() -> None:
-    bad = TargetError("пример.рф/" + "x" * 200, "not a portal domain")
+    bad = ConfigIssue("пример.рф/" + "x" * 200, "not a portal domain")
     step = advance(
         None, CheckResult.unknown(bad, Cause.CONFIGURATION, bad.reason, checked_at=T0), Thresholds()
     )

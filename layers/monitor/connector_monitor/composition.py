@@ -97,9 +97,11 @@ class Checker:
 
     # -- per invocation -------------------------------------------------------------------------
 
-    def targets(self) -> TargetList:
-        """TARGETS and the registry's entries, each once; bad entries logged."""
-        targets = TargetsVariable(self.settings.targets).load().merged(self.registry.load())
+    def targets(self, portals: KeyRange | None = None) -> TargetList:
+        """TARGETS and the registry's entries, each once; bad entries logged. A shard (its
+        `portals`) reads only its range of the registry."""
+        registered = self.registry.load(portals)
+        targets = TargetsVariable(self.settings.targets).load().merged(registered)
         for error in targets.errors:
             logger.error("bad target entry", extra={"entry": error.entry, "reason": error.reason})
         return targets
@@ -186,4 +188,4 @@ class Checker:
             self.repository,
             expire_after=self.settings.interval,
         )
-        return worker.check(order, self.targets(), deadline)
+        return worker.check(order, self.targets(order.portals), deadline)

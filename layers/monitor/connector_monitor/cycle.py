@@ -26,7 +26,7 @@ from .portal_check import PortalCheckService, PortalOutcome, PortalPlan, configu
 from .ports.alerts import Publisher
 from .ports.portal import ClientFactory
 from .ports.state_store import Claim, Loaded, StateStore
-from .publishing import AlertDelivery, Delivery
+from .publishing import AlertDelivery, DeliveryReport
 from .tokens.ports import TokenSource
 
 logger = logging.getLogger(__name__)
@@ -109,10 +109,12 @@ class CheckCycle:
         deadline: Deadline,
         run_id: str | None = None,
         scope: Scope | None = None,
+        portals: Sequence[str] | None = None,
     ) -> RunSummary:
         """Check what `scope` holds (default: everything), decide, store, alert. A run of the
         whole fleet records itself as the last run; a share of a fanned-out run leaves that to
-        the fan-out, which adds the shares up (`fanout.py`)."""
+        the fan-out, which adds the shares up (`fanout.py`). `portals`: the run's portals when
+        the caller has already worked them out (None: from the targets and the tokens)."""
         scope = scope or Scope.whole()
         summary = RunSummary(run_id or uuid.uuid4().hex, self.clock())
         loaded = self.repository.load(scope)
@@ -129,7 +131,9 @@ class CheckCycle:
             portal_runs: dict[str, PortalRun] = {}
             inventories: list[CachedInventory] = []
         else:
-            results, portal_runs, inventories = self._check_all(targets, deadline, loaded, scope)
+            results, portal_runs, inventories = self._check_all(
+                targets, deadline, loaded, scope, portals
+            )
             if scope.entries:
                 results += [configuration_result(e, summary.started_at) for e in targets.errors]
         decided, delivery = self._settle(loaded, results, summary, retire=unusable is None)
@@ -170,7 +174,7 @@ class CheckCycle:
 
     def _settle(
         self, loaded: Loaded, results: list[CheckResult], summary: RunSummary, *, retire: bool
-    ) -> tuple[dict[str, tuple[Alert, ...]], Delivery]:
+    ) -> tuple[dict[str, tuple[Alert, ...]], DeliveryReport]:
         """Decide each result, retire what is no longer configured (when `retire`), store,
         and publish what this run claimed."""
         changed, decided = self._decide(loaded, results)
@@ -198,7 +202,12 @@ class CheckCycle:
 
     # ---- checking ------------------------------------------------------------------------
     def _check_all(
-        self, targets: TargetList, deadline: Deadline, loaded: Loaded, scope: Scope
+        self,
+        targets: TargetList,
+        deadline: Deadline,
+        loaded: Loaded,
+        scope: Scope,
+        portals: Sequence[str] | None,
     ) -> tuple[list[CheckResult], dict[str, PortalRun], list[CachedInventory]]:
         if scope.portals is None or not (targets.targets or targets.watches):
             return [], {}, []
@@ -210,14 +219,17 @@ class CheckCycle:
             detail = f"the monitor could not read its tokens: {exc}"
             logger.error("token store unavailable", extra={"error": str(exc)})
             # Portals a `*` watch covers are those with stored targets: none is dropped.
-            plans = self._plans(targets, [t.portal for t in stored], stored, {}, scope.portals)
+            covered = targets.portals([t.portal for t in stored])
+            plans = self._plans(targets, covered, stored, {}, scope.portals)
             results = [
                 CheckResult.unknown(t, Cause.MONITOR_ERROR, detail, checked_at=now)
                 for plan in plans.values()
                 for t in plan.targets
             ]
             return results, {p: PortalRun(now, 0, detail) for p in plans}, []
-        plans = self._plans(targets, self.tokens.portals(), stored, None, scope.portals)
+        if portals is None:
+            portals = targets.portals(self.tokens.portals())
+        plans = self._plans(targets, portals, stored, None, scope.portals)
         if not plans:
             return [], {}, []
         portal_checks = PortalCheckService(
@@ -252,13 +264,14 @@ class CheckCycle:
     def _plans(
         self,
         targets: TargetList,
-        with_tokens: Sequence[str],
+        portals: Sequence[str],
         stored: Sequence[Target],
         cached: dict[str, CachedInventory] | None,
         scope: KeyRange,
     ) -> dict[str, PortalPlan]:
-        """Each portal's plan; `cached` None reads the inventories (only when checking)."""
-        portals = [p for p in targets.portals(with_tokens) if scope.holds_portal(p)]
+        """Each plan of `portals` in `scope`; `cached` None reads the inventories (only when
+        checking)."""
+        portals = [p for p in portals if scope.holds_portal(p)]
         if cached is None:
             cached = self.repository.load_inventories(scope) if portals else {}
         by_portal: dict[str, list[Target]] = {}
@@ -366,7 +379,7 @@ class CheckCycle:
         summary: RunSummary,
         results: Sequence[CheckResult],
         decided: dict[str, tuple[Alert, ...]],
-        delivery: Delivery,
+        delivery: DeliveryReport,
         portal_runs: dict[str, PortalRun],
     ) -> None:
         summary.finished_at = self.clock()

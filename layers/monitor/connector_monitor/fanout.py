@@ -70,7 +70,7 @@ def run_scheduled(
             "FanOut=true to split the run",
             extra={"portals": len(portals), "shard_portals": shard_portals},
         )
-    return ScheduledRun(cycle.run(targets, deadline, run_id=run_id), sharded=False)
+    return ScheduledRun(cycle.run(targets, deadline, run_id, portals=portals), sharded=False)
 
 
 @dataclass(frozen=True)

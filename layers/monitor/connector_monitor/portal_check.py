@@ -21,7 +21,7 @@ from .domain.inventory import VALIDATION_OFF, CachedInventory, find_misconfigure
 from .domain.portal_errors import PortalError
 from .domain.results import Cause, CheckResult, State
 from .domain.runs import PortalRun
-from .domain.targets import Target, TargetError, validation_problem
+from .domain.targets import ConfigIssue, Target, validation_problem
 from .ports.portal import ClientFactory, PortalChecker
 from .tokens.errors import TokensUnavailable, UnusableCredentials
 from .tokens.ports import TokenSource
@@ -53,7 +53,7 @@ class PortalOutcome:
     inventory: CachedInventory | None = None
 
 
-def configuration_result(error: TargetError, at: datetime) -> CheckResult:
+def configuration_result(error: ConfigIssue, at: datetime) -> CheckResult:
     """The UNKNOWN result of an entry or a portal the operator has to mend."""
     return CheckResult.unknown(error, Cause.CONFIGURATION, error.reason, checked_at=at)
 

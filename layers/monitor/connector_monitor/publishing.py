@@ -17,7 +17,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class Delivery:
+class DeliveryReport:
     published: int = 0  # alerts (not messages) that SNS took
     pending: int = 0  # alerts left for the next run
     failures: list[str] = field(default_factory=list)
@@ -39,10 +39,10 @@ class AlertDelivery:
         ours: set[str],
         claims: dict[str, Claim],
         now: datetime,
-    ) -> Delivery:
+    ) -> DeliveryReport:
         """Publish every pending alert this run may publish; `ours` are keys already claimed,
         `claims` the claims other runs held when this one loaded the statuses."""
-        delivery = Delivery()
+        delivery = DeliveryReport()
         mine = self._claim_leftovers(statuses, ours, claims, now)
         published = self._publish(mine, delivery)
         self._acknowledge(mine, published, delivery)
@@ -69,7 +69,9 @@ class AlertDelivery:
                 mine[key] = claimed
         return mine
 
-    def _publish(self, mine: dict[str, TargetStatus], delivery: Delivery) -> dict[str, set[str]]:
+    def _publish(
+        self, mine: dict[str, TargetStatus], delivery: DeliveryReport
+    ) -> dict[str, set[str]]:
         """Send the messages; the ids of the alerts SNS took, by target key."""
         owner = {alert.id: key for key, status in mine.items() for alert in status.pending}
         published: dict[str, set[str]] = {key: set() for key in mine}
@@ -96,7 +98,10 @@ class AlertDelivery:
         return published
 
     def _acknowledge(
-        self, mine: dict[str, TargetStatus], published: dict[str, set[str]], delivery: Delivery
+        self,
+        mine: dict[str, TargetStatus],
+        published: dict[str, set[str]],
+        delivery: DeliveryReport,
     ) -> None:
         """Remove what was published and release our claims; one failure spares the others."""
         failed: StateStoreError | None = None

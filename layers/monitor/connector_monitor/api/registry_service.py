@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from ..domain.targets import ANY, Target, TargetError, Watch, check_entry, parse_entry
+from ..domain.targets import ANY, ConfigIssue, Target, Watch, check_entry, parse_entry
 from ..domain.text import clip
 from ..domain.timestamps import stamp
 from ..ports.registry import RegisteredEntry, RegistryStore
@@ -21,7 +21,7 @@ SHOWN_PART = 253  # a part of a hand-written item, as the listing shows it
 def entry_of(portal: str, connector: str, line: str) -> Target | Watch:
     """The entry a path names; `BadTarget` with the reason when it names none."""
     checked = check_entry(portal, connector, line, f"{portal}/{connector}/{line}")
-    if isinstance(checked, TargetError):
+    if isinstance(checked, ConfigIssue):
         raise BadTarget(checked.reason)
     return checked
 
@@ -29,7 +29,7 @@ def entry_of(portal: str, connector: str, line: str) -> Target | Watch:
 def entry_from_text(text: str) -> Target | Watch:
     """An entry written as `portal/connector/line` (the CLI's arguments)."""
     checked = parse_entry(text)
-    if isinstance(checked, TargetError):
+    if isinstance(checked, ConfigIssue):
         raise BadTarget(f"'{clip(text, 200)}': {checked.reason}")
     return checked
 
@@ -65,7 +65,7 @@ def cursor_key(cursor: str) -> str:
 
 def is_entry_key(key: str) -> bool:
     checked = parse_entry(key)
-    return not isinstance(checked, TargetError) and checked.key == key
+    return not isinstance(checked, ConfigIssue) and checked.key == key
 
 
 def entry_view(registered: RegisteredEntry) -> RegistryEntryView:

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from ..domain.results import State
 from ..domain.runs import RunRecord
-from ..domain.targets import Target, TargetError, check_target
+from ..domain.targets import ConfigIssue, Target, check_target
 from ..domain.text import DETAIL_LIMIT, clip
 from ..domain.timestamps import stamp
 from ..domain.transitions import TargetStatus
@@ -64,7 +64,7 @@ def parse_portal(text: str) -> str:
     """A portal filter, validated exactly as a target's portal is (and normalised the same way)."""
     # A known-good connector and line, so any error check_target reports is about the portal.
     checked = check_target(text, "connector", 1, text)
-    if isinstance(checked, TargetError):
+    if isinstance(checked, ConfigIssue):
         raise BadFilter(f"portal: {checked.reason}")
     return checked.portal
 
@@ -72,7 +72,7 @@ def parse_portal(text: str) -> str:
 def parse_target(portal: str, connector: str, line: object) -> Target:
     """The target a path names; raise `BadTarget` with the reason when it names none."""
     checked = check_target(portal, connector, line, f"{portal}/{connector}/{line}")
-    if isinstance(checked, TargetError):
+    if isinstance(checked, ConfigIssue):
         raise BadTarget(checked.reason)
     return checked
 
@@ -91,7 +91,7 @@ def is_target_key(key: str, portal: str | None) -> bool:
     if len(parts) != 3:
         return False
     checked = check_target(parts[0], parts[1], parts[2], key)
-    if isinstance(checked, TargetError) or checked.key != key:
+    if isinstance(checked, ConfigIssue) or checked.key != key:
         return False
     return portal is None or checked.portal == portal
 

@@ -22,7 +22,7 @@ from ..domain.inventory import CachedInventory, Inventory, LineInfo
 from ..domain.results import Cause, State
 from ..domain.runs import COUNTS, ERRORS_KEPT, PortalRun, RunPlan, RunRecord, ShardRun
 from ..domain.shards import KeyRange
-from ..domain.targets import ConfigProblem, Subject, Target, TargetError
+from ..domain.targets import ConfigIssue, ConfigProblem, Subject, Target
 from ..domain.text import DETAIL_LIMIT, clip
 from ..domain.transitions import TargetStatus
 
@@ -100,7 +100,7 @@ def status_from_item(item: dict[str, Any]) -> TargetStatus:
     if item["pk"] == STATE_PK:
         subject = Target(str(item["portal"]), str(item["connector"]), int(item["line"]))
     else:
-        subject = TargetError(
+        subject = ConfigIssue(
             str(item["entry"]),
             str(item.get("reason", "")),
             str(item.get("portal", "")),

@@ -14,10 +14,11 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ..domain.shards import KeyRange
 from ..domain.targets import (
     ANY,
+    ConfigIssue,
     Target,
-    TargetError,
     TargetList,
     Watch,
     check_entry,
@@ -31,6 +32,8 @@ from .dynamodb import describe_error, plain, put_if_absent, query_items, table_k
 from .records import iso, parse_iso
 
 REGISTRY_PK = "REGISTRY"
+EVERY_PORTAL = f"{ANY}/"  # the keys of `*/connector/*` watches start so
+EVERY_PORTAL_END = f"{ANY}0"  # the first key after them ("0" sorts right after "/")
 ADDED_BY_LIMIT = 200  # an IAM ARN or a person's name, not a document
 
 
@@ -43,20 +46,37 @@ class Registry:
         self._client = client or clients.client("dynamodb")
         self.calls = 0
 
-    def load(self) -> TargetList:
+    def load(self, portals: KeyRange | None = None) -> TargetList:
         """Every entry, each once; an item that is not a valid entry (written by hand) is a
-        configuration problem named after its key, never a reason to drop the others."""
-        items: list[Target | Watch | TargetError] = []
-        for registered in self.entries():
+        configuration problem named after its key, never a reason to drop the others. With
+        `portals` (a shard's range) only what that shard checks: its portals' entries, read by
+        their key range, and the watches of every portal."""
+        items: list[Target | Watch | ConfigIssue] = []
+        for registered in self._entries_of(portals):
             if registered.entry is not None:
                 items.append(registered.entry)
             else:
                 reason = registered.problem or "not a valid entry"
-                items.append(TargetError(f"registry {registered.key}", reason))
+                items.append(ConfigIssue(f"registry {registered.key}", reason))
         return entry_list(items)
 
     def entries(self) -> list[RegisteredEntry]:
         return [_registered(item) for item in self._items()]
+
+    def _entries_of(self, portals: KeyRange | None) -> list[RegisteredEntry]:
+        if portals is None or portals.whole:
+            return self.entries()
+        # An entry's key starts with its portal's key (`portal/`), so a shard's range of
+        # portals is a range of entry keys; `*/...` (every portal) sorts before any domain.
+        ranges = [(portals.lo or None, portals.hi), (EVERY_PORTAL, EVERY_PORTAL_END)]
+        found = {
+            item["sk"]: _registered(item) for lo, hi in ranges for item in self._items(lo=lo, hi=hi)
+        }
+        return [
+            registered
+            for key, registered in sorted(found.items())
+            if key.startswith(EVERY_PORTAL) or portals.holds_key(key)
+        ]
 
     def page(
         self, *, limit: int, after: str | None = None
@@ -108,9 +128,9 @@ class Registry:
             raise StateStoreError(describe_error("remove a registry entry", exc)) from None
         return bool(answer.get("Attributes"))
 
-    def _items(self) -> Iterator[dict[str, Any]]:
+    def _items(self, *, lo: str | None = None, hi: str | None = None) -> Iterator[dict[str, Any]]:
         try:
-            yield from query_items(self._call, self.table_name, REGISTRY_PK)
+            yield from query_items(self._call, self.table_name, REGISTRY_PK, lo=lo, hi=hi)
         except ClientError as exc:
             raise StateStoreError(describe_error("read the registry", exc)) from None
 
@@ -126,7 +146,7 @@ def _registered(item: dict[str, Any]) -> RegisteredEntry:
     key = str(item.get("sk", ""))
     checked = check_entry(item.get("portal"), item.get("connector"), item.get("line"), key)
     added_at, added_by = stored_time(item.get("added_at")), str(item.get("added_by", ""))
-    if isinstance(checked, TargetError):
+    if isinstance(checked, ConfigIssue):
         return RegisteredEntry(key, added_at, added_by, problem=checked.reason)
     if checked.key != key:
         problem = f"the item's key does not match its parts ({checked.key})"

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from .results import Cause
-from .targets import ConfigProblem, Subject, Target, TargetError
+from .targets import ConfigIssue, ConfigProblem, Subject, Target
 from .text import MESSAGE_LIMIT, clip
 from .timestamps import stamp
 
@@ -117,9 +117,9 @@ def _subject_line(event: AlertEvent, subject: Subject, facts: Facts) -> str:
     }[event]
     if facts.closing:
         head = "NO LONGER MONITORED"
-    if isinstance(subject, TargetError) and subject.problem is ConfigProblem.VALIDATION:
+    if isinstance(subject, ConfigIssue) and subject.problem is ConfigProblem.VALIDATION:
         text = f"{head}: validation off at {subject.portal}"
-    elif isinstance(subject, TargetError):
+    elif isinstance(subject, ConfigIssue):
         text = f"{head}: bad target {subject.entry}"
     else:
         text = f"{head}: {connector} on line {line} at {portal}"
@@ -140,7 +140,7 @@ def _message(event: AlertEvent, subject: Subject, facts: Facts) -> str:
         f"Connector: {connector or '-'}",
         f"Open line: {line or '-'}",
     ]
-    if isinstance(subject, TargetError):
+    if isinstance(subject, ConfigIssue):
         lines.append(f"Entry:     {clip(subject.entry, ENTRY_SHOWN)}")
     span = _span(facts.now - facts.incident_since)
     if facts.closing:
@@ -165,7 +165,7 @@ def _message(event: AlertEvent, subject: Subject, facts: Facts) -> str:
 
 
 def _headline(event: AlertEvent, subject: Subject, facts: Facts) -> str:
-    if facts.closing and isinstance(subject, TargetError):
+    if facts.closing and isinstance(subject, ConfigIssue):
         if subject.problem is ConfigProblem.LIST:
             return "TARGETS can be read again: the monitor checks its targets once more."
         if subject.problem is ConfigProblem.VALIDATION:
@@ -173,7 +173,7 @@ def _headline(event: AlertEvent, subject: Subject, facts: Facts) -> str:
     if facts.closing:
         what = (
             f"The Targets entry '{clip(subject.entry, ENTRY_SHOWN)}'"
-            if isinstance(subject, TargetError)
+            if isinstance(subject, ConfigIssue)
             else f"Connector '{subject.connector}' on open line {subject.line} of {subject.portal}"
         )
         return (
@@ -181,7 +181,7 @@ def _headline(event: AlertEvent, subject: Subject, facts: Facts) -> str:
             f"{'outage' if event is AlertEvent.CONNECTOR_RECOVERED else 'check failure'} was "
             "open. This closes that alert; it does not say the connector works."
         )
-    if isinstance(subject, TargetError):
+    if isinstance(subject, ConfigIssue):
         if subject.problem is ConfigProblem.VALIDATION:
             return f"The monitor cannot validate the targets of {subject.portal}."
         return f"The monitor cannot check the target '{subject.entry}': it is misconfigured."
@@ -206,7 +206,7 @@ def _action(event: AlertEvent, facts: Facts, subject: Subject) -> str | None:
             return "reconnect the connector to the open line (Contact Center settings)."
         return "check the connector's settings and the application's own service."
     if event is AlertEvent.CHECK_FAILED:
-        if isinstance(subject, TargetError) and subject.problem is ConfigProblem.VALIDATION:
+        if isinstance(subject, ConfigIssue) and subject.problem is ConfigProblem.VALIDATION:
             return "reinstall the application as a portal administrator (see above)."
         if facts.cause is Cause.CONFIGURATION:
             return "fix the Targets parameter (domain/connector/line) or the secret, then redeploy."

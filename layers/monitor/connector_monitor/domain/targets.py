@@ -71,7 +71,7 @@ class ConfigProblem(StrEnum):
 
 
 @dataclass(frozen=True)
-class TargetError:
+class ConfigIssue:
     """A configuration problem the monitor follows like a target: a `TARGETS` entry that cannot
     be checked (with the parts it had, so alerts can name them), the list as a whole, or a
     portal whose targets cannot be validated."""
@@ -94,12 +94,12 @@ class TargetError:
         return f"config:{self.entry[:KEY_ENTRY_LIMIT]}...#{digest}"
 
 
-def validation_problem(portal: str, reason: str) -> TargetError:
+def validation_problem(portal: str, reason: str) -> ConfigIssue:
     """A portal whose targets cannot be validated (they are still checked)."""
-    return TargetError(portal, reason, portal=portal, problem=ConfigProblem.VALIDATION)
+    return ConfigIssue(portal, reason, portal=portal, problem=ConfigProblem.VALIDATION)
 
 
-Subject = Target | TargetError
+Subject = Target | ConfigIssue
 """What the state machine follows: a checkable target, or a TARGETS entry that cannot be checked."""
 
 Entry = Target | Watch
@@ -112,11 +112,11 @@ WHOLE_LIST = "TARGETS"  # the entry that stands for the whole list when none of 
 @dataclass(frozen=True)
 class TargetList:
     targets: tuple[Target, ...]
-    errors: tuple[TargetError, ...]
+    errors: tuple[ConfigIssue, ...]
     watches: tuple[Watch, ...] = ()
 
     @property
-    def unusable(self) -> TargetError | None:
+    def unusable(self) -> ConfigIssue | None:
         """Why the list as a whole cannot be used, when it yields no valid entry at all.
 
         An empty or unreadable list is an operator's slip, not a decision to stop watching:
@@ -174,7 +174,7 @@ def parse_targets(raw: str) -> TargetList:
     connector is configured; domain and LINE `*`: that on every portal with tokens), or a JSON
     list of objects with the same three parts.
 
-    Never raises for a bad entry: every entry is either a `Target` or a `TargetError`, so one
+    Never raises for a bad entry: every entry is either a `Target` or a `ConfigIssue`, so one
     typo cannot stop the other targets from being checked. Duplicates are checked once.
     """
     text = raw.strip()
@@ -187,19 +187,19 @@ def parse_targets(raw: str) -> TargetList:
 
 def check_entry(
     portal: object, connector: object, line: object, entry: str
-) -> Target | Watch | TargetError:
+) -> Target | Watch | ConfigIssue:
     """Validate one entry's parts, where `*` may stand for every line (and then for every
     portal with tokens): a target, a watch, or why it is neither."""
     portal_s = str(portal if portal is not None else "").strip()
     line_s = str(line if line is not None else "").strip()
     if line_s == ANY:
         checked = check_target("example.com" if portal_s == ANY else portal, connector, 1, entry)
-        if isinstance(checked, TargetError):
+        if isinstance(checked, ConfigIssue):
             return replace(checked, portal=portal_s.lower(), line=ANY)
         return Watch(ANY if portal_s == ANY else checked.portal, checked.connector)
     if portal_s == ANY:
         connector_s = str(connector if connector is not None else "").strip().lower()
-        return TargetError(
+        return ConfigIssue(
             entry,
             "'*' as the portal needs '*' as the line: write */connector/* to watch a connector "
             "on every line of every portal with tokens",
@@ -212,14 +212,14 @@ def check_entry(
 
 def check_target(
     portal: object, connector: object, line: object, entry: str
-) -> Target | TargetError:
+) -> Target | ConfigIssue:
     """Validate one target's parts; the one place the rules for a target live."""
     portal_s = str(portal if portal is not None else "").strip().lower().rstrip(".")
     connector_s = str(connector if connector is not None else "").strip().lower()
     line_s = str(line if line is not None else "").strip()
 
-    def error(reason: str) -> TargetError:
-        return TargetError(entry, reason, portal_s, connector_s, line_s)
+    def error(reason: str) -> ConfigIssue:
+        return ConfigIssue(entry, reason, portal_s, connector_s, line_s)
 
     if not portal_s:
         return error("the portal domain is empty")
@@ -248,19 +248,19 @@ def check_target(
     return Target(portal_s, connector_s, line_i)
 
 
-def parse_entry(text: str) -> Target | Watch | TargetError:
+def parse_entry(text: str) -> Target | Watch | ConfigIssue:
     """One entry written as `domain/connector/line`, where `*` may stand for the line (and
     then the domain): what the registry's CLI and API accept."""
     entry = text.strip()
     parts = entry.split("/")
     if len(parts) != 3:
         portal, connector = [*parts, "", ""][:2]
-        return TargetError(entry, "expected domain/connector/line", portal, connector)
+        return ConfigIssue(entry, "expected domain/connector/line", portal, connector)
     return check_entry(parts[0], parts[1], parts[2], entry)
 
 
-def whole_list(reason: str) -> TargetError:
-    return TargetError(WHOLE_LIST, reason, problem=ConfigProblem.LIST)
+def whole_list(reason: str) -> ConfigIssue:
+    return ConfigIssue(WHOLE_LIST, reason, problem=ConfigProblem.LIST)
 
 
 def is_connector_id(text: str) -> bool:
@@ -268,13 +268,13 @@ def is_connector_id(text: str) -> bool:
     return bool(_CONNECTOR.match(text))
 
 
-def _from_csv(text: str) -> Iterable[Target | Watch | TargetError]:
+def _from_csv(text: str) -> Iterable[Target | Watch | ConfigIssue]:
     for entry in (part.strip() for part in text.split(",")):
         if entry:
             yield parse_entry(entry)
 
 
-def _from_json(text: str) -> Iterable[Target | Watch | TargetError]:
+def _from_json(text: str) -> Iterable[Target | Watch | ConfigIssue]:
     try:
         items = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -286,17 +286,17 @@ def _from_json(text: str) -> Iterable[Target | Watch | TargetError]:
     for index, item in enumerate(items):
         entry = f"TARGETS[{index}]"
         if not isinstance(item, dict):
-            yield TargetError(entry, "each entry must be an object with portal, connector, line")
+            yield ConfigIssue(entry, "each entry must be an object with portal, connector, line")
             continue
         yield check_entry(item.get("portal"), item.get("connector"), item.get("line"), entry)
 
 
 def _collect(
-    items: Iterable[Target | Watch | TargetError], errors: Iterable[TargetError] = ()
+    items: Iterable[Target | Watch | ConfigIssue], errors: Iterable[ConfigIssue] = ()
 ) -> TargetList:
     targets: dict[Target, None] = {}
     watches: dict[Watch, None] = {}
-    problems: dict[str, TargetError] = {e.key: e for e in errors}
+    problems: dict[str, ConfigIssue] = {e.key: e for e in errors}
     for item in items:
         if isinstance(item, Target):
             targets.setdefault(item, None)
@@ -307,7 +307,7 @@ def _collect(
     return TargetList(tuple(targets), tuple(problems.values()), tuple(watches))
 
 
-def entry_list(entries: Iterable[Target | Watch | TargetError]) -> TargetList:
+def entry_list(entries: Iterable[Target | Watch | ConfigIssue]) -> TargetList:
     """Entries read one by one (the registry's), each once."""
     return _collect(entries)
 
