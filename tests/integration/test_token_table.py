@@ -23,7 +23,7 @@ from connector_monitor.tokens.moving import move_to_table
 from connector_monitor.tokens.refresh import RefreshingTokens
 from local.bitrix24_portal import LocalPortal
 from local.template import table_definition
-from tests.integration.test_token_store import (  # the fixtures too: one world for both
+from tests.integration.test_secret_pairs import (  # the fixtures too: one world for both
     FAST,
     REGION,
     SECRET,

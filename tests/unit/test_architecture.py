@@ -5,6 +5,7 @@ back. docs/ARCHITECTURE.md draws this graph; each room below is a row of its "Ro
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -172,3 +173,23 @@ def test_no_module_imports_itself_back() -> None:
         if module not in state:
             visit(module, [module])
     assert cycles == []
+
+
+def test_every_path_the_architecture_page_names_exists() -> None:
+    root = LIBRARY.parents[1]
+    page = (root / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"`([\w./-]+\.(?:py|md|json|yaml|toml))`", page))
+    named |= set(re.findall(r"`([\w-]+(?:/[\w.-]+)+/)`", page))  # folders, written with a "/"
+    everywhere = {p.relative_to(root).as_posix() for p in root.rglob("*") if ".venv" not in p.parts}
+    library = f"layers/monitor/{PACKAGE}/"
+
+    def exists(path: str) -> bool:
+        path = path.rstrip("/")
+        return (
+            path in everywhere
+            or library + path in everywhere
+            or any(p.endswith("/" + path) for p in everywhere)
+        )
+
+    assert len(named) > 50
+    assert sorted(p for p in named if not exists(p)) == []

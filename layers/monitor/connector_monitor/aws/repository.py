@@ -1,4 +1,5 @@
-"""The state repository: every DynamoDB call of the monitor lives here (leases aside).
+"""The state repository: the state table's statuses, pending alerts, claims, history, runs and
+inventories (the `StateStore` port over DynamoDB; the registry and the leases have their own).
 
 Writes are conditional on a version number, so two overlapping runs cannot both decide the same
 transition; an alert is stored as *pending* in the same write that decides it, and only removed

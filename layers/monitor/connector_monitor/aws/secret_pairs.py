@@ -3,7 +3,7 @@
 The secret is `{"portals": {domain: {client_id, client_secret, access_token, refresh_token,
 client_endpoint?, oauth_endpoint?, expires_at?, refreshed_at?, member_id?, ...}}, ...}` (the
 contract in docs/ARCHITECTURE.md). `SecretPairs` reads it once a run and writes a refreshed pair
-back into it at once; when to refresh is `token_refresh.py`'s. A write-back replaces the whole
+back into it at once; when to refresh is `tokens/refresh.py`'s. A write-back replaces the whole
 document, so every refresh of the secret's portals holds one lease, `secret:<secret_id>`: two
 invocations refreshing different portals must not overwrite each other.
 
@@ -62,7 +62,7 @@ OVER_WRITE_BUDGET = (
 
 
 class SecretPairs:
-    """`token_refresh.PairStore` over one Secrets Manager secret (the whole document at once)."""
+    """`tokens.ports.PairStore` over one Secrets Manager secret (the whole document at once)."""
 
     def __init__(
         self,

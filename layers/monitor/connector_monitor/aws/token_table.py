@@ -56,7 +56,7 @@ logger = logging.getLogger(__name__)
 
 
 class TablePairs:
-    """`token_refresh.PairStore` over the fleet's token table."""
+    """`tokens.ports.PairStore` over the fleet's token table."""
 
     def __init__(
         self,
