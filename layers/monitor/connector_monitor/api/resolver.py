@@ -10,7 +10,8 @@ routes call comes from the handler as `Services`, for each request.
 from __future__ import annotations
 
 import json
-from functools import partial
+import re
+from functools import cache, partial
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ from . import registry_routes, snapshot_routes
 from .context import SERVICES, Services, services
 from .errors import ApiError, ErrorCode
 from .event_shape import malformed
+from .openapi import openapi_document
 from .views import ErrorView
 
 if TYPE_CHECKING:
@@ -122,8 +124,25 @@ def on_unexpected(exc: Exception) -> Response[dict[str, Any]]:
     return error_response(ErrorCode.INTERNAL, "internal error")
 
 
+HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
+# What a `<parameter>` of a Powertools route matches (its safe and unsafe URI characters and
+# word characters): a path the routes would not match is a 404, not a 405.
+PATH_PARAMETER = r"[-._~()'!*:@,;=+&$%<> \[\]{}|^\w]+"
+
+
 def allowed_methods(path: str) -> list[str]:
     """Methods some route serves on `path` (empty: no such path)."""
-    # Powertools has no public list of routes; these two lists are what its own router walks.
-    routes = app._static_routes + app._dynamic_routes
-    return sorted({route.method for route in routes if route.rule.match(path)})
+    return sorted({method for pattern, method in served_routes() if pattern.fullmatch(path)})
+
+
+@cache
+def served_routes() -> list[tuple[re.Pattern[str], str]]:
+    """Every route as (path pattern, method), read from the resolver's own OpenAPI schema:
+    Powertools has no public list of routes, and every route is documented (a test says so).
+    Built once a container, on its first unknown route."""
+    paths: dict[str, dict[str, Any]] = json.loads(openapi_document(app))["paths"]
+    routes: list[tuple[re.Pattern[str], str]] = []
+    for path, operations in paths.items():
+        pattern = re.compile(re.sub(r"\\\{[^/]+?\\\}", lambda _: PATH_PARAMETER, re.escape(path)))
+        routes += [(pattern, m.upper()) for m in operations if m in HTTP_METHODS]
+    return routes
