@@ -18,7 +18,6 @@ import boto3
 from moto import mock_aws
 
 from bench.metering import Measure, Meter
-from bench.moto_speedups import quicker_moto
 from connector_monitor.aws.dynamodb import CLIENT_CONFIG
 from connector_monitor.aws.lease import Lease
 from connector_monitor.aws.publisher import AlertPublisher
@@ -32,6 +31,7 @@ from connector_monitor.deadline import Deadline
 from connector_monitor.domain.targets import Target, TargetList
 from local.bitrix24_portal import LocalPortal
 from local.template import table_definition
+from tests.support.moto_speedups import quicker_moto
 
 ROOT = Path(__file__).resolve().parents[1]
 REGION = "eu-central-1"

@@ -29,11 +29,11 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from bench.moto_speedups import quicker_moto
 from local.aws import MotoStack, apply_environment
 from local.bitrix24_portal import LocalPortal, PortalFault
 from local.handlers import LambdaContext, load_handler
 from local.run import function_environment, scheduled_event
+from tests.support.moto_speedups import quicker_moto
 
 CONNECTOR = "myconnector"
 HOSTILE = "hostile.bench.local"

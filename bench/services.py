@@ -50,7 +50,7 @@ def _reply(payload: dict[str, Any]) -> None:
 def serve_moto() -> int:
     from moto.server import ThreadedMotoServer
 
-    from bench.moto_speedups import quicker_moto
+    from tests.support.moto_speedups import quicker_moto
 
     werkzeug = logging.getLogger("werkzeug")  # one line per request otherwise
     werkzeug.setLevel(logging.ERROR)
