@@ -1,23 +1,16 @@
-"""One Lambda function's process for the fleet benchmark: it imports the real handler, invokes
-it when told to and does nothing else, so its peak RSS, its CPU time and its wall time are the
-handler's own (`bench/fleet.py` starts it with the function's environment):
+"""One Lambda function's process (`bench/lambdas.py` starts it with the function's
+environment): it imports the real handler, invokes it when told to and does nothing else, so
+its peak RSS, CPU time and wall time are the handler's own.
 
     python -m bench.fleet_child FUNCTION LOG_FILE PORTAL_PORT EVENT_FILE [HANDLER]
 
-FUNCTION is `checker` or `snapshot_api` (functions/<FUNCTION>/app.py), HANDLER the function in
-it (`lambda_handler` unless given; the fan-out's worker is `checker shard_handler`). Everything
-the process writes to its standard output and error (the handler's JSON log lines: what Lambda
-sends to CloudWatch Logs) goes to LOG_FILE; the replies to `bench/fleet.py` go to the standard
-output it was started with, one JSON line for each command read from standard input:
-`{"cmd": "run"}` invokes the handler once with EVENT_FILE's event (`"event": {...}` instead:
-that event; `"profile": FILE` adds cProfile's statistics of that run, which slow it down),
-`{"cmd": "quit"}` ends the process.
-
-First of all, before anything else is imported, it times `import app`: the INIT phase of a cold
-start. Then it times the first call's wiring (the imports the handler defers and the AWS clients
-it builds once), and only then counts: every AWS call through boto3's default session
-(`bench/metering.py`, with DynamoDB's read and write units), the bytes and connections it sends
-to the local portal's port (what Lambda would send to the internet), and its RSS every 5 ms.
+FUNCTION is `checker` or `snapshot_api`, HANDLER `lambda_handler` unless given (the fan-out's
+worker: `shard_handler`). Its standard output and error (the handler's JSON log lines) go to
+LOG_FILE; one JSON line answers each command read from standard input: `{"cmd": "run"}` (with
+`"event"`: that event instead of EVENT_FILE's; with `"profile": FILE`: cProfile's statistics of
+the run) and `{"cmd": "quit"}`. Before anything else is imported it times `import app` (INIT),
+then the first call's wiring, and only then counts: AWS calls through boto3's default session
+(`bench/metering.py`), bytes and connections sent to the portal's port, RSS every 5 ms.
 """
 
 from __future__ import annotations
@@ -164,7 +157,7 @@ def main(argv: list[str]) -> int:
     event = json.loads(Path(event_file).read_text())
     timeout_ms = int(os.environ.get("BENCH_TIMEOUT_MS", "120000"))
     memory = int(os.environ.get("BENCH_MEMORY_MB", "256"))
-    reply({"ready": True, "init": init, "wiring": wiring, "rss": rss.now()})
+    reply({"ready": True, "init": init, "wiring": wiring})
     for line in sys.stdin:
         command = json.loads(line)
         if command["cmd"] == "quit":
@@ -215,14 +208,10 @@ def main(argv: list[str]) -> int:
                 "wall": seconds,
                 "cpu": cpu_seconds,
                 "cpu_main": main_cpu,  # of it, the handler's own thread (the rest: its pools)
-                "meter_cpu": meter.cpu_seconds,
                 "peak_rss": peak,
-                "ru_maxrss": high_water(),
                 "answer": answer if isinstance(answer, dict) else None,
                 "error": error,
                 "calls": dict(meter.calls),
-                "read_units": dict(meter.read_units),
-                "write_units": dict(meter.write_units),
                 "tables": dict(meter.tables),
                 "table_units": dict(meter.table_units),
                 "sent": sockets.take(),
