@@ -68,7 +68,6 @@ PRICES: dict[str, Price] = {
     "internet_out": Price(0.09, "GB out to the internet", _EC2, False),
 }
 
-# ---- what the benchmark cannot measure, stated rather than hidden --------------------------
 ITEM_OVERHEAD = 100  # bytes DynamoDB adds to every stored item (its indexes)
 PLATFORM_LOG_LINES = 3  # Lambda's own JSON records per invocation (platform.start, .report...)
 PLATFORM_LOG_BYTES = 700  # their bytes together, with the X-Ray ids
@@ -373,7 +372,6 @@ def monthly_bill(figures: Figures, fleet: Fleet, stack: Stack) -> Bill:
         used,
         "lambda_gb_second",
     )
-
     # -- DynamoDB --------------------------------------------------------------------------
     rru, wru = month.units("RRU") + health.units("RRU"), month.units("WRU") + health.units("WRU")
     split = ""
@@ -417,7 +415,6 @@ def monthly_bill(figures: Figures, fleet: Fleet, stack: Stack) -> Bill:
         pitr_gb,
         "dynamodb_pitr",
     )
-
     # -- Secrets Manager and KMS ------------------------------------------------------------
     secret_calls = month.get("sm.GetSecretValue") + month.get("sm.PutSecretValue")
     bill.add(
@@ -446,7 +443,6 @@ def monthly_bill(figures: Figures, fleet: Fleet, stack: Stack) -> Bill:
         secret_calls * KMS_PER_SECRET_CALL + keys,
         "kms_request",
     )
-
     # -- SNS, SQS ----------------------------------------------------------------------------
     alerts = 2 * fleet.incidents_per_month + month.get("sns.Publish")
     notices = fleet.alarm_notifications_per_month
@@ -492,7 +488,6 @@ def monthly_bill(figures: Figures, fleet: Fleet, stack: Stack) -> Bill:
     else:
         detail = "none polled: Scheduler delivers every run (the dead-letter queue idles)"
     bill.add("SQS requests", f"{len(stack.queues)} queues; {detail}", requests, "sqs_request")
-
     # -- CloudWatch ------------------------------------------------------------------------
     per_invocation = PLATFORM_LOG_BYTES + PLATFORM_LOG_LINES * LOG_EVENT_OVERHEAD
     logs = month.get("log.bytes") + month.get("log.lines") * LOG_EVENT_OVERHEAD
@@ -538,7 +533,6 @@ def monthly_bill(figures: Figures, fleet: Fleet, stack: Stack) -> Bill:
         len(names) if fleet.publish_metrics else 0,
         "custom_metric",
     )
-
     # -- X-Ray, API Gateway, Scheduler, data transfer ------------------------------------------
     traced = (runs if checker.traced else 0.0) + (polls if api and api.traced else 0.0)
     traced += runs * shards if fan is not None and worker is not None and worker.traced else 0

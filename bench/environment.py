@@ -44,9 +44,6 @@ RUN_DEADLINE = 600.0  # seconds; far beyond any run here
 CLAIM_MARGIN = timedelta(seconds=30)  # functions/checker/app.py's: claims outlive the invocation
 
 
-# ---- the checker's object graph ---------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class Checker:
     cycle: CheckCycle
@@ -106,11 +103,7 @@ def build_checker(
 
 
 def checker_settings(**values: str) -> CheckerSettings:
-    """The checker's settings from its environment variables (TABLE_NAME=..., ...)."""
-    return load_settings(CheckerSettings, values)
-
-
-# ---- the in-process fleet (bench.run_benchmark) ----------------------------------------------
+    return load_settings(CheckerSettings, values)  # from its variables: TABLE_NAME=..., ...
 
 
 @dataclass(frozen=True)
@@ -128,14 +121,6 @@ class BenchFleet:
     def targets(self) -> TargetList:
         found = [Target(d, CONNECTOR, n) for d in self.domains() for n in range(1, self.lines + 1)]
         return TargetList(tuple(found), ())
-
-
-class _KnownWriteBudget(logging.Filter):
-    """The whole fleet is in one secret here: the token store's warning that a deployed stack
-    should hold fewer portals per secret would repeat every run and count in the log volume."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.msg is not OVER_WRITE_BUDGET
 
 
 @dataclass
@@ -238,7 +223,11 @@ def bench_environment(fleet: BenchFleet, latency: float) -> Iterator[Bench]:
             for line in lines:
                 portal.connect(domain, CONNECTOR, line)
         secret = {"portals": {d: portal.credentials(d) for d in fleet.domains()}}
-        logging.getLogger("connector_monitor.aws.token_store").addFilter(_KnownWriteBudget())
+        # The whole fleet is in one secret here: the token store's warning that a stack should
+        # hold fewer portals a secret would repeat every run and count in the log volume.
+        logging.getLogger("connector_monitor.aws.token_store").addFilter(
+            lambda record: record.msg is not OVER_WRITE_BUDGET
+        )
         meter = Meter()
         dynamodb = boto3.client("dynamodb", region_name=REGION, config=CLIENT_CONFIG)
         secrets = boto3.client("secretsmanager", region_name=REGION)

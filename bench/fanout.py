@@ -330,9 +330,6 @@ def measure_fanout(
     )  # fmt: skip
 
 
-# ---- printing -----------------------------------------------------------------------------------
-
-
 def row(invocation: Invocation, memory: int) -> str:
     run = invocation.run
     sqs = sum(v for k, v in run.calls.items() if k.startswith("sqs:"))

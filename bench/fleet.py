@@ -146,9 +146,6 @@ def measure(
     return Measured(spec, variant, series, health, init, ru_maxrss, found, missing)
 
 
-# ---- printing ----------------------------------------------------------------------------------
-
-
 def run_table(measured: Measured) -> list[str]:
     memory, s = measured.spec.memory, measured.series
     out = [
@@ -248,9 +245,6 @@ def profile_lines(stats_file: Path, count: int) -> list[str]:
     return out
 
 
-# ---- the sweep -------------------------------------------------------------------------------
-
-
 def sweep(svc: Services, base: Spec, sizes: Sequence[int], log_dir: Path) -> list[str]:
     rows: list[tuple[int, Measured]] = []
     for size in sizes:
@@ -292,9 +286,6 @@ def sweep(svc: Services, base: Spec, sizes: Sequence[int], log_dir: Path) -> lis
         f"256 MB){near if limits else ''}"
     )
     return out
-
-
-# ---- main ----------------------------------------------------------------------------------------
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -47,9 +47,6 @@ class Spec:
     @property
     def targets(self) -> int:
         return self.portals * self.lines
-
-
-# ---- the stack on moto's server -----------------------------------------------------------------
 
 
 @dataclass
@@ -173,9 +170,6 @@ def stored(svc: Services, deployed: Deployed) -> dict[str, tuple[Counter[str], C
     return found
 
 
-# ---- the functions --------------------------------------------------------------------------
-
-
 def lambda_environment(
     logical_id: str, deployed: Deployed, spec: Spec, parameters: Mapping[str, str]
 ) -> tuple[dict[str, str], list[str]]:
@@ -193,24 +187,19 @@ def lambda_environment(
     return {**env, **OFF_AWS, **extra}, missing
 
 
-@dataclass
 class Run:
-    """One invocation, as the function's process and the portal saw it."""
+    """One invocation, as the function's process (its answer: `wall`, `cpu`, `cpu_main` of it
+    in the handler's thread, `peak_rss`, `calls`, `tables`, `table_units`, `sent`, `log`,
+    `answer`) and the portal (`rest` requests, `oauth` refreshes) saw it."""
 
-    label: str
-    wall: float
-    cpu: float
-    peak_rss: float
-    rest: int
-    oauth: int
-    calls: dict[str, int]
-    tables: dict[str, int]  # "table:Operation" -> calls
-    table_units: dict[str, float]  # "table:RRU" / "table:WRU"
-    sent: dict[str, int]
-    log: str
-    answer: dict[str, Any] | None
-    table_names: Mapping[str, str] = field(default_factory=dict)  # name -> logical id
-    cpu_main: float = 0.0  # of `cpu`, the handler's thread (the rest: the portal threads)
+    def __init__(
+        self, label: str, got: dict[str, Any], rest: int, oauth: int, names: Mapping[str, str]
+    ) -> None:
+        self.label, self.rest, self.oauth, self.table_names = label, rest, oauth, names
+        self.wall, self.cpu, self.cpu_main = got["wall"], got["cpu"], got["cpu_main"]
+        self.peak_rss, self.calls, self.tables = got["peak_rss"], got["calls"], got["tables"]
+        self.table_units, self.sent, self.log = got["table_units"], got["sent"], got["log"]
+        self.answer: dict[str, Any] | None = got["answer"]
 
     def estimate(self, memory_mb: int) -> float:
         return max(self.wall, self.cpu * FULL_VCPU_MB / memory_mb)
@@ -301,15 +290,11 @@ class Function:
             command["profile"] = str(profile)
         if event is not None:
             command["event"] = dict(event)
-        a = self.with_log(lambda: self.child.ask(command))
+        got = self.with_log(lambda: self.child.ask(command))
         after = self.svc.counts()
-        if a.get("error"):
-            raise RuntimeError(f"{label}: the handler failed:\n{a['error']}")
-        rest, oauth = after[0] - before[0], after[1] - before[1]
-        return Run(
-            label, a["wall"], a["cpu"], a["peak_rss"], rest, oauth, a["calls"], a["tables"],
-            a["table_units"], a["sent"], a["log"], a["answer"], self.table_names, a["cpu_main"],
-        )  # fmt: skip
+        if got.get("error"):
+            raise RuntimeError(f"{label}: the handler failed:\n{got['error']}")
+        return Run(label, got, after[0] - before[0], after[1] - before[1], self.table_names)
 
     def with_log(self, step: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """The child's answer; if it has none, its log's end (its stderr) is in the error."""
@@ -326,9 +311,6 @@ class Function:
         finally:
             self.child.close()
         return self.ru_maxrss
-
-
-# ---- printing a run --------------------------------------------------------------------------
 
 
 def counted(run: Run) -> str:
@@ -394,9 +376,6 @@ def poll_health(
 def median_usage(usages: Sequence[Usage]) -> Usage:
     keys = {k for u in usages for k in u.values}
     return Usage({k: statistics.median(u.get(k) for u in usages) for k in keys})
-
-
-# ---- the series of runs ---------------------------------------------------------------------
 
 
 @dataclass

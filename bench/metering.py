@@ -43,7 +43,6 @@ def _key(item: Mapping[str, Any]) -> tuple[str, str]:
 
 class Meter:
     """AWS calls of the clients (or the session) it is attached to, and DynamoDB's units.
-
     Calls are counted on botocore's `before-call` event (once per API call, retries inside);
     units from the items sent and returned: reads 4 KB a unit (half when eventually
     consistent), writes 1 KB a unit, transactions twice, one unit at least.

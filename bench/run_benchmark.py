@@ -41,9 +41,6 @@ from local.template import environment_of
 CHANGED_SHARE = 0.01  # the share of connectors flipped to show that writes follow changes
 
 
-# ---- the naive baseline ----------------------------------------------------------------------
-
-
 def naive_run(bench: Bench, table: str) -> None:
     """One imconnector.status request per line and a GetItem + PutItem per target, portals in
     parallel as the real cycle checks them; same state machine, same token source."""
@@ -76,9 +73,6 @@ def naive_run(bench: Bench, table: str) -> None:
     portals = bench.targets.portals()
     with ThreadPoolExecutor(max_workers=min(bench.parallel, len(portals))) as pool:
         list(pool.map(portal, portals))
-
-
-# ---- the rows --------------------------------------------------------------------------------
 
 
 @dataclass
@@ -123,8 +117,6 @@ def bench_variant(
     traced = bench.measure(partial(run, table), traced=True)
     return Row(variant, "first run", firsts), Row(variant, "steady run", steadies, traced), table
 
-
-# ---- the handler's log output ----------------------------------------------------------------
 
 Metric = tuple[str, str, tuple[tuple[str, str], ...]]
 
@@ -176,9 +168,6 @@ def capture_logs(bench: Bench, table: str) -> tuple[list[str], set[Metric], set[
     return warm, metrics, cold
 
 
-# ---- printing ----------------------------------------------------------------------------------
-
-
 def render_table(rows: Sequence[Row]) -> list[str]:
     head = (
         f"{'':<6} {'run':<18} {'wall s':>8} {'non-AWS':>8} {'HTTP':>6} {'DynamoDB':>9} "
@@ -224,9 +213,6 @@ def render_ratios(real: Sequence[Row], naive: Sequence[Row]) -> list[str]:
             f"RRU {ratio(nc.rru, rc.rru)}, WRU {ratio(nc.wru, rc.wru)}{memory}"
         )
     return out
-
-
-# ---- main --------------------------------------------------------------------------------------
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -1,17 +1,8 @@
-"""The fleet benchmarks' processes: moto's server and the local portal each in a process of its
-own, so that none of their work counts in a function's CPU time or memory, and `Child`, the
-line-per-command pipe to them and to the functions' processes (`bench/fleet_child.py`).
+"""The fleet benchmarks' processes: moto's server and the local portal (N portals x L lines,
+`myconnector` on every line, one application on all), each in a process of its own so none of
+their work counts in a function's; `Child`, the JSON-line pipe to every process of the bench.
 
-    python -m bench.services moto
-    python -m bench.services portal --portals N --lines L --latency S --credentials FILE
-
-Each prints `{"port": ...}` when ready, then answers one JSON line per command on its standard
-input until that closes. moto runs with tests/support/moto_speedups.py's shortcuts. The portal
-hosts N portals x L open lines, `myconnector` configured on every line and one application
-installed on all of them (its OAuth server tells portals apart by refresh token); it writes
-`{"app": {...}, "portals": {domain: entry}}` to FILE and answers `count` (REST requests and
-refreshes so far), `expire` (those portals' access tokens expire) and `credentials` (a new
-token pair for each portal named).
+    python -m bench.services moto | portal --portals N --lines L --latency S --credentials FILE
 """
 
 from __future__ import annotations
@@ -140,9 +131,6 @@ def services(portals: int, lines: int, latency: float) -> Iterator[Services]:
         moto_port = int(moto.read(READY_TIMEOUT)["port"])
         portal_port = int(portal.read(READY_TIMEOUT)["port"])
         yield Services(portal, moto_port, portal_port, json.loads(creds.read_text()))
-
-
-# ---- the servers' side ---------------------------------------------------------------------------
 
 
 def _reply(payload: dict[str, Any]) -> None:
