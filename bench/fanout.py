@@ -20,7 +20,7 @@ import json
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,6 @@ from bench.lambdas import (
     MIB,
     Function,
     Run,
-    Series,
     Services,
     Spec,
     counted,
@@ -113,91 +112,16 @@ class Round:
         return self.planner.run.estimate(memory) + self.slowest(memory).run.estimate(memory)
 
 
-@dataclass
-class FanMeasured:
-    spec: Spec
-    shard_portals: int
-    shards: int
-    measured: list[int]  # shard indexes delivered
-    series: Series[Round]
-    health: list[Run]
-    api_init: Usage
-    stored: dict[str, tuple[float, float]]  # logical table -> (bytes, items), scaled
-    stored_measured: dict[str, tuple[float, float]]  # as found
-    missing_env: list[str]
-
-    def steady(self) -> Round:
-        ordered = sorted(self.series.steady, key=lambda r: r.seconds(self.spec.memory))
-        return ordered[len(ordered) // 2]
-
-    def which(self) -> str:
-        count, measured = self.shards, self.measured
-        if len(measured) == count:
-            return f"every shard measured ({count} of {count})"
-        return (
-            f"shards {', '.join(map(str, measured))} measured ({len(measured)} of {count}); the "
-            f"run's totals are the planner's (measured at full size) + the measured shards' x "
-            f"{count}/{len(measured)} (scaled)"
-        )
-
-    def figures(self) -> Figures:
-        s, fleet = self.series, self.spec
-        steady = self.steady()
-        inventory = s.inventory or steady
-        refresh = Usage()
-        if s.refresh is not None and s.refreshed:
-            measured = s.refresh.workers().times(1 / s.refresh.scale)
-            base = steady.workers().times(1 / steady.scale)
-            refresh = (measured - base).at_least_zero().times(1 / s.refreshed)
-        shards = [i for r in s.runs() for i in r.shards]
-        cold = {
-            "CheckerFunction": median_usage([r.planner.init for r in s.runs()]),
-            "ShardWorkerFunction": median_usage([i.init for i in shards]),
-            "SnapshotApiFunction": self.api_init,
-        }
-        kinds = [f"steady: median of {len(s.steady)}"]
-        if s.inventory is None:
-            kinds.append("no inventory run measured: priced as a steady run")
-        if s.refresh is None:
-            kinds.append("no refresh run measured: refreshes not priced")
-        workers = tuple(
-            median_usage([r.shards[i].run.usage() for r in s.steady])
-            for i in range(len(self.measured))
-        )
-        return Figures(
-            portals=fleet.portals,
-            targets=fleet.targets,
-            steady=median_usage([r.total() for r in s.steady]),
-            inventory=inventory.total(),
-            refresh=refresh,
-            health=median_usage([r.usage() for r in self.health[1:]] or [Usage()]),
-            cold=cold,
-            stored=self.stored,
-            measured_on=(
-                f"the real handlers fanned out, {fleet.portals:,} portals x {fleet.lines} lines "
-                f"at {fleet.latency * 1000:g} ms, ShardPortals={self.shard_portals:,} "
-                f"({'; '.join(kinds)})"
-            ),
-            fanout=FanOutFigures(
-                shards=self.shards,
-                planner=median_usage([r.planner.run.usage() for r in s.steady]),
-                planner_inventory=inventory.planner.run.usage(),
-                workers=workers,
-                workers_inventory=tuple(i.run.usage() for i in inventory.shards),
-                measured=self.which(),
-            ),
-        )
-
-
 class FanOut:
-    """The deployed fan-out: the planner's and the worker's environments, the queue."""
+    """The deployed fan-out (the planner's and the worker's environments, the queue) and what
+    was measured on it."""
 
     def __init__(
         self, svc: Services, spec: Spec, shard_portals: int, measure_shards: int, log_dir: Path
     ) -> None:
         from connector_monitor.domain.shards import split
 
-        self.svc, self.spec, self.log_dir = svc, spec, log_dir
+        self.svc, self.spec, self.log_dir, self.shard_portals = svc, spec, log_dir, shard_portals
         self.deployed = deploy(svc, spec.portals, spec.lines, explicit=False, queue=True)
         parameters = {
             "Targets": "",
@@ -289,45 +213,92 @@ class FanOut:
         summary = dict(record.summary) if complete and record is not None else {}
         return Round(label, planner, shards, len(self.ranges), len(orders), complete, summary)
 
-    def stored(self) -> tuple[dict[str, tuple[float, float]], dict[str, tuple[float, float]]]:
-        """Bytes and items in each table, as found and with the state table's per-portal
-        partitions scaled to every shard when only some were delivered."""
-        found: dict[str, tuple[float, float]] = {}
-        scaled: dict[str, tuple[float, float]] = {}
+    def measure(self, args: Any) -> None:
+        """The series of runs, /health, and the bytes and items in each table, as found
+        (`stored`) and with the state table's per-portal partitions scaled to every shard
+        when only some were delivered (`scaled`)."""
+        delivered = [p for i in self.measured for p in self.portals_of(i)]
+        self.series = run_series(
+            self.svc, self.deployed, self.spec, self.round, print, expirable=delivered,
+            inventory=not args.no_inventory, refresh=not args.no_refresh,
+        )  # fmt: skip
+        self.health, self.api_init = poll_health(self.svc, self.deployed, self.spec, self.log_dir)
+        self.stored: dict[str, tuple[float, float]] = {}
+        self.scaled: dict[str, tuple[float, float]] = {}
         factor = len(self.ranges) / len(self.measured)
         for logical, (size, items) in stored(self.svc, self.deployed).items():
-            found[logical] = (float(sum(size.values())), float(sum(items.values())))
-            if logical == "TokenTable":  # every portal's pair is deployed: nothing to scale
-                scaled[logical] = found[logical]
-                continue
-            scaled[logical] = (
-                sum(v * (1 if pk in FIXED_PARTITIONS else factor) for pk, v in size.items()),
-                sum(v * (1 if pk in FIXED_PARTITIONS else factor) for pk, v in items.items()),
+            self.stored[logical] = (float(sum(size.values())), float(sum(items.values())))
+            # every portal's pair is deployed: the token table is not scaled
+            f = {
+                pk: 1 if pk in FIXED_PARTITIONS or logical == "TokenTable" else factor
+                for pk in size
+            }
+            self.scaled[logical] = (
+                sum(v * f[pk] for pk, v in size.items()),
+                sum(v * f[pk] for pk, v in items.items()),
             )
-        return found, scaled
 
+    def steady(self) -> Round:
+        ordered = sorted(self.series.steady, key=lambda r: r.seconds(self.spec.memory))
+        return ordered[len(ordered) // 2]
 
-def measure_fanout(
-    svc: Services, spec: Spec, args: Any, log_dir: Path, say: Callable[..., None] = print
-) -> FanMeasured:
-    say(
-        f"  {spec.portals:,} portals x {spec.lines} lines, FanOut=true, "
-        f"ShardPortals={args.shard_portals:,}: deploying...",
-        flush=True,
-    )
-    fan = FanOut(svc, spec, args.shard_portals, args.measure_shards, log_dir)
-    say(f"    {len(fan.ranges)} shards; delivering {len(fan.measured)} each run", flush=True)
-    delivered = [p for i in fan.measured for p in fan.portals_of(i)]
-    series = run_series(
-        svc, fan.deployed, spec, fan.round, say, expirable=delivered,
-        inventory=not args.no_inventory, refresh=not args.no_refresh,
-    )  # fmt: skip
-    health, api_init = poll_health(svc, fan.deployed, spec, log_dir)
-    found, scaled = fan.stored()
-    return FanMeasured(
-        spec, args.shard_portals, len(fan.ranges), fan.measured, series, health, api_init,
-        scaled, found, fan.missing,
-    )  # fmt: skip
+    def which(self) -> str:
+        count, measured = len(self.ranges), self.measured
+        if len(measured) == count:
+            return f"every shard measured ({count} of {count})"
+        return (
+            f"shards {', '.join(map(str, measured))} measured ({len(measured)} of {count}); the "
+            f"run's totals are the planner's (measured at full size) + the measured shards' x "
+            f"{count}/{len(measured)} (scaled)"
+        )
+
+    def figures(self) -> Figures:
+        s, fleet = self.series, self.spec
+        steady = self.steady()
+        inventory = s.inventory or steady
+        refresh = Usage()
+        if s.refresh is not None and s.refreshed:
+            measured = s.refresh.workers().times(1 / s.refresh.scale)
+            base = steady.workers().times(1 / steady.scale)
+            refresh = (measured - base).at_least_zero().times(1 / s.refreshed)
+        shards = [i for r in s.runs() for i in r.shards]
+        cold = {
+            "CheckerFunction": median_usage([r.planner.init for r in s.runs()]),
+            "ShardWorkerFunction": median_usage([i.init for i in shards]),
+            "SnapshotApiFunction": self.api_init,
+        }
+        kinds = [f"steady: median of {len(s.steady)}"]
+        if s.inventory is None:
+            kinds.append("no inventory run measured: priced as a steady run")
+        if s.refresh is None:
+            kinds.append("no refresh run measured: refreshes not priced")
+        workers = tuple(
+            median_usage([r.shards[i].run.usage() for r in s.steady])
+            for i in range(len(self.measured))
+        )
+        return Figures(
+            portals=fleet.portals,
+            targets=fleet.targets,
+            steady=median_usage([r.total() for r in s.steady]),
+            inventory=inventory.total(),
+            refresh=refresh,
+            health=median_usage([r.usage() for r in self.health[1:]] or [Usage()]),
+            cold=cold,
+            stored=self.scaled,
+            measured_on=(
+                f"the real handlers fanned out, {fleet.portals:,} portals x {fleet.lines} lines "
+                f"at {fleet.latency * 1000:g} ms, ShardPortals={self.shard_portals:,} "
+                f"({'; '.join(kinds)})"
+            ),
+            fanout=FanOutFigures(
+                shards=len(self.ranges),
+                planner=median_usage([r.planner.run.usage() for r in s.steady]),
+                planner_inventory=inventory.planner.run.usage(),
+                workers=workers,
+                workers_inventory=tuple(i.run.usage() for i in inventory.shards),
+                measured=self.which(),
+            ),
+        )
 
 
 def row(invocation: Invocation, memory: int) -> str:
@@ -342,7 +313,7 @@ def row(invocation: Invocation, memory: int) -> str:
     )
 
 
-def round_lines(measured: FanMeasured, run: Round) -> list[str]:
+def round_lines(measured: FanOut, run: Round) -> list[str]:
     memory, expected = measured.spec.memory, measured.spec.targets
     head = (
         f"  {'invocation':<10} {'portals':>7} {'wall s':>7} {'CPU s':>6} "
@@ -367,7 +338,7 @@ def round_lines(measured: FanMeasured, run: Round) -> list[str]:
     return out
 
 
-def per_shard(measured: FanMeasured) -> list[str]:
+def per_shard(measured: FanOut) -> list[str]:
     memory, rounds = measured.spec.memory, measured.series.runs()
     out = [
         f"PER SHARD ({measured.shard_portals:,} portals a shard; the est. Lambda seconds of "
@@ -399,7 +370,7 @@ def per_shard(measured: FanMeasured) -> list[str]:
         f"{max(r.seconds(memory) for r in rounds):.2f} s"
     )
     out.append(f"MEASURED vs SCALED: {measured.which()}.")
-    if len(measured.measured) < measured.shards:
+    if len(measured.measured) < len(measured.ranges):
         out.append(
             "  Scaled: the run's DynamoDB units, requests, log bytes and bytes sent, the worker "
             "seconds, and the state table's stored bytes (all but its RUN and REGISTRY items) = "
@@ -409,12 +380,12 @@ def per_shard(measured: FanMeasured) -> list[str]:
     return out
 
 
-def fan_report(measured: FanMeasured) -> list[str]:
+def fan_report(measured: FanOut) -> list[str]:
     fleet = measured.spec
     out = [
         f"Fan-out (FanOut=true): {fleet.portals:,} portals x {fleet.lines} lines = "
         f"{fleet.targets:,} targets, ShardPortals={measured.shard_portals:,} -> "
-        f"{measured.shards} shards; {fleet.latency * 1000:g} ms a portal request, "
+        f"{len(measured.ranges)} shards; {fleet.latency * 1000:g} ms a portal request, "
         f"MaxParallelPortals={fleet.parallel}, {fleet.memory} MB; {measured.which()}.",
         "Each invocation is a new process (a cold start): the planner (lambda_handler), then each "
         "shard order through shard_handler as the SQS event source delivers it, one after "
@@ -435,13 +406,13 @@ def fan_report(measured: FanMeasured) -> list[str]:
         f"{(health[-1].answer or {}).get('statusCode')}"
     )
     tables = []
-    for t, (size, items) in measured.stored.items():
-        found = measured.stored_measured[t]
+    for t, (size, items) in measured.scaled.items():
+        found = measured.stored[t]
         scaled = f" (scaled from {found[1]:,.0f} items)" if found != (size, items) else ""
         tables.append(f"{t} {items:,.0f} items {size / 1e6:,.2f} MB{scaled}")
     out.append("Stored after the runs: " + "; ".join(tables))
-    if measured.missing_env:
-        out.append("Left empty: " + ", ".join(measured.missing_env))
+    if measured.missing:
+        out.append("Left empty: " + ", ".join(measured.missing))
     return out
 
 
@@ -465,7 +436,14 @@ def main(fleet: Spec, args: Any) -> int:
         tempfile.TemporaryDirectory() as tmp,
         services(fleet.portals, fleet.lines, fleet.latency) as svc,
     ):
-        measured = measure_fanout(svc, fleet, args, Path(tmp))
+        print(
+            f"  {fleet.portals:,} portals x {fleet.lines} lines, FanOut=true, "
+            f"ShardPortals={args.shard_portals:,}: deploying...",
+            flush=True,
+        )
+        measured = FanOut(svc, fleet, args.shard_portals, args.measure_shards, Path(tmp))
+        print(f"    {len(measured.ranges)} shards; delivering {len(measured.measured)} each run")
+        measured.measure(args)
     print("\n" + "\n".join(fan_report(measured)))
     # the measured fleet itself is priced (its shards are measured at their full size)
     price = Fleet(
