@@ -294,26 +294,22 @@ def monthly_bill(figures: Figures, fleet: Fleet, stack: Stack) -> Bill:
         return seconds * mb / 1024
 
     # -- Lambda ----------------------------------------------------------------------------
-    bill.add(
-        "Lambda requests",
+    detail = (
         f"{_fmt(runs)} planner runs + {_fmt(runs * shards)} shard invocations ({shards} a run) "
         f"+ {_fmt(polls)} /health polls"
         if fan is not None
-        else f"{_fmt(runs)} checker runs + {_fmt(polls)} /health polls",
-        invocations + polls,
-        "lambda_request",
+        else f"{_fmt(runs)} checker runs + {_fmt(polls)} /health polls"
     )
+    bill.add("Lambda requests", detail, invocations + polls, "lambda_request")
     if fan is None:
         bill.checker_run_seconds = typical.duration(memory)
         seconds = typical.duration(memory) * (runs - inventories)
         used = gb_s(seconds + validating.duration(memory) * inventories, memory)
-        bill.add(
-            "Lambda duration, checker",
+        detail = (
             f"{typical.duration(memory):.2f} s a run at {memory} MB ({typical.governs(memory)} "
-            f"governs; inventory runs {validating.duration(memory):.2f} s) = {_fmt(used)} GB-s",
-            used,
-            "lambda_gb_second",
+            f"governs; inventory runs {validating.duration(memory):.2f} s) = {_fmt(used)} GB-s"
         )
+        bill.add("Lambda duration, checker", detail, used, "lambda_gb_second")
     else:
         assert worker is not None
         planned = fan.planner.duration(memory)
@@ -321,35 +317,29 @@ def monthly_bill(figures: Figures, fleet: Fleet, stack: Stack) -> Bill:
             planned * (runs - inventories) + fan.planner_inventory.duration(memory) * inventories
         )
         used = gb_s(seconds, memory)
-        bill.add(
-            "Lambda duration, planner",
+        detail = (
             f"{planned:.2f} s a run at {memory} MB ({fan.planner.governs(memory)} governs) "
-            f"= {_fmt(used)} GB-s",
-            used,
-            "lambda_gb_second",
+            f"= {_fmt(used)} GB-s"
         )
+        bill.add("Lambda duration, planner", detail, used, "lambda_gb_second")
         wmb = worker.memory_mb
         each = fan.worker_seconds(wmb, figures.refresh, refresh_per_run)
         each_inventory = fan.worker_seconds(wmb, figures.refresh, refresh_per_run, inventory=True)
         used = gb_s(each * (runs - inventories) + each_inventory * inventories, wmb)
         bill.checker_run_seconds = planned + each
-        bill.add(
-            "Lambda duration, shard workers",
+        detail = (
             f"{shards} invocations a run, {each / shards:.2f} s each on average at {wmb} MB "
             f"({fan.workers[0].governs(wmb)} governs; inventory runs {each_inventory:.1f} s a "
-            f"run) = {_fmt(used)} GB-s",
-            used,
-            "lambda_gb_second",
+            f"run) = {_fmt(used)} GB-s"
         )
+        bill.add("Lambda duration, shard workers", detail, used, "lambda_gb_second")
     if api is not None:
         used = gb_s(figures.health.duration(api.memory_mb) * polls, api.memory_mb)
-        bill.add(
-            "Lambda duration, snapshot API",
+        detail = (
             f"{figures.health.duration(api.memory_mb) * 1000:.0f} ms a /health poll at "
-            f"{api.memory_mb} MB x {_fmt(polls)} = {_fmt(used)} GB-s",
-            used,
-            "lambda_gb_second",
+            f"{api.memory_mb} MB x {_fmt(polls)} = {_fmt(used)} GB-s"
         )
+        bill.add("Lambda duration, snapshot API", detail, used, "lambda_gb_second")
 
     def cold(function: str, mb: int) -> float:
         return figures.cold.get(function, next(iter(figures.cold.values()), Usage())).duration(mb)
@@ -363,15 +353,13 @@ def monthly_bill(figures: Figures, fleet: Fleet, stack: Stack) -> Bill:
     if api is not None:
         colds.append((fleet.api_cold_starts_per_hour * MINUTES_PER_MONTH / 60, "API", api))
     used = sum(gb_s(n * cold(f.logical_id, f.memory_mb), f.memory_mb) for n, _, f in colds)
-    bill.add(
-        "Lambda INIT (cold starts)",
+    detail = (
         " + ".join(
             f"{_fmt(n)} {name} x {cold(f.logical_id, f.memory_mb):.2f} s" for n, name, f in colds
         )
-        + f" (import + first call's wiring) = {_fmt(used)} GB-s",
-        used,
-        "lambda_gb_second",
+        + f" (import + first call's wiring) = {_fmt(used)} GB-s"
     )
+    bill.add("Lambda INIT (cold starts)", detail, used, "lambda_gb_second")
     # -- DynamoDB --------------------------------------------------------------------------
     rru, wru = month.units("RRU") + health.units("RRU"), month.units("WRU") + health.units("WRU")
     split = ""
@@ -381,51 +369,34 @@ def monthly_bill(figures: Figures, fleet: Fleet, stack: Stack) -> Bill:
             f" (planner {fan.planner.units('RRU'):,.1f}, of which the token table "
             f"{fan.planner.get('ddb.TokenTable.RRU'):,.1f}; workers {workers.units('RRU'):,.1f})"
         )
-    bill.add(
-        "DynamoDB reads",
+    detail = (
         f"{typical.units('RRU'):,.1f} RRU a run{split}, {validating.units('RRU'):,.1f} an "
-        f"inventory run, {figures.health.units('RRU'):.1f} a /health = {rru / 1e6:,.3f} M RRU",
-        rru,
-        "dynamodb_rru",
+        f"inventory run, {figures.health.units('RRU'):.1f} a /health = {rru / 1e6:,.3f} M RRU"
     )
-    bill.add(
-        "DynamoDB writes",
+    bill.add("DynamoDB reads", detail, rru, "dynamodb_rru")
+    detail = (
         f"{figures.steady.units('WRU'):,.1f} WRU a steady run, "
         f"{figures.refresh.units('WRU'):.1f} a token refresh x {_fmt(fleet.refreshes)}, "
-        f"{figures.inventory.units('WRU'):,.0f} an inventory run = {wru / 1e6:,.3f} M WRU",
-        wru,
-        "dynamodb_wru",
+        f"{figures.inventory.units('WRU'):,.0f} an inventory run = {wru / 1e6:,.3f} M WRU"
     )
+    bill.add("DynamoDB writes", detail, wru, "dynamodb_wru")
     stored = {
         table: (size + ITEM_OVERHEAD * items)
         for table, (size, items) in figures.stored.items()
         if table in stack.tables
     }
-    bill.add(
-        "DynamoDB storage",
-        ", ".join(f"{t} {b / 1e6:,.2f} MB" for t, b in sorted(stored.items())),
-        sum(stored.values()) / GB,
-        "dynamodb_storage",
-    )
+    detail = ", ".join(f"{t} {b / 1e6:,.2f} MB" for t, b in sorted(stored.items()))
+    bill.add("DynamoDB storage", detail, sum(stored.values()) / GB, "dynamodb_storage")
     pitr = [t.logical_id for t in stack.tables.values() if t.pitr]
     pitr_gb = sum(stored.get(t, 0.0) for t in pitr) / GB
-    bill.add(
-        "DynamoDB point-in-time recovery",
-        f"{len(pitr)} tables with PITR, {pitr_gb * 1000:,.2f} MB",
-        pitr_gb,
-        "dynamodb_pitr",
-    )
+    detail = f"{len(pitr)} tables with PITR, {pitr_gb * 1000:,.2f} MB"
+    bill.add("DynamoDB point-in-time recovery", detail, pitr_gb, "dynamodb_pitr")
     # -- Secrets Manager and KMS ------------------------------------------------------------
     secret_calls = month.get("sm.GetSecretValue") + month.get("sm.PutSecretValue")
-    bill.add(
-        "Secrets Manager secrets", f"{len(stack.secrets)} secret(s)", len(stack.secrets), "secret"
-    )
-    bill.add(
-        "Secrets Manager API calls",
-        f"{_fmt(month.total('sm.'))} calls ({figures.steady.total('sm.'):.0f} a run)",
-        month.total("sm."),
-        "secret_call",
-    )
+    detail = f"{len(stack.secrets)} secret(s)"
+    bill.add("Secrets Manager secrets", detail, len(stack.secrets), "secret")
+    detail = f"{_fmt(month.total('sm.'))} calls ({figures.steady.total('sm.'):.0f} a run)"
+    bill.add("Secrets Manager API calls", detail, month.total("sm."), "secret_call")
     kms_tables = [t.logical_id for t in stack.tables.values() if t.kms]
     # what each function (role) calling DynamoDB consumed
     readers = [fan.planner, figures.steady - fan.planner] if fan is not None else [typical]
@@ -436,33 +407,25 @@ def monthly_bill(figures: Figures, fleet: Fleet, stack: Stack) -> Bill:
     if api is not None and figures.health.total("ddb.") > 0:
         api_tables = sum(1 for t in kms_tables if figures.health.total(f"ddb.{t}.") > 0)
         keys += min(polls, windows) * api_tables
-    bill.add(
-        "KMS requests",
+    detail = (
         f"{_fmt(secret_calls)} for the secret + {_fmt(keys)} DynamoDB table-key decrypts "
-        f"({len(kms_tables)} tables under aws/dynamodb)",
-        secret_calls * KMS_PER_SECRET_CALL + keys,
-        "kms_request",
+        f"({len(kms_tables)} tables under aws/dynamodb)"
     )
+    bill.add("KMS requests", detail, secret_calls * KMS_PER_SECRET_CALL + keys, "kms_request")
     # -- SNS, SQS ----------------------------------------------------------------------------
     alerts = 2 * fleet.incidents_per_month + month.get("sns.Publish")
     notices = fleet.alarm_notifications_per_month
-    bill.add(
-        "SNS publishes",
+    detail = (
         f"{_fmt(alerts)} alerts ({fleet.incidents_per_month} incidents) + {notices} alarm "
-        "notifications",
-        alerts + notices,
-        "sns_publish",
+        "notifications"
     )
+    bill.add("SNS publishes", detail, alerts + notices, "sns_publish")
     emails = stack.email_subscriptions
     sent_emails = alerts * emails.get("Topic", 0) + notices * sum(
         n for t, n in emails.items() if t != "Topic"
     )
-    bill.add(
-        "SNS email deliveries",
-        f"{_fmt(sent_emails)} ({sum(emails.values())} email subscriptions)",
-        sent_emails,
-        "sns_email",
-    )
+    detail = f"{_fmt(sent_emails)} ({sum(emails.values())} email subscriptions)"
+    bill.add("SNS email deliveries", detail, sent_emails, "sns_email")
     polled = sorted({q for f in functions for q in f.queues})
     idle = len(polled) * fleet.sqs_pollers * 60 / fleet.sqs_poll_seconds * MINUTES_PER_MONTH
     idling = (
@@ -487,7 +450,8 @@ def monthly_bill(figures: Figures, fleet: Fleet, stack: Stack) -> Bill:
         detail = f"{idling} (shard orders themselves not measured here)"
     else:
         detail = "none polled: Scheduler delivers every run (the dead-letter queue idles)"
-    bill.add("SQS requests", f"{len(stack.queues)} queues; {detail}", requests, "sqs_request")
+    detail = f"{len(stack.queues)} queues; {detail}"
+    bill.add("SQS requests", detail, requests, "sqs_request")
     # -- CloudWatch ------------------------------------------------------------------------
     per_invocation = PLATFORM_LOG_BYTES + PLATFORM_LOG_LINES * LOG_EVENT_OVERHEAD
     logs = month.get("log.bytes") + month.get("log.lines") * LOG_EVENT_OVERHEAD
@@ -499,22 +463,18 @@ def monthly_bill(figures: Figures, fleet: Fleet, stack: Stack) -> Bill:
         for _, fmt in stack.access_logs.values()
     )
     ingested = logs + api_logs + access
-    bill.add(
-        "CloudWatch Logs ingestion",
+    detail = (
         f"{'planner + workers' if fan else 'checker'} {logs / 1e6:,.1f} MB "
         f"({typical.get('log.bytes'):,.0f} B printed a run), snapshot API {api_logs / 1e6:,.1f} "
-        f"MB, API access log {access / 1e6:,.1f} MB",
-        ingested / GB,
-        "logs_ingest",
+        f"MB, API access log {access / 1e6:,.1f} MB"
     )
+    bill.add("CloudWatch Logs ingestion", detail, ingested / GB, "logs_ingest")
     days = max([d for d in stack.log_groups.values() if d] or [3650])
-    bill.add(
-        "CloudWatch Logs storage",
+    detail = (
         f"{len(stack.log_groups)} log groups kept {days} days: {ingested * days / 30 / 1e6:,.1f} "
-        "MB held (uncompressed: an upper bound)",
-        ingested * days / 30 / GB,
-        "logs_storage",
+        "MB held (uncompressed: an upper bound)"
     )
+    bill.add("CloudWatch Logs storage", detail, ingested * days / 30 / GB, "logs_storage")
     standard = sum(a.metrics for a in stack.alarms if not a.high_resolution)
     high = sum(a.metrics for a in stack.alarms if a.high_resolution)
     alarms = standard * PRICES["alarm_metric"].dollars + high * PRICES["alarm_metric_high"].dollars
@@ -525,46 +485,35 @@ def monthly_bill(figures: Figures, fleet: Fleet, stack: Stack) -> Bill:
     names: set[str] = set()  # distinct metrics the handlers add (metrics.add_metric("Name", ...))
     for app in (ROOT / "functions").glob("*/app.py"):
         names |= set(re.findall(r"add_metric\(\s*\"(\w+)\"", app.read_text(encoding="utf-8")))
-    bill.add(
-        "CloudWatch custom metrics",
+    detail = (
         f"{len(names)} metrics (PublishMetrics=true)"
         if fleet.publish_metrics
-        else f"none (PublishMetrics=false, the default; true adds {len(names)} x $0.30)",
+        else f"none (PublishMetrics=false, the default; true adds {len(names)} x $0.30)"
+    )
+    bill.add(
+        "CloudWatch custom metrics",
+        detail,
         len(names) if fleet.publish_metrics else 0,
         "custom_metric",
     )
     # -- X-Ray, API Gateway, Scheduler, data transfer ------------------------------------------
     traced = (runs if checker.traced else 0.0) + (polls if api and api.traced else 0.0)
     traced += runs * shards if fan is not None and worker is not None and worker.traced else 0
-    bill.add(
-        "X-Ray traces",
-        f"{_fmt(traced)} traces recorded ({len(stack.traced_functions)} traced functions)",
-        traced,
-        "xray_trace",
-    )
-    bill.add(
-        "API Gateway HTTP API",
-        f"{_fmt(polls)} requests (a /health poll every minute)",
-        polls,
-        "http_api_request",
-    )
+    detail = f"{_fmt(traced)} traces recorded ({len(stack.traced_functions)} traced functions)"
+    bill.add("X-Ray traces", detail, traced, "xray_trace")
+    detail = f"{_fmt(polls)} requests (a /health poll every minute)"
+    bill.add("API Gateway HTTP API", detail, polls, "http_api_request")
     schedules = sum(f.schedules for f in functions)
-    bill.add(
-        "EventBridge Scheduler",
-        f"{_fmt(runs * schedules)} invocations",
-        runs * schedules,
-        "scheduler_invocation",
-    )
+    detail = f"{_fmt(runs * schedules)} invocations"
+    bill.add("EventBridge Scheduler", detail, runs * schedules, "scheduler_invocation")
     sent = month.get("net.bytes") + month.get("net.connections") * TLS_CONNECTION_BYTES
     sent += month.get("net.writes") * PACKET_OVERHEAD
-    bill.add(
-        "Data transfer out (to the portals)",
+    detail = (
         f"{typical.get('net.bytes') / 1000:,.0f} KB sent a run in "
         f"{typical.get('net.writes'):,.0f} writes on {typical.get('net.connections'):,.0f} "
-        f"connections (+TLS/TCP) = {sent / GB:,.2f} GB",
-        sent / GB,
-        "internet_out",
+        f"connections (+TLS/TCP) = {sent / GB:,.2f} GB"
     )
+    bill.add("Data transfer out (to the portals)", detail, sent / GB, "internet_out")
     bill.notes = _notes(bill, colds[0][0], colds[-1][0] if api is not None else 0.0)
     return bill
 
