@@ -20,12 +20,10 @@ import statistics
 import sys
 import tempfile
 import time
-from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
-from bench import fanout
+from bench import fanout, lambdas
 from bench.cost import (
     FULL_VCPU_MB,
     GOAL_MEMORY_MB,
@@ -37,56 +35,53 @@ from bench.cost import (
     monthly_bill,
     render_bill,
 )
-from bench.lambdas import (
-    COUNTED,
-    LOGGED,
-    MIB,
-    Function,
-    Run,
-    Series,
-    Services,
-    Spec,
-    counted,
-    deploy,
-    details,
-    lambda_environment,
-    logged,
-    median_usage,
-    poll_health,
-    run_series,
-    stored,
-)
+from bench.lambdas import MIB, Services, Spec, details, median_usage
 from bench.services import services
 from bench.stack import read_stack
 from local.template import parameter_values
 
 
-@dataclass
 class Measured:
-    spec: Spec
-    variant: str
-    series: Series[Run]
-    health: list[Run]
-    init: dict[str, Usage]
-    ru_maxrss: float
-    stored: dict[str, tuple[Counter[str], Counter[str]]]  # bytes and items by partition
-    missing_env: list[str]
+    """One invocation's runs on a fresh deploy (one `*/myconnector/*` watch, or one registry
+    entry a target), the checker in one process; then /health and the bytes stored."""
 
-    @property
-    def steady(self) -> Run:
-        ordered = sorted(self.series.steady, key=lambda r: r.wall)
-        return ordered[len(ordered) // 2]
-
-    def runs(self) -> list[Run]:
+    def __init__(
+        self, svc: Services, spec: Spec, log_dir: Path, *, explicit: bool = False,
+        refresh: bool = True, api: bool = True, profile: Path | None = None,
+    ) -> None:  # fmt: skip
+        self.spec, self.health = spec, []
+        self.variant = "explicit entries" if explicit else "one */myconnector/* watch"
+        print(
+            f"  {spec.portals:,} portals x {spec.lines} lines, {self.variant}: deploying...",
+            flush=True,
+        )
+        deployed = lambdas.deploy(svc, spec.portals, spec.lines, explicit=explicit)
+        parameters = {"Targets": "", "MaxParallelPortals": str(spec.parallel)}
+        parameters["ShardPortals"] = str(max(10, spec.portals))
+        env, self.missing = lambdas.lambda_environment(
+            "CheckerFunction", deployed, spec, parameters
+        )
+        function = lambdas.Function(svc, "checker", env, deployed, log_dir)
+        self.init = {"CheckerFunction": function.init}
+        try:
+            self.series = lambdas.run_series(
+                svc, deployed, spec, function.run, print, expirable=deployed.portals,
+                refresh=refresh,
+            )  # fmt: skip
+            if profile is not None:
+                print("    one more steady run under cProfile (not counted)...", flush=True)
+                function.run("profiled", profile=profile)
+        finally:
+            self.ru_maxrss = function.close()
+        if api:
+            self.health, init = lambdas.poll_health(svc, deployed, spec, log_dir)
+            self.init["SnapshotApiFunction"] = init
+        self.stored = lambdas.stored(svc, deployed)  # bytes and items by partition
         s = self.series
-        return [s.first, s.second, self.steady, *(r for r in (s.inventory, s.refresh) if r)]
-
-    def worst(self) -> Run:
-        return max(self.runs(), key=lambda r: r.estimate(self.spec.memory))
-
-    @property
-    def peak_rss(self) -> float:
-        return max([r.peak_rss for r in self.runs()] + [self.ru_maxrss])
+        self.steady = sorted(s.steady, key=lambda r: r.wall)[len(s.steady) // 2]
+        self.runs = [s.first, s.second, self.steady, *(r for r in (s.inventory, s.refresh) if r)]
+        self.worst = max(self.runs, key=lambda r: r.estimate(spec.memory))
+        self.peak_rss = max([r.peak_rss for r in self.runs] + [self.ru_maxrss])
 
     def figures(self) -> Figures:
         s = self.series
@@ -110,135 +105,100 @@ class Measured:
             ),
         )
 
-
-def measure(
-    svc: Services,
-    spec: Spec,
-    log_dir: Path,
-    *,
-    explicit: bool = False,
-    refresh: bool = True,
-    api: bool = True,
-    profile: Path | None = None,
-    say: Callable[..., None] = print,
-) -> Measured:
-    variant = "explicit entries" if explicit else "one */myconnector/* watch"
-    say(f"  {spec.portals:,} portals x {spec.lines} lines, {variant}: deploying...", flush=True)
-    deployed = deploy(svc, spec.portals, spec.lines, explicit=explicit)
-    parameters = {"Targets": "", "MaxParallelPortals": str(spec.parallel)}
-    parameters["ShardPortals"] = str(max(10, spec.portals))
-    env, missing = lambda_environment("CheckerFunction", deployed, spec, parameters)
-    function = Function(svc, "checker", env, deployed, log_dir)
-    init = {"CheckerFunction": function.init}
-    try:
-        series = run_series(
-            svc, deployed, spec, function.run, say, expirable=deployed.portals, refresh=refresh
-        )
-        if profile is not None:
-            say("    one more steady run under cProfile (not counted)...", flush=True)
-            function.run("profiled", profile=profile)
-    finally:
-        ru_maxrss = function.close()
-    health: list[Run] = []
-    if api:
-        health, init["SnapshotApiFunction"] = poll_health(svc, deployed, spec, log_dir)
-    found = stored(svc, deployed)
-    return Measured(spec, variant, series, health, init, ru_maxrss, found, missing)
-
-
-def run_table(measured: Measured) -> list[str]:
-    memory, s = measured.spec.memory, measured.series
-    out = [
-        f"  {'run':<22} {'wall s':>7} {'CPU s':>6} {f'est {memory}MB s':>11} {'governs':>7} "
-        f"{'RSS MiB':>7} {COUNTED} {'SNS':>4} {LOGGED}"
-    ]
-    rows = [(s.first, "first run"), (s.second, "second run")]
-    rows.append((measured.steady, f"steady (median of {len(s.steady)})"))
-    rows += [(s.inventory, "inventory run"), (s.refresh, f"refresh run ({s.refreshed} expired)")]
-    for run, label in rows:
-        if run is not None:
+    def table(self) -> list[str]:
+        memory, s = self.spec.memory, self.series
+        out = [
+            f"  {'run':<22} {'wall s':>7} {'CPU s':>6} {f'est {memory}MB s':>11} {'governs':>7} "
+            f"{'RSS MiB':>7} {lambdas.COUNTED} {'SNS':>4} {lambdas.LOGGED}"
+        ]
+        rows = [(s.first, "first run"), (s.second, "second run")]
+        rows.append((self.steady, f"steady (median of {len(s.steady)})"))
+        rows += [
+            (s.inventory, "inventory run"),
+            (s.refresh, f"refresh run ({s.refreshed} expired)"),
+        ]
+        for run, label in (row for row in rows if row[0] is not None):
             out.append(
                 f"  {label:<22} {run.wall:7.2f} {run.cpu:6.2f} {run.estimate(memory):11.2f} "
-                f"{run.governs(memory):>7} {run.peak_rss / MIB:7.1f} {counted(run)} "
-                f"{run.calls.get('sns:Publish', 0):4d} {logged(run)}"
+                f"{run.governs(memory):>7} {run.peak_rss / MIB:7.1f} {lambdas.counted(run)} "
+                f"{run.calls.get('sns:Publish', 0):4d} {lambdas.logged(run)}"
             )
-    return out
+        return out
 
-
-def verdict(measured: Measured) -> str:
-    spec, worst = measured.spec, measured.worst()
-    seconds, memory = worst.estimate(spec.memory), measured.peak_rss / MIB
-    ok_time, ok_memory = seconds <= GOAL_SECONDS, memory <= GOAL_MEMORY_MB
-    return (
-        f"One invocation, {spec.portals:,} portals x {spec.lines} lines at "
-        f"{spec.latency * 1000:g} ms, {spec.parallel} portals in parallel: slowest run "
-        f"'{worst.label}' {seconds:.1f} s estimated at {spec.memory} MB "
-        f"({worst.governs(spec.memory)} governs: wall {worst.wall:.1f} s, CPU {worst.cpu:.2f} s "
-        f"x {FULL_VCPU_MB}/{spec.memory} = {worst.cpu * FULL_VCPU_MB / spec.memory:.1f} s) "
-        f"{'<=' if ok_time else '>'} {GOAL_SECONDS:g} s: {'YES' if ok_time else 'NO'}; "
-        f"peak RSS {memory:.0f} MiB {'<=' if ok_memory else '>'} {GOAL_MEMORY_MB} MB: "
-        f"{'YES' if ok_memory else 'NO'}"
-    )
-
-
-def report(measured: Measured) -> list[str]:
-    memory = measured.spec.memory
-    out = [f"Runs ({measured.variant}):", *run_table(measured), ""]
-    s = measured.series
-    for run in (s.first, measured.steady, s.inventory, s.refresh):
-        out += details(run, run.label) if run else []
-    cold = "; ".join(
-        f"{name} {u.get('wall') * 1000:.0f} ms wall / {u.get('cpu') * 1000:.0f} ms CPU "
-        f"({u.duration(memory):.2f} s at {memory} MB)"
-        for name, u in measured.init.items()
-    )
-    out += ["", f"Cold start (import app + first call's wiring, this machine): {cold}"]
-    if len(measured.health) > 1:
-        warm, run = measured.health[1:], measured.health[-1]
-        out.append(
-            f"GET /health (snapshot API, median of {len(warm)} warm): "
-            f"{statistics.median(r.wall for r in warm) * 1000:.0f} ms wall, "
-            f"{statistics.median(r.cpu for r in warm) * 1000:.0f} ms CPU, status "
-            f"{(run.answer or {}).get('statusCode')}, DynamoDB {run.dynamodb_calls()} call(s) "
-            f"{run.units('RRU'):.1f} RRU, log {len(run.log_lines)} lines {run.log_bytes} B"
+    def report(self) -> list[str]:
+        spec, memory, s, worst = self.spec, self.spec.memory, self.series, self.worst
+        out = [f"Runs ({self.variant}):", *self.table(), ""]
+        for run in (r for r in (s.first, self.steady, s.inventory, s.refresh) if r):
+            out += details(run, run.label)
+        cold = "; ".join(
+            f"{name} {u.get('wall') * 1000:.0f} ms wall / {u.get('cpu') * 1000:.0f} ms CPU "
+            f"({u.duration(memory):.2f} s at {memory} MB)"
+            for name, u in self.init.items()
         )
-    tables = []
-    for table, (size, items) in measured.stored.items():
-        pks = ", ".join(f"{pk} {b / 1000:,.0f} KB" for pk, b in size.most_common(4))
-        total = f"{sum(items.values()):,.0f} items {sum(size.values()) / 1e6:,.2f} MB"
-        tables.append(f"{table} {total} ({pks})")
-    out.append("Stored after the runs: " + "; ".join(tables))
-    out.append(
-        f"Peak RSS of the checker process over all its runs: {measured.ru_maxrss / MIB:.0f} MiB"
-    )
-    if measured.missing_env:
-        out.append("Left empty (resources not created here): " + ", ".join(measured.missing_env))
-    return [*out, verdict(measured)]
+        out += ["", f"Cold start (import app + first call's wiring, this machine): {cold}"]
+        if len(self.health) > 1:
+            warm, run = self.health[1:], self.health[-1]
+            out.append(
+                f"GET /health (snapshot API, median of {len(warm)} warm): "
+                f"{statistics.median(r.wall for r in warm) * 1000:.0f} ms wall, "
+                f"{statistics.median(r.cpu for r in warm) * 1000:.0f} ms CPU, status "
+                f"{(run.answer or {}).get('statusCode')}, DynamoDB {run.dynamodb_calls()} call(s) "
+                f"{run.units('RRU'):.1f} RRU, log {len(run.log_lines)} lines {run.log_bytes} B"
+            )
+        tables = [
+            f"{t} {sum(n.values()):,.0f} items {sum(b.values()) / 1e6:,.2f} MB ("
+            + ", ".join(f"{pk} {v / 1000:,.0f} KB" for pk, v in b.most_common(4))
+            + ")"
+            for t, (b, n) in self.stored.items()
+        ]
+        out.append("Stored after the runs: " + "; ".join(tables))
+        out.append(
+            f"Peak RSS of the checker process over all its runs: {self.ru_maxrss / MIB:.0f} MiB"
+        )
+        if self.missing:
+            out.append("Left empty (resources not created here): " + ", ".join(self.missing))
+        seconds, rss = worst.estimate(memory), self.peak_rss / MIB
+        ok_time, ok_memory = seconds <= GOAL_SECONDS, rss <= GOAL_MEMORY_MB
+        out.append(
+            f"One invocation, {spec.portals:,} portals x {spec.lines} lines at "
+            f"{spec.latency * 1000:g} ms, {spec.parallel} portals in parallel: slowest run "
+            f"'{worst.label}' {seconds:.1f} s estimated at {memory} MB "
+            f"({worst.governs(memory)} governs: wall {worst.wall:.1f} s, CPU {worst.cpu:.2f} s "
+            f"x {FULL_VCPU_MB}/{memory} = {worst.cpu * FULL_VCPU_MB / memory:.1f} s) "
+            f"{'<=' if ok_time else '>'} {GOAL_SECONDS:g} s: {'YES' if ok_time else 'NO'}; "
+            f"peak RSS {rss:.0f} MiB {'<=' if ok_memory else '>'} {GOAL_MEMORY_MB} MB: "
+            f"{'YES' if ok_memory else 'NO'}"
+        )
+        return out
 
 
-def variant_line(watch: Measured, explicit: Measured) -> str:
+def explicit_lines(watch: Measured, explicit: Measured) -> list[str]:
     w, e, memory = watch.steady, explicit.steady, watch.spec.memory
     wf, ef = watch.series.first, explicit.series.first
-    return (
+    return [
+        "",
+        f"Runs ({explicit.variant}):",
+        *explicit.table(),
+        *details(ef, ef.label)[:4],
         f"Explicit entries ({explicit.spec.targets:,} registry items) against the watch, steady "
         f"run: {e.estimate(memory):.2f} s vs {w.estimate(memory):.2f} s estimated "
         f"(CPU {e.cpu:.2f} vs {w.cpu:.2f} s), {e.units('RRU'):,.1f} vs {w.units('RRU'):,.1f} "
         f"RRU, {e.dynamodb_calls()} vs {w.dynamodb_calls()} DynamoDB calls; first run "
         f"{ef.rest:,} vs {wf.rest:,} portal requests, "
-        f"{ef.estimate(memory):.1f} vs {wf.estimate(memory):.1f} s"
-    )
+        f"{ef.estimate(memory):.1f} vs {wf.estimate(memory):.1f} s",
+    ]
 
 
 def profile_lines(stats_file: Path, count: int) -> list[str]:
     out = [
+        "",
         f"Where a steady run's CPU goes (cProfile, each thread's CPU time, of one more steady "
-        f"run; top {count}; metering.py is this benchmark's meter, not the handler):"
+        f"run; top {count}; metering.py is this benchmark's meter, not the handler):",
     ]
     for order in ("tottime", "cumulative"):
         buffer = io.StringIO()
-        pstats.Stats(str(stats_file), stream=buffer).strip_dirs().sort_stats(order).print_stats(
-            count
-        )
+        stats = pstats.Stats(str(stats_file), stream=buffer).strip_dirs()
+        stats.sort_stats(order).print_stats(count)
         lines = buffer.getvalue().splitlines()
         start = next((i for i, line in enumerate(lines) if "ncalls" in line), 0)
         out += [f"  by {order}:", *("    " + line for line in lines[start:] if line.strip())]
@@ -246,21 +206,21 @@ def profile_lines(stats_file: Path, count: int) -> list[str]:
 
 
 def sweep(svc: Services, base: Spec, sizes: Sequence[int], log_dir: Path) -> list[str]:
-    rows: list[tuple[int, Measured]] = []
+    memory, passing, limits = base.memory, [0], []
+    rows = []
     for size in sizes:
-        spec = Spec(size, base.lines, base.latency, base.parallel, base.memory, steady_runs=2)
-        rows.append((size, measure(svc, spec, log_dir, refresh=False, api=False)))
-    memory = base.memory
+        spec = dataclasses.replace(base, portals=size, steady_runs=2)
+        rows.append((size, Measured(svc, spec, log_dir, refresh=False, api=False)))
     out = [
+        "",
         f"Sweep: one invocation at {memory} MB, {base.lines} lines per portal, "
         f"{base.latency * 1000:g} ms, {base.parallel} in parallel (the worst of first, steady "
         "and inventory runs)",
         f"  {'portals':>7} {'worst run':<14} {'wall s':>7} {'CPU s':>6} {'est s':>6} "
         f"{'governs':>7} {'RSS MiB':>7}  within 60 s and 256 MB",
     ]
-    passing = [0]
     for size, m in rows:
-        worst = m.worst()
+        worst = m.worst
         ok = worst.estimate(memory) <= GOAL_SECONDS and m.peak_rss / MIB <= GOAL_MEMORY_MB
         passing += [size] if ok else []
         out.append(
@@ -270,12 +230,10 @@ def sweep(svc: Services, base: Spec, sizes: Sequence[int], log_dir: Path) -> lis
         )
     # where the worst run's seconds and the peak RSS reach the goal, linearly between the
     # measured sizes around it (or beyond the last two)
-    limits: list[float] = []
-    for value, goal in (
-        (lambda m: m.worst().estimate(memory), GOAL_SECONDS),
-        (lambda m: m.peak_rss / MIB, float(GOAL_MEMORY_MB)),
+    for points, goal in (
+        ([(float(n), m.worst.estimate(memory)) for n, m in rows], GOAL_SECONDS),
+        ([(float(n), m.peak_rss / MIB) for n, m in rows], float(GOAL_MEMORY_MB)),
     ):
-        points = [(float(size), float(value(m))) for size, m in rows]
         for (x0, y0), (x1, y1) in itertools.pairwise(points):
             if y0 <= goal < y1 or (x1 == points[-1][0] and y1 <= goal and y1 > y0):
                 limits.append(x0 + (goal - y0) * (x1 - x0) / (y1 - y0))
@@ -306,12 +264,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--schedule-minutes", type=float, default=5.0, help="the priced schedule")
     add("--incidents", type=int, default=30, help="incidents a month (assumed, priced)")
     add("--profile", type=int, default=0, help="cProfile one more steady run: print N functions")
-    fan = parser.add_argument_group("fan-out (bench/fanout.py)", "FanOut=true: planner + shards")
-    fan.add_argument("--fanout", action="store_true", help="measure the fanned-out fleet")
-    fan.add_argument("--shard-portals", type=int, default=1000, help="ShardPortals (>= 10)")
-    fan.add_argument("--measure-shards", type=int, default=0, help="deliver K shards (0: all)")
-    fan.add_argument("--no-inventory", action="store_true", help="skip the inventory run")
-    fan.add_argument("--no-refresh", action="store_true", help="skip the refresh run")
+    add("--fanout", action="store_true", help="measure the fanned-out fleet (bench/fanout.py)")
+    add("--shard-portals", type=int, default=1000, help="fan-out: ShardPortals (>= 10)")
+    add("--measure-shards", type=int, default=0, help="fan-out: deliver K shards (0: all)")
+    add("--no-inventory", action="store_true", help="fan-out: skip the inventory run")
+    add("--no-refresh", action="store_true", help="fan-out: skip the refresh run")
     args = parser.parse_args(argv)
     if not 1 <= args.parallel <= 64:
         parser.error("--parallel must be 1..64 (MaxParallelPortals)")
@@ -341,49 +298,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         incidents_per_month=args.incidents,
         publish_metrics=args.params.get("PublishMetrics") == "true",
     )
-    if args.fitted:
-        print(
-            f"Measuring the real handlers on {' and '.join(map(str, args.fitted))} portals x "
-            f"{spec.lines} lines ({spec.latency * 1000:g} ms a portal request, "
-            f"MaxParallelPortals={spec.parallel}), to price {fleet.targets:,} targets on "
-            f"{fleet.portals:,} portals...",
-            flush=True,
-        )
-    else:
-        print(
-            f"Fleet: {spec.portals:,} portals x {spec.lines} lines = {spec.targets:,} targets, "
-            f"{spec.latency * 1000:g} ms a portal request, MaxParallelPortals={spec.parallel} "
-            f"(template default {parameter_values().get('MaxParallelPortals', '?')}), "
-            f"{spec.memory} MB.\nEach Lambda function runs in a process of its own (the handler "
-            "and nothing else); moto's server and the local portal in two more.",
-            flush=True,
-        )
+    print(
+        f"Measuring the real handlers on {' and '.join(map(str, args.fitted))} portals x "
+        f"{spec.lines} lines ({spec.latency * 1000:g} ms a portal request, "
+        f"MaxParallelPortals={spec.parallel}), to price {fleet.targets:,} targets on "
+        f"{fleet.portals:,} portals..."
+        if args.fitted
+        else f"Fleet: {spec.portals:,} portals x {spec.lines} lines = {spec.targets:,} targets, "
+        f"{spec.latency * 1000:g} ms a portal request, MaxParallelPortals={spec.parallel} "
+        f"(template default {parameter_values().get('MaxParallelPortals', '?')}), "
+        f"{spec.memory} MB.\nEach Lambda function runs in a process of its own (the handler "
+        "and nothing else); moto's server and the local portal in two more.",
+        flush=True,
+    )
     out: list[str] = []
     largest = max([*args.fitted, *args.sizes] or [spec.portals])
     with tempfile.TemporaryDirectory() as tmp, services(largest, spec.lines, spec.latency) as svc:
         log_dir = Path(tmp)
         if args.fitted:
             sizes = [dataclasses.replace(spec, portals=n) for n in args.fitted]
-            figures = [measure(svc, s, log_dir).figures() for s in sizes]
+            figures = [Measured(svc, s, log_dir).figures() for s in sizes]
         else:
             stats = log_dir / "steady.prof" if args.profile else None
-            main_run = measure(svc, spec, log_dir, profile=stats)
-            out += ["", *report(main_run)]
-            if stats is not None:
-                out += ["", *profile_lines(stats, args.profile)]
+            measured = Measured(svc, spec, log_dir, profile=stats)
+            out += ["", *measured.report()]
+            out += profile_lines(stats, args.profile) if stats is not None else []
             if not args.no_explicit:
-                explicit = measure(svc, spec, log_dir, explicit=True, refresh=False, api=False)
-                out += ["", f"Runs ({explicit.variant}):", *run_table(explicit)]
-                out += details(explicit.series.first, explicit.series.first.label)[:4]
-                out.append(variant_line(main_run, explicit))
-            if args.sizes:
-                out += ["", *sweep(svc, spec, args.sizes, log_dir)]
-            figures = [main_run.figures()]
-    print("\n".join(out))
-    print(
-        "\n"
-        + render_bill(monthly_bill(fitted(figures, fleet.portals, fleet.targets), fleet, stack))
-    )
+                explicit = Measured(svc, spec, log_dir, explicit=True, refresh=False, api=False)
+                out += explicit_lines(measured, explicit)
+            out += sweep(svc, spec, args.sizes, log_dir) if args.sizes else []
+            figures = [measured.figures()]
+    priced = fitted(figures, fleet.portals, fleet.targets)
+    print("\n".join(out) + "\n\n" + render_bill(monthly_bill(priced, fleet, stack)))
     print(f"\n(benchmark took {time.perf_counter() - started:.0f} s)")
     return 0
 
