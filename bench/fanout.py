@@ -25,36 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.cost import (
-    FULL_VCPU_MB,
-    GOAL_MEMORY_MB,
-    GOAL_SECONDS,
-    FanOutFigures,
-    Figures,
-    Fleet,
-    Usage,
-    monthly_bill,
-    render_bill,
-)
+from bench import cost, lambdas
+from bench.cost import GOAL_MEMORY_MB, GOAL_SECONDS, Usage
 from bench.environment import REGION
-from bench.lambdas import (
-    COUNTED,
-    LOGGED,
-    MIB,
-    Function,
-    Run,
-    Services,
-    Spec,
-    counted,
-    deploy,
-    details,
-    lambda_environment,
-    logged,
-    median_usage,
-    poll_health,
-    run_series,
-    stored,
-)
+from bench.lambdas import MIB, Run, Spec
 from bench.services import services
 from bench.stack import read_stack
 
@@ -117,12 +91,17 @@ class FanOut:
     was measured on it."""
 
     def __init__(
-        self, svc: Services, spec: Spec, shard_portals: int, measure_shards: int, log_dir: Path
+        self,
+        svc: lambdas.Services,
+        spec: Spec,
+        shard_portals: int,
+        measure_shards: int,
+        log_dir: Path,
     ) -> None:
         from connector_monitor.domain.shards import split
 
         self.svc, self.spec, self.log_dir, self.shard_portals = svc, spec, log_dir, shard_portals
-        self.deployed = deploy(svc, spec.portals, spec.lines, explicit=False, queue=True)
+        self.deployed = lambdas.deploy(svc, spec.portals, spec.lines, explicit=False, queue=True)
         parameters = {
             "Targets": "",
             "FanOut": "true",
@@ -131,8 +110,12 @@ class FanOut:
             "ScheduleExpression": SLOW_SCHEDULE,
         }
         d = self.deployed
-        self.planner_env, missing = lambda_environment("CheckerFunction", d, spec, parameters)
-        self.worker_env, more = lambda_environment("ShardWorkerFunction", d, spec, parameters)
+        self.planner_env, missing = lambdas.lambda_environment(
+            "CheckerFunction", d, spec, parameters
+        )
+        self.worker_env, more = lambdas.lambda_environment(
+            "ShardWorkerFunction", d, spec, parameters
+        )
         if self.planner_env.get("WORK_QUEUE_URL") != d.queue_url:
             raise RuntimeError("template.yaml no longer gives the checker WORK_QUEUE_URL")
         self.missing = sorted({*missing, *more})
@@ -152,7 +135,7 @@ class FanOut:
     ) -> Invocation:
         """One cold invocation in a new process: its run, its INIT and its peak RSS."""
         env = self.worker_env if handler == "shard_handler" else self.planner_env
-        function = Function(self.svc, "checker", env, self.deployed, self.log_dir, handler)
+        function = lambdas.Function(self.svc, "checker", env, self.deployed, self.log_dir, handler)
         try:
             run = function.run(label, event=event)
         finally:
@@ -218,15 +201,17 @@ class FanOut:
         (`stored`) and with the state table's per-portal partitions scaled to every shard
         when only some were delivered (`scaled`)."""
         delivered = [p for i in self.measured for p in self.portals_of(i)]
-        self.series = run_series(
-            self.svc, self.deployed, self.spec, self.round, print, expirable=delivered,
+        self.series = lambdas.run_series(
+            self.svc, self.deployed, self.spec, self.round, delivered,
             inventory=not args.no_inventory, refresh=not args.no_refresh,
         )  # fmt: skip
-        self.health, self.api_init = poll_health(self.svc, self.deployed, self.spec, self.log_dir)
+        self.health, self.api_init = lambdas.poll_health(
+            self.svc, self.deployed, self.spec, self.log_dir
+        )
         self.stored: dict[str, tuple[float, float]] = {}
         self.scaled: dict[str, tuple[float, float]] = {}
         factor = len(self.ranges) / len(self.measured)
-        for logical, (size, items) in stored(self.svc, self.deployed).items():
+        for logical, (size, items) in lambdas.stored(self.svc, self.deployed).items():
             self.stored[logical] = (float(sum(size.values())), float(sum(items.values())))
             # every portal's pair is deployed: the token table is not scaled
             f = {
@@ -252,7 +237,7 @@ class FanOut:
             f"{count}/{len(measured)} (scaled)"
         )
 
-    def figures(self) -> Figures:
+    def figures(self) -> cost.Figures:
         s, fleet = self.series, self.spec
         steady = self.steady()
         inventory = s.inventory or steady
@@ -263,8 +248,8 @@ class FanOut:
             refresh = (measured - base).at_least_zero().times(1 / s.refreshed)
         shards = [i for r in s.runs() for i in r.shards]
         cold = {
-            "CheckerFunction": median_usage([r.planner.init for r in s.runs()]),
-            "ShardWorkerFunction": median_usage([i.init for i in shards]),
+            "CheckerFunction": lambdas.median_usage([r.planner.init for r in s.runs()]),
+            "ShardWorkerFunction": lambdas.median_usage([i.init for i in shards]),
             "SnapshotApiFunction": self.api_init,
         }
         kinds = [f"steady: median of {len(s.steady)}"]
@@ -273,16 +258,16 @@ class FanOut:
         if s.refresh is None:
             kinds.append("no refresh run measured: refreshes not priced")
         workers = tuple(
-            median_usage([r.shards[i].run.usage() for r in s.steady])
+            lambdas.median_usage([r.shards[i].run.usage() for r in s.steady])
             for i in range(len(self.measured))
         )
-        return Figures(
+        return cost.Figures(
             portals=fleet.portals,
             targets=fleet.targets,
-            steady=median_usage([r.total() for r in s.steady]),
+            steady=lambdas.median_usage([r.total() for r in s.steady]),
             inventory=inventory.total(),
             refresh=refresh,
-            health=median_usage([r.usage() for r in self.health[1:]] or [Usage()]),
+            health=lambdas.median_usage([r.usage() for r in self.health[1:]] or [Usage()]),
             cold=cold,
             stored=self.scaled,
             measured_on=(
@@ -290,9 +275,9 @@ class FanOut:
                 f"at {fleet.latency * 1000:g} ms, ShardPortals={self.shard_portals:,} "
                 f"({'; '.join(kinds)})"
             ),
-            fanout=FanOutFigures(
+            fanout=cost.FanOutFigures(
                 shards=len(self.ranges),
-                planner=median_usage([r.planner.run.usage() for r in s.steady]),
+                planner=lambdas.median_usage([r.planner.run.usage() for r in s.steady]),
                 planner_inventory=inventory.planner.run.usage(),
                 workers=workers,
                 workers_inventory=tuple(i.run.usage() for i in inventory.shards),
@@ -308,8 +293,8 @@ def row(invocation: Invocation, memory: int) -> str:
     return (
         f"  {invocation.label:<10} {invocation.portals:7,d} {run.wall:7.2f} {run.cpu:6.2f} "
         f"{run.estimate(memory):11.2f} {run.governs(memory):>7} {invocation.peak / MIB:7.1f} "
-        f"{invocation.init.duration(memory):6.2f} {counted(run)} {sqs:4d} {logged(run)} "
-        f"{targets:>7}  {'yes' if invocation.fits(memory) else 'NO'}"
+        f"{invocation.init.duration(memory):6.2f} {lambdas.counted(run)} {sqs:4d} "
+        f"{lambdas.logged(run)} {targets:>7}  {'yes' if invocation.fits(memory) else 'NO'}"
     )
 
 
@@ -317,8 +302,8 @@ def round_lines(measured: FanOut, run: Round) -> list[str]:
     memory, expected = measured.spec.memory, measured.spec.targets
     head = (
         f"  {'invocation':<10} {'portals':>7} {'wall s':>7} {'CPU s':>6} "
-        f"{f'est {memory}MB s':>11} {'governs':>7} {'RSS MiB':>7} {'INIT s':>6} {COUNTED} "
-        f"{'SQS':>4} {LOGGED} {'targets':>7}  60 s & {GOAL_MEMORY_MB} MB"
+        f"{f'est {memory}MB s':>11} {'governs':>7} {'RSS MiB':>7} {'INIT s':>6} "
+        f"{lambdas.COUNTED} {'SQS':>4} {lambdas.LOGGED} {'targets':>7}  60 s & {GOAL_MEMORY_MB} MB"
     )
     out = [f"Run '{run.label}':", head, row(run.planner, memory)]
     out += [row(s, memory) for s in run.shards]
@@ -342,8 +327,8 @@ def per_shard(measured: FanOut) -> list[str]:
     memory, rounds = measured.spec.memory, measured.series.runs()
     out = [
         f"PER SHARD ({measured.shard_portals:,} portals a shard; the est. Lambda seconds of "
-        f"each run, max(wall, CPU x {FULL_VCPU_MB}/{memory}); peak RSS of the invocation's "
-        "process, import included):",
+        f"each run, max(wall, CPU x {cost.FULL_VCPU_MB}/{memory}); peak RSS of the "
+        "invocation's process, import included):",
         f"  {'shard':<8} {'portals':>7} "
         + " ".join(f"{r.label.split(' (')[0]:>14}" for r in rounds)
         + f" {'worst s':>8} {'RSS MiB':>8}  within 60 s and {GOAL_MEMORY_MB} MB",
@@ -397,7 +382,7 @@ def fan_report(measured: FanOut) -> list[str]:
     steady = measured.steady()
     for invocation in (steady.planner, steady.shards[0]):
         label = f"{steady.label}, {invocation.label}"
-        out += details(invocation.run, label, invocation.init)
+        out += lambdas.details(invocation.run, label, invocation.init)
     out += ["", *per_shard(measured)]
     health = measured.health[1:]
     out.append(
@@ -446,13 +431,13 @@ def main(fleet: Spec, args: Any) -> int:
         measured.measure(args)
     print("\n" + "\n".join(fan_report(measured)))
     # the measured fleet itself is priced (its shards are measured at their full size)
-    price = Fleet(
+    price = cost.Fleet(
         targets=fleet.targets,
         portals=fleet.portals,
         publish_metrics=args.params.get("PublishMetrics") == "true",
     )
-    bill = monthly_bill(measured.figures(), price, stack)
-    print("\n" + render_bill(bill))
+    bill = cost.monthly_bill(measured.figures(), price, stack)
+    print("\n" + cost.render_bill(bill))
     print(
         f"\nBILL PER SHARD: ${bill.total:.4f} a month / {bill.shards} shards = "
         f"${bill.per_shard:.4f} a shard ({price.portals / bill.shards:,.0f} portals, "

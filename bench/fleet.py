@@ -65,9 +65,8 @@ class Measured:
         self.init = {"CheckerFunction": function.init}
         try:
             self.series = lambdas.run_series(
-                svc, deployed, spec, function.run, print, expirable=deployed.portals,
-                refresh=refresh,
-            )  # fmt: skip
+                svc, deployed, spec, function.run, deployed.portals, refresh=refresh
+            )
             if profile is not None:
                 print("    one more steady run under cProfile (not counted)...", flush=True)
                 function.run("profiled", profile=profile)

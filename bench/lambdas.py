@@ -137,24 +137,6 @@ def deploy(
     return deployed
 
 
-def age_inventories(svc: Services, table: str, by: timedelta) -> int:
-    """Move every portal's inventory `by` into the past: the next run repeats them all."""
-    from connector_monitor.aws.records import iso, parse_iso
-
-    dynamodb = svc.client("dynamodb")
-    query = {"KeyConditionExpression": "pk = :pk", "TableName": table}
-    pages = dynamodb.get_paginator("query").paginate(
-        **query, ExpressionAttributeValues={":pk": {"S": "INVENTORY"}}
-    )
-    items = [item for page in pages for item in page["Items"]]
-    for item in items:
-        item["validated_at"] = {"S": iso(parse_iso(item["validated_at"]["S"]) - by)}
-    for start in range(0, len(items), 25):
-        batch = [{"PutRequest": {"Item": i}} for i in items[start : start + 25]]
-        dynamodb.batch_write_item(RequestItems={table: batch})
-    return len(items)
-
-
 def stored(svc: Services, deployed: Deployed) -> dict[str, tuple[Counter[str], Counter[str]]]:
     """Each table's bytes (AWS's item-size rules) and items, by partition (pk before '#')."""
     found: dict[str, tuple[Counter[str], Counter[str]]] = {}
@@ -262,14 +244,9 @@ class Function:
     invocation."""
 
     def __init__(
-        self,
-        svc: Services,
-        name: str,
-        env: Mapping[str, str],
-        deployed: Deployed,
-        log_dir: Path,
-        handler: str = "lambda_handler",
-    ) -> None:
+        self, svc: Services, name: str, env: Mapping[str, str], deployed: Deployed,
+        log_dir: Path, handler: str = "lambda_handler",
+    ) -> None:  # fmt: skip
         self.svc, self.table_names = svc, deployed.names
         self.log_file = log_dir / f"{name}-{time.monotonic_ns()}.log"
         event = ROOT / "events" / ("schedule.json" if name == "checker" else "health_get.json")
@@ -393,34 +370,40 @@ class Series(Generic[T]):
 
 
 def run_series(
-    svc: Services,
-    deployed: Deployed,
-    spec: Spec,
-    run: Callable[[str], T],
-    say: Callable[..., None],
-    *,
-    expirable: Sequence[str],
-    inventory: bool = True,
-    refresh: bool = True,
-) -> Series[T]:
+    svc: Services, deployed: Deployed, spec: Spec, run: Callable[[str], T], expirable: list[str],
+    *, inventory: bool = True, refresh: bool = True,
+) -> Series[T]:  # fmt: skip
     """The first run (inventories and discovery, everything written once), a second, the
     steady runs, an inventory run (the inventories aged past ValidateEveryMinutes, as every
     48th run at 5 minutes finds them) and a run with 1/12 of `expirable`'s access tokens
     expired (each refreshes once, as every 5-minute run sees with hourly tokens)."""
-    say("    first run...", flush=True)
+    from connector_monitor.aws.records import iso, parse_iso
+
+    print("    first run...", flush=True)
     first, second = run("first run"), run("second run")
-    say(f"    {spec.steady_runs} steady runs...", flush=True)
+    print(f"    {spec.steady_runs} steady runs...", flush=True)
     steady = [run("steady run") for _ in range(spec.steady_runs)]
     inventoried, refreshing, refreshed = None, None, 0
-    if inventory:
-        aged = age_inventories(svc, deployed.table, spec.validate_every + timedelta(minutes=1))
-        say(f"    inventory run ({aged:,} inventories aged)...", flush=True)
+    if inventory:  # every portal's inventory moved into the past: the next run repeats them
+        dynamodb, table = svc.client("dynamodb"), deployed.table
+        pages = dynamodb.get_paginator("query").paginate(
+            TableName=table, KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": "INVENTORY"}},
+        )  # fmt: skip
+        items = [item for page in pages for item in page["Items"]]
+        for item in items:
+            aged = parse_iso(item["validated_at"]["S"]) - spec.validate_every - timedelta(minutes=1)
+            item["validated_at"] = {"S": iso(aged)}
+        for start in range(0, len(items), 25):
+            batch = [{"PutRequest": {"Item": i}} for i in items[start : start + 25]]
+            dynamodb.batch_write_item(RequestItems={table: batch})
+        print(f"    inventory run ({len(items):,} inventories aged)...", flush=True)
         inventoried = run("inventory run")
     if refresh:
         count = max(1, round(len(expirable) * REFRESH_SHARE))
-        expired = list(expirable[:: max(1, len(expirable) // count)][:count])
+        expired = expirable[:: max(1, len(expirable) // count)][:count]
         svc.expire(expired)
         refreshed = len(expired)
-        say(f"    refresh run ({refreshed} portals' access tokens expired)...", flush=True)
+        print(f"    refresh run ({refreshed} portals' access tokens expired)...", flush=True)
         refreshing = run(f"refresh run ({refreshed})")
     return Series(first, second, steady, inventoried, refreshing, refreshed)
