@@ -9,11 +9,12 @@ import logging
 import os
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import boto3
 from moto import mock_aws
@@ -192,20 +193,6 @@ class Bench:
             self.portal.connect(t.portal, t.connector, t.line)
 
 
-@contextlib.contextmanager
-def patched_environ(values: Mapping[str, str]) -> Iterator[None]:
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, old in saved.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
-
-
 AWS_ENVIRONMENT = {  # test credentials for moto
     "AWS_DEFAULT_REGION": REGION,
     "AWS_ACCESS_KEY_ID": "testing",
@@ -216,7 +203,12 @@ AWS_ENVIRONMENT = {  # test credentials for moto
 
 @contextlib.contextmanager
 def bench_environment(fleet: BenchFleet, latency: float) -> Iterator[Bench]:
-    with patched_environ(AWS_ENVIRONMENT), quicker_moto(), LocalPortal() as portal, mock_aws():
+    with (
+        mock.patch.dict(os.environ, AWS_ENVIRONMENT),
+        quicker_moto(),
+        LocalPortal() as portal,
+        mock_aws(),
+    ):
         for domain in fleet.domains():
             lines = {n: f"Line {n}" for n in range(1, fleet.lines + 1)}
             portal.add_portal(domain, connectors={CONNECTOR: "Bench connector"}, lines=lines)

@@ -1,17 +1,9 @@
 """The fan-out benchmark (`make fanout`, `python -m bench.fleet --fanout`): a fleet larger than
-one invocation checks, deployed with FanOut=true and checked as Lambda checks it, every
-invocation a cold start in a process of its own (bench/README.md says what is printed):
-
-- the planner: functions/checker/app.py `lambda_handler` with the checker's FanOut=true
-  environment (WORK_QUEUE_URL on moto's server, SHARD_PORTALS) queues one order per shard;
-- the shards: each order received from the queue and handed to `shard_handler` in the event
-  Lambda's SQS event source builds (`local/work_queue.py`), with the worker's environment
-  (ShardWorkerFunction), one after another here (at once on Lambda), the order deleted unless
-  the worker reported it failed. `--measure-shards K` delivers K shards spread over the fleet
-  and scales the run's totals from them (the printout says which figures are scaled).
-
-Both functions get SCHEDULE_EXPRESSION=rate(1 hour): it only sets how old an order may be before
-a worker drops it, and shards delivered one after another take longer than 5 minutes.
+one invocation checks, deployed with FanOut=true and checked as Lambda checks it: the planner
+(`lambda_handler`), then each order it queued handed to `shard_handler` in the event Lambda's
+SQS event source builds, every invocation a cold start in a process of its own, the shards one
+after another (at once on Lambda). Both functions get SCHEDULE_EXPRESSION=rate(1 hour): it only
+sets how old an order may be before a worker drops it (bench/README.md: what is printed).
 """
 
 from __future__ import annotations

@@ -22,11 +22,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
+from unittest import mock
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from bench.environment import MIB, ROOT, RUN_DEADLINE, Bench, BenchFleet, bench_environment
-from bench.environment import patched_environ as patched
 from bench.metering import Measure
 from connector_monitor.aws.records import status_from_item, status_key, status_to_item
 from connector_monitor.bitrix24.answers import STATUS_METHOD, read_status
@@ -147,7 +147,7 @@ def capture_logs(bench: Bench, table: str) -> tuple[list[str], set[Metric], set[
     )
     event = json.loads((ROOT / "events" / "schedule.json").read_text())
     buffer = io.StringIO()
-    with patched(env), contextlib.redirect_stdout(buffer):
+    with mock.patch.dict(os.environ, env), contextlib.redirect_stdout(buffer):
         checker = load_handler("checker")
         streams = [n for n in logging.root.manager.loggerDict if "." in n] + [checker.logger.name]
         handlers = [h for n in streams for h in logging.getLogger(n).handlers]
