@@ -105,8 +105,7 @@ def deploy(
     dynamodb.create_table(TableName=table, **definition("Table"))
     dynamodb.create_table(TableName=tokens, **definition("TokenTable"))
     topic_arn = svc.client("sns").create_topic(Name=f"fleet-{n}-alerts")["TopicArn"]
-    app = {k: svc.credentials["app"][k] for k in ("client_id", "client_secret", "oauth_endpoint")}
-    secret = json.dumps({"portals": {}, "apps": {APP_NAME: app}})
+    secret = json.dumps({"portals": {}, "apps": {APP_NAME: svc.app}})
     secrets = svc.client("secretsmanager")
     secret_arn = secrets.create_secret(Name=f"fleet-{n}/tokens", SecretString=secret)["ARN"]
     chosen = fleet_domains(portals)

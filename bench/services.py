@@ -2,12 +2,11 @@
 `myconnector` on every line, one application on all), each in a process of its own so none of
 their work counts in a function's; `Child`, the JSON-line pipe to every process of the bench.
 
-    python -m bench.services moto | portal --portals N --lines L --latency S --credentials FILE
+    python -m bench.services moto | portal PORTALS LINES LATENCY
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -86,7 +85,7 @@ class Services:
     portal: Child
     moto_port: int
     portal_port: int
-    credentials: dict[str, Any]
+    app: dict[str, str]  # the application installed on every portal (client id, secret, ...)
 
     @property
     def endpoint(self) -> str:
@@ -119,18 +118,15 @@ class Services:
 
 @contextmanager
 def services(portals: int, lines: int, latency: float) -> Iterator[Services]:
-    env = base_environment({})
-    with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
-        own = [sys.executable, "-m", "bench.services"]
+    env, own = base_environment({}), [sys.executable, "-m", "bench.services"]
+    with ExitStack() as stack:
         moto = Child([*own, "moto"], env, "moto")
         stack.callback(moto.close)
-        creds = Path(tmp) / "credentials.json"
-        sizes = [f"--portals={portals}", f"--lines={lines}", f"--latency={latency}"]
-        portal = Child([*own, "portal", *sizes, f"--credentials={creds}"], env, "portal")
+        portal = Child([*own, "portal", str(portals), str(lines), str(latency)], env, "portal")
         stack.callback(portal.close)
         moto_port = int(moto.read(READY_TIMEOUT)["port"])
-        portal_port = int(portal.read(READY_TIMEOUT)["port"])
-        yield Services(portal, moto_port, portal_port, json.loads(creds.read_text()))
+        ready = portal.read(READY_TIMEOUT)
+        yield Services(portal, moto_port, int(ready["port"]), ready["app"])
 
 
 def _reply(payload: dict[str, Any]) -> None:
@@ -156,7 +152,7 @@ def serve_moto() -> int:
     return 0
 
 
-def serve_portal(portals: int, lines: int, latency: float, credentials: Path) -> int:
+def serve_portal(portals: int, lines: int, latency: float) -> int:
     from local.bitrix24_portal import LocalPortal
 
     portal = LocalPortal()
@@ -170,14 +166,8 @@ def serve_portal(portals: int, lines: int, latency: float, credentials: Path) ->
             )
             for line in numbers:
                 portal.connect(domain, CONNECTOR, line)
-        app = {"name": APP_NAME, "client_id": client_id, "client_secret": client_secret}
-        document = {
-            "app": {**app, "oauth_endpoint": portal.oauth_endpoint},
-            "portals": {d: portal.credentials(d) for d in domains(portals)},
-        }
-        credentials.write_text(json.dumps(document))
-        credentials.chmod(0o600)
-        _reply({"port": portal.port})
+        app = {"client_id": client_id, "client_secret": client_secret}
+        _reply({"port": portal.port, "app": {**app, "oauth_endpoint": portal.oauth_endpoint}})
         for line in sys.stdin:
             command = json.loads(line)
             if command["cmd"] == "count":
@@ -193,20 +183,11 @@ def serve_portal(portals: int, lines: int, latency: float, credentials: Path) ->
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="A server of the fleet benchmark.")
-    parser.add_argument("kind", choices=("moto", "portal"))
-    parser.add_argument("--portals", type=int, default=1)
-    parser.add_argument("--lines", type=int, default=1)
-    parser.add_argument("--latency", type=float, default=0.0)
-    parser.add_argument("--credentials", type=Path)
-    args = parser.parse_args(argv)
-    if args.kind == "moto":
+def main(argv: Sequence[str]) -> int:
+    if argv[1] == "moto":
         return serve_moto()
-    if args.credentials is None:
-        parser.error("portal needs --credentials FILE")
-    return serve_portal(args.portals, args.lines, args.latency, args.credentials)
+    return serve_portal(int(argv[2]), int(argv[3]), float(argv[4]))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv))
