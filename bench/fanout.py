@@ -83,13 +83,9 @@ class FanOut:
     was measured on it."""
 
     def __init__(
-        self,
-        svc: lambdas.Services,
-        spec: Spec,
-        shard_portals: int,
-        measure_shards: int,
+        self, svc: lambdas.Services, spec: Spec, shard_portals: int, measure_shards: int,
         log_dir: Path,
-    ) -> None:
+    ) -> None:  # fmt: skip
         from connector_monitor.domain.shards import split
 
         self.svc, self.spec, self.log_dir, self.shard_portals = svc, spec, log_dir, shard_portals
@@ -101,13 +97,9 @@ class FanOut:
             "ShardPortals": str(shard_portals),
             "ScheduleExpression": SLOW_SCHEDULE,
         }
-        d = self.deployed
-        self.planner_env, missing = lambdas.lambda_environment(
-            "CheckerFunction", d, spec, parameters
-        )
-        self.worker_env, more = lambdas.lambda_environment(
-            "ShardWorkerFunction", d, spec, parameters
-        )
+        d, environment = self.deployed, lambdas.lambda_environment
+        self.planner_env, missing = environment("CheckerFunction", d, spec, parameters)
+        self.worker_env, more = environment("ShardWorkerFunction", d, spec, parameters)
         if self.planner_env.get("WORK_QUEUE_URL") != d.queue_url:
             raise RuntimeError("template.yaml no longer gives the checker WORK_QUEUE_URL")
         self.missing = sorted({*missing, *more})
@@ -138,11 +130,6 @@ class FanOut:
             if isinstance(record, dict) and record.get("message") == "shard finished":
                 targets = int(record.get("summary", {}).get("targets", 0))
         return Invocation(label.split(": ")[-1], run, function.init, ru_maxrss, portals, targets)
-
-    def delete(self, message: Mapping[str, Any]) -> None:
-        self.sqs.delete_message(
-            QueueUrl=self.deployed.queue_url, ReceiptHandle=message["ReceiptHandle"]
-        )
 
     def round(self, label: str) -> Round:
         from local.work_queue import sqs_event
@@ -177,7 +164,8 @@ class FanOut:
                     )
                 shards.append(shard)
                 print(f"      shard {index}: {shard.run.estimate(memory):.1f} s", flush=True)
-            self.delete(message)
+            receipt = message["ReceiptHandle"]
+            self.sqs.delete_message(QueueUrl=self.deployed.queue_url, ReceiptHandle=receipt)
         if queued != list(range(len(self.ranges))):
             raise RuntimeError(
                 f"{label}: the planner queued shards {queued}, not the {len(self.ranges)} "
