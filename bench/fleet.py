@@ -141,7 +141,7 @@ class Measured:
                 f"GET /health (snapshot API, median of {len(warm)} warm): "
                 f"{statistics.median(r.wall for r in warm) * 1000:.0f} ms wall, "
                 f"{statistics.median(r.cpu for r in warm) * 1000:.0f} ms CPU, status "
-                f"{(run.answer or {}).get('statusCode')}, DynamoDB {run.dynamodb_calls()} call(s) "
+                f"{(run.answer or {}).get('statusCode')}, DynamoDB {run.dynamodb_calls} call(s) "
                 f"{run.units('RRU'):.1f} RRU, log {len(run.log_lines)} lines {run.log_bytes} B"
             )
         tables = [
@@ -182,7 +182,7 @@ def explicit_lines(watch: Measured, explicit: Measured) -> list[str]:
         f"Explicit entries ({explicit.spec.targets:,} registry items) against the watch, steady "
         f"run: {e.estimate(memory):.2f} s vs {w.estimate(memory):.2f} s estimated "
         f"(CPU {e.cpu:.2f} vs {w.cpu:.2f} s), {e.units('RRU'):,.1f} vs {w.units('RRU'):,.1f} "
-        f"RRU, {e.dynamodb_calls()} vs {w.dynamodb_calls()} DynamoDB calls; first run "
+        f"RRU, {e.dynamodb_calls} vs {w.dynamodb_calls} DynamoDB calls; first run "
         f"{ef.rest:,} vs {wf.rest:,} portal requests, "
         f"{ef.estimate(memory):.1f} vs {wf.estimate(memory):.1f} s",
     ]

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from bench.cost import FULL_VCPU_MB, Usage
+from bench.cost import Usage
 from bench.environment import REGION, ROOT, Checker, build_checker, checker_settings
 from bench.metering import item_size
 from bench.services import APP_NAME, CONNECTOR, READY_TIMEOUT, Child, Services, base_environment
@@ -181,23 +181,11 @@ class Run:
         self.peak_rss, self.calls, self.tables = got["peak_rss"], got["calls"], got["tables"]
         self.table_units, self.sent, self.log = got["table_units"], got["sent"], got["log"]
         self.answer: dict[str, Any] | None = got["answer"]
-
-    def estimate(self, memory_mb: int) -> float:
-        return max(self.wall, self.cpu * FULL_VCPU_MB / memory_mb)
-
-    def governs(self, memory_mb: int) -> str:
-        return "CPU" if self.cpu * FULL_VCPU_MB / memory_mb > self.wall else "wall"
-
-    @property
-    def log_lines(self) -> list[str]:
-        return [line for line in self.log.splitlines() if line.strip()]
-
-    @property
-    def log_bytes(self) -> int:
-        return len(self.log.encode())
-
-    def dynamodb_calls(self) -> int:
-        return sum(self.tables.values())
+        self.log_lines = [line for line in self.log.splitlines() if line.strip()]
+        self.log_bytes = len(self.log.encode())
+        self.dynamodb_calls = sum(self.tables.values())
+        used = self.usage()
+        self.estimate, self.governs = used.duration, used.governs  # Lambda's, at (memory_mb)
 
     def units(self, kind: str) -> float:
         return sum(v for k, v in self.table_units.items() if k.endswith(f":{kind}"))
@@ -293,7 +281,7 @@ def counted(run: Run) -> str:
     """The columns a fleet run and a fan-out invocation share, from portal requests on."""
     tokens = sum(run.token_store_calls().values())
     return (
-        f"{run.rest:10,d} {run.oauth:5d} {run.dynamodb_calls():8,d} {run.units('RRU'):8,.1f} "
+        f"{run.rest:10,d} {run.oauth:5d} {run.dynamodb_calls:8,d} {run.units('RRU'):8,.1f} "
         f"{run.units('WRU'):8,.1f} {tokens:6d}"
     )
 
