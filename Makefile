@@ -39,7 +39,7 @@ help:
 	@echo "make bench      benchmarks (python -m bench.run_benchmark)"
 	@echo "make fleet      the checker on 1,000 portals x 5 lines at 300 ms, the sweep and the bill (bench.fleet)"
 	@echo "make fanout     10,000 portals x 5 lines fanned out into shards of 1,000: planner, shards, bill"
-	@echo "make cost       the monthly bill of 5,000 targets / 1,000 portals, fitted from two small fleets (bench.bill)"
+	@echo "make cost       the monthly bill of 5,000 targets / 1,000 portals, fitted from two small fleets (bench.fleet --fit)"
 	@echo "make coldstart  each handler's cold import against import boto3 (bench/coldstart.py)"
 	@echo "make clean      remove build output and caches; distclean also removes both venvs"
 
@@ -113,8 +113,10 @@ FANOUT_ARGS ?= --portals 10000 --lines 5 --shard-portals 1000 --steady-runs 1
 fanout: venv
 	$(VENV)/bin/python -m bench.fleet --fanout $(FANOUT_ARGS) $(ARGS)
 
+# Two small fleets measured as `make fleet` measures one, every quantity fitted to the priced one.
+COST_ARGS ?= --fit 50,100
 cost: venv
-	$(VENV)/bin/python -m bench.bill $(ARGS)
+	$(VENV)/bin/python -m bench.fleet $(COST_ARGS) $(ARGS)
 
 # Builds the layer for this machine into .aws-sam/coldstart/ unless `make sam`'s layer can run here.
 coldstart: venv

@@ -1,5 +1,5 @@
-"""The benchmark's world: a fleet of local portals, moto's stack in this process, metered
-clients, and the real check cycle wired as the checker Lambda wires it."""
+"""The benchmarks' world: `build_checker`, the one place bench wires the checker's objects (as
+functions/checker/app.py wires them), and the in-process fleet of local portals on moto."""
 
 from __future__ import annotations
 
@@ -9,36 +9,85 @@ import logging
 import os
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import boto3
 from moto import mock_aws
 
 from bench.metering import Measure, Meter
-from bench.moto_speedups import quicker_moto
-from connector_monitor.aws.dynamodb import CLIENT_CONFIG
-from connector_monitor.aws.lease import Lease
-from connector_monitor.aws.publisher import AlertPublisher
+from connector_monitor import composition
+from connector_monitor.aws import clients
+from connector_monitor.aws.registry import Registry
 from connector_monitor.aws.repository import StateRepository
-from connector_monitor.aws.secret_pairs import OVER_WRITE_BUDGET, token_source
-from connector_monitor.cycle import CheckCycle, CycleSettings, RunSummary
+from connector_monitor.aws.secret_pairs import OVER_WRITE_BUDGET
+from connector_monitor.cycle import CheckCycle, RunSummary
 from connector_monitor.deadline import Deadline
+from connector_monitor.domain.shards import KeyRange
 from connector_monitor.domain.targets import Target, TargetList
+from connector_monitor.fanout import Planner, ShardWorker
+from connector_monitor.settings import CheckerSettings, load_settings
+from connector_monitor.tokens.ports import Tokens
 from local.bitrix24_portal import LocalPortal
 from local.template import table_definition
+from tests.support.moto_speedups import quicker_moto
 
 ROOT = Path(__file__).resolve().parents[1]
 REGION = "eu-central-1"
+MIB = 1024 * 1024
 CONNECTOR = "benchconnector"
 RUN_DEADLINE = 600.0  # seconds; far beyond any run here
-CHANGED_SHARE = 0.01  # the share of connectors flipped to show that writes follow changes
-MIB = 1024 * 1024
+CLAIM_MARGIN = timedelta(seconds=30)  # functions/checker/app.py's: claims outlive the invocation
 
 
-# ---- the fleet -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CheckerParts:
+    cycle: CheckCycle
+    tokens: Tokens
+    repository: StateRepository
+    registry: Registry
+    planner: Planner | None  # with a work queue (FanOut=true)
+    worker: ShardWorker
+
+
+def build_checker(
+    config: CheckerSettings,
+    invocation: timedelta = timedelta(seconds=RUN_DEADLINE),
+    *,
+    portals: KeyRange | None = None,
+    dynamodb: Any | None = None,
+    secrets: Any | None = None,
+    sns: Any | None = None,
+    sqs: Any | None = None,
+) -> CheckerParts:
+    """The checker's objects for one invocation of at most `invocation`, built by the product's
+    composition root as the handler builds them (the token table when `config` names one, a
+    shard's `portals` of it); the clients given (metered, on moto) replace boto3's own."""
+    given = {"dynamodb": dynamodb, "secretsmanager": secrets, "sns": sns, "sqs": sqs}
+    root = composition.Checker(
+        config,
+        composition.Tuning(
+            aws=lambda service: given[service] or clients.client(service),
+            lease_aws=lambda: dynamodb or clients.lease_client(),
+        ),
+    )
+    cycle = root.cycle(invocation, portals)
+    return CheckerParts(
+        cycle,
+        cycle.tokens,
+        root.repository,
+        root.registry,
+        root.planner(cycle),
+        root.worker(cycle),
+    )
+
+
+def checker_settings(**values: str) -> CheckerSettings:
+    return load_settings(CheckerSettings, values)  # from its variables: TABLE_NAME=..., ...
 
 
 @dataclass(frozen=True)
@@ -58,18 +107,6 @@ class BenchFleet:
         return TargetList(tuple(found), ())
 
 
-class _KnownWriteBudget(logging.Filter):
-    """The bench keeps its whole fleet in one secret to measure scale; the token store's
-    warning that a deployed stack should hold at most PORTALS_PER_SECRET portals is known here,
-    and would repeat every run and count in the measured log volume of a one-stack fleet."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.msg is not OVER_WRITE_BUDGET
-
-
-KNOWN_WRITE_BUDGET = _KnownWriteBudget()
-
-
 @dataclass
 class Bench:
     """The local portal, moto's stack and metered clients of one benchmark."""
@@ -83,6 +120,7 @@ class Bench:
     sns: Any
     meter: Meter
     tokens_table: str = "bench-tokens"  # empty: every portal's pair is in the secret
+    parallel: int = 8  # MaxParallelPortals of the in-process fleet
     targets: TargetList = field(init=False)
     _tables: int = 0
 
@@ -95,17 +133,18 @@ class Bench:
         self.dynamodb.create_table(TableName=name, **table_definition())
         return name
 
-    def real_run(self, table: str) -> RunSummary:
-        """One run of the real cycle, wired as functions/checker/app.py wires it."""
-        cycle = CheckCycle(
-            repository=StateRepository(table, client=self.dynamodb),
-            tokens=token_source(
-                self.secret_id, client=self.secrets, lease=Lease(table, client=self.dynamodb)
-            ),
-            publisher=AlertPublisher(self.topic_arn, client=self.sns),
-            settings=CycleSettings(),
+    def checker(self, table: str) -> CheckerParts:
+        config = checker_settings(
+            SECRET_ID=self.secret_id,
+            TABLE_NAME=table,
+            TOKENS_TABLE=self.tokens_table,
+            TOPIC_ARN=self.topic_arn,
+            MAX_PARALLEL_PORTALS=str(self.parallel),
         )
-        return cycle.run(self.targets, Deadline.after(RUN_DEADLINE))
+        return build_checker(config, dynamodb=self.dynamodb, secrets=self.secrets, sns=self.sns)
+
+    def real_run(self, table: str) -> RunSummary:
+        return self.checker(table).cycle.run(self.targets, Deadline.after(RUN_DEADLINE))
 
     def measure(self, run: Callable[[], object], *, traced: bool = False) -> Measure:
         self.meter.reset()
@@ -115,19 +154,12 @@ class Bench:
         started = time.perf_counter()
         run()
         seconds = time.perf_counter() - started
-        peak = None
+        peak = tracemalloc.get_traced_memory()[1] if traced else None
         if traced:
-            peak = tracemalloc.get_traced_memory()[1]
             tracemalloc.stop()
-        return Measure(
-            seconds,
-            self.portal.request_count() - before,
-            dict(self.meter.calls),
-            dict(self.meter.read_units),
-            dict(self.meter.write_units),
-            self.meter.aws_seconds,
-            peak,
-        )
+        m, requests = self.meter, self.portal.request_count() - before
+        rru, wru = m.units("RRU"), m.units("WRU")
+        return Measure(seconds, requests, dict(m.calls), rru, wru, m.aws_seconds, peak)
 
     def flip(self, share: float) -> list[Target]:
         """Take `share` of the connectors down (ERROR=true), spread over the fleet."""
@@ -140,26 +172,11 @@ class Bench:
         return flipped
 
     def heal(self) -> None:
-        """Every connector works again (the naive baseline runs on a healthy fleet too)."""
         for t in self.targets.targets:
             self.portal.connect(t.portal, t.connector, t.line)
 
 
-@contextlib.contextmanager
-def patched_environ(values: Mapping[str, str]) -> Iterator[None]:
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, old in saved.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
-
-
-AWS_ENVIRONMENT = {  # test credentials for moto; the functions' own variables: environment_of
+AWS_ENVIRONMENT = {  # test credentials for moto
     "AWS_DEFAULT_REGION": REGION,
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -170,7 +187,7 @@ AWS_ENVIRONMENT = {  # test credentials for moto; the functions' own variables: 
 @contextlib.contextmanager
 def bench_environment(fleet: BenchFleet, latency: float) -> Iterator[Bench]:
     with (
-        patched_environ(AWS_ENVIRONMENT),
+        mock.patch.dict(os.environ, AWS_ENVIRONMENT),
         quicker_moto(),
         LocalPortal() as portal,
         mock_aws(),
@@ -181,17 +198,19 @@ def bench_environment(fleet: BenchFleet, latency: float) -> Iterator[Bench]:
             for line in lines:
                 portal.connect(domain, CONNECTOR, line)
         secret = {"portals": {d: portal.credentials(d) for d in fleet.domains()}}
-        logging.getLogger("connector_monitor.aws.secret_pairs").addFilter(KNOWN_WRITE_BUDGET)
+        # The whole fleet is in one secret here: the token store's warning that a stack should
+        # hold fewer portals a secret would repeat every run and count in the log volume.
+        logging.getLogger("connector_monitor.aws.secret_pairs").addFilter(
+            lambda record: record.msg is not OVER_WRITE_BUDGET
+        )
         meter = Meter()
-        dynamodb = boto3.client("dynamodb", region_name=REGION, config=CLIENT_CONFIG)
+        dynamodb = boto3.client("dynamodb", region_name=REGION, config=clients.CONFIGS["dynamodb"])
         secrets = boto3.client("secretsmanager", region_name=REGION)
         sns = boto3.client("sns", region_name=REGION)
-        secret_id = secrets.create_secret(Name="bench/tokens", SecretString=json.dumps(secret))[
-            "ARN"
-        ]
+        secret_id = secrets.create_secret(Name="bench/tokens", SecretString=json.dumps(secret))
         topic_arn = sns.create_topic(Name="bench-alerts")["TopicArn"]
         for client in (dynamodb, secrets, sns):
             meter.attach(client)
         portal.latency = latency
         dynamodb.create_table(TableName="bench-tokens", **table_definition("TokenTable"))
-        yield Bench(fleet, portal, secret_id, topic_arn, dynamodb, secrets, sns, meter)
+        yield Bench(fleet, portal, secret_id["ARN"], topic_arn, dynamodb, secrets, sns, meter)

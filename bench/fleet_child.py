@@ -1,23 +1,16 @@
-"""One Lambda function's process for the fleet benchmark: it imports the real handler, invokes
-it when told to and does nothing else, so its peak RSS, its CPU time and its wall time are the
-handler's own (`bench/fleet.py` starts it with the function's environment):
+"""One Lambda function's process (`bench/lambdas.py` starts it with the function's
+environment): it imports the real handler, invokes it when told to and does nothing else, so
+its peak RSS, CPU time and wall time are the handler's own.
 
     python -m bench.fleet_child FUNCTION LOG_FILE PORTAL_PORT EVENT_FILE [HANDLER]
 
-FUNCTION is `checker` or `snapshot_api` (functions/<FUNCTION>/app.py), HANDLER the function in
-it (`lambda_handler` unless given; the fan-out's worker is `checker shard_handler`). Everything
-the process writes to its standard output and error (the handler's JSON log lines: what Lambda
-sends to CloudWatch Logs) goes to LOG_FILE; the replies to `bench/fleet.py` go to the standard
-output it was started with, one JSON line for each command read from standard input:
-`{"cmd": "run"}` invokes the handler once with EVENT_FILE's event (`"event": {...}` instead:
-that event; `"profile": FILE` adds cProfile's statistics of that run, which slow it down),
-`{"cmd": "quit"}` ends the process.
-
-First of all, before anything else is imported, it times `import app`: the INIT phase of a cold
-start. Then it times the first call's wiring (the imports the handler defers and the AWS clients
-it builds once), and only then counts: every AWS call through boto3's default session
-(`bench/metering.py`, with DynamoDB's read and write units), the bytes and connections it sends
-to the local portal's port (what Lambda would send to the internet), and its RSS every 5 ms.
+FUNCTION is `checker` or `snapshot_api`, HANDLER `lambda_handler` unless given (the fan-out's
+worker: `shard_handler`). Its standard output and error (the handler's JSON log lines) go to
+LOG_FILE; one JSON line answers each command read from standard input: `{"cmd": "run"}` (with
+`"event"`: that event instead of EVENT_FILE's; with `"profile": FILE`: cProfile's statistics of
+the run) and `{"cmd": "quit"}`. Before anything else is imported it times `import app` (INIT),
+then the first call's wiring, and only then counts: AWS calls through boto3's default session
+(`bench/metering.py`), bytes and connections sent to the portal's port, RSS every 5 ms.
 """
 
 from __future__ import annotations
@@ -26,7 +19,6 @@ import contextlib
 import io
 import json
 import os
-import resource
 import sys
 import threading
 import time
@@ -39,92 +31,55 @@ RSS_EVERY = 0.005  # seconds between two samples of the resident set
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-class Sockets:
-    """Bytes and connections this process sends to one port (the portal's, i.e. the internet's
-    on Lambda), counted at `socket.socket` so every HTTP client is seen."""
+class Sockets(Counter[str]):
+    """Bytes, writes and connections this process sends to one port (the portal's, i.e. the
+    internet's on Lambda), counted at `socket.socket` so every HTTP client is seen."""
 
     def __init__(self, port: int) -> None:
-        self.port = port
-        self.lock = threading.Lock()
-        self.counts: Counter[str] = Counter()
-
-    def install(self) -> None:
         import socket
 
-        sockets = self
-        original_sendall, original_send = socket.socket.sendall, socket.socket.send
-        original_connect = socket.socket.connect
+        super().__init__()
+        lock, plain = threading.Lock(), socket.socket
+        sendall, send, connect = plain.sendall, plain.send, plain.connect
 
-        def ours(sock: Any) -> bool:
-            try:
-                return bool(sock.getpeername()[1] == sockets.port)
-            except (OSError, IndexError, TypeError):
-                return False
+        def count(sock: Any, peer: Any = None, **amounts: int) -> None:
+            with contextlib.suppress(OSError, IndexError, TypeError):
+                if (peer or sock.getpeername())[1] == port:
+                    with lock:
+                        self.update(amounts)
 
-        def sendall(sock: Any, data: Any, *args: Any) -> Any:
-            if ours(sock):
-                sockets.add(bytes=len(data), writes=1)
-            return original_sendall(sock, data, *args)
+        def counted_sendall(sock: Any, data: Any, *args: Any) -> Any:
+            count(sock, bytes=len(data), writes=1)
+            return sendall(sock, data, *args)
 
-        def send(sock: Any, data: Any, *args: Any) -> Any:
-            sent = original_send(sock, data, *args)
-            if ours(sock):
-                sockets.add(bytes=sent, writes=1)
+        def counted_send(sock: Any, data: Any, *args: Any) -> Any:
+            sent = send(sock, data, *args)
+            count(sock, bytes=sent, writes=1)
             return sent
 
-        def connect(sock: Any, address: Any) -> Any:
-            if isinstance(address, tuple) and len(address) >= 2 and address[1] == sockets.port:
-                sockets.add(connections=1)
-            return original_connect(sock, address)
+        def counted_connect(sock: Any, address: Any) -> Any:
+            count(sock, address if isinstance(address, tuple) else None, connections=1)
+            return connect(sock, address)
 
-        socket.socket.sendall = sendall  # type: ignore[method-assign]
-        socket.socket.send = send  # type: ignore[method-assign]
-        socket.socket.connect = connect  # type: ignore[method-assign]
-
-    def add(self, **amounts: int) -> None:
-        with self.lock:
-            self.counts.update(amounts)
+        plain.sendall, plain.send = counted_sendall, counted_send  # type: ignore[method-assign]
+        plain.connect = counted_connect  # type: ignore[method-assign]
 
     def take(self) -> dict[str, int]:
-        with self.lock:
-            taken, self.counts = dict(self.counts), Counter()
+        taken = dict(self)
+        self.clear()
         return taken
 
 
-class ResidentSet:
-    """The highest RSS seen since `reset()`, sampled by a thread of its own."""
-
-    def __init__(self) -> None:
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="rss", daemon=True)
-        self._thread.start()
-
-    @staticmethod
-    def now() -> int:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * PAGE
-
-    def reset(self) -> None:
-        self.peak = self.now()
-
-    def _watch(self) -> None:
-        while not self._stop.wait(RSS_EVERY):
-            self.peak = max(self.peak, self.now())
+def rss() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * PAGE
 
 
 def high_water() -> int:
-    """This process's peak RSS in bytes (VmHWM: its own address space's). Not `ru_maxrss`:
-    Linux keeps that across exec, so a child reports its parent's RSS at the fork when that
-    was larger (the benchmark's parent grows to hundreds of MB on a large fleet)."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """This process's peak RSS (VmHWM), not `ru_maxrss`: Linux keeps that across exec, so a
+    child would report its parent's RSS at the fork when that was larger."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
 
 
 def main(argv: list[str]) -> int:
@@ -145,7 +100,6 @@ def main(argv: list[str]) -> int:
     app = load_handler(function)
     handler = getattr(app, handler_name)
     init = {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu}
-
     import boto3
 
     from bench.metering import Meter
@@ -157,14 +111,18 @@ def main(argv: list[str]) -> int:
     wall, cpu = time.perf_counter(), time.process_time()
     first_call(function, app)
     wiring = {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu}
-
     sockets = Sockets(portal_port)
-    sockets.install()
-    rss = ResidentSet()
+    peak = [0]  # the highest RSS since the run began, sampled every RSS_EVERY seconds
+
+    def watch() -> None:
+        while not time.sleep(RSS_EVERY):
+            peak[0] = max(peak[0], rss())
+
+    threading.Thread(target=watch, name="rss", daemon=True).start()
     event = json.loads(Path(event_file).read_text())
     timeout_ms = int(os.environ.get("BENCH_TIMEOUT_MS", "120000"))
     memory = int(os.environ.get("BENCH_MEMORY_MB", "256"))
-    reply({"ready": True, "init": init, "wiring": wiring, "rss": rss.now()})
+    reply({"ready": True, "init": init, "wiring": wiring})
     for line in sys.stdin:
         command = json.loads(line)
         if command["cmd"] == "quit":
@@ -175,7 +133,7 @@ def main(argv: list[str]) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         logged = os.path.getsize(log_file)
-        rss.reset()
+        peak[0] = rss()
         context = LambdaContext(
             function_name=function, remaining_ms=timeout_ms, memory_limit_in_mb=memory
         )
@@ -204,7 +162,6 @@ def main(argv: list[str]) -> int:
             for each in profiles:
                 stats.add(each)
             stats.dump_stats(command["profile"])
-        peak = max(rss.peak, rss.now())
         sys.stdout.flush()
         sys.stderr.flush()
         with open(log_file, "rb") as logs:
@@ -215,14 +172,10 @@ def main(argv: list[str]) -> int:
                 "wall": seconds,
                 "cpu": cpu_seconds,
                 "cpu_main": main_cpu,  # of it, the handler's own thread (the rest: its pools)
-                "meter_cpu": meter.cpu_seconds,
-                "peak_rss": peak,
-                "ru_maxrss": high_water(),
+                "peak_rss": max(peak[0], rss()),
                 "answer": answer if isinstance(answer, dict) else None,
                 "error": error,
                 "calls": dict(meter.calls),
-                "read_units": dict(meter.read_units),
-                "write_units": dict(meter.write_units),
                 "tables": dict(meter.tables),
                 "table_units": dict(meter.table_units),
                 "sent": sockets.take(),
@@ -266,8 +219,8 @@ def first_call(function: str, app: Any) -> None:
             import connector_monitor.deadline
             import connector_monitor.domain.targets  # noqa: F401
 
-            app.registry()
-            app.build_cycle(app.settings(), timedelta(seconds=120))
+            app.root().registry  # noqa: B018 - built on first use: the first call builds it
+            app.root().cycle(timedelta(seconds=120))
         else:
             app.service()
 

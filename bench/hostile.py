@@ -1,18 +1,8 @@
-"""One hostile portal among healthy ones: what a run costs in time and memory, against a run of
-the same fleet with every portal healthy, measured in this process.
+"""One hostile portal among healthy ones (`python -m bench.hostile`): each row a run of the real
+checker handler, in this process against moto's server and the local portal, with one portal
+misbehaving as `local.bitrix24_portal.PortalFault` describes (bench/README.md: the columns).
 
-    .venv/bin/python bench/hostile.py [--budget 30] [--pace 2] [--portals 4] [--lines 3]
-
-The real checker handler runs as the template wires it, against moto's server and the local
-Bitrix24 portal on 127.0.0.1, with `--budget` seconds of invocation time (the handler keeps 15 s
-of them back for storing and publishing). One more portal, `hostile.bench.local`, misbehaves in
-each row the way `local.bitrix24_portal.PortalFault` describes; the other portals are healthy.
-
-Columns: the run's wall time and its ratio to the healthy run; the peak of Python allocations
-during the run above its start (tracemalloc: moto's server and the local portal run in this
-process, so their share is in both rows; `bench/moto_speedups.py` takes moto's slow paths out);
-how many of the healthy portals' targets came back UP;
-the largest item in the table (DynamoDB refuses 400 KB); what the hostile portal's targets show.
+    .venv/bin/python -m bench.hostile [--budget 30] [--pace 2] [--portals 4] [--lines 3]
 """
 
 from __future__ import annotations
@@ -29,11 +19,11 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from bench.moto_speedups import quicker_moto
 from local.aws import MotoStack, apply_environment
 from local.bitrix24_portal import LocalPortal, PortalFault
 from local.handlers import LambdaContext, load_handler
 from local.run import function_environment, scheduled_event
+from tests.support.moto_speedups import quicker_moto
 
 CONNECTOR = "myconnector"
 HOSTILE = "hostile.bench.local"
@@ -62,7 +52,8 @@ class HostileBench:
     budget: float
 
     def run(self, subject: str) -> Outcome:
-        """One invocation over every target; `subject` is the portal the row is about."""
+        """One invocation over every target (`budget` seconds of it; the handler keeps 15 s
+        back); `subject` is the portal the row is about."""
         context = LambdaContext(remaining_ms=int(self.budget * 1000))
         tracemalloc.start()
         base = tracemalloc.get_traced_memory()[0]
@@ -82,10 +73,8 @@ class HostileBench:
 
     def forget_inventory(self, portal: str) -> None:
         """The next run validates `portal` again (its connector and line lists are read)."""
-        self.aws.client("dynamodb").delete_item(
-            TableName=self.aws.resources.table,
-            Key={"pk": {"S": "INVENTORY"}, "sk": {"S": portal}},
-        )
+        key = {"pk": {"S": "INVENTORY"}, "sk": {"S": portal}}
+        self.aws.client("dynamodb").delete_item(TableName=self.aws.resources.table, Key=key)
 
     def _states(self) -> dict[str, str]:
         found = self.aws.client("dynamodb").query(
@@ -103,29 +92,21 @@ class HostileBench:
         return max(len(json.dumps(item)) for item in items)
 
 
-def targets_of(domain: str, lines: int) -> list[str]:
-    return [f"{domain}/{CONNECTOR}/{n}" for n in range(1, lines + 1)]
-
-
 @contextmanager
 def hostile_bench(portals: int, lines: int, budget: float) -> Iterator[HostileBench]:
     # moto's TransactWriteItems copies the whole table per item: with tracemalloc on, the first
     # run's writes of 415 targets outlast the client's read timeout.
     with quicker_moto(), LocalPortal() as portal, MotoStack() as aws:
         healthy = [f"p{i:02d}.bench.local" for i in range(portals)]
-        for domain in [*healthy, HOSTILE]:
-            portal.add_portal(domain, connectors={CONNECTOR: "Bench"}, lines=_lines(lines))
-            for line in range(1, lines + 1):
-                portal.connect(domain, CONNECTOR, line)
+        fleet = {d: {n: f"Line {n}" for n in range(1, lines + 1)} for d in [*healthy, HOSTILE]}
         for domain, name in ((NAMED, "N" * 3000), (SHORT, "Line")):
-            names = {n: f"{n} {name}" for n in range(1, NAMED_LINES + 1)}
+            fleet[domain] = {n: f"{n} {name}" for n in range(1, NAMED_LINES + 1)}
+        for domain, names in fleet.items():
             portal.add_portal(domain, connectors={CONNECTOR: "Bench"}, lines=names)
             for line in names:
                 portal.connect(domain, CONNECTOR, line)
-        domains = [*healthy, HOSTILE, NAMED, SHORT]
-        resources = aws.create({"portals": {d: portal.credentials(d) for d in domains}})
-        targets = [t for d in [*healthy, HOSTILE] for t in targets_of(d, lines)]
-        targets += [t for d in (NAMED, SHORT) for t in targets_of(d, NAMED_LINES)]
+        resources = aws.create({"portals": {d: portal.credentials(d) for d in fleet}})
+        targets = [f"{d}/{CONNECTOR}/{n}" for d, names in fleet.items() for n in names]
         base_env = {
             **aws.environment(),
             **function_environment(
@@ -142,10 +123,6 @@ def hostile_bench(portals: int, lines: int, budget: float) -> Iterator[HostileBe
         logging.disable(logging.CRITICAL)  # the hostile rows log loudly, by design
         checker = load_handler("checker")
         yield HostileBench(portal, aws, checker, healthy, lines, budget)
-
-
-def _lines(count: int) -> dict[int, str]:
-    return {n: f"Line {n}" for n in range(1, count + 1)}
 
 
 Row = tuple[str, str, Callable[[], None]]  # name, the portal it is about, its set-up

@@ -1,63 +1,113 @@
-"""The benchmark: the real check run against a naive one, on local portals and moto.
+"""The benchmark (`make bench`): the real check run against a naive one, in this process, on a
+fleet of local portals and moto (bench/README.md says what each row and column is).
 
-    .venv/bin/python bench/run_benchmark.py [--portals 20] [--lines 100] [--latency 0.05]
+    .venv/bin/python -m bench.run_benchmark [--portals 20] [--lines 100] [--latency 0.05]
                                             [--runs 3] [--baseline-runs 1]
-
-A fleet of P portals x L lines (one connector on each line) lives in the local Bitrix24 portal,
-which answers every REST request after `--latency` seconds; AWS is moto, in this process.
-
-(a) real:  `CheckCycle` as the checker Lambda builds it: batched `imconnector.status` (50 per
-    request), portals in parallel (8 at a time), the state read by query, only changed targets
-    written, conditionally and in transactions of 100.
-(b) naive: one `imconnector.status` request per line through `PortalClient.call`, lines one after
-    another within a portal, portals in parallel the same way, and a GetItem + PutItem per target
-    per run. Same state machine, same token store: only the I/O pattern differs.
-
-For each: wall time (median of the runs; first run on an empty table and steady run apart),
-the part of it spent outside AWS calls, HTTP requests the portal received, DynamoDB calls by
-operation and the capacity units they cost, and peak Python memory (tracemalloc, in an extra
-untimed run). Then, for the real cycle only: the run after 1% of the connectors went down, the
-run after it (alerts published) and a run in which every access token had expired (refreshes).
-Last the naive/real ratios. (The monthly bill is `bench/fleet.py`'s and `bench/bill.py`'s.)
-
-Three artefacts of the test doubles are taken out of the measure, not hidden: moto's
-TransactWriteItems backup and its response serialiser (`quicker_moto`), and the local portal's
-Nagle delay (`bench_environment`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import json
+import logging
+import os
+import statistics
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import partial
+from unittest import mock
 
-from bench.environment import (
-    Bench,
-    BenchFleet,
-    bench_environment,
-)
-from bench.logs import capture_logs
-from bench.naive import naive_run
-from bench.report import Row, render_ratios, render_table
-from connector_monitor.cycle import CycleSettings
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+from bench.environment import MIB, ROOT, RUN_DEADLINE, Bench, BenchFleet, bench_environment
+from bench.metering import Measure
+from connector_monitor.aws.records import status_from_item, status_key, status_to_item
+from connector_monitor.bitrix24.answers import STATUS_METHOD, read_status
+from connector_monitor.bitrix24.rest_session import RestSession
+from connector_monitor.deadline import Deadline
+from connector_monitor.domain.portal_errors import PortalError
+from connector_monitor.domain.results import CheckResult
+from connector_monitor.domain.transitions import Thresholds, advance
+from local.handlers import LambdaContext, load_handler
+from local.template import environment_of
 
 CHANGED_SHARE = 0.01  # the share of connectors flipped to show that writes follow changes
 
 
-# ---- scenarios -------------------------------------------------------------------------------
+def naive_run(bench: Bench, table: str) -> None:
+    """One imconnector.status request per line and a GetItem + PutItem per target, portals in
+    parallel as the real cycle checks them; same state machine, same token source."""
+    tokens = bench.checker(table).tokens
+    tokens.load()
+    deadline = Deadline.after(RUN_DEADLINE)
+    serialize, deserialize = TypeSerializer().serialize, TypeDeserializer().deserialize
+
+    def portal(domain: str) -> None:
+        with RestSession(domain, tokens) as client:
+            for target in bench.targets.for_portal(domain):
+                key = {k: {"S": v} for k, v in status_key(target).items()}
+                found = bench.dynamodb.get_item(TableName=table, Key=key, ConsistentRead=True)
+                previous = None
+                if "Item" in found:
+                    previous = status_from_item(
+                        {k: deserialize(v) for k, v in found["Item"].items()}
+                    )
+                now = datetime.now(UTC)
+                try:
+                    params = {"CONNECTOR": target.connector, "LINE": target.line}
+                    answer = client.call(STATUS_METHOD, params, deadline)
+                    result = read_status(target, answer, checked_at=now)
+                except PortalError as exc:
+                    result = CheckResult.unknown(target, exc.kind.cause, exc.detail, checked_at=now)
+                status = advance(previous, result, Thresholds()).status
+                item = {k: serialize(v) for k, v in status_to_item(status).items()}
+                bench.dynamodb.put_item(TableName=table, Item=item)
+
+    portals = bench.targets.portals()
+    with ThreadPoolExecutor(max_workers=min(bench.parallel, len(portals))) as pool:
+        list(pool.map(portal, portals))
+
+
+@dataclass
+class Row:
+    """One line of the table: a variant's scenario, timed `len(timed)` times."""
+
+    variant: str
+    scenario: str
+    timed: list[Measure]
+    traced: Measure | None = None  # the untimed run tracemalloc watched
+
+    @property
+    def seconds(self) -> float:
+        return statistics.median(m.seconds for m in self.timed)
+
+    @property
+    def outside_aws(self) -> float:
+        return statistics.median(m.seconds - m.aws_seconds for m in self.timed)
+
+    @property
+    def counts(self) -> Measure:
+        return self.timed[-1]  # counts do not vary between runs of one scenario
+
+    @property
+    def peak_mib(self) -> float | None:
+        peak = self.traced.peak_bytes if self.traced else None
+        return None if peak is None else peak / MIB
 
 
 def bench_variant(
     bench: Bench, variant: str, run: Callable[[str], object], runs: int, *, settle: bool
 ) -> tuple[Row, Row, str]:
     """`runs` first runs, each on an empty table; then `runs` steady runs on the first table and
-    one more under tracemalloc (memory is measured apart: tracing slows Python down).
-
-    With `settle`, an untimed run goes before the steady ones: the state machine's streak
-    counters stop changing (and the real cycle stops writing) once they reach max(thresholds).
-    """
+    one more under tracemalloc (tracing slows Python down). With `settle`, an untimed run goes
+    first: the streak counters stop changing (and the real cycle writing) at max(thresholds)."""
     tables = [bench.new_table() for _ in range(runs)]
     firsts = [bench.measure(partial(run, table)) for table in tables]
     table = tables[0]
@@ -68,38 +118,110 @@ def bench_variant(
     return Row(variant, "first run", firsts), Row(variant, "steady run", steadies, traced), table
 
 
-def bench_refresh(bench: Bench, table: str) -> Row:
-    """Every portal's access token expired: each refreshes once (OAuth, secret write-back)."""
-    for domain in bench.fleet.domains():
-        bench.portal.expire_access_tokens(domain)
-    return Row("real", "tokens expired", [bench.measure(partial(bench.real_run, table))])
+Metric = tuple[str, str, tuple[tuple[str, str], ...]]
 
 
-def bench_change(bench: Bench, table: str) -> tuple[Row, Row, int]:
-    """1% of the connectors go down: the run that sees it, and the next (threshold 2: alerts)."""
-    flipped = bench.flip(CHANGED_SHARE)
-    seen = bench.measure(partial(bench.real_run, table))
-    alerted = bench.measure(partial(bench.real_run, table))
-    return (
-        Row("real", f"{len(flipped)} went down", [seen]),
-        Row("real", "next run (alerts)", [alerted]),
-        len(flipped),
+def metrics_in(line: str) -> set[Metric]:
+    """Distinct custom metrics (namespace, name, dimensions) in an EMF line."""
+    blob, found = json.loads(line), set()
+    for directive in blob.get("_aws", {}).get("CloudWatchMetrics", []):
+        for dimensions in directive.get("Dimensions", [[]]):
+            dims = tuple(sorted((d, str(blob.get(d))) for d in dimensions))
+            for metric in directive.get("Metrics", []):
+                found.add((directive.get("Namespace", ""), metric["Name"], dims))
+    return found
+
+
+def capture_logs(bench: Bench, table: str) -> tuple[list[str], set[Metric], set[Metric]]:
+    """The real checker handler invoked once on a steady table: its log lines, the metrics a
+    warm run publishes (PublishMetrics=true) and those only a cold start adds (ColdStart)."""
+    resources = {"Table": table, "TokenTable": bench.tokens_table}
+    env = environment_of(
+        "CheckerFunction",
+        resources={**resources, "Topic": bench.topic_arn, "PortalSecret": bench.secret_id},
+        parameters={
+            "Targets": ",".join(t.key for t in bench.targets.targets),
+            "PublishMetrics": "true",
+        },
+        extra={"POWERTOOLS_LOG_LEVEL": "INFO"},
     )
+    event = json.loads((ROOT / "events" / "schedule.json").read_text())
+    buffer = io.StringIO()
+    with mock.patch.dict(os.environ, env), contextlib.redirect_stdout(buffer):
+        checker = load_handler("checker")
+        streams = [n for n in logging.root.manager.loggerDict if "." in n] + [checker.logger.name]
+        handlers = [h for n in streams for h in logging.getLogger(n).handlers]
+        handlers = [h for h in handlers if isinstance(h, logging.StreamHandler)]
+        for handler in handlers:
+            handler.setStream(buffer)
+        checker.lambda_handler(event, LambdaContext())
+        for handler in handlers:  # later runs' lines are not part of the measure
+            handler.setStream(open(os.devnull, "w"))  # noqa: SIM115
+    warm, metrics, cold = [], set(), set()
+    for line in filter(str.strip, buffer.getvalue().splitlines()):
+        found = metrics_in(line)
+        if found and all(name == "ColdStart" for _, name, _ in found):
+            cold |= found
+        else:
+            warm.append(line)
+            metrics |= found
+    return warm, metrics, cold
 
 
-def _real_rows(bench: Bench, runs: int) -> tuple[Row, Row, str]:
-    return bench_variant(bench, "real", bench.real_run, runs, settle=True)
+def render_table(rows: Sequence[Row]) -> list[str]:
+    head = (
+        f"{'':<6} {'run':<18} {'wall s':>8} {'non-AWS':>8} {'HTTP':>6} {'DynamoDB':>9} "
+        f"{'RRU':>8} {'WRU':>8} {'peak MiB':>8}"
+    )
+    out = [head, "-" * len(head)]
+    for r in rows:
+        c = r.counts
+        mem = f"{r.peak_mib:8.1f}" if r.peak_mib is not None else f"{'-':>8}"
+        out.append(
+            f"{r.variant:<6} {r.scenario:<18} {r.seconds:8.2f} {r.outside_aws:8.2f} "
+            f"{c.http_requests:6d} {sum(c.dynamodb_calls().values()):9d} {c.rru:8.1f} "
+            f"{c.wru:8.1f} {mem}"
+        )
+    out += ["", "DynamoDB calls by operation (and other AWS calls):"]
+    for r in rows:
+        ops = ", ".join(f"{op} {n}" for op, n in r.counts.dynamodb_calls().items()) or "none"
+        other = ", ".join(
+            f"{k} {v}" for k, v in sorted(r.counts.calls.items()) if "dynamo" not in k
+        )
+        out.append(f"  {r.variant:<6} {r.scenario:<18} {ops}" + (f"; {other}" if other else ""))
+    return out
+
+
+def ratio(naive: float, real: float) -> str:
+    if real == 0:
+        return "n/a" if naive == 0 else "inf"
+    return f"{naive / real:,.1f}x"
+
+
+def render_ratios(real: Sequence[Row], naive: Sequence[Row]) -> list[str]:
+    out = ["Ratios naive / real (same process, same portal latency):"]
+    for r, n in zip(real, naive, strict=True):
+        rc, nc = r.counts, n.counts
+        rd, nd = sum(rc.dynamodb_calls().values()), sum(nc.dynamodb_calls().values())
+        memory = ""
+        if n.peak_mib is not None and r.peak_mib is not None:
+            memory = f", peak memory {ratio(n.peak_mib, r.peak_mib)}"
+        out.append(
+            f"  {r.scenario:<11} wall time {ratio(n.seconds, r.seconds)} (outside AWS calls "
+            f"{ratio(n.outside_aws, r.outside_aws)}), HTTP requests "
+            f"{ratio(nc.http_requests, rc.http_requests)}, DynamoDB calls {ratio(nd, rd)}, "
+            f"RRU {ratio(nc.rru, rc.rru)}, WRU {ratio(nc.wru, rc.wru)}{memory}"
+        )
+    return out
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--portals", type=int, default=20)
     parser.add_argument("--lines", type=int, default=100, help="lines (targets) per portal")
     parser.add_argument("--latency", type=float, default=0.05, help="seconds per REST request")
     parser.add_argument("--runs", type=int, default=3, help="timed runs of the real cycle")
-    parser.add_argument(
-        "--baseline-runs", type=int, default=1, help="timed runs of the naive baseline"
-    )
+    parser.add_argument("--baseline-runs", type=int, default=1, help="timed naive runs")
     args = parser.parse_args(argv)
     if min(args.portals, args.lines, args.runs, args.baseline_runs) < 1:
         parser.error("--portals, --lines, --runs and --baseline-runs must be at least 1")
@@ -110,61 +232,54 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     fleet = BenchFleet(args.portals, args.lines)
     started = time.perf_counter()
-    print(
-        f"Fleet: {fleet.portals} portals x {fleet.lines} lines = {fleet.size:,} targets; local "
-        f"portal latency {args.latency * 1000:g} ms per request; moto in-process; "
-        f"{CycleSettings().max_parallel_portals} portals in parallel.\n"
-        f"real:  CheckCycle, median of {args.runs} run(s) per row.\n"
-        f"naive: one imconnector.status request per line + GetItem/PutItem per target, median "
-        f"of {args.baseline_runs} run(s) per row"
-        + (" (--baseline-runs 1 keeps the default run short)" if args.baseline_runs == 1 else "")
-        + ".\nwall s: median wall time of one run; non-AWS: the same minus the time spent in AWS "
-        "calls (moto, emulating them in this process).\n"
-        "peak MiB: tracemalloc peak of a steady run, measured in an extra untimed run (includes "
-        "moto's and the local portal's work in this process).",
-        flush=True,
-    )
     with bench_environment(fleet, args.latency) as bench:
-        real_first, real_steady, table = _real_rows(bench, args.runs)
-        logs = capture_logs(bench, table)
-        changed = bench_change(bench, table)
-        refreshed = bench_refresh(bench, table)
-        bench.heal()
-        naive_first, naive_steady, _ = bench_variant(
-            bench, "naive", lambda table: naive_run(bench, table), args.baseline_runs, settle=False
-        )
-        rows = [
-            real_first,
-            real_steady,
-            changed[0],
-            changed[1],
-            refreshed,
-            naive_first,
-            naive_steady,
-        ]
-        print()
-        print(render_table(rows))
-        print()
-        print(render_ratios((real_first, real_steady), (naive_first, naive_steady)))
         print(
-            f"Writes follow changes: {changed[2]} of {fleet.size:,} targets changed -> "
-            f"{changed[0].counts.wru:,.0f} WRU (steady run {real_steady.counts.wru:,.0f}, "
-            f"first run {real_first.counts.wru:,.0f}, naive every run "
-            f"{naive_steady.counts.wru:,.0f})."
+            f"Fleet: {fleet.portals} portals x {fleet.lines} lines = {fleet.size:,} targets; "
+            f"local portal latency {args.latency * 1000:g} ms per request; moto in-process; "
+            f"{bench.parallel} portals in parallel.\n"
+            f"real:  CheckCycle, median of {args.runs} run(s) per row.\n"
+            f"naive: one imconnector.status request per line + GetItem/PutItem per target, "
+            f"median of {args.baseline_runs} run(s) per row.\n"
+            "wall s: median wall time of one run; non-AWS: the same minus the time spent in AWS "
+            "calls (moto, in this process). peak MiB: tracemalloc peak of a steady run, in an "
+            "extra untimed run (moto's and the local portal's work included).",
+            flush=True,
         )
-    print()
+        real = bench_variant(bench, "real", bench.real_run, args.runs, settle=True)
+        table = real[2]
+        logs, metrics, cold = capture_logs(bench, table)
+        flipped = bench.flip(CHANGED_SHARE)
+        real_run = partial(bench.real_run, table)
+        seen = Row("real", f"{len(flipped)} went down", [bench.measure(real_run)])
+        alerted = Row("real", "next run (alerts)", [bench.measure(real_run)])
+        for domain in fleet.domains():  # each portal refreshes once (OAuth, secret write-back)
+            bench.portal.expire_access_tokens(domain)
+        refreshed = Row("real", "tokens expired", [bench.measure(real_run)])
+        bench.heal()
+        naive = bench_variant(
+            bench, "naive", partial(naive_run, bench), args.baseline_runs, settle=False
+        )
+    rows = [real[0], real[1], seen, alerted, refreshed, naive[0], naive[1]]
+    kinds: Counter[str] = Counter()
+    for line in logs:
+        kinds["EMF metrics" if "_aws" in json.loads(line) else "log"] += len(line.encode())
+    print("", *render_table(rows), "", *render_ratios(real[:2], naive[:2]), sep="\n")
     print(
-        f"Log output of one warm steady run (the checker handler): {logs.lines} JSON lines, "
-        f"{logs.bytes:,} bytes ("
-        + ", ".join(f"{k} {v:,} B" for k, v in sorted(logs.kinds.items()))
-        + f"); custom metrics per run: {logs.metrics}"
-        + (f" (+{logs.cold_start_metrics} on cold start)" if logs.cold_start_metrics else "")
+        f"Writes follow changes: {len(flipped)} of {fleet.size:,} targets changed -> "
+        f"{seen.counts.wru:,.0f} WRU (steady run {real[1].counts.wru:,.0f}, first run "
+        f"{real[0].counts.wru:,.0f}, naive every run {naive[1].counts.wru:,.0f}).\n"
     )
     print(
-        "\nThe monthly bill is measured on a fleet by `make fleet` (python -m bench.fleet) and "
-        "`make cost` (python -m bench.bill)."
+        f"Log output of one warm steady run (the checker handler): {len(logs)} JSON lines, "
+        f"{sum(len(line.encode()) for line in logs):,} bytes ("
+        + ", ".join(f"{k} {v:,} B" for k, v in sorted(kinds.items()))
+        + f"); custom metrics per run: {len(metrics)}"
+        + (f" (+{len(cold)} on cold start)" if cold else "")
     )
-    print(f"\n(benchmark took {time.perf_counter() - started:.0f} s)")
+    print(
+        "\nThe monthly bill is measured on a fleet by `make fleet` and `make cost` "
+        f"(python -m bench.fleet).\n\n(benchmark took {time.perf_counter() - started:.0f} s)"
+    )
     return 0
 
 

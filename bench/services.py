@@ -1,45 +1,132 @@
-"""The fleet benchmark's two servers, each in a process of its own so that none of their work
-is counted in the checker's CPU time or memory (`bench/fleet.py` starts them):
+"""The fleet benchmarks' processes: moto's server and the local portal (N portals x L lines,
+`myconnector` on every line, one application on all), each in a process of its own so none of
+their work counts in a function's; `Child`, the JSON-line pipe to every process of the bench.
 
-    python -m bench.services moto
-    python -m bench.services portal --portals N --lines L --latency S --credentials FILE
-
-Each prints one JSON line when it is ready (`{"port": ...}`) and then answers commands, one JSON
-line each, read from its standard input; it stops when its standard input closes.
-
-moto: moto's server (`ThreadedMotoServer`) on 127.0.0.1, with `bench/moto_speedups.py`'s two
-shortcuts in force (its TransactWriteItems backup and its response serialiser are moto's own
-costs, not DynamoDB's). Commands: none.
-
-portal: the local Bitrix24 portal (`local/bitrix24_portal`) hosting N portals of L open lines
-each, the connector configured on every line, every request answered after `--latency`
-seconds. As on Bitrix24 itself, one application (one client id and secret) is installed on
-every portal and the OAuth server finds the portal a refresh is for by its refresh token: a
-fleet's secret holds the application once (`apps`), its token table one pair per portal. The
-credentials file gets `{"app": {...}, "portals": {domain: entry}}`. Commands:
-`{"cmd": "count"}` -> `{"rest": R, "oauth": O}` (REST requests and token refreshes served so
-far); `{"cmd": "expire", "domains": [...]}` -> `{"expired": n}` (those portals' access tokens
-answer expired_token from now on); `{"cmd": "credentials", "domains": [...]}` -> `{"portals":
-{domain: entry}}` (a new token pair for each).
+    python -m bench.services moto | portal PORTALS LINES LATENCY
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
+import os
+import select
+import subprocess
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+ROOT = Path(__file__).resolve().parents[1]
 CONNECTOR = "myconnector"
 APP_NAME = "monitor"
+READY_TIMEOUT = 120.0  # seconds for a process to come up
+RUN_TIMEOUT = 600.0  # seconds for one command to answer
 
 
 def domains(portals: int) -> list[str]:
     """The fleet's portal domains, in the order the sweep takes its first N from."""
     return [f"p{i:04d}.fleet.local" for i in range(portals)]
+
+
+def base_environment(extra: Mapping[str, str]) -> dict[str, str]:
+    """This environment without anything that could send a child to AWS, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POWERTOOLS_"))}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
+    return {**env, **extra}
+
+
+class Child:
+    """A process of this benchmark that answers one JSON line per command."""
+
+    def __init__(self, command: list[str], env: Mapping[str, str], name: str) -> None:
+        self.name = name
+        self.stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, env=dict(env), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=self.stderr, text=True,
+        )  # fmt: skip
+
+    def read(self, timeout: float) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
+        line = self.process.stdout.readline() if ready else ""
+        if not line:
+            self.stderr.seek(0)
+            why = self.stderr.read().decode("utf-8", "replace")[-3000:]
+            raise RuntimeError(f"{self.name} did not answer within {timeout:g} s:\n{why}")
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    def ask(self, command: Mapping[str, Any], timeout: float = RUN_TIMEOUT) -> dict[str, Any]:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(command) + "\n")
+        self.process.stdin.flush()
+        return self.read(timeout)
+
+    def close(self) -> None:
+        if self.process.stdin is not None and not self.process.stdin.closed:
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.stderr.close()
+
+
+@dataclass
+class Services:
+    """moto's server and the local portal, each in its own process."""
+
+    portal: Child
+    moto_port: int
+    portal_port: int
+    app: dict[str, str]  # the application installed on every portal (client id, secret, ...)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.moto_port}"
+
+    def client(self, service: str) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        return boto3.session.Session().client(
+            service, endpoint_url=self.endpoint, region_name="eu-central-1",
+            aws_access_key_id="bench", aws_secret_access_key="bench",
+            config=Config(retries={"max_attempts": 3, "mode": "standard"}),
+        )  # fmt: skip
+
+    def counts(self) -> tuple[int, int]:
+        answer = self.portal.ask({"cmd": "count"}, timeout=60)
+        return int(answer["rest"]), int(answer["oauth"])
+
+    def expire(self, portals: Sequence[str]) -> None:
+        self.portal.ask({"cmd": "expire", "domains": list(portals)}, timeout=60)
+
+    def fresh_pairs(self, portals: Sequence[str]) -> dict[str, dict[str, str]]:
+        """A new token pair for each portal (refresh tokens are single-use: earlier
+        measurements may have refreshed the pairs handed out before)."""
+        answer = self.portal.ask({"cmd": "credentials", "domains": list(portals)}, timeout=120)
+        pairs: dict[str, dict[str, str]] = answer["portals"]
+        return pairs
+
+
+@contextmanager
+def services(portals: int, lines: int, latency: float) -> Iterator[Services]:
+    env, own = base_environment({}), [sys.executable, "-m", "bench.services"]
+    with ExitStack() as stack:
+        moto = Child([*own, "moto"], env, "moto")
+        stack.callback(moto.close)
+        portal = Child([*own, "portal", str(portals), str(lines), str(latency)], env, "portal")
+        stack.callback(portal.close)
+        moto_port = int(moto.read(READY_TIMEOUT)["port"])
+        ready = portal.read(READY_TIMEOUT)
+        yield Services(portal, moto_port, int(ready["port"]), ready["app"])
 
 
 def _reply(payload: dict[str, Any]) -> None:
@@ -50,7 +137,7 @@ def _reply(payload: dict[str, Any]) -> None:
 def serve_moto() -> int:
     from moto.server import ThreadedMotoServer
 
-    from bench.moto_speedups import quicker_moto
+    from tests.support.moto_speedups import quicker_moto
 
     werkzeug = logging.getLogger("werkzeug")  # one line per request otherwise
     werkzeug.setLevel(logging.ERROR)
@@ -65,14 +152,13 @@ def serve_moto() -> int:
     return 0
 
 
-def serve_portal(portals: int, lines: int, latency: float, credentials: Path) -> int:
+def serve_portal(portals: int, lines: int, latency: float) -> int:
     from local.bitrix24_portal import LocalPortal
 
     portal = LocalPortal()
     portal.latency = latency
     numbers = {n: f"Line {n}" for n in range(1, lines + 1)}
     with portal:
-        # one application on every portal; the OAuth server tells them apart by refresh token
         client_id, client_secret = portal.add_shared_app(APP_NAME)
         for domain in domains(portals):
             portal.add_portal(
@@ -80,18 +166,8 @@ def serve_portal(portals: int, lines: int, latency: float, credentials: Path) ->
             )
             for line in numbers:
                 portal.connect(domain, CONNECTOR, line)
-        document = {
-            "app": {
-                "name": APP_NAME,
-                "client_id": client_id,
-                "client_secret": client_secret,
-                "oauth_endpoint": portal.oauth_endpoint,
-            },
-            "portals": {d: portal.credentials(d) for d in domains(portals)},
-        }
-        credentials.write_text(json.dumps(document))
-        credentials.chmod(0o600)
-        _reply({"port": portal.port})
+        app = {"client_id": client_id, "client_secret": client_secret}
+        _reply({"port": portal.port, "app": {**app, "oauth_endpoint": portal.oauth_endpoint}})
         for line in sys.stdin:
             command = json.loads(line)
             if command["cmd"] == "count":
@@ -107,20 +183,11 @@ def serve_portal(portals: int, lines: int, latency: float, credentials: Path) ->
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="A server of the fleet benchmark.")
-    parser.add_argument("kind", choices=("moto", "portal"))
-    parser.add_argument("--portals", type=int, default=1)
-    parser.add_argument("--lines", type=int, default=1)
-    parser.add_argument("--latency", type=float, default=0.0)
-    parser.add_argument("--credentials", type=Path)
-    args = parser.parse_args(argv)
-    if args.kind == "moto":
+def main(argv: Sequence[str]) -> int:
+    if argv[1] == "moto":
         return serve_moto()
-    if args.credentials is None:
-        parser.error("portal needs --credentials FILE")
-    return serve_portal(args.portals, args.lines, args.latency, args.credentials)
+    return serve_portal(int(argv[2]), int(argv[3]), float(argv[4]))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv))

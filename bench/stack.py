@@ -1,12 +1,8 @@
 """What template.yaml creates, counted from the template itself for the bill (`bench/cost.py`):
-the functions (memory, tracing, their log groups, schedules and queue event sources), the
-tables (point-in-time recovery, KMS encryption), the secrets, topics and email subscriptions,
-queues, log groups (retention), the alarms and their metrics, the HTTP API and its access log.
-
-Resources are those a deploy with the given parameter values creates (conditions resolved by
-`local.template.deployed_resources`). Every resource type is either priced (a line of the bill
-uses it) or known to cost nothing by itself; a type that is neither is listed as unpriced, so
-a resource added to the template cannot slip past the bill unnoticed.
+a deploy with the given parameter values (conditions resolved by
+`local.template.deployed_resources`). Every resource type is either priced or known to cost
+nothing by itself; any other is listed as unpriced, so a resource added to the template cannot
+slip past the bill unnoticed.
 """
 
 from __future__ import annotations
@@ -21,11 +17,11 @@ from local.template import deployed_resources, load_template, parameter_values
 
 # Resource types that cost nothing by themselves (what they do is priced where it is used).
 FREE_TYPES = {
-    "AWS::IAM::Role": "IAM",
-    "AWS::IAM::ManagedPolicy": "IAM",
-    "AWS::IAM::Policy": "IAM",
-    "AWS::Serverless::LayerVersion": "Lambda layer (code storage has no charge)",
-    "AWS::Lambda::LayerVersion": "Lambda layer (code storage has no charge)",
+    **dict.fromkeys(("AWS::IAM::Role", "AWS::IAM::ManagedPolicy", "AWS::IAM::Policy"), "IAM"),
+    **dict.fromkeys(
+        ("AWS::Serverless::LayerVersion", "AWS::Lambda::LayerVersion"),
+        "Lambda layer (code storage has no charge)",
+    ),
     "AWS::Lambda::Permission": "Lambda permission",
     "AWS::Lambda::EventInvokeConfig": "Lambda invoke config",
     "AWS::ApiGatewayV2::Stage": "HTTP API stage (requests priced on the API)",
@@ -35,32 +31,15 @@ FREE_TYPES = {
     "AWS::SQS::QueuePolicy": "queue policy",
     "AWS::SNS::TopicPolicy": "topic policy",
 }
-PRICED_TYPES = {
-    "AWS::Serverless::Function",
-    "AWS::Lambda::Function",
-    "AWS::Lambda::EventSourceMapping",
-    "AWS::DynamoDB::Table",
-    "AWS::SecretsManager::Secret",
-    "AWS::SNS::Topic",
-    "AWS::SNS::Subscription",
-    "AWS::SQS::Queue",
-    "AWS::Logs::LogGroup",
-    "AWS::CloudWatch::Alarm",
-    "AWS::ApiGatewayV2::Api",
-    "AWS::Scheduler::Schedule",
-}
 # A deploy as the README recommends it: an alert email (subscribed to both topics).
 PRICED_PARAMETERS = {"AlertEmail": "ops@example.com", "Targets": ""}
 
 
-@dataclass(frozen=True)
+@dataclass
 class Function:
     logical_id: str
     memory_mb: int
-    timeout: int
     traced: bool
-    log_group: str | None
-    handler: str
     schedules: int = 0  # EventBridge Scheduler schedules (ScheduleV2 events)
     queues: tuple[str, ...] = ()  # SQS queues it polls (event sources)
     http_api: bool = False  # invoked by the HTTP API
@@ -97,9 +76,6 @@ class Stack:
     access_logs: dict[str, tuple[str, str]] = field(default_factory=dict)  # api -> (group, fmt)
     free: Counter[str] = field(default_factory=Counter)
     unpriced: list[str] = field(default_factory=list)
-
-    def log_group_of(self, function: str) -> str | None:
-        return self.functions[function].log_group
 
     @property
     def traced_functions(self) -> list[str]:
@@ -138,10 +114,7 @@ def read_stack(overrides: Mapping[str, str] | None = None) -> Stack:
         elif kind == "AWS::Lambda::EventSourceMapping":
             function, queue = _ref(props.get("FunctionName")), _ref(props.get("EventSourceArn"))
             if function in stack.functions and queue:
-                old = stack.functions[function]
-                stack.functions[function] = Function(
-                    **{**old.__dict__, "queues": (*old.queues, queue)}
-                )
+                stack.functions[function].queues += (queue,)
         elif kind == "AWS::DynamoDB::Table":
             pitr = props.get("PointInTimeRecoverySpecification") or {}
             sse = props.get("SSESpecification") or {}
@@ -173,10 +146,7 @@ def read_stack(overrides: Mapping[str, str] | None = None) -> Stack:
         elif kind == "AWS::Scheduler::Schedule":
             target = _ref((props.get("Target") or {}).get("Arn"))
             if target in stack.functions:
-                old = stack.functions[target]
-                stack.functions[target] = Function(
-                    **{**old.__dict__, "schedules": old.schedules + 1}
-                )
+                stack.functions[target].schedules += 1
         elif kind in FREE_TYPES:
             stack.free[FREE_TYPES[kind]] += 1
         else:
@@ -192,8 +162,7 @@ def read_stack(overrides: Mapping[str, str] | None = None) -> Stack:
         if body["Type"] == "AWS::ApiGatewayV2::Integration":
             function = _ref(props.get("IntegrationUri"))
             if function in stack.functions:
-                old = stack.functions[function]
-                stack.functions[function] = Function(**{**old.__dict__, "http_api": True})
+                stack.functions[function].http_api = True
     return stack
 
 
@@ -219,10 +188,7 @@ def _function(
     return Function(
         logical_id,
         memory_mb=_int(setting("MemorySize", 128), 128),
-        timeout=_int(setting("Timeout", 3), 3),
         traced=str(tracing).lower() == "active",
-        log_group=_ref((props.get("LoggingConfig") or {}).get("LogGroup")),
-        handler=str(props.get("Handler", "")),
         schedules=schedules,
         queues=tuple(queues),
     )

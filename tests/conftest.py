@@ -11,8 +11,8 @@ import pytest
 from moto import mock_aws
 from moto.dynamodb.models import DynamoDBBackend
 
-from bench.moto_speedups import quicker_moto
 from local.bitrix24_portal import LocalPortal
+from tests.support.moto_speedups import quicker_moto
 
 
 @pytest.fixture

@@ -27,10 +27,10 @@ from bench.cost import (
     render_bill,
 )
 from bench.metering import Meter
-from bench.moto_speedups import quicker_moto
 from bench.stack import read_stack
 from local.template import table_definition
 from tests.conftest import MOTO_REGION
+from tests.support.moto_speedups import quicker_moto
 
 ROOT = Path(__file__).resolve().parents[2]
 REGION = MOTO_REGION  # the moto_account fixture's

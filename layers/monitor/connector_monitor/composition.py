@@ -155,37 +155,34 @@ class Checker:
             ),
         )
 
+    def planner(self, cycle: CheckCycle) -> Planner | None:
+        """The planner of a fanned-out run (None without a work queue)."""
+        queue = self.work_queue
+        if queue is None:
+            return None
+        config = self.settings
+        return Planner(
+            cycle, self.repository, queue, config.shard_portals, settled_after=config.interval
+        )
+
+    def worker(self, cycle: CheckCycle) -> ShardWorker:
+        return ShardWorker(cycle, self.repository, expire_after=self.settings.interval)
+
     def scheduled_run(self, deadline: Deadline, invocation: timedelta, run_id: str) -> ScheduledRun:
         """The schedule's invocation: the whole run here, or its plan handed to shard workers."""
         cycle = self.cycle(invocation)
-        queue = self.work_queue
-        planner = (
-            Planner(
-                cycle,
-                self.repository,
-                queue,
-                self.settings.shard_portals,
-                settled_after=self.settings.interval,
-            )
-            if queue is not None
-            else None
-        )
         return run_scheduled(
             cycle,
             self.targets(),
             deadline,
             run_id,
             shard_portals=self.settings.shard_portals,
-            planner=planner,
+            planner=self.planner(cycle),
         )
 
     def shard_run(
         self, order: ShardOrder, deadline: Deadline, invocation: timedelta
     ) -> RunSummary | None:
         """A shard worker's invocation: its range of portals checked (None: a stale order)."""
-        worker = ShardWorker(
-            self.cycle(invocation, order.portals),
-            self.repository,
-            expire_after=self.settings.interval,
-        )
+        worker = self.worker(self.cycle(invocation, order.portals))
         return worker.check(order, self.targets(order.portals), deadline)

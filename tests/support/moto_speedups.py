@@ -1,5 +1,6 @@
 """Two costs of moto's in-process emulation taken out of the measured time (not hidden: the
-benchmark's README says so, tests/integration/test_bench_smoke.py checks the answers match)."""
+bench's README says so, tests/integration/test_bench_smoke.py checks the answers match). The
+tests use them too (tests/conftest.py), and so do the benchmarks (bench/)."""
 
 from __future__ import annotations
 

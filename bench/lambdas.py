@@ -1,0 +1,396 @@
+"""The fleet benchmarks' stack and functions: template.yaml's tables, topic, secret (and work
+queue) on moto's server with the registry and the token table filled; each Lambda function in
+a process of its own (`bench/fleet_child.py`), every invocation counted; the series of runs
+(first, second, steady, inventory, refresh) that `bench/fleet.py` and `bench/fanout.py` measure.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from bench.cost import Usage
+from bench.environment import REGION, ROOT, CheckerParts, build_checker, checker_settings
+from bench.metering import item_size
+from bench.services import APP_NAME, CONNECTOR, READY_TIMEOUT, Child, Services, base_environment
+from bench.services import domains as fleet_domains
+from local.aws import aws_environment
+from local.template import OFF_AWS, function_environment, parameter_values, resolve
+from local.template import table_definition as definition
+
+MIB = 1024 * 1024
+REFRESH_SHARE = 1 / 12  # tokens live an hour, runs come every 5 minutes
+HEALTH_POLLS = 5  # warm GET /health calls measured (median)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Spec:
+    portals: int
+    lines: int
+    latency: float
+    parallel: int
+    memory: int
+    steady_runs: int
+    timeout: int = 120  # the checker's Timeout in template.yaml
+    validate_every: timedelta = timedelta(minutes=240)
+
+    @property
+    def targets(self) -> int:
+        return self.portals * self.lines
+
+
+@dataclass
+class Deployed:
+    table: str
+    tokens_table: str
+    topic_arn: str
+    secret_arn: str
+    portals: list[str]
+    queue_url: str = ""  # the work queue (FanOut=true)
+    queue_arn: str = ""
+
+    @property
+    def names(self) -> dict[str, str]:
+        """Logical id of each table, by its name here."""
+        return {self.table: "Table", self.tokens_table: "TokenTable"}
+
+    def resources(self) -> dict[str, str]:
+        """The template's logical ids of the checker's resources, as deployed here."""
+        found = {"Table": self.table, "TokenTable": self.tokens_table, "Topic": self.topic_arn}
+        queue = {"WorkQueue": self.queue_url} if self.queue_url else {}
+        return {**found, "PortalSecret": self.secret_arn, **queue}
+
+    def checker(self, svc: Services) -> CheckerParts:
+        """The checker's objects on moto's server (bench/environment.py's build_checker)."""
+        config = checker_settings(
+            SECRET_ID=self.secret_arn,
+            TABLE_NAME=self.table,
+            TOKENS_TABLE=self.tokens_table,
+            TOPIC_ARN=self.topic_arn,
+        )
+        return build_checker(
+            config,
+            dynamodb=svc.client("dynamodb"),
+            secrets=svc.client("secretsmanager"),
+            sns=svc.client("sns"),
+        )
+
+
+_deployments = iter(range(1, 1_000_000))
+
+
+def deploy(
+    svc: Services, portals: int, lines: int, *, explicit: bool, queue: bool = False
+) -> Deployed:
+    """Fresh tables, topic and secret (and work queue, as template.yaml declares it) for one
+    measurement: the first `portals` portals' pairs in the token table, the application in the
+    secret, and the registry's entries (one per target, or one `*/myconnector/*` watch)."""
+    from connector_monitor.aws.token_table import TablePairs
+    from connector_monitor.domain.targets import ANY, Target, Watch
+    from connector_monitor.tokens.credentials import PortalCredentials
+
+    n = next(_deployments)
+    dynamodb = svc.client("dynamodb")
+    table, tokens = f"fleet-{n}", f"fleet-{n}-tokens"
+    dynamodb.create_table(TableName=table, **definition("Table"))
+    dynamodb.create_table(TableName=tokens, **definition("TokenTable"))
+    topic_arn = svc.client("sns").create_topic(Name=f"fleet-{n}-alerts")["TopicArn"]
+    secret = json.dumps({"portals": {}, "apps": {APP_NAME: svc.app}})
+    secrets = svc.client("secretsmanager")
+    secret_arn = secrets.create_secret(Name=f"fleet-{n}/tokens", SecretString=secret)["ARN"]
+    chosen = fleet_domains(portals)
+    deployed = Deployed(table, tokens, topic_arn, secret_arn, chosen)
+    if queue:
+        sqs = svc.client("sqs")
+        attributes = {"VisibilityTimeout": "720", "MessageRetentionPeriod": "3600"}
+        url = sqs.create_queue(QueueName=f"{table}-work", Attributes=attributes)["QueueUrl"]
+        found = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+        deployed.queue_url, deployed.queue_arn = url, found["Attributes"]["QueueArn"]
+    fresh = svc.fresh_pairs(chosen)
+    pairs = TablePairs(tokens, apps=dict, client=dynamodb)
+    registry = deployed.checker(svc).registry
+    now = datetime.now(UTC)
+
+    def put_pair(domain: str) -> None:
+        credentials = PortalCredentials.from_secret_entry(domain, fresh[domain])
+        pairs.put_new(domain, APP_NAME, credentials)
+
+    entries: list[Target | Watch] = (
+        [Target(d, CONNECTOR, line) for d in chosen for line in range(1, lines + 1)]
+        if explicit
+        else [Watch(ANY, CONNECTOR)]
+    )
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(put_pair, chosen))
+        list(pool.map(lambda e: registry.add(e, added_by="bench.fleet", at=now), entries))
+    return deployed
+
+
+def stored(svc: Services, deployed: Deployed) -> dict[str, tuple[Counter[str], Counter[str]]]:
+    """Each table's bytes (AWS's item-size rules) and items, by partition (pk before '#')."""
+    found: dict[str, tuple[Counter[str], Counter[str]]] = {}
+    for name, logical in deployed.names.items():
+        size: Counter[str] = Counter()
+        items: Counter[str] = Counter()
+        for page in svc.client("dynamodb").get_paginator("scan").paginate(TableName=name):
+            for item in page["Items"]:
+                pk = str(item["pk"]["S"]).split("#")[0]
+                size[pk] += item_size(item)
+                items[pk] += 1
+        found[logical] = (size, items)
+    return found
+
+
+def lambda_environment(
+    logical_id: str, deployed: Deployed, spec: Spec, parameters: Mapping[str, str]
+) -> tuple[dict[str, str], list[str]]:
+    """The function's environment as template.yaml sets it; a variable naming a resource this
+    benchmark does not create gets a placeholder, and is listed."""
+    values = {**parameter_values(**parameters), **deployed.resources()}
+    env: dict[str, str] = {}
+    missing: list[str] = []
+    for name, value in resolve(function_environment(logical_id), values).items():
+        env[name] = value if isinstance(value, str) else ""
+        if not isinstance(value, str):
+            missing.append(name)
+    timeout = spec.timeout * 1000 if logical_id != "SnapshotApiFunction" else 10_000
+    extra = {"BENCH_TIMEOUT_MS": str(timeout), "BENCH_MEMORY_MB": str(spec.memory)}
+    return {**env, **OFF_AWS, **extra}, missing
+
+
+class Run:
+    """One invocation, as the function's process (its answer: `wall`, `cpu`, `cpu_main` of it
+    in the handler's thread, `peak_rss`, `calls`, `tables`, `table_units`, `sent`, `log`,
+    `answer`) and the portal (`rest` requests, `oauth` refreshes) saw it."""
+
+    def __init__(
+        self, label: str, got: dict[str, Any], rest: int, oauth: int, names: Mapping[str, str]
+    ) -> None:
+        self.label, self.rest, self.oauth, self.table_names = label, rest, oauth, names
+        self.wall, self.cpu, self.cpu_main = got["wall"], got["cpu"], got["cpu_main"]
+        self.peak_rss, self.calls, self.tables = got["peak_rss"], got["calls"], got["tables"]
+        self.table_units, self.sent, self.log = got["table_units"], got["sent"], got["log"]
+        self.answer: dict[str, Any] | None = got["answer"]
+        self.log_lines = [line for line in self.log.splitlines() if line.strip()]
+        self.log_bytes = len(self.log.encode())
+        self.dynamodb_calls = sum(self.tables.values())
+        used = self.usage()
+        self.estimate, self.governs = used.duration, used.governs  # Lambda's, at (memory_mb)
+
+    def units(self, kind: str) -> float:
+        return sum(v for k, v in self.table_units.items() if k.endswith(f":{kind}"))
+
+    def logical(self, key: str) -> str:
+        """ "table:rest" with the table's logical id."""
+        name, rest = key.split(":", 1)
+        return f"{self.table_names.get(name, name)}:{rest}"
+
+    def token_store_calls(self) -> dict[str, int]:
+        found = {k: v for k, v in self.calls.items() if k.startswith("secrets-manager:")}
+        for key, count in self.tables.items():
+            if self.logical(key).startswith("TokenTable:"):
+                found[f"token table:{key.split(':', 1)[1]}"] = count
+        return found
+
+    def usage(self) -> Usage:
+        sent = {f"net.{k}": float(self.sent.get(k, 0)) for k in ("bytes", "connections", "writes")}
+        values: dict[str, float] = {
+            "wall": self.wall,
+            "cpu": self.cpu,
+            "rest": self.rest,
+            "oauth": self.oauth,
+            "log.lines": len(self.log_lines),
+            "log.bytes": self.log_bytes,
+            **sent,
+        }
+        for key, count in self.tables.items():
+            values["ddb." + self.logical(key).replace(":", ".")] = count
+        for key, units in self.table_units.items():
+            name = "ddb." + self.logical(key).replace(":", ".")
+            values[name] = values.get(name, 0.0) + units
+        prefixes = {"secrets-manager": "sm", "sns": "sns", "sqs": "sqs"}
+        for key, count in self.calls.items():
+            service, operation = key.split(":", 1)
+            if service in prefixes:
+                values[f"{prefixes[service]}.{operation}"] = count
+        return Usage(values)
+
+
+class Function:
+    """One Lambda function's process (`bench/fleet_child.py`): its INIT on start, one Run per
+    invocation."""
+
+    def __init__(
+        self, svc: Services, name: str, env: Mapping[str, str], deployed: Deployed,
+        log_dir: Path, handler: str = "lambda_handler",
+    ) -> None:  # fmt: skip
+        self.svc, self.table_names = svc, deployed.names
+        self.log_file = log_dir / f"{name}-{time.monotonic_ns()}.log"
+        event = ROOT / "events" / ("schedule.json" if name == "checker" else "health_get.json")
+        port = svc.portal_port if name == "checker" else 0
+        command = [sys.executable, "-m", "bench.fleet_child", name, str(self.log_file)]
+        child_env = base_environment({**env, **aws_environment(svc.endpoint, REGION)})
+        self.child = Child([*command, str(port), str(event), handler], child_env, name)
+        ready = self.with_log(lambda: self.child.read(READY_TIMEOUT))
+        self.init = Usage(ready["init"]) + Usage(ready["wiring"])  # import + first call's wiring
+        self.ru_maxrss = 0.0
+
+    def run(
+        self, label: str, profile: Path | None = None, event: Mapping[str, Any] | None = None
+    ) -> Run:
+        before = self.svc.counts()
+        command: dict[str, Any] = {"cmd": "run"}
+        if profile is not None:
+            command["profile"] = str(profile)
+        if event is not None:
+            command["event"] = dict(event)
+        got = self.with_log(lambda: self.child.ask(command))
+        after = self.svc.counts()
+        if got.get("error"):
+            raise RuntimeError(f"{label}: the handler failed:\n{got['error']}")
+        return Run(label, got, after[0] - before[0], after[1] - before[1], self.table_names)
+
+    def with_log(self, step: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """The child's answer; if it has none, its log's end (its stderr) is in the error."""
+        try:
+            return step()
+        except RuntimeError as exc:
+            exists = self.log_file.exists()
+            tail = self.log_file.read_text(errors="replace")[-3000:] if exists else ""
+            raise RuntimeError(f"{exc}\n{self.log_file.name}:\n{tail}") from None
+
+    def close(self) -> float:
+        try:
+            self.ru_maxrss = float(self.child.ask({"cmd": "quit"}, timeout=30)["ru_maxrss"])
+        finally:
+            self.child.close()
+        return self.ru_maxrss
+
+
+def counted(run: Run) -> str:
+    """The columns a fleet run and a fan-out invocation share, from portal requests on."""
+    tokens = sum(run.token_store_calls().values())
+    return (
+        f"{run.rest:10,d} {run.oauth:5d} {run.dynamodb_calls:8,d} {run.units('RRU'):8,.1f} "
+        f"{run.units('WRU'):8,.1f} {tokens:6d}"
+    )
+
+
+def logged(run: Run) -> str:
+    return f"{len(run.log_lines):9,d} {run.log_bytes:9,d} {run.sent.get('bytes', 0) / 1000:8,.1f}"
+
+
+COUNTED = f"{'portal req':>10} {'OAuth':>5} {'DynamoDB':>8} {'RRU':>8} {'WRU':>8} {'tokens':>6}"
+LOGGED = f"{'log lines':>9} {'log bytes':>9} {'sent KB':>8}"
+
+
+def details(run: Run, label: str, init: Usage | None = None) -> list[str]:
+    """Where a run's CPU went, its DynamoDB calls and units by table, its token-store, SQS and
+    SNS calls, what it sent and what it logged (by message)."""
+    pad = " " * (len(label) + 2)
+    calls = ", ".join(f"{run.logical(k)} {v}" for k, v in sorted(run.tables.items()))
+    units = sorted(run.table_units.items())
+    tokens = ", ".join(f"{k} {v}" for k, v in sorted(run.token_store_calls().items()))
+    other = [f"{k} {v}" for k, v in sorted(run.calls.items()) if k.startswith(("sqs:", "sns:"))]
+    sizes: Counter[str] = Counter()
+    kinds: Counter[str] = Counter()
+    for line in run.log_lines:
+        try:
+            message = str(json.loads(line).get("message", "?"))[:48]
+        except (json.JSONDecodeError, AttributeError):
+            message = "(not JSON)"
+        kinds[message] += 1
+        sizes[message] += len(line.encode()) + 1
+    top = "; ".join(f"{kinds[k]} x '{k}' {v:,} B" for k, v in sizes.most_common(4))
+    started = f"; INIT {init.get('wall'):.2f} s wall / {init.get('cpu'):.2f} s CPU" if init else ""
+    return [
+        f"  {label}: CPU {run.cpu:.2f} s = {run.cpu_main:.2f} s in the handler's thread (AWS "
+        f"calls, decisions) + {run.cpu - run.cpu_main:.2f} s in the portal threads{started}",
+        f"  {pad}DynamoDB calls: {calls}",
+        f"  {pad}units: " + ", ".join(f"{run.logical(k)} {v:,.1f}" for k, v in units if v),
+        f"  {pad}token store: {tokens or 'none'}; SQS, SNS: {', '.join(other) or 'none'}",
+        f"  {pad}sent to the portals: {run.sent.get('bytes', 0):,} B in "
+        f"{run.sent.get('writes', 0):,} writes on {run.sent.get('connections', 0):,} "
+        f"connections; log: {top or 'nothing'}",
+    ]
+
+
+def poll_health(
+    svc: Services, deployed: Deployed, spec: Spec, log_dir: Path
+) -> tuple[list[Run], Usage]:
+    """The snapshot API function's GET /health: a cold call and HEALTH_POLLS warm ones."""
+    env, _ = lambda_environment("SnapshotApiFunction", deployed, spec, {})
+    server = Function(svc, "snapshot_api", env, deployed, log_dir)
+    try:
+        return [server.run("GET /health") for _ in range(1 + HEALTH_POLLS)], server.init
+    finally:
+        server.close()
+
+
+def median_usage(usages: Sequence[Usage]) -> Usage:
+    keys = {k for u in usages for k in u.values}
+    return Usage({k: statistics.median(u.get(k) for u in usages) for k in keys})
+
+
+@dataclass
+class Series(Generic[T]):
+    first: T
+    second: T
+    steady: list[T]
+    inventory: T | None
+    refresh: T | None
+    refreshed: int  # portals whose access token expired before the refresh run
+
+    def runs(self) -> list[T]:
+        found = [self.first, self.second, *self.steady]
+        return found + [r for r in (self.inventory, self.refresh) if r is not None]
+
+
+def run_series(
+    svc: Services, deployed: Deployed, spec: Spec, run: Callable[[str], T], expirable: list[str],
+    *, inventory: bool = True, refresh: bool = True,
+) -> Series[T]:  # fmt: skip
+    """The first run (inventories and discovery, everything written once), a second, the
+    steady runs, an inventory run (the inventories aged past ValidateEveryMinutes, as every
+    48th run at 5 minutes finds them) and a run with 1/12 of `expirable`'s access tokens
+    expired (each refreshes once, as every 5-minute run sees with hourly tokens)."""
+    from connector_monitor.aws.records import iso, parse_iso
+
+    print("    first run...", flush=True)
+    first, second = run("first run"), run("second run")
+    print(f"    {spec.steady_runs} steady runs...", flush=True)
+    steady = [run("steady run") for _ in range(spec.steady_runs)]
+    inventoried, refreshing, refreshed = None, None, 0
+    if inventory:  # every portal's inventory moved into the past: the next run repeats them
+        dynamodb, table = svc.client("dynamodb"), deployed.table
+        pages = dynamodb.get_paginator("query").paginate(
+            TableName=table, KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": "INVENTORY"}},
+        )  # fmt: skip
+        items = [item for page in pages for item in page["Items"]]
+        for item in items:
+            aged = parse_iso(item["validated_at"]["S"]) - spec.validate_every - timedelta(minutes=1)
+            item["validated_at"] = {"S": iso(aged)}
+        for start in range(0, len(items), 25):
+            batch = [{"PutRequest": {"Item": i}} for i in items[start : start + 25]]
+            dynamodb.batch_write_item(RequestItems={table: batch})
+        print(f"    inventory run ({len(items):,} inventories aged)...", flush=True)
+        inventoried = run("inventory run")
+    if refresh:
+        count = max(1, round(len(expirable) * REFRESH_SHARE))
+        expired = expirable[:: max(1, len(expirable) // count)][:count]
+        svc.expire(expired)
+        refreshed = len(expired)
+        print(f"    refresh run ({refreshed} portals' access tokens expired)...", flush=True)
+        refreshing = run(f"refresh run ({refreshed})")
+    return Series(first, second, steady, inventoried, refreshing, refreshed)
