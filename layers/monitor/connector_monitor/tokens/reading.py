@@ -3,7 +3,7 @@ however many times a run asks."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..deadline import Deadline
 from .credentials import PortalCredentials
@@ -50,11 +50,14 @@ class TableThenSecret:
 
 @dataclass
 class LoadedOnce:
-    """A token source read once a run: the fan-out decision loads it to count the portals, and
-    the run that follows does not read it again."""
+    """A run's token source: read once however often the run asks (the fan-out decision loads it
+    to count the portals, the run that follows does not read it again), and each portal's
+    credentials looked up once (the portal's check asks before it opens its session, and the
+    session asks again) until a refresh replaces them."""
 
     tokens: Tokens
     loaded: bool = False
+    _known: dict[str, PortalCredentials] = field(default_factory=dict, repr=False)
 
     def load(self) -> None:
         if not self.loaded:
@@ -65,9 +68,13 @@ class LoadedOnce:
         return self.tokens.portals()
 
     def credentials(self, portal: str) -> PortalCredentials:
-        return self.tokens.credentials(portal)
+        known = self._known.get(portal)
+        if known is None:
+            known = self._known[portal] = self.tokens.credentials(portal)
+        return known
 
     def refresh(
         self, portal: str, stale: PortalCredentials, deadline: Deadline | None = None
     ) -> PortalCredentials:
-        return self.tokens.refresh(portal, stale, deadline)
+        fresh = self._known[portal] = self.tokens.refresh(portal, stale, deadline)
+        return fresh
