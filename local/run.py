@@ -257,7 +257,8 @@ def _port_or_any(preferred: int | None, default: int) -> int:
 
 
 def start_portal(port: int | None) -> LocalPortal:
-    portal = LocalPortal("127.0.0.1", _port_or_any(port, DEFAULT_PORTAL_PORT))
+    # HTTPS, as portals speak: the checker trusts the local authority through PORTAL_CA_BUNDLE.
+    portal = LocalPortal("127.0.0.1", _port_or_any(port, DEFAULT_PORTAL_PORT), tls=True)
     try:
         portal.start()
     except OSError as exc:
@@ -282,7 +283,8 @@ def demo_targets() -> str:
     return ",".join(f"{DEMO_DOMAIN}/{DEMO_CONNECTOR}/{line}" for line in DEMO_LINES)
 
 
-def control_commands(portal_url: str) -> list[str]:
+def control_commands(portal_url: str, ca_file: str) -> list[str]:
+    curl = f"curl --cacert {ca_file}"
     base = f"{portal_url}/_control/{DEMO_DOMAIN}"
 
     def status(error: bool) -> str:
@@ -290,7 +292,7 @@ def control_commands(portal_url: str) -> list[str]:
             {"connector": DEMO_CONNECTOR, "line": OUTAGE_LINE, "configured": True, "error": error},
             separators=(",", ":"),
         )
-        return f"curl -X POST {base}/status -d '{body}'"
+        return f"{curl} -X POST {base}/status -d '{body}'"
 
     return [
         f"Make line {OUTAGE_LINE} fail (connector.down after {FAILURE_THRESHOLD} failed checks):",
@@ -299,11 +301,11 @@ def control_commands(portal_url: str) -> list[str]:
         f"  {status(False)}",
         "More: the portal stops answering (UNKNOWN, then check.failed), tokens expire (refreshed "
         "and stored), the app is revoked, faults cleared, the portal's state:",
-        f'  curl -X POST {base}/fault -d \'{{"fault":"http_502"}}\'',
-        f"  curl -X POST {base}/expire",
-        f"  curl -X POST {base}/revoke",
-        f"  curl -X POST {base}/clear",
-        f"  curl {portal_url}/_control/state",
+        f'  {curl} -X POST {base}/fault -d \'{{"fault":"http_502"}}\'',
+        f"  {curl} -X POST {base}/expire",
+        f"  {curl} -X POST {base}/revoke",
+        f"  {curl} -X POST {base}/clear",
+        f"  {curl} {portal_url}/_control/state",
     ]
 
 
@@ -359,6 +361,8 @@ class LocalRun:
                 log_level=options.log_level,
             )
         )
+        if self.portal is not None:
+            os.environ["PORTAL_CA_BUNDLE"] = self.portal.ca_file  # never needed on AWS
         self.checker = load_handler("checker")  # after the environment: it reads it at import
         # Powertools 3.37 prints the ColdStart metric through single_metric(), which ignores
         # POWERTOOLS_METRICS_DISABLED: count this start as warm so the console stays clean.
@@ -394,7 +398,7 @@ class LocalRun:
         ]
         self.console.print(*lines, "")
         if self.portal is not None:
-            self.console.print(*control_commands(self.portal.url), "")
+            self.console.print(*control_commands(self.portal.url, self.portal.ca_file), "")
         if options.demo_outage:
             self.console.note(
                 f"--demo-outage: line {OUTAGE_LINE} fails after run {OUTAGE_STARTS_AFTER_RUN} "

@@ -18,8 +18,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token-ttl", type=float, default=3600.0)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added per request")
     parser.add_argument("--demo", action="store_true", help=f"add {DEMO_DOMAIN} (lines 1, 2, 3)")
+    parser.add_argument(
+        "--tls", action="store_true", help="speak HTTPS (prints the CA file to trust)"
+    )
     args = parser.parse_args(argv)
-    portal = LocalPortal(args.host, args.port, token_ttl=args.token_ttl)
+    portal = LocalPortal(args.host, args.port, token_ttl=args.token_ttl, tls=args.tls)
     portal.latency = args.latency
     portal.start()
     if args.demo:
@@ -32,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
             portal.connect(DEMO_DOMAIN, "myconnector", line)
         print(json.dumps({"portals": {DEMO_DOMAIN: portal.credentials(DEMO_DOMAIN)}}, indent=2))
     print(f"local Bitrix24 portal on {portal.url} (Ctrl-C to stop)", file=sys.stderr)
+    if args.tls:
+        print(f"its certificate authority: {portal.ca_file} (PORTAL_CA_BUNDLE)", file=sys.stderr)
     try:
         threading.Event().wait()
     except KeyboardInterrupt:

@@ -57,14 +57,25 @@ from local.bitrix24_portal.state import (
     PortalState,
     RecordedRequest,
 )
+from local.bitrix24_portal.tls import local_authority
 
 
 class LocalPortal:
     """Multi-portal Bitrix24 REST + OAuth server (thread-safe; see the package doc)."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, token_ttl: float = 3600.0) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token_ttl: float = 3600.0,
+        *,
+        tls: bool = False,
+    ) -> None:
         self.host = host
         self.port = port
+        # HTTPS with a certificate from this process's local authority (`ca_file`), as portals
+        # speak; plain HTTP on loopback otherwise.
+        self.tls = tls
         self.token_ttl = token_ttl
         self.latency = 0.0
         self.rate_limit: tuple[int, float] | None = None
@@ -106,6 +117,14 @@ class LocalPortal:
             return self
         self._stopping = threading.Event()
         self._server = _Server((self.host, self.port), self)
+        if self.tls:
+            # The handshake happens in the request's own thread, on its first read: one slow
+            # client does not hold the accepting thread.
+            self._server.socket = (
+                local_authority()
+                .server_context()
+                .wrap_socket(self._server.socket, server_side=True, do_handshake_on_connect=False)
+            )
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -134,7 +153,15 @@ class LocalPortal:
     def url(self) -> str:
         if self._server is None:
             raise RuntimeError("LocalPortal is not running: call start() first")
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
+
+    @property
+    def ca_file(self) -> str:
+        """The PEM file of the authority that signed this portal's certificate (`tls` only):
+        what the monitor is told to trust through `PORTAL_CA_BUNDLE`."""
+        if not self.tls:
+            raise RuntimeError("this LocalPortal speaks plain HTTP: start it with tls=True")
+        return str(local_authority().ca_file)
 
     @property
     def oauth_endpoint(self) -> str:

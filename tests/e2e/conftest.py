@@ -16,6 +16,7 @@ import pytest
 from moto import mock_aws
 
 from local.bitrix24_portal import LocalPortal
+from local.bitrix24_portal.tls import local_authority
 from local.handlers import load_handler
 from local.template import environment_of, table_definition
 
@@ -71,7 +72,9 @@ class Stack:
 
 @pytest.fixture
 def portal() -> Iterator[LocalPortal]:
-    with LocalPortal() as server:
+    """The portal over HTTPS, as portals speak: its certificate comes from the local authority
+    the stack's `PORTAL_CA_BUNDLE` trusts."""
+    with LocalPortal(tls=True) as server:
         server.add_portal(PORTAL, connectors={CONNECTOR: "My Connector"}, lines=LINES)
         for line in LINES:
             server.connect(PORTAL, CONNECTOR, line)
@@ -154,7 +157,11 @@ def checker_environment(
         "Topic": topic_arn,
         "PortalSecret": secret_id,
     }
-    return environment_of("CheckerFunction", resources=resources, parameters={"Targets": targets})
+    environment = environment_of(
+        "CheckerFunction", resources=resources, parameters={"Targets": targets}
+    )
+    # The local portal's authority (never set on AWS): the tests' portals speak HTTPS.
+    return {**environment, "PORTAL_CA_BUNDLE": str(local_authority().ca_file)}
 
 
 def snapshot_api_environment(table: str) -> dict[str, str]:

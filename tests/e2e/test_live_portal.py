@@ -66,6 +66,7 @@ def test_the_monitor_has_its_own_app_so_the_connectors_backend_never_spends_its_
             "refresh_token": backend["refresh_token"],
         },
         timeout=5,
+        verify=stack.portal.ca_file,
     )
     answer.raise_for_status()  # the backend refreshes as often as it likes
     summary = invoke(checker)

@@ -189,9 +189,14 @@ class World:
         return client
 
     def _client(self, portal: str, tokens: TokenSource) -> ConnectorChecks:
-        return ConnectorChecks(
-            RestSession(portal, tokens, timeouts=self.tuning.timeouts, retry=self.tuning.retry)
+        session = RestSession(
+            portal,
+            tokens,
+            ca_bundle=self.stack.portal.ca_file,
+            timeouts=self.tuning.timeouts,
+            retry=self.tuning.retry,
         )
+        return ConnectorChecks(session)
 
     # ---- what came out -------------------------------------------------------------------
     def alerts(self) -> list[dict[str, Any]]:

@@ -73,7 +73,9 @@ def test_demo_outage_sends_one_down_alert_then_one_recovery() -> None:
     down_at, recovered_at = output.index("ALERT connector.down"), output.index("ALERT connector.r")
     assert summary_line(output, 2) < down_at < summary_line(output, 3)
     assert summary_line(output, 5) < recovered_at < summary_line(output, 6)
-    assert "curl -X POST http://127.0.0.1:" in output
+    # The portal speaks HTTPS; the control commands trust its local authority
+    assert re.search(r"Bitrix24 portal  https://127\.0\.0\.1:\d+ ", output)
+    assert re.search(r"curl --cacert \S+ca\.pem -X POST https://127\.0\.0\.1:", output)
     assert "/_control/demo.bitrix24.local/status" in output
     assert not TOKEN_LIKE.search(output + result.stderr)
     assert "Traceback" not in result.stderr

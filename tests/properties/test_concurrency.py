@@ -27,9 +27,9 @@ from typing import Any
 
 import boto3
 import pytest
-import requests
 
 from connector_monitor.bitrix24.oauth import refresh_tokens
+from connector_monitor.bitrix24.transport import new_session
 from connector_monitor.deadline import Deadline
 from connector_monitor.domain.transitions import CLOCK_SKEW
 from connector_monitor.tokens.credentials import PortalCredentials
@@ -139,7 +139,7 @@ def assert_the_stored_refresh_token_is_live(stack: Stack) -> None:
     last). A working access token alone would not show that the refresh token was not lost."""
     entry = stack.secret()["portals"][PORTAL]
     creds = PortalCredentials.from_secret_entry(PORTAL, entry)
-    with requests.Session() as session:
+    with new_session(ca_bundle=stack.portal.ca_file) as session:
         fresh = refresh_tokens(
             creds, session=session, deadline=Deadline.after(30), timeouts=(3.0, 5.0)
         )
@@ -397,7 +397,7 @@ def test_two_runs_refreshing_two_portals_of_one_secret_at_once_lose_no_pair(
     stored = stack.secret()["portals"]
     for domain in (PORTAL, SECOND):
         creds = PortalCredentials.from_secret_entry(domain, stored[domain])
-        with requests.Session() as session:
+        with new_session(ca_bundle=stack.portal.ca_file) as session:
             fresh = refresh_tokens(
                 creds, session=session, deadline=Deadline.after(30), timeouts=(3.0, 5.0)
             )

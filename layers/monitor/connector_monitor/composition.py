@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from functools import cached_property
+from functools import cached_property, partial
 from typing import Any
 
 import requests
@@ -56,7 +56,7 @@ class Tuning:
 
     aws: Callable[[str], Any] = clients.client  # a client of an AWS service, by its name
     lease_aws: Callable[[], Any] = clients.lease_client  # the lease's fail-fast DynamoDB client
-    portal_client: ClientFactory = open_connector_checks
+    portal_client: ClientFactory | None = None  # None: the real checks (open_connector_checks)
     http: requests.Session | None = None  # the OAuth calls' session (None: a guarded new one)
     oauth_timeout: tuple[float, float] = OAUTH_TIMEOUT
     refresh: RefreshPolicy = field(default_factory=RefreshPolicy)
@@ -95,6 +95,11 @@ class Checker:
         url = self.settings.work_queue_url
         return ShardQueue(url, client=self.tuning.aws("sqs")) if url else None
 
+    @property
+    def ca_bundle(self) -> str | None:
+        """The authorities portals are checked against (None: the public CAs)."""
+        return self.settings.portal_ca_bundle or None
+
     # -- per invocation -------------------------------------------------------------------------
 
     def targets(self, portals: KeyRange | None = None) -> TargetList:
@@ -131,7 +136,12 @@ class Checker:
         tuning = self.tuning
         return RefreshingTokens(
             self.pair_store(portals),
-            oauth_refresh(tuning.http, timeouts=tuning.oauth_timeout, now=tuning.clock),
+            oauth_refresh(
+                tuning.http,
+                ca_bundle=self.ca_bundle,
+                timeouts=tuning.oauth_timeout,
+                now=tuning.clock,
+            ),
             lease=lease,
             policy=tuning.refresh,
             sleep=tuning.sleep,
@@ -145,7 +155,8 @@ class Checker:
             repository=self.repository,
             tokens=LoadedOnce(self.token_source(portals, self.lease)),
             publisher=self.publisher,
-            client_factory=self.tuning.portal_client,
+            client_factory=self.tuning.portal_client
+            or partial(open_connector_checks, ca_bundle=self.ca_bundle),
             settings=CycleSettings(
                 thresholds=config.thresholds,
                 history=config.history,

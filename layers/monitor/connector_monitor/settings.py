@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import timedelta
+from pathlib import Path
 from typing import TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .domain.transitions import Thresholds
 
@@ -38,6 +39,16 @@ class CheckerSettings(BaseModel):
     # Fan-out: with a work queue, a run of more portals than SHARD_PORTALS is split into shards.
     work_queue_url: str = Field(alias="WORK_QUEUE_URL", default="")
     shard_portals: int = Field(alias="SHARD_PORTALS", default=1000, ge=10, le=100_000)
+    # A PEM file of the authorities portals' certificates are checked against, instead of the
+    # public CAs: for the local portal and tests only, never set on AWS.
+    portal_ca_bundle: str = Field(alias="PORTAL_CA_BUNDLE", default="")
+
+    @field_validator("portal_ca_bundle")
+    @classmethod
+    def _readable_bundle(cls, path: str) -> str:
+        if path and not Path(path).is_file():
+            raise ValueError(f"no CA bundle at {path}")
+        return path
 
     @property
     def interval(self) -> timedelta:

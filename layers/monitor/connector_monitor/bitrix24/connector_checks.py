@@ -62,10 +62,12 @@ _DEADLINE_DETAIL = "the run's deadline was reached before this line was checked"
 _ENTRIES_SHOWN = 10
 
 
-def open_connector_checks(portal: str, tokens: TokenSource) -> ConnectorChecks:
-    """The real `ClientFactory`: a portal's checks over a REST session of their own, with the
-    default timeouts and retries."""
-    return ConnectorChecks(RestSession(portal, tokens))
+def open_connector_checks(
+    portal: str, tokens: TokenSource, ca_bundle: str | None = None
+) -> ConnectorChecks:
+    """The real `ClientFactory` (with `ca_bundle` bound): a portal's checks over a REST session
+    of their own, with the default timeouts and retries."""
+    return ConnectorChecks(RestSession(portal, tokens, ca_bundle=ca_bundle))
 
 
 class ConnectorChecks:

@@ -49,12 +49,13 @@ install_urllib3_redaction()
 def oauth_refresh(
     session: requests.Session | None = None,
     *,
+    ca_bundle: str | None = None,
     timeouts: tuple[float, float] = OAUTH_TIMEOUT,
     now: Callable[[], float] = time.time,
 ) -> Callable[[PortalCredentials, Deadline], PortalCredentials]:
     """The OAuth call the refresh policy is handed (`tokens.ports.OAuthRefresh`), over one
-    guarded session for the whole run."""
-    guarded = guard(session) if session is not None else new_session()
+    guarded session for the whole run (`ca_bundle`: as `transport.new_session`)."""
+    guarded = guard(session, ca_bundle) if session is not None else new_session(ca_bundle=ca_bundle)
 
     def refresh(creds: PortalCredentials, deadline: Deadline) -> PortalCredentials:
         return refresh_tokens(creds, session=guarded, deadline=deadline, timeouts=timeouts, now=now)

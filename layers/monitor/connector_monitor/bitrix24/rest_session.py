@@ -92,6 +92,7 @@ class RestSession:
         tokens: TokenSource,
         *,
         session: requests.Session | None = None,
+        ca_bundle: str | None = None,
         timeouts: Timeouts = Timeouts(),
         retry: RetryPolicy = RetryPolicy(),
         sleep: Callable[[float], None] = time.sleep,
@@ -102,7 +103,9 @@ class RestSession:
         self.clock = clock
         self._tokens = tokens
         self._owns_session = session is None
-        self._session = guard(session) if session is not None else new_session()
+        self._session = (
+            guard(session, ca_bundle) if session is not None else new_session(ca_bundle=ca_bundle)
+        )
         self._timeouts = timeouts
         self._retry = retry
         self._sleep = sleep

@@ -20,19 +20,23 @@ from __future__ import annotations
 import heapq
 import itertools
 import socket
+import ssl
 import threading
 import time
 import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.utils import DEFAULT_CA_BUNDLE_PATH
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.util.ssl_ import create_urllib3_context
 
 from ..deadline import Deadline, ExchangeCutOff
 
@@ -133,25 +137,30 @@ def exchange(
     raise failure
 
 
-def guard(session: requests.Session) -> requests.Session:
-    """Make `session` send through watched connections (idempotent); returns it.
+def guard(session: requests.Session, ca_bundle: str | None = None) -> requests.Session:
+    """Make `session` send through watched connections over the process's TLS context for
+    `ca_bundle` (idempotent); returns it.
 
     Only requests' stock adapters are replaced: an adapter someone mounted on purpose (a test's
     canned transport) is theirs to bound.
     """
     for prefix in ("https://", "http://"):
         if type(session.adapters.get(prefix)) is HTTPAdapter:
-            session.mount(prefix, _WatchedAdapter())
+            session.mount(prefix, _WatchedAdapter(tls_context(ca_bundle)))
     return session
 
 
-def new_session(user_agent: str = "connector-monitor/1") -> requests.Session:
+def new_session(
+    *, ca_bundle: str | None = None, user_agent: str = "connector-monitor/1"
+) -> requests.Session:
+    """A session for portals and OAuth servers; `ca_bundle` (a PEM file) replaces the public
+    CAs the monitor trusts (the local portal's authority: never needed on AWS)."""
     session = requests.Session()
     session.headers.update({"Accept": "application/json", "User-Agent": user_agent})
     # Not the environment's proxies and .netrc: requests would look them up for every request
     # (a quarter of a fleet run's CPU), and a portal's credentials are in the body, never there.
     session.trust_env = False
-    return guard(session)
+    return guard(session, ca_bundle)
 
 
 # ---- reading --------------------------------------------------------------------------------
@@ -278,6 +287,11 @@ def _connection_problem(exc: requests.exceptions.ConnectionError) -> str:
     name = type(reason).__name__
     if name == "NameResolutionError":
         return "the host name could not be resolved (check the domain and endpoint)"
+    if isinstance(exc, requests.exceptions.SSLError):
+        # OpenSSL's words, not the server's: but only the verdict is kept.
+        if "CERTIFICATE_VERIFY_FAILED" in str(reason):
+            return "its TLS certificate could not be verified (not from a trusted authority?)"
+        return "the TLS handshake failed"
     if isinstance(getattr(reason, "__context__", None), ConnectionRefusedError) or (
         "refused" in str(reason).lower() and name == "NewConnectionError"
     ):
@@ -314,7 +328,10 @@ class _Scope:
 
 
 def _shut(connection: Any) -> None:
-    sock = getattr(connection, "watched_socket", None)
+    """Shut the socket a connection speaks through: once connected its own (over TLS, the TLS
+    socket, which took the plain one's descriptor over), the plain one while connecting. A TLS
+    handshake is bounded by its socket timeout, which never outlasts the deadline."""
+    sock = getattr(connection, "sock", None) or getattr(connection, "watched_socket", None)
     if sock is not None:
         with suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
@@ -416,12 +433,38 @@ class _WatchedHTTPSPool(HTTPSConnectionPool):
 _POOLS: Mapping[str, type[HTTPConnectionPool]] = {"http": _WatchedPool, "https": _WatchedHTTPSPool}
 
 
+@lru_cache(maxsize=4)
+def tls_context(ca_bundle: str | None = None) -> ssl.SSLContext:
+    """The process's TLS context for portals and OAuth servers, its certificate authorities
+    loaded once: `ca_bundle`, or the public CAs requests ships (certifi). Given a bundle's path,
+    urllib3 would load its ~150 certificates into the context again for every new connection
+    (~15 ms of CPU each); every portal is a new connection every run."""
+    context = create_urllib3_context()
+    context.load_verify_locations(cafile=ca_bundle or DEFAULT_CA_BUNDLE_PATH)
+    return context
+
+
 class _WatchedAdapter(HTTPAdapter):
-    """requests' adapter with pools whose connections the watchdog can shut."""
+    """requests' adapter with pools whose connections the watchdog can shut, verifying
+    certificates with one shared TLS context."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self._context = context  # before super().__init__, which builds the pool manager
+        super().__init__()
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
+        super().init_poolmanager(*args, ssl_context=self._context, **kwargs)
         self.poolmanager.pool_classes_by_scheme = dict(_POOLS)
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        """Verify with the shared context's authorities: requests would hand every pool the
+        bundle's path, which urllib3 loads anew for each connection."""
+        if verify is True and url.lower().startswith("https"):
+            conn.cert_reqs = "CERT_REQUIRED"
+            conn.ca_certs = None
+            conn.ca_cert_dir = None
+            return
+        super().cert_verify(conn, url, verify, cert)  # type: ignore[no-untyped-call]
 
     def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
         manager = super().proxy_manager_for(proxy, **proxy_kwargs)
