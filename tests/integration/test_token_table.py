@@ -369,3 +369,53 @@ def test_a_refresh_that_fails_gives_its_lease_back(
     portal.clear_faults()
     item = table_item(a)
     assert "lease_owner" not in item and item["version"] == 1  # nothing stored, nothing held
+
+
+@pytest.mark.parametrize(
+    ("written", "update"),
+    [
+        ("without a version", ("REMOVE version", None)),
+        ("with a version in text", ("SET version = :text", {":text": {"S": "hand-written"}})),
+    ],
+)
+def test_a_pair_written_without_a_numeric_version_is_refreshed_and_stored(
+    written: str,
+    update: tuple[str, dict[str, Any] | None],
+    secret: dict[str, Any],
+    sm: Any,
+    tokens_table: str,
+    portal: LocalPortal,
+    leaks: Leaks,
+) -> None:
+    """An item written by hand (or by an older release) without a numeric `version`: its
+    refresh spends the refresh token at the OAuth server, so the write that follows must not
+    fail on the missing version, or the portal is locked out until someone re-authorises."""
+    a, _ = list(secret["portals"])
+    moved(sm, [a])
+    expression, values = update
+    dynamodb().update_item(
+        TableName=TOKENS,
+        Key={"pk": {"S": "PORTAL"}, "sk": {"S": a}},
+        UpdateExpression=expression,
+        **({"ExpressionAttributeValues": values} if values else {}),
+    )
+    portal.expire_access_tokens(a)
+    refreshes = portal.refresh_count(a)
+    source = fleet_source(sm)
+    source.load()
+
+    assert works(check(source, a)), written
+
+    assert portal.refresh_count(a) - refreshes == 1
+    item = table_item(a)
+    fresh = source.credentials(a)
+    leaks.watch(fresh)
+    assert (item["access_token"], item["refresh_token"]) == (
+        fresh.access_token,
+        fresh.refresh_token,
+    )
+    assert item["version"] == 1 and "lease_owner" not in item
+    again = fleet_source(sm)  # the next run reads the stored pair and needs no refresh
+    again.load()
+    assert works(check(again, a))
+    assert portal.refresh_count(a) - refreshes == 1
