@@ -240,6 +240,48 @@ def test_a_time_written_by_hand_is_no_time(client: Any) -> None:
 
 
 @pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"portal": "other.bitrix24.com"}, "other.bitrix24.com/myconnector/12"),
+        ({"line": 13}, "example.bitrix24.com/myconnector/13"),
+        ({"connector": "otherconnector"}, "example.bitrix24.com/otherconnector/12"),
+    ],
+    ids=["another portal", "another line", "another connector"],
+)
+def test_an_item_whose_key_disagrees_with_its_fields_is_a_problem_named_after_its_key(
+    client: Any, fields: dict[str, Any], named: str
+) -> None:
+    """Written by hand: neither the key's target nor the fields' is checked; the run names
+    the item by its key (what `monitorctl targets remove` takes) and checks the others."""
+    registry = Registry("monitor", client=client)
+    kept = Target("example.bitrix24.com", "myconnector", 14)
+    registry.add(kept, added_by="ops", at=AT)
+    parts = {"portal": ENTRY.portal, "connector": ENTRY.connector, "line": ENTRY.line, **fields}
+    client.put_item(
+        TableName="monitor",
+        Item={
+            "pk": {"S": "REGISTRY"},
+            "sk": {"S": ENTRY.key},
+            "portal": {"S": parts["portal"]},
+            "connector": {"S": parts["connector"]},
+            "line": {"N": str(parts["line"])},
+        },
+    )
+
+    loaded = registry.load()
+    (listed,) = [e for e in registry.entries() if e.key == ENTRY.key]
+
+    assert loaded.targets == (kept,)
+    assert [(e.entry, e.reason) for e in loaded.errors] == [
+        (f"registry {ENTRY.key}", f"the item's key does not match its parts ({named})")
+    ]
+    assert (listed.entry, listed.problem) == (
+        None,
+        f"the item's key does not match its parts ({named})",
+    )
+
+
+@pytest.mark.parametrize(
     "use",
     [
         lambda r: r.page(limit=1),
