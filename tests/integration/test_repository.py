@@ -21,6 +21,7 @@ from connector_monitor.domain.targets import ANY, Target, Watch
 from connector_monitor.domain.transitions import TargetStatus, Thresholds, advance
 from connector_monitor.ports.state_store import Claim, StateStoreError
 from local.template import table_definition
+from tests.support.dynamodb_pages import query_pages, spread_over_pages
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -60,6 +61,21 @@ def test_statuses_round_trip_and_versions_bump(client: Any) -> None:
     stored = loaded.statuses["a.bitrix24.com/tg/1"]
     assert stored.version == 1
     assert stored == replace(status(1), version=1)
+
+
+def test_statuses_over_several_query_pages_are_all_loaded(client: Any) -> None:
+    """A fleet's STATE partition is many 1 MB pages: a target past the first page must not be
+    taken for a new one (its open incident and pending alerts would be lost)."""
+    repo = StateRepository("monitor", client=client)
+    repo.save([status(line) for line in range(1, 9)], claims={})
+    assert spread_over_pages(client, "monitor", "STATE") == 8
+    pages = query_pages(client)
+
+    loaded = repo.load()
+
+    assert sorted(loaded.statuses) == sorted(f"a.bitrix24.com/tg/{n}" for n in range(1, 9))
+    assert all(s.version == 1 for s in loaded.statuses.values())
+    assert pages[:3] == [3, 3, 2]  # the STATE partition (the CONFIG one follows)
 
 
 def test_a_stale_write_is_a_conflict_and_does_not_overwrite(client: Any) -> None:
@@ -237,6 +253,24 @@ def test_a_time_written_by_hand_is_no_time(client: Any) -> None:
     (kept,) = Registry("monitor", client=client).entries()
 
     assert (kept.entry, kept.added_at, kept.added_by) == (ENTRY, None, "")
+
+
+def test_a_registry_of_several_query_pages_is_read_to_its_last_page(client: Any) -> None:
+    registry = Registry("monitor", client=client)
+    added = [Target("example.bitrix24.com", "myconnector", line) for line in range(1, 8)]
+    for entry in [*added, Watch(ANY, "myconnector")]:
+        registry.add(entry, added_by="ops", at=AT)
+    assert spread_over_pages(client, "monitor", "REGISTRY") == 8
+    pages = query_pages(client)
+
+    loaded = registry.load()
+    listed = registry.entries()
+
+    assert sorted(loaded.targets, key=lambda t: t.line) == added
+    assert [w.key for w in loaded.watches] == ["*/myconnector/*"]
+    assert loaded.errors == ()
+    assert len(listed) == 8 and all(e.problem is None for e in listed)
+    assert pages == [3, 3, 2] * 2  # load, then entries
 
 
 @pytest.mark.parametrize(

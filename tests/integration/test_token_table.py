@@ -41,6 +41,7 @@ from tests.integration.test_secret_pairs import (  # the fixtures too: one world
     stored,
     works,
 )
+from tests.support.dynamodb_pages import query_pages, spread_over_pages
 from tests.wiring import token_source
 
 __all__ = ["aws", "domains", "leaks", "portal", "secret", "server", "sm"]
@@ -270,6 +271,25 @@ def test_a_range_reads_only_its_portals_by_query_pages(
     for shard in shards:
         shard.load()
     assert [s.portals() for s in shards] == [names[:100], names[100:200], names[200:]]
+
+
+def test_a_table_of_several_query_pages_is_read_to_its_last_page(
+    sm: Any, tokens_table: str, portal: LocalPortal
+) -> None:
+    """At 10,000 portals the token table is several 1 MB pages: a run reads every one, or the
+    portals past the first page have no tokens (and `*/connector/*` forgets them)."""
+    names = [f"p{i}.bitrix24.test" for i in range(8)]
+    apps = moved_fleet(names, sm, portal)
+    assert spread_over_pages(dynamodb(), TOKENS, "PORTAL") == 8
+    client = dynamodb()
+    pages = query_pages(client)
+    pairs = TablePairs(TOKENS, apps=apps, client=client)
+
+    pairs.load()
+
+    assert pairs.portals() == names
+    assert all(pairs.credentials(name).access_token for name in names)
+    assert pages == [3, 3, 2]
 
 
 def test_a_shard_starting_at_a_longer_domain_reads_the_shorter_one_it_holds(
