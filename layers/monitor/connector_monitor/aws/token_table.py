@@ -2,7 +2,8 @@
 its own (encrypted at rest with KMS; only the checker's role may read or write it).
 
 A refresh is one conditional write of that portal's item: no version quota to run out of, no
-document shared with other portals, so refreshes of different portals never wait for each other.
+document shared with other portals, so refreshes of different portals do not wait for each other
+(but for a run's first, which goes alone until the table has taken a write: tokens/refresh.py).
 The table is read by query pages, so a run's read costs grow with the bytes of the pairs, not
 with the number of portals, and a shard of a fanned-out run reads only its range of portals.
 The application's client id and secret live once in the secret (`apps`); an item names its app.
