@@ -18,6 +18,7 @@ import boto3
 import pytest
 import requests
 
+from connector_monitor.api.paging import encode_cursor
 from local.api_server import ApiServer
 from local.bitrix24_portal import LocalPortal
 from local.handlers import load_handler
@@ -263,6 +264,33 @@ def test_the_listing_pages_with_the_snapshots_paging_rule(stack: Stack, api: Mod
     assert rest["next_cursor"] is None
     assert (too_many[0], too_many[1]["error"]) == (400, "BAD_FILTER")
     assert (bad_cursor[0], bad_cursor[1]["error"]) == (400, "BAD_CURSOR")
+
+
+def test_a_cursor_spelling_its_domain_in_upper_case_is_refused_not_restarted(
+    stack: Stack, api: ModuleType
+) -> None:
+    """Keys are stored in lower case, so `EXAMPLE.bitrix24.com/c/12` is no key this API
+    handed out: taken as it is, it sorts before every stored key ("E" < "e") and the listing
+    would quietly start again from the first entry."""
+    for line in (12, 14, 16):
+        event = load_event("registry_put")
+        event["rawPath"] = event["requestContext"]["http"]["path"] = f"/registry/{PORTAL}/c/{line}"
+        event["pathParameters"] = {"portal": PORTAL, "connector": "c", "line": str(line)}
+        assert call(api, event)[0] == 201
+    shouted = encode_cursor(f"{PORTAL.upper()}/c/12")
+    as_handed_out = encode_cursor(f"{PORTAL}/c/12")
+
+    refused = call(api, http_event("registry_get", query={"cursor": shouted}))
+    code, rest = call(api, http_event("registry_get", query={"cursor": as_handed_out}))
+
+    assert refused == (
+        400,
+        {
+            "error": "BAD_CURSOR",
+            "message": "cursor is not valid here: pass next_cursor from the previous page",
+        },
+    )
+    assert (code, [e["line"] for e in rest["entries"]]) == (200, ["14", "16"])
 
 
 def test_an_unreadable_table_is_503_unavailable_on_every_registry_route(

@@ -117,6 +117,7 @@ class Expect:
     pending: Mapping[str, int] = field(default_factory=dict)  # stored, by target (others: 0)
     secret: tuple[str, ...] = ()  # portals whose token pair was rotated (the rest: untouched)
     refreshes: Mapping[str, int] = field(default_factory=dict)  # OAuth refreshes (others: 0)
+    refreshes_in_all: int | None = None  # instead: all portals' together (which: either)
     requests: Mapping[str, int] = field(default_factory=dict)  # REST requests, by portal
     summary: Mapping[str, int] = field(default_factory=dict)  # figures of the last run
     fails: str | None = None  # every fault run is a Lambda error whose text holds this
@@ -177,6 +178,31 @@ def oauth_server_failing(w: World) -> None:
 def write_back_refused(w: World) -> None:
     w.portal.expire_access_tokens(A)
     w.refuse_pair_writes()
+
+
+def every_token_expired_and_pair_writes_refused(w: World) -> None:
+    for domain in w.portals:
+        w.portal.expire_access_tokens(domain)
+    w.refuse_pair_writes()
+
+
+def pairs_lost(w: World) -> list[str]:
+    """The portals whose refreshed pair the run could not store: its loud log line names them."""
+    lines = [line for line in w.log_lines() if "NEW REFRESH TOKEN NOT STORED" in line]
+    return [p for p in w.portals if any(f"portal {p}:" in line for line in lines)]
+
+
+def reauthorise_the_lost(w: World) -> None:
+    """What a person does after the loud log line: re-authorise the portals it names."""
+    for domain in pairs_lost(w):
+        w.reauthorise(domain)
+
+
+def one_pair_lost_the_other_left_for_the_next_run(w: World) -> None:
+    (lost,) = pairs_lost(w)  # one re-authorisation at most
+    (left,) = [p for p in w.portals if p != lost]
+    detail = {str(item["detail"]) for t, item in w.states().items() if t.startswith(f"{left}/")}
+    assert len(detail) == 1 and "not refreshed: the token store refused a write" in detail.pop()
 
 
 def expired_token_mid_batch(w: World) -> None:
@@ -942,6 +968,22 @@ FAULTS: list[Fault] = [
             refreshes={A: 1},
         ),
     ),
+    Fault(
+        "refreshed pairs refused for a run while every portal's token expired",
+        inject=every_token_expired_and_pair_writes_refused,
+        clear=reauthorise_the_lost,
+        runs=1,  # the store refuses for one run; the next run finds it healthy
+        portal=None,  # A or B is refreshed first (portals are checked in parallel)
+        expect=Expect(
+            # the first refresh's pair is lost; no other refresh starts in that run, and the
+            # next run refreshes the other portal: every portal checked, one re-authorisation
+            states={A: unknown(Cause.MONITOR_ERROR), B: unknown(Cause.MONITOR_ERROR)},
+            log=("NEW REFRESH TOKEN NOT STORED", "not refreshed: the token store refused a write"),
+            refreshes_in_all=1,
+            summary={"up": 0, "unknown": 4},
+            also=one_pair_lost_the_other_left_for_the_next_run,
+        ),
+    ),
     # -- DynamoDB --
     Fault(
         "DynamoDB throttling the first 3 requests (the SDK retries)",
@@ -1069,7 +1111,10 @@ def test_fault(fault: Fault, world: World) -> None:
     check_records(world, expect.pending)
     check_pairs(secret_before, world.pairs_text(), expect.secret)
     refreshes = {p: world.portal.refresh_count(p) - n for p, n in refreshes_before.items()}
-    assert refreshes == {p: expect.refreshes.get(p, 0) for p in world.portals}
+    if expect.refreshes_in_all is not None:
+        assert sum(refreshes.values()) == expect.refreshes_in_all
+    else:
+        assert refreshes == {p: expect.refreshes.get(p, 0) for p in world.portals}
     requests = {p: world.portal.request_count(p) - requests_before[p] for p in expect.requests}
     assert requests == dict(expect.requests)
     if expect.also:

@@ -21,6 +21,7 @@ from connector_monitor.domain.targets import ANY, Target, Watch
 from connector_monitor.domain.transitions import TargetStatus, Thresholds, advance
 from connector_monitor.ports.state_store import Claim, StateStoreError
 from local.template import table_definition
+from tests.support.dynamodb_pages import query_pages, spread_over_pages
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -60,6 +61,21 @@ def test_statuses_round_trip_and_versions_bump(client: Any) -> None:
     stored = loaded.statuses["a.bitrix24.com/tg/1"]
     assert stored.version == 1
     assert stored == replace(status(1), version=1)
+
+
+def test_statuses_over_several_query_pages_are_all_loaded(client: Any) -> None:
+    """A fleet's STATE partition is many 1 MB pages: a target past the first page must not be
+    taken for a new one (its open incident and pending alerts would be lost)."""
+    repo = StateRepository("monitor", client=client)
+    repo.save([status(line) for line in range(1, 9)], claims={})
+    assert spread_over_pages(client, "monitor", "STATE") == 8
+    pages = query_pages(client)
+
+    loaded = repo.load()
+
+    assert sorted(loaded.statuses) == sorted(f"a.bitrix24.com/tg/{n}" for n in range(1, 9))
+    assert all(s.version == 1 for s in loaded.statuses.values())
+    assert pages[:3] == [3, 3, 2]  # the STATE partition (the CONFIG one follows)
 
 
 def test_a_stale_write_is_a_conflict_and_does_not_overwrite(client: Any) -> None:
@@ -237,6 +253,66 @@ def test_a_time_written_by_hand_is_no_time(client: Any) -> None:
     (kept,) = Registry("monitor", client=client).entries()
 
     assert (kept.entry, kept.added_at, kept.added_by) == (ENTRY, None, "")
+
+
+def test_a_registry_of_several_query_pages_is_read_to_its_last_page(client: Any) -> None:
+    registry = Registry("monitor", client=client)
+    added = [Target("example.bitrix24.com", "myconnector", line) for line in range(1, 8)]
+    for entry in [*added, Watch(ANY, "myconnector")]:
+        registry.add(entry, added_by="ops", at=AT)
+    assert spread_over_pages(client, "monitor", "REGISTRY") == 8
+    pages = query_pages(client)
+
+    loaded = registry.load()
+    listed = registry.entries()
+
+    assert sorted(loaded.targets, key=lambda t: t.line) == added
+    assert [w.key for w in loaded.watches] == ["*/myconnector/*"]
+    assert loaded.errors == ()
+    assert len(listed) == 8 and all(e.problem is None for e in listed)
+    assert pages == [3, 3, 2] * 2  # load, then entries
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"portal": "other.bitrix24.com"}, "other.bitrix24.com/myconnector/12"),
+        ({"line": 13}, "example.bitrix24.com/myconnector/13"),
+        ({"connector": "otherconnector"}, "example.bitrix24.com/otherconnector/12"),
+    ],
+    ids=["another portal", "another line", "another connector"],
+)
+def test_an_item_whose_key_disagrees_with_its_fields_is_a_problem_named_after_its_key(
+    client: Any, fields: dict[str, Any], named: str
+) -> None:
+    """Written by hand: neither the key's target nor the fields' is checked; the run names
+    the item by its key (what `monitorctl targets remove` takes) and checks the others."""
+    registry = Registry("monitor", client=client)
+    kept = Target("example.bitrix24.com", "myconnector", 14)
+    registry.add(kept, added_by="ops", at=AT)
+    parts = {"portal": ENTRY.portal, "connector": ENTRY.connector, "line": ENTRY.line, **fields}
+    client.put_item(
+        TableName="monitor",
+        Item={
+            "pk": {"S": "REGISTRY"},
+            "sk": {"S": ENTRY.key},
+            "portal": {"S": parts["portal"]},
+            "connector": {"S": parts["connector"]},
+            "line": {"N": str(parts["line"])},
+        },
+    )
+
+    loaded = registry.load()
+    (listed,) = [e for e in registry.entries() if e.key == ENTRY.key]
+
+    assert loaded.targets == (kept,)
+    assert [(e.entry, e.reason) for e in loaded.errors] == [
+        (f"registry {ENTRY.key}", f"the item's key does not match its parts ({named})")
+    ]
+    assert (listed.entry, listed.problem) == (
+        None,
+        f"the item's key does not match its parts ({named})",
+    )
 
 
 @pytest.mark.parametrize(

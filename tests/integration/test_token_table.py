@@ -11,6 +11,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 
 from connector_monitor.aws.lease import Lease
 from connector_monitor.aws.secret_pairs import SecretPairs
@@ -24,7 +25,9 @@ from connector_monitor.tokens.refresh import RefreshingTokens
 from local.bitrix24_portal import LocalPortal
 from local.template import table_definition
 from tests.integration.test_secret_pairs import (  # the fixtures too: one world for both
+    CONNECTOR,
     FAST,
+    LINES,
     REGION,
     SECRET,
     TABLE,
@@ -41,6 +44,7 @@ from tests.integration.test_secret_pairs import (  # the fixtures too: one world
     stored,
     works,
 )
+from tests.support.dynamodb_pages import query_pages, spread_over_pages
 from tests.wiring import token_source
 
 __all__ = ["aws", "domains", "leaks", "portal", "secret", "server", "sm"]
@@ -66,16 +70,13 @@ def lease() -> Lease:
 
 def fleet_source(sm: Any, **kwargs: Any) -> RefreshingTokens:
     """One invocation's token source, as the checker builds it: the table before the secret."""
-    return token_source(
-        SECRET,
-        tokens_table=TOKENS,
-        client=sm,
-        table_client=dynamodb(),
-        lease=lease(),
-        oauth_timeout=FAST,
-        sleep=lambda _s: None,
-        **kwargs,
-    )
+    given: dict[str, Any] = {
+        "table_client": dynamodb(),
+        "lease": lease(),
+        "oauth_timeout": FAST,
+        "sleep": lambda _s: None,
+    }
+    return token_source(SECRET, tokens_table=TOKENS, client=sm, **{**given, **kwargs})
 
 
 def moved(sm: Any, portals: list[str] | None = None) -> Any:
@@ -178,15 +179,20 @@ def test_an_expired_pair_is_refreshed_in_its_own_item_and_the_secret_is_untouche
 def test_refreshes_of_different_portals_take_different_leases(
     secret: dict[str, Any], sm: Any, tokens_table: str, portal: LocalPortal, leaks: Leaks
 ) -> None:
-    """A table portal's lease is its own: two portals refreshing at once do not wait for each
-    other (the secret's portals share one lease, since one write replaces them all)."""
+    """A table portal's lease is its own: once the table has taken a pair write in the run, two
+    portals refreshing at once do not wait for each other (the secret's portals share one
+    lease, since one write replaces them all)."""
     a, b = list(secret["portals"])
+    first = f"first-{a}"  # refreshed first: the run's first refresh goes alone
+    add_to_secret(sm, portal, first)
     moved(sm)
+    portal.expire_access_tokens(first)
+    source = fleet_source(sm)
+    source.load()
+    assert works(check(source, first))
     for domain in (a, b):
         portal.expire_access_tokens(domain)
         portal.inject(domain, "timeout", method="oauth", delay=0.5)
-    source = fleet_source(sm)
-    source.load()
     assert {source.pairs.lease_name(a), source.pairs.lease_name(b)} == {
         f"tokens:{a}",
         f"tokens:{b}",
@@ -208,6 +214,94 @@ def test_refreshes_of_different_portals_take_different_leases(
     portal.clear_faults()
     assert works(answers[a]) and works(answers[b])
     assert took < 0.95  # in parallel: two 0.5 s OAuth answers, not one after the other
+
+
+def add_to_secret(sm: Any, portal: LocalPortal, name: str) -> None:
+    """One more healthy portal on the local portal, its pair in the secret."""
+    portal.add_portal(name, connectors={CONNECTOR: "My"}, lines=dict.fromkeys(LINES, "Line"))
+    for line in LINES:
+        portal.connect(name, CONNECTOR, line)
+    document = stored(sm)
+    document["portals"][name] = portal.credentials(name)
+    put_secret(sm, document)
+
+
+def refusing_pair_writes() -> Any:
+    """A DynamoDB client whose refreshed-pair writes the token table refuses (AccessDenied);
+    its lease writes and reads go through."""
+    client = dynamodb()
+
+    def deny(params: dict[str, Any], **_: Any) -> None:
+        if params.get("TableName") == TOKENS and ":next" in str(params.get("UpdateExpression")):
+            error = {"Code": "AccessDeniedException", "Message": "not authorized"}
+            raise ClientError({"Error": error}, "UpdateItem")
+
+    client.meta.events.register("before-parameter-build.dynamodb.UpdateItem", deny)
+    return client
+
+
+def test_after_a_refused_pair_write_the_run_refreshes_no_other_portal(
+    secret: dict[str, Any], sm: Any, tokens_table: str, portal: LocalPortal, leaks: Leaks
+) -> None:
+    """The store refused the first refreshed pair (that portal needs re-authorising); a second
+    refresh would spend the other portal's refresh token and lose its pair too. The next run,
+    with the store healthy, refreshes it."""
+    a, b = list(secret["portals"])
+    moved(sm)
+    for domain in (a, b):
+        portal.expire_access_tokens(domain)
+    refreshes = {d: portal.refresh_count(d) for d in (a, b)}
+    source = fleet_source(sm, table_client=refusing_pair_writes())
+    source.load()
+
+    with pytest.raises(TokenStoreError) as lost:
+        check(source, a)
+    with pytest.raises(TokenStoreError, match="not refreshed: the token store refused a write"):
+        check(source, b)
+
+    assert lost.value.pair_lost
+    assert {d: portal.refresh_count(d) - n for d, n in refreshes.items()} == {a: 1, b: 0}
+    next_run = fleet_source(sm)
+    next_run.load()
+    assert works(check(next_run, b))
+    assert portal.refresh_count(b) - refreshes[b] == 1
+    assert table_item(b)["version"] == 2
+
+
+def test_until_the_table_takes_a_pair_write_refreshes_go_one_at_a_time(
+    secret: dict[str, Any], sm: Any, tokens_table: str, portal: LocalPortal, leaks: Leaks
+) -> None:
+    """Two portals expire at once while the table refuses pair writes: refreshed side by
+    side, both pairs would be spent before the first refusal. One is refreshed (and lost),
+    the other is left for the next run."""
+    a, b = list(secret["portals"])
+    moved(sm)
+    for domain in (a, b):
+        portal.expire_access_tokens(domain)
+        portal.inject(domain, "timeout", method="oauth", delay=0.2)
+    refreshes = {d: portal.refresh_count(d) for d in (a, b)}
+    source = fleet_source(sm, table_client=refusing_pair_writes())
+    source.load()
+    started = threading.Barrier(2)
+    errors: dict[str, str] = {}
+
+    def run(domain: str) -> None:
+        started.wait()
+        try:
+            check(source, domain)
+        except TokenStoreError as exc:
+            errors[domain] = str(exc)
+
+    threads = [threading.Thread(target=run, args=(d,)) for d in (a, b)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    portal.clear_faults()
+
+    assert sum(portal.refresh_count(d) - n for d, n in refreshes.items()) == 1
+    assert sorted(errors) == [a, b]
+    assert sorted("not refreshed" in text for text in errors.values()) == [False, True]
 
 
 def test_a_pair_changed_behind_the_stores_back_is_not_overwritten(
@@ -270,6 +364,25 @@ def test_a_range_reads_only_its_portals_by_query_pages(
     for shard in shards:
         shard.load()
     assert [s.portals() for s in shards] == [names[:100], names[100:200], names[200:]]
+
+
+def test_a_table_of_several_query_pages_is_read_to_its_last_page(
+    sm: Any, tokens_table: str, portal: LocalPortal
+) -> None:
+    """At 10,000 portals the token table is several 1 MB pages: a run reads every one, or the
+    portals past the first page have no tokens (and `*/connector/*` forgets them)."""
+    names = [f"p{i}.bitrix24.test" for i in range(8)]
+    apps = moved_fleet(names, sm, portal)
+    assert spread_over_pages(dynamodb(), TOKENS, "PORTAL") == 8
+    client = dynamodb()
+    pages = query_pages(client)
+    pairs = TablePairs(TOKENS, apps=apps, client=client)
+
+    pairs.load()
+
+    assert pairs.portals() == names
+    assert all(pairs.credentials(name).access_token for name in names)
+    assert pages == [3, 3, 2]
 
 
 def test_a_shard_starting_at_a_longer_domain_reads_the_shorter_one_it_holds(
@@ -369,3 +482,53 @@ def test_a_refresh_that_fails_gives_its_lease_back(
     portal.clear_faults()
     item = table_item(a)
     assert "lease_owner" not in item and item["version"] == 1  # nothing stored, nothing held
+
+
+@pytest.mark.parametrize(
+    ("written", "update"),
+    [
+        ("without a version", ("REMOVE version", None)),
+        ("with a version in text", ("SET version = :text", {":text": {"S": "hand-written"}})),
+    ],
+)
+def test_a_pair_written_without_a_numeric_version_is_refreshed_and_stored(
+    written: str,
+    update: tuple[str, dict[str, Any] | None],
+    secret: dict[str, Any],
+    sm: Any,
+    tokens_table: str,
+    portal: LocalPortal,
+    leaks: Leaks,
+) -> None:
+    """An item written by hand (or by an older release) without a numeric `version`: its
+    refresh spends the refresh token at the OAuth server, so the write that follows must not
+    fail on the missing version, or the portal is locked out until someone re-authorises."""
+    a, _ = list(secret["portals"])
+    moved(sm, [a])
+    expression, values = update
+    dynamodb().update_item(
+        TableName=TOKENS,
+        Key={"pk": {"S": "PORTAL"}, "sk": {"S": a}},
+        UpdateExpression=expression,
+        **({"ExpressionAttributeValues": values} if values else {}),
+    )
+    portal.expire_access_tokens(a)
+    refreshes = portal.refresh_count(a)
+    source = fleet_source(sm)
+    source.load()
+
+    assert works(check(source, a)), written
+
+    assert portal.refresh_count(a) - refreshes == 1
+    item = table_item(a)
+    fresh = source.credentials(a)
+    leaks.watch(fresh)
+    assert (item["access_token"], item["refresh_token"]) == (
+        fresh.access_token,
+        fresh.refresh_token,
+    )
+    assert item["version"] == 1 and "lease_owner" not in item
+    again = fleet_source(sm)  # the next run reads the stored pair and needs no refresh
+    again.load()
+    assert works(check(again, a))
+    assert portal.refresh_count(a) - refreshes == 1

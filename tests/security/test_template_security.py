@@ -18,6 +18,7 @@ alert email), so a new policy, route, queue or function cannot quietly widen acc
 
 from __future__ import annotations
 
+import fnmatch
 import importlib.util
 import json
 import re
@@ -155,7 +156,8 @@ def own_resource_reference(target: Any, resources: dict[str, Any], mode: str) ->
         return isinstance(text, str) and bool(
             re.fullmatch(
                 r"arn:\$\{AWS::Partition\}:execute-api:\$\{AWS::Region\}:\$\{AWS::AccountId\}:"
-                r"\$\{HttpApi\}/\*/(GET/\*|GET/registry|(PUT|DELETE)/registry/\*)",
+                r"\$\{HttpApi\}/\*/(GET/snapshot(/\*)?|GET/health|GET/registry"
+                r"|(PUT|DELETE)/registry/\*)",
                 text,
             )
         )
@@ -274,6 +276,51 @@ def test_statements_have_no_negations_wildcard_globs_or_public_principals() -> N
 
 
 # ---- the way in ------------------------------------------------------------------------------
+def invocable_routes(mode: str, policy: str) -> set[str]:
+    """The API's routes (`GET /snapshot`, ...) a holder of `policy` may call: each route's
+    execute-api ARN (stage, method, a path for it) matched as IAM matches a Resource (`*` spans
+    any characters, `/` included) against the policy's `execute-api:Invoke` grants."""
+    resources = deployed(mode)
+    routes = [
+        b["Properties"]["RouteKey"]
+        for b in resources.values()
+        if b["Type"] == "AWS::ApiGatewayV2::Route"
+    ]
+    granted = [
+        target["Fn::Sub"].split("${HttpApi}/", 1)[1]
+        for principal, action, target in grants(resources)
+        if principal == policy and action == "execute-api:Invoke"
+    ]
+    reachable = set()
+    for route in routes:
+        method, path = route.split(" ", 1)
+        concrete = re.sub(r"\{[^}]+\}", "example", path)  # a request the route answers
+        arn_tail = f"$default/{method}{concrete}"
+        if any(fnmatch.fnmatchcase(arn_tail, pattern) for pattern in granted):
+            reachable.add(route)
+    return reachable
+
+
+@pytest.mark.parametrize(
+    "mode", [m for m in MODES if parameter_values(**MODES[m])["ApiAuthorization"] == "IAM"]
+)
+def test_the_reader_policy_reaches_the_snapshot_and_health_routes_and_not_the_registry(
+    mode: str,
+) -> None:
+    # GET /registry lists who edited the registry (their IAM ARNs): it is an editor's route,
+    # never a snapshot reader's.
+    assert invocable_routes(mode, READER_POLICY) == {
+        "GET /snapshot",
+        "GET /snapshot/{portal}/{connector}/{line}",
+        "GET /health",
+    }
+    assert invocable_routes(mode, REGISTRY_POLICY) == {
+        "GET /registry",
+        "PUT /registry/{portal}/{connector}/{line}",
+        "DELETE /registry/{portal}/{connector}/{line}",
+    }
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_no_route_is_open_and_no_catch_all_route_exists(mode: str) -> None:
     resources = deployed(mode)

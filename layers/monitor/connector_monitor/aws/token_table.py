@@ -2,7 +2,8 @@
 its own (encrypted at rest with KMS; only the checker's role may read or write it).
 
 A refresh is one conditional write of that portal's item: no version quota to run out of, no
-document shared with other portals, so refreshes of different portals never wait for each other.
+document shared with other portals, so refreshes of different portals do not wait for each other
+(but for a run's first, which goes alone until the table has taken a write: tokens/refresh.py).
 The table is read by query pages, so a run's read costs grow with the bytes of the pairs, not
 with the number of portals, and a shard of a fanned-out run reads only its range of portals.
 The application's client id and secret live once in the secret (`apps`); an item names its app.
@@ -146,21 +147,28 @@ class TablePairs:
                 raise UnusableCredentials(
                     f"token table {self.table_name} has no pair for {fresh.portal}"
                 )
-            updated = {**known, **_pair_of(fresh), "version": int(known.get("version", 0)) + 1}
+            seen = known.get("version")
+            updated = {**known, **_pair_of(fresh), "version": _next_version(seen)}
             self._items[fresh.portal] = updated
         names = {f"#f{i}": name for i, name in enumerate(_pair_of(fresh))}
         values = {f":v{i}": value for i, value in enumerate(_pair_of(fresh).values())}
         assignments = ", ".join(f"{n} = {v}" for n, v in zip(names, values, strict=True))
+        # The item as last read: its version, or (written by hand, or by an older release) no
+        # version at all. Either way the condition holds unless another writer came between.
+        if seen is None:
+            condition, expected = "attribute_not_exists(version)", {}
+        else:
+            condition, expected = "version = :seen", {":seen": seen}
         try:
             self._call(
                 "update_item",
                 TableName=self.table_name,
                 Key=_key(fresh.portal),
                 UpdateExpression=f"SET {assignments}, version = :next REMOVE {LEASE_FIELDS}",
-                ConditionExpression="version = :seen",
+                ConditionExpression=condition,
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=typed(
-                    {**values, ":next": updated["version"], ":seen": int(known.get("version", 0))}
+                    {**values, ":next": updated["version"], **expected}
                 ),
             )
         except ClientError as exc:
@@ -323,6 +331,15 @@ def _pair_of(credentials: PortalCredentials) -> dict[str, Any]:
         "member_id": credentials.member_id,
     }
     return {k: v for k, v in pair.items() if v is not None}
+
+
+def _next_version(seen: object) -> int:
+    """The version a write after `seen` stores: one more than a whole number, else 1 (no
+    version, or one written by hand as text)."""
+    if isinstance(seen, bool) or not isinstance(seen, int | Decimal):
+        return 1
+    whole = int(seen)
+    return whole + 1 if whole == seen else 1
 
 
 def _number(value: Any) -> Any:

@@ -8,6 +8,13 @@ have rotated it already. A refresh starts only after the portal refused the acce
 (expired_token, invalid_token, or a redirect away from its endpoint), at most once per portal
 per `REFRESH_INTERVAL`, and not with less than `MIN_REFRESH_SECONDS` left in the run.
 
+A refresh spends the refresh token before its new pair is written, so a store that refuses pair
+writes loses every pair refreshed meanwhile. One `RefreshingTokens` serves one invocation: until
+a pair write of the run has succeeded its refreshes go one at a time, and after the first
+refused write it starts no further refresh (those portals are UNKNOWN for this run; the next
+run, a new `RefreshingTokens`, refreshes them). A store that refuses for a whole run thus costs
+one re-authorisation, not one per portal.
+
 A store (`PairStore`) only reads and writes pairs; the OAuth call is handed in (`OAuthRefresh`).
 """
 
@@ -16,7 +23,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from ..deadline import Deadline
@@ -71,6 +79,10 @@ class RefreshingTokens:
         self._clock = clock
         self._locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
+        # Until the store has taken a pair write in this run, one refresh at a time holds this.
+        self._untried_store = threading.Lock()
+        self._store_took_a_write = False
+        self._refused_write: str | None = None  # the portal whose pair the store refused
 
     def load(self) -> None:
         self.pairs.load()
@@ -97,6 +109,7 @@ class RefreshingTokens:
             known = self.pairs.credentials(portal)
             if known.access_token != stale.access_token:
                 return known  # another thread of this invocation already refreshed it
+            self._unless_a_write_was_refused(portal)
             lease = self.pairs.own_lease(portal) or self._lease
             if lease is None:
                 return self._refresh_held(portal, stale, deadline)
@@ -122,27 +135,59 @@ class RefreshingTokens:
             logger.info("portal %s: tokens already rotated by another run; using them", portal)
             return current
         self._within_budget(current)
-        if deadline.remaining() < MIN_REFRESH_SECONDS:
-            raise PortalError(
-                ErrorKind.PORTAL_FAILING,
-                portal,
-                description="too little time left in this run to refresh the access token "
-                "safely; the next run refreshes it",
-            )
+        with self._one_at_a_time_until_the_store_takes_a_write(portal, deadline):
+            if deadline.remaining() < MIN_REFRESH_SECONDS:
+                raise _too_late(portal)
+            try:
+                fresh = self._oauth(current, deadline)
+            except PortalError as exc:
+                if (exc.code or "").lower() != "invalid_grant":
+                    raise
+                refused = exc
+            else:
+                self._keep(fresh)
+                logger.debug("portal %s: access token refreshed and the new pair stored", portal)
+                return fresh
+        return self._after_invalid_grant(portal, current, refused, deadline)
+
+    @contextmanager
+    def _one_at_a_time_until_the_store_takes_a_write(
+        self, portal: str, deadline: Deadline
+    ) -> Iterator[None]:
+        """The body (an OAuth call and the new pair's write) alone, until a pair write of this
+        run has succeeded: a store that refuses writes then loses one pair, not one per refresh
+        that was under way. Afterwards refreshes of different portals run side by side."""
+        if self._store_took_a_write:
+            self._unless_a_write_was_refused(portal)
+            yield
+            return
+        if not self._untried_store.acquire(
+            timeout=max(0.0, deadline.remaining() - MIN_REFRESH_SECONDS)
+        ):
+            raise _too_late(portal)
         try:
-            fresh = self._oauth(current, deadline)
-        except PortalError as exc:
-            if (exc.code or "").lower() != "invalid_grant":
-                raise
-            return self._after_invalid_grant(portal, current, exc, deadline)
-        self._keep(fresh)
-        logger.debug("portal %s: access token refreshed and the new pair stored", portal)
-        return fresh
+            self._unless_a_write_was_refused(portal)
+            yield
+        finally:
+            self._untried_store.release()
+
+    def _unless_a_write_was_refused(self, portal: str) -> None:
+        """No refresh starts after the store refused a pair write in this run: it would spend
+        the refresh token and lose the new pair too."""
+        refused = self._refused_write
+        if refused is None:
+            return
+        raise TokenStoreError(
+            f"portal {portal}: not refreshed: the token store refused a write in this run (the "
+            f"refreshed pair of {refused}), so refreshing would lose this portal's pair too; "
+            "the next run refreshes it"
+        )
 
     def _keep(self, fresh: PortalCredentials) -> None:
         try:
             self.pairs.store(fresh)
         except TokenStoreError as exc:
+            self._refused_write = self._refused_write or fresh.portal
             logger.error(
                 "portal %s: NEW REFRESH TOKEN NOT STORED (%s). The old refresh token is spent; "
                 "the new one lives only in this invocation's memory. Re-authorise the "
@@ -151,6 +196,7 @@ class RefreshingTokens:
                 exc,
             )
             raise
+        self._store_took_a_write = True
 
     def _within_budget(self, current: PortalCredentials) -> None:
         """At most one refresh per portal per `REFRESH_INTERVAL`: a portal that refuses even a
@@ -205,3 +251,12 @@ class RefreshingTokens:
         raise TokenStoreError(
             f"portal {portal}: could not refresh its tokens: {error}; the next run tries again"
         )
+
+
+def _too_late(portal: str) -> PortalError:
+    return PortalError(
+        ErrorKind.PORTAL_FAILING,
+        portal,
+        description="too little time left in this run to refresh the access token safely; "
+        "the next run refreshes it",
+    )
