@@ -31,6 +31,7 @@ MIB = 1024 * 1024
 REFRESH_SHARE = 1 / 12  # tokens live an hour, runs come every 5 minutes
 HEALTH_POLLS = 5  # warm GET /health calls measured (median)
 T = TypeVar("T")
+Stored = dict[str, tuple[float, float]]  # bytes and items, by table
 
 
 @dataclass(frozen=True)
@@ -89,14 +90,12 @@ class Deployed:
 _deployments = iter(range(1, 1_000_000))
 
 
-def deploy(
-    svc: Services, portals: int, lines: int, *, explicit: bool, queue: bool = False
-) -> Deployed:
+def deploy(svc: Services, portals: int, *, queue: bool = False) -> Deployed:
     """Fresh tables, topic and secret (and work queue, as template.yaml declares it) for one
     measurement: the first `portals` portals' pairs in the token table, the application in the
-    secret, and the registry's entries (one per target, or one `*/myconnector/*` watch)."""
+    secret, and one `*/myconnector/*` watch in the registry."""
     from connector_monitor.aws.token_table import TablePairs
-    from connector_monitor.domain.targets import ANY, Target, Watch
+    from connector_monitor.domain.targets import ANY, Watch
     from connector_monitor.tokens.credentials import PortalCredentials
 
     n = next(_deployments)
@@ -118,21 +117,16 @@ def deploy(
         deployed.queue_url, deployed.queue_arn = url, found["Attributes"]["QueueArn"]
     fresh = svc.fresh_pairs(chosen)
     pairs = TablePairs(tokens, apps=dict, client=dynamodb)
-    registry = deployed.checker(svc).registry
-    now = datetime.now(UTC)
+    deployed.checker(svc).registry.add(
+        Watch(ANY, CONNECTOR), added_by="bench.fleet", at=datetime.now(UTC)
+    )
 
     def put_pair(domain: str) -> None:
         credentials = PortalCredentials.from_secret_entry(domain, fresh[domain])
         pairs.put_new(domain, APP_NAME, credentials)
 
-    entries: list[Target | Watch] = (
-        [Target(d, CONNECTOR, line) for d in chosen for line in range(1, lines + 1)]
-        if explicit
-        else [Watch(ANY, CONNECTOR)]
-    )
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(put_pair, chosen))
-        list(pool.map(lambda e: registry.add(e, added_by="bench.fleet", at=now), entries))
     return deployed
 
 
@@ -149,6 +143,20 @@ def stored(svc: Services, deployed: Deployed) -> dict[str, tuple[Counter[str], C
                 items[pk] += 1
         found[logical] = (size, items)
     return found
+
+
+def stored_totals(found: Mapping[str, tuple[Counter[str], Counter[str]]]) -> Stored:
+    return {t: (sum(b.values()), sum(n.values())) for t, (b, n) in found.items()}
+
+
+def stored_line(found: Mapping[str, tuple[Counter[str], Counter[str]]]) -> str:
+    tables = [
+        f"{t} {sum(n.values()):,.0f} items {sum(b.values()) / 1e6:,.2f} MB ("
+        + ", ".join(f"{pk} {v / 1000:,.0f} KB" for pk, v in b.most_common(4))
+        + ")"
+        for t, (b, n) in found.items()
+    ]
+    return "Stored after the runs: " + "; ".join(tables)
 
 
 def lambda_environment(
@@ -245,13 +253,9 @@ class Function:
         self.init = Usage(ready["init"]) + Usage(ready["wiring"])  # import + first call's wiring
         self.ru_maxrss = 0.0
 
-    def run(
-        self, label: str, profile: Path | None = None, event: Mapping[str, Any] | None = None
-    ) -> Run:
+    def run(self, label: str, event: Mapping[str, Any] | None = None) -> Run:
         before = self.svc.counts()
         command: dict[str, Any] = {"cmd": "run"}
-        if profile is not None:
-            command["profile"] = str(profile)
         if event is not None:
             command["event"] = dict(event)
         got = self.with_log(lambda: self.child.ask(command))
@@ -294,35 +298,12 @@ COUNTED = f"{'portal req':>10} {'OAuth':>5} {'DynamoDB':>8} {'RRU':>8} {'WRU':>8
 LOGGED = f"{'log lines':>9} {'log bytes':>9} {'sent KB':>8}"
 
 
-def details(run: Run, label: str, init: Usage | None = None) -> list[str]:
-    """Where a run's CPU went, its DynamoDB calls and units by table, its token-store, SQS and
-    SNS calls, what it sent and what it logged (by message)."""
-    pad = " " * (len(label) + 2)
-    calls = ", ".join(f"{run.logical(k)} {v}" for k, v in sorted(run.tables.items()))
-    units = sorted(run.table_units.items())
-    tokens = ", ".join(f"{k} {v}" for k, v in sorted(run.token_store_calls().items()))
-    other = [f"{k} {v}" for k, v in sorted(run.calls.items()) if k.startswith(("sqs:", "sns:"))]
-    sizes: Counter[str] = Counter()
-    kinds: Counter[str] = Counter()
-    for line in run.log_lines:
-        try:
-            message = str(json.loads(line).get("message", "?"))[:48]
-        except (json.JSONDecodeError, AttributeError):
-            message = "(not JSON)"
-        kinds[message] += 1
-        sizes[message] += len(line.encode()) + 1
-    top = "; ".join(f"{kinds[k]} x '{k}' {v:,} B" for k, v in sizes.most_common(4))
-    started = f"; INIT {init.get('wall'):.2f} s wall / {init.get('cpu'):.2f} s CPU" if init else ""
-    return [
-        f"  {label}: CPU {run.cpu:.2f} s = {run.cpu_main:.2f} s in the handler's thread (AWS "
-        f"calls, decisions) + {run.cpu - run.cpu_main:.2f} s in the portal threads{started}",
-        f"  {pad}DynamoDB calls: {calls}",
-        f"  {pad}units: " + ", ".join(f"{run.logical(k)} {v:,.1f}" for k, v in units if v),
-        f"  {pad}token store: {tokens or 'none'}; SQS, SNS: {', '.join(other) or 'none'}",
-        f"  {pad}sent to the portals: {run.sent.get('bytes', 0):,} B in "
-        f"{run.sent.get('writes', 0):,} writes on {run.sent.get('connections', 0):,} "
-        f"connections; log: {top or 'nothing'}",
-    ]
+def timed(run: Run, memory: int) -> str:
+    return f"{run.wall:7.2f} {run.cpu:6.2f} {run.estimate(memory):11.2f} {run.governs(memory):>7}"
+
+
+def timed_head(memory: int) -> str:
+    return f"{'wall s':>7} {'CPU s':>6} {f'est {memory}MB s':>11} {'governs':>7}"
 
 
 def poll_health(
