@@ -1,7 +1,7 @@
-"""The monthly bill of one stack from what a measured fleet consumed (pricing only: bench/fleet.py
-measures). Every resource template.yaml creates is priced (`bench/stack.py` reads them) at
-on-demand us-east-1 list prices without free tiers, each in `PRICES` with its source; what the
-benchmark cannot measure is an assumption, named in `Fleet` or below and printed with the bill.
+"""The monthly bill of one stack from what a measured fleet consumed (bench/fleet.py measures).
+Every resource template.yaml creates (`bench/stack.py`) is priced at on-demand us-east-1 list
+prices without free tiers, each in `PRICES` with its source; what the benchmark cannot measure
+is an assumption, named in `Fleet` or below.
 """
 
 from __future__ import annotations
@@ -28,43 +28,30 @@ class Price:
     checked: bool  # True: checked against the source (a copy of the page) for this bill
 
 
-_CW = "aws.amazon.com/cloudwatch/pricing"
-_DDB = "aws.amazon.com/dynamodb/pricing"
-_EC2 = (
-    "aws.amazon.com/ec2/pricing/on-demand (data transfer out, first 10 TB; Lambda is charged "
-    "at EC2 data transfer rates)"
-)
+_CW, _DDB = "aws.amazon.com/cloudwatch/pricing", "aws.amazon.com/dynamodb/pricing"
+_LAMBDA, _SM = "aws.amazon.com/lambda/pricing (arm64)", "aws.amazon.com/secrets-manager/pricing"
+_EC2 = "aws.amazon.com/ec2/pricing/on-demand (data transfer out, first 10 TB: Lambda's rate)"
 PRICES: dict[str, Price] = {
-    "lambda_request": Price(0.20 / 1e6, "request", "aws.amazon.com/lambda/pricing (arm64)", True),
-    "lambda_gb_second": Price(
-        0.0000133334, "GB-second arm64", "aws.amazon.com/lambda/pricing, first 7.5 B GB-s", True
-    ),
+    "lambda_request": Price(0.20 / 1e6, "request", _LAMBDA, True),
+    "lambda_gb_second": Price(0.0000133334, "GB-second", f"{_LAMBDA}, first 7.5 B GB-s", True),
     "dynamodb_rru": Price(0.125 / 1e6, "read request unit", f"{_DDB}/on-demand", True),
     "dynamodb_wru": Price(0.625 / 1e6, "write request unit", f"{_DDB}/on-demand", True),
     "dynamodb_storage": Price(0.25, "GB-month", f"{_DDB}/on-demand (Standard class)", False),
     "dynamodb_pitr": Price(0.20, "GB-month", f"{_DDB} (continuous backups, PITR)", True),
-    "secret": Price(0.40, "secret-month", "aws.amazon.com/secrets-manager/pricing", True),
-    "secret_call": Price(0.05 / 1e4, "API call", "aws.amazon.com/secrets-manager/pricing", True),
-    "kms_request": Price(
-        0.03 / 1e4, "request", "aws.amazon.com/kms/pricing (AWS managed keys: requests)", True
-    ),
+    "secret": Price(0.40, "secret-month", _SM, True),
+    "secret_call": Price(0.05 / 1e4, "API call", _SM, True),
+    "kms_request": Price(0.03 / 1e4, "request", "aws.amazon.com/kms/pricing", True),
     "sns_publish": Price(0.50 / 1e6, "publish", "aws.amazon.com/sns/pricing", True),
     "sns_email": Price(2.00 / 1e5, "email delivery", "aws.amazon.com/sns/pricing", True),
-    "sqs_request": Price(
-        0.40 / 1e6, "request (64 KB chunk)", "aws.amazon.com/sqs/pricing (standard queue)", True
-    ),
+    "sqs_request": Price(0.40 / 1e6, "request", "aws.amazon.com/sqs/pricing (standard)", True),
     "logs_ingest": Price(0.50, "GB ingested", f"{_CW} (Logs, Standard class)", True),
     "logs_storage": Price(0.03, "GB-month archived", f"{_CW} (Logs storage)", True),
     "alarm_metric": Price(0.10, "alarm metric-month", f"{_CW} (standard resolution)", True),
     "alarm_metric_high": Price(0.30, "alarm metric-month", f"{_CW} (high resolution)", True),
     "custom_metric": Price(0.30, "metric-month", f"{_CW} (first 10,000 metrics)", True),
     "xray_trace": Price(0.000005, "trace recorded", "aws.amazon.com/xray/pricing", True),
-    "http_api_request": Price(
-        1.00 / 1e6, "request", "aws.amazon.com/api-gateway/pricing (HTTP API, first 300 M)", True
-    ),
-    "scheduler_invocation": Price(
-        1.00 / 1e6, "invocation", "aws.amazon.com/eventbridge/pricing (Scheduler)", True
-    ),
+    "http_api_request": Price(1.00 / 1e6, "request", "aws.amazon.com/api-gateway/pricing", True),
+    "scheduler_invocation": Price(1.00 / 1e6, "invocation", "aws.amazon.com/eventbridge", True),
     "internet_out": Price(0.09, "GB out to the internet", _EC2, False),
 }
 
@@ -127,7 +114,6 @@ class FanOutFigures:
     planner_inventory: Usage  # the planner of a run that repeats the inventories
     workers: tuple[Usage, ...]  # one invocation per measured shard, steady run
     workers_inventory: tuple[Usage, ...]  # the same shards in an inventory run
-    measured: str = ""  # which shards were measured and which are scaled from them
 
     def worker_seconds(
         self, memory_mb: int, refresh: Usage, refreshes_per_run: float, *, inventory: bool = False

@@ -85,11 +85,10 @@ class FanOut:
             "ScheduleExpression": "rate(1 hour)",
         }
         d, environment = self.deployed, lambdas.lambda_environment
-        self.planner_env, missing = environment("CheckerFunction", d, spec, parameters)
-        self.worker_env, more = environment("ShardWorkerFunction", d, spec, parameters)
+        self.planner_env = environment("CheckerFunction", d, spec, parameters)
+        self.worker_env = environment("ShardWorkerFunction", d, spec, parameters)
         if self.planner_env.get("WORK_QUEUE_URL") != d.queue_url:
             raise RuntimeError("template.yaml no longer gives the checker WORK_QUEUE_URL")
-        self.missing = sorted({*missing, *more})
         self.ranges = split(d.portals, shard_portals)
         self.sqs = svc.client("sqs")
 
@@ -194,7 +193,7 @@ class FanOut:
             refresh=refresh,
             health=median_usage([r.usage() for r in self.health[1:]] or [Usage()]),
             cold=cold,
-            stored=lambdas.stored_totals(self.stored),
+            stored=self.stored,
             measured_on=(
                 f"the real handlers fanned out, {fleet.portals:,} portals x {fleet.lines} lines "
                 f"at {fleet.latency * 1000:g} ms, ShardPortals={self.shard_portals:,} "
@@ -304,8 +303,6 @@ def fan_report(measured: FanOut) -> list[str]:
         f"{(health[-1].answer or {}).get('statusCode')}"
     )
     out.append(lambdas.stored_line(measured.stored))
-    if measured.missing:
-        out.append("Left empty: " + ", ".join(measured.missing))
     return out
 
 

@@ -51,9 +51,7 @@ class Measured:
         deployed = lambdas.deploy(svc, spec.portals)
         parameters = {"Targets": "", "MaxParallelPortals": str(spec.parallel)}
         parameters["ShardPortals"] = str(max(10, spec.portals))
-        env, self.missing = lambdas.lambda_environment(
-            "CheckerFunction", deployed, spec, parameters
-        )
+        env = lambdas.lambda_environment("CheckerFunction", deployed, spec, parameters)
         function = lambdas.Function(svc, "checker", env, deployed, log_dir)
         self.init = {"CheckerFunction": function.init}
         try:
@@ -65,7 +63,7 @@ class Measured:
         if api:
             self.health, init = lambdas.poll_health(svc, deployed, spec, log_dir)
             self.init["SnapshotApiFunction"] = init
-        self.stored = lambdas.stored(svc, deployed)  # bytes and items by partition
+        self.stored = lambdas.stored(svc, deployed)
         s = self.series
         self.steady = sorted(s.steady, key=lambda r: r.wall)[len(s.steady) // 2]
         self.runs = [s.first, s.second, self.steady, *(r for r in (s.inventory, s.refresh) if r)]
@@ -86,7 +84,7 @@ class Measured:
             refresh=refresh,
             health=median_usage([r.usage() for r in self.health[1:]] or [Usage()]),
             cold=self.init,
-            stored=lambdas.stored_totals(self.stored),
+            stored=self.stored,
             measured_on=(
                 f"the real handlers on {self.spec.portals:,} portals x {self.spec.lines} lines at "
                 f"{self.spec.latency * 1000:g} ms (steady: median of {len(s.steady)} runs)"
@@ -134,11 +132,6 @@ class Measured:
                 f"{run.units('RRU'):.1f} RRU, log {len(run.log_lines)} lines {run.log_bytes} B"
             )
         out.append(lambdas.stored_line(self.stored))
-        out.append(
-            f"Peak RSS of the checker process over all its runs: {self.ru_maxrss / MIB:.0f} MiB"
-        )
-        if self.missing:
-            out.append("Left empty (resources not created here): " + ", ".join(self.missing))
         seconds, rss = worst.estimate(memory), self.peak_rss / MIB
         ok_time, ok_memory = seconds <= GOAL_SECONDS, rss <= GOAL_MEMORY_MB
         out.append(

@@ -137,7 +137,7 @@ def main(argv: list[str]) -> int:
         context = LambdaContext(
             function_name=function, remaining_ms=timeout_ms, memory_limit_in_mb=memory
         )
-        wall, cpu, main = time.perf_counter(), time.process_time(), time.thread_time()
+        wall, cpu = time.perf_counter(), time.process_time()
         error = None
         try:
             answer = handler(command.get("event", event), context)
@@ -146,7 +146,6 @@ def main(argv: list[str]) -> int:
         # The meter's own work (item sizes of every item read) is not the handler's: taken out.
         seconds = time.perf_counter() - wall
         cpu_seconds = time.process_time() - cpu - meter.cpu_seconds
-        main_cpu = time.thread_time() - main - meter.cpu_seconds
         sys.stdout.flush()
         sys.stderr.flush()
         with open(log_file, "rb") as logs:
@@ -156,7 +155,6 @@ def main(argv: list[str]) -> int:
             {
                 "wall": seconds,
                 "cpu": cpu_seconds,
-                "cpu_main": main_cpu,  # of it, the handler's own thread (the rest: its pools)
                 "peak_rss": max(peak[0], rss()),
                 "answer": answer if isinstance(answer, dict) else None,
                 "error": error,

@@ -10,7 +10,6 @@ import json
 import statistics
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from bench.cost import Usage
-from bench.environment import REGION, ROOT, CheckerParts, build_checker, checker_settings
+from bench.environment import REGION, ROOT, CheckerParts, build_checker
 from bench.metering import item_size
 from bench.services import APP_NAME, CONNECTOR, READY_TIMEOUT, Child, Services, base_environment
 from bench.services import domains as fleet_domains
@@ -73,14 +72,11 @@ class Deployed:
 
     def checker(self, svc: Services) -> CheckerParts:
         """The checker's objects on moto's server (bench/environment.py's build_checker)."""
-        config = checker_settings(
-            SECRET_ID=self.secret_arn,
-            TABLE_NAME=self.table,
-            TOKENS_TABLE=self.tokens_table,
-            TOPIC_ARN=self.topic_arn,
-        )
         return build_checker(
-            config,
+            self.secret_arn,
+            self.table,
+            self.tokens_table,
+            self.topic_arn,
             dynamodb=svc.client("dynamodb"),
             secrets=svc.client("secretsmanager"),
             sns=svc.client("sns"),
@@ -130,62 +126,44 @@ def deploy(svc: Services, portals: int, *, queue: bool = False) -> Deployed:
     return deployed
 
 
-def stored(svc: Services, deployed: Deployed) -> dict[str, tuple[Counter[str], Counter[str]]]:
-    """Each table's bytes (AWS's item-size rules) and items, by partition (pk before '#')."""
-    found: dict[str, tuple[Counter[str], Counter[str]]] = {}
+def stored(svc: Services, deployed: Deployed) -> Stored:
+    """Each table's bytes (AWS's item-size rules) and items."""
+    found: Stored = {}
     for name, logical in deployed.names.items():
-        size: Counter[str] = Counter()
-        items: Counter[str] = Counter()
-        for page in svc.client("dynamodb").get_paginator("scan").paginate(TableName=name):
-            for item in page["Items"]:
-                pk = str(item["pk"]["S"]).split("#")[0]
-                size[pk] += item_size(item)
-                items[pk] += 1
-        found[logical] = (size, items)
+        pages = svc.client("dynamodb").get_paginator("scan").paginate(TableName=name)
+        items = [item for page in pages for item in page["Items"]]
+        found[logical] = (float(sum(map(item_size, items))), float(len(items)))
     return found
 
 
-def stored_totals(found: Mapping[str, tuple[Counter[str], Counter[str]]]) -> Stored:
-    return {t: (sum(b.values()), sum(n.values())) for t, (b, n) in found.items()}
-
-
-def stored_line(found: Mapping[str, tuple[Counter[str], Counter[str]]]) -> str:
-    tables = [
-        f"{t} {sum(n.values()):,.0f} items {sum(b.values()) / 1e6:,.2f} MB ("
-        + ", ".join(f"{pk} {v / 1000:,.0f} KB" for pk, v in b.most_common(4))
-        + ")"
-        for t, (b, n) in found.items()
-    ]
+def stored_line(found: Stored) -> str:
+    tables = [f"{t} {n:,.0f} items {b / 1e6:,.2f} MB" for t, (b, n) in found.items()]
     return "Stored after the runs: " + "; ".join(tables)
 
 
 def lambda_environment(
     logical_id: str, deployed: Deployed, spec: Spec, parameters: Mapping[str, str]
-) -> tuple[dict[str, str], list[str]]:
+) -> dict[str, str]:
     """The function's environment as template.yaml sets it; a variable naming a resource this
-    benchmark does not create gets a placeholder, and is listed."""
+    benchmark does not create is left empty."""
     values = {**parameter_values(**parameters), **deployed.resources()}
-    env: dict[str, str] = {}
-    missing: list[str] = []
-    for name, value in resolve(function_environment(logical_id), values).items():
-        env[name] = value if isinstance(value, str) else ""
-        if not isinstance(value, str):
-            missing.append(name)
+    declared = resolve(function_environment(logical_id), values)
+    env = {name: value if isinstance(value, str) else "" for name, value in declared.items()}
     timeout = spec.timeout * 1000 if logical_id != "SnapshotApiFunction" else 10_000
     extra = {"BENCH_TIMEOUT_MS": str(timeout), "BENCH_MEMORY_MB": str(spec.memory)}
-    return {**env, **OFF_AWS, **extra}, missing
+    return {**env, **OFF_AWS, **extra}
 
 
 class Run:
-    """One invocation, as the function's process (its answer: `wall`, `cpu`, `cpu_main` of it
-    in the handler's thread, `peak_rss`, `calls`, `tables`, `table_units`, `sent`, `log`,
-    `answer`) and the portal (`rest` requests, `oauth` refreshes) saw it."""
+    """One invocation, as the function's process (its answer: `wall`, `cpu`, `peak_rss`,
+    `calls`, `tables`, `table_units`, `sent`, `log`, `answer`) and the portal (`rest` requests,
+    `oauth` refreshes) saw it."""
 
     def __init__(
         self, label: str, got: dict[str, Any], rest: int, oauth: int, names: Mapping[str, str]
     ) -> None:
         self.label, self.rest, self.oauth, self.table_names = label, rest, oauth, names
-        self.wall, self.cpu, self.cpu_main = got["wall"], got["cpu"], got["cpu_main"]
+        self.wall, self.cpu = got["wall"], got["cpu"]
         self.peak_rss, self.calls, self.tables = got["peak_rss"], got["calls"], got["tables"]
         self.table_units, self.sent, self.log = got["table_units"], got["sent"], got["log"]
         self.answer: dict[str, Any] | None = got["answer"]
@@ -251,7 +229,6 @@ class Function:
         self.child = Child([*command, str(port), str(event), handler], child_env, name)
         ready = self.with_log(lambda: self.child.read(READY_TIMEOUT))
         self.init = Usage(ready["init"]) + Usage(ready["wiring"])  # import + first call's wiring
-        self.ru_maxrss = 0.0
 
     def run(self, label: str, event: Mapping[str, Any] | None = None) -> Run:
         before = self.svc.counts()
@@ -274,11 +251,11 @@ class Function:
             raise RuntimeError(f"{exc}\n{self.log_file.name}:\n{tail}") from None
 
     def close(self) -> float:
+        """The process's peak RSS over all its runs."""
         try:
-            self.ru_maxrss = float(self.child.ask({"cmd": "quit"}, timeout=30)["ru_maxrss"])
+            return float(self.child.ask({"cmd": "quit"}, timeout=30)["ru_maxrss"])
         finally:
             self.child.close()
-        return self.ru_maxrss
 
 
 def counted(run: Run) -> str:
@@ -310,7 +287,7 @@ def poll_health(
     svc: Services, deployed: Deployed, spec: Spec, log_dir: Path
 ) -> tuple[list[Run], Usage]:
     """The snapshot API function's GET /health: a cold call and HEALTH_POLLS warm ones."""
-    env, _ = lambda_environment("SnapshotApiFunction", deployed, spec, {})
+    env = lambda_environment("SnapshotApiFunction", deployed, spec, {})
     server = Function(svc, "snapshot_api", env, deployed, log_dir)
     try:
         return [server.run("GET /health") for _ in range(1 + HEALTH_POLLS)], server.init

@@ -8,7 +8,6 @@ their work counts in a function's; `Child`, the JSON-line pipe to every process 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import select
 import subprocess
@@ -135,21 +134,22 @@ def _reply(payload: dict[str, Any]) -> None:
 
 
 def serve_moto() -> int:
-    from moto.server import ThreadedMotoServer
-
+    from local.aws import MotoStack
     from tests.support.moto_speedups import quicker_moto
 
-    werkzeug = logging.getLogger("werkzeug")  # one line per request otherwise
-    werkzeug.setLevel(logging.ERROR)
-    werkzeug.propagate = False
-    with quicker_moto():
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        server.start()
-        _reply({"port": int(server.get_host_and_port()[1])})
+    with quicker_moto(), MotoStack() as moto:
+        _reply({"port": moto.port})
         for _ in sys.stdin:  # no commands: wait for the parent to close stdin
             pass
-        server.stop()
     return 0
+
+
+def add_portals(portal: Any, fleet: Mapping[str, Mapping[int, str]], **options: Any) -> None:
+    """Each portal of `fleet` with its open lines, CONNECTOR configured on every one."""
+    for domain, lines in fleet.items():
+        portal.add_portal(domain, connectors={CONNECTOR: "My connector"}, lines=lines, **options)
+        for line in lines:
+            portal.connect(domain, CONNECTOR, line)
 
 
 def serve_portal(portals: int, lines: int, latency: float) -> int:
@@ -160,12 +160,7 @@ def serve_portal(portals: int, lines: int, latency: float) -> int:
     numbers = {n: f"Line {n}" for n in range(1, lines + 1)}
     with portal:
         client_id, client_secret = portal.add_shared_app(APP_NAME)
-        for domain in domains(portals):
-            portal.add_portal(
-                domain, connectors={CONNECTOR: "My connector"}, lines=numbers, app=client_id
-            )
-            for line in numbers:
-                portal.connect(domain, CONNECTOR, line)
+        add_portals(portal, dict.fromkeys(domains(portals), numbers), app=client_id)
         app = {"client_id": client_id, "client_secret": client_secret}
         _reply({"port": portal.port, "app": {**app, "oauth_endpoint": portal.oauth_endpoint}})
         for line in sys.stdin:
