@@ -3,6 +3,7 @@ composition root, as functions/checker/app.py wires them."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -26,27 +27,13 @@ class CheckerParts:
     registry: Registry
 
 
-def build_checker(
-    secret_id: str,
-    table: str,
-    tokens_table: str,
-    topic_arn: str,
-    *,
-    dynamodb: Any,
-    secrets: Any,
-    sns: Any,
-    parallel: int | None = None,
-) -> CheckerParts:
+def build_checker(settings: Mapping[str, str], client: Callable[[str], Any]) -> CheckerParts:
     """The checker's objects for one invocation, built by the product's composition root from
-    the settings the handler reads; the clients given (metered, on moto) replace boto3's own."""
-    values = {"SECRET_ID": secret_id, "TABLE_NAME": table, "TOKENS_TABLE": tokens_table}
-    values["TOPIC_ARN"] = topic_arn
-    if parallel is not None:
-        values["MAX_PARALLEL_PORTALS"] = str(parallel)
-    given = {"dynamodb": dynamodb, "secretsmanager": secrets, "sns": sns}
+    the variables the handler reads (`settings`: SECRET_ID, TABLE_NAME, ...); `client(service)`
+    (metered, on moto) replaces boto3's clients."""
     root = composition.Checker(
-        load_settings(CheckerSettings, values),
-        composition.Tuning(aws=lambda service: given[service], lease_aws=lambda: dynamodb),
+        load_settings(CheckerSettings, settings),
+        composition.Tuning(aws=client, lease_aws=lambda: client("dynamodb")),
     )
     cycle = root.cycle(timedelta(seconds=RUN_DEADLINE))
     return CheckerParts(cycle, root.repository, root.registry)

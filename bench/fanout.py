@@ -163,71 +163,54 @@ class FanOut:
 
     def figures(self) -> cost.Figures:
         s, fleet = self.series, self.spec
-        steady = self.steady()
-        inventory = s.inventory or steady
-        refresh = Usage()
-        if s.refresh is not None and s.refreshed:
-            refresh = (
-                (s.refresh.workers() - steady.workers()).at_least_zero().times(1 / s.refreshed)
-            )
+        inventory = s.inventory or self.steady()
         shards = [i for r in s.runs() for i in r.shards]
         cold = {
             "CheckerFunction": median_usage([r.planner.init for r in s.runs()]),
             "ShardWorkerFunction": median_usage([i.init for i in shards]),
             "SnapshotApiFunction": self.api_init,
         }
-        kinds = [f"steady: median of {len(s.steady)}"]
-        if s.inventory is None:
-            kinds.append("no inventory run measured: priced as a steady run")
-        if s.refresh is None:
-            kinds.append("no refresh run measured: refreshes not priced")
         workers = tuple(
             median_usage([r.shards[i].run.usage() for r in s.steady])
             for i in range(len(self.ranges))
         )
-        return cost.Figures(
-            portals=fleet.portals,
-            targets=fleet.targets,
-            steady=median_usage([r.total() for r in s.steady]),
-            inventory=inventory.total(),
-            refresh=refresh,
-            health=median_usage([r.usage() for r in self.health[1:]] or [Usage()]),
+        fanout = cost.FanOutFigures(
+            shards=len(self.ranges),
+            planner=median_usage([r.planner.run.usage() for r in s.steady]),
+            planner_inventory=inventory.planner.run.usage(),
+            workers=workers,
+            workers_inventory=tuple(i.run.usage() for i in inventory.shards),
+        )
+        return lambdas.figures_of(
+            fleet,
+            s,
+            Round.total,
+            self.health,
+            Round.workers,
             cold=cold,
             stored=self.stored,
-            measured_on=(
-                f"the real handlers fanned out, {fleet.portals:,} portals x {fleet.lines} lines "
-                f"at {fleet.latency * 1000:g} ms, ShardPortals={self.shard_portals:,} "
-                f"({'; '.join(kinds)})"
-            ),
-            fanout=cost.FanOutFigures(
-                shards=len(self.ranges),
-                planner=median_usage([r.planner.run.usage() for r in s.steady]),
-                planner_inventory=inventory.planner.run.usage(),
-                workers=workers,
-                workers_inventory=tuple(i.run.usage() for i in inventory.shards),
-            ),
+            fanout=fanout,
+            measured_on=f"the real handlers fanned out, {fleet.portals:,} "
+            f"portals x {fleet.lines} lines at {fleet.latency * 1000:g} ms, "
+            f"ShardPortals={self.shard_portals:,} (steady: median of {len(s.steady)})",
         )
 
 
 def row(invocation: Invocation, memory: int) -> str:
-    run = invocation.run
+    run, init = invocation.run, f" {invocation.init.duration(memory):6.2f}"
     sqs = sum(v for k, v in run.calls.items() if k.startswith("sqs:"))
     targets = "-" if invocation.targets is None else f"{invocation.targets:,}"
     return (
-        f"  {invocation.label:<10} {invocation.portals:7,d} {lambdas.timed(run, memory)} "
-        f"{invocation.peak / MIB:7.1f} {invocation.init.duration(memory):6.2f} "
-        f"{lambdas.counted(run)} {sqs:4d} {lambdas.logged(run)} {targets:>7}  "
+        f"  {invocation.label:<10} {invocation.portals:7,d} "
+        f"{lambdas.cells(run, memory, invocation.peak, init, sqs)} {targets:>7}  "
         f"{'yes' if invocation.fits(memory) else 'NO'}"
     )
 
 
 def round_lines(measured: FanOut, run: Round) -> list[str]:
     memory, expected, counts = measured.spec.memory, measured.spec.targets, run.summary
-    head = (
-        f"  {'invocation':<10} {'portals':>7} {lambdas.timed_head(memory)} {'RSS MiB':>7} "
-        f"{'INIT s':>6} {lambdas.COUNTED} {'SQS':>4} {lambdas.LOGGED} {'targets':>7}  "
-        f"60 s & {GOAL_MEMORY_MB} MB"
-    )
+    columns = lambdas.heads(memory, f" {'INIT s':>6}", "SQS")
+    head = f"  {'invocation':<10} {'portals':>7} {columns} {'targets':>7}  60 s & 256 MB"
     out = [f"Run '{run.label}':", head, row(run.planner, memory)]
     out += [row(s, memory) for s in run.shards]
     slowest = run.slowest(memory)

@@ -28,12 +28,11 @@ from bench.cost import (
     GOAL_SECONDS,
     Figures,
     Fleet,
-    Usage,
     fitted,
     monthly_bill,
     render_bill,
 )
-from bench.lambdas import MIB, Services, Spec, median_usage
+from bench.lambdas import MIB, Run, Services, Spec
 from bench.services import services
 from bench.stack import read_stack
 from local.template import parameter_values
@@ -71,32 +70,21 @@ class Measured:
         self.peak_rss = max([r.peak_rss for r in self.runs] + [self.ru_maxrss])
 
     def figures(self) -> Figures:
-        s = self.series
-        steady = median_usage([r.usage() for r in s.steady])
-        refresh = Usage()
-        if s.refresh and s.refreshed:
-            refresh = (s.refresh.usage() - steady).at_least_zero().times(1 / s.refreshed)
-        return Figures(
-            portals=self.spec.portals,
-            targets=self.spec.targets,
-            steady=steady,
-            inventory=s.inventory.usage() if s.inventory else steady,
-            refresh=refresh,
-            health=median_usage([r.usage() for r in self.health[1:]] or [Usage()]),
+        spec, steady_runs = self.spec, len(self.series.steady)
+        return lambdas.figures_of(
+            spec,
+            self.series,
+            Run.usage,
+            self.health,
             cold=self.init,
             stored=self.stored,
-            measured_on=(
-                f"the real handlers on {self.spec.portals:,} portals x {self.spec.lines} lines at "
-                f"{self.spec.latency * 1000:g} ms (steady: median of {len(s.steady)} runs)"
-            ),
+            measured_on=f"the real handlers on {spec.portals:,} portals x {spec.lines} lines at "
+            f"{spec.latency * 1000:g} ms (steady: median of {steady_runs} runs)",
         )
 
     def table(self) -> list[str]:
         memory, s = self.spec.memory, self.series
-        out = [
-            f"  {'run':<22} {lambdas.timed_head(memory)} {'RSS MiB':>7} {lambdas.COUNTED} "
-            f"{'SNS':>4} {lambdas.LOGGED}"
-        ]
+        out = [f"  {'run':<22} {lambdas.heads(memory, '', 'SNS')}"]
         rows = [(s.first, "first run"), (s.second, "second run")]
         rows.append((self.steady, f"steady (median of {len(s.steady)})"))
         rows += [
@@ -105,9 +93,8 @@ class Measured:
         ]
         for run, label in (row for row in rows if row[0] is not None):
             out.append(
-                f"  {label:<22} {lambdas.timed(run, memory)} {run.peak_rss / MIB:7.1f} "
-                f"{lambdas.counted(run)} "
-                f"{run.calls.get('sns:Publish', 0):4d} {lambdas.logged(run)}"
+                f"  {label:<22} "
+                + lambdas.cells(run, memory, run.peak_rss, "", run.calls.get("sns:Publish", 0))
             )
         return out
 

@@ -1,16 +1,9 @@
-"""One Lambda function's process (`bench/lambdas.py` starts it with the function's
-environment): it imports the real handler, invokes it when told to and does nothing else, so
-its peak RSS, CPU time and wall time are the handler's own.
+"""One Lambda function's process, started by `bench/lambdas.py` with the function's environment:
+it times `import app` (INIT) and the first call's wiring before it imports anything else, then
+invokes the handler (`lambda_handler` unless named) when told to and does nothing else, so its
+peak RSS, CPU and wall time are the handler's own; its stdout and stderr go to LOG_FILE.
 
-    python -m bench.fleet_child FUNCTION LOG_FILE PORTAL_PORT EVENT_FILE [HANDLER]
-
-FUNCTION is `checker` or `snapshot_api`, HANDLER `lambda_handler` unless given (the fan-out's
-worker: `shard_handler`). Its standard output and error (the handler's JSON log lines) go to
-LOG_FILE; one JSON line answers each command read from standard input: `{"cmd": "run"}` (with
-`"event"`: that event instead of EVENT_FILE's) and `{"cmd": "quit"}`. Before anything else is
-imported it times `import app` (INIT), then the first call's wiring, and only then counts: AWS
-calls through boto3's default session (`bench/metering.py`), bytes and connections sent to the
-portal's port, RSS every 5 ms.
+    python -m bench.fleet_child checker|snapshot_api LOG_FILE PORTAL_PORT EVENT_FILE [HANDLER]
 """
 
 from __future__ import annotations

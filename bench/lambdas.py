@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from bench.cost import Usage
+from bench.cost import Figures, Usage
 from bench.environment import REGION, ROOT, CheckerParts, build_checker
 from bench.metering import item_size
 from bench.services import APP_NAME, CONNECTOR, READY_TIMEOUT, Child, Services, base_environment
@@ -72,15 +72,9 @@ class Deployed:
 
     def checker(self, svc: Services) -> CheckerParts:
         """The checker's objects on moto's server (bench/environment.py's build_checker)."""
-        return build_checker(
-            self.secret_arn,
-            self.table,
-            self.tokens_table,
-            self.topic_arn,
-            dynamodb=svc.client("dynamodb"),
-            secrets=svc.client("secretsmanager"),
-            sns=svc.client("sns"),
-        )
+        settings = {"SECRET_ID": self.secret_arn, "TABLE_NAME": self.table}
+        settings |= {"TOKENS_TABLE": self.tokens_table, "TOPIC_ARN": self.topic_arn}
+        return build_checker(settings, svc.client)
 
 
 _deployments = iter(range(1, 1_000_000))
@@ -258,29 +252,24 @@ class Function:
             self.child.close()
 
 
-def counted(run: Run) -> str:
-    """The columns a fleet run and a fan-out invocation share, from portal requests on."""
-    tokens = sum(run.token_store_calls().values())
+def heads(memory: int, first: str, second: str) -> str:
+    """The columns a fleet run and a fan-out invocation share: `first` after the peak RSS,
+    `second` after the token-store calls."""
     return (
-        f"{run.rest:10,d} {run.oauth:5d} {run.dynamodb_calls:8,d} {run.units('RRU'):8,.1f} "
-        f"{run.units('WRU'):8,.1f} {tokens:6d}"
+        f"{'wall s':>7} {'CPU s':>6} {f'est {memory}MB s':>11} {'governs':>7} {'RSS MiB':>7}"
+        f"{first} {'portal req':>10} {'OAuth':>5} {'DynamoDB':>8} {'RRU':>8} {'WRU':>8} "
+        f"{'tokens':>6} {second:>4} {'log lines':>9} {'log bytes':>9} {'sent KB':>8}"
     )
 
 
-def logged(run: Run) -> str:
-    return f"{len(run.log_lines):9,d} {run.log_bytes:9,d} {run.sent.get('bytes', 0) / 1000:8,.1f}"
-
-
-COUNTED = f"{'portal req':>10} {'OAuth':>5} {'DynamoDB':>8} {'RRU':>8} {'WRU':>8} {'tokens':>6}"
-LOGGED = f"{'log lines':>9} {'log bytes':>9} {'sent KB':>8}"
-
-
-def timed(run: Run, memory: int) -> str:
-    return f"{run.wall:7.2f} {run.cpu:6.2f} {run.estimate(memory):11.2f} {run.governs(memory):>7}"
-
-
-def timed_head(memory: int) -> str:
-    return f"{'wall s':>7} {'CPU s':>6} {f'est {memory}MB s':>11} {'governs':>7}"
+def cells(run: Run, memory: int, rss: float, first: str, second: int) -> str:
+    tokens = sum(run.token_store_calls().values())
+    return (
+        f"{run.wall:7.2f} {run.cpu:6.2f} {run.estimate(memory):11.2f} {run.governs(memory):>7} "
+        f"{rss / MIB:7.1f}{first} {run.rest:10,d} {run.oauth:5d} {run.dynamodb_calls:8,d} "
+        f"{run.units('RRU'):8,.1f} {run.units('WRU'):8,.1f} {tokens:6d} {second:4d} "
+        f"{len(run.log_lines):9,d} {run.log_bytes:9,d} {run.sent.get('bytes', 0) / 1000:8,.1f}"
+    )
 
 
 def poll_health(
@@ -298,6 +287,33 @@ def poll_health(
 def median_usage(usages: Sequence[Usage]) -> Usage:
     keys = {k for u in usages for k in u.values}
     return Usage({k: statistics.median(u.get(k) for u in usages) for k in keys})
+
+
+def figures_of(
+    spec: Spec,
+    series: Series[T],
+    usage: Callable[[T], Usage],
+    health: list[Run],
+    refreshing: Callable[[T], Usage] | None = None,
+    **known: Any,
+) -> Figures:
+    """What a series of runs consumed, per kind of event: a steady run (the median), an
+    inventory run, what one token refresh adds to a run (`refreshing`: the part of a run that
+    refreshes, all of it unless given), one warm GET /health."""
+    steady = median_usage([usage(r) for r in series.steady])
+    refresh, part = Usage(), refreshing or usage
+    if series.refresh is not None and series.refreshed:
+        added = part(series.refresh) - median_usage([part(r) for r in series.steady])
+        refresh = added.at_least_zero().times(1 / series.refreshed)
+    return Figures(
+        portals=spec.portals,
+        targets=spec.targets,
+        steady=steady,
+        inventory=usage(series.inventory) if series.inventory is not None else steady,
+        refresh=refresh,
+        health=median_usage([r.usage() for r in health[1:]] or [Usage()]),
+        **known,
+    )
 
 
 @dataclass

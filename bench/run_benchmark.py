@@ -94,16 +94,10 @@ class Bench:
         return name
 
     def checker(self, table: str) -> CheckerParts:
-        return build_checker(
-            self.secret_id,
-            table,
-            self.tokens_table,
-            self.topic_arn,
-            dynamodb=self.dynamodb,
-            secrets=self.secrets,
-            sns=self.sns,
-            parallel=self.parallel,
-        )
+        settings = {"SECRET_ID": self.secret_id, "TABLE_NAME": table, "TOPIC_ARN": self.topic_arn}
+        settings |= {"TOKENS_TABLE": self.tokens_table, "MAX_PARALLEL_PORTALS": str(self.parallel)}
+        clients = {"dynamodb": self.dynamodb, "secretsmanager": self.secrets, "sns": self.sns}
+        return build_checker(settings, clients.__getitem__)
 
     def real_run(self, table: str) -> RunSummary:
         return self.checker(table).cycle.run(self.targets, Deadline.after(RUN_DEADLINE))
