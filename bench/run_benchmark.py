@@ -17,7 +17,7 @@ import tracemalloc
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -30,7 +30,7 @@ from moto import mock_aws
 from bench.environment import REGION, ROOT, RUN_DEADLINE, CheckerParts, build_checker
 from bench.metering import Measure, Meter
 from bench.services import CONNECTOR, add_portals
-from connector_monitor.aws import clients
+from connector_monitor.aws.clients import CONFIGS
 from connector_monitor.aws.records import status_from_item, status_key, status_to_item
 from connector_monitor.aws.secret_pairs import OVER_WRITE_BUDGET
 from connector_monitor.bitrix24.answers import STATUS_METHOD, read_status
@@ -50,54 +50,32 @@ MIB = 1024 * 1024
 CHANGED_SHARE = 0.01  # the share of connectors flipped to show that writes follow changes
 
 
-@dataclass(frozen=True)
-class BenchFleet:
-    portals: int
-    lines: int
-
-    @property
-    def size(self) -> int:
-        return self.portals * self.lines
-
-    def domains(self) -> list[str]:
-        return [f"p{i:03d}.bench.local" for i in range(self.portals)]
-
-    def targets(self) -> TargetList:
-        found = [Target(d, CONNECTOR, n) for d in self.domains() for n in range(1, self.lines + 1)]
-        return TargetList(tuple(found), ())
-
-
 @dataclass
 class Bench:
     """The local portal, moto's stack and metered clients of one benchmark."""
 
-    fleet: BenchFleet
+    domains: list[str]
+    lines: int
     portal: LocalPortal
-    secret_id: str
-    topic_arn: str
-    dynamodb: Any
-    secrets: Any
-    sns: Any
+    settings: dict[str, str]  # the checker's variables, but for TABLE_NAME
+    clients: dict[str, Any]  # by service
     meter: Meter
-    tokens_table: str = "bench-tokens"  # empty: every portal's pair is in the secret
     parallel: int = 8  # MaxParallelPortals of the in-process fleet
-    targets: TargetList = field(init=False)
-    _tables: int = 0
+    tables: int = 0
 
     def __post_init__(self) -> None:
-        self.targets = self.fleet.targets()
+        lines = range(1, self.lines + 1)
+        found = tuple(Target(d, CONNECTOR, n) for d in self.domains for n in lines)
+        self.targets = TargetList(found, ())
+        self.dynamodb = self.clients["dynamodb"]
 
     def new_table(self) -> str:
-        self._tables += 1
-        name = f"bench-{self._tables}"
-        self.dynamodb.create_table(TableName=name, **table_definition())
-        return name
+        self.tables += 1
+        self.dynamodb.create_table(TableName=f"bench-{self.tables}", **table_definition())
+        return f"bench-{self.tables}"
 
     def checker(self, table: str) -> CheckerParts:
-        settings = {"SECRET_ID": self.secret_id, "TABLE_NAME": table, "TOPIC_ARN": self.topic_arn}
-        settings |= {"TOKENS_TABLE": self.tokens_table, "MAX_PARALLEL_PORTALS": str(self.parallel)}
-        clients = {"dynamodb": self.dynamodb, "secretsmanager": self.secrets, "sns": self.sns}
-        return build_checker(settings, clients.__getitem__)
+        return build_checker({**self.settings, "TABLE_NAME": table}, self.clients.__getitem__)
 
     def real_run(self, table: str) -> RunSummary:
         return self.checker(table).cycle.run(self.targets, Deadline.after(RUN_DEADLINE))
@@ -141,32 +119,39 @@ AWS_ENVIRONMENT = {  # test credentials for moto
 
 
 @contextlib.contextmanager
-def bench_environment(fleet: BenchFleet, latency: float) -> Iterator[Bench]:
+def bench_environment(portals: int, lines: int, latency: float) -> Iterator[Bench]:
+    domains = [f"p{i:03d}.bench.local" for i in range(portals)]
     with (
         mock.patch.dict(os.environ, AWS_ENVIRONMENT),
         quicker_moto(),
         LocalPortal() as portal,
         mock_aws(),
     ):
-        lines = {n: f"Line {n}" for n in range(1, fleet.lines + 1)}
-        add_portals(portal, dict.fromkeys(fleet.domains(), lines))
-        secret = {"portals": {d: portal.credentials(d) for d in fleet.domains()}}
+        numbers = {n: f"Line {n}" for n in range(1, lines + 1)}
+        add_portals(portal, dict.fromkeys(domains, numbers))
+        secret = {"portals": {d: portal.credentials(d) for d in domains}}
         # The whole fleet is in one secret here: the token store's warning that a stack should
         # hold fewer portals a secret would repeat every run and count in the log volume.
         logging.getLogger("connector_monitor.aws.secret_pairs").addFilter(
             lambda record: record.msg is not OVER_WRITE_BUDGET
         )
-        meter = Meter()
-        dynamodb = boto3.client("dynamodb", region_name=REGION, config=clients.CONFIGS["dynamodb"])
-        secrets = boto3.client("secretsmanager", region_name=REGION)
-        sns = boto3.client("sns", region_name=REGION)
-        secret_id = secrets.create_secret(Name="bench/tokens", SecretString=json.dumps(secret))
-        topic_arn = sns.create_topic(Name="bench-alerts")["TopicArn"]
-        for client in (dynamodb, secrets, sns):
+        meter, config = Meter(), CONFIGS["dynamodb"]
+        clients = {s: boto3.client(s, region_name=REGION) for s in ("secretsmanager", "sns")}
+        clients["dynamodb"] = boto3.client("dynamodb", region_name=REGION, config=config)
+        for client in clients.values():
             meter.attach(client)
+        secrets, sns = clients["secretsmanager"], clients["sns"]
+        settings = {
+            "SECRET_ID": secrets.create_secret(
+                Name="bench/tokens", SecretString=json.dumps(secret)
+            )["ARN"],
+            "TOPIC_ARN": sns.create_topic(Name="bench-alerts")["TopicArn"],
+            "TOKENS_TABLE": "bench-tokens",  # empty: every portal's pair is in the secret
+            "MAX_PARALLEL_PORTALS": str(Bench.parallel),
+        }
+        clients["dynamodb"].create_table(TableName="bench-tokens", **table_definition("TokenTable"))
         portal.latency = latency
-        dynamodb.create_table(TableName="bench-tokens", **table_definition("TokenTable"))
-        yield Bench(fleet, portal, secret_id["ARN"], topic_arn, dynamodb, secrets, sns, meter)
+        yield Bench(domains, lines, portal, settings, clients, meter)
 
 
 def naive_run(bench: Bench, table: str) -> None:
@@ -263,10 +248,15 @@ def metrics_in(line: str) -> set[Metric]:
 def capture_logs(bench: Bench, table: str) -> tuple[list[str], set[Metric], set[Metric]]:
     """The real checker handler invoked once on a steady table: its log lines, the metrics a
     warm run publishes (PublishMetrics=true) and those only a cold start adds (ColdStart)."""
-    resources = {"Table": table, "TokenTable": bench.tokens_table}
+    settings = bench.settings
+    resources = {"Table": table, "TokenTable": settings["TOKENS_TABLE"]}
     env = environment_of(
         "CheckerFunction",
-        resources={**resources, "Topic": bench.topic_arn, "PortalSecret": bench.secret_id},
+        resources={
+            **resources,
+            "Topic": settings["TOPIC_ARN"],
+            "PortalSecret": settings["SECRET_ID"],
+        },
         parameters={
             "Targets": ",".join(t.key for t in bench.targets.targets),
             "PublishMetrics": "true",
@@ -351,11 +341,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    fleet = BenchFleet(args.portals, args.lines)
-    started = time.perf_counter()
-    with bench_environment(fleet, args.latency) as bench:
+    started, size = time.perf_counter(), args.portals * args.lines
+    with bench_environment(args.portals, args.lines, args.latency) as bench:
         print(
-            f"Fleet: {fleet.portals} portals x {fleet.lines} lines = {fleet.size:,} targets; "
+            f"Fleet: {args.portals} portals x {args.lines} lines = {size:,} targets; "
             f"local portal latency {args.latency * 1000:g} ms per request; moto in-process; "
             f"{bench.parallel} portals in parallel.\n"
             f"real:  CheckCycle, median of {args.runs} run(s) per row.\n"
@@ -371,7 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         real_run = partial(bench.real_run, table)
         seen = Row("real", f"{len(flipped)} went down", [bench.measure(real_run)])
         alerted = Row("real", "next run (alerts)", [bench.measure(real_run)])
-        for domain in fleet.domains():  # each portal refreshes once (OAuth, secret write-back)
+        for domain in bench.domains:  # each portal refreshes once (OAuth, secret write-back)
             bench.portal.expire_access_tokens(domain)
         refreshed = Row("real", "tokens expired", [bench.measure(real_run)])
         bench.heal()
@@ -384,7 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         kinds["EMF metrics" if "_aws" in json.loads(line) else "log"] += len(line.encode())
     print("", *render_table(rows), "", *render_ratios(real[:2], naive[:2]), sep="\n")
     print(
-        f"Writes follow changes: {len(flipped)} of {fleet.size:,} targets changed -> "
+        f"Writes follow changes: {len(flipped)} of {size:,} targets changed -> "
         f"{seen.counts.wru:,.0f} WRU (steady run {real[1].counts.wru:,.0f}, first run "
         f"{real[0].counts.wru:,.0f}, naive every run {naive[1].counts.wru:,.0f}).\n"
     )
