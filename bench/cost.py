@@ -20,6 +20,11 @@ FULL_VCPU_MB = 1769  # Lambda gives a function M/1769 of a vCPU
 GOAL_DOLLARS, GOAL_SECONDS, GOAL_MEMORY_MB = 2.00, 60.0, 256
 
 
+def fits(seconds: float, rss_bytes: float) -> bool:
+    """Whether an invocation fits the goal: 60 s and 256 MB."""
+    return seconds <= GOAL_SECONDS and rss_bytes / 2**20 <= GOAL_MEMORY_MB
+
+
 @dataclass(frozen=True)
 class Price:
     dollars: float

@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from bench import cost, lambdas
-from bench.cost import GOAL_MEMORY_MB, GOAL_SECONDS, Usage
+from bench.cost import GOAL_MEMORY_MB, Usage
 from bench.environment import REGION
 from bench.lambdas import MIB, Run, Spec, median_usage
-from bench.services import services
 from bench.stack import read_stack
 
 
@@ -41,7 +40,7 @@ class Invocation:
         return max(self.run.peak_rss, self.ru_maxrss)
 
     def fits(self, memory: int) -> bool:
-        return self.run.estimate(memory) <= GOAL_SECONDS and self.peak / MIB <= GOAL_MEMORY_MB
+        return cost.fits(self.run.estimate(memory), self.peak)
 
 
 @dataclass
@@ -241,23 +240,22 @@ def per_shard(measured: FanOut) -> list[str]:
         + f" {'worst s':>8} {'RSS MiB':>8}  within 60 s and {GOAL_MEMORY_MB} MB",
     ]
     columns = [[r.shards[p] for r in rounds] for p in range(len(measured.ranges))]
-    worst = [(0.0, 0.0)]
+    worst = {"seconds": 0.0, "rss": 0.0}  # over the shards
     for invocations in [*columns, [r.planner for r in rounds]]:
         seconds = max(i.run.estimate(memory) for i in invocations)
-        rss = max(i.peak for i in invocations) / MIB
-        fits = seconds <= GOAL_SECONDS and rss <= GOAL_MEMORY_MB
+        rss = max(i.peak for i in invocations)
         if invocations[0].label != "planner":
-            worst.append((seconds, rss))
+            worst = {"seconds": max(worst["seconds"], seconds), "rss": max(worst["rss"], rss)}
         out.append(
             f"  {invocations[0].label:<8} {invocations[0].portals:7,d} "
             + " ".join(f"{i.run.estimate(memory):14.2f}" for i in invocations)
-            + f" {seconds:8.2f} {rss:8.1f}  {'YES' if fits else 'NO'}"
+            + f" {seconds:8.2f} {rss / MIB:8.1f}  {'YES' if cost.fits(seconds, rss) else 'NO'}"
         )
-    seconds, rss = max(s for s, _ in worst), max(r for _, r in worst)
-    fits = seconds <= GOAL_SECONDS and rss <= GOAL_MEMORY_MB
+    fit = cost.fits(worst["seconds"], worst["rss"])
     out.append(
-        f"MAX SHARD: {seconds:.2f} s estimated at {memory} MB, {rss:.0f} MiB peak RSS: "
-        f"{'every measured shard fits' if fits else 'NOT every shard fits'} 60 s and "
+        f"MAX SHARD: {worst['seconds']:.2f} s estimated at {memory} MB, "
+        f"{worst['rss'] / MIB:.0f} MiB peak RSS: "
+        f"{'every measured shard fits' if fit else 'NOT every shard fits'} 60 s and "
         f"{GOAL_MEMORY_MB} MB; slowest run on Lambda (planner + slowest shard): "
         f"{max(r.seconds(memory) for r in rounds):.2f} s"
     )
@@ -270,10 +268,8 @@ def fan_report(measured: FanOut) -> list[str]:
         f"Fan-out (FanOut=true): {fleet.portals:,} portals x {fleet.lines} lines = "
         f"{fleet.targets:,} targets, ShardPortals={measured.shard_portals:,} -> "
         f"{len(measured.ranges)} shards; {fleet.latency * 1000:g} ms a portal request, "
-        f"MaxParallelPortals={fleet.parallel}, {fleet.memory} MB.",
-        "Each invocation is a new process (a cold start): the planner (lambda_handler), then each "
-        "shard order through shard_handler as the SQS event source delivers it, one after "
-        "another here (at once on Lambda: MaximumConcurrency 10).",
+        f"MaxParallelPortals={fleet.parallel}, {fleet.memory} MB; every invocation a cold "
+        "start, the shards one after another (at once on Lambda).",
         "",
     ]
     for run in measured.series.runs():
@@ -300,7 +296,7 @@ def main(fleet: Spec, args: Any) -> int:
     }
     with (
         tempfile.TemporaryDirectory() as tmp,
-        services(fleet.portals, fleet.lines, fleet.latency) as svc,
+        lambdas.services(fleet.portals, fleet.lines, fleet.latency) as svc,
     ):
         print(
             f"  {fleet.portals:,} portals x {fleet.lines} lines, FanOut=true, "

@@ -33,7 +33,6 @@ from bench.cost import (
     render_bill,
 )
 from bench.lambdas import MIB, Run, Services, Spec
-from bench.services import services
 from bench.stack import read_stack
 from local.template import parameter_values
 
@@ -239,7 +238,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     out: list[str] = []
     largest = max([*args.fitted, *args.sizes] or [spec.portals])
-    with tempfile.TemporaryDirectory() as tmp, services(largest, spec.lines, spec.latency) as svc:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        lambdas.services(largest, spec.lines, spec.latency) as svc,
+    ):
         log_dir = Path(tmp)
         if args.fitted:
             sizes = [dataclasses.replace(spec, portals=n) for n in args.fitted]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from bench.services import CONNECTOR, add_portals
+from bench.lambdas import CONNECTOR, add_portals
 from local.aws import MotoStack, apply_environment
 from local.bitrix24_portal import LocalPortal, PortalFault
 from local.handlers import LambdaContext, load_handler

@@ -1,17 +1,25 @@
-"""The fleet benchmarks' stack and functions: template.yaml's tables, topic, secret (and work
-queue) on moto's server with the registry and the token table filled; each Lambda function in
-a process of its own (`bench/fleet_child.py`), every invocation counted; the series of runs
-(first, second, steady, inventory, refresh) that `bench/fleet.py` and `bench/fanout.py` measure.
+"""The fleet benchmarks' world, each part in a process of its own so none of their work counts
+in a function's: moto's server and the local portal (N portals x L lines, `myconnector` on every
+line, one application on all), template.yaml's tables, topic, secret (and work queue) on moto
+with one watch and the token table filled, each Lambda function (`bench/fleet_child.py`) with
+every invocation counted, and the series of runs `bench/fleet.py` and `bench/fanout.py` measure.
+
+    python -m bench.lambdas moto | portal PORTALS LINES LATENCY
 """
 
 from __future__ import annotations
 
 import json
+import os
+import select
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,8 +28,6 @@ from typing import Any, Generic, TypeVar
 from bench.cost import Figures, Usage
 from bench.environment import REGION, ROOT, CheckerParts, build_checker
 from bench.metering import item_size
-from bench.services import APP_NAME, CONNECTOR, READY_TIMEOUT, Child, Services, base_environment
-from bench.services import domains as fleet_domains
 from local.aws import aws_environment
 from local.template import OFF_AWS, function_environment, parameter_values, resolve
 from local.template import table_definition as definition
@@ -31,6 +37,164 @@ REFRESH_SHARE = 1 / 12  # tokens live an hour, runs come every 5 minutes
 HEALTH_POLLS = 5  # warm GET /health calls measured (median)
 T = TypeVar("T")
 Stored = dict[str, tuple[float, float]]  # bytes and items, by table
+
+
+CONNECTOR = "myconnector"
+APP_NAME = "monitor"
+READY_TIMEOUT = 120.0  # seconds for a process to come up
+RUN_TIMEOUT = 600.0  # seconds for one command to answer
+
+
+def domains(portals: int) -> list[str]:
+    """The fleet's portal domains, in the order the sweep takes its first N from."""
+    return [f"p{i:04d}.fleet.local" for i in range(portals)]
+
+
+def base_environment(extra: Mapping[str, str]) -> dict[str, str]:
+    """This environment without anything that could send a child to AWS, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POWERTOOLS_"))}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
+    return {**env, **extra}
+
+
+class Child:
+    """A process of this benchmark that answers one JSON line per command."""
+
+    def __init__(self, command: list[str], env: Mapping[str, str], name: str) -> None:
+        self.name = name
+        self.stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, env=dict(env), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=self.stderr, text=True,
+        )  # fmt: skip
+
+    def read(self, timeout: float) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
+        line = self.process.stdout.readline() if ready else ""
+        if not line:
+            self.stderr.seek(0)
+            why = self.stderr.read().decode("utf-8", "replace")[-3000:]
+            raise RuntimeError(f"{self.name} did not answer within {timeout:g} s:\n{why}")
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    def ask(self, command: Mapping[str, Any], timeout: float = RUN_TIMEOUT) -> dict[str, Any]:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(command) + "\n")
+        self.process.stdin.flush()
+        return self.read(timeout)
+
+    def close(self) -> None:
+        if self.process.stdin is not None and not self.process.stdin.closed:
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.stderr.close()
+
+
+@dataclass
+class Services:
+    """moto's server and the local portal, each in its own process."""
+
+    portal: Child
+    moto_port: int
+    portal_port: int
+    app: dict[str, str]  # the application installed on every portal (client id, secret, ...)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.moto_port}"
+
+    def client(self, service: str) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        return boto3.session.Session().client(
+            service, endpoint_url=self.endpoint, region_name="eu-central-1",
+            aws_access_key_id="bench", aws_secret_access_key="bench",
+            config=Config(retries={"max_attempts": 3, "mode": "standard"}),
+        )  # fmt: skip
+
+    def counts(self) -> tuple[int, int]:
+        answer = self.portal.ask({"cmd": "count"}, timeout=60)
+        return int(answer["rest"]), int(answer["oauth"])
+
+    def expire(self, portals: Sequence[str]) -> None:
+        self.portal.ask({"cmd": "expire", "domains": list(portals)}, timeout=60)
+
+    def fresh_pairs(self, portals: Sequence[str]) -> dict[str, dict[str, str]]:
+        """A new token pair for each portal (refresh tokens are single-use: earlier
+        measurements may have refreshed the pairs handed out before)."""
+        answer = self.portal.ask({"cmd": "credentials", "domains": list(portals)}, timeout=120)
+        pairs: dict[str, dict[str, str]] = answer["portals"]
+        return pairs
+
+
+@contextmanager
+def services(portals: int, lines: int, latency: float) -> Iterator[Services]:
+    env, own = base_environment({}), [sys.executable, "-m", "bench.lambdas"]
+    with ExitStack() as stack:
+        moto = Child([*own, "moto"], env, "moto")
+        stack.callback(moto.close)
+        portal = Child([*own, "portal", str(portals), str(lines), str(latency)], env, "portal")
+        stack.callback(portal.close)
+        moto_port = int(moto.read(READY_TIMEOUT)["port"])
+        ready = portal.read(READY_TIMEOUT)
+        yield Services(portal, moto_port, int(ready["port"]), ready["app"])
+
+
+def _reply(payload: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(payload) + "\n")
+    sys.stdout.flush()
+
+
+def serve_moto() -> int:
+    from local.aws import MotoStack
+    from tests.support.moto_speedups import quicker_moto
+
+    with quicker_moto(), MotoStack() as moto:
+        _reply({"port": moto.port})
+        for _ in sys.stdin:  # no commands: wait for the parent to close stdin
+            pass
+    return 0
+
+
+def add_portals(portal: Any, fleet: Mapping[str, Mapping[int, str]], **options: Any) -> None:
+    """Each portal of `fleet` with its open lines, CONNECTOR configured on every one."""
+    for domain, lines in fleet.items():
+        portal.add_portal(domain, connectors={CONNECTOR: "My connector"}, lines=lines, **options)
+        for line in lines:
+            portal.connect(domain, CONNECTOR, line)
+
+
+def serve_portal(portals: int, lines: int, latency: float) -> int:
+    from local.bitrix24_portal import LocalPortal
+
+    portal = LocalPortal()
+    portal.latency = latency
+    numbers = {n: f"Line {n}" for n in range(1, lines + 1)}
+    with portal:
+        client_id, client_secret = portal.add_shared_app(APP_NAME)
+        add_portals(portal, dict.fromkeys(domains(portals), numbers), app=client_id)
+        app = {"client_id": client_id, "client_secret": client_secret}
+        _reply({"port": portal.port, "app": {**app, "oauth_endpoint": portal.oauth_endpoint}})
+        for line in sys.stdin:
+            command = json.loads(line)
+            if command["cmd"] == "count":
+                _reply({"rest": portal.request_count(), "oauth": portal.refresh_count()})
+            elif command["cmd"] == "credentials":
+                _reply({"portals": {d: portal.credentials(d) for d in command["domains"]}})
+            elif command["cmd"] == "expire":
+                for domain in command["domains"]:
+                    portal.expire_access_tokens(domain)
+                _reply({"expired": len(command["domains"])})
+            else:
+                _reply({"error": f"unknown command {command['cmd']!r}"})
+    return 0
 
 
 @dataclass(frozen=True)
@@ -97,7 +261,7 @@ def deploy(svc: Services, portals: int, *, queue: bool = False) -> Deployed:
     secret = json.dumps({"portals": {}, "apps": {APP_NAME: svc.app}})
     secrets = svc.client("secretsmanager")
     secret_arn = secrets.create_secret(Name=f"fleet-{n}/tokens", SecretString=secret)["ARN"]
-    chosen = fleet_domains(portals)
+    chosen = domains(portals)
     deployed = Deployed(table, tokens, topic_arn, secret_arn, chosen)
     if queue:
         sqs = svc.client("sqs")
@@ -368,3 +532,9 @@ def run_series(
         print(f"    refresh run ({refreshed} portals' access tokens expired)...", flush=True)
         refreshing = run(f"refresh run ({refreshed})")
     return Series(first, second, steady, inventoried, refreshing, refreshed)
+
+
+if __name__ == "__main__":  # moto's server or the local portal, in a process of its own
+    if sys.argv[1] == "moto":
+        sys.exit(serve_moto())
+    sys.exit(serve_portal(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])))

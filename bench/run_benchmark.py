@@ -28,8 +28,8 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from moto import mock_aws
 
 from bench.environment import REGION, ROOT, RUN_DEADLINE, CheckerParts, build_checker
+from bench.lambdas import CONNECTOR, add_portals
 from bench.metering import Measure, Meter
-from bench.services import CONNECTOR, add_portals
 from connector_monitor.aws.clients import CONFIGS
 from connector_monitor.aws.records import status_from_item, status_key, status_to_item
 from connector_monitor.aws.secret_pairs import OVER_WRITE_BUDGET
