@@ -28,6 +28,7 @@ from bench.cost import (
     GOAL_SECONDS,
     Figures,
     Fleet,
+    fits,
     fitted,
     monthly_bill,
     render_bill,
@@ -149,7 +150,7 @@ def sweep(svc: Services, base: Spec, sizes: Sequence[int], log_dir: Path) -> lis
     ]
     for size, m in rows:
         worst = m.worst
-        ok = worst.estimate(memory) <= GOAL_SECONDS and m.peak_rss / MIB <= GOAL_MEMORY_MB
+        ok = fits(worst.estimate(memory), m.peak_rss)
         passing += [size] if ok else []
         out.append(
             f"  {size:7,d} {worst.label:<14} {worst.wall:7.1f} {worst.cpu:6.2f} "
