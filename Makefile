@@ -107,8 +107,7 @@ fleet: venv
 	$(VENV)/bin/python -m bench.fleet $(FLEET_ARGS) $(ARGS)
 
 # 10,000 portals x 5 lines at 300 ms with FanOut=true: the planner and each of the 10 shards in
-# a process of its own, one after another; ARGS='--measure-shards 3' delivers 3 of them (the
-# others scaled from those).
+# a process of its own, one after another.
 FANOUT_ARGS ?= --portals 10000 --lines 5 --shard-portals 1000 --steady-runs 1
 fanout: venv
 	$(VENV)/bin/python -m bench.fleet --fanout $(FANOUT_ARGS) $(ARGS)

@@ -1,14 +1,7 @@
 """Cold start (`make coldstart`): each handler's `import app`, and its first call's wiring, as a
-ratio to a bare `import boto3` (bench/README.md and README.md say how it is measured).
-
-    .venv/bin/python -m bench.coldstart [--runs 9] [--python PATH] [--json]
-
-Medians of `--runs` fresh interpreters (-B -I -S: no bytecode written, no site), the subjects
-taking turns; each sees what Lambda gives it: sys.path = the handler's directory, the layer,
-the runtime's boto3; the function's environment from template.yaml plus Lambda's variables.
-The interpreter is the runtime's Python (3.13) when found, else this one; the layer is `sam
-build`'s when that interpreter can load it, else the layer's Makefile builds it for this
-machine into .aws-sam/coldstart/, with boto3 at the project's pinned versions beside it.
+ratio to a bare `import boto3`: medians of `--runs` fresh interpreters (-B -I -S), the subjects
+taking turns, each seeing what Lambda gives it (sys.path: the handler's directory, the layer,
+the runtime's boto3; template.yaml's environment and Lambda's variables). README.md says how.
 """
 
 from __future__ import annotations
@@ -77,7 +70,7 @@ class Subject:
 @dataclass
 class Timings:
     imports: list[float] = field(default_factory=list)
-    first_calls: list[float] = field(default_factory=list)
+    first_calls: list[float] = field(default_factory=list)  # the import and the first call
 
 
 def run_quietly(command: Sequence[str]) -> str:

@@ -1,7 +1,7 @@
-"""The monthly bill of one stack from what a measured fleet consumed (pricing only: bench/fleet.py
-measures). Every resource template.yaml creates is priced (`bench/stack.py` reads them) at
-on-demand us-east-1 list prices without free tiers, each in `PRICES` with its source; what the
-benchmark cannot measure is an assumption, named in `Fleet` or below and printed with the bill.
+"""The monthly bill of one stack from what a measured fleet consumed (bench/fleet.py measures).
+Every resource template.yaml creates (`bench/stack.py`) is priced at on-demand us-east-1 list
+prices without free tiers, each in `PRICES` with its source; what the benchmark cannot measure
+is an assumption, named in `Fleet` or below.
 """
 
 from __future__ import annotations
@@ -20,6 +20,11 @@ FULL_VCPU_MB = 1769  # Lambda gives a function M/1769 of a vCPU
 GOAL_DOLLARS, GOAL_SECONDS, GOAL_MEMORY_MB = 2.00, 60.0, 256
 
 
+def fits(seconds: float, rss_bytes: float) -> bool:
+    """Whether an invocation fits the goal: 60 s and 256 MB."""
+    return seconds <= GOAL_SECONDS and rss_bytes / 2**20 <= GOAL_MEMORY_MB
+
+
 @dataclass(frozen=True)
 class Price:
     dollars: float
@@ -28,43 +33,30 @@ class Price:
     checked: bool  # True: checked against the source (a copy of the page) for this bill
 
 
-_CW = "aws.amazon.com/cloudwatch/pricing"
-_DDB = "aws.amazon.com/dynamodb/pricing"
-_EC2 = (
-    "aws.amazon.com/ec2/pricing/on-demand (data transfer out, first 10 TB; Lambda is charged "
-    "at EC2 data transfer rates)"
-)
+_CW, _DDB = "aws.amazon.com/cloudwatch/pricing", "aws.amazon.com/dynamodb/pricing"
+_LAMBDA, _SM = "aws.amazon.com/lambda/pricing (arm64)", "aws.amazon.com/secrets-manager/pricing"
+_EC2 = "aws.amazon.com/ec2/pricing/on-demand (data transfer out, first 10 TB: Lambda's rate)"
 PRICES: dict[str, Price] = {
-    "lambda_request": Price(0.20 / 1e6, "request", "aws.amazon.com/lambda/pricing (arm64)", True),
-    "lambda_gb_second": Price(
-        0.0000133334, "GB-second arm64", "aws.amazon.com/lambda/pricing, first 7.5 B GB-s", True
-    ),
+    "lambda_request": Price(0.20 / 1e6, "request", _LAMBDA, True),
+    "lambda_gb_second": Price(0.0000133334, "GB-second", f"{_LAMBDA}, first 7.5 B GB-s", True),
     "dynamodb_rru": Price(0.125 / 1e6, "read request unit", f"{_DDB}/on-demand", True),
     "dynamodb_wru": Price(0.625 / 1e6, "write request unit", f"{_DDB}/on-demand", True),
     "dynamodb_storage": Price(0.25, "GB-month", f"{_DDB}/on-demand (Standard class)", False),
     "dynamodb_pitr": Price(0.20, "GB-month", f"{_DDB} (continuous backups, PITR)", True),
-    "secret": Price(0.40, "secret-month", "aws.amazon.com/secrets-manager/pricing", True),
-    "secret_call": Price(0.05 / 1e4, "API call", "aws.amazon.com/secrets-manager/pricing", True),
-    "kms_request": Price(
-        0.03 / 1e4, "request", "aws.amazon.com/kms/pricing (AWS managed keys: requests)", True
-    ),
+    "secret": Price(0.40, "secret-month", _SM, True),
+    "secret_call": Price(0.05 / 1e4, "API call", _SM, True),
+    "kms_request": Price(0.03 / 1e4, "request", "aws.amazon.com/kms/pricing", True),
     "sns_publish": Price(0.50 / 1e6, "publish", "aws.amazon.com/sns/pricing", True),
     "sns_email": Price(2.00 / 1e5, "email delivery", "aws.amazon.com/sns/pricing", True),
-    "sqs_request": Price(
-        0.40 / 1e6, "request (64 KB chunk)", "aws.amazon.com/sqs/pricing (standard queue)", True
-    ),
+    "sqs_request": Price(0.40 / 1e6, "request", "aws.amazon.com/sqs/pricing (standard)", True),
     "logs_ingest": Price(0.50, "GB ingested", f"{_CW} (Logs, Standard class)", True),
     "logs_storage": Price(0.03, "GB-month archived", f"{_CW} (Logs storage)", True),
     "alarm_metric": Price(0.10, "alarm metric-month", f"{_CW} (standard resolution)", True),
     "alarm_metric_high": Price(0.30, "alarm metric-month", f"{_CW} (high resolution)", True),
     "custom_metric": Price(0.30, "metric-month", f"{_CW} (first 10,000 metrics)", True),
     "xray_trace": Price(0.000005, "trace recorded", "aws.amazon.com/xray/pricing", True),
-    "http_api_request": Price(
-        1.00 / 1e6, "request", "aws.amazon.com/api-gateway/pricing (HTTP API, first 300 M)", True
-    ),
-    "scheduler_invocation": Price(
-        1.00 / 1e6, "invocation", "aws.amazon.com/eventbridge/pricing (Scheduler)", True
-    ),
+    "http_api_request": Price(1.00 / 1e6, "request", "aws.amazon.com/api-gateway/pricing", True),
+    "scheduler_invocation": Price(1.00 / 1e6, "invocation", "aws.amazon.com/eventbridge", True),
     "internet_out": Price(0.09, "GB out to the internet", _EC2, False),
 }
 
@@ -127,7 +119,6 @@ class FanOutFigures:
     planner_inventory: Usage  # the planner of a run that repeats the inventories
     workers: tuple[Usage, ...]  # one invocation per measured shard, steady run
     workers_inventory: tuple[Usage, ...]  # the same shards in an inventory run
-    measured: str = ""  # which shards were measured and which are scaled from them
 
     def worker_seconds(
         self, memory_mb: int, refresh: Usage, refreshes_per_run: float, *, inventory: bool = False
@@ -243,7 +234,6 @@ class Bill:
     figures: Figures
     stack: Stack
     lines: list[Line] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
     checker_run_seconds: float = 0.0  # estimated Lambda duration of a typical run
 
     @property
@@ -262,12 +252,18 @@ class Bill:
     def dollars(self, item: str) -> float:
         return sum(line.dollars for line in self.lines if line.item == item)
 
-    def add(self, item: str, detail: str, quantity: float, price: str) -> None:
+    def add(self, item: str, quantity: float, price: str, detail: str = "") -> None:
+        """One line: its quantity (in the price's unit, unless `detail` says more) and cost."""
+        detail = detail or f"{_fmt(quantity)} x {PRICES[price].per}"
         self.lines.append(Line(item, detail, quantity * PRICES[price].dollars))
 
 
 def _fmt(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 or float(value).is_integer() else f"{value:,.2f}"
+
+
+def _gb_s(seconds: float, mb: int) -> float:
+    return seconds * mb / 1024
 
 
 def monthly_bill(figures: Figures, fleet: Fleet, stack: Stack) -> Bill:
@@ -290,277 +286,116 @@ def monthly_bill(figures: Figures, fleet: Fleet, stack: Stack) -> Bill:
     shards = fan.shards if fan is not None else 0
     invocations = runs * (1 + shards)  # the scheduled run and, fanned out, one per shard
 
-    def gb_s(seconds: float, mb: int) -> float:
-        return seconds * mb / 1024
-
     # -- Lambda ----------------------------------------------------------------------------
-    detail = (
-        f"{_fmt(runs)} planner runs + {_fmt(runs * shards)} shard invocations ({shards} a run) "
-        f"+ {_fmt(polls)} /health polls"
-        if fan is not None
-        else f"{_fmt(runs)} checker runs + {_fmt(polls)} /health polls"
-    )
-    bill.add("Lambda requests", detail, invocations + polls, "lambda_request")
-    if fan is None:
+    detail = f"{_fmt(runs)} runs + {_fmt(polls)} /health polls"
+    if fan is not None:
+        detail += f" + {_fmt(runs * shards)} shard invocations ({shards} a run)"
+    bill.add("Lambda requests", invocations + polls, "lambda_request", detail)
+    if fan is None or worker is None:
         bill.checker_run_seconds = typical.duration(memory)
         seconds = typical.duration(memory) * (runs - inventories)
-        used = gb_s(seconds + validating.duration(memory) * inventories, memory)
-        detail = (
-            f"{typical.duration(memory):.2f} s a run at {memory} MB ({typical.governs(memory)} "
-            f"governs; inventory runs {validating.duration(memory):.2f} s) = {_fmt(used)} GB-s"
-        )
-        bill.add("Lambda duration, checker", detail, used, "lambda_gb_second")
+        used = _gb_s(seconds + validating.duration(memory) * inventories, memory)
+        bill.add("Lambda duration, checker", used, "lambda_gb_second")
     else:
-        assert worker is not None
         planned = fan.planner.duration(memory)
-        seconds = (
-            planned * (runs - inventories) + fan.planner_inventory.duration(memory) * inventories
-        )
-        used = gb_s(seconds, memory)
-        detail = (
-            f"{planned:.2f} s a run at {memory} MB ({fan.planner.governs(memory)} governs) "
-            f"= {_fmt(used)} GB-s"
-        )
-        bill.add("Lambda duration, planner", detail, used, "lambda_gb_second")
+        seconds = planned * (runs - inventories)
+        seconds += fan.planner_inventory.duration(memory) * inventories
+        bill.add("Lambda duration, planner", _gb_s(seconds, memory), "lambda_gb_second")
         wmb = worker.memory_mb
         each = fan.worker_seconds(wmb, figures.refresh, refresh_per_run)
         each_inventory = fan.worker_seconds(wmb, figures.refresh, refresh_per_run, inventory=True)
-        used = gb_s(each * (runs - inventories) + each_inventory * inventories, wmb)
+        used = _gb_s(each * (runs - inventories) + each_inventory * inventories, wmb)
         bill.checker_run_seconds = planned + each
-        detail = (
-            f"{shards} invocations a run, {each / shards:.2f} s each on average at {wmb} MB "
-            f"({fan.workers[0].governs(wmb)} governs; inventory runs {each_inventory:.1f} s a "
-            f"run) = {_fmt(used)} GB-s"
-        )
-        bill.add("Lambda duration, shard workers", detail, used, "lambda_gb_second")
+        bill.add("Lambda duration, shard workers", used, "lambda_gb_second")
     if api is not None:
-        used = gb_s(figures.health.duration(api.memory_mb) * polls, api.memory_mb)
-        detail = (
-            f"{figures.health.duration(api.memory_mb) * 1000:.0f} ms a /health poll at "
-            f"{api.memory_mb} MB x {_fmt(polls)} = {_fmt(used)} GB-s"
-        )
-        bill.add("Lambda duration, snapshot API", detail, used, "lambda_gb_second")
+        used = _gb_s(figures.health.duration(api.memory_mb) * polls, api.memory_mb)
+        bill.add("Lambda duration, snapshot API", used, "lambda_gb_second")
 
     def cold(function: str, mb: int) -> float:
         return figures.cold.get(function, next(iter(figures.cold.values()), Usage())).duration(mb)
 
-    colds = [(runs * fleet.checker_cold_starts_per_run, "planner" if fan else "checker", checker)]
-    colds = [(n, f"{name} cold starts", f) for n, name, f in colds]
+    colds = [(runs * fleet.checker_cold_starts_per_run, checker)]
     if worker is not None and fan is not None:
-        colds.append(
-            (runs * shards * fleet.worker_cold_starts_per_invocation, "shard worker", worker)
-        )
+        colds.append((runs * shards * fleet.worker_cold_starts_per_invocation, worker))
     if api is not None:
-        colds.append((fleet.api_cold_starts_per_hour * MINUTES_PER_MONTH / 60, "API", api))
-    used = sum(gb_s(n * cold(f.logical_id, f.memory_mb), f.memory_mb) for n, _, f in colds)
-    detail = (
-        " + ".join(
-            f"{_fmt(n)} {name} x {cold(f.logical_id, f.memory_mb):.2f} s" for n, name, f in colds
-        )
-        + f" (import + first call's wiring) = {_fmt(used)} GB-s"
-    )
-    bill.add("Lambda INIT (cold starts)", detail, used, "lambda_gb_second")
+        colds.append((fleet.api_cold_starts_per_hour * MINUTES_PER_MONTH / 60, api))
+    used = sum(_gb_s(n * cold(f.logical_id, f.memory_mb), f.memory_mb) for n, f in colds)
+    bill.add("Lambda INIT (cold starts)", used, "lambda_gb_second")
     # -- DynamoDB --------------------------------------------------------------------------
-    rru, wru = month.units("RRU") + health.units("RRU"), month.units("WRU") + health.units("WRU")
-    split = ""
-    if fan is not None:
-        workers = figures.steady - fan.planner
-        split = (
-            f" (planner {fan.planner.units('RRU'):,.1f}, of which the token table "
-            f"{fan.planner.get('ddb.TokenTable.RRU'):,.1f}; workers {workers.units('RRU'):,.1f})"
-        )
-    detail = (
-        f"{typical.units('RRU'):,.1f} RRU a run{split}, {validating.units('RRU'):,.1f} an "
-        f"inventory run, {figures.health.units('RRU'):.1f} a /health = {rru / 1e6:,.3f} M RRU"
-    )
-    bill.add("DynamoDB reads", detail, rru, "dynamodb_rru")
-    detail = (
-        f"{figures.steady.units('WRU'):,.1f} WRU a steady run, "
-        f"{figures.refresh.units('WRU'):.1f} a token refresh x {_fmt(fleet.refreshes)}, "
-        f"{figures.inventory.units('WRU'):,.0f} an inventory run = {wru / 1e6:,.3f} M WRU"
-    )
-    bill.add("DynamoDB writes", detail, wru, "dynamodb_wru")
+    bill.add("DynamoDB reads", month.units("RRU") + health.units("RRU"), "dynamodb_rru")
+    bill.add("DynamoDB writes", month.units("WRU") + health.units("WRU"), "dynamodb_wru")
     stored = {
         table: (size + ITEM_OVERHEAD * items)
         for table, (size, items) in figures.stored.items()
         if table in stack.tables
     }
-    detail = ", ".join(f"{t} {b / 1e6:,.2f} MB" for t, b in sorted(stored.items()))
-    bill.add("DynamoDB storage", detail, sum(stored.values()) / GB, "dynamodb_storage")
-    pitr = [t.logical_id for t in stack.tables.values() if t.pitr]
-    pitr_gb = sum(stored.get(t, 0.0) for t in pitr) / GB
-    detail = f"{len(pitr)} tables with PITR, {pitr_gb * 1000:,.2f} MB"
-    bill.add("DynamoDB point-in-time recovery", detail, pitr_gb, "dynamodb_pitr")
+    bill.add("DynamoDB storage", sum(stored.values()) / GB, "dynamodb_storage")
+    pitr = sum(stored.get(t.logical_id, 0.0) for t in stack.tables.values() if t.pitr) / GB
+    bill.add("DynamoDB point-in-time recovery", pitr, "dynamodb_pitr")
     # -- Secrets Manager and KMS ------------------------------------------------------------
+    bill.add("Secrets Manager secrets", len(stack.secrets), "secret")
+    bill.add("Secrets Manager API calls", month.total("sm."), "secret_call")
     secret_calls = month.get("sm.GetSecretValue") + month.get("sm.PutSecretValue")
-    detail = f"{len(stack.secrets)} secret(s)"
-    bill.add("Secrets Manager secrets", detail, len(stack.secrets), "secret")
-    detail = f"{_fmt(month.total('sm.'))} calls ({figures.steady.total('sm.'):.0f} a run)"
-    bill.add("Secrets Manager API calls", detail, month.total("sm."), "secret_call")
     kms_tables = [t.logical_id for t in stack.tables.values() if t.kms]
-    # what each function (role) calling DynamoDB consumed
+    # one table-key decrypt per window for each function (role) that reads a KMS table
     readers = [fan.planner, figures.steady - fan.planner] if fan is not None else [typical]
     windows = MINUTES_PER_MONTH / KMS_TABLE_KEY_MINUTES
-    keys = sum(1 for u in readers for t in kms_tables if u.total(f"ddb.{t}.") > 0) * min(
-        runs, windows
-    )
-    if api is not None and figures.health.total("ddb.") > 0:
-        api_tables = sum(1 for t in kms_tables if figures.health.total(f"ddb.{t}.") > 0)
-        keys += min(polls, windows) * api_tables
-    detail = (
-        f"{_fmt(secret_calls)} for the secret + {_fmt(keys)} DynamoDB table-key decrypts "
-        f"({len(kms_tables)} tables under aws/dynamodb)"
-    )
-    bill.add("KMS requests", detail, secret_calls * KMS_PER_SECRET_CALL + keys, "kms_request")
+    reading = sum(1 for u in readers for t in kms_tables if u.total(f"ddb.{t}.") > 0)
+    keys = reading * min(runs, windows)
+    if api is not None:
+        keys += min(polls, windows) * sum(
+            1 for t in kms_tables if figures.health.total(f"ddb.{t}.") > 0
+        )
+    bill.add("KMS requests", secret_calls * KMS_PER_SECRET_CALL + keys, "kms_request")
     # -- SNS, SQS ----------------------------------------------------------------------------
     alerts = 2 * fleet.incidents_per_month + month.get("sns.Publish")
     notices = fleet.alarm_notifications_per_month
-    detail = (
-        f"{_fmt(alerts)} alerts ({fleet.incidents_per_month} incidents) + {notices} alarm "
-        "notifications"
-    )
-    bill.add("SNS publishes", detail, alerts + notices, "sns_publish")
+    bill.add("SNS publishes", alerts + notices, "sns_publish")
     emails = stack.email_subscriptions
-    sent_emails = alerts * emails.get("Topic", 0) + notices * sum(
-        n for t, n in emails.items() if t != "Topic"
-    )
-    detail = f"{_fmt(sent_emails)} ({sum(emails.values())} email subscriptions)"
-    bill.add("SNS email deliveries", detail, sent_emails, "sns_email")
-    polled = sorted({q for f in functions for q in f.queues})
-    idle = len(polled) * fleet.sqs_pollers * 60 / fleet.sqs_poll_seconds * MINUTES_PER_MONTH
-    idling = (
-        f"{', '.join(polled)} polled by a Lambda event source: {fleet.sqs_pollers} pollers x "
-        f"{fleet.sqs_poll_seconds:g} s long polls = {_fmt(idle)} receives"
-    )
-    requests = idle
+    other_topics = sum(n for t, n in emails.items() if t != "Topic")
+    sent_emails = alerts * emails.get("Topic", 0) + notices * other_topics
+    bill.add("SNS email deliveries", sent_emails, "sns_email")
+    polled = {q for f in functions for q in f.queues}
+    # an idle event source long-polls all month; fanned out, each order is also received and
+    # deleted once (SendMessageBatch: ten orders a call, measured)
+    requests = len(polled) * fleet.sqs_pollers * 60 / fleet.sqs_poll_seconds * MINUTES_PER_MONTH
     if fan is not None:
         orders = runs * shards
-        sends = month.total("sqs.SendMessage")  # SendMessageBatch: ten orders a call
-        receives, deletes = (
-            orders * fleet.sqs_receives_per_order,
-            orders * fleet.sqs_deletes_per_order,
-        )
-        requests += sends + receives + deletes
-        detail = (
-            f"{_fmt(orders)} shard orders ({shards} a run): {_fmt(sends)} SendMessageBatch by the "
-            f"planner + {_fmt(receives)} receives and {_fmt(deletes)} deletes by the event source "
-            f"(one each an order, assumed) + {idling}"
-        )
-    elif polled:
-        detail = f"{idling} (shard orders themselves not measured here)"
-    else:
-        detail = "none polled: Scheduler delivers every run (the dead-letter queue idles)"
-    detail = f"{len(stack.queues)} queues; {detail}"
-    bill.add("SQS requests", detail, requests, "sqs_request")
+        requests += month.total("sqs.SendMessage")
+        requests += orders * (fleet.sqs_receives_per_order + fleet.sqs_deletes_per_order)
+    bill.add("SQS requests", requests, "sqs_request")
     # -- CloudWatch ------------------------------------------------------------------------
     per_invocation = PLATFORM_LOG_BYTES + PLATFORM_LOG_LINES * LOG_EVENT_OVERHEAD
-    logs = month.get("log.bytes") + month.get("log.lines") * LOG_EVENT_OVERHEAD
-    logs += invocations * per_invocation
-    api_logs = health.get("log.bytes") + health.get("log.lines") * LOG_EVENT_OVERHEAD
-    api_logs += polls * per_invocation
-    access = sum(
-        polls * (len(access_log_line(fmt).encode()) + LOG_EVENT_OVERHEAD)
-        for _, fmt in stack.access_logs.values()
-    )
-    ingested = logs + api_logs + access
-    detail = (
-        f"{'planner + workers' if fan else 'checker'} {logs / 1e6:,.1f} MB "
-        f"({typical.get('log.bytes'):,.0f} B printed a run), snapshot API {api_logs / 1e6:,.1f} "
-        f"MB, API access log {access / 1e6:,.1f} MB"
-    )
-    bill.add("CloudWatch Logs ingestion", detail, ingested / GB, "logs_ingest")
+    ingested = (invocations + polls) * per_invocation
+    for used in (month, health):
+        ingested += used.get("log.bytes") + used.get("log.lines") * LOG_EVENT_OVERHEAD
+    for _, fmt in stack.access_logs.values():
+        ingested += polls * (len(access_log_line(fmt).encode()) + LOG_EVENT_OVERHEAD)
+    bill.add("CloudWatch Logs ingestion", ingested / GB, "logs_ingest")
     days = max([d for d in stack.log_groups.values() if d] or [3650])
-    detail = (
-        f"{len(stack.log_groups)} log groups kept {days} days: {ingested * days / 30 / 1e6:,.1f} "
-        "MB held (uncompressed: an upper bound)"
-    )
-    bill.add("CloudWatch Logs storage", detail, ingested * days / 30 / GB, "logs_storage")
+    # uncompressed: an upper bound
+    bill.add("CloudWatch Logs storage", ingested * days / 30 / GB, "logs_storage")
     standard = sum(a.metrics for a in stack.alarms if not a.high_resolution)
     high = sum(a.metrics for a in stack.alarms if a.high_resolution)
     alarms = standard * PRICES["alarm_metric"].dollars + high * PRICES["alarm_metric_high"].dollars
-    detail = f"{len(stack.alarms)} alarms, {standard} standard-resolution metrics"
-    bill.lines.append(
-        Line("CloudWatch alarms", detail + (f", {high} high-resolution" if high else ""), alarms)
-    )
+    detail = f"{standard} standard-resolution and {high} high-resolution alarm metrics"
+    bill.lines.append(Line("CloudWatch alarms", detail, alarms))
     names: set[str] = set()  # distinct metrics the handlers add (metrics.add_metric("Name", ...))
     for app in (ROOT / "functions").glob("*/app.py"):
         names |= set(re.findall(r"add_metric\(\s*\"(\w+)\"", app.read_text(encoding="utf-8")))
-    detail = (
-        f"{len(names)} metrics (PublishMetrics=true)"
-        if fleet.publish_metrics
-        else f"none (PublishMetrics=false, the default; true adds {len(names)} x $0.30)"
-    )
-    bill.add(
-        "CloudWatch custom metrics",
-        detail,
-        len(names) if fleet.publish_metrics else 0,
-        "custom_metric",
-    )
+    metrics = len(names) if fleet.publish_metrics else 0
+    bill.add("CloudWatch custom metrics", metrics, "custom_metric")
     # -- X-Ray, API Gateway, Scheduler, data transfer ------------------------------------------
     traced = (runs if checker.traced else 0.0) + (polls if api and api.traced else 0.0)
-    traced += runs * shards if fan is not None and worker is not None and worker.traced else 0
-    detail = f"{_fmt(traced)} traces recorded ({len(stack.traced_functions)} traced functions)"
-    bill.add("X-Ray traces", detail, traced, "xray_trace")
-    detail = f"{_fmt(polls)} requests (a /health poll every minute)"
-    bill.add("API Gateway HTTP API", detail, polls, "http_api_request")
+    traced += runs * shards if worker is not None and worker.traced else 0
+    bill.add("X-Ray traces", traced, "xray_trace")
+    bill.add("API Gateway HTTP API", polls, "http_api_request")
     schedules = sum(f.schedules for f in functions)
-    detail = f"{_fmt(runs * schedules)} invocations"
-    bill.add("EventBridge Scheduler", detail, runs * schedules, "scheduler_invocation")
+    bill.add("EventBridge Scheduler", runs * schedules, "scheduler_invocation")
     sent = month.get("net.bytes") + month.get("net.connections") * TLS_CONNECTION_BYTES
     sent += month.get("net.writes") * PACKET_OVERHEAD
-    detail = (
-        f"{typical.get('net.bytes') / 1000:,.0f} KB sent a run in "
-        f"{typical.get('net.writes'):,.0f} writes on {typical.get('net.connections'):,.0f} "
-        f"connections (+TLS/TCP) = {sent / GB:,.2f} GB"
-    )
-    bill.add("Data transfer out (to the portals)", detail, sent / GB, "internet_out")
-    bill.notes = _notes(bill, colds[0][0], colds[-1][0] if api is not None else 0.0)
+    bill.add("Data transfer out (to the portals)", sent / GB, "internet_out")
     return bill
-
-
-def _notes(bill: Bill, checker_colds: float, api_colds: float) -> list[str]:
-    fleet, stack, fan = bill.fleet, bill.stack, bill.figures.fanout
-    notes = [
-        f"Assumptions: {fleet.incidents_per_month} incidents a month (2 alerts each) and "
-        f"{fleet.alarm_notifications_per_month} alarm notifications, each emailed to every "
-        "subscription; one token refresh per portal an hour, each costing what the refresh run "
-        f"measured per refresh; {_fmt(checker_colds)} {'planner' if fan else 'checker'} cold "
-        f"starts (every run: an upper bound) and {_fmt(api_colds)} API cold starts a month; "
-        "Lambda duration = max(local wall, local CPU x 1769/M); "
-        f"{PLATFORM_LOG_LINES} platform log records ({PLATFORM_LOG_BYTES} B) an invocation and "
-        f"{LOG_EVENT_OVERHEAD} B per log event; {ITEM_OVERHEAD} B per stored item; KMS: one "
-        f"request per secret call, one table-key decrypt per table per {KMS_TABLE_KEY_MINUTES} "
-        f"minutes per function; +{TLS_CONNECTION_BYTES} B a TLS connection and "
-        f"+{PACKET_OVERHEAD} B a write beyond the HTTP bytes measured.",
-        "Not in the bill: SAM's artifact bucket (S3, a few MB); the free tiers.",
-        "No charge by themselves: "
-        + ", ".join(f"{kind} x{n}" for kind, n in sorted(stack.free.items()))
-        + ".",
-        f"Unpriced resources: {', '.join(stack.unpriced) or 'none'}.",
-    ]
-    if fan is not None:
-        notes.insert(
-            1,
-            f"Fan-out (FanOut=true): every run is one planner invocation and {fan.shards} worker "
-            f"invocations; {fan.measured or 'every shard measured'}; "
-            f"{_fmt(fleet.runs * fan.shards * fleet.worker_cold_starts_per_invocation)} worker "
-            "cold starts (every invocation: an upper bound); the event source receives and "
-            "deletes each order once, on top of its idle long polls.",
-        )
-        notes.append(
-            f"Per shard: ${bill.total:.4f} / {fan.shards} shards = ${bill.per_shard:.4f} a month "
-            f"for {fleet.portals / fan.shards:,.0f} portals ({fleet.targets / fan.shards:,.0f} "
-            "targets) of the fanned-out fleet."
-        )
-    else:
-        notes.append(
-            f"Goal: <= ${GOAL_DOLLARS:.2f} a month all-in for {fleet.targets:,} targets on "
-            f"{fleet.portals:,} portals every {fleet.schedule_minutes:g} minutes: "
-            f"{'MET' if bill.total <= GOAL_DOLLARS else 'NOT MET'} (${bill.total:.2f})."
-        )
-    biggest = sorted(bill.lines, key=lambda line: line.dollars, reverse=True)[:5]
-    notes.append("Largest items: " + ", ".join(f"{i.item} ${i.dollars:.2f}" for i in biggest))
-    return notes
 
 
 SHOWN = "ScheduleExpression FanOut MaxParallelPortals ShardPortals PublishMetrics LogRetentionDays"
@@ -568,25 +403,35 @@ SHOWN += " AlertEmail"
 
 
 def render_bill(bill: Bill) -> str:
-    fleet, figures = bill.fleet, bill.figures
+    fleet, figures, stack = bill.fleet, bill.figures, bill.stack
     width = max(len(line.item) for line in bill.lines)
     params = ", ".join(
-        f"{k}={v}" for k, v in sorted(bill.stack.parameters.items()) if k in SHOWN.split()
+        f"{k}={v}" for k, v in sorted(stack.parameters.items()) if k in SHOWN.split()
     )
     out = [
         f"Monthly bill: {fleet.targets:,} targets on {fleet.portals:,} portals, every "
         f"{fleet.schedule_minutes:g} min = {fleet.runs:,.0f} runs/month "
         f"({fleet.inventory_runs:,.0f} repeat the inventory)",
         f"  one stack as template.yaml deploys it ({params}); on-demand us-east-1 list "
-        "prices, no free tier",
+        "prices, no free tier; the assumptions are cost.Fleet's",
         *([f"  from {figures.measured_on}"] if figures.measured_on else []),
         "",
         *(f"  {i.item:<{width}}  ${i.dollars:>8.4f}   {i.detail}" for i in bill.lines),
         f"  {'Total':<{width}}  ${bill.total:>8.4f}",
         "",
-        *bill.notes,
-        "Prices (per unit; * = checked against a copy of the source for this bill):",
+        f"Unpriced resources: {', '.join(stack.unpriced) or 'none'}.",
     ]
+    if figures.fanout is not None:
+        out.append(
+            f"Per shard: ${bill.total:.4f} / {bill.shards} shards = ${bill.per_shard:.4f} a month"
+        )
+    else:
+        out.append(
+            f"Goal: <= ${GOAL_DOLLARS:.2f} a month all-in for {fleet.targets:,} targets on "
+            f"{fleet.portals:,} portals every {fleet.schedule_minutes:g} minutes: "
+            f"{'MET' if bill.total <= GOAL_DOLLARS else 'NOT MET'} (${bill.total:.2f})."
+        )
+    out.append("Prices (per unit; * = checked against a copy of the source for this bill):")
     for name, price in PRICES.items():
         mark = "*" if price.checked else " "
         out.append(f"  {mark} {name:<22} ${price.dollars:.10g} per {price.per}: {price.source}")

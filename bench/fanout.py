@@ -18,14 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from bench import cost, lambdas
-from bench.cost import GOAL_MEMORY_MB, GOAL_SECONDS, Usage
+from bench.cost import GOAL_MEMORY_MB, Usage
 from bench.environment import REGION
-from bench.lambdas import MIB, Run, Spec
-from bench.services import services
+from bench.lambdas import MIB, Run, Spec, median_usage
 from bench.stack import read_stack
-
-SLOW_SCHEDULE = "rate(1 hour)"  # the interval both functions are given here (see above)
-FIXED_PARTITIONS = ("RUN", "REGISTRY", "CONFIG", "LOCK")  # not per portal: never scaled
 
 
 @dataclass
@@ -44,7 +40,7 @@ class Invocation:
         return max(self.run.peak_rss, self.ru_maxrss)
 
     def fits(self, memory: int) -> bool:
-        return self.run.estimate(memory) <= GOAL_SECONDS and self.peak / MIB <= GOAL_MEMORY_MB
+        return cost.fits(self.run.estimate(memory), self.peak)
 
 
 @dataclass
@@ -53,19 +49,12 @@ class Round:
 
     label: str
     planner: Invocation
-    shards: list[Invocation]  # those delivered (measured), in shard order
-    total_shards: int
-    orders: int  # orders the planner queued
+    shards: list[Invocation]
     complete: bool  # the run record names this run: every shard finished
     summary: Mapping[str, int] = field(default_factory=dict)  # the run record's counts
 
-    @property
-    def scale(self) -> float:
-        return self.total_shards / len(self.shards)
-
     def workers(self) -> Usage:
-        """Every shard's consumption in this run (measured, or the measured ones scaled)."""
-        return sum((s.run.usage() for s in self.shards), Usage()).times(self.scale)
+        return sum((s.run.usage() for s in self.shards), Usage())
 
     def total(self) -> Usage:
         return self.planner.run.usage() + self.workers()
@@ -82,37 +71,25 @@ class FanOut:
     """The deployed fan-out (the planner's and the worker's environments, the queue) and what
     was measured on it."""
 
-    def __init__(
-        self, svc: lambdas.Services, spec: Spec, shard_portals: int, measure_shards: int,
-        log_dir: Path,
-    ) -> None:  # fmt: skip
+    def __init__(self, svc: lambdas.Services, spec: Spec, shard_portals: int, log_dir: Path):
         from connector_monitor.domain.shards import split
 
         self.svc, self.spec, self.log_dir, self.shard_portals = svc, spec, log_dir, shard_portals
-        self.deployed = lambdas.deploy(svc, spec.portals, spec.lines, explicit=False, queue=True)
+        self.deployed = lambdas.deploy(svc, spec.portals, queue=True)
         parameters = {
             "Targets": "",
             "FanOut": "true",
             "MaxParallelPortals": str(spec.parallel),
             "ShardPortals": str(shard_portals),
-            "ScheduleExpression": SLOW_SCHEDULE,
+            "ScheduleExpression": "rate(1 hour)",
         }
         d, environment = self.deployed, lambdas.lambda_environment
-        self.planner_env, missing = environment("CheckerFunction", d, spec, parameters)
-        self.worker_env, more = environment("ShardWorkerFunction", d, spec, parameters)
+        self.planner_env = environment("CheckerFunction", d, spec, parameters)
+        self.worker_env = environment("ShardWorkerFunction", d, spec, parameters)
         if self.planner_env.get("WORK_QUEUE_URL") != d.queue_url:
             raise RuntimeError("template.yaml no longer gives the checker WORK_QUEUE_URL")
-        self.missing = sorted({*missing, *more})
         self.ranges = split(d.portals, shard_portals)
-        count = len(self.ranges)
-        wanted = measure_shards if 0 < measure_shards < count else count
-        # `wanted` shards spread over the fleet, the first and the last among them
-        spread = {round(i * (count - 1) / max(1, wanted - 1)) for i in range(wanted)}
-        self.measured = sorted(spread) if wanted > 1 else [0]
         self.sqs = svc.client("sqs")
-
-    def portals_of(self, index: int) -> list[str]:
-        return [p for p in self.deployed.portals if self.ranges[index].holds_portal(p)]
 
     def invoke(
         self, label: str, handler: str, event: Mapping[str, Any] | None, portals: int
@@ -134,171 +111,120 @@ class FanOut:
     def round(self, label: str) -> Round:
         from local.work_queue import sqs_event
 
-        memory = self.spec.memory
+        memory, queue = self.spec.memory, self.deployed.queue_url
         planner = self.invoke(f"{label}: planner", "lambda_handler", None, self.spec.portals)
         run_id = str((planner.run.answer or {}).get("run_id", ""))
         orders: list[dict[str, Any]] = []  # every order queued, as the event source gets them
         while batch := self.sqs.receive_message(
-            QueueUrl=self.deployed.queue_url, MaxNumberOfMessages=10, VisibilityTimeout=3600
+            QueueUrl=queue, MaxNumberOfMessages=10, VisibilityTimeout=3600
         ).get("Messages", []):
             orders += batch
         orders.sort(key=lambda m: int(json.loads(m["Body"])["index"]))
         queued = [int(json.loads(m["Body"])["index"]) for m in orders]
-        print(
-            f"      planner {planner.run.estimate(memory):.1f} s, {len(orders)} orders queued; "
-            f"delivering {len(self.measured)}...",
-            flush=True,
-        )
-        shards: list[Invocation] = []
-        for index, message in zip(queued, orders, strict=True):
-            if index in self.measured:
-                event = sqs_event(message, self.deployed.queue_arn, REGION)
-                shard = self.invoke(
-                    f"{label}: shard {index}", "shard_handler", event, len(self.portals_of(index))
-                )
-                failures = (shard.run.answer or {}).get("batchItemFailures")
-                if failures is None or failures:
-                    raise RuntimeError(
-                        f"{label}: shard {index} failed ({shard.run.answer}):\n"
-                        f"{shard.run.log[-3000:]}"
-                    )
-                shards.append(shard)
-                print(f"      shard {index}: {shard.run.estimate(memory):.1f} s", flush=True)
-            receipt = message["ReceiptHandle"]
-            self.sqs.delete_message(QueueUrl=self.deployed.queue_url, ReceiptHandle=receipt)
         if queued != list(range(len(self.ranges))):
             raise RuntimeError(
                 f"{label}: the planner queued shards {queued}, not the {len(self.ranges)} "
                 "the bench split the fleet into"
             )
+        print(f"      planner {planner.run.estimate(memory):.1f} s, {len(orders)} orders queued")
+        shards: list[Invocation] = []
+        for index, message in enumerate(orders):
+            event = sqs_event(message, self.deployed.queue_arn, REGION)
+            portals = sum(1 for p in self.deployed.portals if self.ranges[index].holds_portal(p))
+            shard = self.invoke(f"{label}: shard {index}", "shard_handler", event, portals)
+            failures = (shard.run.answer or {}).get("batchItemFailures")
+            if failures is None or failures:
+                raise RuntimeError(
+                    f"{label}: shard {index} failed ({shard.run.answer}):\n{shard.run.log[-3000:]}"
+                )
+            shards.append(shard)
+            print(f"      shard {index}: {shard.run.estimate(memory):.1f} s", flush=True)
+            self.sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
         record = self.deployed.checker(self.svc).repository.load_run()
         complete = record is not None and record.run_id == run_id
         summary = dict(record.summary) if complete and record is not None else {}
-        return Round(label, planner, shards, len(self.ranges), len(orders), complete, summary)
+        return Round(label, planner, shards, complete, summary)
 
     def measure(self, args: Any) -> None:
-        """The series of runs, /health, and the bytes and items in each table, as found
-        (`stored`) and with the state table's per-portal partitions scaled to every shard
-        when only some were delivered (`scaled`)."""
-        delivered = [p for i in self.measured for p in self.portals_of(i)]
+        """The series of runs, /health, and the bytes and items in each table."""
         self.series = lambdas.run_series(
-            self.svc, self.deployed, self.spec, self.round, delivered,
+            self.svc, self.deployed, self.spec, self.round, self.deployed.portals,
             inventory=not args.no_inventory, refresh=not args.no_refresh,
         )  # fmt: skip
         self.health, self.api_init = lambdas.poll_health(
             self.svc, self.deployed, self.spec, self.log_dir
         )
-        self.stored: dict[str, tuple[float, float]] = {}
-        self.scaled: dict[str, tuple[float, float]] = {}
-        factor = len(self.ranges) / len(self.measured)
-        for logical, (size, items) in lambdas.stored(self.svc, self.deployed).items():
-            self.stored[logical] = (float(sum(size.values())), float(sum(items.values())))
-            # every portal's pair is deployed: the token table is not scaled
-            f = {
-                pk: 1 if pk in FIXED_PARTITIONS or logical == "TokenTable" else factor
-                for pk in size
-            }
-            self.scaled[logical] = (
-                sum(v * f[pk] for pk, v in size.items()),
-                sum(v * f[pk] for pk, v in items.items()),
-            )
+        self.stored = lambdas.stored(self.svc, self.deployed)
 
     def steady(self) -> Round:
         ordered = sorted(self.series.steady, key=lambda r: r.seconds(self.spec.memory))
         return ordered[len(ordered) // 2]
 
-    def which(self) -> str:
-        count, measured = len(self.ranges), self.measured
-        if len(measured) == count:
-            return f"every shard measured ({count} of {count})"
-        return (
-            f"shards {', '.join(map(str, measured))} measured ({len(measured)} of {count}); the "
-            f"run's totals are the planner's (measured at full size) + the measured shards' x "
-            f"{count}/{len(measured)} (scaled)"
-        )
-
     def figures(self) -> cost.Figures:
         s, fleet = self.series, self.spec
-        steady = self.steady()
-        inventory = s.inventory or steady
-        refresh = Usage()
-        if s.refresh is not None and s.refreshed:
-            measured = s.refresh.workers().times(1 / s.refresh.scale)
-            base = steady.workers().times(1 / steady.scale)
-            refresh = (measured - base).at_least_zero().times(1 / s.refreshed)
+        inventory = s.inventory or self.steady()
         shards = [i for r in s.runs() for i in r.shards]
         cold = {
-            "CheckerFunction": lambdas.median_usage([r.planner.init for r in s.runs()]),
-            "ShardWorkerFunction": lambdas.median_usage([i.init for i in shards]),
+            "CheckerFunction": median_usage([r.planner.init for r in s.runs()]),
+            "ShardWorkerFunction": median_usage([i.init for i in shards]),
             "SnapshotApiFunction": self.api_init,
         }
-        kinds = [f"steady: median of {len(s.steady)}"]
-        if s.inventory is None:
-            kinds.append("no inventory run measured: priced as a steady run")
-        if s.refresh is None:
-            kinds.append("no refresh run measured: refreshes not priced")
         workers = tuple(
-            lambdas.median_usage([r.shards[i].run.usage() for r in s.steady])
-            for i in range(len(self.measured))
+            median_usage([r.shards[i].run.usage() for r in s.steady])
+            for i in range(len(self.ranges))
         )
-        return cost.Figures(
-            portals=fleet.portals,
-            targets=fleet.targets,
-            steady=lambdas.median_usage([r.total() for r in s.steady]),
-            inventory=inventory.total(),
-            refresh=refresh,
-            health=lambdas.median_usage([r.usage() for r in self.health[1:]] or [Usage()]),
+        fanout = cost.FanOutFigures(
+            shards=len(self.ranges),
+            planner=median_usage([r.planner.run.usage() for r in s.steady]),
+            planner_inventory=inventory.planner.run.usage(),
+            workers=workers,
+            workers_inventory=tuple(i.run.usage() for i in inventory.shards),
+        )
+        return lambdas.figures_of(
+            fleet,
+            s,
+            Round.total,
+            self.health,
+            Round.workers,
             cold=cold,
-            stored=self.scaled,
-            measured_on=(
-                f"the real handlers fanned out, {fleet.portals:,} portals x {fleet.lines} lines "
-                f"at {fleet.latency * 1000:g} ms, ShardPortals={self.shard_portals:,} "
-                f"({'; '.join(kinds)})"
-            ),
-            fanout=cost.FanOutFigures(
-                shards=len(self.ranges),
-                planner=lambdas.median_usage([r.planner.run.usage() for r in s.steady]),
-                planner_inventory=inventory.planner.run.usage(),
-                workers=workers,
-                workers_inventory=tuple(i.run.usage() for i in inventory.shards),
-                measured=self.which(),
-            ),
+            stored=self.stored,
+            fanout=fanout,
+            measured_on=f"the real handlers fanned out, {fleet.portals:,} "
+            f"portals x {fleet.lines} lines at {fleet.latency * 1000:g} ms, "
+            f"ShardPortals={self.shard_portals:,} (steady: median of {len(s.steady)})",
         )
 
 
 def row(invocation: Invocation, memory: int) -> str:
-    run = invocation.run
+    run, init = invocation.run, f" {invocation.init.duration(memory):6.2f}"
     sqs = sum(v for k, v in run.calls.items() if k.startswith("sqs:"))
     targets = "-" if invocation.targets is None else f"{invocation.targets:,}"
     return (
-        f"  {invocation.label:<10} {invocation.portals:7,d} {run.wall:7.2f} {run.cpu:6.2f} "
-        f"{run.estimate(memory):11.2f} {run.governs(memory):>7} {invocation.peak / MIB:7.1f} "
-        f"{invocation.init.duration(memory):6.2f} {lambdas.counted(run)} {sqs:4d} "
-        f"{lambdas.logged(run)} {targets:>7}  {'yes' if invocation.fits(memory) else 'NO'}"
+        f"  {invocation.label:<10} {invocation.portals:7,d} "
+        f"{lambdas.cells(run, memory, invocation.peak, init, sqs)} {targets:>7}  "
+        f"{'yes' if invocation.fits(memory) else 'NO'}"
     )
 
 
 def round_lines(measured: FanOut, run: Round) -> list[str]:
-    memory, expected = measured.spec.memory, measured.spec.targets
-    head = (
-        f"  {'invocation':<10} {'portals':>7} {'wall s':>7} {'CPU s':>6} "
-        f"{f'est {memory}MB s':>11} {'governs':>7} {'RSS MiB':>7} {'INIT s':>6} "
-        f"{lambdas.COUNTED} {'SQS':>4} {lambdas.LOGGED} {'targets':>7}  60 s & {GOAL_MEMORY_MB} MB"
-    )
+    memory, expected, counts = measured.spec.memory, measured.spec.targets, run.summary
+    columns = lambdas.heads(memory, f" {'INIT s':>6}", "SQS")
+    head = f"  {'invocation':<10} {'portals':>7} {columns} {'targets':>7}  60 s & 256 MB"
     out = [f"Run '{run.label}':", head, row(run.planner, memory)]
     out += [row(s, memory) for s in run.shards]
-    slowest, counts = run.slowest(memory), run.summary
+    slowest = run.slowest(memory)
     checked = (
         f"run record complete: yes ({counts['targets']:,} of {expected:,} targets checked: "
         f"{counts.get('up', 0):,} up, {counts.get('down', 0):,} down, "
         f"{counts.get('unknown', 0):,} unknown)"
         if run.complete and "targets" in counts
-        else "run record complete: NO (not every shard was delivered)"
+        else "run record complete: NO"
     )
     out.append(
         f"  RUN TIME on Lambda: planner {run.planner.run.estimate(memory):.2f} s + slowest shard "
         f"({slowest.label}) {slowest.run.estimate(memory):.2f} s = {run.seconds(memory):.2f} s "
-        f"(the shards at once); {run.orders} orders queued, {len(run.shards)} delivered; " + checked
+        f"(the shards at once); {len(run.shards)} orders queued, {len(run.shards)} delivered; "
+        + checked
     )
     return out
 
@@ -313,35 +239,24 @@ def per_shard(measured: FanOut) -> list[str]:
         + " ".join(f"{r.label.split(' (')[0]:>14}" for r in rounds)
         + f" {'worst s':>8} {'RSS MiB':>8}  within 60 s and {GOAL_MEMORY_MB} MB",
     ]
-    worst_seconds, worst_rss = 0.0, 0.0
-    columns = [[r.shards[p] for r in rounds] for p in range(len(measured.measured))]
-    columns.append([r.planner for r in rounds])
-    for invocations in columns:
+    columns = [[r.shards[p] for r in rounds] for p in range(len(measured.ranges))]
+    for invocations in [*columns, [r.planner for r in rounds]]:
         seconds = max(i.run.estimate(memory) for i in invocations)
-        rss = max(i.peak for i in invocations) / MIB
-        fits = seconds <= GOAL_SECONDS and rss <= GOAL_MEMORY_MB
-        if invocations[0].label != "planner":
-            worst_seconds, worst_rss = max(worst_seconds, seconds), max(worst_rss, rss)
+        rss = max(i.peak for i in invocations)
         out.append(
             f"  {invocations[0].label:<8} {invocations[0].portals:7,d} "
             + " ".join(f"{i.run.estimate(memory):14.2f}" for i in invocations)
-            + f" {seconds:8.2f} {rss:8.1f}  {'YES' if fits else 'NO'}"
+            + f" {seconds:8.2f} {rss / MIB:8.1f}  {'YES' if cost.fits(seconds, rss) else 'NO'}"
         )
-    fits = worst_seconds <= GOAL_SECONDS and worst_rss <= GOAL_MEMORY_MB
+    shards = [i for r in rounds for i in r.shards]
+    seconds, rss = max(i.run.estimate(memory) for i in shards), max(i.peak for i in shards)
+    fit = cost.fits(seconds, rss)
     out.append(
-        f"MAX SHARD: {worst_seconds:.2f} s estimated at {memory} MB, {worst_rss:.0f} MiB peak RSS: "
-        f"{'every measured shard fits' if fits else 'NOT every shard fits'} 60 s and "
+        f"MAX SHARD: {seconds:.2f} s estimated at {memory} MB, {rss / MIB:.0f} MiB peak RSS: "
+        f"{'every measured shard fits' if fit else 'NOT every shard fits'} 60 s and "
         f"{GOAL_MEMORY_MB} MB; slowest run on Lambda (planner + slowest shard): "
         f"{max(r.seconds(memory) for r in rounds):.2f} s"
     )
-    out.append(f"MEASURED vs SCALED: {measured.which()}.")
-    if len(measured.measured) < len(measured.ranges):
-        out.append(
-            "  Scaled: the run's DynamoDB units, requests, log bytes and bytes sent, the worker "
-            "seconds, and the state table's stored bytes (all but its RUN and REGISTRY items) = "
-            "the measured shards' x shards/measured. Measured at full size: the planner (the "
-            "whole registry and token table, every order queued), each delivered shard."
-        )
     return out
 
 
@@ -351,33 +266,20 @@ def fan_report(measured: FanOut) -> list[str]:
         f"Fan-out (FanOut=true): {fleet.portals:,} portals x {fleet.lines} lines = "
         f"{fleet.targets:,} targets, ShardPortals={measured.shard_portals:,} -> "
         f"{len(measured.ranges)} shards; {fleet.latency * 1000:g} ms a portal request, "
-        f"MaxParallelPortals={fleet.parallel}, {fleet.memory} MB; {measured.which()}.",
-        "Each invocation is a new process (a cold start): the planner (lambda_handler), then each "
-        "shard order through shard_handler as the SQS event source delivers it, one after "
-        "another here (at once on Lambda: MaximumConcurrency 10).",
+        f"MaxParallelPortals={fleet.parallel}, {fleet.memory} MB; every invocation a cold "
+        "start, the shards one after another (at once on Lambda).",
         "",
     ]
     for run in measured.series.runs():
         out += [*round_lines(measured, run), ""]
-    steady = measured.steady()
-    for invocation in (steady.planner, steady.shards[0]):
-        label = f"{steady.label}, {invocation.label}"
-        out += lambdas.details(invocation.run, label, invocation.init)
-    out += ["", *per_shard(measured)]
+    out += per_shard(measured)
     health = measured.health[1:]
     out.append(
         f"GET /health after the runs (median of {len(health)} warm): "
         f"{statistics.median(r.wall for r in health) * 1000:.0f} ms wall, status "
         f"{(health[-1].answer or {}).get('statusCode')}"
     )
-    tables = []
-    for t, (size, items) in measured.scaled.items():
-        found = measured.stored[t]
-        scaled = f" (scaled from {found[1]:,.0f} items)" if found != (size, items) else ""
-        tables.append(f"{t} {items:,.0f} items {size / 1e6:,.2f} MB{scaled}")
-    out.append("Stored after the runs: " + "; ".join(tables))
-    if measured.missing:
-        out.append("Left empty: " + ", ".join(measured.missing))
+    out.append(lambdas.stored_line(measured.stored))
     return out
 
 
@@ -390,33 +292,24 @@ def main(fleet: Spec, args: Any) -> int:
         "MaxParallelPortals": str(fleet.parallel),
         **args.params,
     }
-    stack = read_stack(params)
-    print(
-        f"Fan-out fleet: {fleet.portals:,} portals x {fleet.lines} lines = {fleet.targets:,} "
-        f"targets, ShardPortals={args.shard_portals:,}, {fleet.latency * 1000:g} ms a portal "
-        f"request, MaxParallelPortals={fleet.parallel}, {fleet.memory} MB.",
-        flush=True,
-    )
     with (
         tempfile.TemporaryDirectory() as tmp,
-        services(fleet.portals, fleet.lines, fleet.latency) as svc,
+        lambdas.services(fleet.portals, fleet.lines, fleet.latency) as svc,
     ):
         print(
             f"  {fleet.portals:,} portals x {fleet.lines} lines, FanOut=true, "
             f"ShardPortals={args.shard_portals:,}: deploying...",
             flush=True,
         )
-        measured = FanOut(svc, fleet, args.shard_portals, args.measure_shards, Path(tmp))
-        print(f"    {len(measured.ranges)} shards; delivering {len(measured.measured)} each run")
+        measured = FanOut(svc, fleet, args.shard_portals, Path(tmp))
         measured.measure(args)
     print("\n" + "\n".join(fan_report(measured)))
-    # the measured fleet itself is priced (its shards are measured at their full size)
     price = cost.Fleet(
         targets=fleet.targets,
         portals=fleet.portals,
         publish_metrics=args.params.get("PublishMetrics") == "true",
     )
-    bill = cost.monthly_bill(measured.figures(), price, stack)
+    bill = cost.monthly_bill(measured.figures(), price, read_stack(params))
     print("\n" + cost.render_bill(bill))
     print(
         f"\nBILL PER SHARD: ${bill.total:.4f} a month / {bill.shards} shards = "

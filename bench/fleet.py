@@ -3,8 +3,8 @@ the real handlers, each Lambda function in a process of its own, on a fleet of l
 and moto's server; the runs' figures, the sweep and the monthly bill (bench/README.md).
 
     .venv/bin/python -m bench.fleet [--portals 1000] [--lines 5] [--latency 0.3] [--parallel 64]
-                                    [--memory-mb 256] [--steady-runs 3] [--no-explicit]
-                                    [--sweep 250,500,1000,2000] [--profile N] [--param K=V]
+                                    [--memory-mb 256] [--steady-runs 3]
+                                    [--sweep 250,500,1000,2000] [--param K=V]
     .venv/bin/python -m bench.fleet --fit 50,100 [--price-portals 1000] [--price-targets 5000]
     .venv/bin/python -m bench.fleet --fanout --portals 10000 --shard-portals 1000 ...
 """
@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import io
 import itertools
-import pstats
 import statistics
 import sys
 import tempfile
@@ -30,52 +28,41 @@ from bench.cost import (
     GOAL_SECONDS,
     Figures,
     Fleet,
-    Usage,
+    fits,
     fitted,
     monthly_bill,
     render_bill,
 )
-from bench.lambdas import MIB, Services, Spec, details, median_usage
-from bench.services import services
+from bench.lambdas import MIB, Run, Services, Spec
 from bench.stack import read_stack
 from local.template import parameter_values
 
 
 class Measured:
-    """One invocation's runs on a fresh deploy (one `*/myconnector/*` watch, or one registry
-    entry a target), the checker in one process; then /health and the bytes stored."""
+    """One invocation's runs on a fresh deploy (one `*/myconnector/*` watch), the checker in
+    one process; then /health and the bytes stored."""
 
     def __init__(
-        self, svc: Services, spec: Spec, log_dir: Path, *, explicit: bool = False,
-        refresh: bool = True, api: bool = True, profile: Path | None = None,
-    ) -> None:  # fmt: skip
+        self, svc: Services, spec: Spec, log_dir: Path, *, refresh: bool = True, api: bool = True
+    ) -> None:
         self.spec, self.health = spec, []
-        self.variant = "explicit entries" if explicit else "one */myconnector/* watch"
-        print(
-            f"  {spec.portals:,} portals x {spec.lines} lines, {self.variant}: deploying...",
-            flush=True,
-        )
-        deployed = lambdas.deploy(svc, spec.portals, spec.lines, explicit=explicit)
+        print(f"  {spec.portals:,} portals x {spec.lines} lines: deploying...", flush=True)
+        deployed = lambdas.deploy(svc, spec.portals)
         parameters = {"Targets": "", "MaxParallelPortals": str(spec.parallel)}
         parameters["ShardPortals"] = str(max(10, spec.portals))
-        env, self.missing = lambdas.lambda_environment(
-            "CheckerFunction", deployed, spec, parameters
-        )
+        env = lambdas.lambda_environment("CheckerFunction", deployed, spec, parameters)
         function = lambdas.Function(svc, "checker", env, deployed, log_dir)
         self.init = {"CheckerFunction": function.init}
         try:
             self.series = lambdas.run_series(
                 svc, deployed, spec, function.run, deployed.portals, refresh=refresh
             )
-            if profile is not None:
-                print("    one more steady run under cProfile (not counted)...", flush=True)
-                function.run("profiled", profile=profile)
         finally:
             self.ru_maxrss = function.close()
         if api:
             self.health, init = lambdas.poll_health(svc, deployed, spec, log_dir)
             self.init["SnapshotApiFunction"] = init
-        self.stored = lambdas.stored(svc, deployed)  # bytes and items by partition
+        self.stored = lambdas.stored(svc, deployed)
         s = self.series
         self.steady = sorted(s.steady, key=lambda r: r.wall)[len(s.steady) // 2]
         self.runs = [s.first, s.second, self.steady, *(r for r in (s.inventory, s.refresh) if r)]
@@ -83,33 +70,21 @@ class Measured:
         self.peak_rss = max([r.peak_rss for r in self.runs] + [self.ru_maxrss])
 
     def figures(self) -> Figures:
-        s = self.series
-        steady = median_usage([r.usage() for r in s.steady])
-        refresh = Usage()
-        if s.refresh and s.refreshed:
-            refresh = (s.refresh.usage() - steady).at_least_zero().times(1 / s.refreshed)
-        return Figures(
-            portals=self.spec.portals,
-            targets=self.spec.targets,
-            steady=steady,
-            inventory=s.inventory.usage() if s.inventory else steady,
-            refresh=refresh,
-            health=median_usage([r.usage() for r in self.health[1:]] or [Usage()]),
+        spec, steady_runs = self.spec, len(self.series.steady)
+        return lambdas.figures_of(
+            spec,
+            self.series,
+            Run.usage,
+            self.health,
             cold=self.init,
-            stored={t: (sum(b.values()), sum(n.values())) for t, (b, n) in self.stored.items()},
-            measured_on=(
-                f"the real handlers on {self.spec.portals:,} portals x {self.spec.lines} lines at "
-                f"{self.spec.latency * 1000:g} ms ({self.variant}; steady: median of "
-                f"{len(s.steady)} runs)"
-            ),
+            stored=self.stored,
+            measured_on=f"the real handlers on {spec.portals:,} portals x {spec.lines} lines at "
+            f"{spec.latency * 1000:g} ms (steady: median of {steady_runs} runs)",
         )
 
     def table(self) -> list[str]:
         memory, s = self.spec.memory, self.series
-        out = [
-            f"  {'run':<22} {'wall s':>7} {'CPU s':>6} {f'est {memory}MB s':>11} {'governs':>7} "
-            f"{'RSS MiB':>7} {lambdas.COUNTED} {'SNS':>4} {lambdas.LOGGED}"
-        ]
+        out = [f"  {'run':<22} {lambdas.heads(memory, '', 'SNS')}"]
         rows = [(s.first, "first run"), (s.second, "second run")]
         rows.append((self.steady, f"steady (median of {len(s.steady)})"))
         rows += [
@@ -118,17 +93,16 @@ class Measured:
         ]
         for run, label in (row for row in rows if row[0] is not None):
             out.append(
-                f"  {label:<22} {run.wall:7.2f} {run.cpu:6.2f} {run.estimate(memory):11.2f} "
-                f"{run.governs(memory):>7} {run.peak_rss / MIB:7.1f} {lambdas.counted(run)} "
-                f"{run.calls.get('sns:Publish', 0):4d} {lambdas.logged(run)}"
+                f"  {label:<22} "
+                + lambdas.cells(run, memory, run.peak_rss, "", run.calls.get("sns:Publish", 0))
             )
         return out
 
     def report(self) -> list[str]:
-        spec, memory, s, worst = self.spec, self.spec.memory, self.series, self.worst
-        out = [f"Runs ({self.variant}):", *self.table(), ""]
-        for run in (r for r in (s.first, self.steady, s.inventory, s.refresh) if r):
-            out += details(run, run.label)
+        spec, memory, worst = self.spec, self.spec.memory, self.worst
+        tokens = ", ".join(f"{k} {v}" for k, v in sorted(self.steady.token_store_calls().items()))
+        out = ["Runs (one */myconnector/* watch):", *self.table(), ""]
+        out.append(f"Steady run's token store: {tokens or 'none'}")
         cold = "; ".join(
             f"{name} {u.get('wall') * 1000:.0f} ms wall / {u.get('cpu') * 1000:.0f} ms CPU "
             f"({u.duration(memory):.2f} s at {memory} MB)"
@@ -144,18 +118,7 @@ class Measured:
                 f"{(run.answer or {}).get('statusCode')}, DynamoDB {run.dynamodb_calls} call(s) "
                 f"{run.units('RRU'):.1f} RRU, log {len(run.log_lines)} lines {run.log_bytes} B"
             )
-        tables = [
-            f"{t} {sum(n.values()):,.0f} items {sum(b.values()) / 1e6:,.2f} MB ("
-            + ", ".join(f"{pk} {v / 1000:,.0f} KB" for pk, v in b.most_common(4))
-            + ")"
-            for t, (b, n) in self.stored.items()
-        ]
-        out.append("Stored after the runs: " + "; ".join(tables))
-        out.append(
-            f"Peak RSS of the checker process over all its runs: {self.ru_maxrss / MIB:.0f} MiB"
-        )
-        if self.missing:
-            out.append("Left empty (resources not created here): " + ", ".join(self.missing))
+        out.append(lambdas.stored_line(self.stored))
         seconds, rss = worst.estimate(memory), self.peak_rss / MIB
         ok_time, ok_memory = seconds <= GOAL_SECONDS, rss <= GOAL_MEMORY_MB
         out.append(
@@ -169,39 +132,6 @@ class Measured:
             f"{'YES' if ok_memory else 'NO'}"
         )
         return out
-
-
-def explicit_lines(watch: Measured, explicit: Measured) -> list[str]:
-    w, e, memory = watch.steady, explicit.steady, watch.spec.memory
-    wf, ef = watch.series.first, explicit.series.first
-    return [
-        "",
-        f"Runs ({explicit.variant}):",
-        *explicit.table(),
-        *details(ef, ef.label)[:4],
-        f"Explicit entries ({explicit.spec.targets:,} registry items) against the watch, steady "
-        f"run: {e.estimate(memory):.2f} s vs {w.estimate(memory):.2f} s estimated "
-        f"(CPU {e.cpu:.2f} vs {w.cpu:.2f} s), {e.units('RRU'):,.1f} vs {w.units('RRU'):,.1f} "
-        f"RRU, {e.dynamodb_calls} vs {w.dynamodb_calls} DynamoDB calls; first run "
-        f"{ef.rest:,} vs {wf.rest:,} portal requests, "
-        f"{ef.estimate(memory):.1f} vs {wf.estimate(memory):.1f} s",
-    ]
-
-
-def profile_lines(stats_file: Path, count: int) -> list[str]:
-    out = [
-        "",
-        f"Where a steady run's CPU goes (cProfile, each thread's CPU time, of one more steady "
-        f"run; top {count}; metering.py is this benchmark's meter, not the handler):",
-    ]
-    for order in ("tottime", "cumulative"):
-        buffer = io.StringIO()
-        stats = pstats.Stats(str(stats_file), stream=buffer).strip_dirs()
-        stats.sort_stats(order).print_stats(count)
-        lines = buffer.getvalue().splitlines()
-        start = next((i for i, line in enumerate(lines) if "ncalls" in line), 0)
-        out += [f"  by {order}:", *("    " + line for line in lines[start:] if line.strip())]
-    return out
 
 
 def sweep(svc: Services, base: Spec, sizes: Sequence[int], log_dir: Path) -> list[str]:
@@ -220,7 +150,7 @@ def sweep(svc: Services, base: Spec, sizes: Sequence[int], log_dir: Path) -> lis
     ]
     for size, m in rows:
         worst = m.worst
-        ok = worst.estimate(memory) <= GOAL_SECONDS and m.peak_rss / MIB <= GOAL_MEMORY_MB
+        ok = fits(worst.estimate(memory), m.peak_rss)
         passing += [size] if ok else []
         out.append(
             f"  {size:7,d} {worst.label:<14} {worst.wall:7.1f} {worst.cpu:6.2f} "
@@ -254,7 +184,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--parallel", type=int, default=64, help="MaxParallelPortals (1..64)")
     add("--memory-mb", type=int, default=256, help="the checker's MemorySize")
     add("--steady-runs", type=int, default=3)
-    add("--no-explicit", action="store_true", help="skip the explicit-entries variant")
     add("--sweep", default="", help="portal counts, e.g. 250,500,1000,2000")
     add("--fit", default="", help="only the bill: measure these portal counts, fit and price")
     add("--param", action="append", default=[], help="a template parameter to price, K=V")
@@ -262,10 +191,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--price-targets", type=int, default=5000)
     add("--schedule-minutes", type=float, default=5.0, help="the priced schedule")
     add("--incidents", type=int, default=30, help="incidents a month (assumed, priced)")
-    add("--profile", type=int, default=0, help="cProfile one more steady run: print N functions")
     add("--fanout", action="store_true", help="measure the fanned-out fleet (bench/fanout.py)")
     add("--shard-portals", type=int, default=1000, help="fan-out: ShardPortals (>= 10)")
-    add("--measure-shards", type=int, default=0, help="fan-out: deliver K shards (0: all)")
     add("--no-inventory", action="store_true", help="fan-out: skip the inventory run")
     add("--no-refresh", action="store_true", help="fan-out: skip the refresh run")
     args = parser.parse_args(argv)
@@ -312,19 +239,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     out: list[str] = []
     largest = max([*args.fitted, *args.sizes] or [spec.portals])
-    with tempfile.TemporaryDirectory() as tmp, services(largest, spec.lines, spec.latency) as svc:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        lambdas.services(largest, spec.lines, spec.latency) as svc,
+    ):
         log_dir = Path(tmp)
         if args.fitted:
             sizes = [dataclasses.replace(spec, portals=n) for n in args.fitted]
             figures = [Measured(svc, s, log_dir).figures() for s in sizes]
         else:
-            stats = log_dir / "steady.prof" if args.profile else None
-            measured = Measured(svc, spec, log_dir, profile=stats)
+            measured = Measured(svc, spec, log_dir)
             out += ["", *measured.report()]
-            out += profile_lines(stats, args.profile) if stats is not None else []
-            if not args.no_explicit:
-                explicit = Measured(svc, spec, log_dir, explicit=True, refresh=False, api=False)
-                out += explicit_lines(measured, explicit)
             out += sweep(svc, spec, args.sizes, log_dir) if args.sizes else []
             figures = [measured.figures()]
     priced = fitted(figures, fleet.portals, fleet.targets)

@@ -1,16 +1,9 @@
-"""One Lambda function's process (`bench/lambdas.py` starts it with the function's
-environment): it imports the real handler, invokes it when told to and does nothing else, so
-its peak RSS, CPU time and wall time are the handler's own.
+"""One Lambda function's process, started by `bench/lambdas.py` with the function's environment:
+it times `import app` (INIT) and the first call's wiring before it imports anything else, then
+invokes the handler (`lambda_handler` unless named) when told to and does nothing else, so its
+peak RSS, CPU and wall time are the handler's own; its stdout and stderr go to LOG_FILE.
 
-    python -m bench.fleet_child FUNCTION LOG_FILE PORTAL_PORT EVENT_FILE [HANDLER]
-
-FUNCTION is `checker` or `snapshot_api`, HANDLER `lambda_handler` unless given (the fan-out's
-worker: `shard_handler`). Its standard output and error (the handler's JSON log lines) go to
-LOG_FILE; one JSON line answers each command read from standard input: `{"cmd": "run"}` (with
-`"event"`: that event instead of EVENT_FILE's; with `"profile": FILE`: cProfile's statistics of
-the run) and `{"cmd": "quit"}`. Before anything else is imported it times `import app` (INIT),
-then the first call's wiring, and only then counts: AWS calls through boto3's default session
-(`bench/metering.py`), bytes and connections sent to the portal's port, RSS every 5 ms.
+    python -m bench.fleet_child checker|snapshot_api LOG_FILE PORTAL_PORT EVENT_FILE [HANDLER]
 """
 
 from __future__ import annotations
@@ -137,31 +130,15 @@ def main(argv: list[str]) -> int:
         context = LambdaContext(
             function_name=function, remaining_ms=timeout_ms, memory_limit_in_mb=memory
         )
-        invoked = command.get("event", event)
-        profile, profiles = None, []
-        if command.get("profile"):
-            profile, profiles = profile_threads()
-        wall, cpu, main = time.perf_counter(), time.process_time(), time.thread_time()
+        wall, cpu = time.perf_counter(), time.process_time()
         error = None
         try:
-            if profile is not None:
-                answer = profile.runcall(handler, invoked, context)
-            else:
-                answer = handler(invoked, context)
+            answer = handler(command.get("event", event), context)
         except Exception:
             answer, error = None, traceback.format_exc()
         # The meter's own work (item sizes of every item read) is not the handler's: taken out.
         seconds = time.perf_counter() - wall
         cpu_seconds = time.process_time() - cpu - meter.cpu_seconds
-        main_cpu = time.thread_time() - main - meter.cpu_seconds
-        if profile is not None:
-            import pstats
-
-            threading.Thread.run = THREAD_RUN  # type: ignore[method-assign]
-            stats = pstats.Stats(profile)
-            for each in profiles:
-                stats.add(each)
-            stats.dump_stats(command["profile"])
         sys.stdout.flush()
         sys.stderr.flush()
         with open(log_file, "rb") as logs:
@@ -171,7 +148,6 @@ def main(argv: list[str]) -> int:
             {
                 "wall": seconds,
                 "cpu": cpu_seconds,
-                "cpu_main": main_cpu,  # of it, the handler's own thread (the rest: its pools)
                 "peak_rss": max(peak[0], rss()),
                 "answer": answer if isinstance(answer, dict) else None,
                 "error": error,
@@ -183,29 +159,6 @@ def main(argv: list[str]) -> int:
             }
         )
     return 0
-
-
-THREAD_RUN = threading.Thread.run
-
-
-def profile_threads() -> tuple[Any, list[Any]]:
-    """A profiler for this thread and one for every thread started from now on (the checker
-    checks portals in threads of a pool it starts each run); their statistics are merged."""
-    import cProfile
-
-    profiles: list[Any] = []
-
-    def run(thread: threading.Thread) -> None:
-        profile = cProfile.Profile(time.thread_time)  # this thread's CPU, not wall time
-        profiles.append(profile)
-        profile.enable()
-        try:
-            THREAD_RUN(thread)
-        finally:
-            profile.disable()
-
-    threading.Thread.run = run  # type: ignore[method-assign]
-    return cProfile.Profile(time.thread_time), profiles
 
 
 def first_call(function: str, app: Any) -> None:

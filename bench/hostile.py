@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+from bench.lambdas import CONNECTOR, add_portals
 from local.aws import MotoStack, apply_environment
 from local.bitrix24_portal import LocalPortal, PortalFault
 from local.handlers import LambdaContext, load_handler
 from local.run import function_environment, scheduled_event
 from tests.support.moto_speedups import quicker_moto
 
-CONNECTOR = "myconnector"
 HOSTILE = "hostile.bench.local"
 NAMED = "named.bench.local"  # 200 open lines named with 3 KB each
 SHORT = "short.bench.local"  # the same 200 lines with short names: the control of NAMED
@@ -101,10 +101,7 @@ def hostile_bench(portals: int, lines: int, budget: float) -> Iterator[HostileBe
         fleet = {d: {n: f"Line {n}" for n in range(1, lines + 1)} for d in [*healthy, HOSTILE]}
         for domain, name in ((NAMED, "N" * 3000), (SHORT, "Line")):
             fleet[domain] = {n: f"{n} {name}" for n in range(1, NAMED_LINES + 1)}
-        for domain, names in fleet.items():
-            portal.add_portal(domain, connectors={CONNECTOR: "Bench"}, lines=names)
-            for line in names:
-                portal.connect(domain, CONNECTOR, line)
+        add_portals(portal, fleet)
         resources = aws.create({"portals": {d: portal.credentials(d) for d in fleet}})
         targets = [f"{d}/{CONNECTOR}/{n}" for d, names in fleet.items() for n in names]
         base_env = {

@@ -1,28 +1,33 @@
-"""The fleet benchmarks' stack and functions: template.yaml's tables, topic, secret (and work
-queue) on moto's server with the registry and the token table filled; each Lambda function in
-a process of its own (`bench/fleet_child.py`), every invocation counted; the series of runs
-(first, second, steady, inventory, refresh) that `bench/fleet.py` and `bench/fanout.py` measure.
+"""The fleet benchmarks' world, each part in a process of its own so none of their work counts
+in a function's: moto's server and the local portal (N portals x L lines, `myconnector` on every
+line, one application on all), template.yaml's tables, topic, secret (and work queue) on moto
+with one watch and the token table filled, each Lambda function (`bench/fleet_child.py`) with
+every invocation counted, and the series of runs `bench/fleet.py` and `bench/fanout.py` measure.
+
+    python -m bench.lambdas moto | portal PORTALS LINES LATENCY
 """
 
 from __future__ import annotations
 
 import json
+import os
+import select
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
-from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from bench.cost import Usage
-from bench.environment import REGION, ROOT, CheckerParts, build_checker, checker_settings
+from bench.cost import Figures, Usage
+from bench.environment import REGION, ROOT, CheckerParts, build_checker
 from bench.metering import item_size
-from bench.services import APP_NAME, CONNECTOR, READY_TIMEOUT, Child, Services, base_environment
-from bench.services import domains as fleet_domains
 from local.aws import aws_environment
 from local.template import OFF_AWS, function_environment, parameter_values, resolve
 from local.template import table_definition as definition
@@ -31,6 +36,165 @@ MIB = 1024 * 1024
 REFRESH_SHARE = 1 / 12  # tokens live an hour, runs come every 5 minutes
 HEALTH_POLLS = 5  # warm GET /health calls measured (median)
 T = TypeVar("T")
+Stored = dict[str, tuple[float, float]]  # bytes and items, by table
+
+
+CONNECTOR = "myconnector"
+APP_NAME = "monitor"
+READY_TIMEOUT = 120.0  # seconds for a process to come up
+RUN_TIMEOUT = 600.0  # seconds for one command to answer
+
+
+def domains(portals: int) -> list[str]:
+    """The fleet's portal domains, in the order the sweep takes its first N from."""
+    return [f"p{i:04d}.fleet.local" for i in range(portals)]
+
+
+def base_environment(extra: Mapping[str, str]) -> dict[str, str]:
+    """This environment without anything that could send a child to AWS, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POWERTOOLS_"))}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
+    return {**env, **extra}
+
+
+class Child:
+    """A process of this benchmark that answers one JSON line per command."""
+
+    def __init__(self, command: list[str], env: Mapping[str, str], name: str) -> None:
+        self.name = name
+        self.stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, env=dict(env), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=self.stderr, text=True,
+        )  # fmt: skip
+
+    def read(self, timeout: float) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
+        line = self.process.stdout.readline() if ready else ""
+        if not line:
+            self.stderr.seek(0)
+            why = self.stderr.read().decode("utf-8", "replace")[-3000:]
+            raise RuntimeError(f"{self.name} did not answer within {timeout:g} s:\n{why}")
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    def ask(self, command: Mapping[str, Any], timeout: float = RUN_TIMEOUT) -> dict[str, Any]:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(command) + "\n")
+        self.process.stdin.flush()
+        return self.read(timeout)
+
+    def close(self) -> None:
+        if self.process.stdin is not None and not self.process.stdin.closed:
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.stderr.close()
+
+
+@dataclass
+class Services:
+    """moto's server and the local portal, each in its own process."""
+
+    portal: Child
+    moto_port: int
+    portal_port: int
+    app: dict[str, str]  # the application installed on every portal (client id, secret, ...)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.moto_port}"
+
+    def client(self, service: str) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        return boto3.session.Session().client(
+            service, endpoint_url=self.endpoint, region_name="eu-central-1",
+            aws_access_key_id="bench", aws_secret_access_key="bench",
+            config=Config(retries={"max_attempts": 3, "mode": "standard"}),
+        )  # fmt: skip
+
+    def counts(self) -> tuple[int, int]:
+        answer = self.portal.ask({"cmd": "count"}, timeout=60)
+        return int(answer["rest"]), int(answer["oauth"])
+
+    def expire(self, portals: Sequence[str]) -> None:
+        self.portal.ask({"cmd": "expire", "domains": list(portals)}, timeout=60)
+
+    def fresh_pairs(self, portals: Sequence[str]) -> dict[str, dict[str, str]]:
+        """A new token pair for each portal (refresh tokens are single-use: earlier
+        measurements may have refreshed the pairs handed out before)."""
+        answer = self.portal.ask({"cmd": "credentials", "domains": list(portals)}, timeout=120)
+        pairs: dict[str, dict[str, str]] = answer["portals"]
+        return pairs
+
+
+@contextmanager
+def services(portals: int, lines: int, latency: float) -> Iterator[Services]:
+    env, own = base_environment({}), [sys.executable, "-m", "bench.lambdas"]
+    with ExitStack() as stack:
+        moto = Child([*own, "moto"], env, "moto")
+        stack.callback(moto.close)
+        portal = Child([*own, "portal", str(portals), str(lines), str(latency)], env, "portal")
+        stack.callback(portal.close)
+        moto_port = int(moto.read(READY_TIMEOUT)["port"])
+        ready = portal.read(READY_TIMEOUT)
+        yield Services(portal, moto_port, int(ready["port"]), ready["app"])
+
+
+def _reply(payload: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(payload) + "\n")
+    sys.stdout.flush()
+
+
+def serve_moto() -> int:
+    from local.aws import MotoStack
+    from tests.support.moto_speedups import quicker_moto
+
+    with quicker_moto(), MotoStack() as moto:
+        _reply({"port": moto.port})
+        for _ in sys.stdin:  # no commands: wait for the parent to close stdin
+            pass
+    return 0
+
+
+def add_portals(portal: Any, fleet: Mapping[str, Mapping[int, str]], **options: Any) -> None:
+    """Each portal of `fleet` with its open lines, CONNECTOR configured on every one."""
+    for domain, lines in fleet.items():
+        portal.add_portal(domain, connectors={CONNECTOR: "My connector"}, lines=lines, **options)
+        for line in lines:
+            portal.connect(domain, CONNECTOR, line)
+
+
+def serve_portal(portals: int, lines: int, latency: float) -> int:
+    from local.bitrix24_portal import LocalPortal
+
+    portal = LocalPortal()
+    portal.latency = latency
+    numbers = {n: f"Line {n}" for n in range(1, lines + 1)}
+    with portal:
+        client_id, client_secret = portal.add_shared_app(APP_NAME)
+        add_portals(portal, dict.fromkeys(domains(portals), numbers), app=client_id)
+        app = {"client_id": client_id, "client_secret": client_secret}
+        _reply({"port": portal.port, "app": {**app, "oauth_endpoint": portal.oauth_endpoint}})
+        for line in sys.stdin:
+            command = json.loads(line)
+            if command["cmd"] == "count":
+                _reply({"rest": portal.request_count(), "oauth": portal.refresh_count()})
+            elif command["cmd"] == "credentials":
+                _reply({"portals": {d: portal.credentials(d) for d in command["domains"]}})
+            elif command["cmd"] == "expire":
+                for domain in command["domains"]:
+                    portal.expire_access_tokens(domain)
+                _reply({"expired": len(command["domains"])})
+            else:
+                _reply({"error": f"unknown command {command['cmd']!r}"})
+    return 0
 
 
 @dataclass(frozen=True)
@@ -72,31 +236,20 @@ class Deployed:
 
     def checker(self, svc: Services) -> CheckerParts:
         """The checker's objects on moto's server (bench/environment.py's build_checker)."""
-        config = checker_settings(
-            SECRET_ID=self.secret_arn,
-            TABLE_NAME=self.table,
-            TOKENS_TABLE=self.tokens_table,
-            TOPIC_ARN=self.topic_arn,
-        )
-        return build_checker(
-            config,
-            dynamodb=svc.client("dynamodb"),
-            secrets=svc.client("secretsmanager"),
-            sns=svc.client("sns"),
-        )
+        settings = {"SECRET_ID": self.secret_arn, "TABLE_NAME": self.table}
+        settings |= {"TOKENS_TABLE": self.tokens_table, "TOPIC_ARN": self.topic_arn}
+        return build_checker(settings, svc.client)
 
 
 _deployments = iter(range(1, 1_000_000))
 
 
-def deploy(
-    svc: Services, portals: int, lines: int, *, explicit: bool, queue: bool = False
-) -> Deployed:
+def deploy(svc: Services, portals: int, *, queue: bool = False) -> Deployed:
     """Fresh tables, topic and secret (and work queue, as template.yaml declares it) for one
     measurement: the first `portals` portals' pairs in the token table, the application in the
-    secret, and the registry's entries (one per target, or one `*/myconnector/*` watch)."""
+    secret, and one `*/myconnector/*` watch in the registry."""
     from connector_monitor.aws.token_table import TablePairs
-    from connector_monitor.domain.targets import ANY, Target, Watch
+    from connector_monitor.domain.targets import ANY, Watch
     from connector_monitor.tokens.credentials import PortalCredentials
 
     n = next(_deployments)
@@ -108,7 +261,7 @@ def deploy(
     secret = json.dumps({"portals": {}, "apps": {APP_NAME: svc.app}})
     secrets = svc.client("secretsmanager")
     secret_arn = secrets.create_secret(Name=f"fleet-{n}/tokens", SecretString=secret)["ARN"]
-    chosen = fleet_domains(portals)
+    chosen = domains(portals)
     deployed = Deployed(table, tokens, topic_arn, secret_arn, chosen)
     if queue:
         sqs = svc.client("sqs")
@@ -118,66 +271,57 @@ def deploy(
         deployed.queue_url, deployed.queue_arn = url, found["Attributes"]["QueueArn"]
     fresh = svc.fresh_pairs(chosen)
     pairs = TablePairs(tokens, apps=dict, client=dynamodb)
-    registry = deployed.checker(svc).registry
-    now = datetime.now(UTC)
+    deployed.checker(svc).registry.add(
+        Watch(ANY, CONNECTOR), added_by="bench.fleet", at=datetime.now(UTC)
+    )
 
     def put_pair(domain: str) -> None:
         credentials = PortalCredentials.from_secret_entry(domain, fresh[domain])
         pairs.put_new(domain, APP_NAME, credentials)
 
-    entries: list[Target | Watch] = (
-        [Target(d, CONNECTOR, line) for d in chosen for line in range(1, lines + 1)]
-        if explicit
-        else [Watch(ANY, CONNECTOR)]
-    )
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(put_pair, chosen))
-        list(pool.map(lambda e: registry.add(e, added_by="bench.fleet", at=now), entries))
     return deployed
 
 
-def stored(svc: Services, deployed: Deployed) -> dict[str, tuple[Counter[str], Counter[str]]]:
-    """Each table's bytes (AWS's item-size rules) and items, by partition (pk before '#')."""
-    found: dict[str, tuple[Counter[str], Counter[str]]] = {}
+def stored(svc: Services, deployed: Deployed) -> Stored:
+    """Each table's bytes (AWS's item-size rules) and items."""
+    found: Stored = {}
     for name, logical in deployed.names.items():
-        size: Counter[str] = Counter()
-        items: Counter[str] = Counter()
-        for page in svc.client("dynamodb").get_paginator("scan").paginate(TableName=name):
-            for item in page["Items"]:
-                pk = str(item["pk"]["S"]).split("#")[0]
-                size[pk] += item_size(item)
-                items[pk] += 1
-        found[logical] = (size, items)
+        pages = svc.client("dynamodb").get_paginator("scan").paginate(TableName=name)
+        items = [item for page in pages for item in page["Items"]]
+        found[logical] = (float(sum(map(item_size, items))), float(len(items)))
     return found
+
+
+def stored_line(found: Stored) -> str:
+    tables = [f"{t} {n:,.0f} items {b / 1e6:,.2f} MB" for t, (b, n) in found.items()]
+    return "Stored after the runs: " + "; ".join(tables)
 
 
 def lambda_environment(
     logical_id: str, deployed: Deployed, spec: Spec, parameters: Mapping[str, str]
-) -> tuple[dict[str, str], list[str]]:
+) -> dict[str, str]:
     """The function's environment as template.yaml sets it; a variable naming a resource this
-    benchmark does not create gets a placeholder, and is listed."""
+    benchmark does not create is left empty."""
     values = {**parameter_values(**parameters), **deployed.resources()}
-    env: dict[str, str] = {}
-    missing: list[str] = []
-    for name, value in resolve(function_environment(logical_id), values).items():
-        env[name] = value if isinstance(value, str) else ""
-        if not isinstance(value, str):
-            missing.append(name)
+    declared = resolve(function_environment(logical_id), values)
+    env = {name: value if isinstance(value, str) else "" for name, value in declared.items()}
     timeout = spec.timeout * 1000 if logical_id != "SnapshotApiFunction" else 10_000
     extra = {"BENCH_TIMEOUT_MS": str(timeout), "BENCH_MEMORY_MB": str(spec.memory)}
-    return {**env, **OFF_AWS, **extra}, missing
+    return {**env, **OFF_AWS, **extra}
 
 
 class Run:
-    """One invocation, as the function's process (its answer: `wall`, `cpu`, `cpu_main` of it
-    in the handler's thread, `peak_rss`, `calls`, `tables`, `table_units`, `sent`, `log`,
-    `answer`) and the portal (`rest` requests, `oauth` refreshes) saw it."""
+    """One invocation, as the function's process (its answer: `wall`, `cpu`, `peak_rss`,
+    `calls`, `tables`, `table_units`, `sent`, `log`, `answer`) and the portal (`rest` requests,
+    `oauth` refreshes) saw it."""
 
     def __init__(
         self, label: str, got: dict[str, Any], rest: int, oauth: int, names: Mapping[str, str]
     ) -> None:
         self.label, self.rest, self.oauth, self.table_names = label, rest, oauth, names
-        self.wall, self.cpu, self.cpu_main = got["wall"], got["cpu"], got["cpu_main"]
+        self.wall, self.cpu = got["wall"], got["cpu"]
         self.peak_rss, self.calls, self.tables = got["peak_rss"], got["calls"], got["tables"]
         self.table_units, self.sent, self.log = got["table_units"], got["sent"], got["log"]
         self.answer: dict[str, Any] | None = got["answer"]
@@ -243,15 +387,10 @@ class Function:
         self.child = Child([*command, str(port), str(event), handler], child_env, name)
         ready = self.with_log(lambda: self.child.read(READY_TIMEOUT))
         self.init = Usage(ready["init"]) + Usage(ready["wiring"])  # import + first call's wiring
-        self.ru_maxrss = 0.0
 
-    def run(
-        self, label: str, profile: Path | None = None, event: Mapping[str, Any] | None = None
-    ) -> Run:
+    def run(self, label: str, event: Mapping[str, Any] | None = None) -> Run:
         before = self.svc.counts()
         command: dict[str, Any] = {"cmd": "run"}
-        if profile is not None:
-            command["profile"] = str(profile)
         if event is not None:
             command["event"] = dict(event)
         got = self.with_log(lambda: self.child.ask(command))
@@ -270,66 +409,38 @@ class Function:
             raise RuntimeError(f"{exc}\n{self.log_file.name}:\n{tail}") from None
 
     def close(self) -> float:
+        """The process's peak RSS over all its runs."""
         try:
-            self.ru_maxrss = float(self.child.ask({"cmd": "quit"}, timeout=30)["ru_maxrss"])
+            return float(self.child.ask({"cmd": "quit"}, timeout=30)["ru_maxrss"])
         finally:
             self.child.close()
-        return self.ru_maxrss
 
 
-def counted(run: Run) -> str:
-    """The columns a fleet run and a fan-out invocation share, from portal requests on."""
-    tokens = sum(run.token_store_calls().values())
+def heads(memory: int, first: str, second: str) -> str:
+    """The columns a fleet run and a fan-out invocation share: `first` after the peak RSS,
+    `second` after the token-store calls."""
     return (
-        f"{run.rest:10,d} {run.oauth:5d} {run.dynamodb_calls:8,d} {run.units('RRU'):8,.1f} "
-        f"{run.units('WRU'):8,.1f} {tokens:6d}"
+        f"{'wall s':>7} {'CPU s':>6} {f'est {memory}MB s':>11} {'governs':>7} {'RSS MiB':>7}"
+        f"{first} {'portal req':>10} {'OAuth':>5} {'DynamoDB':>8} {'RRU':>8} {'WRU':>8} "
+        f"{'tokens':>6} {second:>4} {'log lines':>9} {'log bytes':>9} {'sent KB':>8}"
     )
 
 
-def logged(run: Run) -> str:
-    return f"{len(run.log_lines):9,d} {run.log_bytes:9,d} {run.sent.get('bytes', 0) / 1000:8,.1f}"
-
-
-COUNTED = f"{'portal req':>10} {'OAuth':>5} {'DynamoDB':>8} {'RRU':>8} {'WRU':>8} {'tokens':>6}"
-LOGGED = f"{'log lines':>9} {'log bytes':>9} {'sent KB':>8}"
-
-
-def details(run: Run, label: str, init: Usage | None = None) -> list[str]:
-    """Where a run's CPU went, its DynamoDB calls and units by table, its token-store, SQS and
-    SNS calls, what it sent and what it logged (by message)."""
-    pad = " " * (len(label) + 2)
-    calls = ", ".join(f"{run.logical(k)} {v}" for k, v in sorted(run.tables.items()))
-    units = sorted(run.table_units.items())
-    tokens = ", ".join(f"{k} {v}" for k, v in sorted(run.token_store_calls().items()))
-    other = [f"{k} {v}" for k, v in sorted(run.calls.items()) if k.startswith(("sqs:", "sns:"))]
-    sizes: Counter[str] = Counter()
-    kinds: Counter[str] = Counter()
-    for line in run.log_lines:
-        try:
-            message = str(json.loads(line).get("message", "?"))[:48]
-        except (json.JSONDecodeError, AttributeError):
-            message = "(not JSON)"
-        kinds[message] += 1
-        sizes[message] += len(line.encode()) + 1
-    top = "; ".join(f"{kinds[k]} x '{k}' {v:,} B" for k, v in sizes.most_common(4))
-    started = f"; INIT {init.get('wall'):.2f} s wall / {init.get('cpu'):.2f} s CPU" if init else ""
-    return [
-        f"  {label}: CPU {run.cpu:.2f} s = {run.cpu_main:.2f} s in the handler's thread (AWS "
-        f"calls, decisions) + {run.cpu - run.cpu_main:.2f} s in the portal threads{started}",
-        f"  {pad}DynamoDB calls: {calls}",
-        f"  {pad}units: " + ", ".join(f"{run.logical(k)} {v:,.1f}" for k, v in units if v),
-        f"  {pad}token store: {tokens or 'none'}; SQS, SNS: {', '.join(other) or 'none'}",
-        f"  {pad}sent to the portals: {run.sent.get('bytes', 0):,} B in "
-        f"{run.sent.get('writes', 0):,} writes on {run.sent.get('connections', 0):,} "
-        f"connections; log: {top or 'nothing'}",
-    ]
+def cells(run: Run, memory: int, rss: float, first: str, second: int) -> str:
+    tokens = sum(run.token_store_calls().values())
+    return (
+        f"{run.wall:7.2f} {run.cpu:6.2f} {run.estimate(memory):11.2f} {run.governs(memory):>7} "
+        f"{rss / MIB:7.1f}{first} {run.rest:10,d} {run.oauth:5d} {run.dynamodb_calls:8,d} "
+        f"{run.units('RRU'):8,.1f} {run.units('WRU'):8,.1f} {tokens:6d} {second:4d} "
+        f"{len(run.log_lines):9,d} {run.log_bytes:9,d} {run.sent.get('bytes', 0) / 1000:8,.1f}"
+    )
 
 
 def poll_health(
     svc: Services, deployed: Deployed, spec: Spec, log_dir: Path
 ) -> tuple[list[Run], Usage]:
     """The snapshot API function's GET /health: a cold call and HEALTH_POLLS warm ones."""
-    env, _ = lambda_environment("SnapshotApiFunction", deployed, spec, {})
+    env = lambda_environment("SnapshotApiFunction", deployed, spec, {})
     server = Function(svc, "snapshot_api", env, deployed, log_dir)
     try:
         return [server.run("GET /health") for _ in range(1 + HEALTH_POLLS)], server.init
@@ -340,6 +451,33 @@ def poll_health(
 def median_usage(usages: Sequence[Usage]) -> Usage:
     keys = {k for u in usages for k in u.values}
     return Usage({k: statistics.median(u.get(k) for u in usages) for k in keys})
+
+
+def figures_of(
+    spec: Spec,
+    series: Series[T],
+    usage: Callable[[T], Usage],
+    health: list[Run],
+    refreshing: Callable[[T], Usage] | None = None,
+    **known: Any,
+) -> Figures:
+    """What a series of runs consumed, per kind of event: a steady run (the median), an
+    inventory run, what one token refresh adds to a run (`refreshing`: the part of a run that
+    refreshes, all of it unless given), one warm GET /health."""
+    steady = median_usage([usage(r) for r in series.steady])
+    refresh, part = Usage(), refreshing or usage
+    if series.refresh is not None and series.refreshed:
+        added = part(series.refresh) - median_usage([part(r) for r in series.steady])
+        refresh = added.at_least_zero().times(1 / series.refreshed)
+    return Figures(
+        portals=spec.portals,
+        targets=spec.targets,
+        steady=steady,
+        inventory=usage(series.inventory) if series.inventory is not None else steady,
+        refresh=refresh,
+        health=median_usage([r.usage() for r in health[1:]] or [Usage()]),
+        **known,
+    )
 
 
 @dataclass
@@ -394,3 +532,9 @@ def run_series(
         print(f"    refresh run ({refreshed} portals' access tokens expired)...", flush=True)
         refreshing = run(f"refresh run ({refreshed})")
     return Series(first, second, steady, inventoried, refreshing, refreshed)
+
+
+if __name__ == "__main__":  # moto's server or the local portal, in a process of its own
+    if sys.argv[1] == "moto":
+        sys.exit(serve_moto())
+    sys.exit(serve_portal(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])))

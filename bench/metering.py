@@ -207,5 +207,6 @@ class Measure:
     aws_seconds: float = 0.0  # of `seconds`, spent in AWS calls (moto, in this process)
     peak_bytes: int | None = None
 
-    def dynamodb_calls(self) -> dict[str, int]:
-        return {k.split(":", 1)[1]: v for k, v in sorted(self.calls.items()) if "dynamodb" in k}
+    @property
+    def dynamodb_calls(self) -> int:
+        return sum(v for k, v in self.calls.items() if k.startswith("dynamodb:"))

@@ -1,14 +1,12 @@
-"""What template.yaml creates, counted from the template itself for the bill (`bench/cost.py`):
-a deploy with the given parameter values (conditions resolved by
-`local.template.deployed_resources`). Every resource type is either priced or known to cost
-nothing by itself; any other is listed as unpriced, so a resource added to the template cannot
-slip past the bill unnoticed.
+"""What template.yaml creates with the given parameter values, read from the template itself
+for the bill (`bench/cost.py`). Every resource type is either priced or known to cost nothing by
+itself; any other is listed as unpriced, so a resource added to the template cannot slip past
+the bill unnoticed.
 """
 
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,19 +15,20 @@ from local.template import deployed_resources, load_template, parameter_values
 
 # Resource types that cost nothing by themselves (what they do is priced where it is used).
 FREE_TYPES = {
-    **dict.fromkeys(("AWS::IAM::Role", "AWS::IAM::ManagedPolicy", "AWS::IAM::Policy"), "IAM"),
-    **dict.fromkeys(
-        ("AWS::Serverless::LayerVersion", "AWS::Lambda::LayerVersion"),
-        "Lambda layer (code storage has no charge)",
-    ),
-    "AWS::Lambda::Permission": "Lambda permission",
-    "AWS::Lambda::EventInvokeConfig": "Lambda invoke config",
-    "AWS::ApiGatewayV2::Stage": "HTTP API stage (requests priced on the API)",
-    "AWS::ApiGatewayV2::Route": "HTTP API route",
-    "AWS::ApiGatewayV2::Integration": "HTTP API integration",
-    "AWS::ApiGatewayV2::Authorizer": "HTTP API JWT authorizer (no charge)",
-    "AWS::SQS::QueuePolicy": "queue policy",
-    "AWS::SNS::TopicPolicy": "topic policy",
+    "AWS::IAM::Role",
+    "AWS::IAM::ManagedPolicy",
+    "AWS::IAM::Policy",
+    "AWS::Serverless::LayerVersion",
+    "AWS::Lambda::LayerVersion",
+    "AWS::Lambda::Permission",
+    "AWS::Lambda::EventInvokeConfig",
+    "AWS::ApiGatewayV2::Stage",
+    "AWS::ApiGatewayV2::Route",
+    "AWS::ApiGatewayV2::Integration",
+    "AWS::ApiGatewayV2::Authorizer",
+    "AWS::SQS::QueuePolicy",
+    "AWS::SNS::TopicPolicy",
+    "AWS::SNS::Topic",  # its publishes and deliveries are priced
 }
 # A deploy as the README recommends it: an alert email (subscribed to both topics).
 PRICED_PARAMETERS = {"AlertEmail": "ops@example.com", "Targets": ""}
@@ -67,14 +66,12 @@ class Stack:
     functions: dict[str, Function] = field(default_factory=dict)
     tables: dict[str, Table] = field(default_factory=dict)
     secrets: list[str] = field(default_factory=list)
-    topics: list[str] = field(default_factory=list)
     email_subscriptions: dict[str, int] = field(default_factory=dict)  # topic -> emails
     queues: list[str] = field(default_factory=list)
     log_groups: dict[str, int | None] = field(default_factory=dict)  # -> retention days
     alarms: list[Alarm] = field(default_factory=list)
     http_apis: list[str] = field(default_factory=list)
     access_logs: dict[str, tuple[str, str]] = field(default_factory=dict)  # api -> (group, fmt)
-    free: Counter[str] = field(default_factory=Counter)
     unpriced: list[str] = field(default_factory=list)
 
     @property
@@ -125,8 +122,6 @@ def read_stack(overrides: Mapping[str, str] | None = None) -> Stack:
             )
         elif kind == "AWS::SecretsManager::Secret":
             stack.secrets.append(logical_id)
-        elif kind == "AWS::SNS::Topic":
-            stack.topics.append(logical_id)
         elif kind == "AWS::SNS::Subscription":
             topic = _ref(props.get("TopicArn")) or "?"
             if str(props.get("Protocol", "")).lower() in ("email", "email-json"):
@@ -147,9 +142,7 @@ def read_stack(overrides: Mapping[str, str] | None = None) -> Stack:
             target = _ref((props.get("Target") or {}).get("Arn"))
             if target in stack.functions:
                 stack.functions[target].schedules += 1
-        elif kind in FREE_TYPES:
-            stack.free[FREE_TYPES[kind]] += 1
-        else:
+        elif kind not in FREE_TYPES:
             stack.unpriced.append(f"{logical_id} ({kind})")
     for body in resources.values():
         props = body.get("Properties") or {}
