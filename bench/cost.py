@@ -64,8 +64,7 @@ ITEM_OVERHEAD = 100  # bytes DynamoDB adds to every stored item (its indexes)
 PLATFORM_LOG_LINES = 3  # Lambda's own JSON records per invocation (platform.start, .report...)
 PLATFORM_LOG_BYTES = 700  # their bytes together, with the X-Ray ids
 LOG_EVENT_OVERHEAD = 26  # bytes CloudWatch Logs counts per log event beyond its message
-TLS_CONNECTION_BYTES = 1200  # a TCP + TLS 1.3 connection's set-up and close, client to server
-PACKET_OVERHEAD = 150  # per write sent: TLS record, TCP/IP headers, ACKs of the answer
+TCP_IP_HEADERS = 52  # bytes a TCP segment adds on the wire: IPv4 20, TCP 20, timestamps 12
 KMS_PER_SECRET_CALL = 1  # GetSecretValue decrypts the data key, PutSecretValue asks a new one
 KMS_TABLE_KEY_MINUTES = 5  # one table-key Decrypt per table per 5 minutes per function
 
@@ -73,7 +72,7 @@ KMS_TABLE_KEY_MINUTES = 5  # one table-key Decrypt per table per 5 minutes per f
 @dataclass(frozen=True)
 class Usage:
     """What something consumed, by name: `wall`, `cpu` (seconds); `rest`, `oauth`;
-    `net.bytes`, `net.connections`, `net.writes`; `ddb.<Table>.<Operation>` (calls) and
+    `net.bytes`, `net.connections`, `net.segments`; `ddb.<Table>.<Operation>` (calls) and
     `ddb.<Table>.RRU` / `.WRU`; `sm.<Operation>`; `sns.Publish`; `sqs.<Operation>`;
     `log.lines`, `log.bytes`."""
 
@@ -392,8 +391,8 @@ def monthly_bill(figures: Figures, fleet: Fleet, stack: Stack) -> Bill:
     bill.add("API Gateway HTTP API", polls, "http_api_request")
     schedules = sum(f.schedules for f in functions)
     bill.add("EventBridge Scheduler", runs * schedules, "scheduler_invocation")
-    sent = month.get("net.bytes") + month.get("net.connections") * TLS_CONNECTION_BYTES
-    sent += month.get("net.writes") * PACKET_OVERHEAD
+    # Measured over HTTPS: TCP payload (TLS handshake and records) and segments (SYN, ACKs, FIN)
+    sent = month.get("net.bytes") + month.get("net.segments") * TCP_IP_HEADERS
     bill.add("Data transfer out (to the portals)", sent / GB, "internet_out")
     return bill
 

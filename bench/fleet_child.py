@@ -24,38 +24,48 @@ RSS_EVERY = 0.005  # seconds between two samples of the resident set
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
+# struct tcp_info (linux/tcp.h): tcpi_bytes_acked (u64) and tcpi_segs_out (u32)
+TCP_INFO_SIZE = 232
+TCPI_BYTES_ACKED = slice(120, 128)
+TCPI_SEGS_OUT = slice(136, 140)
+
+
 class Sockets(Counter[str]):
-    """Bytes, writes and connections this process sends to one port (the portal's, i.e. the
-    internet's on Lambda), counted at `socket.socket` so every HTTP client is seen."""
+    """What this process sends to one port (the portal's, i.e. the internet's on Lambda): TCP
+    connections, and at each connection's close the kernel's count of the payload bytes the
+    other end acknowledged and of the segments sent (`TCP_INFO`), so a TLS handshake and its
+    records count as they go on the wire, whatever library wrote them."""
 
     def __init__(self, port: int) -> None:
         import socket
 
         super().__init__()
         lock, plain = threading.Lock(), socket.socket
-        sendall, send, connect = plain.sendall, plain.send, plain.connect
+        connect, close = plain.connect, plain.close
 
-        def count(sock: Any, peer: Any = None, **amounts: int) -> None:
+        def to_port(sock: Any, peer: Any = None) -> bool:
             with contextlib.suppress(OSError, IndexError, TypeError):
-                if (peer or sock.getpeername())[1] == port:
-                    with lock:
-                        self.update(amounts)
-
-        def counted_sendall(sock: Any, data: Any, *args: Any) -> Any:
-            count(sock, bytes=len(data), writes=1)
-            return sendall(sock, data, *args)
-
-        def counted_send(sock: Any, data: Any, *args: Any) -> Any:
-            sent = send(sock, data, *args)
-            count(sock, bytes=sent, writes=1)
-            return sent
+                return bool((peer or sock.getpeername())[1] == port)
+            return False
 
         def counted_connect(sock: Any, address: Any) -> Any:
-            count(sock, address if isinstance(address, tuple) else None, connections=1)
+            if to_port(sock, address if isinstance(address, tuple) else None):
+                with lock:
+                    self.update(connections=1)
             return connect(sock, address)
 
-        plain.sendall, plain.send = counted_sendall, counted_send  # type: ignore[method-assign]
+        def counted_close(sock: Any) -> Any:
+            if sock.fileno() >= 0 and to_port(sock):
+                with contextlib.suppress(OSError):
+                    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_SIZE)
+                    acked = int.from_bytes(info[TCPI_BYTES_ACKED], "little")
+                    segments = int.from_bytes(info[TCPI_SEGS_OUT], "little")
+                    with lock:
+                        self.update(bytes=acked, segments=segments)
+            return close(sock)
+
         plain.connect = counted_connect  # type: ignore[method-assign]
+        plain.close = counted_close  # type: ignore[method-assign]
 
     def take(self) -> dict[str, int]:
         taken = dict(self)

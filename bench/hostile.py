@@ -96,7 +96,7 @@ class HostileBench:
 def hostile_bench(portals: int, lines: int, budget: float) -> Iterator[HostileBench]:
     # moto's TransactWriteItems copies the whole table per item: with tracemalloc on, the first
     # run's writes of 415 targets outlast the client's read timeout.
-    with quicker_moto(), LocalPortal() as portal, MotoStack() as aws:
+    with quicker_moto(), LocalPortal(tls=True) as portal, MotoStack() as aws:
         healthy = [f"p{i:02d}.bench.local" for i in range(portals)]
         fleet = {d: {n: f"Line {n}" for n in range(1, lines + 1)} for d in [*healthy, HOSTILE]}
         for domain, name in ((NAMED, "N" * 3000), (SHORT, "Line")):
@@ -115,6 +115,7 @@ def hostile_bench(portals: int, lines: int, budget: float) -> Iterator[HostileBe
                 interval=300,
                 log_level="WARNING",
             ),
+            "PORTAL_CA_BUNDLE": portal.ca_file,  # the portals speak HTTPS, as portals do
         }
         apply_environment(base_env, os.environ)
         logging.disable(logging.CRITICAL)  # the hostile rows log loudly, by design

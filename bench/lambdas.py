@@ -104,6 +104,7 @@ class Services:
     moto_port: int
     portal_port: int
     app: dict[str, str]  # the application installed on every portal (client id, secret, ...)
+    ca_file: str  # the portal's certificate authority: the functions' PORTAL_CA_BUNDLE
 
     @property
     def endpoint(self) -> str:
@@ -144,7 +145,7 @@ def services(portals: int, lines: int, latency: float) -> Iterator[Services]:
         stack.callback(portal.close)
         moto_port = int(moto.read(READY_TIMEOUT)["port"])
         ready = portal.read(READY_TIMEOUT)
-        yield Services(portal, moto_port, int(ready["port"]), ready["app"])
+        yield Services(portal, moto_port, int(ready["port"]), ready["app"], ready["ca_file"])
 
 
 def _reply(payload: dict[str, Any]) -> None:
@@ -174,14 +175,15 @@ def add_portals(portal: Any, fleet: Mapping[str, Mapping[int, str]], **options: 
 def serve_portal(portals: int, lines: int, latency: float) -> int:
     from local.bitrix24_portal import LocalPortal
 
-    portal = LocalPortal()
+    portal = LocalPortal(tls=True)  # HTTPS, as portals speak: what a run's CPU is spent on
     portal.latency = latency
     numbers = {n: f"Line {n}" for n in range(1, lines + 1)}
     with portal:
         client_id, client_secret = portal.add_shared_app(APP_NAME)
         add_portals(portal, dict.fromkeys(domains(portals), numbers), app=client_id)
         app = {"client_id": client_id, "client_secret": client_secret}
-        _reply({"port": portal.port, "app": {**app, "oauth_endpoint": portal.oauth_endpoint}})
+        app["oauth_endpoint"] = portal.oauth_endpoint
+        _reply({"port": portal.port, "app": app, "ca_file": portal.ca_file})
         for line in sys.stdin:
             command = json.loads(line)
             if command["cmd"] == "count":
@@ -347,7 +349,9 @@ class Run:
         return found
 
     def usage(self) -> Usage:
-        sent = {f"net.{k}": float(self.sent.get(k, 0)) for k in ("bytes", "connections", "writes")}
+        sent = {
+            f"net.{k}": float(self.sent.get(k, 0)) for k in ("bytes", "connections", "segments")
+        }
         values: dict[str, float] = {
             "wall": self.wall,
             "cpu": self.cpu,
@@ -383,7 +387,8 @@ class Function:
         event = ROOT / "events" / ("schedule.json" if name == "checker" else "health_get.json")
         port = svc.portal_port if name == "checker" else 0
         command = [sys.executable, "-m", "bench.fleet_child", name, str(self.log_file)]
-        child_env = base_environment({**env, **aws_environment(svc.endpoint, REGION)})
+        trusted = {"PORTAL_CA_BUNDLE": svc.ca_file}
+        child_env = base_environment({**env, **aws_environment(svc.endpoint, REGION), **trusted})
         self.child = Child([*command, str(port), str(event), handler], child_env, name)
         ready = self.with_log(lambda: self.child.read(READY_TIMEOUT))
         self.init = Usage(ready["init"]) + Usage(ready["wiring"])  # import + first call's wiring

@@ -124,7 +124,7 @@ def bench_environment(portals: int, lines: int, latency: float) -> Iterator[Benc
     with (
         mock.patch.dict(os.environ, AWS_ENVIRONMENT),
         quicker_moto(),
-        LocalPortal() as portal,
+        LocalPortal(tls=True) as portal,
         mock_aws(),
     ):
         numbers = {n: f"Line {n}" for n in range(1, lines + 1)}
@@ -147,6 +147,7 @@ def bench_environment(portals: int, lines: int, latency: float) -> Iterator[Benc
             )["ARN"],
             "TOPIC_ARN": sns.create_topic(Name="bench-alerts")["TopicArn"],
             "TOKENS_TABLE": "bench-tokens",  # empty: every portal's pair is in the secret
+            "PORTAL_CA_BUNDLE": portal.ca_file,  # the portal speaks HTTPS, as portals do
             "MAX_PARALLEL_PORTALS": str(Bench.parallel),
         }
         clients["dynamodb"].create_table(TableName="bench-tokens", **table_definition("TokenTable"))
@@ -163,7 +164,7 @@ def naive_run(bench: Bench, table: str) -> None:
     serialize, deserialize = TypeSerializer().serialize, TypeDeserializer().deserialize
 
     def portal(domain: str) -> None:
-        with RestSession(domain, tokens) as client:
+        with RestSession(domain, tokens, ca_bundle=bench.portal.ca_file) as client:
             for target in bench.targets.for_portal(domain):
                 key = {k: {"S": v} for k, v in status_key(target).items()}
                 found = bench.dynamodb.get_item(TableName=table, Key=key, ConsistentRead=True)
@@ -261,7 +262,7 @@ def capture_logs(bench: Bench, table: str) -> tuple[list[str], set[Metric], set[
             "Targets": ",".join(t.key for t in bench.targets.targets),
             "PublishMetrics": "true",
         },
-        extra={"POWERTOOLS_LOG_LEVEL": "INFO"},
+        extra={"POWERTOOLS_LOG_LEVEL": "INFO", "PORTAL_CA_BUNDLE": settings["PORTAL_CA_BUNDLE"]},
     )
     event = json.loads((ROOT / "events" / "schedule.json").read_text())
     buffer = io.StringIO()
