@@ -185,6 +185,43 @@ def test_a_dead_shard_is_unknown_at_the_very_next_run(
     assert sum(v == "UNKNOWN" for v in states.values()) == 3 + 9 * 2  # the stack's portal, 9 shops
 
 
+def test_a_shard_that_fails_twice_lands_in_the_dead_letter_queue(
+    stack: Stack, fleet: str, checker: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the template's redrive (maxReceiveCount 2) on the work queue
+    sqs = boto3.client("sqs", region_name=REGION)
+    dead = sqs.create_queue(QueueName="work-dlq")["QueueUrl"]
+    dead_arn = sqs.get_queue_attributes(QueueUrl=dead, AttributeNames=["QueueArn"])
+    redrive = {"deadLetterTargetArn": dead_arn["Attributes"]["QueueArn"], "maxReceiveCount": 2}
+    sqs.set_queue_attributes(QueueUrl=fleet, Attributes={"RedrivePolicy": json.dumps(redrive)})
+    original = CheckCycle.run
+
+    def crash_on_the_first_shard(self: CheckCycle, *args: Any, **kwargs: Any) -> Any:
+        scope = kwargs.get("scope")
+        if scope is not None and scope.portals is not None and scope.portals.lo == "":
+            raise RuntimeError("worker killed")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(CheckCycle, "run", crash_on_the_first_shard)
+
+    # When the first shard's worker fails, the next run is planned (the schedule's interval is
+    # shorter than the 720 s visibility timeout), and then the queue delivers the order again
+    first_run = schedule(checker)["run_id"]
+    assert len(deliver(fleet, checker.shard_handler, region=REGION)) == 1
+    schedule(checker)
+    deliver(fleet, checker.shard_handler, region=REGION)  # the next run's orders, and the old
+
+    # Then the old order, received twice, is in the dead-letter queue (its alarm's metric)
+    deliver(fleet, checker.shard_handler, region=REGION)
+    queued = sqs.get_queue_attributes(
+        QueueUrl=dead, AttributeNames=["ApproximateNumberOfMessages"]
+    )["Attributes"]["ApproximateNumberOfMessages"]
+    assert queued == "1"
+    (message,) = sqs.receive_message(QueueUrl=dead, MaxNumberOfMessages=10)["Messages"]
+    order = json.loads(message["Body"])
+    assert (order["run_id"], order["index"], order["lo"]) == (first_run, 0, "")
+
+
 def planned_orders(queue_url: str) -> list[dict[str, Any]]:
     """The planner's orders, taken off the queue as SQS hands them to the event source."""
     sqs = boto3.client("sqs", region_name=REGION)
