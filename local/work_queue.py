@@ -50,7 +50,11 @@ def deliver(queue_url: str, handler: Handler, *, region: str, rounds: int = 1) -
     for _ in range(rounds):
         failing = {}
         while messages := sqs.receive_message(
-            QueueUrl=queue_url, MaxNumberOfMessages=1, VisibilityTimeout=60
+            QueueUrl=queue_url,
+            MaxNumberOfMessages=1,
+            VisibilityTimeout=60,
+            # the receive count and sent time, as the event source hands them to the worker
+            AttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
         ).get("Messages", []):
             (message,) = messages
             try:

@@ -109,6 +109,18 @@ class MemoryStateStore:
         previous, self.current = self.current, plan
         return previous
 
+    def current_run(self) -> RunPlan | None:
+        self._enter("current_run")
+        return self.current
+
+    def start_shard(self, run_id: str, index: int, until: datetime) -> bool:
+        self._enter("start_shard")
+        plan = self.current
+        if plan is None or plan.run_id != run_id or index in plan.done:
+            return False
+        self.current = replace(plan, working={**plan.working, index: until})
+        return True
+
     def finish_shard(
         self, run_id: str, index: int, shard: ShardRun, counts: Mapping[str, int]
     ) -> RunPlan | None:

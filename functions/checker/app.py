@@ -105,7 +105,8 @@ def shard_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, An
             logger.error("malformed shard order dropped", extra={"problems": exc.error_count()})
             return
         deadline, remaining = invocation_deadline(context)
-        summary = root().shard_run(order, deadline, remaining)
+        deliveries = int(record.attributes.approximate_receive_count or 1)
+        summary = root().shard_run(order, deadline, remaining, deliveries)
         if summary is not None:
             record_metrics(summary)
             logger.info(

@@ -5,12 +5,12 @@ event source delivers them, and the snapshot API reports the run once every shar
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from types import ModuleType
 from typing import Any
 
 import boto3
 import pytest
+from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
 from connector_monitor.cycle import CheckCycle
 from connector_monitor.ports.work_queue import ShardOrder
@@ -157,24 +157,153 @@ def test_the_sample_order_is_the_shape_the_local_queue_delivers() -> None:
     assert (order.index, order.shards, order.portals.lo) == (0, 3, "")
 
 
-def test_a_fresh_order_checks_exactly_its_range_of_portals(
+def test_a_dead_shard_is_unknown_at_the_very_next_run(
+    stack: Stack, fleet: str, checker: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    schedule(checker)
+    assert deliver(fleet, checker.shard_handler, region=REGION) == []
+    original = CheckCycle.run
+
+    def crash_on_the_first_shard(self: CheckCycle, *args: Any, **kwargs: Any) -> Any:
+        scope = kwargs.get("scope")
+        if scope is not None and scope.portals is not None and scope.portals.lo == "":
+            raise RuntimeError("worker killed")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(CheckCycle, "run", crash_on_the_first_shard)
+    schedule(checker)
+    assert len(deliver(fleet, checker.shard_handler, region=REGION, rounds=2)) == 1
+    drop_to_dead_letters(fleet)
+
+    schedule(checker)  # seconds later, not a schedule interval
+
+    states = watched(stack)
+    first_shard = sorted(["example.bitrix24.com", *FLEET])[:10]
+    assert {k: v for k, v in states.items() if v == "UNKNOWN"} == {
+        k: "UNKNOWN" for k in states if k.split("/")[0] in first_shard
+    }
+    assert sum(v == "UNKNOWN" for v in states.values()) == 3 + 9 * 2  # the stack's portal, 9 shops
+
+
+def test_a_shard_that_fails_twice_lands_in_the_dead_letter_queue(
+    stack: Stack, fleet: str, checker: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the template's redrive (maxReceiveCount 2) on the work queue
+    sqs = boto3.client("sqs", region_name=REGION)
+    dead = sqs.create_queue(QueueName="work-dlq")["QueueUrl"]
+    dead_arn = sqs.get_queue_attributes(QueueUrl=dead, AttributeNames=["QueueArn"])
+    redrive = {"deadLetterTargetArn": dead_arn["Attributes"]["QueueArn"], "maxReceiveCount": 2}
+    sqs.set_queue_attributes(QueueUrl=fleet, Attributes={"RedrivePolicy": json.dumps(redrive)})
+    original = CheckCycle.run
+
+    def crash_on_the_first_shard(self: CheckCycle, *args: Any, **kwargs: Any) -> Any:
+        scope = kwargs.get("scope")
+        if scope is not None and scope.portals is not None and scope.portals.lo == "":
+            raise RuntimeError("worker killed")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(CheckCycle, "run", crash_on_the_first_shard)
+
+    # When the first shard's worker fails, the next run is planned (the schedule's interval is
+    # shorter than the 720 s visibility timeout), and then the queue delivers the order again
+    first_run = schedule(checker)["run_id"]
+    assert len(deliver(fleet, checker.shard_handler, region=REGION)) == 1
+    schedule(checker)
+    deliver(fleet, checker.shard_handler, region=REGION)  # the next run's orders, and the old
+
+    # Then the old order, received twice, is in the dead-letter queue (its alarm's metric)
+    deliver(fleet, checker.shard_handler, region=REGION)
+    queued = sqs.get_queue_attributes(
+        QueueUrl=dead, AttributeNames=["ApproximateNumberOfMessages"]
+    )["Attributes"]["ApproximateNumberOfMessages"]
+    assert queued == "1"
+    (message,) = sqs.receive_message(QueueUrl=dead, MaxNumberOfMessages=10)["Messages"]
+    order = json.loads(message["Body"])
+    assert (order["run_id"], order["index"], order["lo"]) == (first_run, 0, "")
+
+
+def planned_orders(queue_url: str) -> list[dict[str, Any]]:
+    """The planner's orders, taken off the queue as SQS hands them to the event source."""
+    sqs = boto3.client("sqs", region_name=REGION)
+    taken: list[dict[str, Any]] = []
+    while messages := sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get(
+        "Messages", []
+    ):
+        for message in messages:
+            taken.append(message)
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+    return sorted(taken, key=lambda m: int(json.loads(m["Body"])["index"]))
+
+
+def order_event(message: dict[str, Any], receive_count: int = 1, **order: Any) -> dict[str, Any]:
+    """A planned order as the event source delivers it (`receive_count`: its delivery), with
+    the order's fields changed."""
+    event = sqs_event(message, "arn:aws:sqs:eu-central-1:123456789012:work", REGION)
+    record = event["Records"][0]
+    record["body"] = json.dumps({**json.loads(record["body"]), **order})
+    record["attributes"]["ApproximateReceiveCount"] = str(receive_count)
+    return event
+
+
+def test_a_planned_order_checks_exactly_its_range_of_portals(
     stack: Stack, fleet: str, checker: ModuleType
 ) -> None:
-    # Given the first shard's order, as the queue delivers it, for a run that starts now
-    now = datetime.now(UTC).isoformat()
-    event = shard_event(run_id="by-hand", started_at=now)
+    # Given the first shard's order of a run just planned, as the queue delivers it
+    schedule(checker)
+    first = planned_orders(fleet)[0]
+    order = ShardOrder.model_validate_json(first["Body"])
 
     # When the worker takes it
-    answer = checker.shard_handler(event, LambdaContext("shard-worker"))
+    answer = checker.shard_handler(order_event(first), LambdaContext("shard-worker"))
 
     # Then it succeeded, and the portals of its range, and only those, have statuses
     assert answer == {"batchItemFailures": []}
     checked = {key.split("/")[0] for key in watched(stack)}
     with_tokens = set(stack.secret()["portals"])  # the fleet and the stack's own portal
-    assert checked == {p for p in with_tokens if p + "/" < "shop08.bitrix24.test/"}
-    assert "shop07.bitrix24.test" in checked
-    assert "shop08.bitrix24.test" not in checked
+    assert checked == {p for p in with_tokens if order.portals.holds_portal(p)}
+    assert len(checked) == 10
     assert set(watched(stack).values()) == {"UP"}
+
+
+def test_an_order_the_run_did_not_plan_is_dropped_and_checks_nothing(
+    stack: Stack, fleet: str, checker: ModuleType
+) -> None:
+    # Given the current run's first order, with an index or a range the plan does not hold
+    schedule(checker)
+    first = planned_orders(fleet)[0]
+    forged = [
+        order_event(first, index=7),
+        order_event(first, hi=None),  # the whole fleet in one invocation
+    ]
+
+    # When the worker takes them, they are dropped (a retry cannot mend them): nothing checked
+    for event in forged:
+        answer = checker.shard_handler(event, LambdaContext("shard-worker"))
+        assert answer == {"batchItemFailures": []}
+    assert watched(stack) == {}
+    assert health()[0] == 503  # and the run is not completed early
+
+
+def test_a_failed_order_delivered_again_after_the_next_run_is_failed_for_the_dead_letters(
+    stack: Stack, fleet: str, checker: ModuleType
+) -> None:
+    # Given a run's order whose first delivery failed, and the next run planned since
+    schedule(checker)
+    first = planned_orders(fleet)[0]
+    schedule(checker)
+
+    # When the queue delivers it again (after its visibility timeout: receive count 2)
+    event = order_event(first, receive_count=2)
+
+    # Then the invocation fails (its one order failed), which leaves the order queued for the
+    # redrive to move to the dead-letter queue (maxReceiveCount 2), and checks nothing
+    with pytest.raises(BatchProcessingError):
+        checker.shard_handler(event, LambdaContext("shard-worker"))
+    assert watched(stack) == {}
+    # while a late first delivery of a replaced run is dropped as done: the next run has it
+    late = checker.shard_handler(order_event(first), LambdaContext("shard-worker"))
+    assert late == {"batchItemFailures": []}
+    assert watched(stack) == {}
 
 
 def test_an_order_from_a_run_long_over_is_dropped_and_checks_nothing(

@@ -157,3 +157,27 @@ def test_a_fanned_out_run_is_recorded_when_its_last_shard_finishes_once(
     }
     replaced = store.start_run(RunPlan("r2", T0 + timedelta(minutes=5), ranges))
     assert replaced is not None and replaced.run_id == "r1" and replaced.unfinished() == []
+
+
+def test_a_started_shard_is_seen_by_the_planner_that_replaces_its_run(
+    store: StateStore,
+) -> None:
+    ranges = tuple(split(["a.com", "b.com", "c.com"], 1))
+    assert store.current_run() is None
+    store.start_run(RunPlan("r1", T0, ranges))
+    until = T0 + timedelta(minutes=2)
+
+    assert store.start_shard("r1", 0, until)  # a worker at shard 0 until its invocation ends
+    assert store.start_shard("r1", 1, T0)  # one that failed at once
+    assert not store.start_shard("elsewhere", 2, until)  # another run's
+    current = store.current_run()
+    assert current is not None and current.run_id == "r1"
+    assert dict(current.working) == {0: until, 1: T0}
+    assert current.holds(0, 3, ranges[0]) and not current.holds(0, 3, ranges[1])
+    assert not current.holds(3, 3, ranges[0]) and not current.holds(0, 1, ranges[0])
+
+    replaced = store.start_run(RunPlan("r2", T0 + timedelta(minutes=1), ranges))
+    assert replaced is not None
+    assert replaced.abandoned(T0 + timedelta(minutes=1)) == [ranges[1], ranges[2]]
+    assert replaced.abandoned(until) == list(ranges)  # its worker's time is up: dead
+    assert not store.start_shard("r1", 2, until)  # a worker of a replaced run never starts

@@ -172,12 +172,10 @@ class Checker:
         if queue is None:
             return None
         config = self.settings
-        return Planner(
-            cycle, self.repository, queue, config.shard_portals, settled_after=config.interval
-        )
+        return Planner(cycle, self.repository, queue, config.shard_portals)
 
     def worker(self, cycle: CheckCycle) -> ShardWorker:
-        return ShardWorker(cycle, self.repository, expire_after=self.settings.interval)
+        return ShardWorker(cycle, self.repository)
 
     def scheduled_run(self, deadline: Deadline, invocation: timedelta, run_id: str) -> ScheduledRun:
         """The schedule's invocation: the whole run here, or its plan handed to shard workers."""
@@ -192,8 +190,11 @@ class Checker:
         )
 
     def shard_run(
-        self, order: ShardOrder, deadline: Deadline, invocation: timedelta
+        self, order: ShardOrder, deadline: Deadline, invocation: timedelta, deliveries: int = 1
     ) -> RunSummary | None:
-        """A shard worker's invocation: its range of portals checked (None: a stale order)."""
+        """A shard worker's invocation: its range of portals checked (None: an order dropped;
+        `ShardLost`: a failed order to fail again, for the dead-letter queue)."""
         worker = self.worker(self.cycle(invocation, order.portals))
-        return worker.check(order, self.targets(order.portals), deadline)
+        return worker.check(
+            order, self.targets(order.portals), deadline, invocation, deliveries=deliveries
+        )

@@ -81,7 +81,6 @@ class Planner:
     store: StateStore
     queue: WorkQueue
     shard_portals: int
-    settled_after: timedelta  # a previous run this old has no shard still working
 
     def plan(
         self, targets: TargetList, portals: Sequence[str], deadline: Deadline, run_id: str
@@ -112,9 +111,19 @@ class Planner:
         return summary
 
     def _mark_unfinished(self, previous: RunPlan, run_id: str) -> None:
-        if self.cycle.clock() - previous.started_at < self.settled_after:
-            return  # its shards may still be at work (a run started by hand just after it)
+        """The previous run's unfinished shards as `start_run` replaced it, atomically with the
+        workers' `start_shard`: one a worker is still at (started, its invocation not over) is
+        left to it, whose answers must not lose their conditional writes to an UNKNOWN; the rest
+        are dead (failed, out of time) or will never start (a worker of a replaced run does
+        not), so their portals are UNKNOWN now, however soon after it this run started."""
+        now = self.cycle.clock()
         for portals in previous.unfinished():
+            if portals not in previous.abandoned(now):
+                logger.warning(
+                    "a shard of the previous run is still at work: its targets are left to it",
+                    extra={"previous_run": previous.run_id, "from": portals.lo, "to": portals.hi},
+                )
+                continue
             logger.error(
                 "a shard of the previous run did not finish: its targets are UNKNOWN",
                 extra={"previous_run": previous.run_id, "from": portals.lo, "to": portals.hi},
@@ -122,33 +131,80 @@ class Planner:
             self.cycle.mark_unchecked(portals, UNFINISHED, run_id)
 
 
+class ShardLost(Exception):
+    """A redelivered order (its first delivery failed) whose run is over: failed again, so that
+    the queue's redrive moves it to the work dead-letter queue and its alarm fires."""
+
+
 @dataclass(frozen=True)
 class ShardWorker:
-    """A worker invocation: one shard order."""
+    """A worker invocation: one shard order.
+
+    An order is checked only while its run is the one in progress, and only as that run's plan
+    has it (`RunPlan.holds`): there is no age limit. The queue delivers a failed order again
+    after its visibility timeout (720 s, longer than the schedule's interval), usually once a
+    later planner has replaced the run and marked the shard's portals UNKNOWN: such a
+    redelivery is failed again (`ShardLost`) rather than dropped as a success, so a shard that
+    fails lands in the dead-letter queue (maxReceiveCount 2) and raises its alarm. A first
+    delivery of a replaced run (a worker that started late) is dropped: its portals are the
+    next run's.
+    """
 
     cycle: CheckCycle
     store: StateStore
-    expire_after: timedelta  # an order older than this belongs to a run long over
 
     def check(
-        self, order: ShardOrder, targets: TargetList, deadline: Deadline
+        self,
+        order: ShardOrder,
+        targets: TargetList,
+        deadline: Deadline,
+        invocation: timedelta,
+        deliveries: int = 1,
     ) -> RunSummary | None:
-        now = self.cycle.clock()
-        if now - order.started_at > self.expire_after:
-            logger.warning(
-                "shard order too old: its run is over, the next run checks these portals",
-                extra={"run_id": order.run_id, "index": order.index},
+        where = {"run_id": order.run_id, "index": order.index, "deliveries": deliveries}
+        plan = self.store.current_run()
+        if plan is None or plan.run_id != order.run_id:
+            return self._over(where, deliveries)
+        if not plan.holds(order.index, order.shards, order.portals):
+            logger.error(
+                "shard order not in its run's plan dropped: nothing checked",
+                extra={**where, "shards": order.shards, "from": order.lo, "to": order.hi},
             )
             return None
-        summary = self.cycle.run(targets, deadline, order.run_id, scope=Scope.shard(order.portals))
+        if order.index in plan.done:
+            logger.warning("shard order delivered again after it finished: dropped", extra=where)
+            return None
+        if not self.store.start_shard(order.run_id, order.index, self.cycle.clock() + invocation):
+            return self._over(where, deliveries)
+        try:
+            summary = self.cycle.run(
+                targets, deadline, order.run_id, scope=Scope.shard(order.portals)
+            )
+        except BaseException:
+            # dead from now: the next planner marks its portals UNKNOWN, however soon it runs
+            self.store.start_shard(order.run_id, order.index, self.cycle.clock())
+            raise
         finished = summary.finished_at or summary.started_at
         shard = ShardRun(order.portals, summary.started_at, finished)
-        plan = self.store.finish_shard(order.run_id, order.index, shard, summary.counts())
-        if plan is None:
+        done = self.store.finish_shard(order.run_id, order.index, shard, summary.counts())
+        if done is None:
             logger.warning(
                 "shard finished after its run was replaced (or twice): its counts are not added",
-                extra={"run_id": order.run_id, "index": order.index},
+                extra=where,
             )
-        elif plan.complete:
-            logger.info("last shard finished: run recorded", extra={"run_id": order.run_id})
+        elif done.complete:
+            logger.info("last shard finished: run recorded", extra=where)
         return summary
+
+    @staticmethod
+    def _over(where: dict[str, object], deliveries: int) -> None:
+        if deliveries > 1:
+            raise ShardLost(
+                "a failed shard's order came back after its run was replaced: failed again for "
+                "the dead-letter queue; its portals were marked UNKNOWN by the next run"
+            )
+        logger.warning(
+            "shard order of a run already replaced: dropped, the next run checks these portals",
+            extra=where,
+        )
+        return None

@@ -238,6 +238,7 @@ def plan_to_item(plan: RunPlan) -> dict[str, Any]:
         "ranges": [range_to_value(r) for r in plan.shards],
         "done": {str(i): shard_to_value(s) for i, s in plan.done.items()},
         "summary": {name: int(plan.summary.get(name, 0)) for name in COUNTS},
+        "working": {str(i): iso(until) for i, until in plan.working.items()},
     }
 
 
@@ -248,6 +249,7 @@ def plan_from_item(item: dict[str, Any]) -> RunPlan:
         shards=tuple(range_from_value(v) for v in item.get("ranges") or []),
         done={int(i): shard_from_value(v) for i, v in (item.get("done") or {}).items()},
         summary={k: int(v) for k, v in (item.get("summary") or {}).items()},
+        working={int(i): parse_iso(v) for i, v in (item.get("working") or {}).items()},
     )
 
 

@@ -236,6 +236,38 @@ class StateRepository:
         old = answer.get("Attributes")
         return plan_from_item(plain(old)) if old else None
 
+    def current_run(self) -> RunPlan | None:
+        answer = self._call(
+            "get_item",
+            TableName=self.table_name,
+            Key=_key({"pk": RUN_PK, "sk": CURRENT_SK}),
+            ConsistentRead=True,
+        )
+        item = answer.get("Item")
+        return plan_from_item(plain(item)) if item else None
+
+    def start_shard(self, run_id: str, index: int, until: datetime) -> bool:
+        """One conditional write on the run's item: a planner replacing the run either sees
+        this mark (the shard is live) or wins first (and this worker never starts)."""
+        try:
+            self._call(
+                "update_item",
+                TableName=self.table_name,
+                Key=_key({"pk": RUN_PK, "sk": CURRENT_SK}),
+                UpdateExpression="SET working.#shard = :until",
+                ConditionExpression=(
+                    "run_id = :run AND attribute_exists(working) "
+                    "AND attribute_not_exists(done.#shard)"
+                ),
+                ExpressionAttributeNames={"#shard": str(index)},
+                ExpressionAttributeValues=placeholders(run=run_id, until=iso(until)),
+            )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise RepositoryError(describe_error("record a started shard", exc)) from None
+        return True
+
     def finish_shard(
         self, run_id: str, index: int, shard: ShardRun, counts: Mapping[str, int]
     ) -> RunPlan | None:

@@ -74,16 +74,36 @@ class RunRecord:
 @dataclass(frozen=True)
 class RunPlan:
     """A fanned-out run while its shards work: the ranges handed out, those finished, and the
-    counts so far (the planner's own, then each shard's added as it finishes)."""
+    counts so far (the planner's own, then each shard's added as it finishes).
+
+    `working` holds, for each shard a worker has started, until when that worker may still be
+    at work (its invocation's end): the next planner leaves a live shard's portals to it and
+    marks those of a dead one (its worker's time is up, or it failed) UNKNOWN at once.
+    """
 
     run_id: str
     started_at: datetime
     shards: tuple[KeyRange, ...]
     done: Mapping[int, ShardRun] = field(default_factory=dict)
     summary: Mapping[str, int] = field(default_factory=dict)
+    working: Mapping[int, datetime] = field(default_factory=dict)
 
     def unfinished(self) -> list[KeyRange]:
         return [r for i, r in enumerate(self.shards) if i not in self.done]
+
+    def abandoned(self, now: datetime) -> list[KeyRange]:
+        """The unfinished shards no worker is still at: never started, failed, or out of time
+        (a worker of a replaced run that has not started never starts: see `start_shard`)."""
+        return [
+            r
+            for i, r in enumerate(self.shards)
+            if i not in self.done and not (i in self.working and self.working[i] > now)
+        ]
+
+    def holds(self, index: int, shards: int, portals: KeyRange) -> bool:
+        """Whether an order for shard `index` of `shards`, for `portals`, is one this plan
+        handed out."""
+        return shards == len(self.shards) and 0 <= index < shards and self.shards[index] == portals
 
     @property
     def complete(self) -> bool:

@@ -84,6 +84,16 @@ class StateStore(Protocol):
         """Record a fanned-out run as the one in progress; return the one it replaces."""
         ...
 
+    def current_run(self) -> RunPlan | None:
+        """The fanned-out run in progress (the last one planned), or None."""
+        ...
+
+    def start_shard(self, run_id: str, index: int, until: datetime) -> bool:
+        """Record that a worker is at shard `index` of run `run_id` until `until` (its
+        invocation's end; `until` in the past: it failed); False when that run was replaced or
+        the shard has finished."""
+        ...
+
     def finish_shard(
         self, run_id: str, index: int, shard: ShardRun, counts: Mapping[str, int]
     ) -> RunPlan | None:
