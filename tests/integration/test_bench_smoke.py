@@ -170,14 +170,17 @@ HOSTILE_ROW = re.compile(
 
 def test_the_hostile_portal_benchmark_holds_every_other_portal_and_the_deadline() -> None:
     out = run_script(
-        "hostile.py", *("--portals", "1", "--lines", "1", "--budget", "17", "--pace", "0.5")
+        # A 5 s deadline (15 s are kept for storing): 402 targets over HTTPS fit it on a loaded
+        # 2-core machine, which the 2 s one before did not always.
+        "hostile.py",
+        *("--portals", "1", "--lines", "1", "--budget", "20", "--pace", "0.5"),
     )
 
     rows = {m[0].strip(): m for m in HOSTILE_ROW.findall(out)}
     assert len(rows) == 8, out
     for name, row in rows.items():
         seconds, others_up, largest_kb, hostile = float(row[1]), int(row[5]), float(row[6]), row[7]
-        assert seconds < 17, name  # the deadline is 2 s; 15 s are kept for storing
+        assert seconds < 20, name  # the deadline is 5 s; 15 s are kept for storing
         assert others_up == (201 if "200 lines" in name else 401), name
         assert largest_kb < 64, name  # no item near DynamoDB's 400 KB
         if name.startswith(("REST trickle", "100 MB", "gzip bomb", "450 KB")):
