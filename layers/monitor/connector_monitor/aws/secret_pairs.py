@@ -4,8 +4,11 @@ The secret is `{"portals": {domain: {client_id, client_secret, access_token, ref
 client_endpoint?, oauth_endpoint?, expires_at?, refreshed_at?, member_id?, ...}}, ...}` (the
 contract in docs/ARCHITECTURE.md). `SecretPairs` reads it once a run and writes a refreshed pair
 back into it at once; when to refresh is `tokens/refresh.py`'s. A write-back replaces the whole
-document, so every refresh of the secret's portals holds one lease, `secret:<secret_id>`: two
-invocations refreshing different portals must not overwrite each other.
+document, so every refresh of the secret's portals holds one lease, `secret:<the secret's ARN>`:
+two invocations refreshing different portals must not overwrite each other. The lease is named
+after the ARN Secrets Manager answers with, never after what the caller called the secret (its
+name, a partial or a full ARN), so `monitorctl --secret NAME` and the checker (which knows the
+ARN) take the same lease.
 
 Read and written with plain boto3 rather than Powertools Parameters: every read must be fresh
 (no cache to gain), the write-back must never create a missing secret (Powertools' `set` does),
@@ -75,6 +78,7 @@ class SecretPairs:
         self._client = client if client is not None else clients.client("secretsmanager")
         self._sleep = sleep
         self._document: dict[str, Any] | None = None
+        self._arn: str | None = None  # the secret's ARN, as Secrets Manager answered it
         self._lock = threading.Lock()  # readers never wait for a write; documents never mutate
 
     def load(self) -> None:
@@ -107,7 +111,11 @@ class SecretPairs:
         return self._entry(self._publish(self._read()), portal)
 
     def lease_name(self, portal: str) -> str:
-        return f"secret:{self.secret_id}"
+        """`secret:<ARN>`, whatever `secret_id` was (a name, a partial or a full ARN): one lease
+        for one secret. Reads the secret once if it has not been read yet."""
+        if self._arn is None:
+            self._publish(self._read())
+        return f"secret:{self._arn or self.secret_id}"
 
     def own_lease(self, portal: str) -> RefreshLease | None:
         return None  # the shared lease, named after the secret: one write replaces it whole
@@ -195,6 +203,9 @@ class SecretPairs:
             answer = self._client.get_secret_value(SecretId=self.secret_id)
         except (ClientError, BotoCoreError) as exc:
             raise TokenStoreError(f"secret {self.secret_id}: {_describe(exc)}") from None
+        arn = answer.get("ARN")
+        if isinstance(arn, str) and arn:
+            self._arn = arn
         text = answer.get("SecretString")
         if text is None and answer.get("SecretBinary") is not None:
             try:

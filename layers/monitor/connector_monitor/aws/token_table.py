@@ -148,7 +148,10 @@ class TablePairs:
                     f"token table {self.table_name} has no pair for {fresh.portal}"
                 )
             seen = known.get("version")
-            updated = {**known, **_pair_of(fresh), "version": _next_version(seen)}
+            # A pair without an expiry or a refresh time (one set by hand) drops the old one's.
+            dropped = [k for k in ("expires_at", "refreshed_at") if getattr(fresh, k) is None]
+            kept = {k: v for k, v in known.items() if k not in dropped}
+            updated = {**kept, **_pair_of(fresh), "version": _next_version(seen)}
             self._items[fresh.portal] = updated
         names = {f"#f{i}": name for i, name in enumerate(_pair_of(fresh))}
         values = {f":v{i}": value for i, value in enumerate(_pair_of(fresh).values())}
@@ -164,7 +167,10 @@ class TablePairs:
                 "update_item",
                 TableName=self.table_name,
                 Key=_key(fresh.portal),
-                UpdateExpression=f"SET {assignments}, version = :next REMOVE {LEASE_FIELDS}",
+                UpdateExpression=(
+                    f"SET {assignments}, version = :next "
+                    f"REMOVE {', '.join([*dropped, LEASE_FIELDS])}"
+                ),
                 ConditionExpression=condition,
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=typed(
@@ -181,14 +187,15 @@ class TablePairs:
             raise TokenStoreError(
                 f"portal {fresh.portal}: the refreshed tokens could not be stored in token table "
                 f"{self.table_name} ({why}); the monitor will be locked out of this portal: "
-                "re-authorise the application and store the new tokens",
+                "re-authorise the application and store the new tokens with "
+                f"`monitorctl tokens set {fresh.portal}`",
                 pair_lost=True,
             ) from None
         except BotoCoreError as exc:
             raise TokenStoreError(
                 f"portal {fresh.portal}: the refreshed tokens could not be stored in token table "
                 f"{self.table_name} ({type(exc).__name__}); re-authorise the application and "
-                "store the new tokens",
+                f"store the new tokens with `monitorctl tokens set {fresh.portal}`",
                 pair_lost=True,
             ) from None
         with self._lock:
@@ -274,6 +281,14 @@ class TablePairs:
             raise TokenStoreError(
                 f"token table {self.table_name}: {portal} could not be added ({error_code(exc)})"
             ) from None
+
+    def same_pair(self, portal: str, credentials: PortalCredentials) -> bool:
+        """Whether the table's item for `portal` holds this access and refresh token."""
+        item = self._get(portal)
+        return item is not None and (item.get("access_token"), item.get("refresh_token")) == (
+            credentials.access_token,
+            credentials.refresh_token,
+        )
 
     # -- DynamoDB --------------------------------------------------------------------------------
 
