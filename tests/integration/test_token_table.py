@@ -285,6 +285,24 @@ def test_a_pair_set_by_hand_replaces_the_tables_and_is_the_one_refreshed(
     assert table_item(a)["version"] == 4
 
 
+def test_a_revoked_fleet_portal_is_told_to_store_its_new_pair_with_tokens_set(
+    secret: dict[str, Any], sm: Any, tokens_table: str, portal: LocalPortal, leaks: Leaks
+) -> None:
+    """The text a person acts on names the path that works for a fleet portal: a pair put in
+    the secret would never be read while the table holds the revoked one."""
+    a, b = list(secret["portals"])
+    moved(sm, [a])
+    for domain in (a, b):
+        portal.revoke(domain)
+    source = fleet_source(sm)
+    source.load()
+    for domain, where in ((a, f"with `monitorctl tokens set {a}`"), (b, "in the secret")):
+        with pytest.raises(PortalError) as caught:
+            source.refresh(domain, source.credentials(domain))
+        assert f"store the new tokens {where}" in caught.value.description
+        leaks.check_error(caught.value)
+
+
 def test_an_expired_pair_is_refreshed_in_its_own_item_and_the_secret_is_untouched(
     secret: dict[str, Any], sm: Any, tokens_table: str, portal: LocalPortal, leaks: Leaks
 ) -> None:
