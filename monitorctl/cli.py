@@ -32,6 +32,7 @@ from connector_monitor.aws.registry import Registry
 from connector_monitor.aws.secret_pairs import SecretPairs
 from connector_monitor.aws.token_table import TablePairs
 from connector_monitor.ports.state_store import StateStoreError
+from connector_monitor.tokens.credentials import portal_key
 from connector_monitor.tokens.errors import TokenError
 from connector_monitor.tokens.moving import move_to_table, set_pair
 
@@ -245,7 +246,7 @@ def tokens_move(args: argparse.Namespace, stack: Stack, out: TextIO) -> int:
         )
     for portal, reason in moved.unreadable.items():
         print(f"left in the secret, unreadable: {portal}: {reason}", file=out)
-    asked = set(args.portals or ())
+    asked = {portal_key(p) for p in args.portals or ()}
     absent = sorted(asked - {*moved.moved, *moved.already, *moved.unreadable})
     for portal in absent:
         print(f"not in the secret: {portal}", file=out)
@@ -255,7 +256,7 @@ def tokens_move(args: argparse.Namespace, stack: Stack, out: TextIO) -> int:
 def tokens_set(
     args: argparse.Namespace, stack: Stack, out: TextIO, stdin: TextIO | None = None
 ) -> int:
-    domain = str(args.domain).strip()
+    domain = portal_key(str(args.domain))
     try:
         if args.file:
             with open(args.file, encoding="utf-8") as source:

@@ -303,6 +303,56 @@ def test_a_revoked_fleet_portal_is_told_to_store_its_new_pair_with_tokens_set(
         leaks.check_error(caught.value)
 
 
+def test_a_portal_keyed_in_capitals_is_one_portal_in_the_secret_and_the_table(
+    secret: dict[str, Any], sm: Any, tokens_table: str, portal: LocalPortal, leaks: Leaks
+) -> None:
+    """An operator keys a portal `A0.Bitrix24.TEST.` in the secret; Targets and the registry
+    know it as `a0.bitrix24.test`: its tokens are found, refreshed into the same entry (no
+    second one), and moved into the table under the one spelling the API and targets use."""
+    a, b = list(secret["portals"])
+    shouted = a.upper() + "."
+    document = stored(sm)
+    document["portals"] = {shouted: document["portals"][a], b: document["portals"][b]}
+    put_secret(sm, document)
+    small = token_source(SECRET, client=sm, lease=lease(), oauth_timeout=FAST)
+    small.load()
+    assert small.portals() == sorted([a, b])
+    portal.expire_access_tokens(a)
+    assert works(check(small, a))  # found under its one spelling, and refreshed
+    after = stored(sm)["portals"]
+    assert sorted(after) == sorted([shouted, b])  # the refreshed pair in the entry as keyed
+    assert after[shouted]["refresh_token"] != secret["portals"][a]["refresh_token"]
+
+    outcome = moved(sm, [shouted])
+
+    assert outcome.moved == [a]
+    assert [item["sk"] for item in table_items()] == [a]
+    assert sorted(stored(sm)["portals"]) == [b]
+    source = fleet_source(sm)
+    source.load()
+    assert source.portals() == sorted([a, b])
+    assert works(check(source, a))
+
+
+def test_a_table_item_keyed_in_capitals_by_hand_is_read_and_refreshed_in_place(
+    secret: dict[str, Any], sm: Any, tokens_table: str, portal: LocalPortal, leaks: Leaks
+) -> None:
+    a, _ = list(secret["portals"])
+    moved(sm, [a])
+    table = boto3.resource("dynamodb", region_name=REGION).Table(TOKENS)
+    item = table_item(a)
+    table.delete_item(Key={"pk": "PORTAL", "sk": a})
+    table.put_item(Item={**item, "sk": a.upper()})  # written by hand, in capitals
+    source = fleet_source(sm)
+    source.load()
+    assert a in source.portals()
+    portal.expire_access_tokens(a)
+    assert works(check(source, a))
+    (only,) = [i for i in table_items() if str(i["sk"]).lower() == a]
+    assert (only["sk"], only["version"]) == (a.upper(), 2)  # refreshed in place
+    assert only["refresh_token"] != item["refresh_token"]
+
+
 def test_an_expired_pair_is_refreshed_in_its_own_item_and_the_secret_is_untouched(
     secret: dict[str, Any], sm: Any, tokens_table: str, portal: LocalPortal, leaks: Leaks
 ) -> None:

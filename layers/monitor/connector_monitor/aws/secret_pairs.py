@@ -27,7 +27,14 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..tokens.credentials import AppCredentials, PortalCredentials, apps_of, parse_document
+from ..tokens.credentials import (
+    AppCredentials,
+    PortalCredentials,
+    apps_of,
+    parse_document,
+    portal_key,
+    spellings,
+)
 from ..tokens.errors import CredentialsDocumentError, TokenStoreError, UnusableCredentials
 from ..tokens.ports import RefreshLease
 from . import clients
@@ -98,10 +105,10 @@ class SecretPairs:
         return self._entry(self._current(), portal)
 
     def holds(self, portal: str) -> bool:
-        return portal in self._current()["portals"]
+        return portal_key(portal) in spellings(self._current()["portals"])
 
     def portals(self) -> list[str]:
-        return sorted(self._current()["portals"])
+        return sorted(spellings(self._current()["portals"]))
 
     def apps(self) -> dict[str, AppCredentials]:
         """The applications whose portals' pairs live in the fleet's token table."""
@@ -124,7 +131,8 @@ class SecretPairs:
         """Replace only what a refresh renews in this portal's entry of the document last read
         (under the lease, just before the refresh): tokens, expiry, endpoint, member_id."""
         document = self._current()
-        entry = dict(document["portals"][fresh.portal])
+        written = spellings(document["portals"])[portal_key(fresh.portal)]  # its key as written
+        entry = dict(document["portals"][written])
         entry["access_token"] = fresh.access_token
         entry["refresh_token"] = fresh.refresh_token
         if fresh.expires_at is not None:
@@ -136,7 +144,7 @@ class SecretPairs:
         entry["client_endpoint"] = fresh.client_endpoint
         if fresh.member_id is not None:
             entry["member_id"] = fresh.member_id
-        document = {**document, "portals": {**document["portals"], fresh.portal: entry}}
+        document = {**document, "portals": {**document["portals"], written: entry}}
         # The in-memory copy holds the new pair even if storing fails: it is the only valid one.
         self._publish(document)
         why = self._write(document)
@@ -193,10 +201,11 @@ class SecretPairs:
         return document
 
     def _entry(self, document: dict[str, Any], portal: str) -> PortalCredentials:
-        entry = document["portals"].get(portal)
-        if entry is None:
+        key = portal_key(portal)
+        written = spellings(document["portals"]).get(key)
+        if written is None:
             raise UnusableCredentials(f"secret {self.secret_id} has no entry for portal {portal}")
-        return PortalCredentials.from_secret_entry(portal, entry)
+        return PortalCredentials.from_secret_entry(key, document["portals"][written])
 
     def _read(self) -> dict[str, Any]:
         try:

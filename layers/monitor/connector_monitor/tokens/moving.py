@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .credentials import AppCredentials, PortalCredentials, apps_of
+from .credentials import AppCredentials, PortalCredentials, apps_of, portal_key, spellings
 from .errors import TokenStoreError, UnusableCredentials
 from .ports import CredentialsDocument, PairStore, PairTable, RefreshLease
 
@@ -47,8 +47,11 @@ def move_to_table(
     with lease.hold(secret.lease_name(""), ttl=120.0, wait=lease_wait) as held:
         document = secret.document()
         apps = apps_of(document)
-        entries: dict[str, Any] = dict(document["portals"])
-        wanted = sorted(entries) if portals is None else [p for p in portals if p in entries]
+        # Each portal by its one spelling (`portal_key`), whatever the secret's key says.
+        written = spellings(document["portals"])
+        entries: dict[str, Any] = {key: document["portals"][w] for key, w in written.items()}
+        asked = None if portals is None else [portal_key(p) for p in portals]
+        wanted = sorted(entries) if asked is None else [p for p in asked if p in entries]
         moving: dict[str, tuple[PortalCredentials, AppCredentials]] = {}
         for portal in wanted:
             try:
@@ -77,13 +80,13 @@ def move_to_table(
         # under the lease (renewed first): what is written is never older than the lease.
         held.renew()
         now = secret.document()
-        changed = sorted(p for p in moving if now["portals"].get(p) != entries[p])
+        changed = sorted(p for p in moving if now["portals"].get(written[p]) != entries[p])
         if changed:
             raise TokenStoreError(
                 f"the secret changed while the move held its lease ({', '.join(changed)}): "
                 "nothing removed from it; run the move again"
             )
-        leaving = {*outcome.moved, *outcome.already}
+        leaving = {written[p] for p in (*outcome.moved, *outcome.already)}
         secret.replace(
             {**now, "portals": {p: e for p, e in now["portals"].items() if p not in leaving}}
         )
