@@ -5,6 +5,7 @@
     python -m monitorctl --stack NAME targets remove example.bitrix24.com/myconnector/12
     python -m monitorctl --stack NAME tokens list
     python -m monitorctl --stack NAME tokens move [--portal example.bitrix24.com ...]
+    python -m monitorctl --stack NAME tokens set example.bitrix24.com < new-pair.json
 
 `--stack` reads the table, token table and secret from the stack's outputs; `--table`,
 `--tokens-table` and `--secret` name them instead. No command prints a token or a secret.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,8 +32,9 @@ from connector_monitor.aws.registry import Registry
 from connector_monitor.aws.secret_pairs import SecretPairs
 from connector_monitor.aws.token_table import TablePairs
 from connector_monitor.ports.state_store import StateStoreError
-from connector_monitor.tokens.errors import TokenStoreError, UnusableCredentials
-from connector_monitor.tokens.moving import move_to_table
+from connector_monitor.tokens.credentials import portal_key
+from connector_monitor.tokens.errors import TokenError
+from connector_monitor.tokens.moving import move_to_table, set_pair
 
 OUTPUTS = {"table": "TableName", "tokens_table": "TokenTableName", "secret": "SecretArn"}
 
@@ -76,6 +79,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     move.add_argument(
         "--portal", action="append", dest="portals", help="only this portal (repeatable)"
     )
+    put = verbs.add_parser(
+        "set",
+        help="replace a portal's pair in the token table (after re-authorising the application)",
+        description=(
+            "Replace DOMAIN's pair in the fleet's token table with a new one, under the "
+            "portal's refresh lease. The pair is a JSON object (access_token, refresh_token, "
+            "and optionally expires_at or expires, client_endpoint, member_id) read from "
+            "standard input or --file: never from the command line, where other users and the "
+            "shell's history could read it."
+        ),
+    )
+    put.add_argument("domain", metavar="DOMAIN")
+    put.add_argument("--file", help="read the pair from this file (default: standard input)")
     return parser.parse_args(argv)
 
 
@@ -87,7 +103,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     except (UsageError, ApiError) as exc:
         print(f"error: {getattr(exc, 'message', exc)}", file=sys.stderr)
         return 2
-    except (StateStoreError, TokenStoreError, UnusableCredentials) as exc:
+    except (StateStoreError, TokenError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except (BotoCoreError, ClientError) as exc:
@@ -219,15 +235,46 @@ def tokens_move(args: argparse.Namespace, stack: Stack, out: TextIO) -> int:
         print(f"moved: {portal}", file=out)
     for portal in moved.already:
         print(
-            f"already in the table (its pair kept; the secret's entry removed): {portal}", file=out
+            f"already in the table (the same pair; the secret's entry removed): {portal}", file=out
+        )
+    for portal in moved.differing:
+        print(
+            f"left in the secret: its pair differs from the token table's: {portal} (if the "
+            "application was re-authorised, store the new pair with "
+            f"`monitorctl tokens set {portal}`, then move again)",
+            file=out,
         )
     for portal, reason in moved.unreadable.items():
         print(f"left in the secret, unreadable: {portal}: {reason}", file=out)
-    asked = set(args.portals or ())
+    asked = {portal_key(p) for p in args.portals or ()}
     absent = sorted(asked - {*moved.moved, *moved.already, *moved.unreadable})
     for portal in absent:
         print(f"not in the secret: {portal}", file=out)
-    return 1 if moved.unreadable or absent else 0
+    return 1 if moved.unreadable or moved.differing or absent else 0
+
+
+def tokens_set(
+    args: argparse.Namespace, stack: Stack, out: TextIO, stdin: TextIO | None = None
+) -> int:
+    domain = portal_key(str(args.domain))
+    try:
+        if args.file:
+            with open(args.file, encoding="utf-8") as source:
+                text = source.read()
+        else:
+            text = (stdin or sys.stdin).read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"the new pair could not be read ({type(exc).__name__})") from None
+    try:
+        pair = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        raise UsageError("the new pair is not valid JSON (an object: access_token, ...)") from None
+    if not isinstance(pair, dict):
+        raise UsageError("the new pair is not a JSON object (access_token, refresh_token, ...)")
+    secret = _secret(args, stack)
+    set_pair(_table(args, stack, secret), domain, pair)
+    print(f"set: {domain} (its pair in the token table replaced)", file=out)
+    return 0
 
 
 COMMANDS = {
@@ -236,4 +283,5 @@ COMMANDS = {
     ("targets", "remove"): targets_remove,
     ("tokens", "list"): tokens_list,
     ("tokens", "move"): tokens_move,
+    ("tokens", "set"): tokens_set,
 }

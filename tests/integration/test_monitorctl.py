@@ -119,3 +119,57 @@ def test_tokens_move_to_the_table_and_nothing_secret_is_printed(
     for entry in secret["portals"].values():
         for field in ("access_token", "refresh_token", "client_secret"):
             assert entry[field] not in printed
+
+
+def test_a_re_authorised_fleet_portal_is_set_from_stdin_or_a_file_and_never_deleted_by_a_move(
+    secret: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Any,
+) -> None:
+    """The alert says to re-authorise; the operator stores the new pair in the secret first (as
+    the old text said): `tokens move` keeps it and points at `tokens set`, which replaces the
+    table's pair (read from stdin, or a file), so the move then removes the secret's copy."""
+    assert ctl("tokens", "move", "--portal", A)[0] == 0
+    tokens = boto3.resource("dynamodb", region_name=REGION).Table(TOKENS)
+    before = tokens.get_item(Key={"pk": "PORTAL", "sk": A})["Item"]
+    new = {**secret["portals"][A], "access_token": "new-access-1", "refresh_token": "new-rt-1"}
+    sm = boto3.client("secretsmanager", region_name=REGION)
+    document = json.loads(sm.get_secret_value(SecretId=SECRET)["SecretString"])
+    document["portals"][A] = new
+    sm.put_secret_value(SecretId=SECRET, SecretString=json.dumps(document))
+
+    code, kept = ctl("tokens", "move", "--portal", A)
+    assert code == 1
+    assert f"its pair differs from the token table's: {A}" in kept
+    assert f"monitorctl tokens set {A}" in kept
+    stored = json.loads(sm.get_secret_value(SecretId=SECRET)["SecretString"])
+    assert stored["portals"][A]["refresh_token"] == "new-rt-1"  # not deleted
+
+    pair = json.dumps({"access_token": "new-access-1", "refresh_token": "new-rt-1"})
+    monkeypatch.setattr("sys.stdin", io.StringIO(pair))
+    code, said = ctl("tokens", "set", A)
+    assert (code, said.strip()) == (0, f"set: {A} (its pair in the token table replaced)")
+    item = tokens.get_item(Key={"pk": "PORTAL", "sk": A})["Item"]
+    assert (item["refresh_token"], item["version"]) == ("new-rt-1", before["version"] + 1)
+
+    code, moved = ctl("tokens", "move", "--portal", A)
+    assert code == 0 and "the same pair; the secret's entry removed" in moved
+    stored = json.loads(sm.get_secret_value(SecretId=SECRET)["SecretString"])
+    assert A not in stored["portals"]
+
+    again = tmp_path / "pair.json"
+    again.write_text(json.dumps({"access_token": "new-access-2", "refresh_token": "new-rt-2"}))
+    assert ctl("tokens", "set", A, "--file", str(again))[0] == 0
+    assert tokens.get_item(Key={"pk": "PORTAL", "sk": A})["Item"]["refresh_token"] == "new-rt-2"
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(pair))
+    assert ctl("tokens", "set", B)[0] == 1  # B's pair is in the secret, not in the table
+    errors = capsys.readouterr().err
+    assert f"token table {TOKENS} has no pair for {B}" in errors
+    monkeypatch.setattr("sys.stdin", io.StringIO("new-rt-3"))  # not JSON: said, not echoed
+    assert ctl("tokens", "set", A)[0] == 2
+    errors += capsys.readouterr().err
+    assert "not valid JSON" in errors
+    for value in ("new-access-1", "new-rt-1", "new-rt-2", "new-rt-3"):
+        assert value not in kept + said + moved + errors

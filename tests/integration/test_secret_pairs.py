@@ -693,7 +693,7 @@ def test_lease_held_elsewhere_uses_tokens_rotated_meanwhile(
     )
     leaks.watch(rotated)
     other = Lease(TABLE, client=boto3.client("dynamodb", region_name=REGION))
-    with other.hold(f"secret:{SECRET}"):
+    with other.hold(f"secret:{sm.describe_secret(SecretId=SECRET)['ARN']}"):
         document = stored(sm)
         document["portals"][a].update(
             access_token=rotated.access_token, refresh_token=rotated.refresh_token
@@ -712,7 +712,7 @@ def test_lease_held_elsewhere_and_nothing_rotated_gives_up_for_this_run(
     store.load()
     other = Lease(TABLE, client=boto3.client("dynamodb", region_name=REGION))
     with (
-        other.hold(f"secret:{SECRET}"),
+        other.hold(f"secret:{sm.describe_secret(SecretId=SECRET)['ARN']}"),
         pytest.raises(TokenStoreError, match="next run tries again") as caught,
     ):
         store.refresh(a, store.credentials(a))

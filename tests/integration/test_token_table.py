@@ -19,8 +19,12 @@ from connector_monitor.aws.token_table import TablePairs
 from connector_monitor.domain.portal_errors import PortalError
 from connector_monitor.domain.shards import split
 from connector_monitor.tokens.credentials import AppCredentials
-from connector_monitor.tokens.errors import TokenStoreError, UnusableCredentials
-from connector_monitor.tokens.moving import move_to_table
+from connector_monitor.tokens.errors import (
+    LeaseUnavailable,
+    TokenStoreError,
+    UnusableCredentials,
+)
+from connector_monitor.tokens.moving import move_to_table, set_pair
 from connector_monitor.tokens.refresh import RefreshingTokens
 from local.bitrix24_portal import LocalPortal
 from local.template import table_definition
@@ -83,6 +87,12 @@ def moved(sm: Any, portals: list[str] | None = None) -> Any:
     secret = SecretPairs(SECRET, client=sm)
     table = TablePairs(TOKENS, apps=secret.apps, client=dynamodb())
     return move_to_table(secret, table, lease(), portals=portals)
+
+
+def table_items() -> list[dict[str, Any]]:
+    table = boto3.resource("dynamodb", region_name=REGION).Table(TOKENS)
+    items: list[dict[str, Any]] = table.scan()["Items"]
+    return items
 
 
 def table_item(portal: str) -> dict[str, Any]:
@@ -153,6 +163,194 @@ def test_a_crash_between_the_two_writes_loses_no_pair(
     assert works(check(source, a))  # ... and read from the table
     again = moved(sm, [a])
     assert again.already == [a] and a not in stored(sm)["portals"]
+
+
+def test_a_move_by_the_secrets_name_waits_for_the_checkers_lease_by_its_arn(
+    secret: dict[str, Any], sm: Any, tokens_table: str, portal: LocalPortal, leaks: Leaks
+) -> None:
+    """The checker knows the secret by its ARN, an operator's `tokens move --secret NAME` by
+    its name: both take one lease, so the move waits while the checker refreshes (and had it
+    not, the table would keep the spent pair and the secret's new one be deleted)."""
+    a, _ = list(secret["portals"])
+    arn = sm.describe_secret(SecretId=SECRET)["ARN"]
+    checker = SecretPairs(arn, client=sm)
+    by_name = SecretPairs(SECRET, client=sm)
+    with lease().hold(checker.lease_name(a), ttl=30, wait=1):  # the checker refreshing a
+        with pytest.raises(LeaseUnavailable):
+            move_to_table(
+                by_name,
+                TablePairs(TOKENS, apps=by_name.apps, client=dynamodb()),
+                lease(),
+                lease_wait=0.3,
+            )
+        document = stored(sm)
+        document["portals"][a] = {**document["portals"][a], "refresh_token": "rotated-by-checker"}
+        put_secret(sm, document)  # its new pair, stored under its lease
+    assert not table_items()  # the move wrote nothing
+    assert stored(sm)["portals"][a]["refresh_token"] == "rotated-by-checker"
+    assert by_name.lease_name(a) == checker.lease_name(a) == f"secret:{arn}"
+
+
+def test_a_move_that_outlives_its_lease_writes_nothing_it_read_before(
+    secret: dict[str, Any], sm: Any, tokens_table: str, portal: LocalPortal, leaks: Leaks
+) -> None:
+    """The move stalls past its 120 s lease after reading the secret; a checker takes the
+    lease and stores a refreshed pair. The move must not write the document it read (nor
+    put the spent pair in the table): the refreshed pair stays in the secret, and works."""
+    a, _ = list(secret["portals"])
+    now = [time.time()]
+    clock = lambda: now[0]  # noqa: E731
+    moving_lease = Lease(TABLE, client=dynamodb(), clock=clock)
+    checker_lease = Lease(TABLE, client=dynamodb(), clock=clock)
+
+    class Stalling(SecretPairs):
+        stalled = False
+
+        def document(self) -> dict[str, Any]:
+            read = super().document()
+            if not Stalling.stalled:
+                Stalling.stalled = True
+                now[0] += 200.0  # the move stalls past its lease ...
+                with checker_lease.hold(self.lease_name(a), ttl=30, wait=1):
+                    source = token_source(SECRET, client=sm, lease=None, oauth_timeout=FAST)
+                    source.load()
+                    portal.expire_access_tokens(a)
+                    assert works(check(source, a))  # ... while the checker refreshes a
+            return read
+
+    secret_store = Stalling(SECRET, client=sm)
+    table = TablePairs(TOKENS, apps=secret_store.apps, client=dynamodb())
+    with pytest.raises(LeaseUnavailable, match="ran out"):
+        move_to_table(secret_store, table, moving_lease)
+    after = stored(sm)["portals"][a]
+    assert after["refresh_token"] != secret["portals"][a]["refresh_token"]  # the checker's
+    assert not table_items()
+    source = token_source(SECRET, client=sm, lease=None, oauth_timeout=FAST)
+    source.load()
+    assert works(check(source, a))
+
+
+def test_a_move_keeps_a_secret_entry_whose_pair_differs_from_the_tables(
+    secret: dict[str, Any], sm: Any, tokens_table: str, portal: LocalPortal, leaks: Leaks
+) -> None:
+    """A fleet portal re-authorised and its new pair stored in the secret (as older alerts
+    said): the move must not delete it, though the table holds a pair for the portal."""
+    a, _ = list(secret["portals"])
+    moved(sm, [a])
+    portal.revoke(a)
+    fresh = portal.credentials(a)  # re-authorised: a new pair; the table's is revoked
+    leaks.watch_entry(fresh)
+    document = stored(sm)
+    document["portals"][a] = fresh
+    put_secret(sm, document)
+
+    outcome = moved(sm, [a])
+
+    assert (outcome.moved, outcome.already, outcome.differing) == ([], [], [a])
+    assert stored(sm)["portals"][a]["refresh_token"] == fresh["refresh_token"]
+    assert table_item(a)["refresh_token"] == secret["portals"][a]["refresh_token"]
+
+
+def test_a_pair_set_by_hand_replaces_the_tables_and_is_the_one_refreshed(
+    secret: dict[str, Any], sm: Any, tokens_table: str, portal: LocalPortal, leaks: Leaks
+) -> None:
+    a, _ = list(secret["portals"])
+    moved(sm, [a])
+    portal.expire_access_tokens(a)
+    source = fleet_source(sm)
+    source.load()
+    assert works(check(source, a))  # refreshed once: refreshed_at set, version 2
+    portal.revoke(a)
+    fresh = portal.credentials(a)  # re-authorised: the table's pair is revoked
+    leaks.watch_entry(fresh)
+    secret_store = SecretPairs(SECRET, client=sm)
+    table = TablePairs(TOKENS, apps=secret_store.apps, client=dynamodb())
+
+    set_pair(table, a, {k: fresh[k] for k in ("access_token", "refresh_token")})
+
+    item = table_item(a)
+    assert (item["access_token"], item["refresh_token"], item["version"]) == (
+        fresh["access_token"],
+        fresh["refresh_token"],
+        3,
+    )
+    assert "refreshed_at" not in item and "lease_owner" not in item
+    source = fleet_source(sm)
+    source.load()
+    assert works(check(source, a))
+    portal.expire_access_tokens(a)  # the new pair is refreshed at once: no 55-minute budget
+    source = fleet_source(sm)
+    source.load()
+    assert works(check(source, a))
+    assert table_item(a)["version"] == 4
+
+
+def test_a_revoked_fleet_portal_is_told_to_store_its_new_pair_with_tokens_set(
+    secret: dict[str, Any], sm: Any, tokens_table: str, portal: LocalPortal, leaks: Leaks
+) -> None:
+    """The text a person acts on names the path that works for a fleet portal: a pair put in
+    the secret would never be read while the table holds the revoked one."""
+    a, b = list(secret["portals"])
+    moved(sm, [a])
+    for domain in (a, b):
+        portal.revoke(domain)
+    source = fleet_source(sm)
+    source.load()
+    for domain, where in ((a, f"with `monitorctl tokens set {a}`"), (b, "in the secret")):
+        with pytest.raises(PortalError) as caught:
+            source.refresh(domain, source.credentials(domain))
+        assert f"store the new tokens {where}" in caught.value.description
+        leaks.check_error(caught.value)
+
+
+def test_a_portal_keyed_in_capitals_is_one_portal_in_the_secret_and_the_table(
+    secret: dict[str, Any], sm: Any, tokens_table: str, portal: LocalPortal, leaks: Leaks
+) -> None:
+    """An operator keys a portal `A0.Bitrix24.TEST.` in the secret; Targets and the registry
+    know it as `a0.bitrix24.test`: its tokens are found, refreshed into the same entry (no
+    second one), and moved into the table under the one spelling the API and targets use."""
+    a, b = list(secret["portals"])
+    shouted = a.upper() + "."
+    document = stored(sm)
+    document["portals"] = {shouted: document["portals"][a], b: document["portals"][b]}
+    put_secret(sm, document)
+    small = token_source(SECRET, client=sm, lease=lease(), oauth_timeout=FAST)
+    small.load()
+    assert small.portals() == sorted([a, b])
+    portal.expire_access_tokens(a)
+    assert works(check(small, a))  # found under its one spelling, and refreshed
+    after = stored(sm)["portals"]
+    assert sorted(after) == sorted([shouted, b])  # the refreshed pair in the entry as keyed
+    assert after[shouted]["refresh_token"] != secret["portals"][a]["refresh_token"]
+
+    outcome = moved(sm, [shouted])
+
+    assert outcome.moved == [a]
+    assert [item["sk"] for item in table_items()] == [a]
+    assert sorted(stored(sm)["portals"]) == [b]
+    source = fleet_source(sm)
+    source.load()
+    assert source.portals() == sorted([a, b])
+    assert works(check(source, a))
+
+
+def test_a_table_item_keyed_in_capitals_by_hand_is_read_and_refreshed_in_place(
+    secret: dict[str, Any], sm: Any, tokens_table: str, portal: LocalPortal, leaks: Leaks
+) -> None:
+    a, _ = list(secret["portals"])
+    moved(sm, [a])
+    table = boto3.resource("dynamodb", region_name=REGION).Table(TOKENS)
+    item = table_item(a)
+    table.delete_item(Key={"pk": "PORTAL", "sk": a})
+    table.put_item(Item={**item, "sk": a.upper()})  # written by hand, in capitals
+    source = fleet_source(sm)
+    source.load()
+    assert a in source.portals()
+    portal.expire_access_tokens(a)
+    assert works(check(source, a))
+    (only,) = [i for i in table_items() if str(i["sk"]).lower() == a]
+    assert (only["sk"], only["version"]) == (a.upper(), 2)  # refreshed in place
+    assert only["refresh_token"] != item["refresh_token"]
 
 
 def test_an_expired_pair_is_refreshed_in_its_own_item_and_the_secret_is_untouched(

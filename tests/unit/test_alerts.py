@@ -57,6 +57,12 @@ def test_groups_are_per_portal_and_event_in_time_order() -> None:
     ]
 
 
+def test_lost_authorisation_names_the_command_that_stores_a_fleet_portals_new_pair() -> None:
+    ((message, _),) = combine([alert(AlertEvent.CHECK_FAILED, 7)])
+    assert "in the secret" in message.message  # a small stack's portal
+    assert "`monitorctl tokens set a.bitrix24.com`" in message.message  # a fleet portal's
+
+
 def test_a_single_check_failed_keeps_its_own_attributes() -> None:
     ((message, _),) = combine([alert(AlertEvent.CHECK_FAILED, 7)])
     assert message.attributes["line"] == "7"

@@ -113,26 +113,46 @@ class ConditionalLease:
         *,
         clock: Callable[[], float],
         sleep: Callable[[float], None],
+        extend: Callable[[str, str, float], bool] | None = None,
     ) -> None:
         """`take(name, owner, ttl)` is one conditional write (False: held by another; it raises
         LeaseUnavailable when the store fails); `give_back(name, owner)` never raises; `busy`
-        words the refusal after a wait."""
+        words the refusal after a wait. `extend(name, owner, ttl)`, a conditional write that
+        holds only while `owner` still holds the lease (False: it does not), renews it; without
+        it a renewal only checks the lease has not run out by the holder's clock."""
         self._take = take
+        self._extend = extend
         self._give_back = give_back
         self._busy = busy
         self._clock = clock
         self._sleep = sleep
 
     @contextmanager
-    def hold(self, name: str, *, ttl: float, wait: float) -> Iterator[None]:
+    def hold(self, name: str, *, ttl: float, wait: float) -> Iterator[Held]:
         """Hold the lease `name` for the body of the `with`; LeaseUnavailable after `wait`.
-        `ttl` bounds how long a crashed holder blocks others: keep the body well inside it."""
+        `ttl` bounds how long a crashed holder blocks others: keep the body well inside it, or
+        renew the lease (`Held.renew`) before each write that relies on it."""
         owner = uuid.uuid4().hex
         self._acquire(name, owner, ttl, wait)
         try:
-            yield
+            yield Held(self, name, owner, ttl, self._clock() + ttl)
         finally:
             self._give_back(name, owner)
+
+    def _renew(self, held: Held) -> None:
+        if self._extend is not None:
+            now = self._clock()
+            if not self._extend(held.name, held.owner, held.ttl):
+                raise LeaseUnavailable(
+                    f"lease {held.name!r} ran out and was taken by another owner (or is gone) "
+                    "while held: what was read under it is not written"
+                )
+            held.until = now + held.ttl
+            return
+        if self._clock() >= held.until:
+            raise LeaseUnavailable(
+                f"lease {held.name!r} ran out while held: what was read under it is not written"
+            )
 
     def _acquire(self, name: str, owner: str, ttl: float, wait: float) -> None:
         give_up = self._clock() + max(0.0, wait)
@@ -144,3 +164,17 @@ class ConditionalLease:
             # Jitter so waiters that started together do not retry in lockstep.
             self._sleep(min(left, pause * (0.5 + random.random())))
             pause = min(pause * 2, self.MAX_PAUSE)
+
+
+class Held:
+    """A `ConditionalLease` while it is held (`tokens.ports.HeldLease`)."""
+
+    def __init__(self, loop: ConditionalLease, name: str, owner: str, ttl: float, until: float):
+        self._loop = loop
+        self.name = name
+        self.owner = owner
+        self.ttl = ttl
+        self.until = until  # by the holder's clock
+
+    def renew(self) -> None:
+        self._loop._renew(self)

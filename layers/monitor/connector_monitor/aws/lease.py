@@ -19,7 +19,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ..tokens.errors import LeaseUnavailable
 from . import clients
-from .dynamodb import ConditionalLease
+from .dynamodb import ConditionalLease, Held
 
 logger = logging.getLogger(__name__)
 
@@ -41,15 +41,16 @@ class Lease:
         self._client = client if client is not None else clients.lease_client()
         self._clock = clock
         self._loop = ConditionalLease(
-            self._try_put, self._release, self._busy, clock=clock, sleep=sleep
+            self._try_put, self._release, self._busy, clock=clock, sleep=sleep, extend=self._extend
         )
 
     def hold(
         self, name: str, *, ttl: float = 30.0, wait: float = 10.0
-    ) -> AbstractContextManager[None]:
+    ) -> AbstractContextManager[Held]:
         """Hold the lease `name` for the body of the `with`; raise LeaseUnavailable after `wait`.
 
-        `ttl` bounds how long a crashed holder blocks others: keep the body well inside it.
+        `ttl` bounds how long a crashed holder blocks others: keep the body well inside it, or
+        renew it before each write (`Held.renew`: one conditional write on the owner).
         """
         return self._loop.hold(name, ttl=ttl, wait=wait)
 
@@ -79,6 +80,37 @@ class Lease:
                 return False
             raise LeaseUnavailable(
                 f"lease {name!r}: DynamoDB refused the write to {self.table_name} ({code})"
+            ) from exc
+        except BotoCoreError as exc:
+            raise LeaseUnavailable(
+                f"lease {name!r}: could not reach DynamoDB table {self.table_name} "
+                f"({type(exc).__name__})"
+            ) from exc
+        return True
+
+    def _extend(self, name: str, owner: str, ttl: float) -> bool:
+        """Push `expires_at` to `ttl` from now if `owner` still holds the item: False if another
+        owner took it over (its `expires_at` had passed) or it is gone. An item still ours
+        proves nobody held the lease between: taking it replaces the owner."""
+        now = self._clock()
+        try:
+            self._client.update_item(
+                TableName=self.table_name,
+                Key={"pk": {"S": LOCK_PK}, "sk": {"S": name}},
+                UpdateExpression="SET expires_at = :until",
+                ConditionExpression="#owner = :owner",
+                ExpressionAttributeNames={"#owner": "owner"},
+                ExpressionAttributeValues={
+                    ":owner": {"S": owner},
+                    ":until": {"N": str(math.ceil(now + ttl))},
+                },
+            )
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code == "ConditionalCheckFailedException":
+                return False
+            raise LeaseUnavailable(
+                f"lease {name!r}: DynamoDB refused its renewal in {self.table_name} ({code})"
             ) from exc
         except BotoCoreError as exc:
             raise LeaseUnavailable(

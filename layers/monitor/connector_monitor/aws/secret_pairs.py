@@ -4,8 +4,11 @@ The secret is `{"portals": {domain: {client_id, client_secret, access_token, ref
 client_endpoint?, oauth_endpoint?, expires_at?, refreshed_at?, member_id?, ...}}, ...}` (the
 contract in docs/ARCHITECTURE.md). `SecretPairs` reads it once a run and writes a refreshed pair
 back into it at once; when to refresh is `tokens/refresh.py`'s. A write-back replaces the whole
-document, so every refresh of the secret's portals holds one lease, `secret:<secret_id>`: two
-invocations refreshing different portals must not overwrite each other.
+document, so every refresh of the secret's portals holds one lease, `secret:<the secret's ARN>`:
+two invocations refreshing different portals must not overwrite each other. The lease is named
+after the ARN Secrets Manager answers with, never after what the caller called the secret (its
+name, a partial or a full ARN), so `monitorctl --secret NAME` and the checker (which knows the
+ARN) take the same lease.
 
 Read and written with plain boto3 rather than Powertools Parameters: every read must be fresh
 (no cache to gain), the write-back must never create a missing secret (Powertools' `set` does),
@@ -24,7 +27,14 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..tokens.credentials import AppCredentials, PortalCredentials, apps_of, parse_document
+from ..tokens.credentials import (
+    AppCredentials,
+    PortalCredentials,
+    apps_of,
+    parse_document,
+    portal_key,
+    spellings,
+)
 from ..tokens.errors import CredentialsDocumentError, TokenStoreError, UnusableCredentials
 from ..tokens.ports import RefreshLease
 from . import clients
@@ -75,6 +85,7 @@ class SecretPairs:
         self._client = client if client is not None else clients.client("secretsmanager")
         self._sleep = sleep
         self._document: dict[str, Any] | None = None
+        self._arn: str | None = None  # the secret's ARN, as Secrets Manager answered it
         self._lock = threading.Lock()  # readers never wait for a write; documents never mutate
 
     def load(self) -> None:
@@ -94,10 +105,10 @@ class SecretPairs:
         return self._entry(self._current(), portal)
 
     def holds(self, portal: str) -> bool:
-        return portal in self._current()["portals"]
+        return portal_key(portal) in spellings(self._current()["portals"])
 
     def portals(self) -> list[str]:
-        return sorted(self._current()["portals"])
+        return sorted(spellings(self._current()["portals"]))
 
     def apps(self) -> dict[str, AppCredentials]:
         """The applications whose portals' pairs live in the fleet's token table."""
@@ -107,7 +118,11 @@ class SecretPairs:
         return self._entry(self._publish(self._read()), portal)
 
     def lease_name(self, portal: str) -> str:
-        return f"secret:{self.secret_id}"
+        """`secret:<ARN>`, whatever `secret_id` was (a name, a partial or a full ARN): one lease
+        for one secret. Reads the secret once if it has not been read yet."""
+        if self._arn is None:
+            self._publish(self._read())
+        return f"secret:{self._arn or self.secret_id}"
 
     def own_lease(self, portal: str) -> RefreshLease | None:
         return None  # the shared lease, named after the secret: one write replaces it whole
@@ -116,7 +131,8 @@ class SecretPairs:
         """Replace only what a refresh renews in this portal's entry of the document last read
         (under the lease, just before the refresh): tokens, expiry, endpoint, member_id."""
         document = self._current()
-        entry = dict(document["portals"][fresh.portal])
+        written = spellings(document["portals"])[portal_key(fresh.portal)]  # its key as written
+        entry = dict(document["portals"][written])
         entry["access_token"] = fresh.access_token
         entry["refresh_token"] = fresh.refresh_token
         if fresh.expires_at is not None:
@@ -128,7 +144,7 @@ class SecretPairs:
         entry["client_endpoint"] = fresh.client_endpoint
         if fresh.member_id is not None:
             entry["member_id"] = fresh.member_id
-        document = {**document, "portals": {**document["portals"], fresh.portal: entry}}
+        document = {**document, "portals": {**document["portals"], written: entry}}
         # The in-memory copy holds the new pair even if storing fails: it is the only valid one.
         self._publish(document)
         why = self._write(document)
@@ -185,16 +201,20 @@ class SecretPairs:
         return document
 
     def _entry(self, document: dict[str, Any], portal: str) -> PortalCredentials:
-        entry = document["portals"].get(portal)
-        if entry is None:
+        key = portal_key(portal)
+        written = spellings(document["portals"]).get(key)
+        if written is None:
             raise UnusableCredentials(f"secret {self.secret_id} has no entry for portal {portal}")
-        return PortalCredentials.from_secret_entry(portal, entry)
+        return PortalCredentials.from_secret_entry(key, document["portals"][written])
 
     def _read(self) -> dict[str, Any]:
         try:
             answer = self._client.get_secret_value(SecretId=self.secret_id)
         except (ClientError, BotoCoreError) as exc:
             raise TokenStoreError(f"secret {self.secret_id}: {_describe(exc)}") from None
+        arn = answer.get("ARN")
+        if isinstance(arn, str) and arn:
+            self._arn = arn
         text = answer.get("SecretString")
         if text is None and answer.get("SecretBinary") is not None:
             try:

@@ -25,7 +25,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..domain.shards import KeyRange
-from ..tokens.credentials import AppCredentials, PortalCredentials
+from ..tokens.credentials import AppCredentials, PortalCredentials, portal_key
 from ..tokens.errors import LeaseUnavailable, TokenStoreError, UnusableCredentials
 from ..tokens.ports import RefreshLease
 from . import clients
@@ -86,7 +86,9 @@ class TablePairs:
     def load(self) -> None:
         """Every pair of the range, by query pages (eventually consistent: a pair is re-read
         consistently before any refresh)."""
-        items = {str(item["sk"]): item for item in self._query()}
+        items: dict[str, dict[str, Any]] = {}
+        for item in sorted(self._query(), key=lambda i: str(i["sk"])):
+            items.setdefault(portal_key(str(item["sk"])), item)  # one spelling of a portal
         with self._lock:
             self._items = items
 
@@ -148,7 +150,10 @@ class TablePairs:
                     f"token table {self.table_name} has no pair for {fresh.portal}"
                 )
             seen = known.get("version")
-            updated = {**known, **_pair_of(fresh), "version": _next_version(seen)}
+            # A pair without an expiry or a refresh time (one set by hand) drops the old one's.
+            dropped = [k for k in ("expires_at", "refreshed_at") if getattr(fresh, k) is None]
+            kept = {k: v for k, v in known.items() if k not in dropped}
+            updated = {**kept, **_pair_of(fresh), "version": _next_version(seen)}
             self._items[fresh.portal] = updated
         names = {f"#f{i}": name for i, name in enumerate(_pair_of(fresh))}
         values = {f":v{i}": value for i, value in enumerate(_pair_of(fresh).values())}
@@ -163,8 +168,11 @@ class TablePairs:
             self._call(
                 "update_item",
                 TableName=self.table_name,
-                Key=_key(fresh.portal),
-                UpdateExpression=f"SET {assignments}, version = :next REMOVE {LEASE_FIELDS}",
+                Key=_key(str(known.get("sk") or fresh.portal)),
+                UpdateExpression=(
+                    f"SET {assignments}, version = :next "
+                    f"REMOVE {', '.join([*dropped, LEASE_FIELDS])}"
+                ),
                 ConditionExpression=condition,
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=typed(
@@ -181,14 +189,15 @@ class TablePairs:
             raise TokenStoreError(
                 f"portal {fresh.portal}: the refreshed tokens could not be stored in token table "
                 f"{self.table_name} ({why}); the monitor will be locked out of this portal: "
-                "re-authorise the application and store the new tokens",
+                "re-authorise the application and store the new tokens with "
+                f"`monitorctl tokens set {fresh.portal}`",
                 pair_lost=True,
             ) from None
         except BotoCoreError as exc:
             raise TokenStoreError(
                 f"portal {fresh.portal}: the refreshed tokens could not be stored in token table "
                 f"{self.table_name} ({type(exc).__name__}); re-authorise the application and "
-                "store the new tokens",
+                f"store the new tokens with `monitorctl tokens set {fresh.portal}`",
                 pair_lost=True,
             ) from None
         with self._lock:
@@ -202,7 +211,7 @@ class TablePairs:
             answer = self._call(
                 "update_item",
                 TableName=self.table_name,
-                Key=_key(portal),
+                Key=_key(self._written(portal)),
                 UpdateExpression="SET lease_owner = :me, lease_until = :until",
                 ConditionExpression=(
                     "attribute_exists(sk) AND "
@@ -244,7 +253,7 @@ class TablePairs:
             self._call(
                 "update_item",
                 TableName=self.table_name,
-                Key=_key(portal),
+                Key=_key(self._written(portal)),
                 UpdateExpression=f"REMOVE {LEASE_FIELDS}",
                 ConditionExpression="lease_owner = :me",
                 ExpressionAttributeValues=typed({":me": owner}),
@@ -267,13 +276,27 @@ class TablePairs:
 
     def put_new(self, portal: str, app: str, credentials: PortalCredentials) -> bool:
         """Add a portal's pair unless the table has one already (then False, nothing written)."""
-        item = {"pk": PORTAL_PK, "sk": portal, "app": app, **_pair_of(credentials), "version": 1}
+        item = {
+            "pk": PORTAL_PK,
+            "sk": portal_key(portal),
+            "app": app,
+            **_pair_of(credentials),
+            "version": 1,
+        }
         try:
             return put_if_absent(self._call, self.table_name, item)
         except ClientError as exc:
             raise TokenStoreError(
                 f"token table {self.table_name}: {portal} could not be added ({error_code(exc)})"
             ) from None
+
+    def same_pair(self, portal: str, credentials: PortalCredentials) -> bool:
+        """Whether the table's item for `portal` holds this access and refresh token."""
+        item = self._get(portal)
+        return item is not None and (item.get("access_token"), item.get("refresh_token")) == (
+            credentials.access_token,
+            credentials.refresh_token,
+        )
 
     # -- DynamoDB --------------------------------------------------------------------------------
 
@@ -292,16 +315,26 @@ class TablePairs:
         entry = {**app.entry(), **pair}
         return PortalCredentials.from_secret_entry(portal, entry)
 
+    def _written(self, portal: str) -> str:
+        """The portal's key as its item was written (one written by hand may not be in its one
+        spelling), else its one spelling."""
+        with self._lock:
+            item = self._items.get(portal_key(portal))
+        return str(item["sk"]) if item is not None else portal_key(portal)
+
     def _query(self) -> Iterator[dict[str, Any]]:
         """The range's items (a shard's), or every item."""
         portals = self._range or KeyRange.everything()
         lo, hi = portals.portal_bounds()
         items = query_items(self._read, self.table_name, PORTAL_PK, lo=lo, hi=hi)
-        return (item for item in items if portals.holds_portal(str(item["sk"])))
+        return (item for item in items if portals.holds_portal(portal_key(str(item["sk"]))))
 
     def _get(self, portal: str) -> dict[str, Any] | None:
         answer = self._read(
-            "get_item", TableName=self.table_name, Key=_key(portal), ConsistentRead=True
+            "get_item",
+            TableName=self.table_name,
+            Key=_key(self._written(portal)),
+            ConsistentRead=True,
         )
         item = answer.get("Item")
         return plain(item) if item else None

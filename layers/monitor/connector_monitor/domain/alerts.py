@@ -212,7 +212,9 @@ def _action(event: AlertEvent, facts: Facts, subject: Subject) -> str | None:
             return "fix the Targets parameter (domain/connector/line) or the secret, then redeploy."
         if facts.cause is Cause.AUTH_LOST:
             return (
-                "re-authorise the application on the portal and store the new tokens in the secret."
+                "re-authorise the application on the portal and store the new tokens: in the "
+                "secret, or, if the token table holds the portal's pair (a fleet), with "
+                f"`monitorctl tokens set {subject.portal or 'DOMAIN'}`."
             )
         return "this is not a connector outage; the monitor keeps trying on every run."
     return None

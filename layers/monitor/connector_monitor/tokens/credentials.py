@@ -23,6 +23,21 @@ _KNOWN = (
 )
 
 
+def portal_key(domain: str) -> str:
+    """A portal's one spelling, wherever a domain enters (secret keys, token-table keys, like
+    `Targets` and the registry): `Shop.Bitrix24.com.` and `shop.bitrix24.com` are one portal."""
+    return domain.strip().lower().rstrip(".")
+
+
+def spellings(portals: Mapping[str, Any]) -> dict[str, str]:
+    """Each portal's key (`portal_key`) → the key as written in `portals`; of two spellings of
+    one portal, the first in sorted order."""
+    found: dict[str, str] = {}
+    for written in sorted(portals):
+        found.setdefault(portal_key(written), written)
+    return found
+
+
 @dataclass(frozen=True)
 class PortalCredentials:
     """One portal's entry of the secret. Token fields never show in a repr."""

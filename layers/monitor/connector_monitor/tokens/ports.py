@@ -14,10 +14,20 @@ from .credentials import AppCredentials, PortalCredentials
 OAuthRefresh = Callable[[PortalCredentials, Deadline], PortalCredentials]
 
 
+class HeldLease(Protocol):
+    """A lease while its holder works under it."""
+
+    def renew(self) -> None:
+        """Prove the lease is still ours and extend it by its ttl from now, or raise
+        `LeaseUnavailable` (it ran out, or another owner took it): then nothing read under it
+        may be written any more."""
+        ...
+
+
 class RefreshLease(Protocol):
     """A named lease across invocations. Raises `LeaseUnavailable` after `wait` seconds."""
 
-    def hold(self, name: str, *, ttl: float, wait: float) -> AbstractContextManager[None]: ...
+    def hold(self, name: str, *, ttl: float, wait: float) -> AbstractContextManager[HeldLease]: ...
 
 
 class PairStore(Protocol):
@@ -79,6 +89,10 @@ class PairTable(Protocol):
 
     def put_new(self, portal: str, app: str, credentials: PortalCredentials) -> bool:
         """Add a portal's pair unless the table has one already (then False)."""
+        ...
+
+    def same_pair(self, portal: str, credentials: PortalCredentials) -> bool:
+        """Whether the table holds this very pair for `portal` (read consistently)."""
         ...
 
 

@@ -191,12 +191,20 @@ class RefreshingTokens:
             logger.error(
                 "portal %s: NEW REFRESH TOKEN NOT STORED (%s). The old refresh token is spent; "
                 "the new one lives only in this invocation's memory. Re-authorise the "
-                "application on the portal and store the new tokens.",
+                "application on the portal and store the new tokens %s.",
                 fresh.portal,
                 exc,
+                self._where_to_store(fresh.portal),
             )
             raise
         self._store_took_a_write = True
+
+    def _where_to_store(self, portal: str) -> str:
+        """Where a person stores a re-authorised portal's pair: a fleet portal's goes into the
+        token table (its pair there would be preferred to one put in the secret)."""
+        if self.pairs.own_lease(portal) is not None:
+            return f"with `monitorctl tokens set {portal}` (the token table holds its pair)"
+        return "in the secret"
 
     def _within_budget(self, current: PortalCredentials) -> None:
         """At most one refresh per portal per `REFRESH_INTERVAL`: a portal that refuses even a
@@ -236,7 +244,8 @@ class RefreshingTokens:
             code=error.code,
             description=(
                 "the OAuth server refused the stored refresh token and no newer one was "
-                "stored: re-authorise the application and store the new tokens"
+                "stored: re-authorise the application and store the new tokens "
+                f"{self._where_to_store(portal)}"
             ),
             http_status=error.http_status,
         )
