@@ -114,15 +114,7 @@ def test_a_shard_that_fails_costs_only_its_portals(
     assert deliver(fleet, checker.shard_handler, region=REGION) == []
     for domain in FLEET:
         portal.disconnect(domain, CONNECTOR, 1)  # then every line 1 goes down
-    original = CheckCycle.run
-
-    def crash_on_the_first_shard(self: CheckCycle, *args: Any, **kwargs: Any) -> Any:
-        scope = kwargs.get("scope")
-        if scope is not None and scope.portals is not None and scope.portals.lo == "":
-            raise RuntimeError("worker killed")
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(CheckCycle, "run", crash_on_the_first_shard)
+    crash_the_first_shard(monkeypatch)
     for _ in range(2):  # two runs: the failure threshold
         schedule(checker)
         failing = deliver(fleet, checker.shard_handler, region=REGION, rounds=2)
@@ -135,6 +127,19 @@ def test_a_shard_that_fails_costs_only_its_portals(
     first_shard = sorted(["example.bitrix24.com", *FLEET])[:10]
     assert down == set(FLEET) - set(first_shard)  # every other shard stored and alerted
     assert all(states[f"{d}/{CONNECTOR}/1"] == "DOWN" for d in down)
+
+
+def crash_the_first_shard(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From now on the worker of the first shard (the range from the beginning) crashes."""
+    original = CheckCycle.run
+
+    def crash_on_the_first_shard(self: CheckCycle, *args: Any, **kwargs: Any) -> Any:
+        scope = kwargs.get("scope")
+        if scope is not None and scope.portals is not None and scope.portals.lo == "":
+            raise RuntimeError("worker killed")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(CheckCycle, "run", crash_on_the_first_shard)
 
 
 def shard_event(**order: Any) -> dict[str, Any]:
@@ -162,15 +167,7 @@ def test_a_dead_shard_is_unknown_at_the_very_next_run(
 ) -> None:
     schedule(checker)
     assert deliver(fleet, checker.shard_handler, region=REGION) == []
-    original = CheckCycle.run
-
-    def crash_on_the_first_shard(self: CheckCycle, *args: Any, **kwargs: Any) -> Any:
-        scope = kwargs.get("scope")
-        if scope is not None and scope.portals is not None and scope.portals.lo == "":
-            raise RuntimeError("worker killed")
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(CheckCycle, "run", crash_on_the_first_shard)
+    crash_the_first_shard(monkeypatch)
     schedule(checker)
     assert len(deliver(fleet, checker.shard_handler, region=REGION, rounds=2)) == 1
     drop_to_dead_letters(fleet)
@@ -194,15 +191,7 @@ def test_a_shard_that_fails_twice_lands_in_the_dead_letter_queue(
     dead_arn = sqs.get_queue_attributes(QueueUrl=dead, AttributeNames=["QueueArn"])
     redrive = {"deadLetterTargetArn": dead_arn["Attributes"]["QueueArn"], "maxReceiveCount": 2}
     sqs.set_queue_attributes(QueueUrl=fleet, Attributes={"RedrivePolicy": json.dumps(redrive)})
-    original = CheckCycle.run
-
-    def crash_on_the_first_shard(self: CheckCycle, *args: Any, **kwargs: Any) -> Any:
-        scope = kwargs.get("scope")
-        if scope is not None and scope.portals is not None and scope.portals.lo == "":
-            raise RuntimeError("worker killed")
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(CheckCycle, "run", crash_on_the_first_shard)
+    crash_the_first_shard(monkeypatch)
 
     # When the first shard's worker fails, the next run is planned (the schedule's interval is
     # shorter than the 720 s visibility timeout), and then the queue delivers the order again

@@ -151,6 +151,16 @@ def crash(fleet: Fleet, order: ShardOrder, deliveries: int = 1) -> None:
     fleet.setup.store.failing.discard("load")
 
 
+def planned_with_the_first_shard_failed(fleet: Fleet) -> list[ShardOrder]:
+    """A run planned and worked, every shard but the first, whose worker failed (and the queue
+    will deliver its order again); the orders."""
+    orders = fleet.plan()
+    crash(fleet, orders[0])
+    for order in orders[1:]:
+        fleet.work(order)
+    return orders
+
+
 def lost(order: ShardOrder) -> list[str]:
     return [p for p in PORTALS if order.portals.holds_portal(p)]
 
@@ -171,10 +181,7 @@ def test_a_failed_shard_delivered_again_after_the_next_run_fails_again_for_the_d
     fleet: Fleet,
 ) -> None:
     # Given a shard that failed, and the next run planned 300 s later
-    orders = fleet.plan()
-    crash(fleet, orders[0])
-    for order in orders[1:]:
-        fleet.work(order)
+    orders = planned_with_the_first_shard_failed(fleet)
     fleet.setup.world.clock.advance(minutes=5)
     fleet.plan()
     asked = len(fleet.setup.world.asked)
@@ -191,10 +198,7 @@ def test_a_failed_shard_delivered_again_after_the_next_run_fails_again_for_the_d
 def test_a_failed_shard_delivered_again_while_its_run_is_current_is_retried(
     fleet: Fleet,
 ) -> None:
-    orders = fleet.plan()
-    crash(fleet, orders[0])
-    for order in orders[1:]:
-        fleet.work(order)
+    orders = planned_with_the_first_shard_failed(fleet)
     assert fleet.setup.store.runs == []
 
     fleet.setup.world.clock.advance(minutes=2)
@@ -206,10 +210,7 @@ def test_a_failed_shard_delivered_again_while_its_run_is_current_is_retried(
 
 def test_a_dead_shard_is_unknown_at_the_next_run_however_soon_it_starts(fleet: Fleet) -> None:
     fleet.run()
-    orders = fleet.plan()
-    crash(fleet, orders[0])  # its worker failed (and the queue will retry it)
-    for order in orders[1:]:
-        fleet.work(order)
+    orders = planned_with_the_first_shard_failed(fleet)
 
     fleet.setup.world.clock.advance(minutes=1)  # the next run, by hand or at 299.5 s: no matter
     fleet.plan()

@@ -19,7 +19,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ..tokens.errors import LeaseUnavailable
 from . import clients
-from .dynamodb import ConditionalLease, Held
+from .dynamodb import ConditionalLease, Held, error_code
 
 logger = logging.getLogger(__name__)
 
@@ -62,55 +62,50 @@ class Lease:
 
     def _try_put(self, name: str, owner: str, ttl: float) -> bool:
         now = self._clock()
-        try:
-            self._client.put_item(
-                TableName=self.table_name,
-                Item={
-                    "pk": {"S": LOCK_PK},
-                    "sk": {"S": name},
-                    "owner": {"S": owner},
-                    "expires_at": {"N": str(math.ceil(now + ttl))},
-                },
-                ConditionExpression="attribute_not_exists(pk) OR expires_at < :now",
-                ExpressionAttributeValues={":now": {"N": _number(now)}},
-            )
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code == "ConditionalCheckFailedException":
-                return False
-            raise LeaseUnavailable(
-                f"lease {name!r}: DynamoDB refused the write to {self.table_name} ({code})"
-            ) from exc
-        except BotoCoreError as exc:
-            raise LeaseUnavailable(
-                f"lease {name!r}: could not reach DynamoDB table {self.table_name} "
-                f"({type(exc).__name__})"
-            ) from exc
-        return True
+        return self._conditional(
+            name,
+            "the write to",
+            "put_item",
+            Item={
+                "pk": {"S": LOCK_PK},
+                "sk": {"S": name},
+                "owner": {"S": owner},
+                "expires_at": {"N": str(math.ceil(now + ttl))},
+            },
+            ConditionExpression="attribute_not_exists(pk) OR expires_at < :now",
+            ExpressionAttributeValues={":now": {"N": _number(now)}},
+        )
 
     def _extend(self, name: str, owner: str, ttl: float) -> bool:
         """Push `expires_at` to `ttl` from now if `owner` still holds the item: False if another
         owner took it over (its `expires_at` had passed) or it is gone. An item still ours
         proves nobody held the lease between: taking it replaces the owner."""
         now = self._clock()
+        return self._conditional(
+            name,
+            "its renewal in",
+            "update_item",
+            Key={"pk": {"S": LOCK_PK}, "sk": {"S": name}},
+            UpdateExpression="SET expires_at = :until",
+            ConditionExpression="#owner = :owner",
+            ExpressionAttributeNames={"#owner": "owner"},
+            ExpressionAttributeValues={
+                ":owner": {"S": owner},
+                ":until": {"N": str(math.ceil(now + ttl))},
+            },
+        )
+
+    def _conditional(self, name: str, what: str, operation: str, **params: Any) -> bool:
+        """One conditional write of the lease's item: False when its condition failed (held by
+        another owner); LeaseUnavailable when DynamoDB refused it or could not be reached."""
         try:
-            self._client.update_item(
-                TableName=self.table_name,
-                Key={"pk": {"S": LOCK_PK}, "sk": {"S": name}},
-                UpdateExpression="SET expires_at = :until",
-                ConditionExpression="#owner = :owner",
-                ExpressionAttributeNames={"#owner": "owner"},
-                ExpressionAttributeValues={
-                    ":owner": {"S": owner},
-                    ":until": {"N": str(math.ceil(now + ttl))},
-                },
-            )
+            getattr(self._client, operation)(TableName=self.table_name, **params)
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
+            code = error_code(exc)
             if code == "ConditionalCheckFailedException":
                 return False
             raise LeaseUnavailable(
-                f"lease {name!r}: DynamoDB refused its renewal in {self.table_name} ({code})"
+                f"lease {name!r}: DynamoDB refused {what} {self.table_name} ({code})"
             ) from exc
         except BotoCoreError as exc:
             raise LeaseUnavailable(
@@ -130,7 +125,7 @@ class Lease:
                 ExpressionAttributeValues={":owner": {"S": owner}},
             )
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
+            code = error_code(exc)
             if code == "ConditionalCheckFailedException":
                 logger.warning(
                     "lease %s expired while held and was taken over (or is gone); "
