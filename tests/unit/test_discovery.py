@@ -130,6 +130,18 @@ def test_one_inventory_omitting_a_down_line_ends_nothing(setup: Setup) -> None:
     assert setup.store.inventories[A].missing == {}
 
 
+def test_a_lost_record_and_one_answer_omitting_a_line_end_nothing(setup: Setup) -> None:
+    setup.world.lines[A] = lines(1, 2)
+    setup.run(EVERY_LINE)
+    setup.store.inventories.clear()
+    setup.world.lines[A] = lines(1)
+
+    setup.run(EVERY_LINE)
+
+    assert stored(setup) == [key(1), key(2)]  # held on its stored status
+    assert set(setup.store.inventories[A].missing) == {2}
+
+
 def test_a_list_that_may_be_incomplete_retires_no_line(setup: Setup) -> None:
     setup.world.lines[A] = lines(1, 2)
     setup.run(EVERY_LINE)

@@ -139,7 +139,8 @@ class PortalCheckService:
         """The inventory this check goes by, and the lines a fresh read retires."""
         if read is None:
             return plan.cached, frozenset()
-        known, retiring = reconciled(plan.cached, plan.portal, read, now)
+        followed = {line for lines in plan.seen.values() for line in lines}
+        known, retiring = reconciled(plan.cached, plan.portal, read, now, followed)
         if plan.watched and (plan.cached is None or self._round_due(plan.cached, now)):
             known = new_round(known, plan.watched)
         return known, retiring

@@ -68,21 +68,29 @@ class CachedInventory:
 
 
 def reconciled(
-    previous: CachedInventory | None, portal: str, read: Inventory, now: datetime
+    previous: CachedInventory | None,
+    portal: str,
+    read: Inventory,
+    now: datetime,
+    followed: Iterable[int] = (),
 ) -> tuple[CachedInventory, frozenset[int]]:
     """The cached inventory after a fresh read, and the lines it retires.
 
-    One answer never retires a line: a line the previous inventory had and a complete read does
-    not list is held and marked missing; the next complete read (in a later run) that does not
+    One answer never retires a line: a line the previous inventory had (or one the monitor
+    follows targets on, `followed`, should the record be lost) and a complete read does not
+    list is held and marked missing; the next complete read (in a later run) that does not
     list it either retires it. An incomplete read retires nothing and marks nothing. A line
     listed again is no longer missing.
     """
+    known = dict(previous.inventory.lines) if previous is not None else {}
+    for number in followed:
+        known.setdefault(number, LineInfo("", active=True))
     if previous is None:
-        return CachedInventory(portal, now, read), frozenset()
+        previous = CachedInventory(portal, now, Inventory(read.connectors, known))
     lines = dict(read.lines)
     missing: dict[int, datetime] = {}
     retired: set[int] = set()
-    for number, info in previous.inventory.lines.items():
+    for number, info in known.items():
         if number in lines:
             continue
         first = previous.missing.get(number)
