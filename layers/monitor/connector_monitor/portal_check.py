@@ -127,7 +127,7 @@ class PortalCheckService:
                 configuration_result(validation_problem(plan.portal, VALIDATION_OFF), now)
             )
         if known is not None:
-            results += [configuration_result(n, now) for n in self._stalled(known)]
+            results += [configuration_result(n, now) for n in self._stalled(known, plan.watched)]
         error = _portal_error(results)
         changed = known if known is not None and known != plan.cached else None
         retired = _retired(plan, retiring)
@@ -145,8 +145,8 @@ class PortalCheckService:
             known = new_round(known, plan.watched)
         return known, retiring
 
-    def _stalled(self, known: CachedInventory) -> list[ConfigIssue]:
-        notices = stalled(known, self.probe_budget)
+    def _stalled(self, known: CachedInventory, watched: list[str]) -> list[ConfigIssue]:
+        notices = stalled(known, watched, self.probe_budget)
         for notice in notices:
             logger.warning(
                 "discovery has not converged",

@@ -139,13 +139,15 @@ def learned(
     return replace(taught, progress={c: p for c, p in taught.progress.items() if c in owed})
 
 
-def stalled(cached: CachedInventory, budget: int) -> list[ConfigIssue]:
-    """A notice for each discovery round still open after the runs it should have taken."""
+def stalled(cached: CachedInventory, connectors: Iterable[str], budget: int) -> list[ConfigIssue]:
+    """A notice for each watched connector's discovery round still open after the runs it
+    should have taken."""
+    watched = set(connectors)
     notices: list[ConfigIssue] = []
     active = [n for n, info in cached.inventory.lines.items() if info.active]
     allowed = math.ceil(len(active) / max(1, budget)) + SPARE_RUNS
     for connector, progress in sorted(cached.progress.items()):
-        if progress.runs <= allowed:
+        if connector not in watched or progress.runs <= allowed:
             continue
         known = cached.seen.get(connector, frozenset()) | progress.probed
         done = sum(1 for n in active if n in known)
