@@ -291,6 +291,16 @@ def test_a_discovery_that_cannot_finish_says_so_and_the_notice_clears(setup: Set
     )
     ((event, _),) = setup.events()
     assert event == "check.failed"
+    original = setup.world.client
+
+    def crashing(portal, tokens):  # type: ignore[no-untyped-def]
+        raise RuntimeError("boom")
+
+    setup.world.client = crashing  # type: ignore[method-assign]
+    setup.run_with(EVERY_LINE, probe_budget=10)  # a check that did not finish clears nothing
+    assert f"validation:{A}/{CONNECTOR}" in setup.store.statuses
+    assert [e for e in setup.events() if e[0] != "check.failed"] == []
+    setup.world.client = original  # type: ignore[method-assign]
     setup.world.unanswered = set()
 
     setup.run_with(EVERY_LINE, probe_budget=10)

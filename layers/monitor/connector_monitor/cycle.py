@@ -19,7 +19,7 @@ from .domain.inventory import CachedInventory
 from .domain.results import Cause, CheckResult, State
 from .domain.runs import COUNTS, PortalRun, RunRecord, ShardRun
 from .domain.shards import KeyRange, Scope
-from .domain.targets import Target, TargetList
+from .domain.targets import ConfigIssue, ConfigProblem, Target, TargetList
 from .domain.timestamps import stamp
 from .domain.transitions import TargetStatus, Thresholds, advance, has_open_incident, retire
 from .portal_check import (
@@ -138,14 +138,20 @@ class CheckCycle:
             portal_runs: dict[str, PortalRun] = {}
             inventories: list[CachedInventory] = []
             reasons: dict[str, str] = {}
+            unfinished: set[str] = set()
         else:
-            results, portal_runs, inventories, reasons = self._check_all(
+            results, portal_runs, inventories, reasons, unfinished = self._check_all(
                 targets, deadline, loaded, scope, portals
             )
             if scope.entries:
                 results += [configuration_result(e, summary.started_at) for e in targets.errors]
         decided, delivery = self._settle(
-            loaded, results, summary, retire=unusable is None, reasons=reasons
+            loaded,
+            results,
+            summary,
+            retire=unusable is None,
+            reasons=reasons,
+            keep=_notices_of(loaded, unfinished),
         )
         if inventories:
             self.repository.save_inventories(inventories)
@@ -190,15 +196,21 @@ class CheckCycle:
         *,
         retire: bool,
         reasons: dict[str, str] | None = None,
+        keep: frozenset[str] = frozenset(),
     ) -> tuple[dict[str, tuple[Alert, ...]], DeliveryReport]:
         """Decide each result, retire what is no longer configured (when `retire`; `reasons`
-        says why, by key, where it is not the configuration), store, and publish what this run
-        claimed."""
+        says why, by key, where it is not the configuration; `keep`: keys a check that did not
+        finish could not confirm), store, and publish what this run claimed."""
         changed, decided = self._decide(loaded, results)
         retired: set[str] = set()
         if retire:
             retired = self._retire(
-                loaded, {r.target.key for r in results}, summary, changed, decided, reasons or {}
+                loaded,
+                {r.target.key for r in results} | keep,
+                summary,
+                changed,
+                decided,
+                reasons or {},
             )
         claims = self._claims(loaded, changed, summary)
         outcome = self.repository.save(
@@ -225,11 +237,14 @@ class CheckCycle:
         loaded: Loaded,
         scope: Scope,
         portals: Sequence[str] | None,
-    ) -> tuple[list[CheckResult], dict[str, PortalRun], list[CachedInventory], dict[str, str]]:
-        """Each portal's results and run, the inventory records that changed, and why targets
-        leave monitoring (by key) where a portal's check says so."""
+    ) -> tuple[
+        list[CheckResult], dict[str, PortalRun], list[CachedInventory], dict[str, str], set[str]
+    ]:
+        """Each portal's results and run, the inventory records that changed, why targets leave
+        monitoring (by key) where a portal's check says so, and the portals whose check did not
+        finish."""
         if scope.portals is None or not (targets.targets or targets.watches):
-            return [], {}, [], {}
+            return [], {}, [], {}, set()
         now = self.clock()
         stored = [s.subject for s in loaded.statuses.values() if isinstance(s.subject, Target)]
         try:
@@ -245,12 +260,12 @@ class CheckCycle:
                 for plan in plans.values()
                 for t in plan.targets
             ]
-            return results, {p: PortalRun(now, 0, detail) for p in plans}, [], {}
+            return results, {p: PortalRun(now, 0, detail) for p in plans}, [], {}, set(plans)
         if portals is None:
             portals = targets.portals(self.tokens.portals())
         plans = self._plans(targets, portals, stored, None, scope.portals)
         if not plans:
-            return [], {}, [], {}
+            return [], {}, [], {}, set()
         portal_checks = PortalCheckService(
             self.tokens,
             self.client_factory,
@@ -260,6 +275,7 @@ class CheckCycle:
         )
         workers = min(self.settings.max_parallel_portals, len(plans))
         outcomes: dict[str, PortalOutcome] = {}
+        unfinished: set[str] = set()
         # Not `with`: leaving the block would wait for a portal stuck past the deadline.
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="portal")
         try:
@@ -273,8 +289,10 @@ class CheckCycle:
                 # would wait for it, so it is given up as it is.
                 if future not in done:
                     outcomes[plan.portal] = portal_checks.lost(plan, None)
+                    unfinished.add(plan.portal)
                 elif (failure := future.exception()) is not None:
                     outcomes[plan.portal] = portal_checks.lost(plan, failure)
+                    unfinished.add(plan.portal)
                 else:
                     outcomes[plan.portal] = future.result()
         finally:
@@ -283,7 +301,7 @@ class CheckCycle:
         runs = {p: outcomes[p].run for p in plans}
         inventories = [o.inventory for o in outcomes.values() if o.inventory]
         reasons = {k: why for o in outcomes.values() for k, why in o.retired.items()}
-        return results, runs, inventories, reasons
+        return results, runs, inventories, reasons, unfinished
 
     def _plans(
         self,
@@ -421,3 +439,15 @@ class CheckCycle:
         summary.alerts_pending = delivery.pending
         summary.http_requests = sum(r.http_requests for r in portal_runs.values())
         summary.portal_errors = {p: r.error for p, r in portal_runs.items() if r.error}
+
+
+def _notices_of(loaded: Loaded, portals: set[str]) -> frozenset[str]:
+    """The keys of the stored notices of `portals` (validation off, discovery unfinished): a
+    check that did not finish neither raises nor clears them."""
+    return frozenset(
+        key
+        for key, status in loaded.statuses.items()
+        if isinstance(status.subject, ConfigIssue)
+        and status.subject.problem is ConfigProblem.VALIDATION
+        and status.subject.portal in portals
+    )
