@@ -80,7 +80,9 @@ def reconciled(
     follows targets on, `followed`, should the record be lost) and a complete read does not
     list is held and marked missing; the next complete read (in a later run) that does not
     list it either retires it. An incomplete read retires nothing and marks nothing. A line
-    listed again is no longer missing.
+    listed again is no longer missing. (The confirming read is the next run's, not the next
+    validation's: a line really deleted answers all flags false while it is held, and hours of
+    that would page `connector.down` for a line nobody has any more.)
     """
     known = dict(previous.inventory.lines) if previous is not None else {}
     for number in followed:
