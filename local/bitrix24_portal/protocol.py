@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -385,9 +385,7 @@ def list_lines(lines: dict[int, str], query: Any) -> list[dict[str, str]]:
     rows = [{"ID": str(i), "LINE_NAME": name, "ACTIVE": "Y"} for i, name in lines.items()]
     conditions = param(query, "FILTER", {})
     for key, wanted in conditions.items() if isinstance(conditions, dict) else []:
-        column = str(key).lstrip("=").upper()
-        allowed = {str(v) for v in as_list(wanted)}
-        rows = [r for r in rows if r.get(column) in allowed]
+        rows = [r for r in rows if _matches(r, str(key), wanted)]
     order = param(query, "ORDER", {})
     for key, direction in reversed(list(order.items()) if isinstance(order, dict) else []):
         column = str(key).upper()
@@ -403,3 +401,21 @@ def list_lines(lines: dict[int, str], query: Any) -> list[dict[str, str]]:
     if select and "*" not in select:
         rows = [{k: v for k, v in r.items() if k in select} for r in rows]
     return rows
+
+
+# The ORM filter's comparison prefixes (main/lib/orm/query/filter: `>ID`, `<=ID`, `=ID`, `ID`).
+_COMPARISONS: dict[str, Callable[[int, int], bool]] = {
+    ">=": lambda a, b: a >= b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    "<": lambda a, b: a < b,
+}
+
+
+def _matches(row: dict[str, str], key: str, wanted: Any) -> bool:
+    for prefix, compare in _COMPARISONS.items():
+        if key.startswith(prefix):
+            column = key[len(prefix) :].upper()
+            return compare(intval(row.get(column, 0)), intval(wanted))
+    column = key.lstrip("=").upper()
+    return row.get(column) in {str(v) for v in as_list(wanted)}

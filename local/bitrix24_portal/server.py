@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import suppress
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -281,6 +281,19 @@ class LocalPortal:
         """Open lines created on the portal (no connector configured on them yet)."""
         with self._lock:
             self._get(domain).lines.update({int(k): v for k, v in lines.items()})
+
+    def omit_lines(self, domain: str, lines: Iterable[int], listings: int = 1) -> None:
+        """The next `listings` answers (pages) of imopenlines.config.list.get leave these lines
+        out (a replica lagging, say); the lines still exist and their statuses answer as before."""
+        with self._lock:
+            state = self._get(domain)
+            state.omitted.update({int(n): listings for n in lines})
+
+    def delete_lines_after_next_page(self, domain: str, lines: Iterable[int]) -> None:
+        """These lines are deleted right after the next page of open lines is served: between
+        two pages of one read."""
+        with self._lock:
+            self._get(domain).deleted_after_page.update(int(n) for n in lines)
 
     def connect(self, domain: str, connector: str, line: int) -> None:
         self.set_status(domain, connector, line, configured=True, error=False)
@@ -638,12 +651,22 @@ class LocalPortal:
         if method == "imconnector.activate":
             return self._activate(state, params)
         if method == "imopenlines.config.list.get":
-            return list_lines(state.lines, param(params, "PARAMS", {}))
+            return self._list_lines(state, params)
         if method == "server.time":
             return datetime.now(UTC).isoformat(timespec="seconds")
         if method == "batch":
             raise RestError("ERROR_BATCH_METHOD_NOT_ALLOWED")
         raise RestError("ERROR_METHOD_NOT_FOUND")
+
+    def _list_lines(self, state: PortalState, params: dict[str, Any]) -> list[dict[str, str]]:
+        listed = {n: name for n, name in state.lines.items() if not state.omitted.get(n)}
+        state.omitted = {n: left - 1 for n, left in state.omitted.items() if left > 1}
+        page = list_lines(listed, param(params, "PARAMS", {}))
+        for line in state.deleted_after_page:
+            state.lines.pop(line, None)
+            state.flags = {k: v for k, v in state.flags.items() if k[1] != line}
+        state.deleted_after_page = set()
+        return page
 
     def _activate(self, state: PortalState, params: dict[str, Any]) -> bool:
         """imconnector/lib/rest/status.php::activate(): CONNECTOR, LINE and ACTIVE must be set;

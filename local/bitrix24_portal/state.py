@@ -90,6 +90,8 @@ class PortalState:
     list_allowed: bool = True  # the installing user may change Open Lines connectors
     moved_to: str | None = None  # REST answers 302 to this domain's endpoint
     operating: dict[str, Operating] = field(default_factory=dict)  # by method
+    omitted: dict[int, int] = field(default_factory=dict)  # line -> listings still leaving it out
+    deleted_after_page: set[int] = field(default_factory=set)  # deleted once a page is served
 
     def secret_of(self, client_id: str) -> str | None:
         if client_id == self.client_id:

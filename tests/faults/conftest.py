@@ -410,6 +410,24 @@ class World:
         """The next run validates `portal`'s targets again (its cached inventory is gone)."""
         self._table.delete_item(Key={"pk": "INVENTORY", "sk": portal})
 
+    def validate_again(self, portal: str) -> None:
+        """The next run reads `portal`'s inventory again (its validation is due), its cached
+        record kept."""
+        self._table.update_item(
+            Key={"pk": "INVENTORY", "sk": portal},
+            UpdateExpression="SET validated_at = :long_ago",
+            ExpressionAttributeValues={":long_ago": "2000-01-01T00:00:00.000000Z"},
+        )
+
+    def inventory(self, portal: str) -> dict[str, Any]:
+        return next(i for i in self.items("INVENTORY") if i["sk"] == portal)
+
+    def configure(self, name: str, value: str) -> None:
+        """Deploy the checker with this environment variable (a new cold start)."""
+        self._monkeypatch.setenv(name, value)
+        self.checker.settings.cache_clear()
+        self.checker.root.cache_clear()
+
     def measure_memory(self) -> None:
         """From the next invocation on, record how much memory each one adds at its peak."""
         self._measure_memory = True

@@ -1275,5 +1275,127 @@ def _is_json_object(line: str) -> bool:
         return False
 
 
+# ---- a fleet's watches: no line dropped, discovery converges (issue 18, items 11 and 12) --------
+# These rows run in the fleet's world only: a watch (`portal/connector/*`) is a registry entry.
+WATCH_A = f"{A}/{CONNECTOR}/*"
+WATCH_C = f"{C}/{CONNECTOR}/*"
+FLEET = pytest.mark.parametrize("world", ["fleet"], indirect=True)
+
+
+def events(alerts: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    return sorted((a["event"], a["portal"], a["line"]) for a in alerts)
+
+
+def big_portal(world: World, lines: int, configured: set[int]) -> None:
+    """Portal C with `lines` open lines, the connector configured on `configured` only, watched
+    (instead of every other target)."""
+    world.add_portal(C, lines=lines)
+    for line in range(1, lines + 1):
+        if line not in configured:
+            world.portal.disconnect(C, CONNECTOR, line)
+    world.set_targets([WATCH_C])
+
+
+@FLEET
+def test_one_inventory_answer_omitting_a_down_line_ends_nothing(world: World) -> None:
+    world.set_targets([WATCH_A, key(B, B_LINE)])
+    world.invoke()
+    world.portal.set_status(A, CONNECTOR, 14, configured=True, error=True)
+    world.invoke()
+    world.invoke()
+    assert events(world.alerts()) == [("connector.down", A, "14")]
+    world.portal.omit_lines(A, {14})  # one answer of the inventory leaves line 14 out
+    world.validate_again(A)
+
+    world.invoke()  # held: still a target, still DOWN
+    world.invoke()  # the next run's inventory lists it again
+
+    assert world.alerts() == []  # no NO LONGER MONITORED, no second connector.down
+    state = world.states()[key(A, 14)]
+    assert state["state"] == "DOWN" and "down_since" in state
+    assert "missing" not in world.inventory(A)
+    assert world.portal.request_count(A, method="batch") > 0
+
+
+@FLEET
+def test_a_line_deleted_between_two_pages_skips_no_line(world: World) -> None:
+    big_portal(world, 450, configured={201, 300})
+    world.invoke()
+    assert sorted(k for k in world.states() if k.startswith(C)) == [key(C, 201), key(C, 300)]
+    world.portal.set_status(C, CONNECTOR, 201, configured=True, error=True)
+    world.invoke()
+    world.invoke()
+    assert events(world.alerts()) == [("connector.down", C, "201")]
+    world.portal.delete_lines_after_next_page(C, {5})  # offsets would shift: 201 skipped
+    world.validate_again(C)
+
+    world.invoke()
+    world.invoke()
+
+    assert world.alerts() == []  # no down, recovered, down for one outage
+    assert world.states()[key(C, 201)]["state"] == "DOWN"
+    record = world.inventory(C)
+    assert 201 in record["line_ids"] and "missing" not in record
+    world.validate_again(C)
+    world.invoke()
+    assert list(world.inventory(C)["missing"]) == ["5"]  # the deleted line: held once
+    world.invoke()
+    assert 5 not in world.inventory(C)["line_ids"]  # and gone at the next inventory
+    assert world.alerts() == []
+
+
+@FLEET
+def test_a_large_portal_is_discovered_within_a_bounded_number_of_runs(world: World) -> None:
+    big_portal(world, 300, configured={150, 290})
+    world.configure("DISCOVERY_PROBES_PER_RUN", "100")
+    world.portal.clear_requests()
+
+    runs = 0
+    while runs < 3:
+        before = world.portal.request_count(C, method="batch")
+        world.invoke()
+        runs += 1
+        # at most 100 probes and the discovered targets: 2 or 3 batches, plus the inventory's
+        assert world.portal.request_count(C, method="batch") - before <= 4
+    record = world.inventory(C)
+
+    assert "progress" not in record  # converged in the 3 runs 300 lines take at 100 a run
+    assert sorted(k for k in world.states() if k.startswith(C)) == [key(C, 150), key(C, 290)]
+    assert world.portal.request_count(C, method="imopenlines.config.list.get") == 1  # read once
+    assert world.alerts() == []
+
+
+@FLEET
+def test_a_portal_whose_discovery_cannot_converge_says_so(world: World) -> None:
+    big_portal(world, 300, configured={150, 290})
+    world.configure("DISCOVERY_PROBES_PER_RUN", "100")
+    world.portal.fail_command(C, CONNECTOR, 250, "QUERY_LIMIT_EXCEEDED")  # never answered
+
+    for _ in range(6):  # 3 runs for 300 lines at 100 a run, and 3 spare
+        world.invoke()
+    assert world.alerts() == []
+    world.invoke()
+
+    notice = world.items("CONFIG")
+    (issue,) = [i for i in notice if i["sk"] == f"validation:{C}/{CONNECTOR}"]
+    assert issue["state"] == "UNKNOWN" and issue["cause"] == "configuration"
+    assert (
+        f"discovery of {CONNECTOR} on {C} has not finished: 299 of 300 lines probed"
+        in (issue["detail"])
+    )
+    (alert,) = world.alerts()
+    assert (alert["event"], alert["portal"], alert["connector"]) == ("check.failed", C, CONNECTOR)
+    assert alert["subject"] == f"CHECK FAILED: discovery of {CONNECTOR} at {C}"
+    assert any("discovery has not converged" in line for line in world.log_lines())
+    world.portal.clear_faults(C)
+
+    world.invoke()
+
+    assert not [i for i in world.items("CONFIG") if i["sk"] == f"validation:{C}/{CONNECTOR}"]
+    (closing,) = world.alerts()
+    assert closing["event"] == "check.recovered"
+    assert "Discovery of myconnector on big.bitrix24.com has finished" in closing["message"]
+
+
 def test_every_row_has_its_own_name() -> None:
     assert len({f.name for f in FAULTS}) == len(FAULTS) >= 30  # the names are the test ids

@@ -72,6 +72,23 @@ def test_more_than_200_lines_are_paged_with_extra_calls(portal: LocalPortal) -> 
     assert portal.request_count(domain, method="imopenlines.config.list.get") == 2
 
 
+def test_a_line_deleted_between_two_pages_skips_no_other_line(portal: LocalPortal) -> None:
+    """Pages start after the last ID read, not at an offset: with offsets, deleting line 5
+    after the first page would shift line 201 onto the first page and it would be read by
+    neither (imopenlines.config.list.get hands PARAMS to the ORM, core yuliai/bitrix-modules
+    imopenlines/lib/config.php::getList(), so `>ID` filters)."""
+    domain = new_portal(portal, lines=450, connected={1})
+    portal.delete_lines_after_next_page(domain, {5})
+    client, _ = checks_for(portal, domain)
+
+    inventory = client.inventory(Deadline.after(10))
+
+    assert sorted(inventory.lines) == list(range(1, 451))  # 5 was read before it went
+    assert inventory.complete
+    again = client.inventory(Deadline.after(10))
+    assert sorted(again.lines) == [n for n in range(1, 451) if n != 5]
+
+
 def test_a_portal_that_will_not_list_connectors_still_lists_its_lines(
     portal: LocalPortal,
 ) -> None:

@@ -159,11 +159,18 @@ def test_php_query_nests_with_brackets_and_sends_booleans_as_1_0() -> None:
     ]
 
 
-def test_lines_params_page_by_200() -> None:
-    params = lines_params(400)["PARAMS"]
+def test_lines_params_page_by_200_after_the_last_id_seen() -> None:
+    # Keyset paging, not offsets: the method passes PARAMS to the ORM as they are (core
+    # yuliai/bitrix-modules imopenlines/lib/config.php::getList(): ConfigTable::getList($params);
+    # docs bitrix24/b24restdocs api-reference/imopenlines/openlines/imopenlines-config-list-get.md:
+    # select, order, filter), so a line deleted between two pages cannot shift the next one.
+    params = lines_params(after=400)["PARAMS"]
     assert params["limit"] == 200
-    assert params["offset"] == 400
+    assert params["filter"] == {">ID": 400}
+    assert params["order"] == {"ID": "ASC"}
+    assert "offset" not in params
     assert params["select"] == ["ID", "LINE_NAME", "ACTIVE"]
+    assert "filter" not in lines_params()["PARAMS"]  # the first page
 
 
 # --- batch ------------------------------------------------------------------------------------

@@ -52,6 +52,8 @@ class World:
     lines: dict[str, dict[int, LineInfo]] = field(default_factory=dict)
     connectors_listed: bool = True
     unconfigured: set[Target] = field(default_factory=set)  # answer CONFIGURED=false
+    unanswered: set[Target] = field(default_factory=set)  # answer UNKNOWN (throttled)
+    incomplete: bool = False  # the inventory's lines may not all be there
     asked: list[Target] = field(default_factory=list)
     inventories_read: list[str] = field(default_factory=list)
 
@@ -72,7 +74,7 @@ class FakeClient:
             raise failure
         connectors = frozenset({CONNECTOR}) if self.world.connectors_listed else None
         lines = self.world.lines.get(self.portal, {n: LineInfo(f"L{n}", True) for n in (1, 2)})
-        return Inventory(connectors, lines)
+        return Inventory(connectors, lines, complete=not self.world.incomplete)
 
     def check(self, targets: Sequence[Target], deadline: Deadline) -> PortalCheck:
         self.http_requests += 1
@@ -88,7 +90,9 @@ class FakeClient:
             )
         return PortalCheck(
             [
-                CheckResult.from_flags(
+                CheckResult.unknown(t, Cause.RATE_LIMITED, "throttled", checked_at=at)
+                if t in self.world.unanswered
+                else CheckResult.from_flags(
                     t,
                     configured=t not in self.world.unconfigured,
                     error=t in self.world.down,
@@ -148,18 +152,28 @@ class Setup:
     publisher: Publisher = field(default_factory=Publisher)
     tokens: Tokens = field(default_factory=Tokens)
 
-    def cycle(self) -> CheckCycle:
+    def cycle(self, probe_budget: int = CycleSettings.probe_budget) -> CheckCycle:
         return CheckCycle(
             repository=self.store,
             tokens=self.tokens,
             publisher=self.publisher,
-            settings=CycleSettings(thresholds=Thresholds(failure=2, recovery=1)),
+            settings=CycleSettings(
+                thresholds=Thresholds(failure=2, recovery=1), probe_budget=probe_budget
+            ),
             client_factory=self.world.client,
             clock=self.world.clock,
         )
 
     def run(self, targets: TargetList, run_id: str | None = None):  # type: ignore[no-untyped-def]
-        summary = self.cycle().run(targets, Deadline.after(60), run_id=run_id)
+        return self.run_with(targets, run_id=run_id)
+
+    def run_with(  # type: ignore[no-untyped-def]
+        self,
+        targets: TargetList,
+        run_id: str | None = None,
+        probe_budget: int = CycleSettings.probe_budget,
+    ):
+        summary = self.cycle(probe_budget).run(targets, Deadline.after(60), run_id=run_id)
         self.world.clock.advance()
         return summary
 

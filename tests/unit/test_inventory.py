@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from connector_monitor.domain.inventory import Inventory, LineInfo, find_misconfigured
+from datetime import UTC, datetime, timedelta
+
+from connector_monitor.aws.records import inventory_from_item, inventory_to_item
+from connector_monitor.domain.inventory import (
+    CachedInventory,
+    Inventory,
+    LineInfo,
+    Progress,
+    find_misconfigured,
+    reconciled,
+)
 from connector_monitor.domain.targets import Target
 
 PORTAL = "a.bitrix24.com"
@@ -84,3 +94,75 @@ def test_lines_are_listed_in_numeric_order_and_unnamed_lines_by_id() -> None:
     )
     reason = find_misconfigured([target(line=1)], inventory)[target(line=1)]
     assert reason.endswith("(lines: 9 Nine, 100)")
+
+
+# ---- retiring lines: never on one answer -------------------------------------------------------
+T1 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+T2 = T1 + timedelta(minutes=5)
+T3 = T2 + timedelta(minutes=5)
+
+
+def listing(*numbers: int, complete: bool = True) -> Inventory:
+    return Inventory(INVENTORY.connectors, {n: LineInfo(f"L{n}", True) for n in numbers}, complete)
+
+
+def test_a_line_one_complete_list_leaves_out_is_held_and_marked_missing() -> None:
+    first, _ = reconciled(None, PORTAL, listing(12, 14), T1)
+
+    second, retired = reconciled(first, PORTAL, listing(12), T2)
+
+    assert retired == frozenset()
+    assert set(second.inventory.lines) == {12, 14}  # still a line of the portal
+    assert second.missing == {14: T2}
+    assert find_misconfigured([target(line=14)], second.inventory) == {}
+
+
+def test_a_second_complete_list_without_it_retires_it() -> None:
+    first, _ = reconciled(None, PORTAL, listing(12, 14), T1)
+    second, _ = reconciled(first, PORTAL, listing(12), T2)
+
+    third, retired = reconciled(second, PORTAL, listing(12), T3)
+
+    assert retired == frozenset({14})
+    assert set(third.inventory.lines) == {12}
+    assert third.missing == {}
+
+
+def test_a_line_listed_again_is_no_longer_missing() -> None:
+    first, _ = reconciled(None, PORTAL, listing(12, 14), T1)
+    second, _ = reconciled(first, PORTAL, listing(12), T2)
+
+    third, retired = reconciled(second, PORTAL, listing(12, 14), T3)
+
+    assert retired == frozenset()
+    assert third.missing == {}
+
+
+def test_an_incomplete_list_neither_marks_nor_retires() -> None:
+    first, _ = reconciled(None, PORTAL, listing(12, 14), T1)
+    second, _ = reconciled(first, PORTAL, listing(12), T2)
+
+    third, retired = reconciled(second, PORTAL, listing(12, 15, complete=False), T3)
+
+    assert retired == frozenset()
+    assert set(third.inventory.lines) == {12, 14, 15}  # it may add, never remove
+    assert third.missing == {14: T2}  # the mark stays as it was
+
+
+def test_the_stored_record_keeps_progress_missing_lines_and_completeness() -> None:
+    cached = CachedInventory(
+        PORTAL,
+        T1,
+        listing(12, 14, 15, complete=False),
+        seen={"myconnector": frozenset({12})},
+        progress={"myconnector": Progress(frozenset({12, 14, 15, 40, 41, 42}), runs=2)},
+        missing={14: T1},
+    )
+
+    item = inventory_to_item(cached)
+
+    assert item["progress"]["myconnector"] == {"probed": "12,14-15,40-42", "runs": 2}
+    restored = inventory_from_item(item)
+    assert restored == cached
+    assert restored.inventory.complete is False
+    assert set(restored.inventory.lines) == {12, 14, 15}

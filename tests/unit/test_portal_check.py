@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from connector_monitor.deadline import Deadline
-from connector_monitor.domain.inventory import CachedInventory, Inventory, LineInfo
+from connector_monitor.domain.inventory import CachedInventory, Inventory, LineInfo, Progress
 from connector_monitor.domain.results import Cause, CheckResult, State
 from connector_monitor.domain.targets import Target
 from connector_monitor.portal_check import PortalCheckService, PortalPlan
@@ -127,3 +127,33 @@ def test_a_check_past_the_deadline_or_crashed_leaves_its_targets_unknown() -> No
     assert [r.cause for r in late.results] == [Cause.DEADLINE]
     assert crashed.run.error == "the check failed: RuntimeError"
     assert [r.cause for r in crashed.results] == [Cause.MONITOR_ERROR]
+
+
+def test_an_unchanged_record_of_a_watched_portal_is_not_handed_back_for_writing() -> None:
+    setup = Setup()
+    cached = CachedInventory(
+        PORTAL,
+        T0 - timedelta(hours=1),
+        Inventory(frozenset({CONNECTOR}), {1: LineInfo("L", True)}),
+        seen={CONNECTOR: frozenset({1})},
+    )
+    watching = PortalPlan(PORTAL, [], [CONNECTOR], {CONNECTOR: frozenset({1})}, cached)
+
+    outcome = setup.service().check(watching, Deadline.after(5))
+
+    assert [r.state for r in outcome.results] == [State.UP]
+    assert outcome.inventory is None  # nothing learned, nothing read: nothing to write
+
+
+def test_a_stalled_round_of_a_connector_no_longer_watched_raises_no_notice() -> None:
+    setup = Setup()
+    cached = CachedInventory(
+        PORTAL,
+        T0 - timedelta(hours=1),
+        Inventory(frozenset({CONNECTOR}), {1: LineInfo("L", True)}),
+        progress={"oldconnector": Progress(frozenset(), runs=99)},
+    )
+
+    outcome = setup.service().check(plan([TARGET], cached=cached), Deadline.after(5))
+
+    assert [r.target for r in outcome.results] == [TARGET]

@@ -163,6 +163,7 @@ class Checker:
                 validate_every=config.validate_every,
                 max_parallel_portals=config.max_parallel_portals,
                 claim_for=invocation + CLAIM_MARGIN,
+                probe_budget=config.discovery_probes,
             ),
         )
 

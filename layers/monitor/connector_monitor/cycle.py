@@ -19,10 +19,16 @@ from .domain.inventory import CachedInventory
 from .domain.results import Cause, CheckResult, State
 from .domain.runs import COUNTS, PortalRun, RunRecord, ShardRun
 from .domain.shards import KeyRange, Scope
-from .domain.targets import Target, TargetList
+from .domain.targets import ConfigIssue, ConfigProblem, Target, TargetList
 from .domain.timestamps import stamp
 from .domain.transitions import TargetStatus, Thresholds, advance, has_open_incident, retire
-from .portal_check import PortalCheckService, PortalOutcome, PortalPlan, configuration_result
+from .portal_check import (
+    PROBE_BUDGET,
+    PortalCheckService,
+    PortalOutcome,
+    PortalPlan,
+    configuration_result,
+)
 from .ports.alerts import Publisher
 from .ports.portal import ClientFactory
 from .ports.state_store import Claim, Loaded, StateStore
@@ -47,6 +53,7 @@ class CycleSettings:
     validate_every: timedelta = timedelta(hours=4)
     max_parallel_portals: int = 8
     claim_for: timedelta = timedelta(minutes=2)
+    probe_budget: int = PROBE_BUDGET  # discovery probes per portal and run
 
 
 @dataclass
@@ -130,13 +137,22 @@ class CheckCycle:
             results = [configuration_result(unusable, summary.started_at)]
             portal_runs: dict[str, PortalRun] = {}
             inventories: list[CachedInventory] = []
+            reasons: dict[str, str] = {}
+            unfinished: set[str] = set()
         else:
-            results, portal_runs, inventories = self._check_all(
+            results, portal_runs, inventories, reasons, unfinished = self._check_all(
                 targets, deadline, loaded, scope, portals
             )
             if scope.entries:
                 results += [configuration_result(e, summary.started_at) for e in targets.errors]
-        decided, delivery = self._settle(loaded, results, summary, retire=unusable is None)
+        decided, delivery = self._settle(
+            loaded,
+            results,
+            summary,
+            retire=unusable is None,
+            reasons=reasons,
+            keep=_notices_of(loaded, unfinished),
+        )
         if inventories:
             self.repository.save_inventories(inventories)
         self._summarise(summary, results, decided, delivery, portal_runs)
@@ -173,15 +189,28 @@ class CheckCycle:
         return summary
 
     def _settle(
-        self, loaded: Loaded, results: list[CheckResult], summary: RunSummary, *, retire: bool
+        self,
+        loaded: Loaded,
+        results: list[CheckResult],
+        summary: RunSummary,
+        *,
+        retire: bool,
+        reasons: dict[str, str] | None = None,
+        keep: frozenset[str] = frozenset(),
     ) -> tuple[dict[str, tuple[Alert, ...]], DeliveryReport]:
-        """Decide each result, retire what is no longer configured (when `retire`), store,
-        and publish what this run claimed."""
+        """Decide each result, retire what is no longer configured (when `retire`; `reasons`
+        says why, by key, where it is not the configuration; `keep`: keys a check that did not
+        finish could not confirm), store, and publish what this run claimed."""
         changed, decided = self._decide(loaded, results)
         retired: set[str] = set()
         if retire:
             retired = self._retire(
-                loaded, {r.target.key for r in results}, summary, changed, decided
+                loaded,
+                {r.target.key for r in results} | keep,
+                summary,
+                changed,
+                decided,
+                reasons or {},
             )
         claims = self._claims(loaded, changed, summary)
         outcome = self.repository.save(
@@ -208,9 +237,14 @@ class CheckCycle:
         loaded: Loaded,
         scope: Scope,
         portals: Sequence[str] | None,
-    ) -> tuple[list[CheckResult], dict[str, PortalRun], list[CachedInventory]]:
+    ) -> tuple[
+        list[CheckResult], dict[str, PortalRun], list[CachedInventory], dict[str, str], set[str]
+    ]:
+        """Each portal's results and run, the inventory records that changed, why targets leave
+        monitoring (by key) where a portal's check says so, and the portals whose check did not
+        finish."""
         if scope.portals is None or not (targets.targets or targets.watches):
-            return [], {}, []
+            return [], {}, [], {}, set()
         now = self.clock()
         stored = [s.subject for s in loaded.statuses.values() if isinstance(s.subject, Target)]
         try:
@@ -226,17 +260,22 @@ class CheckCycle:
                 for plan in plans.values()
                 for t in plan.targets
             ]
-            return results, {p: PortalRun(now, 0, detail) for p in plans}, []
+            return results, {p: PortalRun(now, 0, detail) for p in plans}, [], {}, set(plans)
         if portals is None:
             portals = targets.portals(self.tokens.portals())
         plans = self._plans(targets, portals, stored, None, scope.portals)
         if not plans:
-            return [], {}, []
+            return [], {}, [], {}, set()
         portal_checks = PortalCheckService(
-            self.tokens, self.client_factory, self.settings.validate_every, self.clock
+            self.tokens,
+            self.client_factory,
+            self.settings.validate_every,
+            self.clock,
+            self.settings.probe_budget,
         )
         workers = min(self.settings.max_parallel_portals, len(plans))
         outcomes: dict[str, PortalOutcome] = {}
+        unfinished: set[str] = set()
         # Not `with`: leaving the block would wait for a portal stuck past the deadline.
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="portal")
         try:
@@ -250,8 +289,10 @@ class CheckCycle:
                 # would wait for it, so it is given up as it is.
                 if future not in done:
                     outcomes[plan.portal] = portal_checks.lost(plan, None)
+                    unfinished.add(plan.portal)
                 elif (failure := future.exception()) is not None:
                     outcomes[plan.portal] = portal_checks.lost(plan, failure)
+                    unfinished.add(plan.portal)
                 else:
                     outcomes[plan.portal] = future.result()
         finally:
@@ -259,7 +300,8 @@ class CheckCycle:
         results = [r for p in plans for r in outcomes[p].results]
         runs = {p: outcomes[p].run for p in plans}
         inventories = [o.inventory for o in outcomes.values() if o.inventory]
-        return results, runs, inventories
+        reasons = {k: why for o in outcomes.values() for k, why in o.retired.items()}
+        return results, runs, inventories, reasons, unfinished
 
     def _plans(
         self,
@@ -340,16 +382,18 @@ class CheckCycle:
         summary: RunSummary,
         changed: list[TargetStatus],
         decided: dict[str, tuple[Alert, ...]],
+        reasons: dict[str, str],
     ) -> set[str]:
-        """Targets no longer configured (their keys are returned): an open incident gets its
-        closing alert, added to `changed` and `decided`."""
+        """Targets no longer configured or no longer on the portal (their keys are returned):
+        an open incident gets its closing alert, saying why (`reasons`), added to `changed` and
+        `decided`."""
         retired: set[str] = set()
         for key, status in loaded.statuses.items():
             if key in current:
                 continue
             retired.add(key)
             if has_open_incident(status):
-                step = retire(status, summary.started_at)
+                step = retire(status, summary.started_at, reasons.get(key))
                 changed.append(step.status)
                 decided[key] = step.alerts
                 logger.info(
@@ -395,3 +439,15 @@ class CheckCycle:
         summary.alerts_pending = delivery.pending
         summary.http_requests = sum(r.http_requests for r in portal_runs.values())
         summary.portal_errors = {p: r.error for p, r in portal_runs.items() if r.error}
+
+
+def _notices_of(loaded: Loaded, portals: set[str]) -> frozenset[str]:
+    """The keys of the stored notices of `portals` (validation off, discovery unfinished): a
+    check that did not finish neither raises nor clears them."""
+    return frozenset(
+        key
+        for key, status in loaded.statuses.items()
+        if isinstance(status.subject, ConfigIssue)
+        and status.subject.problem is ConfigProblem.VALIDATION
+        and status.subject.portal in portals
+    )

@@ -1,23 +1,39 @@
 """One portal's check within a run: its inventory when due, the discovery of watched connectors,
 the statuses of its targets, and results for what could not be asked.
 
-The inventory is read again when the cached one is older than `validate_every` or misses a
-watched connector; a fresh one prunes the lines a watch has seen and names the lines to probe.
+The inventory is read again when the cached one is older than `validate_every` (which starts a
+discovery round), misses a watched connector, or holds lines the last one did not list (to
+confirm them gone). A fresh one retires the lines two complete inventories did not list; the
+probes owed are asked on the fresh or the cached inventory, at most `probe_budget` a run.
 Targets the inventory does not list are flagged as misconfigured instead of asked about. The
-decisions live in `domain.discovery` and `domain.inventory`; the portal is reached through the
-`PortalChecker` port.
+record is handed back only when it changed. The decisions live in `domain.discovery` and
+`domain.inventory`; the portal is reached through the `PortalChecker` port.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from .deadline import Deadline, DeadlineExceeded
-from .domain.discovery import learned, needs_inventory, probes, pruned, watched_targets, with_seen
-from .domain.inventory import VALIDATION_OFF, CachedInventory, find_misconfigured
+from .domain.discovery import (
+    learned,
+    needs_inventory,
+    new_round,
+    probes,
+    pruned,
+    stalled,
+    watched_targets,
+)
+from .domain.inventory import (
+    VALIDATION_OFF,
+    CachedInventory,
+    Inventory,
+    find_misconfigured,
+    reconciled,
+)
 from .domain.portal_errors import PortalError
 from .domain.results import Cause, CheckResult, State
 from .domain.runs import PortalRun
@@ -48,9 +64,18 @@ class PortalPlan:
 
 @dataclass(frozen=True)
 class PortalOutcome:
+    """A portal's results, its run, its inventory record when it changed (None: nothing to
+    write), and why targets leave monitoring (by key), for their closing alerts."""
+
     results: list[CheckResult]
     run: PortalRun
     inventory: CachedInventory | None = None
+    retired: dict[str, str] = field(default_factory=dict)
+
+
+# Probes a run asks at most per portal: 20 batch requests, within the request bucket's burst
+# of 50 (bitrix24/limits.py), so probing never makes a portal throttle the targets' checks.
+PROBE_BUDGET = 1000
 
 
 def configuration_result(error: ConfigIssue, at: datetime) -> CheckResult:
@@ -67,6 +92,7 @@ class PortalCheckService:
     client_factory: ClientFactory
     validate_every: timedelta
     clock: Callable[[], datetime]
+    probe_budget: int = PROBE_BUDGET
 
     def check(self, plan: PortalPlan, deadline: Deadline) -> PortalOutcome:
         now = self.clock()
@@ -78,17 +104,17 @@ class PortalCheckService:
             )
         client = self.client_factory(plan.portal, self.tokens)
         try:
-            fresh = _validate(client, deadline, now) if self._inventory_due(plan, now) else None
-            known = fresh or plan.cached
-            asking = _what_to_ask(plan, fresh, known)
+            read = _validate(client, deadline) if self._inventory_due(plan, now) else None
+            known, retiring = self._known(plan, read, now)
+            asking = _what_to_ask(plan, known, self.probe_budget)
             check = client.check(asking.asked, deadline)
         finally:
             client.close()
         answered = {r.target: r for r in check.results}
         chosen = asking.chosen
-        if fresh is not None and plan.watched:
+        if known is not None and plan.watched:
             probed = [answered[t] for t in asking.probing if t in answered]
-            fresh = with_seen(fresh, learned(asking.seen, plan.watched, probed))
+            known = learned(known, asking.seen, plan.watched, probed)
             found = [r.target for r in probed if r.configured and isinstance(r.target, Target)]
             chosen = [*chosen, *found]
         results = [
@@ -100,16 +126,46 @@ class PortalCheckService:
             results.append(
                 configuration_result(validation_problem(plan.portal, VALIDATION_OFF), now)
             )
+        if known is not None:
+            results += [configuration_result(n, now) for n in self._stalled(known, plan.watched)]
         error = _portal_error(results)
-        return PortalOutcome(results, PortalRun(now, client.http_requests, error), fresh)
+        changed = known if known is not None and known != plan.cached else None
+        retired = _retired(plan, retiring)
+        return PortalOutcome(results, PortalRun(now, client.http_requests, error), changed, retired)
+
+    def _known(
+        self, plan: PortalPlan, read: Inventory | None, now: datetime
+    ) -> tuple[CachedInventory | None, frozenset[int]]:
+        """The inventory this check goes by, and the lines a fresh read retires."""
+        if read is None:
+            return plan.cached, frozenset()
+        followed = {line for lines in plan.seen.values() for line in lines}
+        known, retiring = reconciled(plan.cached, plan.portal, read, now, followed)
+        if plan.watched and (plan.cached is None or self._round_due(plan.cached, now)):
+            known = new_round(known, plan.watched)
+        return known, retiring
+
+    def _stalled(self, known: CachedInventory, watched: list[str]) -> list[ConfigIssue]:
+        notices = stalled(known, watched, self.probe_budget)
+        for notice in notices:
+            logger.warning(
+                "discovery has not converged",
+                extra={
+                    "portal": notice.portal,
+                    "connector": notice.connector,
+                    "reason": notice.reason,
+                },
+            )
+        return notices
 
     def _inventory_due(self, plan: PortalPlan, now: datetime) -> bool:
         cached = plan.cached
         return (
-            cached is None
-            or now - cached.validated_at >= self.validate_every
-            or needs_inventory(cached, plan.watched)
+            cached is None or self._round_due(cached, now) or needs_inventory(cached, plan.watched)
         )
+
+    def _round_due(self, cached: CachedInventory, now: datetime) -> bool:
+        return now - cached.validated_at >= self.validate_every
 
     def lost(self, plan: PortalPlan, exc: BaseException | None) -> PortalOutcome:
         """The outcome of a check that never finished: past the deadline (`exc` None), or
@@ -139,20 +195,30 @@ class _Asking:
         return [t for t in self.chosen if t not in self.flagged] + self.probing
 
 
-def _what_to_ask(
-    plan: PortalPlan, fresh: CachedInventory | None, known: CachedInventory | None
-) -> _Asking:
-    """A fresh inventory prunes the lines a watch has seen and names the lines to probe."""
+def _what_to_ask(plan: PortalPlan, known: CachedInventory | None, budget: int) -> _Asking:
+    """The inventory prunes the lines a watch has seen and names this run's probes."""
     seen, probing = plan.seen, []
-    if fresh is not None and plan.watched:
-        seen = pruned(seen, fresh.inventory)
-        probing = probes(plan.portal, seen, plan.watched, fresh.inventory)
+    if known is not None and plan.watched:
+        seen = pruned(seen, known.inventory)
+        probing = probes(plan.portal, known, seen, plan.watched, budget)
     chosen = list(dict.fromkeys([*plan.named, *watched_targets(plan.portal, seen)]))
     probing = [t for t in probing if t not in set(chosen)]
     # Pairs the inventory does not list are not asked about: the portal would answer all flags
     # false, which reads as an outage.
     flagged = find_misconfigured(chosen, known.inventory) if known else {}
     return _Asking(chosen, probing, flagged, seen)
+
+
+def _retired(plan: PortalPlan, lines: frozenset[int]) -> dict[str, str]:
+    """Why the watched targets on retired lines leave monitoring."""
+    return {
+        target.key: (
+            f"open line {target.line} was deleted on the portal (two inventories in a row did "
+            "not list it)"
+        )
+        for target in watched_targets(plan.portal, plan.seen)
+        if target.line in lines
+    }
 
 
 def _without_credentials(plan: PortalPlan, detail: str, now: datetime) -> PortalOutcome:
@@ -165,7 +231,7 @@ def _without_credentials(plan: PortalPlan, detail: str, now: datetime) -> Portal
     return PortalOutcome(results, PortalRun(now, 0, detail))
 
 
-def _validate(client: PortalChecker, deadline: Deadline, now: datetime) -> CachedInventory | None:
+def _validate(client: PortalChecker, deadline: Deadline) -> Inventory | None:
     """The portal's inventory, or None (logged) when it could not be read this run."""
     failure: str
     try:
@@ -180,7 +246,12 @@ def _validate(client: PortalChecker, deadline: Deadline, now: datetime) -> Cache
                 "connector validation is off: imconnector.list answered ACCESS_DENIED",
                 extra={"portal": client.portal},
             )
-        return CachedInventory(client.portal, now, inventory)
+        if not inventory.complete:
+            logger.warning(
+                "the portal's open lines could not all be read: no line is retired on this list",
+                extra={"portal": client.portal, "lines": len(inventory.lines)},
+            )
+        return inventory
     logger.warning(
         "target validation could not run", extra={"portal": client.portal, "error": failure}
     )

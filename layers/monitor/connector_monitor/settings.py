@@ -34,6 +34,8 @@ class CheckerSettings(BaseModel):
     renotify_minutes: int = Field(alias="RENOTIFY_MINUTES", default=0, ge=0)
     history_days: int = Field(alias="HISTORY_DAYS", default=30, ge=1, le=3650)
     validate_every_minutes: int = Field(alias="VALIDATE_EVERY_MINUTES", default=240, ge=1)
+    # Discovery probes a portal may be asked per run (1,000: 20 requests of the bucket's 50).
+    discovery_probes: int = Field(alias="DISCOVERY_PROBES_PER_RUN", default=1000, ge=1, le=10_000)
     max_parallel_portals: int = Field(alias="MAX_PARALLEL_PORTALS", default=32, ge=1, le=64)
     schedule_expression: str = Field(alias="SCHEDULE_EXPRESSION", default="rate(5 minutes)")
     # Fan-out: with a work queue, a run of more portals than SHARD_PORTALS is split into shards.

@@ -14,11 +14,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 from ..domain.alerts import Alert, AlertEvent
-from ..domain.inventory import CachedInventory, Inventory, LineInfo
+from ..domain.inventory import CachedInventory, Inventory, LineInfo, Progress
 from ..domain.results import Cause, State
 from ..domain.runs import COUNTS, ERRORS_KEPT, PortalRun, RunPlan, RunRecord, ShardRun
 from ..domain.shards import KeyRange
@@ -282,8 +283,9 @@ def shard_from_value(value: dict[str, Any]) -> ShardRun:
 def inventory_to_item(cached: CachedInventory) -> dict[str, Any]:
     """What validation needs of a portal's inventory, stored compactly: the connector ids (or
     that the portal would not list them), the line ids, the inactive ones, and the names of the
-    first lines (for messages). Whatever a portal lists, the item stays far below DynamoDB's
-    400 KB (10,000 lines: about 60 KB)."""
+    first lines (for messages), with what discovery and retiring remember (the lines probed in
+    an unfinished round, the lines held as missing). Whatever a portal lists, the item stays
+    below DynamoDB's 400 KB (10,000 lines: about 60 KB, twice that while a round is open)."""
     lines = sorted(cached.inventory.lines.items())
     connectors = cached.inventory.connectors
     item: dict[str, Any] = {
@@ -300,6 +302,15 @@ def inventory_to_item(cached: CachedInventory) -> dict[str, Any]:
         item["connectors"] = sorted(connectors)
     if cached.seen:  # watched connectors: the lines each was seen configured on
         item["seen"] = {c: sorted(lines) for c, lines in sorted(cached.seen.items())}
+    if not cached.inventory.complete:
+        item["incomplete"] = True
+    if cached.progress:  # discovery rounds not finished: lines probed, runs spent
+        item["progress"] = {
+            c: {"probed": _runs_of(p.probed), "runs": p.runs}
+            for c, p in sorted(cached.progress.items())
+        }
+    if cached.missing:  # lines held though the last complete inventory did not list them
+        item["missing"] = {str(n): iso(at) for n, at in sorted(cached.missing.items())}
     return item
 
 
@@ -321,9 +332,41 @@ def inventory_from_item(item: dict[str, Any]) -> CachedInventory:
         if item.get("connectors_denied")
         else frozenset(str(c) for c in item.get("connectors") or [])
     )
-    inventory = Inventory(connectors=connectors, lines=lines)
+    inventory = Inventory(connectors, lines, complete=not item.get("incomplete"))
     seen = {str(c): frozenset(int(n) for n in v) for c, v in (item.get("seen") or {}).items()}
-    return CachedInventory(str(item["sk"]), parse_iso(item["validated_at"]), inventory, seen)
+    progress = {
+        str(c): Progress(_from_runs(str(v.get("probed") or "")), int(v.get("runs", 0)))
+        for c, v in (item.get("progress") or {}).items()
+    }
+    missing = {int(n): parse_iso(at) for n, at in (item.get("missing") or {}).items()}
+    return CachedInventory(
+        str(item["sk"]),
+        parse_iso(item["validated_at"]),
+        inventory,
+        seen,
+        progress=progress,
+        missing=missing,
+    )
+
+
+def _runs_of(numbers: Iterable[int]) -> str:
+    """Line ids as runs of consecutive ids ("1-200,205"): probes go in id order, so the lines
+    of an unfinished round are a few runs even on a portal with 10,000 lines."""
+    runs: list[list[int]] = []
+    for number in sorted(numbers):
+        if runs and number == runs[-1][1] + 1:
+            runs[-1][1] = number
+        else:
+            runs.append([number, number])
+    return ",".join(f"{lo}-{hi}" if hi > lo else str(lo) for lo, hi in runs)
+
+
+def _from_runs(text: str) -> frozenset[int]:
+    numbers: set[int] = set()
+    for part in filter(None, text.split(",")):
+        lo, _, hi = part.partition("-")
+        numbers.update(range(int(lo), int(hi or lo) + 1))
+    return frozenset(numbers)
 
 
 def _opt_iso(moment: datetime | None) -> str | None:

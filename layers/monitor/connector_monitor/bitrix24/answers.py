@@ -59,16 +59,20 @@ def status_command(target: Target) -> str:
     return f"{STATUS_METHOD}?{urlencode({'CONNECTOR': target.connector, 'LINE': target.line})}"
 
 
-def lines_params(offset: int = 0) -> dict[str, Any]:
-    """Parameters of `imopenlines.config.list.get` for one page of open lines."""
-    return {
-        "PARAMS": {
-            "select": ["ID", "LINE_NAME", "ACTIVE"],
-            "order": {"ID": "ASC"},
-            "limit": LINES_PAGE,
-            "offset": offset,
-        }
+def lines_params(after: int = 0) -> dict[str, Any]:
+    """Parameters of `imopenlines.config.list.get` for one page of open lines: those with an ID
+    above `after`, by ID. A page starts after the last ID seen, not at an offset: a line deleted
+    between two pages would shift every offset and one line would be skipped. The method hands
+    PARAMS to the ORM as they are (core imopenlines/lib/config.php::getList():
+    `Model\\ConfigTable::getList($params)`), whose filter takes `>ID`."""
+    params: dict[str, Any] = {
+        "select": ["ID", "LINE_NAME", "ACTIVE"],
+        "order": {"ID": "ASC"},
+        "limit": LINES_PAGE,
     }
+    if after:
+        params["filter"] = {">ID": after}
+    return {"PARAMS": params}
 
 
 def batch_command(method: str, params: Mapping[str, Any] | None = None) -> str:

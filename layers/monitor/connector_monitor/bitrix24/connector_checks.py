@@ -56,7 +56,7 @@ _STOPPING = frozenset(
 )
 _CONNECTORS = "connectors"  # batch command names of the inventory
 _LINES = "lines"
-_MAX_LINE_PAGES = 50  # 10,000 lines; a portal ignoring `offset` must not loop us forever
+_MAX_LINE_PAGES = 50  # 10,000 lines; a portal ignoring the filter must not loop us forever
 LINES_KEPT = _MAX_LINE_PAGES * LINES_PAGE  # whatever pages a portal sends, no more lines
 _DEADLINE_DETAIL = "the run's deadline was reached before this line was checked"
 _ENTRIES_SHOWN = 10
@@ -112,7 +112,8 @@ class ConnectorChecks:
         if denied is None or denied.kind is not ErrorKind.ACCESS_DENIED:
             raw = _command_value(self.portal, answer, _CONNECTORS, CONNECTORS_METHOD)
             connectors = _parsed(self.portal, CONNECTORS_METHOD, read_connectors, raw)
-        return Inventory(connectors, self._all_lines(first_page, deadline))
+        lines, complete = self._all_lines(first_page, deadline)
+        return Inventory(connectors, lines, complete)
 
     # --- checking -----------------------------------------------------------------------------
 
@@ -217,21 +218,29 @@ class ConnectorChecks:
                 },
             )
 
-    def _all_lines(self, first_page: object, deadline: Deadline) -> dict[int, LineInfo]:
-        """Open lines from the first page, fetching more pages only when a page came full."""
+    def _all_lines(
+        self, first_page: object, deadline: Deadline
+    ) -> tuple[dict[int, LineInfo], bool]:
+        """Open lines from the first page, fetching more pages (each after the last ID seen)
+        only when a page came full; and whether they are all there. A page with no ID above the
+        last one means the portal ignored the filter; past `LINES_KEPT` lines the rest are not
+        read: either way the list is incomplete (it may add lines, never retire one)."""
         page = _parsed(self.portal, LINES_METHOD, read_lines, first_page)
         lines = dict(page)
-        offset = 0
         for _ in range(_MAX_LINE_PAGES):
-            if len(page) < LINES_PAGE or len(lines) >= LINES_KEPT:
+            if len(page) < LINES_PAGE:
+                return dict(sorted(lines.items())), True
+            if len(lines) >= LINES_KEPT:
                 break
-            offset += LINES_PAGE
-            raw = self._session.call(LINES_METHOD, lines_params(offset), deadline)
+            last = max(lines)
+            raw = self._session.call(LINES_METHOD, lines_params(after=last), deadline)
             page = _parsed(self.portal, LINES_METHOD, read_lines, raw)
-            if not page.keys() - lines.keys():
-                break  # the portal ignores `offset`
+            if not page or min(page) <= last:
+                if not page:
+                    return dict(sorted(lines.items())), True
+                break  # the portal ignores the filter
             lines.update(page)
-        return dict(sorted(lines.items())[:LINES_KEPT])
+        return dict(sorted(lines.items())[:LINES_KEPT]), False
 
 
 def _chunks(count: int) -> list[range]:
@@ -249,7 +258,7 @@ def _entries_to_update(targets: Sequence[Target]) -> str:
 def _inventory_commands() -> dict[str, str]:
     return {
         _CONNECTORS: CONNECTORS_METHOD,
-        _LINES: batch_command(LINES_METHOD, lines_params(0)),
+        _LINES: batch_command(LINES_METHOD, lines_params()),
     }
 
 

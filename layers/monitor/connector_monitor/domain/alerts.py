@@ -82,6 +82,7 @@ class Facts:
     now: datetime
     reminder: int = 0
     closing: bool = False  # the target left the configuration while this incident was open
+    # (a closing alert's `detail`, when set, says why it left: its line was deleted)
 
 
 def make_alert(event: AlertEvent, subject: Subject, facts: Facts) -> Alert:
@@ -116,14 +117,25 @@ def _subject_line(event: AlertEvent, subject: Subject, facts: Facts) -> str:
         AlertEvent.CHECK_RECOVERED: "CHECK OK",
     }[event]
     if facts.closing:
-        head = "NO LONGER MONITORED"
-    if isinstance(subject, ConfigIssue) and subject.problem is ConfigProblem.VALIDATION:
+        head = "NO LONGER MONITORED" + (" (LINE DELETED)" if facts.detail else "")
+    if _discovery(subject):
+        text = f"{head}: discovery of {connector} at {portal}"
+    elif isinstance(subject, ConfigIssue) and subject.problem is ConfigProblem.VALIDATION:
         text = f"{head}: validation off at {subject.portal}"
     elif isinstance(subject, ConfigIssue):
         text = f"{head}: bad target {subject.entry}"
     else:
         text = f"{head}: {connector} on line {line} at {portal}"
     return ascii_line(text, SUBJECT_LIMIT)
+
+
+def _discovery(subject: Subject) -> bool:
+    """A portal's notice about one watched connector's discovery (not its validation)."""
+    return (
+        isinstance(subject, ConfigIssue)
+        and subject.problem is ConfigProblem.VALIDATION
+        and bool(subject.connector)
+    )
 
 
 def ascii_line(text: str, limit: int) -> str:
@@ -155,7 +167,7 @@ def _message(event: AlertEvent, subject: Subject, facts: Facts) -> str:
             f"STATUS={_flag(facts.status)} CONFIGURED={_flag(facts.configured)} "
             f"ERROR={_flag(facts.error)}"
         )
-    if facts.detail:
+    if facts.detail and not facts.closing:  # a closing alert's headline says it
         lines += ["", f"What it means: {facts.detail}"]
     action = _action(event, facts, subject)
     if action:
@@ -168,6 +180,8 @@ def _headline(event: AlertEvent, subject: Subject, facts: Facts) -> str:
     if facts.closing and isinstance(subject, ConfigIssue):
         if subject.problem is ConfigProblem.LIST:
             return "TARGETS can be read again: the monitor checks its targets once more."
+        if _discovery(subject):
+            return f"Discovery of {subject.connector} on {subject.portal} has finished."
         if subject.problem is ConfigProblem.VALIDATION:
             return f"Connector validation works again on {subject.portal}."
     if facts.closing:
@@ -176,12 +190,15 @@ def _headline(event: AlertEvent, subject: Subject, facts: Facts) -> str:
             if isinstance(subject, ConfigIssue)
             else f"Connector '{subject.connector}' on open line {subject.line} of {subject.portal}"
         )
+        why = facts.detail or "it left the configuration"
         return (
-            f"{what} is no longer monitored: it left the configuration while its "
+            f"{what} is no longer monitored: {why} while its "
             f"{'outage' if event is AlertEvent.CONNECTOR_RECOVERED else 'check failure'} was "
             "open. This closes that alert; it does not say the connector works."
         )
     if isinstance(subject, ConfigIssue):
+        if _discovery(subject):
+            return f"The monitor has not found all the lines of {subject.connector} yet."
         if subject.problem is ConfigProblem.VALIDATION:
             return f"The monitor cannot validate the targets of {subject.portal}."
         return f"The monitor cannot check the target '{subject.entry}': it is misconfigured."
@@ -197,6 +214,8 @@ def _headline(event: AlertEvent, subject: Subject, facts: Facts) -> str:
 
 
 def _action(event: AlertEvent, facts: Facts, subject: Subject) -> str | None:
+    if facts.closing and facts.detail:
+        return "nothing, if the line was deleted on purpose; otherwise recreate it."
     if facts.closing:
         return "nothing, if the target was removed on purpose; otherwise put it back in Targets."
     if event is AlertEvent.CONNECTOR_DOWN:
@@ -206,6 +225,11 @@ def _action(event: AlertEvent, facts: Facts, subject: Subject) -> str | None:
             return "reconnect the connector to the open line (Contact Center settings)."
         return "check the connector's settings and the application's own service."
     if event is AlertEvent.CHECK_FAILED:
+        if _discovery(subject):
+            return (
+                "nothing at once; if it lasts, give the portal more request room or name "
+                "the lines in Targets."
+            )
         if isinstance(subject, ConfigIssue) and subject.problem is ConfigProblem.VALIDATION:
             return "reinstall the application as a portal administrator (see above)."
         if facts.cause is Cause.CONFIGURATION:

@@ -1,20 +1,31 @@
 """Discovery: which lines a watched connector is a target on.
 
 A watch (`portal/connector/*`) monitors every open line where the connector has been seen
-`CONFIGURED=true`. At each inventory the portal's active lines not yet seen are probed with the
-same status call that checks targets; a line answering `CONFIGURED=true` joins the seen lines
-and stays a target (so a line configured once and no longer is is DOWN, not forgotten). A line
-the portal no longer lists leaves them. Nothing is probed that the inventory does not list.
+`CONFIGURED=true`. Each validation starts a discovery round: the portal's active lines not yet
+seen are probed with the same status call that checks targets, at most `budget` probes a run
+(a budget that fits the portal's request bucket and the run's deadline), so a portal with
+thousands of lines is discovered over a bounded number of runs on its cached inventory. An
+answered probe is remembered (`Progress`) whatever the others did; an unanswered one is asked
+again next run. A line answering `CONFIGURED=true` joins the seen lines and stays a target (so a
+line configured once and no longer is is DOWN, not forgotten). A line the portal no longer
+lists leaves them, once two complete inventories agree (`inventory.reconciled`). Nothing is
+probed that the inventory does not list. A round that has not finished after the runs it should
+have taken, and a few more, is named in a notice (`stalled`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
-from .inventory import CachedInventory, Inventory
+from .inventory import CachedInventory, Inventory, Progress
 from .results import CheckResult
-from .targets import Target
+from .targets import ConfigIssue, Target, validation_problem
+
+# A round gets the runs its lines need at the budget, and these more (a run now and then short
+# of time or throttled), before the notice says it has not finished.
+SPARE_RUNS = 3
 
 Seen = Mapping[str, frozenset[int]]
 
@@ -37,27 +48,53 @@ def known_lines(
 
 
 def needs_inventory(cached: CachedInventory | None, connectors: Iterable[str]) -> bool:
-    """A watched connector never looked for on this portal is looked for at once."""
-    return cached is not None and any(c not in cached.seen for c in connectors)
+    """A watched connector never looked for on this portal is looked for at once, on a fresh
+    inventory; lines a complete inventory did not list are confirmed (or listed again) by the
+    next run's. An unfinished discovery round goes on with the cached inventory."""
+    if cached is None:
+        return False
+    return bool(cached.missing) or any(c not in cached.seen for c in connectors)
 
 
 def watched_targets(portal: str, seen: Seen) -> list[Target]:
     return [Target(portal, c, line) for c, lines in sorted(seen.items()) for line in sorted(lines)]
 
 
-def probes(
-    portal: str, seen: Seen, connectors: Iterable[str], inventory: Inventory
+def new_round(cached: CachedInventory, connectors: Iterable[str]) -> CachedInventory:
+    """At a validation every watched connector starts a discovery round again (a line may have
+    been connected since it was probed), but for a round not finished yet, which goes on."""
+    progress = {c: cached.progress.get(c, Progress()) for c in connectors}
+    return replace(cached, progress=progress)
+
+
+def pending(
+    portal: str, cached: CachedInventory, seen: Seen, connectors: Iterable[str]
 ) -> list[Target]:
-    """The pairs to ask about at an inventory: each watched connector the portal lists (or all,
-    when it would not list them) on each active line it has not been seen on."""
+    """The probes a discovery still owes: for each watched connector the portal lists (or all,
+    when it would not list them) that was never looked for or has a round open, each active
+    line it has not been seen on and whose probe was not answered in this round."""
+    inventory = cached.inventory
     listed = inventory.connectors
-    return [
-        Target(portal, connector, line)
-        for connector in sorted(set(connectors))
-        if listed is None or connector in listed
-        for line, info in sorted(inventory.lines.items())
-        if info.active and line not in seen.get(connector, frozenset())
-    ]
+    owed: list[Target] = []
+    for connector in sorted(set(connectors)):
+        if listed is not None and connector not in listed:
+            continue
+        if connector in cached.seen and connector not in cached.progress:
+            continue  # its round is finished
+        done = seen.get(connector, frozenset()) | _probed(cached, connector)
+        owed += [
+            Target(portal, connector, line)
+            for line, info in sorted(inventory.lines.items())
+            if info.active and line not in done
+        ]
+    return owed
+
+
+def probes(
+    portal: str, cached: CachedInventory, seen: Seen, connectors: Iterable[str], budget: int
+) -> list[Target]:
+    """This run's share of the probes owed: at most `budget`."""
+    return pending(portal, cached, seen, connectors)[: max(0, budget)]
 
 
 def pruned(seen: Seen, inventory: Inventory) -> dict[str, frozenset[int]]:
@@ -66,23 +103,73 @@ def pruned(seen: Seen, inventory: Inventory) -> dict[str, frozenset[int]]:
 
 
 def learned(
-    seen: Seen, connectors: Iterable[str], answers: Iterable[CheckResult]
-) -> dict[str, frozenset[int]]:
-    """`seen` with the probed lines that answered `CONFIGURED=true`. A connector counts as looked
-    for (it gets a key) only if every probe of it was answered; otherwise it is probed again at
-    the next run, its lines meanwhile known from the stored statuses."""
-    found = {c: set(seen.get(c, frozenset())) for c in connectors}
-    unanswered: set[str] = set()
+    cached: CachedInventory,
+    seen: Seen,
+    connectors: Iterable[str],
+    answers: Iterable[CheckResult],
+) -> CachedInventory:
+    """`cached` with what this run's probes taught: the lines that answered `CONFIGURED=true`
+    join the seen ones, every answered probe counts as probed (an unanswered one stays owed),
+    and a connector's round ends once nothing is owed. Every watched connector counts as
+    looked for."""
+    watched = sorted(set(connectors))
+    found = {c: set(seen.get(c, frozenset())) for c in watched}
+    probed = {c: set(_probed(cached, c)) for c in watched}
+    tried: set[str] = set()
     for answer in answers:
         target = answer.target
         if not isinstance(target, Target) or target.connector not in found:
             continue
+        tried.add(target.connector)
         if answer.configured is None:
-            unanswered.add(target.connector)
-        elif answer.configured:
+            continue
+        probed[target.connector].add(target.line)
+        if answer.configured:
             found[target.connector].add(target.line)
-    return {c: frozenset(lines) for c, lines in found.items() if c not in unanswered}
+    taught = replace(
+        cached,
+        seen={c: frozenset(lines) for c, lines in found.items()},
+        progress={
+            c: Progress(frozenset(probed[c]), _runs(cached, c) + (1 if c in tried else 0))
+            for c in watched
+            if c in cached.progress or c not in cached.seen
+        },
+    )
+    owed = {t.connector for t in pending(cached.portal, taught, taught.seen, watched)}
+    return replace(taught, progress={c: p for c, p in taught.progress.items() if c in owed})
 
 
-def with_seen(cached: CachedInventory, seen: Seen) -> CachedInventory:
-    return replace(cached, seen=dict(seen))
+def stalled(cached: CachedInventory, connectors: Iterable[str], budget: int) -> list[ConfigIssue]:
+    """A notice for each watched connector's discovery round still open after the runs it
+    should have taken."""
+    watched = set(connectors)
+    notices: list[ConfigIssue] = []
+    active = [n for n, info in cached.inventory.lines.items() if info.active]
+    allowed = math.ceil(len(active) / max(1, budget)) + SPARE_RUNS
+    for connector, progress in sorted(cached.progress.items()):
+        if connector not in watched or progress.runs <= allowed:
+            continue
+        known = cached.seen.get(connector, frozenset()) | progress.probed
+        done = sum(1 for n in active if n in known)
+        reason = (
+            f"discovery of {connector} on {cached.portal} has not finished: {done:,} of "
+            f"{len(active):,} lines probed after {progress.runs} runs (probes went unanswered: "
+            "the portal throttled them or the runs ran out of time). The lines not probed yet "
+            "are not monitored; the monitor keeps probing them."
+        )
+        notices.append(discovery_notice(cached.portal, connector, reason))
+    return notices
+
+
+def discovery_notice(portal: str, connector: str, reason: str) -> ConfigIssue:
+    return replace(validation_problem(portal, reason), connector=connector)
+
+
+def _probed(cached: CachedInventory, connector: str) -> frozenset[int]:
+    progress = cached.progress.get(connector)
+    return progress.probed if progress is not None else frozenset()
+
+
+def _runs(cached: CachedInventory, connector: str) -> int:
+    progress = cached.progress.get(connector)
+    return progress.runs if progress is not None else 0

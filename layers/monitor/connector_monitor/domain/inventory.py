@@ -8,7 +8,7 @@ turns such a typo into a configuration error instead of a `connector.down`.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from .targets import Target
@@ -36,18 +36,77 @@ class Inventory:
 
     connectors: frozenset[str] | None
     lines: Mapping[int, LineInfo]
+    # False when the lines may not all be there (the portal ignored the paging filter, or had
+    # more lines than are kept): such a list may add lines, never retire one.
+    complete: bool = True
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A watched connector's unfinished discovery round: the lines whose probe was answered
+    (CONFIGURED true or false), and the runs that probed it so far."""
+
+    probed: frozenset[int] = frozenset()
+    runs: int = 0
 
 
 @dataclass(frozen=True)
 class CachedInventory:
     """A portal's inventory as of its last validation (read again every few hours), with the
     lines each watched connector has been seen configured on (`seen`: its keys are the
-    connectors looked for, even where none was seen)."""
+    connectors looked for, even where none was seen yet), the discovery rounds not finished
+    (`progress`), and the lines the last complete inventory did not list (`missing`, with when
+    it first did not): they are held, still lines of the portal, until a second complete
+    inventory in a later run confirms they are gone."""
 
     portal: str
     validated_at: datetime
     inventory: Inventory
     seen: Mapping[str, frozenset[int]] = field(default_factory=dict)
+    progress: Mapping[str, Progress] = field(default_factory=dict)
+    missing: Mapping[int, datetime] = field(default_factory=dict)
+
+
+def reconciled(
+    previous: CachedInventory | None,
+    portal: str,
+    read: Inventory,
+    now: datetime,
+    followed: Iterable[int] = (),
+) -> tuple[CachedInventory, frozenset[int]]:
+    """The cached inventory after a fresh read, and the lines it retires.
+
+    One answer never retires a line: a line the previous inventory had (or one the monitor
+    follows targets on, `followed`, should the record be lost) and a complete read does not
+    list is held and marked missing; the next complete read (in a later run) that does not
+    list it either retires it. An incomplete read retires nothing and marks nothing. A line
+    listed again is no longer missing. (The confirming read is the next run's, not the next
+    validation's: a line really deleted answers all flags false while it is held, and hours of
+    that would page `connector.down` for a line nobody has any more.)
+    """
+    known = dict(previous.inventory.lines) if previous is not None else {}
+    for number in followed:
+        known.setdefault(number, LineInfo("", active=True))
+    if previous is None:
+        previous = CachedInventory(portal, now, Inventory(read.connectors, known))
+    lines = dict(read.lines)
+    missing: dict[int, datetime] = {}
+    retired: set[int] = set()
+    for number, info in known.items():
+        if number in lines:
+            continue
+        first = previous.missing.get(number)
+        if read.complete and first is not None:
+            retired.add(number)
+            continue
+        lines[number] = info
+        if read.complete:
+            missing[number] = now
+        elif first is not None:
+            missing[number] = first
+    inventory = Inventory(read.connectors, dict(sorted(lines.items())), read.complete)
+    cached = replace(previous, validated_at=now, inventory=inventory, missing=missing)
+    return cached, frozenset(retired)
 
 
 VALIDATION_OFF = (

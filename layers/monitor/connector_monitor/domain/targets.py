@@ -86,8 +86,8 @@ class ConfigIssue:
     @property
     def key(self) -> str:
         """Short and stable whatever the entry's length (it is a DynamoDB sort key)."""
-        if self.problem is ConfigProblem.VALIDATION:
-            return f"validation:{self.portal}"
+        if self.problem is ConfigProblem.VALIDATION:  # a connector's: its discovery notice
+            return f"validation:{self.portal}" + (f"/{self.connector}" if self.connector else "")
         if len(self.entry) <= KEY_ENTRY_LIMIT:
             return f"config:{self.entry}"
         digest = hashlib.sha256(self.entry.encode()).hexdigest()[:16]

@@ -107,17 +107,20 @@ def advance(previous: TargetStatus | None, result: CheckResult, thresholds: Thre
     return Step(status, alerts, skew)
 
 
-def retire(status: TargetStatus, now: datetime) -> Step:
-    """A target that left the configuration: close its open incidents with one alert each.
+def retire(status: TargetStatus, now: datetime, reason: str | None = None) -> Step:
+    """A target that left the configuration, or whose line the portal deleted (`reason` says
+    so): close its open incidents with one alert each, worded "no longer monitored".
 
     The status keeps its pending alerts (they are delivered first) and loses its incidents, so
     the next run, finding it still gone and with nothing pending, forgets it.
     """
     alerts: list[Alert] = []
     if status.down_since is not None:
-        alerts.append(_closing(AlertEvent.CONNECTOR_RECOVERED, status, status.down_since, now))
+        alerts.append(
+            _closing(AlertEvent.CONNECTOR_RECOVERED, status, status.down_since, now, reason)
+        )
     if status.blind_since is not None:
-        alerts.append(_closing(AlertEvent.CHECK_RECOVERED, status, status.blind_since, now))
+        alerts.append(_closing(AlertEvent.CHECK_RECOVERED, status, status.blind_since, now, reason))
     if not alerts:
         return Step(status)
     closed = replace(
@@ -203,9 +206,11 @@ def _while_blind(
     return status, (_alert(AlertEvent.CHECK_FAILED, status, began),)
 
 
-def _closing(event: AlertEvent, status: TargetStatus, since: datetime, now: datetime) -> Alert:
+def _closing(
+    event: AlertEvent, status: TargetStatus, since: datetime, now: datetime, reason: str | None
+) -> Alert:
     facts = Facts(
-        detail=None,
+        detail=reason,
         status=None,
         configured=None,
         error=None,
