@@ -4,6 +4,8 @@ API Gateway HTTP API (payload 2.0), public by necessity (Bitrix24 cannot sign a 
 path carries a segment only the stack knows) -> this handler -> `connector_monitor.installing`:
     POST /app/{key}/install   ONAPPINSTALL: verified with the authorisation server, then stored
     POST /app/{key}/events    ONAPPUNINSTALL, ONAPPUPDATE, ONIMCONNECTORLINEDELETE
+    GET  /app/{key}/authorized  the portal's redirect with a code after
+                                `monitorctl portals authorize DOMAIN` (re-authorisation)
 Answers are JSON; none quotes the body or a token.
 """
 
@@ -50,6 +52,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
 
     route = str(event.get("rawPath", "")).rstrip("/").rsplit("/", 1)[-1]
     method = str(event.get("requestContext", {}).get("http", {}).get("method", ""))
+    if (method, route) == ("GET", "authorized"):
+        query = event.get("queryStringParameters") or {}
+        return reply(inbound().service.authorized({str(k): str(v) for k, v in query.items()}))
     if method != "POST" or route not in ("install", "events"):
         return reply(InboundAnswer(404, {"error": "NOT_FOUND", "message": "no such route"}))
     body = request_body(event)

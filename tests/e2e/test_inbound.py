@@ -9,6 +9,7 @@ recorded ones in tests/fixtures/bitrix24/app_events/ (each with a .source file).
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 from collections.abc import Iterator
@@ -28,13 +29,14 @@ from local.bitrix24_portal import LocalPortal
 from local.bitrix24_portal.tls import local_authority
 from local.handlers import load_handler
 from local.template import environment_of, table_definition
+from monitorctl import cli as monitorctl
 from tests.e2e.conftest import TEST_CREDENTIALS
 
 REGION = "eu-central-1"
 PORTAL = "client.bitrix24.test"
 TOKENS = "monitor-tokens"
 KEY = "0f7c6a52-9d1e-4c3b-8a77-2b1f3e4d5c6a"  # the stack id's random part, on AWS
-ROUTES = ("POST /app/{key}/install", "POST /app/{key}/events")
+ROUTES = ("POST /app/{key}/install", "POST /app/{key}/events", "GET /app/{key}/authorized")
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "bitrix24" / "app_events"
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
@@ -46,6 +48,7 @@ class World:
     client_id: str
     alerts_queue: str
     operations_queue: str
+    secret_id: str
 
     @property
     def install_url(self) -> str:
@@ -131,6 +134,7 @@ def world(monkeypatch: pytest.MonkeyPatch, atomic_moto_items: None) -> Iterator[
                 client_id,
                 subscribed_queue(sns, sqs, alerts, "alerts"),
                 subscribed_queue(sns, sqs, operations, "operations"),
+                secret_id,
             )
         finally:
             api.stop()
@@ -260,3 +264,57 @@ def test_json_is_refused_with_415_and_an_oversize_body_with_413(world: World) ->
     oversize = requests.post(world.install_url, data="x=" + "a" * 20_000, headers=FORM, timeout=10)
     assert (as_json.status_code, oversize.status_code) == (415, 413)
     assert world.items() == []
+
+
+def authorize_link(world: World) -> str:
+    out = io.StringIO()
+    portal_url = f"{world.portal.url}/{PORTAL}"
+    command = [
+        "--secret",
+        world.secret_id,
+        "portals",
+        "authorize",
+        PORTAL,
+        "--portal-url",
+        portal_url,
+    ]
+    assert monitorctl.main(command, out=out) == 0
+    return out.getvalue().strip()
+
+
+def test_a_portal_is_re_authorised_without_reinstalling(world: World) -> None:
+    # monitorctl portals authorize (ARCHITECTURE, README): the administrator follows the link,
+    # the portal sends them back with a code, the stack trades it and stores the new pair.
+    world.portal.install_app(PORTAL, world.install_url, app=world.client_id)
+    before = world.item()
+    assert before is not None
+    world.portal.set_redirect_uri(world.client_id, f"{world.api.url}/app/{KEY}/authorized")
+    link = authorize_link(world)
+    assert link.startswith(f"{world.portal.url}/{PORTAL}/oauth/authorize/?client_id=")
+
+    answer = requests.get(link, verify=str(local_authority().ca_file), timeout=20)
+
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"portal": PORTAL, "authorized": True}
+    after = world.item()
+    assert after is not None
+    assert after["access_token"] != before["access_token"]
+    assert after["refresh_token"] != before["refresh_token"]
+    assert after["token_hash"] == before["token_hash"]  # the install's events still pass
+    assert after["access_token"] not in answer.text
+
+
+def test_a_callback_with_a_forged_state_is_refused_and_the_code_never_traded(world: World) -> None:
+    world.portal.install_app(PORTAL, world.install_url, app=world.client_id)
+    before = world.item()
+    world.portal.set_redirect_uri(world.client_id, f"{world.api.url}/app/{KEY}/authorized")
+    link = authorize_link(world)
+    _, mac = dict(parse_qsl(link.split("?", 1)[1]))["state"].split(".")
+    forged = link.replace(mac, ("A" if mac[0] != "A" else "B") + mac[1:])
+    issued = world.portal.issued_secrets(PORTAL)
+
+    answer = requests.get(forged, verify=str(local_authority().ca_file), timeout=20)
+
+    assert answer.status_code == 403 and answer.json()["error"] == "NOT_AUTHORIZED"
+    assert world.item() == before
+    assert world.portal.issued_secrets(PORTAL) == issued  # no pair was issued for the code

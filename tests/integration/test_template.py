@@ -102,6 +102,7 @@ STACK_KEY = {"Fn::Select": [2, {"Fn::Split": ["/", {"Ref": "AWS::StackId"}]}]}
 INBOUND_ROUTES = {
     "InstallRoute": "POST /app/${Key}/install",
     "EventsRoute": "POST /app/${Key}/events",
+    "AuthorizedRoute": "GET /app/${Key}/authorized",
 }
 
 
@@ -387,11 +388,15 @@ def test_inbound_routes_are_public_only_behind_the_stack_key_and_throttled() -> 
     assert stage["ThrottlingRateLimit"] <= 5 and stage["ThrottlingBurstLimit"] <= 10
     permission = resource("InboundInvokePermission")["Properties"]
     assert permission["FunctionName"] == {"Ref": "InboundFunction"}
-    assert permission["SourceArn"]["Fn::Sub"].endswith(":${InboundApi}/*/POST/app/*")
+    assert permission["SourceArn"]["Fn::Sub"].endswith(":${InboundApi}/*/*/app/*")
     environment = function_environment("InboundFunction")
     assert environment["INBOUND_URL"]["Fn::Sub"][1] == {"Key": STACK_KEY}
     outputs = load_template()["Outputs"]
-    for name, route in (("InstallHandlerUrl", "install"), ("EventsHandlerUrl", "events")):
+    for name, route in (
+        ("InstallHandlerUrl", "install"),
+        ("EventsHandlerUrl", "events"),
+        ("AuthorizedHandlerUrl", "authorized"),
+    ):
         assert outputs[name]["Value"]["Fn::Sub"][0].endswith(f"/app/${{Key}}/{route}")
 
 

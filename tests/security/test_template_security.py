@@ -340,18 +340,22 @@ def inbound_route(body: dict[str, Any]) -> bool:
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_the_only_open_routes_are_the_two_inbound_posts_behind_the_stack_key(mode: str) -> None:
+def test_the_only_open_routes_are_the_inbound_ones_behind_the_stack_key(mode: str) -> None:
     resources = deployed(mode)
     open_routes = {
         k: b["Properties"]
         for k, b in resources.items()
         if b["Type"].endswith("::Route") and b["Properties"].get("AuthorizationType") == "NONE"
     }
-    assert set(open_routes) == {"InstallRoute", "EventsRoute"}
+    assert set(open_routes) == {"InstallRoute", "EventsRoute", "AuthorizedRoute"}
     for logical_id, route in open_routes.items():
         assert inbound_route(resources[logical_id]), logical_id
         template, names = route["RouteKey"]["Fn::Sub"]
-        assert template in {"POST /app/${Key}/install", "POST /app/${Key}/events"}, logical_id
+        assert template in {
+            "POST /app/${Key}/install",
+            "POST /app/${Key}/events",
+            "GET /app/${Key}/authorized",
+        }, logical_id
         # the stack id's random part: no caller can list or guess it
         assert names == {"Key": {"Fn::Select": [2, {"Fn::Split": ["/", {"Ref": "AWS::StackId"}]}]}}
     # nothing else is on the inbound API
@@ -424,9 +428,9 @@ def test_only_this_apis_get_and_registry_routes_may_invoke_a_function() -> None:
         assert permission["Principal"] == "apigateway.amazonaws.com", logical_id
         assert "FunctionUrlAuthType" not in permission, logical_id
         source = permission["SourceArn"]["Fn::Sub"]  # without it any API in any account could
-        if logical_id == "InboundInvokePermission":  # the inbound API's two POST routes
+        if logical_id == "InboundInvokePermission":  # the inbound API's /app/ routes
             assert permission["FunctionName"] == {"Ref": INBOUND}
-            assert source.endswith(":${AWS::AccountId}:${InboundApi}/*/POST/app/*")
+            assert source.endswith(":${AWS::AccountId}:${InboundApi}/*/*/app/*")
             continue
         assert ":${AWS::AccountId}:${HttpApi}/" in source, logical_id
         assert source.split("${HttpApi}")[1] in {

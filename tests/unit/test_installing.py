@@ -26,6 +26,7 @@ from connector_monitor.ports.installs import (
     BindFailed,
     KnownInstall,
 )
+from connector_monitor.tokens.credentials import AppCredentials
 from tests.app_forms import (
     APPLICATION_TOKEN,
     MEMBER_ID,
@@ -129,7 +130,11 @@ def world(answer: AppInfo | Exception | None = None, *, bind_fails: bool = False
     server = AuthorisationServer(answer if answer is not None else genuine())
     store, binder, alerts, operations = Store(), Binder(bind_fails), Channel(), Channel()
     service = Installing(
-        InstallRules(lambda: {CLIENT_ID: "monitor"}, (SERVER,), EVENTS_URL),
+        InstallRules(
+            lambda: {"monitor": AppCredentials("monitor", CLIENT_ID, "app-secret")},
+            (SERVER,),
+            EVENTS_URL,
+        ),
         store=store,
         auth_server=server,
         binder=binder,

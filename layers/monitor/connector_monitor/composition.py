@@ -40,6 +40,7 @@ from .ports.installs import InstallStoreError
 from .ports.portal import ClientFactory
 from .ports.work_queue import ShardOrder
 from .settings import CheckerSettings, InboundSettings
+from .tokens.credentials import AppCredentials
 from .tokens.errors import TokenStoreError
 from .tokens.ports import PairStore, RefreshLease
 from .tokens.reading import LoadedOnce, TableThenSecret
@@ -221,9 +222,9 @@ class Inbound:
         table = TablePairs(config.tokens_table, apps=secret.apps, client=tuning.aws("dynamodb"))
         server = BoundedAppServer(tuning.http, ca_bundle=config.portal_ca_bundle or None)
 
-        def apps() -> dict[str, str]:
+        def apps() -> dict[str, AppCredentials]:
             try:
-                return {app.client_id: name for name, app in secret.apps().items()}
+                return secret.apps()
             except TokenStoreError as exc:
                 raise InstallStoreError(str(exc)) from None
 

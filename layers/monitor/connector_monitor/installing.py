@@ -18,6 +18,7 @@ Every answer is `InboundAnswer`; none quotes the body, a token or a URL.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -28,17 +29,29 @@ from .domain import app_notices
 from .domain.alerts import Alert
 from .domain.app_events import (
     BOUND_EVENTS,
+    AppAuth,
     AppEvent,
     AppEventName,
     BadForm,
     Installation,
     NotGenuine,
     allowed_server,
+    host_name,
     installation,
     parse_form,
     read_event,
+    reauthorisation,
     same_token,
+    server_for,
+    token_url,
     verify_install,
+)
+from .domain.authorize_state import (
+    STATE_LIMIT,
+    BadState,
+    claimed_app,
+    read_state,
+    state_key,
 )
 from .ports.alerts import Publisher, PublishError
 from .ports.installs import (
@@ -50,6 +63,7 @@ from .ports.installs import (
     InstallStoreError,
     KnownInstall,
 )
+from .tokens.credentials import AppCredentials
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +80,7 @@ def _refusal(status: int, code: str, message: str) -> InboundAnswer:
 
 @dataclass(frozen=True)
 class InstallRules:
-    apps: Callable[[], Mapping[str, str]]  # our applications: client_id → name in the secret
+    apps: Callable[[], Mapping[str, AppCredentials]]  # our applications, by name in the secret
     auth_servers: tuple[str, ...]  # the authorisation servers' REST addresses we trust
     events_url: str  # where the portal posts the events we bind
 
@@ -138,9 +152,9 @@ class Installing:
         auth = event.auth
         server = allowed_server(auth.server_endpoint, self._rules.auth_servers)
         info = self._auth_server.app_info(server, auth.access_token or "")
-        apps = dict(self._rules.apps())
-        verify_install(auth, info, tuple(apps))
-        return installation(auth, event.ts, server, info, apps[info.client_id])
+        names = {app.client_id: name for name, app in self._rules.apps().items()}
+        verify_install(auth, info, tuple(names))
+        return installation(auth, event.ts, server, info, names[info.client_id])
 
     def _bind(self, verified: Installation) -> bool:
         try:
@@ -154,6 +168,74 @@ class Installing:
             )
             return False
         return True
+
+    # -- GET .../authorized (re-authorisation without reinstalling) -------------------------------
+
+    def authorized(self, query: Mapping[str, str]) -> InboundAnswer:
+        """Where the portal sends the administrator back with a code after
+        `monitorctl portals authorize DOMAIN`: the state signed by this stack for this portal,
+        the code traded at a trusted authorisation server, the new token vouched for by its
+        app.info exactly as an install's, and stored under the same rules."""
+        try:
+            portal, app, server, code = self._callback(query)
+        except (BadForm, BadState, NotGenuine) as exc:
+            logger.warning("authorisation callback refused: %s", exc)
+            return _refusal(
+                403 if not isinstance(exc, BadForm) else 400, "NOT_AUTHORIZED", str(exc)
+            )
+        except InstallStoreError as exc:
+            logger.error("authorisation callback: %s", exc)
+            return _refusal(503, "UNAVAILABLE", "the stack's applications could not be read")
+        try:
+            grant = self._auth_server.exchange_code(token_url(server), app, code)
+            info = self._auth_server.app_info(server, grant.access_token)
+            if grant.member_id != query.get("member_id"):
+                raise NotGenuine("the code was issued for another member_id")
+            verified = reauthorisation(portal, grant, server, info, app.name, int(self._clock()))
+            verify_install(_auth_of(verified), info, (app.client_id,))
+        except NotGenuine as exc:
+            logger.warning("authorisation of %s refused: %s", portal, exc, extra={"portal": portal})
+            return _refusal(403, "NOT_AUTHORIZED", f"the authorisation is not verified: {exc}")
+        except AuthServerUnreachable as exc:
+            logger.error(
+                "authorisation of %s unverified: %s", portal, exc, extra={"portal": portal}
+            )
+            return _refusal(
+                503,
+                "AUTH_SERVER_UNREACHABLE",
+                "the authorisation server did not answer; nothing was stored: authorise again",
+            )
+        try:
+            stored = self._store.store_install(verified)
+        except InstallStoreError as exc:
+            logger.error(
+                "authorisation of %s not stored: %s", portal, exc, extra={"portal": portal}
+            )
+            return _refusal(503, "NOT_STORED", "the authorisation could not be stored")
+        logger.info("re-authorised on %s", portal, extra={"portal": portal})
+        return InboundAnswer(200, {"portal": portal, "authorized": stored})
+
+    def _callback(self, query: Mapping[str, str]) -> tuple[str, AppCredentials, str, str]:
+        """The callback's parameters checked, and the state's signature, before any call."""
+        for name in ("code", "state", "domain", "member_id", "server_domain"):
+            value = query.get(name)
+            if not isinstance(value, str) or not value or len(value) > STATE_LIMIT:
+                raise BadForm(f"{name} is missing or too long")
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,256}", query["code"]):
+            raise BadForm("code is not a code")
+        apps = self._rules.apps()
+        app = apps.get(claimed_app(query["state"]))
+        if app is None:
+            raise BadState("the state names no application of this stack")
+        state = read_state(query["state"], state_key(app.client_secret), self._clock())
+        if host_name(query["domain"]) != state.portal:
+            raise BadState("the state was issued for another portal")
+        return (
+            state.portal,
+            app,
+            server_for(query["server_domain"], self._rules.auth_servers),
+            query["code"],
+        )
 
     # -- POST .../events --------------------------------------------------------------------------
 
@@ -218,3 +300,8 @@ class Installing:
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
+
+
+def _auth_of(verified: Installation) -> AppAuth:
+    """The identity a re-authorisation claims, checked by the install's own rule."""
+    return AppAuth(domain=verified.portal, member_id=verified.member_id, application_token="")

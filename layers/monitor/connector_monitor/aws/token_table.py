@@ -327,10 +327,11 @@ class TablePairs:
             "client_endpoint": installation.client_endpoint,
             "member_id": installation.member_id,
             "installed_at": installation.installed_at,
-            "token_hash": installation.token_hash,
             "server_endpoint": installation.server_endpoint,
             "scope": " ".join(installation.scope),
         }
+        if installation.token_hash is not None:  # a re-authorisation keeps the install's
+            fields["token_hash"] = installation.token_hash
         if installation.app_status:
             fields["app_status"] = installation.app_status
         if installation.expires_at is not None:

@@ -18,8 +18,16 @@ from typing import Any
 import requests
 
 from ..deadline import Deadline, DeadlineExceeded
-from ..domain.app_events import AppEventName, AppInfo, Installation, NotGenuine, scopes
+from ..domain.app_events import (
+    AppEventName,
+    AppInfo,
+    CodeGrant,
+    Installation,
+    NotGenuine,
+    scopes,
+)
 from ..ports.installs import AuthServerUnreachable, BindFailed
+from ..tokens.credentials import AppCredentials
 from .redaction import install_urllib3_redaction
 from .transport import TransportError, exchange, new_session, require_safe_endpoint
 
@@ -66,6 +74,35 @@ class BoundedAppServer:
                 f"the authorisation server refused app.info (HTTP {status})"
             )
         return _app_info(body.get("result"))
+
+    def exchange_code(self, token_url: str, app: AppCredentials, code: str) -> CodeGrant:
+        """The authorization_code grant (bitrix24/b24restdocs settings/oauth/index.md, step 2):
+        the client secret goes in the body of a POST, never in a URL a log could keep."""
+        params = {
+            "grant_type": "authorization_code",
+            "client_id": app.client_id,
+            "client_secret": app.client_secret,
+            "code": code,
+        }
+        body, status = self._post(token_url, "", params, "authorisation")
+        if body is None:
+            raise AuthServerUnreachable(
+                f"the authorisation server answered HTTP {status} without a JSON object"
+            )
+        if body.get("error") or status >= 400:
+            raise NotGenuine("the authorisation server refused the code")
+        access, refresh = body.get("access_token"), body.get("refresh_token")
+        member_id = body.get("member_id")
+        if not all(isinstance(v, str) and 0 < len(v) <= 512 for v in (access, refresh, member_id)):
+            raise NotGenuine("the authorisation server's answer lacks the pair or member_id")
+        expires_in = body.get("expires_in")
+        return CodeGrant(
+            access_token=str(access),
+            refresh_token=str(refresh),
+            expires_in=expires_in if isinstance(expires_in, int) and expires_in > 0 else None,
+            member_id=str(member_id),
+            client_endpoint=_endpoint(body.get("client_endpoint")),
+        )
 
     # -- EventBinder -----------------------------------------------------------------------------
 

@@ -329,7 +329,7 @@ class Installation:
     server_endpoint: str
     installed_at: int  # the event's ts
     expires_at: int | None
-    token_hash: str
+    token_hash: str | None  # None: a re-authorisation, which keeps the installation's digest
     app_status: str | None
     scope: tuple[str, ...]
 
@@ -367,3 +367,50 @@ def supersedes(
     if stored_installed_at is not None and new.installed_at <= stored_installed_at:
         return False
     return stored_expires is None or new.expires_at is None or new.expires_at >= stored_expires
+
+
+@dataclass(frozen=True)
+class CodeGrant:
+    """The authorisation server's answer to an authorization code (bitrix24/b24restdocs
+    settings/oauth/index.md, step 2)."""
+
+    access_token: str = field(repr=False)
+    refresh_token: str = field(repr=False)
+    expires_in: int | None
+    member_id: str
+    client_endpoint: str | None
+
+
+def server_for(server_domain: str, allowed: tuple[str, ...]) -> str:
+    """The trusted authorisation server a callback's `server_domain` names, or NotGenuine."""
+    for server in allowed:
+        if urlsplit(server).netloc.lower() == server_domain.strip().lower():
+            return server if server.endswith("/") else server + "/"
+    raise NotGenuine("server_domain is not an authorisation server the stack trusts")
+
+
+def token_url(server: str) -> str:
+    """Where an authorisation server trades codes: `/oauth/token/` on its host."""
+    parts = urlsplit(server)
+    return f"{parts.scheme}://{parts.netloc}/oauth/token/"
+
+
+def reauthorisation(
+    portal: str, grant: CodeGrant, server: str, info: AppInfo, app: str, now: int
+) -> Installation:
+    """What a verified re-authorisation stores: the new pair, as of now."""
+    endpoint = info.client_endpoint or grant.client_endpoint or f"https://{portal}/rest/"
+    return Installation(
+        portal=portal,
+        member_id=grant.member_id,
+        app=app,
+        access_token=grant.access_token,
+        refresh_token=grant.refresh_token,
+        client_endpoint=endpoint if endpoint.endswith("/") else endpoint + "/",
+        server_endpoint=server,
+        installed_at=now,
+        expires_at=now + grant.expires_in if grant.expires_in else None,
+        token_hash=None,
+        app_status=info.status,
+        scope=info.scope,
+    )

@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ..domain.app_events import AppEventName, AppInfo, Installation
+from ..domain.app_events import AppEventName, AppInfo, CodeGrant, Installation
+from ..tokens.credentials import AppCredentials
 
 
 class AuthServerUnreachable(Exception):
@@ -26,6 +27,11 @@ class AuthServer(Protocol):
     def app_info(self, server: str, access_token: str) -> AppInfo:
         """`app.info` on the authorisation server `server` with the token received. Raises
         NotGenuine (the server refused the token) or AuthServerUnreachable."""
+        ...
+
+    def exchange_code(self, token_url: str, app: AppCredentials, code: str) -> CodeGrant:
+        """Trade an authorization code (it lives 30 s) for a pair. Raises NotGenuine (the
+        server refused the code) or AuthServerUnreachable."""
         ...
 
 
