@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ class World:
     alerts_queue: str
     operations_queue: str
     secret_id: str
+    logs: io.StringIO
 
     @property
     def install_url(self) -> str:
@@ -79,6 +81,21 @@ class World:
         return found
 
 
+def capture_logs(handler: Any, monkeypatch: pytest.MonkeyPatch) -> io.StringIO:
+    """Everything the handler, the library and the libraries under them (botocore, urllib3)
+    log, at DEBUG, into one stream the tests search for tokens."""
+    stream = io.StringIO()
+    for name in (handler.logger.name, "connector_monitor"):
+        for each in logging.getLogger(name).handlers:
+            if isinstance(each, logging.StreamHandler):
+                monkeypatch.setattr(each, "stream", stream)
+    root = logging.getLogger()
+    catch_all = logging.StreamHandler(stream)
+    monkeypatch.setattr(root, "handlers", [*root.handlers, catch_all])
+    monkeypatch.setattr(root, "level", logging.DEBUG)
+    return stream
+
+
 def subscribed_queue(sns: Any, sqs: Any, topic: str, name: str) -> str:
     url = sqs.create_queue(QueueName=name)["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
@@ -107,7 +124,9 @@ def world(monkeypatch: pytest.MonkeyPatch, atomic_moto_items: None) -> Iterator[
         }
         sm = boto3.client("secretsmanager", region_name=REGION)
         secret_id = sm.create_secret(Name="monitor/tokens", SecretString=json.dumps(secret))["ARN"]
+        monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "DEBUG")  # the most a log could ever say
         handler = load_handler("inbound")
+        logs = capture_logs(handler, monkeypatch)
         api = ApiServer(handler.lambda_handler, routes=ROUTES).start()
         env = environment_of(
             "InboundFunction",
@@ -135,6 +154,7 @@ def world(monkeypatch: pytest.MonkeyPatch, atomic_moto_items: None) -> Iterator[
                 subscribed_queue(sns, sqs, alerts, "alerts"),
                 subscribed_queue(sns, sqs, operations, "operations"),
                 secret_id,
+                logs,
             )
         finally:
             api.stop()
@@ -188,6 +208,13 @@ def test_the_uninstall_forgets_the_portal_with_one_uninstalled_notice(world: Wor
     (notice,) = world.notices(world.alerts_queue)
     assert "uninstalled" in notice["subject"].lower() and notice["event"] != "connector.down"
     assert notice["portal"] == PORTAL
+    form = dict(installed_form(world))
+    said = (
+        world.logs.getvalue() + json.dumps(notice) + "".join(d.answer.decode() for d in deliveries)
+    )
+    assert "installed on" in world.logs.getvalue()  # the logs were captured
+    for field in ("access_token", "refresh_token", "application_token"):
+        assert form[f"auth[{field}]"] not in said, field
 
 
 def test_an_uninstall_with_a_wrong_application_token_is_forbidden_and_changes_nothing(
