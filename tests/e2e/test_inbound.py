@@ -28,7 +28,7 @@ from connector_monitor.domain.app_events import token_digest
 from local.api_server import ApiServer
 from local.bitrix24_portal import LocalPortal
 from local.bitrix24_portal.tls import local_authority
-from local.handlers import load_handler
+from local.handlers import LambdaContext, load_handler
 from local.template import environment_of, table_definition
 from monitorctl import cli as monitorctl
 from tests.e2e.conftest import TEST_CREDENTIALS
@@ -38,7 +38,8 @@ PORTAL = "client.bitrix24.test"
 TOKENS = "monitor-tokens"
 KEY = "0f7c6a52-9d1e-4c3b-8a77-2b1f3e4d5c6a"  # the stack id's random part, on AWS
 ROUTES = ("POST /app/{key}/install", "POST /app/{key}/events", "GET /app/{key}/authorized")
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "bitrix24" / "app_events"
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = ROOT / "tests" / "fixtures" / "bitrix24" / "app_events"
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 
@@ -345,3 +346,14 @@ def test_a_callback_with_a_forged_state_is_refused_and_the_code_never_traded(wor
     assert answer.status_code == 403 and answer.json()["error"] == "NOT_AUTHORIZED"
     assert world.item() == before
     assert world.portal.issued_secrets(PORTAL) == issued  # no pair was issued for the code
+
+
+def test_the_sample_api_gateway_event_reaches_verification(world: World) -> None:
+    # events/inbound_install.json: the ONAPPINSTALL fixture as API Gateway hands it over
+    # (payload 2.0, the form base64-encoded). Its server, oauth.bitrix.info, is not the one
+    # this test's stack trusts, so the handler refuses it after reading it, calling nobody.
+    event = json.loads((ROOT / "events" / "inbound_install.json").read_text())
+    answer = load_handler("inbound").lambda_handler(event, LambdaContext("inbound"))
+    assert answer["statusCode"] == 403
+    assert json.loads(answer["body"])["error"] == "NOT_GENUINE"
+    assert world.items() == []
