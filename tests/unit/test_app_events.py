@@ -156,3 +156,6 @@ def test_a_replayed_or_older_install_never_replaces_a_newer_pair() -> None:
     assert not supersedes(new, 2000, 5600)  # the same install again
     assert not supersedes(new, 3000, 6600)  # an older one arriving late
     assert not supersedes(new, 1000, 9000)  # a refresh after the stored install is newer
+    # a pair just traded for a single-use code cannot be a replay: it replaces even a pair
+    # stored in the same second
+    assert supersedes(replace(new, replayable=False), 2000, 5600)

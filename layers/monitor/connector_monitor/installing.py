@@ -9,8 +9,9 @@ unreachable: nothing stored, a 503 that says so, and an operations notice (Bitri
 an event twice).
 
 Events: authenticated by the stored digest of the installation's application token (the only
-proof an event is genuine: bitrix24/b24restdocs settings/app-installation/...: the
-application_token is sent with every event). Unknown or wrong: 403, nothing changed.
+proof an event is genuine: bitrix24/b24restdocs api-reference/common/events/on-app-install.md,
+auth[application_token]; tests/fixtures/bitrix24/app_events/*.form.source). Unknown or wrong:
+403, nothing changed.
 
 Every answer is `InboundAnswer`; none quotes the body, a token or a URL.
 """

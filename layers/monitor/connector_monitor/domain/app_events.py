@@ -332,6 +332,9 @@ class Installation:
     token_hash: str | None  # None: a re-authorisation, which keeps the installation's digest
     app_status: str | None
     scope: tuple[str, ...]
+    # A form can be replayed; a pair just traded for a single-use code cannot, and is newer
+    # than any pair stored before it.
+    replayable: bool = True
 
 
 def installation(auth: AppAuth, ts: int, server: str, info: AppInfo, app: str) -> Installation:
@@ -363,7 +366,9 @@ def supersedes(
     """Whether `new` may replace the stored pair: an install later than the stored one, whose
     pair expires no earlier than the stored pair (a refresh after the stored install made a
     newer pair than a replay of it could carry). A pair stored without an install time (moved
-    in by hand) is replaced by any genuine install."""
+    in by hand) is replaced by any genuine install. A re-authorisation's pair always is."""
+    if not new.replayable:
+        return True
     if stored_installed_at is not None and new.installed_at <= stored_installed_at:
         return False
     return stored_expires is None or new.expires_at is None or new.expires_at >= stored_expires
@@ -413,4 +418,5 @@ def reauthorisation(
         token_hash=None,
         app_status=info.status,
         scope=info.scope,
+        replayable=False,
     )
