@@ -276,6 +276,9 @@ def test_an_install_whose_binding_fails_is_still_stored_and_says_so() -> None:
     w = world(bind_fails=True)
     answer = w.service.install(install_form(), FORM)
     assert answer.status == 200 and answer.body["stored"] is True and answer.body["bound"] is False
+    (notice,) = w.operations.sent  # an uninstall would go unseen: someone must know
+    assert "not bound" in notice.subject and notice.portal == "example.bitrix24.com"
+    assert w.alerts.sent == []
 
 
 def test_an_uninstall_with_the_installs_token_forgets_the_portal_and_says_uninstalled(

@@ -167,6 +167,8 @@ class Installing:
                 exc,
                 extra={"portal": verified.portal},
             )
+            notice = app_notices.events_not_bound(verified.portal, self._now())
+            self._notify(self._operations, notice)
             return False
         return True
 

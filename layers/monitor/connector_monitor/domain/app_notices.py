@@ -55,3 +55,24 @@ def install_unverified(portal: str, why: str, now: datetime) -> Alert:
         ),
         created_at=now,
     )
+
+
+def events_not_bound(portal: str, now: datetime) -> Alert:
+    """The portal refused the event bindings: the install is stored and checked, but an
+    uninstall or an update of the application would go unseen."""
+    return Alert(
+        id=f"{portal}|events-not-bound|{stamp(now)}",
+        event=AlertEvent.CHECK_FAILED,
+        portal=portal,
+        connector="*",
+        line="*",
+        subject=ascii_line(f"Events not bound on {portal}", SUBJECT_LIMIT),
+        message=clip(
+            f"The monitor's application is installed on {portal} and its tokens are stored, "
+            f"but the portal refused to bind its events at {stamp(now)}: an uninstall or an "
+            "update of the application will not reach the monitor. Reinstall the application "
+            "as a portal administrator.",
+            MESSAGE_LIMIT,
+        ),
+        created_at=now,
+    )
