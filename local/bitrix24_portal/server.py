@@ -1213,6 +1213,19 @@ class LocalPortal:
         except (ValueError, TypeError, KeyError) as exc:
             return json_reply(400, {"error": "BAD_REQUEST", "message": str(exc)})
 
+    def _lifecycle(self, domain: str, action: str, data: dict[str, Any]) -> list[Delivery]:
+        """The control API's install, update, uninstall and delete_line: the events they post."""
+        app, ca = data.get("app"), data.get("ca_bundle")
+        if action == "install":
+            return [self.install_app(domain, str(data["url"]), app=app, ca_bundle=ca,
+                                     version=str(data.get("version", "1")))]  # fmt: skip
+        if action == "update":
+            return self.update_app(domain, str(data["version"]), app=app, ca_bundle=ca)
+        if action == "uninstall":
+            clean = json_bool(data.get("clean", True))
+            return self.uninstall_app(domain, app=app, clean=clean, ca_bundle=ca)
+        return self.delete_line(domain, int(data["line"]), ca_bundle=ca)
+
     def _control_action(self, domain: str, action: str, data: dict[str, Any]) -> Reply:
         if action == "status":
             configured, error = json_bool(data["configured"]), json_bool(data.get("error", False))
@@ -1229,11 +1242,20 @@ class LocalPortal:
             self.revoke(domain)
         elif action == "credentials":
             return json_reply(200, self.credentials(domain, data.get("app")))
+        elif action in ("install", "update", "uninstall", "delete_line"):
+            return json_reply(200, {"deliveries": [_shown(d) for d in self._lifecycle(
+                domain, action, data)]})  # fmt: skip
         else:
             return json_reply(404, {"error": "NOT_FOUND", "message": f"no action {action}"})
         with self._lock:
             described = self._describe(self._portals[domain])
         return json_reply(200, {"ok": True, "portal": described})
+
+
+def _shown(delivery: Delivery) -> dict[str, Any]:
+    """A delivery as the control API shows it: no form (it holds tokens)."""
+    return {"event": delivery.event, "url": delivery.url, "status": delivery.status,
+            "error": delivery.error}  # fmt: skip
 
 
 def _page(text: str) -> bytes:

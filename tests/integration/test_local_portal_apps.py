@@ -18,7 +18,8 @@ from urllib.parse import parse_qs, parse_qsl, urlsplit
 import pytest
 import requests
 
-from local.bitrix24_portal import LocalPortal
+from local.bitrix24_portal import DEMO_DOMAIN, LocalPortal
+from local.bitrix24_portal.__main__ import parse, start
 from local.bitrix24_portal.tls import local_authority
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "bitrix24" / "app_events"
@@ -556,3 +557,58 @@ def test_without_a_redirect_uri_the_portal_shows_the_code(
     assert page.status_code == 200 and "Location" not in page.headers
     code = page.text.split("Authorization code: ")[1].split("<")[0]
     assert exchange(portal, ca, (client_id, client_secret), code).status_code == 200
+
+
+# the control API and the command line ------------------------------------------------------------
+
+
+def test_the_control_api_installs_and_shows_no_tokens(
+    portal: LocalPortal, domain: str, receiver: Receiver, ca: str
+) -> None:
+    answer = requests.post(
+        f"{portal.url}/_control/{domain}/install",
+        json={"url": receiver.url(), "ca_bundle": ca},
+        timeout=5,
+        verify=ca,
+    )
+
+    assert answer.status_code == 200
+    assert answer.json() == {
+        "deliveries": [
+            {"event": "ONAPPINSTALL", "url": receiver.url(), "status": 200, "error": None}
+        ]
+    }
+    [(_, form)] = receiver.posts
+    assert dict(form)["auth[access_token]"] not in answer.text
+
+
+def test_the_control_api_refuses_a_plain_http_handler_elsewhere(
+    portal: LocalPortal, domain: str, ca: str
+) -> None:
+    answer = requests.post(
+        f"{portal.url}/_control/{domain}/install",
+        json={"url": "http://handler.example.com/install"},
+        timeout=5,
+        verify=ca,
+    )
+    assert answer.status_code == 400 and answer.json()["error"] == "BAD_REQUEST"
+
+
+def test_install_to_on_the_command_line_installs_on_the_demo_portal(
+    receiver: Receiver, ca: str
+) -> None:
+    args = parse(["--port", "0", "--tls", "--install-to", receiver.url(), "--ca-bundle", ca,
+                  "--redirect-uri", "https://127.0.0.1:9/authorized"])  # fmt: skip
+    portal, shown = start(args)
+    try:
+        [(_, form)] = receiver.posts
+        sent = dict(form)
+        assert sent["event"] == "ONAPPINSTALL" and sent["auth[domain]"] == DEMO_DOMAIN
+        assert shown["install"] == {"url": receiver.url(), "status": 200, "error": None}
+        info = app_info(portal, ca, sent["auth[access_token]"]).json()["result"]
+        assert info["client_id"] == shown["app"]["client_id"]
+        redirect = requests.get(shown["app"]["authorize"], allow_redirects=False, timeout=5,
+                                verify=ca)  # fmt: skip
+        assert redirect.headers["Location"].startswith("https://127.0.0.1:9/authorized?code=")
+    finally:
+        portal.stop()
