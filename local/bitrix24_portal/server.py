@@ -349,7 +349,9 @@ class LocalPortal:
         ca_bundle: str | None = None,
     ) -> list[Delivery]:
         """A new version of the application: ONAPPUPDATE (with a refresh token, as
-        ONAPPINSTALL) to every handler it bound for it."""
+        ONAPPINSTALL) to every handler it bound for it; then its ONAPPINSTALL handler goes and
+        the others stay (core rest/classes/general/rest_util.php::UpdateApp(): deleteAppInstaller;
+        the docs' event-bind.md says every handler goes: notes in docs/bitrix24-rest-notes.md)."""
         with self._lock:
             state = self._get(domain)
             client_id = app or state.client_id
@@ -357,6 +359,9 @@ class LocalPortal:
             data = {"VERSION": version, "PREVIOUS_VERSION": setup.version, "LANGUAGE_ID": language}
             setup.version = version
             posts = self._event_posts(state, client_id, "ONAPPUPDATE", data, refresh=True)
+            state.bindings = [
+                b for b in state.bindings if (b.client_id, b.event) != (client_id, "ONAPPINSTALL")
+            ]
         return [self._deliver("ONAPPUPDATE", u, f, ca_bundle) for u, f in posts]
 
     def uninstall_app(

@@ -435,6 +435,8 @@ def test_update_posts_onappupdate_with_a_refresh_token(
     [(_, form)] = receiver.posts
     assert keys(form) == keys(fixture_form("ONAPPUPDATE"))
     assert (dict(form)["data[VERSION]"], dict(form)["data[PREVIOUS_VERSION]"]) == ("2", "1")
+    # The installer's handler goes, the others stay (rest_util.php::UpdateApp)
+    assert [b.event for b in portal.bindings(domain)] == ["ONAPPUPDATE"]
 
 
 def test_deleting_a_line_posts_its_id_and_the_line_is_gone(
