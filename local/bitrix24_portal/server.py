@@ -550,7 +550,8 @@ class LocalPortal:
             return self._get(domain).refreshes if domain is not None else self._refreshes
 
     def issued_secrets(self, domain: str | None = None) -> set[str]:
-        """Every token this server ever issued, and the client secrets (for leak searches)."""
+        """Every token this server ever issued, the client secrets and the installations'
+        application tokens (for leak searches)."""
         with self._lock:
             states = [self._get(domain)] if domain is not None else self._portals.values()
             return {
@@ -560,6 +561,7 @@ class LocalPortal:
                     *state.issued,
                     state.client_secret,
                     *(app.client_secret for app in state.apps.values()),
+                    *(setup.application_token for setup in state.installations.values()),
                 )
             }
 
@@ -743,6 +745,9 @@ class LocalPortal:
             "answer_only": None if state.answer_only is None else sorted(state.answer_only),
             "requests": self._request_counts[(state.domain, None)],
             "refreshes": state.refreshes,
+            "handlers": [
+                {"app": b.client_id, "event": b.event, "handler": b.handler} for b in state.bindings
+            ],
         }
 
     def _hold(self, seconds: float) -> bool:

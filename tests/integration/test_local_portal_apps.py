@@ -214,6 +214,18 @@ def test_an_unfinished_install_says_installed_n_and_app_info_agrees(
     assert info["install"]["installed"] is False
 
 
+def test_the_application_token_is_the_installations_and_counts_as_a_secret(
+    portal: LocalPortal, domain: str, receiver: Receiver, ca: str
+) -> None:
+    first = installed(portal, domain, receiver, ca)
+    again = installed(portal, domain, receiver, ca)  # reinstalled: the same installation
+
+    assert first["auth[application_token]"] == again["auth[application_token]"]
+    assert first["auth[access_token]"] != again["auth[access_token]"]
+    assert first["auth[application_token]"] in portal.issued_secrets(domain)
+    assert first["auth[application_token]"] not in json.dumps(portal.state())
+
+
 def test_events_go_over_plain_http_to_loopback_only(portal: LocalPortal, domain: str) -> None:
     plain = Receiver(tls=False)
     try:
