@@ -402,7 +402,8 @@ class LocalPortal:
         every application's handler for it."""
         with self._lock:
             state = self._get(domain)
-            state.lines.pop(int(line), None)
+            if state.lines.pop(int(line), None) is None:
+                raise ValueError(f"portal {domain!r} has no open line {line}")
             state.flags = {k: v for k, v in state.flags.items() if k[1] != int(line)}
             posts = [
                 post

@@ -477,6 +477,8 @@ def test_an_event_nobody_bound_goes_nowhere(
     receiver.posts.clear()
     assert portal.delete_line(domain, 1, ca_bundle=ca) == []
     assert receiver.posts == []
+    with pytest.raises(ValueError, match="no open line 1"):
+        portal.delete_line(domain, 1)
 
 
 # /oauth/authorize/ and the authorization-code grant ---------------------------------------------
