@@ -349,7 +349,9 @@ class LocalPortal:
         ca_bundle: str | None = None,
     ) -> list[Delivery]:
         """A new version of the application: ONAPPUPDATE (with a refresh token, as
-        ONAPPINSTALL) to every handler it bound for it."""
+        ONAPPINSTALL) to every handler it bound for it; then its ONAPPINSTALL handler goes and
+        the others stay (core rest/classes/general/rest_util.php::UpdateApp(): deleteAppInstaller;
+        the docs' event-bind.md says every handler goes: notes in docs/bitrix24-rest-notes.md)."""
         with self._lock:
             state = self._get(domain)
             client_id = app or state.client_id
@@ -357,6 +359,9 @@ class LocalPortal:
             data = {"VERSION": version, "PREVIOUS_VERSION": setup.version, "LANGUAGE_ID": language}
             setup.version = version
             posts = self._event_posts(state, client_id, "ONAPPUPDATE", data, refresh=True)
+            state.bindings = [
+                b for b in state.bindings if (b.client_id, b.event) != (client_id, "ONAPPINSTALL")
+            ]
         return [self._deliver("ONAPPUPDATE", u, f, ca_bundle) for u, f in posts]
 
     def uninstall_app(
@@ -397,7 +402,8 @@ class LocalPortal:
         every application's handler for it."""
         with self._lock:
             state = self._get(domain)
-            state.lines.pop(int(line), None)
+            if state.lines.pop(int(line), None) is None:
+                raise ValueError(f"portal {domain!r} has no open line {line}")
             state.flags = {k: v for k, v in state.flags.items() if k[1] != int(line)}
             posts = [
                 post
@@ -545,7 +551,8 @@ class LocalPortal:
             return self._get(domain).refreshes if domain is not None else self._refreshes
 
     def issued_secrets(self, domain: str | None = None) -> set[str]:
-        """Every token this server ever issued, and the client secrets (for leak searches)."""
+        """Every token this server ever issued, the client secrets and the installations'
+        application tokens (for leak searches)."""
         with self._lock:
             states = [self._get(domain)] if domain is not None else self._portals.values()
             return {
@@ -555,6 +562,7 @@ class LocalPortal:
                     *state.issued,
                     state.client_secret,
                     *(app.client_secret for app in state.apps.values()),
+                    *(setup.application_token for setup in state.installations.values()),
                 )
             }
 
@@ -738,6 +746,9 @@ class LocalPortal:
             "answer_only": None if state.answer_only is None else sorted(state.answer_only),
             "requests": self._request_counts[(state.domain, None)],
             "refreshes": state.refreshes,
+            "handlers": [
+                {"app": b.client_id, "event": b.event, "handler": b.handler} for b in state.bindings
+            ],
         }
 
     def _hold(self, seconds: float) -> bool:
@@ -1213,6 +1224,19 @@ class LocalPortal:
         except (ValueError, TypeError, KeyError) as exc:
             return json_reply(400, {"error": "BAD_REQUEST", "message": str(exc)})
 
+    def _lifecycle(self, domain: str, action: str, data: dict[str, Any]) -> list[Delivery]:
+        """The control API's install, update, uninstall and delete_line: the events they post."""
+        app, ca = data.get("app"), data.get("ca_bundle")
+        if action == "install":
+            return [self.install_app(domain, str(data["url"]), app=app, ca_bundle=ca,
+                                     version=str(data.get("version", "1")))]  # fmt: skip
+        if action == "update":
+            return self.update_app(domain, str(data["version"]), app=app, ca_bundle=ca)
+        if action == "uninstall":
+            clean = json_bool(data.get("clean", True))
+            return self.uninstall_app(domain, app=app, clean=clean, ca_bundle=ca)
+        return self.delete_line(domain, int(data["line"]), ca_bundle=ca)
+
     def _control_action(self, domain: str, action: str, data: dict[str, Any]) -> Reply:
         if action == "status":
             configured, error = json_bool(data["configured"]), json_bool(data.get("error", False))
@@ -1229,11 +1253,20 @@ class LocalPortal:
             self.revoke(domain)
         elif action == "credentials":
             return json_reply(200, self.credentials(domain, data.get("app")))
+        elif action in ("install", "update", "uninstall", "delete_line"):
+            return json_reply(200, {"deliveries": [_shown(d) for d in self._lifecycle(
+                domain, action, data)]})  # fmt: skip
         else:
             return json_reply(404, {"error": "NOT_FOUND", "message": f"no action {action}"})
         with self._lock:
             described = self._describe(self._portals[domain])
         return json_reply(200, {"ok": True, "portal": described})
+
+
+def _shown(delivery: Delivery) -> dict[str, Any]:
+    """A delivery as the control API shows it: no form (it holds tokens)."""
+    return {"event": delivery.event, "url": delivery.url, "status": delivery.status,
+            "error": delivery.error}  # fmt: skip
 
 
 def _page(text: str) -> bytes:

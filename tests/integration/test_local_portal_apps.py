@@ -18,7 +18,8 @@ from urllib.parse import parse_qs, parse_qsl, urlsplit
 import pytest
 import requests
 
-from local.bitrix24_portal import LocalPortal
+from local.bitrix24_portal import DEMO_DOMAIN, LocalPortal
+from local.bitrix24_portal.__main__ import parse, start
 from local.bitrix24_portal.tls import local_authority
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "bitrix24" / "app_events"
@@ -107,7 +108,7 @@ def domain(portal: LocalPortal) -> str:
     return name
 
 
-def rest(portal: LocalPortal, ca: str, endpoint: str, method: str, token: str, **params: Any):
+def rest(ca: str, endpoint: str, method: str, token: str, **params: Any) -> requests.Response:
     return requests.post(endpoint + method, data={**params, "auth": token}, timeout=5, verify=ca)
 
 
@@ -116,7 +117,9 @@ def app_info(portal: LocalPortal, ca: str, token: str | None) -> requests.Respon
     return requests.post(portal.server_endpoint + "app.info", data=data, timeout=5, verify=ca)
 
 
-def installed(portal: LocalPortal, domain: str, receiver: Receiver, ca: str, **kw: Any) -> dict:
+def installed(
+    portal: LocalPortal, domain: str, receiver: Receiver, ca: str, **kw: Any
+) -> dict[str, str]:
     delivery = portal.install_app(domain, receiver.url(), ca_bundle=ca, **kw)
     assert delivery.delivered, delivery.error
     return dict(delivery.form)
@@ -151,7 +154,7 @@ def test_the_installs_tokens_are_the_portals_own_for_rest_and_refresh(
     sent = installed(portal, domain, receiver, ca)
     secret = portal.credentials(domain)  # the application's client id and secret
 
-    status = rest(portal, ca, sent["auth[client_endpoint]"], "imconnector.status",
+    status = rest(ca, sent["auth[client_endpoint]"], "imconnector.status",
                   sent["auth[access_token]"], CONNECTOR=CONNECTOR, LINE=1)  # fmt: skip
     assert status.status_code == 200 and status.json()["result"]["STATUS"] is True
     refreshed = requests.get(
@@ -189,7 +192,6 @@ def test_the_install_handler_may_call_the_portal_back_while_it_is_posted_to(
         [
             app_info(portal, ca, form["auth[access_token]"]).status_code,
             rest(
-                portal,
                 ca,
                 form["auth[client_endpoint]"],
                 "event.bind",
@@ -211,6 +213,18 @@ def test_an_unfinished_install_says_installed_n_and_app_info_agrees(
     assert sent["data[INSTALLED]"] == "N"
     info = app_info(portal, ca, sent["auth[access_token]"]).json()["result"]
     assert info["install"]["installed"] is False
+
+
+def test_the_application_token_is_the_installations_and_counts_as_a_secret(
+    portal: LocalPortal, domain: str, receiver: Receiver, ca: str
+) -> None:
+    first = installed(portal, domain, receiver, ca)
+    again = installed(portal, domain, receiver, ca)  # reinstalled: the same installation
+
+    assert first["auth[application_token]"] == again["auth[application_token]"]
+    assert first["auth[access_token]"] != again["auth[access_token]"]
+    assert first["auth[application_token]"] in portal.issued_secrets(domain)
+    assert first["auth[application_token]"] not in json.dumps(portal.state())
 
 
 def test_events_go_over_plain_http_to_loopback_only(portal: LocalPortal, domain: str) -> None:
@@ -298,8 +312,8 @@ def token(portal: LocalPortal, domain: str) -> str:
     return portal.credentials(domain)["access_token"]
 
 
-def bind(portal: LocalPortal, ca: str, domain: str, token: str, **params: str):
-    return rest(portal, ca, portal.client_endpoint(domain), "event.bind", token, **params)
+def bind(portal: LocalPortal, ca: str, domain: str, token: str, **params: str) -> requests.Response:
+    return rest(ca, portal.client_endpoint(domain), "event.bind", token, **params)
 
 
 def test_bind_get_unbind_answer_as_recorded(
@@ -309,10 +323,10 @@ def test_bind_get_unbind_answer_as_recorded(
     endpoint = portal.client_endpoint(domain)
 
     bound = bind(portal, ca, domain, token, event="onAppUninstall", handler=handler)
-    listed = rest(portal, ca, endpoint, "event.get", token)
-    unbound = rest(portal, ca, endpoint, "event.unbind", token, event="ONAPPUNINSTALL",
+    listed = rest(ca, endpoint, "event.get", token)
+    unbound = rest(ca, endpoint, "event.unbind", token, event="ONAPPUNINSTALL",
                    handler=handler)  # fmt: skip
-    again = rest(portal, ca, endpoint, "event.unbind", token, event="ONAPPUNINSTALL",
+    again = rest(ca, endpoint, "event.unbind", token, event="ONAPPUNINSTALL",
                  handler=handler)  # fmt: skip
 
     assert (bound.status_code, bound.json()["result"]) == (200, True)
@@ -324,7 +338,7 @@ def test_bind_get_unbind_answer_as_recorded(
     ]
     assert unbound.json()["result"] == fixture_answer("event.unbind")["body"]["result"]
     assert again.json()["result"] == {"count": 0}
-    assert rest(portal, ca, endpoint, "event.get", token).json()["result"] == []
+    assert rest(ca, endpoint, "event.get", token).json()["result"] == []
 
 
 def test_binding_the_same_handler_twice_is_handler_already_binded(
@@ -350,7 +364,7 @@ def test_each_application_sees_only_its_own_handlers(
     assert bind(portal, ca, domain, other, event="ONAPPUNINSTALL",
                 handler="https://127.0.0.1:9/a").ok  # fmt: skip
 
-    listed = rest(portal, ca, portal.client_endpoint(domain), "event.get", other).json()
+    listed = rest(ca, portal.client_endpoint(domain), "event.get", other).json()
     assert [row["handler"] for row in listed["result"]] == ["https://127.0.0.1:9/a"]
     assert len(portal.bindings(domain)) == 2
 
@@ -394,7 +408,9 @@ def test_bind_needs_a_live_token(portal: LocalPortal, domain: str, ca: str) -> N
 # the other events -------------------------------------------------------------------------------
 
 
-def bound_to(portal: LocalPortal, domain: str, receiver: Receiver, ca: str, event: str) -> dict:
+def bound_to(
+    portal: LocalPortal, domain: str, receiver: Receiver, ca: str, event: str
+) -> dict[str, str]:
     sent = installed(portal, domain, receiver, ca)
     answer = bind(portal, ca, domain, sent["auth[access_token]"], event=event,
                   handler=receiver.url("/events"))  # fmt: skip
@@ -434,6 +450,8 @@ def test_update_posts_onappupdate_with_a_refresh_token(
     [(_, form)] = receiver.posts
     assert keys(form) == keys(fixture_form("ONAPPUPDATE"))
     assert (dict(form)["data[VERSION]"], dict(form)["data[PREVIOUS_VERSION]"]) == ("2", "1")
+    # The installer's handler goes, the others stay (rest_util.php::UpdateApp)
+    assert [b.event for b in portal.bindings(domain)] == ["ONAPPUPDATE"]
 
 
 def test_deleting_a_line_posts_its_id_and_the_line_is_gone(
@@ -447,7 +465,7 @@ def test_deleting_a_line_posts_its_id_and_the_line_is_gone(
     [(_, form)] = receiver.posts
     assert keys(form) == keys(fixture_form("ONIMCONNECTORLINEDELETE"))
     assert dict(form)["data"] == "2"
-    lines = rest(portal, ca, sent["auth[client_endpoint]"], "imopenlines.config.list.get",
+    lines = rest(ca, sent["auth[client_endpoint]"], "imopenlines.config.list.get",
                  sent["auth[access_token]"]).json()["result"]  # fmt: skip
     assert [line["ID"] for line in lines] == ["1"]
 
@@ -459,6 +477,8 @@ def test_an_event_nobody_bound_goes_nowhere(
     receiver.posts.clear()
     assert portal.delete_line(domain, 1, ca_bundle=ca) == []
     assert receiver.posts == []
+    with pytest.raises(ValueError, match="no open line 1"):
+        portal.delete_line(domain, 1)
 
 
 # /oauth/authorize/ and the authorization-code grant ---------------------------------------------
@@ -477,7 +497,7 @@ def authorize(portal: LocalPortal, domain: str, client_id: str, ca: str) -> requ
     return requests.get(url, allow_redirects=False, timeout=5, verify=ca)
 
 
-def exchange(portal: LocalPortal, ca: str, client: tuple[str, str], code: str):
+def exchange(portal: LocalPortal, ca: str, client: tuple[str, str], code: str) -> requests.Response:
     query = {"grant_type": "authorization_code", "client_id": client[0],
              "client_secret": client[1], "code": code}  # fmt: skip
     return requests.get(portal.oauth_endpoint, params=query, timeout=5, verify=ca)
@@ -509,7 +529,7 @@ def test_the_code_buys_one_working_pair_once(
     assert first.status_code == 200
     assert set(fixture_answer("oauth.authorization_code")["body"]) <= set(first.json())
     pair = first.json()
-    status = rest(portal, ca, pair["client_endpoint"], "imconnector.status",
+    status = rest(ca, pair["client_endpoint"], "imconnector.status",
                   pair["access_token"], CONNECTOR=CONNECTOR, LINE=1)  # fmt: skip
     assert status.json()["result"]["STATUS"] is True
     assert (second.status_code, second.json()["error"]) == (400, "invalid_grant")
@@ -556,3 +576,58 @@ def test_without_a_redirect_uri_the_portal_shows_the_code(
     assert page.status_code == 200 and "Location" not in page.headers
     code = page.text.split("Authorization code: ")[1].split("<")[0]
     assert exchange(portal, ca, (client_id, client_secret), code).status_code == 200
+
+
+# the control API and the command line ------------------------------------------------------------
+
+
+def test_the_control_api_installs_and_shows_no_tokens(
+    portal: LocalPortal, domain: str, receiver: Receiver, ca: str
+) -> None:
+    answer = requests.post(
+        f"{portal.url}/_control/{domain}/install",
+        json={"url": receiver.url(), "ca_bundle": ca},
+        timeout=5,
+        verify=ca,
+    )
+
+    assert answer.status_code == 200
+    assert answer.json() == {
+        "deliveries": [
+            {"event": "ONAPPINSTALL", "url": receiver.url(), "status": 200, "error": None}
+        ]
+    }
+    [(_, form)] = receiver.posts
+    assert dict(form)["auth[access_token]"] not in answer.text
+
+
+def test_the_control_api_refuses_a_plain_http_handler_elsewhere(
+    portal: LocalPortal, domain: str, ca: str
+) -> None:
+    answer = requests.post(
+        f"{portal.url}/_control/{domain}/install",
+        json={"url": "http://handler.example.com/install"},
+        timeout=5,
+        verify=ca,
+    )
+    assert answer.status_code == 400 and answer.json()["error"] == "BAD_REQUEST"
+
+
+def test_install_to_on_the_command_line_installs_on_the_demo_portal(
+    receiver: Receiver, ca: str
+) -> None:
+    args = parse(["--port", "0", "--tls", "--install-to", receiver.url(), "--ca-bundle", ca,
+                  "--redirect-uri", "https://127.0.0.1:9/authorized"])  # fmt: skip
+    portal, shown = start(args)
+    try:
+        [(_, form)] = receiver.posts
+        sent = dict(form)
+        assert sent["event"] == "ONAPPINSTALL" and sent["auth[domain]"] == DEMO_DOMAIN
+        assert shown["install"] == {"url": receiver.url(), "status": 200, "error": None}
+        info = app_info(portal, ca, sent["auth[access_token]"]).json()["result"]
+        assert info["client_id"] == shown["app"]["client_id"]
+        redirect = requests.get(shown["app"]["authorize"], allow_redirects=False, timeout=5,
+                                verify=ca)  # fmt: skip
+        assert redirect.headers["Location"].startswith("https://127.0.0.1:9/authorized?code=")
+    finally:
+        portal.stop()
