@@ -107,12 +107,15 @@ def environment_of(
 ) -> dict[str, str]:
     """A function's environment as Lambda would see it, from template.yaml itself: the
     parameters (defaults, then `parameters`) and the stack's `resources` (logical id -> name or
-    ARN) resolved, then `extra` for running off AWS. The one description of it that the local
-    run, the tests and the benchmark share."""
+    ARN) resolved, then `extra` for running off AWS (which may also stand for a value only
+    CloudFormation computes, such as a URL built from the stack id). The one description of it
+    that the local run, the tests and the benchmark share."""
     values = {**parameter_values(**(parameters or {})), **resources}
     resolved = resolve(function_environment(logical_id), values)
     environment: dict[str, str] = {}
     for name, value in resolved.items():
+        if name in (extra or {}):
+            continue
         if not isinstance(value, str):
             raise ValueError(f"{logical_id}: {name} is not resolved ({value!r}): name its resource")
         environment[name] = value

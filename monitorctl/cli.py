@@ -6,6 +6,7 @@
     python -m monitorctl --stack NAME tokens list
     python -m monitorctl --stack NAME tokens move [--portal example.bitrix24.com ...]
     python -m monitorctl --stack NAME tokens set example.bitrix24.com < new-pair.json
+    python -m monitorctl --stack NAME portals authorize example.bitrix24.com
 
 `--stack` reads the table, token table and secret from the stack's outputs; `--table`,
 `--tokens-table` and `--secret` name them instead. No command prints a token or a secret.
@@ -17,10 +18,12 @@ import argparse
 import getpass
 import json
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TextIO
+from urllib.parse import urlencode
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
@@ -31,6 +34,12 @@ from connector_monitor.aws.lease import Lease
 from connector_monitor.aws.registry import Registry
 from connector_monitor.aws.secret_pairs import SecretPairs
 from connector_monitor.aws.token_table import TablePairs
+from connector_monitor.domain.authorize_state import (
+    LINK_LIFETIME,
+    AuthorizeState,
+    sign_state,
+    state_key,
+)
 from connector_monitor.ports.state_store import StateStoreError
 from connector_monitor.tokens.credentials import portal_key
 from connector_monitor.tokens.errors import TokenError
@@ -92,6 +101,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     put.add_argument("domain", metavar="DOMAIN")
     put.add_argument("--file", help="read the pair from this file (default: standard input)")
+
+    portals = groups.add_parser("portals", help="the portals the monitor's application is on")
+    verbs = portals.add_subparsers(dest="verb", required=True)
+    authorize = verbs.add_parser(
+        "authorize",
+        help="print the link that re-authorises the application on a portal (no reinstall)",
+        description=(
+            "Print DOMAIN's authorisation link for the monitor's application. A portal "
+            "administrator opens it; Bitrix24 sends them back to the stack's AuthorizedHandlerUrl "
+            "with a code, which the stack verifies and stores. The link is signed for DOMAIN "
+            f"and expires in {LINK_LIFETIME // 60} minutes."
+        ),
+    )
+    authorize.add_argument("domain", metavar="DOMAIN")
+    authorize.add_argument("--app", help="the application's name in the secret's apps")
+    authorize.add_argument(
+        "--portal-url", help="the portal's address (default: https://DOMAIN)", default=""
+    )
     return parser.parse_args(argv)
 
 
@@ -277,6 +304,28 @@ def tokens_set(
     return 0
 
 
+# ---- portals ----------------------------------------------------------------------------------
+def portals_authorize(args: argparse.Namespace, stack: Stack, out: TextIO) -> int:
+    domain = portal_key(str(args.domain))
+    apps = _secret(args, stack).apps()
+    if args.app:
+        app = apps.get(args.app)
+    elif len(apps) == 1:
+        (app,) = apps.values()
+    else:
+        app = None
+    if app is None:
+        known = ", ".join(sorted(apps)) or "none"
+        raise UsageError(f"which application? pass --app NAME (the secret's apps: {known})")
+    state = AuthorizeState(domain, app.name, int(time.time()) + LINK_LIFETIME)
+    base = (args.portal_url or f"https://{domain}").rstrip("/")
+    query = urlencode(
+        {"client_id": app.client_id, "state": sign_state(state, state_key(app.client_secret))}
+    )
+    print(f"{base}/oauth/authorize/?{query}", file=out)
+    return 0
+
+
 COMMANDS = {
     ("targets", "list"): targets_list,
     ("targets", "add"): targets_add,
@@ -284,4 +333,5 @@ COMMANDS = {
     ("tokens", "list"): tokens_list,
     ("tokens", "move"): tokens_move,
     ("tokens", "set"): tokens_set,
+    ("portals", "authorize"): portals_authorize,
 }

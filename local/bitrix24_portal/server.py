@@ -16,8 +16,17 @@ from contextlib import suppress
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, cast
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
+from local.bitrix24_portal.apps import (
+    ALREADY_BOUND,
+    APP_SCOPE,
+    Delivery,
+    bindable,
+    check_handler,
+    deliver,
+    event_form,
+)
 from local.bitrix24_portal.protocol import (
     BATCH_LIMIT,
     DEFAULT_TIMEOUT_HOLD,
@@ -52,7 +61,10 @@ from local.bitrix24_portal.recorded import recorded
 from local.bitrix24_portal.state import (
     Access,
     App,
+    Binding,
+    Code,
     Fault,
+    Installation,
     Operating,
     PortalState,
     RecordedRequest,
@@ -101,6 +113,15 @@ class LocalPortal:
         self._apps: dict[str, App] = {}
         self._home: dict[str, PortalState] = {}
         self._refresh_owner: dict[str, tuple[PortalState, str]] = {}
+        # The portal of every access token (app.info on the OAuth server names no portal).
+        self._access_owner: dict[str, PortalState] = {}
+        # Authorization codes from /oauth/authorize/: single use, `code_ttl` seconds (30 s:
+        # b24restdocs settings/oauth/index.md).
+        self._codes: dict[str, Code] = {}
+        self.code_ttl = 30.0
+        self._binding_ids = itertools.count(1)
+        self._installation_ids = itertools.count(1)
+        self._deliveries: list[Delivery] = []
         self._requests: list[RecordedRequest] = []
         self._requests_by_domain: dict[str, list[RecordedRequest]] = {}
         # (domain or None, method or None) -> requests: request_count() without a scan
@@ -167,6 +188,16 @@ class LocalPortal:
     def oauth_endpoint(self) -> str:
         return f"{self.url}/oauth/token/"
 
+    @property
+    def server_endpoint(self) -> str:
+        """The OAuth server's REST address (events' auth[server_endpoint]): app.info is there."""
+        return f"{self.url}/rest/"
+
+    @property
+    def server_domain(self) -> str:
+        """The OAuth server's domain, as its answers and the authorize redirect name it."""
+        return f"{self.host}:{self.port}"
+
     def client_endpoint(self, domain: str) -> str:
         return f"{self.url}/{domain}/rest/"
 
@@ -198,6 +229,7 @@ class LocalPortal:
                 lines={int(k): v for k, v in (lines or {}).items()},
             )
             self._portals[domain] = state
+            self._installation(state, owner.client_id)
             if not owner.shared:
                 self._home[owner.client_id] = state
 
@@ -223,6 +255,7 @@ class LocalPortal:
             state = self._get(domain)
             app = self._new_app(name)
             state.apps[app.client_id] = app
+            self._installation(state, app.client_id)
             self._home[app.client_id] = state
             return self._entry(domain, state, app.client_id, app.client_secret)
 
@@ -251,7 +284,146 @@ class LocalPortal:
             if state.secret_of(app) is not None:
                 raise ValueError(f"application {app!r} is already installed on {domain!r}")
             state.apps[shared.client_id] = shared
+            self._installation(state, shared.client_id)
             return self._entry(domain, state, shared.client_id, shared.client_secret)
+
+    # applications: install, events, authorisation ---------------------------------------------
+
+    def set_redirect_uri(self, app: str, uri: str | None) -> None:
+        """The address the application registered: where /oauth/authorize/ sends the user back
+        (None: the portal shows the code on its page instead)."""
+        with self._lock:
+            if app not in self._apps:
+                raise KeyError(f"no application {app!r}")
+            self._apps[app].redirect_uri = uri
+
+    def authorize_url(self, domain: str, app: str, state: str = "") -> str:
+        """The portal's authorisation page for `app` (b24restdocs settings/oauth/index.md)."""
+        return f"{self.url}/{domain}/oauth/authorize/?" + urlencode(
+            {"client_id": app, "state": state}
+        )
+
+    def install_app(
+        self,
+        domain: str,
+        url: str,
+        *,
+        app: str | None = None,
+        version: str = "1",
+        language: str = "en",
+        finished: bool = True,
+        ca_bundle: str | None = None,
+    ) -> Delivery:
+        """Install an application on the portal as Bitrix24 does: its installation path `url`
+        becomes its ONAPPINSTALL handler, and the portal posts ONAPPINSTALL there with a fresh
+        token pair of the portal's (they work for REST and refresh like any other) and the
+        installation's application_token. `app`: a shared application's client id (installed
+        now if it was not), else the portal's own. `finished=False`: data[INSTALLED]=N and
+        app.info says installed false, as before BX24.installFinish().
+
+        `url` is https (trusting `ca_bundle`, or the system's authorities) or plain http on a
+        loopback address."""
+        with self._lock:
+            state = self._get(domain)
+            client_id = self._install_target(state, app)
+            setup = self._installation(state, client_id)
+            setup.version, setup.finished = version, finished
+            binding = self._bind(state, client_id, "ONAPPINSTALL", url)
+            data = {
+                "VERSION": version,
+                "ACTIVE": "Y",
+                "INSTALLED": "Y" if finished else "N",
+                "LANGUAGE_ID": language,
+            }
+            form = event_form("ONAPPINSTALL", binding.id, data, int(time.time()),
+                              self._event_auth(state, client_id, refresh=True))  # fmt: skip
+        return self._deliver("ONAPPINSTALL", url, form, ca_bundle)
+
+    def update_app(
+        self,
+        domain: str,
+        version: str,
+        *,
+        app: str | None = None,
+        language: str = "en",
+        ca_bundle: str | None = None,
+    ) -> list[Delivery]:
+        """A new version of the application: ONAPPUPDATE (with a refresh token, as
+        ONAPPINSTALL) to every handler it bound for it; then its ONAPPINSTALL handler goes and
+        the others stay (core rest/classes/general/rest_util.php::UpdateApp(): deleteAppInstaller;
+        the docs' event-bind.md says every handler goes: notes in docs/bitrix24-rest-notes.md)."""
+        with self._lock:
+            state = self._get(domain)
+            client_id = app or state.client_id
+            setup = self._installation(state, client_id)
+            data = {"VERSION": version, "PREVIOUS_VERSION": setup.version, "LANGUAGE_ID": language}
+            setup.version = version
+            posts = self._event_posts(state, client_id, "ONAPPUPDATE", data, refresh=True)
+            state.bindings = [
+                b for b in state.bindings if (b.client_id, b.event) != (client_id, "ONAPPINSTALL")
+            ]
+        return [self._deliver("ONAPPUPDATE", u, f, ca_bundle) for u, f in posts]
+
+    def uninstall_app(
+        self,
+        domain: str,
+        *,
+        app: str | None = None,
+        clean: bool = True,
+        language: str = "en",
+        ca_bundle: str | None = None,
+    ) -> list[Delivery]:
+        """The application is removed from the portal: its tokens there die, its handlers go,
+        and ONAPPUNINSTALL (data[CLEAN], auth with no tokens: rest_provider.php sendAuth=false)
+        goes to the handlers it had bound for it."""
+        with self._lock:
+            state = self._get(domain)
+            client_id = app or state.client_id
+            if state.secret_of(client_id) is None:
+                raise ValueError(f"application {client_id!r} is not installed on {domain!r}")
+            data = {"LANGUAGE_ID": language, "CLEAN": 1 if clean else 0}
+            posts = self._event_posts(state, client_id, "ONAPPUNINSTALL", data, tokens=False)
+            state.bindings = [b for b in state.bindings if b.client_id != client_id]
+            state.installations.pop(client_id, None)
+            state.apps.pop(client_id, None)
+            for token, access in list(state.access.items()):
+                if access.app == client_id:
+                    del state.access[token]
+                    self._access_owner.pop(token, None)
+                    state.refresh.pop(access.refresh, None)
+                    self._refresh_owner.pop(access.refresh, None)
+        return [self._deliver("ONAPPUNINSTALL", u, f, ca_bundle) for u, f in posts]
+
+    def delete_line(
+        self, domain: str, line: int, *, ca_bundle: str | None = None
+    ) -> list[Delivery]:
+        """An open line is deleted: it and its connectors' flags go, and ONIMCONNECTORLINEDELETE
+        (data = the line's id: imconnector/lib/rest/customconnectors.php::OnDeleteLine) goes to
+        every application's handler for it."""
+        with self._lock:
+            state = self._get(domain)
+            if state.lines.pop(int(line), None) is None:
+                raise ValueError(f"portal {domain!r} has no open line {line}")
+            state.flags = {k: v for k, v in state.flags.items() if k[1] != int(line)}
+            posts = [
+                post
+                for client_id in dict.fromkeys(b.client_id for b in state.bindings)
+                for post in self._event_posts(
+                    state, client_id, "ONIMCONNECTORLINEDELETE", int(line)
+                )
+            ]
+        return [self._deliver("ONIMCONNECTORLINEDELETE", u, f, ca_bundle) for u, f in posts]
+
+    def bindings(self, domain: str, app: str | None = None) -> list[Binding]:
+        """The portal's event handlers (one application's, or every one's)."""
+        with self._lock:
+            state = self._get(domain)
+            return [b for b in state.bindings if app is None or b.client_id == app]
+
+    def deliveries(self) -> list[Delivery]:
+        """Every event the portals posted, in order."""
+        with self._lock:
+            return list(self._deliveries)
 
     def deny_connector_list(self, domain: str, denied: bool = True) -> None:
         """The app was installed by a user without the Open Lines permission to change
@@ -392,7 +564,8 @@ class LocalPortal:
             return self._get(domain).refreshes if domain is not None else self._refreshes
 
     def issued_secrets(self, domain: str | None = None) -> set[str]:
-        """Every token this server ever issued, and the client secrets (for leak searches)."""
+        """Every token this server ever issued, the client secrets and the installations'
+        application tokens (for leak searches)."""
         with self._lock:
             states = [self._get(domain)] if domain is not None else self._portals.values()
             return {
@@ -402,6 +575,7 @@ class LocalPortal:
                     *state.issued,
                     state.client_secret,
                     *(app.client_secret for app in state.apps.values()),
+                    *(setup.application_token for setup in state.installations.values()),
                 )
             }
 
@@ -461,7 +635,98 @@ class LocalPortal:
         state.access[access] = Access(issued_at=time.time(), refresh=refresh, app=client_id)
         state.refresh[refresh] = access
         self._refresh_owner[refresh] = (state, client_id)
+        self._access_owner[access] = state
         return access, refresh
+
+    def _installation(self, state: PortalState, client_id: str) -> Installation:
+        setup = state.installations.get(client_id)
+        if setup is None:
+            setup = Installation(next(self._installation_ids), secrets.token_hex(16))
+            state.installations[client_id] = setup
+        return setup
+
+    def _install_target(self, state: PortalState, app: str | None) -> str:
+        if app is None or state.secret_of(app) is not None:
+            return app or state.client_id
+        state.apps[app] = self._shared_app(app)
+        return app
+
+    def _bind(self, state: PortalState, client_id: str, event: str, handler: str) -> Binding:
+        for bound in state.bindings:
+            if (bound.client_id, bound.event, bound.handler) == (client_id, event, handler):
+                return bound
+        binding = Binding(next(self._binding_ids), client_id, event, handler)
+        state.bindings.append(binding)
+        return binding
+
+    def _event_auth(
+        self, state: PortalState, client_id: str, *, refresh: bool = False, tokens: bool = True
+    ) -> dict[str, Any]:
+        """An event's auth block (rest/lib/event/sender.php::getAuth, completed by the OAuth
+        server that delivers it); without `tokens`, the portal's address and identity only."""
+        domain = state.moved_to or state.domain
+        token = self._installation(state, client_id).application_token
+        if not tokens:
+            return {
+                "domain": domain,
+                "server_endpoint": self.server_endpoint,
+                "client_endpoint": self.client_endpoint(domain),
+                "member_id": state.member_id,
+                "application_token": token,
+            }
+        access, refresh_token = self._issue(state, client_id)
+        auth: dict[str, Any] = {
+            "access_token": access,
+            "expires": int(time.time() + self.token_ttl),
+            "expires_in": int(self.token_ttl),
+            "scope": APP_SCOPE,
+            "domain": domain,
+            "server_endpoint": self.server_endpoint,
+            "status": "L",
+            "client_endpoint": self.client_endpoint(domain),
+            "member_id": state.member_id,
+            "user_id": 1,
+        }
+        if refresh:
+            auth["refresh_token"] = refresh_token
+        auth["application_token"] = token
+        return auth
+
+    def _event_posts(
+        self,
+        state: PortalState,
+        client_id: str,
+        event: str,
+        data: Any,
+        *,
+        refresh: bool = False,
+        tokens: bool = True,
+    ) -> list[tuple[str, list[tuple[str, str]]]]:
+        """(handler, form) of every handler `client_id` bound for `event` on the portal."""
+        now = int(time.time())
+        return [
+            (
+                b.handler,
+                event_form(
+                    event,
+                    b.id,
+                    data,
+                    now,
+                    self._event_auth(state, client_id, refresh=refresh, tokens=tokens),
+                ),
+            )
+            for b in state.bindings
+            if b.client_id == client_id and b.event == event
+        ]
+
+    def _deliver(
+        self, event: str, url: str, form: list[tuple[str, str]], ca_bundle: str | None
+    ) -> Delivery:
+        """Outside the lock: the handler may well call the portal back (app.info, event.bind)."""
+        delivery = deliver(event, url, form, ca_bundle=ca_bundle)
+        with self._lock:
+            self._deliveries.append(delivery)
+        return delivery
 
     def _record(self, request: RecordedRequest) -> None:
         self._requests.append(request)
@@ -494,6 +759,9 @@ class LocalPortal:
             "answer_only": None if state.answer_only is None else sorted(state.answer_only),
             "requests": self._request_counts[(state.domain, None)],
             "refreshes": state.refreshes,
+            "handlers": [
+                {"app": b.client_id, "event": b.event, "handler": b.handler} for b in state.bindings
+            ],
         }
 
     def _hold(self, seconds: float) -> bool:
@@ -519,6 +787,11 @@ class LocalPortal:
             return error_reply("INVALID_REQUEST", str(exc))
         if path.rstrip("/") == "/oauth/token":
             return self._oauth(params)
+        if path.rstrip("/") in ("/rest/app.info", "/rest/app.info.json"):
+            return self._server_app_info(access_token(params, authorization))
+        authorize = re.fullmatch(r"/([^/]+)/oauth/authorize/?", path)
+        if authorize is not None:
+            return self._authorize(authorize.group(1), params)
         match = re.fullmatch(r"/([^/]+)/rest/([^/]+?)(?:\.json)?/?", path)
         if match is None:
             return json_reply(404, {"error": "NOT_FOUND", "error_description": "Unknown path"})
@@ -558,13 +831,13 @@ class LocalPortal:
     ) -> Reply:
         try:
             with self._lock:
-                self._check_auth(state, token)
+                access = self._check_auth(state, token)
                 if method == "batch":
-                    result = self._batch(state, params)
+                    result = self._batch(state, params, access)
                     timing = time_block(start, time.time())  # batch has no operating time
                 else:
                     self._check_operating(state, method)
-                    result = self._call(state, method, params)
+                    result = self._call(state, method, params, access)
                     timing = self._spend(state, method, start, time.time())
         except RestError as exc:
             return json_reply(exc.status, {"error": exc.code, "error_description": exc.description})
@@ -592,7 +865,7 @@ class LocalPortal:
         block["operating"] = round(slot.seconds, 6)
         return block
 
-    def _check_auth(self, state: PortalState, token: Any) -> None:
+    def _check_auth(self, state: PortalState, token: Any) -> Access:
         if not token:
             raise RestError("NO_AUTH_FOUND")
         access = state.access.get(str(token))
@@ -600,6 +873,7 @@ class LocalPortal:
             raise RestError("invalid_token")
         if access.expired or time.time() - access.issued_at >= self.token_ttl:
             raise RestError(self.expired_token_code)
+        return access
 
     def _serve_fault(self, fault: Fault, answer: Callable[[], Reply], start: float) -> Reply | None:
         if fault.fault is not PortalFault.TRICKLE and not self._hold(fault.delay):
@@ -638,7 +912,9 @@ class LocalPortal:
 
     # internals: REST methods ---------------------------------------------------------------
 
-    def _call(self, state: PortalState, method: str, params: dict[str, Any]) -> Any:
+    def _call(self, state: PortalState, method: str, params: dict[str, Any], access: Access) -> Any:
+        if method in ("event.bind", "event.get", "event.unbind", "app.info"):
+            return self._app_method(state, method, params, access)
         if method == "imconnector.status":
             return self._status(state, params)
         if method == "imconnector.list":
@@ -668,6 +944,67 @@ class LocalPortal:
         state.deleted_after_page = set()
         return page
 
+    def _app_method(
+        self, state: PortalState, method: str, params: dict[str, Any], access: Access
+    ) -> Any:
+        """event.bind, event.get, event.unbind (core rest/lib/api/event.php) and the portal's
+        own app.info (b24restdocs api-reference/common/system/app-info.md), for the
+        application the token was issued to."""
+        client_id = access.app or state.client_id
+        if method == "app.info":
+            setup = self._installation(state, client_id)
+            return {
+                "ID": str(setup.id),
+                "CODE": client_id,
+                "VERSION": intval(setup.version),
+                "STATUS": "L",
+                "INSTALLED": setup.finished,
+                "PAYMENT_EXPIRED": "N",
+                "DAYS": None,
+                "LICENSE": "com_project",
+            }
+        if method == "event.get":
+            return [
+                {
+                    "event": b.event,
+                    "handler": b.handler,
+                    "auth_type": str(b.user_id),
+                    "offline": 0,
+                }
+                for b in state.bindings
+                if b.client_id == client_id
+            ]
+        event = str(param(params, "EVENT") or "").strip().upper()
+        handler = str(param(params, "HANDLER") or "")
+        if not event:
+            raise RestError("ERROR_ARGUMENT", "Argument 'EVENT' is null or empty")
+        if not handler:
+            raise RestError("ERROR_ARGUMENT", "Argument 'HANDLER' is null or empty")
+        user = intval(param(params, "AUTH_TYPE", 0))
+        if method == "event.unbind":
+            kept = [
+                b for b in state.bindings
+                if not (b.client_id == client_id and b.event == event and b.handler == handler
+                        and (param(params, "AUTH_TYPE") is None or b.user_id == user))
+            ]  # fmt: skip
+            count = len(state.bindings) - len(kept)
+            state.bindings = kept
+            return {"count": count}
+        check_handler(handler)
+        if not bindable(event):
+            raise RestError("ERROR_EVENT_NOT_FOUND", "Event not found")
+        for bound in state.bindings:
+            if (bound.client_id, bound.event, bound.handler, bound.user_id) == (
+                client_id,
+                event,
+                handler,
+                user,
+            ):
+                # EventTable::checkUniq, relayed by eventBind() as ERROR_CORE (HTTP 400)
+                raise RestError("ERROR_CORE", ALREADY_BOUND)
+        state.bindings.append(Binding(next(self._binding_ids), client_id, event, handler, user))
+        return True
+
     def _activate(self, state: PortalState, params: dict[str, Any]) -> bool:
         """imconnector/lib/rest/status.php::activate(): CONNECTOR, LINE and ACTIVE must be set;
         any non-empty ACTIVE activates (PHP `empty()`: "", "0", 0 and false do not), "N" too."""
@@ -694,7 +1031,7 @@ class LocalPortal:
             "STATUS": configured and not error,
         }
 
-    def _batch(self, state: PortalState, params: dict[str, Any]) -> dict[str, Any]:
+    def _batch(self, state: PortalState, params: dict[str, Any], access: Access) -> dict[str, Any]:
         commands = params.get("cmd") or {}
         if isinstance(commands, list):
             commands = {str(i): c for i, c in enumerate(commands)}
@@ -728,7 +1065,7 @@ class LocalPortal:
             started = time.time()
             try:
                 self._check_operating(state, method)
-                results[str(name)] = self._call(state, method, sub)
+                results[str(name)] = self._call(state, method, sub, access)
                 times[str(name)] = self._spend(state, method, started, time.time())
             except RestError as exc:
                 errors[str(name)] = {"error": exc.code, "error_description": exc.description}
@@ -761,21 +1098,27 @@ class LocalPortal:
         owner = self._refresh_owner.get(str(params.get("refresh_token", "")))
         if owner is not None:
             return owner[0]
+        code = self._codes.get(str(params.get("code", "")))
+        if code is not None:
+            return code.state
         return self._home.get(str(params.get("client_id", "")))
 
     def _oauth_answer(self, params: dict[str, Any]) -> Reply:
-        if params.get("grant_type") != "refresh_token":
+        grant = params.get("grant_type")
+        if grant not in ("refresh_token", "authorization_code"):
             return json_reply(
                 400, {"error": "invalid_request", "error_description": "grant_type not supported"}
             )
         with self._lock:
-            # First the application (client_id and client_secret), then the refresh token,
-            # which names the portal and must have been issued to that application.
+            # First the application (client_id and client_secret), then the refresh token or
+            # the code, which names the portal and must have been issued to that application.
             client_id = str(params.get("client_id", ""))
             app = self._apps.get(client_id)
             presented = str(params.get("client_secret", "")).encode()
             if app is None or not secrets.compare_digest(presented, app.client_secret.encode()):
                 return error_reply("invalid_client")
+            if grant == "authorization_code":
+                return self._exchange_code(client_id, str(params.get("code", "")))
             token = str(params.get("refresh_token", ""))
             owner = self._refresh_owner.get(token)
             if owner is None or owner[1] != client_id or token not in owner[0].refresh:
@@ -788,21 +1131,100 @@ class LocalPortal:
             access, refresh = self._issue(state, client_id)
             state.refreshes += 1
             self._refreshes += 1
-            now = time.time()
-            answer = {
-                "access_token": access,
-                "client_endpoint": self.client_endpoint(state.moved_to or state.domain),
-                "domain": f"{self.host}:{self.port}",  # the OAuth server, not the portal
-                "expires": int(now + self.token_ttl),
-                "expires_in": int(self.token_ttl),
-                "member_id": state.member_id,
-                "refresh_token": refresh,
-                "scope": "imopenlines",
-                "server_endpoint": f"{self.url}/rest/",
-                "status": "L",
-                "user_id": 1,
+            return json_reply(200, self._token_answer(state, access, refresh))
+
+    def _exchange_code(self, client_id: str, code: str) -> Reply:
+        """grant_type=authorization_code: a code lives `code_ttl` seconds and is spent by its
+        first exchange, right or wrong; a bad one is invalid_grant (b24restdocs
+        settings/oauth/index.md, settings/oauth/error-codes.md). The answer is the refresh's."""
+        found = self._codes.pop(code, None) if code else None
+        if found is None or found.client_id != client_id or time.time() >= found.expires_at:
+            return error_reply("invalid_grant")
+        access, refresh = self._issue(found.state, client_id)
+        return json_reply(200, self._token_answer(found.state, access, refresh))
+
+    def _token_answer(self, state: PortalState, access: str, refresh: str) -> dict[str, Any]:
+        return {
+            "access_token": access,
+            "client_endpoint": self.client_endpoint(state.moved_to or state.domain),
+            "domain": self.server_domain,  # the OAuth server, not the portal
+            "expires": int(time.time() + self.token_ttl),
+            "expires_in": int(self.token_ttl),
+            "member_id": state.member_id,
+            "refresh_token": refresh,
+            "scope": APP_SCOPE,
+            "server_endpoint": self.server_endpoint,
+            "status": "L",
+            "user_id": 1,
+        }
+
+    def _server_app_info(self, token: str | None) -> Reply:
+        """app.info on the OAuth server (`server_endpoint` + app.info): which application and
+        which installation the access token belongs to (bitrix24/b24pysdk
+        b24pysdk/api/requesters/bitrix_oauth_requester.py calls it with `auth`;
+        b24pysdk/api/responses/bitrix_app_info_response.py reads the answer)."""
+        with self._lock:
+            if not token:
+                return error_reply("NO_AUTH_FOUND")
+            state = self._access_owner.get(token)
+            access = state.access.get(token) if state is not None else None
+            if state is None or access is None:
+                return error_reply("invalid_token")
+            if access.expired or time.time() - access.issued_at >= self.token_ttl:
+                return error_reply("expired_token")
+            client_id = access.app or state.client_id
+            setup = self._installation(state, client_id)
+            domain = state.moved_to or state.domain
+            expires = datetime.fromtimestamp(access.issued_at + self.token_ttl, UTC)
+            result = {
+                "client_id": client_id,
+                "scope": APP_SCOPE,
+                "expires": expires.isoformat(timespec="seconds"),
+                "install": {
+                    "installed": setup.finished,
+                    "version": setup.version,
+                    "status": "L",
+                    "scope": APP_SCOPE,
+                    "domain": domain,
+                    "uri": f"{self.url}/{domain}",
+                    "client_endpoint": self.client_endpoint(domain),
+                    "member_id": state.member_id,
+                    "member_type": "user",
+                },
+                "user_id": str(access.user_id),
             }
-            return json_reply(200, answer)
+            now = time.time()
+            return json_reply(200, {"result": result, "time": time_block(now, now)})
+
+    def _authorize(self, domain: str, params: dict[str, Any]) -> Reply:
+        """The portal's /oauth/authorize/?client_id=…&state=…, as a signed-in administrator
+        meets it: no form, straight back to the application's redirect URI with code, state,
+        domain, member_id, scope and server_domain (b24restdocs settings/oauth/index.md). What
+        cannot be authorised is shown on the portal's own page, with no redirect."""
+        with self._lock:
+            state = self._portals.get(domain)
+            client_id = str(params.get("client_id") or "")
+            app = self._apps.get(client_id)
+            if state is None or app is None or state.secret_of(client_id) is None:
+                return Reply(400, _page("The application is not installed on this Bitrix24."),
+                             "text/html; charset=utf-8")  # fmt: skip
+            code = secrets.token_hex(16)
+            self._codes[code] = Code(state, client_id, time.time() + self.code_ttl)
+            answer = {
+                "code": code,
+                "state": str(params.get("state") or ""),
+                "domain": state.moved_to or state.domain,
+                "member_id": state.member_id,
+                "scope": APP_SCOPE,
+                "server_domain": self.server_domain,
+            }
+            if app.redirect_uri is None:
+                # No return address registered: the portal shows the code to the user.
+                return Reply(200, _page(f"Authorization code: {code}"), "text/html; charset=utf-8")
+            glue = "&" if urlsplit(app.redirect_uri).query else "?"
+            return Reply(
+                302, b"", headers={"Location": app.redirect_uri + glue + urlencode(answer)}
+            )
 
     # internals: control API ----------------------------------------------------------------
 
@@ -825,6 +1247,19 @@ class LocalPortal:
         except (ValueError, TypeError, KeyError) as exc:
             return json_reply(400, {"error": "BAD_REQUEST", "message": str(exc)})
 
+    def _lifecycle(self, domain: str, action: str, data: dict[str, Any]) -> list[Delivery]:
+        """The control API's install, update, uninstall and delete_line: the events they post."""
+        app, ca = data.get("app"), data.get("ca_bundle")
+        if action == "install":
+            return [self.install_app(domain, str(data["url"]), app=app, ca_bundle=ca,
+                                     version=str(data.get("version", "1")))]  # fmt: skip
+        if action == "update":
+            return self.update_app(domain, str(data["version"]), app=app, ca_bundle=ca)
+        if action == "uninstall":
+            clean = json_bool(data.get("clean", True))
+            return self.uninstall_app(domain, app=app, clean=clean, ca_bundle=ca)
+        return self.delete_line(domain, int(data["line"]), ca_bundle=ca)
+
     def _control_action(self, domain: str, action: str, data: dict[str, Any]) -> Reply:
         if action == "status":
             configured, error = json_bool(data["configured"]), json_bool(data.get("error", False))
@@ -841,11 +1276,24 @@ class LocalPortal:
             self.revoke(domain)
         elif action == "credentials":
             return json_reply(200, self.credentials(domain, data.get("app")))
+        elif action in ("install", "update", "uninstall", "delete_line"):
+            return json_reply(200, {"deliveries": [_shown(d) for d in self._lifecycle(
+                domain, action, data)]})  # fmt: skip
         else:
             return json_reply(404, {"error": "NOT_FOUND", "message": f"no action {action}"})
         with self._lock:
             described = self._describe(self._portals[domain])
         return json_reply(200, {"ok": True, "portal": described})
+
+
+def _shown(delivery: Delivery) -> dict[str, Any]:
+    """A delivery as the control API shows it: no form (it holds tokens)."""
+    return {"event": delivery.event, "url": delivery.url, "status": delivery.status,
+            "error": delivery.error}  # fmt: skip
+
+
+def _page(text: str) -> bytes:
+    return f"<html><body><p>{text}</p></body></html>".encode()
 
 
 class _Server(ThreadingHTTPServer):

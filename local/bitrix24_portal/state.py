@@ -33,6 +33,7 @@ class Access:
     refresh: str = field(repr=False)
     expired: bool = False
     app: str = ""  # the client_id it was issued to
+    user_id: int = 1  # the user it acts for: the portal's administrator, who installed the app
 
 
 @dataclass
@@ -44,6 +45,40 @@ class App:
     client_id: str
     client_secret: str = field(repr=False)
     shared: bool = False
+    # Where the portal sends the user back after /oauth/authorize/ (the application's address,
+    # registered with it: `LocalPortal.set_redirect_uri`).
+    redirect_uri: str | None = None
+
+
+@dataclass
+class Binding:
+    """One event handler (the core's EventTable row: rest/lib/event.php)."""
+
+    id: int
+    client_id: str
+    event: str  # upper case, as event.bind stores it
+    handler: str
+    user_id: int = 0  # 0: on behalf of whoever triggered the event
+
+
+@dataclass
+class Installation:
+    """An application installed on a portal: the token it signs events with, its version, and
+    whether the installation was finished (app.info's install.installed)."""
+
+    id: int  # app.info's ID: the application's number on the portal
+    application_token: str = field(repr=False)
+    version: str = "1"
+    finished: bool = True
+
+
+@dataclass
+class Code:
+    """An authorization code from /oauth/authorize/: single use, short-lived."""
+
+    state: PortalState
+    client_id: str
+    expires_at: float
 
 
 @dataclass
@@ -92,6 +127,8 @@ class PortalState:
     operating: dict[str, Operating] = field(default_factory=dict)  # by method
     omitted: dict[int, int] = field(default_factory=dict)  # line -> listings still leaving it out
     deleted_after_page: set[int] = field(default_factory=set)  # deleted once a page is served
+    bindings: list[Binding] = field(default_factory=list)  # event handlers, every app's
+    installations: dict[str, Installation] = field(default_factory=dict)  # by client_id
 
     def secret_of(self, client_id: str) -> str | None:
         if client_id == self.client_id:

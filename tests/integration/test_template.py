@@ -88,6 +88,7 @@ ROLES = {
     "CheckerFunction": "CheckerRole",
     "ShardWorkerFunction": "ShardWorkerRole",
     "SnapshotApiFunction": "SnapshotApiRole",
+    "InboundFunction": "InboundRole",
 }
 SNAPSHOT_ROUTES = {"GET /snapshot", "GET /snapshot/{portal}/{connector}/{line}", "GET /health"}
 REGISTRY_ROUTES = {
@@ -96,6 +97,13 @@ REGISTRY_ROUTES = {
     "DELETE /registry/{portal}/{connector}/{line}",
 }
 API_ROUTES = SNAPSHOT_ROUTES | REGISTRY_ROUTES
+# The inbound API's routes: public by necessity, behind the stack id's random part.
+STACK_KEY = {"Fn::Select": [2, {"Fn::Split": ["/", {"Ref": "AWS::StackId"}]}]}
+INBOUND_ROUTES = {
+    "InstallRoute": "POST /app/${Key}/install",
+    "EventsRoute": "POST /app/${Key}/events",
+    "AuthorizedRoute": "GET /app/${Key}/authorized",
+}
 
 
 # ------------------------------------------------------------------ helpers
@@ -111,6 +119,14 @@ def _resources_of_type(type_name: str) -> dict[str, dict[str, Any]]:
 
 def _functions() -> dict[str, dict[str, Any]]:
     return _resources_of_type("AWS::Serverless::Function")
+
+
+def _on_the_snapshot_api(body: dict[str, Any]) -> bool:
+    """A route or permission of the authorised API (not the inbound API's)."""
+    properties = body["Properties"]
+    if "ApiId" in properties:
+        return bool(properties["ApiId"] == {"Ref": "HttpApi"})
+    return "${HttpApi}" in str(properties.get("SourceArn", ""))
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -275,7 +291,9 @@ def test_every_api_route_requires_iam_signing_by_default() -> None:
     # Given a deploy with default parameters
     deployed = deployed_resources(parameter_values())
     routes = {
-        b["Properties"]["RouteKey"]: b for b in deployed.values() if b["Type"].endswith("Route")
+        b["Properties"]["RouteKey"]: b
+        for b in deployed.values()
+        if b["Type"].endswith("Route") and _on_the_snapshot_api(b)
     }
 
     # Then the routes exist and each one demands SigV4 (AWS_IAM), none is open
@@ -307,7 +325,7 @@ def test_jwt_mode_puts_every_route_behind_the_jwt_authorizer() -> None:
     routes = {
         b["Properties"]["RouteKey"]: b["Properties"]
         for b in deployed.values()
-        if b["Type"] == "AWS::ApiGatewayV2::Route"
+        if b["Type"] == "AWS::ApiGatewayV2::Route" and _on_the_snapshot_api(b)
     }
     assert set(routes) == API_ROUTES
     for route_key in SNAPSHOT_ROUTES:
@@ -330,6 +348,8 @@ def test_api_routes_reach_the_api_function_and_only_the_registry_is_written() ->
     assert integration["IntegrationUri"] == {"Fn::GetAtt": ["SnapshotApiFunction", "Arn"]}
     assert integration["PayloadFormatVersion"] == "2.0"
     for logical_id, route in _resources_of_type("AWS::ApiGatewayV2::Route").items():
+        if not _on_the_snapshot_api(route):
+            continue  # the inbound API's: test_inbound_routes_are_public_only_behind_the_stack_key
         assert route["Properties"]["Target"] == {
             "Fn::Sub": "integrations/${SnapshotApiIntegration}"
         }
@@ -344,7 +364,63 @@ def test_api_routes_reach_the_api_function_and_only_the_registry_is_written() ->
         )
     }
     assert allowed == {"/*/GET/*", "/*/PUT/registry/*", "/*/DELETE/registry/*"}
-    assert len(_resources_of_type("AWS::Lambda::Permission")) == 3
+    permissions = _resources_of_type("AWS::Lambda::Permission").values()
+    assert len([p for p in permissions if _on_the_snapshot_api(p)]) == 3
+
+
+def test_inbound_routes_are_public_only_behind_the_stack_key_and_throttled() -> None:
+    # Bitrix24 cannot sign its requests, so the install and events routes are open: exactly
+    # two POST routes, on an API of their own, under a path segment only the stack knows.
+    routes = {
+        k: b["Properties"]
+        for k, b in _resources_of_type("AWS::ApiGatewayV2::Route").items()
+        if not _on_the_snapshot_api(b)
+    }
+    assert {k: r["RouteKey"]["Fn::Sub"][0] for k, r in routes.items()} == INBOUND_ROUTES
+    for route in routes.values():
+        assert route["RouteKey"]["Fn::Sub"][1] == {"Key": STACK_KEY}
+        assert route["ApiId"] == {"Ref": "InboundApi"}
+        assert route["AuthorizationType"] == "NONE"
+        assert route["Target"] == {"Fn::Sub": "integrations/${InboundIntegration}"}
+    integration = resource("InboundIntegration")["Properties"]
+    assert integration["IntegrationUri"] == {"Fn::GetAtt": ["InboundFunction", "Arn"]}
+    stage = resource("InboundApiStage")["Properties"]["DefaultRouteSettings"]
+    assert stage["ThrottlingRateLimit"] <= 5 and stage["ThrottlingBurstLimit"] <= 10
+    permission = resource("InboundInvokePermission")["Properties"]
+    assert permission["FunctionName"] == {"Ref": "InboundFunction"}
+    assert permission["SourceArn"]["Fn::Sub"].endswith(":${InboundApi}/*/*/app/*")
+    environment = function_environment("InboundFunction")
+    assert environment["INBOUND_URL"]["Fn::Sub"][1] == {"Key": STACK_KEY}
+    outputs = load_template()["Outputs"]
+    for name, route in (
+        ("InstallHandlerUrl", "install"),
+        ("EventsHandlerUrl", "events"),
+        ("AuthorizedHandlerUrl", "authorized"),
+    ):
+        assert outputs[name]["Value"]["Fn::Sub"][0].endswith(f"/app/${{Key}}/{route}")
+
+
+def test_the_inbound_function_writes_only_token_items_and_reads_only_the_apps() -> None:
+    statements = _statements_of("InboundFunction")
+    by_resource = _by_resource(statements)
+    secret = {"Fn::If": ["CreateSecret", {"Ref": "PortalSecret"}, {"Ref": "ExistingSecretArn"}]}
+    token_actions = {
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+    }
+    assert by_resource == {
+        _key({"Fn::GetAtt": ["TokenTable", "Arn"]}): token_actions,
+        _key(secret): {"secretsmanager:GetSecretValue"},  # never PutSecretValue
+        _key([{"Ref": "Topic"}, {"Ref": "OperationsTopic"}]): {"sns:Publish"},
+        _key({"Fn::GetAtt": ["InboundLogGroup", "Arn"]}): LOG_ACTIONS,
+        _key("*"): TRACE_ACTIONS,
+    }
+    (tokens,) = [s for s in statements if _actions([s]) & token_actions]
+    assert tokens["Condition"] == {
+        "ForAllValues:StringEquals": {"dynamodb:LeadingKeys": ["PORTAL", "MEMBER"]}
+    }
 
 
 def test_api_url_output_points_at_the_default_stage() -> None:

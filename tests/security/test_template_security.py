@@ -52,6 +52,13 @@ MODES: dict[str, dict[str, str]] = {
 CHECKER = "CheckerFunction"
 WORKER = "ShardWorkerFunction"
 SNAPSHOT = "SnapshotApiFunction"
+INBOUND = "InboundFunction"
+INBOUND_TOKEN_ACTIONS = {
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+}
 READER_POLICY = "SnapshotReaderPolicy"
 REGISTRY_POLICY = "RegistryEditorPolicy"
 REGISTRY_WRITES = {"dynamodb:PutItem", "dynamodb:DeleteItem"}
@@ -171,14 +178,18 @@ def expected_holders(mode: str) -> dict[str, set[str]]:
     for action in REGISTRY_WRITES:  # the API's, on REGISTRY items only (test_template.py)
         expected[action] = {*checkers, SNAPSHOT}
     expected |= {action: {*checkers, SNAPSHOT} for action in TABLE_READS}
-    expected["secretsmanager:GetSecretValue"] = set(checkers)
+    for action in INBOUND_TOKEN_ACTIONS:  # on the token table only (test_template.py)
+        expected[action] = {*expected[action], INBOUND}
+    expected["secretsmanager:GetSecretValue"] = {*checkers, INBOUND}  # the inbound: apps only
     expected["secretsmanager:PutSecretValue"] = set(checkers)
-    expected["sns:Publish"] = set(checkers)
+    expected["sns:Publish"] = {*checkers, INBOUND}  # the inbound: the uninstall notice
     expected["sqs:SendMessage"] = {CHECKER}  # shard orders: the planner alone
     if WORKER in checkers:
         for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"):
             expected[action] = {WORKER}
-    expected |= {action: {*checkers, SNAPSHOT} for action in LOG_WRITES | WILDCARD_RESOURCE_ACTIONS}
+    expected |= {
+        action: {*checkers, SNAPSHOT, INBOUND} for action in LOG_WRITES | WILDCARD_RESOURCE_ACTIONS
+    }
     expected["execute-api:Invoke"] = {REGISTRY_POLICY}
     if parameter_values(**MODES[mode])["ApiAuthorization"] == "IAM":
         expected["execute-api:Invoke"].add(READER_POLICY)
@@ -247,7 +258,9 @@ def test_every_grant_names_a_specific_action_on_one_of_the_stacks_own_resources(
         if action.startswith("dynamodb:"):
             tables = [{"Fn::GetAtt": [t, "Arn"]} for t in ("Table", "TokenTable")]
             assert target in tables, f"{principal}: {action} {target}"
-            if target == tables[1]:  # the fleet's token pairs: the checker's alone
+            if target == tables[1] and principal == INBOUND:  # installs: token items only
+                assert action in INBOUND_TOKEN_ACTIONS, f"{principal}: {action} on the tokens"
+            elif target == tables[1]:  # the fleet's token pairs: else the checker's alone
                 assert principal in {CHECKER, WORKER}, f"{principal}: {action} on the tokens"
                 assert action in {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem"}
     assert seen >= 19
@@ -284,7 +297,7 @@ def invocable_routes(mode: str, policy: str) -> set[str]:
     routes = [
         b["Properties"]["RouteKey"]
         for b in resources.values()
-        if b["Type"] == "AWS::ApiGatewayV2::Route"
+        if b["Type"] == "AWS::ApiGatewayV2::Route" and not inbound_route(b)
     ]
     granted = [
         target["Fn::Sub"].split("${HttpApi}/", 1)[1]
@@ -321,10 +334,45 @@ def test_the_reader_policy_reaches_the_snapshot_and_health_routes_and_not_the_re
     }
 
 
+def inbound_route(body: dict[str, Any]) -> bool:
+    """A route of the inbound API (Bitrix24's install and events: open by necessity)."""
+    return bool(body["Properties"].get("ApiId") == {"Ref": "InboundApi"})
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_only_open_routes_are_the_inbound_ones_behind_the_stack_key(mode: str) -> None:
+    resources = deployed(mode)
+    open_routes = {
+        k: b["Properties"]
+        for k, b in resources.items()
+        if b["Type"].endswith("::Route") and b["Properties"].get("AuthorizationType") == "NONE"
+    }
+    assert set(open_routes) == {"InstallRoute", "EventsRoute", "AuthorizedRoute"}
+    for logical_id, route in open_routes.items():
+        assert inbound_route(resources[logical_id]), logical_id
+        template, names = route["RouteKey"]["Fn::Sub"]
+        assert template in {
+            "POST /app/${Key}/install",
+            "POST /app/${Key}/events",
+            "GET /app/${Key}/authorized",
+        }, logical_id
+        # the stack id's random part: no caller can list or guess it
+        assert names == {"Key": {"Fn::Select": [2, {"Fn::Split": ["/", {"Ref": "AWS::StackId"}]}]}}
+    # nothing else is on the inbound API
+    on_inbound = {
+        k for k, b in resources.items() if b["Type"].endswith("::Route") and inbound_route(b)
+    }
+    assert on_inbound == set(open_routes)
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_no_route_is_open_and_no_catch_all_route_exists(mode: str) -> None:
     resources = deployed(mode)
-    routes = {k: b["Properties"] for k, b in resources.items() if b["Type"].endswith("::Route")}
+    routes = {
+        k: b["Properties"]
+        for k, b in resources.items()
+        if b["Type"].endswith("::Route") and not inbound_route(b)
+    }
     authorizers = {k for k, b in resources.items() if b["Type"].endswith("::Authorizer")}
     assert routes
     for logical_id, route in routes.items():
@@ -380,6 +428,10 @@ def test_only_this_apis_get_and_registry_routes_may_invoke_a_function() -> None:
         assert permission["Principal"] == "apigateway.amazonaws.com", logical_id
         assert "FunctionUrlAuthType" not in permission, logical_id
         source = permission["SourceArn"]["Fn::Sub"]  # without it any API in any account could
+        if logical_id == "InboundInvokePermission":  # the inbound API's /app/ routes
+            assert permission["FunctionName"] == {"Ref": INBOUND}
+            assert source.endswith(":${AWS::AccountId}:${InboundApi}/*/*/app/*")
+            continue
         assert ":${AWS::AccountId}:${HttpApi}/" in source, logical_id
         assert source.split("${HttpApi}")[1] in {
             "/*/GET/*",
@@ -412,7 +464,7 @@ def test_no_parameter_or_environment_variable_carries_a_secret() -> None:
     for name, spec in template["Parameters"].items():
         if SENSITIVE_NAME.search(name) and not name.endswith("Arn"):
             assert spec.get("NoEcho") is True, f"parameter {name} would show in the console"
-    for function in (CHECKER, WORKER, SNAPSHOT):
+    for function in (CHECKER, WORKER, SNAPSHOT, INBOUND):
         for name, value in function_environment(function).items():
             if SENSITIVE_NAME.search(name):
                 # only a reference to where the secret lives, never the secret itself
@@ -423,7 +475,7 @@ def test_no_parameter_or_environment_variable_carries_a_secret() -> None:
 
 
 def test_traces_and_logs_are_not_configured_to_record_payloads() -> None:
-    for function in (CHECKER, WORKER, SNAPSHOT):
+    for function in (CHECKER, WORKER, SNAPSHOT, INBOUND):
         environment = function_environment(function)
         assert environment.get("POWERTOOLS_TRACER_CAPTURE_RESPONSE") == "false", function
         assert environment.get("POWERTOOLS_LOGGER_LOG_EVENT", "false") == "false", function

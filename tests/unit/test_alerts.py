@@ -61,6 +61,8 @@ def test_lost_authorisation_names_the_command_that_stores_a_fleet_portals_new_pa
     ((message, _),) = combine([alert(AlertEvent.CHECK_FAILED, 7)])
     assert "in the secret" in message.message  # a small stack's portal
     assert "`monitorctl tokens set a.bitrix24.com`" in message.message  # a fleet portal's
+    # the way that needs no tokens copied by hand: the stack's own re-authorisation link
+    assert "`monitorctl portals authorize a.bitrix24.com`" in message.message
 
 
 def test_a_single_check_failed_keeps_its_own_attributes() -> None:

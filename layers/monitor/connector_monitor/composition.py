@@ -27,6 +27,7 @@ from .aws.repository import StateRepository
 from .aws.secret_pairs import SecretPairs
 from .aws.token_table import TablePairs
 from .aws.work_queue import ShardQueue
+from .bitrix24.app_server import BoundedAppServer
 from .bitrix24.connector_checks import open_connector_checks
 from .bitrix24.oauth import OAUTH_TIMEOUT, oauth_refresh
 from .cycle import CheckCycle, CycleSettings, RunSummary
@@ -34,9 +35,13 @@ from .deadline import Deadline
 from .domain.shards import KeyRange
 from .domain.targets import TargetList, TargetsVariable
 from .fanout import Planner, ScheduledRun, ShardWorker, run_scheduled
+from .installing import Installing, InstallRules
+from .ports.installs import InstallStoreError
 from .ports.portal import ClientFactory
 from .ports.work_queue import ShardOrder
-from .settings import CheckerSettings
+from .settings import CheckerSettings, InboundSettings
+from .tokens.credentials import AppCredentials
+from .tokens.errors import TokenStoreError
 from .tokens.ports import PairStore, RefreshLease
 from .tokens.reading import LoadedOnce, TableThenSecret
 from .tokens.refresh import RefreshingTokens, RefreshPolicy
@@ -198,4 +203,38 @@ class Checker:
         worker = self.worker(self.cycle(invocation, order.portals))
         return worker.check(
             order, self.targets(order.portals), deadline, invocation, deliveries=deliveries
+        )
+
+
+class Inbound:
+    """The inbound function assembled (the install and events routes): the token table, the
+    secret's applications, the authorisation server and the two SNS topics."""
+
+    def __init__(self, settings: InboundSettings, tuning: Tuning | None = None) -> None:
+        self.settings = settings
+        self.tuning = tuning or Tuning()
+
+    @cached_property
+    def service(self) -> Installing:
+        tuning, config = self.tuning, self.settings
+        secret = SecretPairs(
+            config.secret_id, client=tuning.aws("secretsmanager"), sleep=tuning.sleep
+        )
+        table = TablePairs(config.tokens_table, apps=secret.apps, client=tuning.aws("dynamodb"))
+        server = BoundedAppServer(tuning.http, ca_bundle=config.portal_ca_bundle or None)
+
+        def apps() -> dict[str, AppCredentials]:
+            try:
+                return secret.apps()
+            except TokenStoreError as exc:
+                raise InstallStoreError(str(exc)) from None
+
+        return Installing(
+            InstallRules(apps, config.trusted_servers, config.events_url),
+            store=table,
+            auth_server=server,
+            binder=server,
+            alerts=AlertPublisher(config.topic_arn, client=tuning.aws("sns")),
+            operations=AlertPublisher(config.operations_topic_arn, client=tuning.aws("sns")),
+            clock=tuning.clock,
         )

@@ -104,3 +104,32 @@ def load_settings(model: type[Model], environ: Mapping[str, str]) -> Model:
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
         raise SettingsError(f"invalid settings: {problems}") from None
+
+
+# The authorisation servers of both regions (bitrix24/b24restdocs settings/oauth/index.md).
+AUTH_SERVERS = "https://oauth.bitrix.info/rest/,https://oauth.bitrix24.tech/rest/"
+
+
+class InboundSettings(BaseModel):
+    """The inbound function's: where installs are kept and notices go, whom it trusts."""
+
+    model_config = ConfigDict(frozen=True)
+
+    secret_id: str = Field(alias="SECRET_ID", min_length=1)
+    tokens_table: str = Field(alias="TOKENS_TABLE", min_length=1)
+    topic_arn: str = Field(alias="TOPIC_ARN", min_length=1)
+    operations_topic_arn: str = Field(alias="OPERATIONS_TOPIC_ARN", min_length=1)
+    # The handler's base URL as the stack prints it (…/app/<unguessable segment>): the events
+    # are bound to <this>/events.
+    inbound_url: str = Field(alias="INBOUND_URL", min_length=1)
+    auth_servers: str = Field(alias="AUTH_SERVERS", default=AUTH_SERVERS)
+    # As the checker's: the local portal's authority, for tests and local runs only.
+    portal_ca_bundle: str = Field(alias="PORTAL_CA_BUNDLE", default="")
+
+    @property
+    def trusted_servers(self) -> tuple[str, ...]:
+        return tuple(s.strip() for s in self.auth_servers.split(",") if s.strip())
+
+    @property
+    def events_url(self) -> str:
+        return self.inbound_url.rstrip("/") + "/events"

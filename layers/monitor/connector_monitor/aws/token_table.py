@@ -24,7 +24,9 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ..domain.app_events import Installation, supersedes
 from ..domain.shards import KeyRange
+from ..ports.installs import InstallStoreError, KnownInstall
 from ..tokens.credentials import AppCredentials, PortalCredentials, portal_key
 from ..tokens.errors import LeaseUnavailable, TokenStoreError, UnusableCredentials
 from ..tokens.ports import RefreshLease
@@ -41,6 +43,7 @@ from .dynamodb import (
 )
 
 PORTAL_PK = "PORTAL"
+MEMBER_PK = "MEMBER"  # member_id → the portal it is installed on (the inbound function's)
 LEASE_FIELDS = "lease_owner, lease_until"
 PAIR_FIELDS = (
     "access_token",
@@ -298,6 +301,166 @@ class TablePairs:
             credentials.refresh_token,
         )
 
+    # -- installs (the inbound function) ----------------------------------------------------------
+
+    def store_install(self, installation: Installation) -> bool:
+        """`ports.installs.InstallStore.store_install`: one transaction writes the portal's
+        item (its pair, `member_id`, `app_status`, `installed_at`, `token_hash`), the member's
+        item (`pk` "MEMBER", `sk` member_id → the portal) and, for a member_id known under
+        another domain (a moved portal), deletes the old domain's item. The portal's item is
+        written only as last read (its `version`): a refresh that holds the item's lease then
+        fails its own conditional write instead of overwriting the installed pair."""
+        portal = portal_key(installation.portal)
+        member = self._member(installation.member_id)
+        try:
+            item = self._get(portal)
+        except TokenStoreError as exc:
+            raise InstallStoreError(str(exc)) from None
+        if item is not None and not supersedes(
+            installation, _whole(item.get("installed_at")), _whole(item.get("expires_at"))
+        ):
+            return False
+        fields: dict[str, Any] = {
+            "app": installation.app,
+            "access_token": installation.access_token,
+            "refresh_token": installation.refresh_token,
+            "client_endpoint": installation.client_endpoint,
+            "member_id": installation.member_id,
+            "installed_at": installation.installed_at,
+            "server_endpoint": installation.server_endpoint,
+            "scope": " ".join(installation.scope),
+        }
+        if installation.token_hash is not None:  # a re-authorisation keeps the install's
+            fields["token_hash"] = installation.token_hash
+        if installation.app_status:
+            fields["app_status"] = installation.app_status
+        if installation.expires_at is not None:
+            fields["expires_at"] = installation.expires_at
+        dropped = [k for k in ("expires_at", "refreshed_at", "app_status") if k not in fields]
+        seen = item.get("version") if item is not None else None
+        names = {f"#f{i}": name for i, name in enumerate(fields)}
+        values = {f":v{i}": value for i, value in enumerate(fields.values())}
+        assignments = ", ".join(f"{n} = {v}" for n, v in zip(names, values, strict=True))
+        expected: dict[str, Any] = {}
+        if item is None:
+            condition = "attribute_not_exists(sk)"
+        elif seen is None:
+            condition = "attribute_not_exists(version)"
+        else:
+            condition, expected = "version = :seen", {":seen": seen}
+        update = {
+            "TableName": self.table_name,
+            "Key": _key(str(item["sk"]) if item is not None else portal),
+            "UpdateExpression": f"SET {assignments}, version = :next"
+            + (f" REMOVE {', '.join(dropped)}" if dropped else ""),
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": typed(
+                {**values, ":next": _next_version(seen), **expected}
+            ),
+        }
+        writes: list[dict[str, Any]] = [
+            {"Update": update},
+            {
+                "Put": {
+                    "TableName": self.table_name,
+                    "Item": typed(
+                        {
+                            "pk": MEMBER_PK,
+                            "sk": installation.member_id,
+                            "portal": portal,
+                            "installed_at": installation.installed_at,
+                        }
+                    ),
+                }
+            },
+        ]
+        moved_from = member.get("portal") if member is not None else None
+        if isinstance(moved_from, str) and moved_from != portal:
+            writes.append(self._delete_pair_of(moved_from, installation.member_id))
+            logger.warning(
+                "%s moved: its installation was known under %s",
+                portal,
+                moved_from,
+                extra={"portal": portal, "moved_from": moved_from},
+            )
+        try:
+            self._call("transact_write_items", TransactItems=writes)
+        except ClientError as exc:
+            if _cancelled_by_condition(exc):
+                return False
+            raise InstallStoreError(
+                f"token table {self.table_name}: the install of {portal} could not be stored "
+                f"({error_code(exc)})"
+            ) from None
+        except BotoCoreError as exc:
+            raise InstallStoreError(
+                f"token table {self.table_name}: the install of {portal} could not be stored "
+                f"({type(exc).__name__})"
+            ) from None
+        return True
+
+    def known(self, member_id: str) -> KnownInstall | None:
+        """`ports.installs.InstallStore.known`: the member's portal and its token digest, read
+        consistently; None unless both items agree."""
+        try:
+            member = self._member(member_id)
+            portal = member.get("portal") if member is not None else None
+            item = self._get(portal) if isinstance(portal, str) else None
+        except TokenStoreError as exc:
+            raise InstallStoreError(str(exc)) from None
+        if item is None or item.get("member_id") != member_id:
+            return None
+        digest, endpoint = item.get("token_hash"), item.get("client_endpoint")
+        if not isinstance(digest, str) or not isinstance(endpoint, str):
+            return None
+        return KnownInstall(str(portal), digest, endpoint, str(item.get("access_token") or ""))
+
+    def forget(self, member_id: str, portal: str) -> None:
+        """`ports.installs.InstallStore.forget`: the pair and the member's item, in one
+        transaction (the pair only while it is still that member's)."""
+        writes = [
+            self._delete_pair_of(portal, member_id),
+            {"Delete": {"TableName": self.table_name, "Key": table_key(MEMBER_PK, member_id)}},
+        ]
+        try:
+            self._call("transact_write_items", TransactItems=writes)
+        except ClientError as exc:
+            if _cancelled_by_condition(exc):
+                return  # the domain is another member's now: nothing of this one to forget
+            raise InstallStoreError(
+                f"token table {self.table_name}: {portal} could not be forgotten "
+                f"({error_code(exc)})"
+            ) from None
+        except BotoCoreError as exc:
+            raise InstallStoreError(
+                f"token table {self.table_name}: {portal} could not be forgotten "
+                f"({type(exc).__name__})"
+            ) from None
+
+    def _delete_pair_of(self, portal: str, member_id: str) -> dict[str, Any]:
+        return {
+            "Delete": {
+                "TableName": self.table_name,
+                "Key": _key(portal),
+                "ConditionExpression": "attribute_not_exists(sk) OR member_id = :member",
+                "ExpressionAttributeValues": typed({":member": member_id}),
+            }
+        }
+
+    def _member(self, member_id: str) -> dict[str, Any] | None:
+        try:
+            answer = self._read(
+                "get_item",
+                TableName=self.table_name,
+                Key=table_key(MEMBER_PK, member_id),
+                ConsistentRead=True,
+            )
+        except TokenStoreError as exc:
+            raise InstallStoreError(str(exc)) from None
+        item = answer.get("Item")
+        return plain(item) if item else None
+
     # -- DynamoDB --------------------------------------------------------------------------------
 
     def _credentials(self, portal: str, item: Mapping[str, Any]) -> PortalCredentials:
@@ -383,3 +546,17 @@ def _number(value: Any) -> Any:
 
 def _key(portal: str) -> dict[str, Any]:
     return table_key(PORTAL_PK, portal)
+
+
+def _whole(value: Any) -> int | None:
+    return int(value) if isinstance(value, Decimal | int) and not isinstance(value, bool) else None
+
+
+def _cancelled_by_condition(exc: ClientError) -> bool:
+    """A transaction refused because one of its conditions did not hold (not a fault)."""
+    if error_code(exc) == "ConditionalCheckFailedException":
+        return True
+    reasons = exc.response.get("CancellationReasons") or []
+    return error_code(exc) == "TransactionCanceledException" and any(
+        r.get("Code") == "ConditionalCheckFailed" for r in reasons
+    )

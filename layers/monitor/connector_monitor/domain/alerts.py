@@ -235,10 +235,12 @@ def _action(event: AlertEvent, facts: Facts, subject: Subject) -> str | None:
         if facts.cause is Cause.CONFIGURATION:
             return "fix the Targets parameter (domain/connector/line) or the secret, then redeploy."
         if facts.cause is Cause.AUTH_LOST:
+            domain = subject.portal or "DOMAIN"
             return (
-                "re-authorise the application on the portal and store the new tokens: in the "
-                "secret, or, if the token table holds the portal's pair (a fleet), with "
-                f"`monitorctl tokens set {subject.portal or 'DOMAIN'}`."
+                f"re-authorise the application with `monitorctl portals authorize {domain}` (a "
+                "portal administrator opens the link it prints; the stack stores the new "
+                "tokens). Tokens obtained another way go in the secret, or, if the token table "
+                f"holds the portal's pair (a fleet), in with `monitorctl tokens set {domain}`."
             )
         return "this is not a connector outage; the monitor keeps trying on every run."
     return None

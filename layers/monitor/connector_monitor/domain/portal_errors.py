@@ -103,8 +103,8 @@ ADVICE: dict[ErrorKind, str] = {
     ErrorKind.TOKEN_EXPIRED: "the access token expired and could not be refreshed",
     ErrorKind.PORTAL_MOVED: "update the portal's address in Targets and in the secret",
     ErrorKind.AUTH_LOST: (
-        "re-authorise the application on the portal and store the new tokens (in the secret; "
-        "a fleet portal's with `monitorctl tokens set DOMAIN`)"
+        "re-authorise the application (`monitorctl portals authorize DOMAIN`), or store new "
+        "tokens in the secret (a fleet portal's with `monitorctl tokens set DOMAIN`)"
     ),
     ErrorKind.ACCESS_DENIED: "check the application's scope, plan, payment and user access",
     ErrorKind.RATE_LIMITED: "the portal's REST limits were exceeded; the next run tries again",

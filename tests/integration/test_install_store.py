@@ -1,0 +1,134 @@
+"""Installs kept in the fleet's token table (moto, the table made from template.yaml): the pair
+and what came with it, never the application token; a replayed or older install never rolls a
+newer pair back; a moved portal keeps one item; an install while a refresh holds the item's
+lease wins, and the refresh's write fails its condition instead of overwriting it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from connector_monitor.aws.token_table import MEMBER_PK, PORTAL_PK, TablePairs
+from connector_monitor.domain.app_events import Installation, token_digest
+from connector_monitor.tokens.credentials import AppCredentials
+from connector_monitor.tokens.errors import TokenStoreError
+from local.template import table_definition
+from tests.app_forms import APPLICATION_TOKEN, MEMBER_ID
+
+REGION = "us-east-1"
+TOKENS = "tokens"
+PORTAL = "example.bitrix24.com"
+APP = AppCredentials("monitor", "app.65f0a1b2c3d4e5.12345678", "app-secret")
+
+
+@pytest.fixture
+def table(monkeypatch: pytest.MonkeyPatch, atomic_moto_items: None) -> Iterator[TablePairs]:
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name=REGION)
+        client.create_table(TableName=TOKENS, **table_definition("TokenTable"))
+        yield TablePairs(TOKENS, apps=lambda: {"monitor": APP}, client=client)
+
+
+def installed(ts: int = 2000, **changes: Any) -> Installation:
+    base = Installation(
+        portal=PORTAL,
+        member_id=MEMBER_ID,
+        app="monitor",
+        access_token=f"access-{ts}",
+        refresh_token=f"refresh-{ts}",
+        client_endpoint=f"https://{PORTAL}/rest/",
+        server_endpoint="https://oauth.bitrix.info/rest/",
+        installed_at=ts,
+        expires_at=ts + 3600,
+        token_hash=token_digest(APPLICATION_TOKEN),
+        app_status="L",
+        scope=("imopenlines",),
+    )
+    return replace(base, **changes)
+
+
+def items() -> dict[tuple[str, str], dict[str, Any]]:
+    client = boto3.client("dynamodb", region_name=REGION)
+    found = client.scan(TableName=TOKENS)["Items"]
+    return {(i["pk"]["S"], i["sk"]["S"]): i for i in found}
+
+
+def test_an_install_stores_the_pair_the_member_and_a_digest_never_the_token(
+    table: TablePairs,
+) -> None:
+    assert table.store_install(installed())
+    stored = items()
+    item = stored[(PORTAL_PK, PORTAL)]
+    assert item["access_token"]["S"] == "access-2000"
+    assert item["member_id"]["S"] == MEMBER_ID
+    assert item["installed_at"]["N"] == "2000" and item["app_status"]["S"] == "L"
+    assert item["token_hash"]["S"] == token_digest(APPLICATION_TOKEN)
+    assert stored[(MEMBER_PK, MEMBER_ID)]["portal"]["S"] == PORTAL
+    assert APPLICATION_TOKEN not in json.dumps(list(stored.values()))
+    # The checker reads it as any fleet pair.
+    table.load()
+    assert table.credentials(PORTAL).access_token == "access-2000"
+    assert table.credentials(PORTAL).client_id == APP.client_id
+    known = table.known(MEMBER_ID)
+    assert known is not None and known.portal == PORTAL
+
+
+def test_a_replayed_or_older_install_never_rolls_a_newer_pair_back(table: TablePairs) -> None:
+    assert table.store_install(installed(2000))
+    assert not table.store_install(installed(2000))  # the same install again
+    assert not table.store_install(installed(1000))  # an older one, late
+    assert items()[(PORTAL_PK, PORTAL)]["access_token"]["S"] == "access-2000"
+    assert table.store_install(installed(3000))  # a genuine reinstall
+    assert items()[(PORTAL_PK, PORTAL)]["access_token"]["S"] == "access-3000"
+
+
+def test_a_pair_refreshed_after_the_install_is_not_rolled_back_by_its_replay(
+    table: TablePairs,
+) -> None:
+    assert table.store_install(installed(2000))
+    table.load()
+    fresh = table.credentials(PORTAL).with_tokens("refreshed-a", "refreshed-r", 2000 + 7200)
+    table.store(fresh)
+    assert not table.store_install(installed(2500, expires_at=2500 + 3600))
+    assert items()[(PORTAL_PK, PORTAL)]["access_token"]["S"] == "refreshed-a"
+
+
+def test_an_install_while_a_refresh_holds_the_lease_wins_and_the_refresh_cannot_overwrite(
+    table: TablePairs,
+) -> None:
+    assert table.store_install(installed(2000))
+    refresher = TablePairs(TOKENS, apps=lambda: {"monitor": APP}, client=table._client)
+    refresher.load()
+    with refresher.own_lease(PORTAL).hold("tokens", ttl=30, wait=0):
+        stale = refresher.reread(PORTAL)
+        assert table.store_install(installed(3000))  # the lease does not stop an install
+        with pytest.raises(TokenStoreError) as lost:
+            refresher.store(stale.with_tokens("late-a", "late-r", 9999))
+        assert lost.value.pair_lost
+    item = items()[(PORTAL_PK, PORTAL)]
+    assert item["access_token"]["S"] == "access-3000"
+    assert item["refresh_token"]["S"] == "refresh-3000"
+
+
+def test_the_same_member_under_another_domain_is_a_moved_portal(table: TablePairs) -> None:
+    assert table.store_install(installed(2000))
+    assert table.store_install(installed(3000, portal="renamed.bitrix24.com"))
+    stored = items()
+    assert (PORTAL_PK, PORTAL) not in stored
+    assert stored[(PORTAL_PK, "renamed.bitrix24.com")]["access_token"]["S"] == "access-3000"
+    assert stored[(MEMBER_PK, MEMBER_ID)]["portal"]["S"] == "renamed.bitrix24.com"
+
+
+def test_forgetting_deletes_the_pair_and_the_member(table: TablePairs) -> None:
+    assert table.store_install(installed(2000))
+    table.forget(MEMBER_ID, PORTAL)
+    assert items() == {}
+    assert table.known(MEMBER_ID) is None
+    table.forget(MEMBER_ID, PORTAL)  # twice is harmless
