@@ -1,0 +1,59 @@
+"""The silences' seam in the check cycle (`CheckCycle._apply_silences`), on the in-memory world
+of test_cycle.py: held alerts are recorded and counted, never published; the release after the
+silence announces a target still down once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from connector_monitor.cycle import CheckCycle
+from connector_monitor.domain.silences import Silence, matcher_of
+from connector_monitor.domain.targets import Target
+from tests.unit.test_cycle import A, B, CONNECTOR, T0, Setup, key, targets
+
+
+@dataclass
+class Silences:
+    held: list[Silence] = field(default_factory=list)
+
+    def silences(self) -> list[Silence]:
+        return list(self.held)
+
+
+@dataclass
+class SilencedSetup(Setup):
+    silences: Silences = field(default_factory=Silences)
+
+    def cycle(self) -> CheckCycle:
+        cycle = super().cycle()
+        cycle.silences = self.silences
+        return cycle
+
+
+def test_a_silenced_portal_is_held_counted_and_announced_once_when_the_silence_ends() -> None:
+    setup = SilencedSetup()
+    mute = Silence("m", matcher_of(portal=A), T0 + timedelta(minutes=30), "ops", "upgrade", T0)
+    setup.silences.held.append(mute)
+    both = targets(1).merged(targets(1, portal=B))
+    setup.run(both)
+    setup.world.down |= {Target(A, CONNECTOR, 1), Target(B, CONNECTOR, 1)}
+    setup.run(both)
+    summary = setup.run(both)
+
+    assert setup.events() == [("connector.down", "1")]  # B's; A's is held
+    assert setup.publisher.sent == []
+    assert summary.alerts_held == 1 and summary.as_dict()["alerts_held"] == 1
+    assert [a.event.value for a in setup.store.history[key(1)]] == ["connector.down"]
+    assert setup.store.statuses[key(1)].pending == ()  # held is not pending: nothing to retry
+
+    setup.run(both)
+    assert setup.events() == []  # still silenced
+    setup.silences.held.clear()  # removed (or expired)
+    setup.run(both)
+    sent = setup.publisher.sent
+    assert [(a.event.value, a.portal) for a in sent] == [("connector.down", A)]
+    assert "A silence held this alert since" in sent[0].message
+    setup.events()
+    setup.run(both)
+    assert setup.events() == []  # announced once
