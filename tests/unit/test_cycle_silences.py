@@ -10,7 +10,7 @@ from datetime import timedelta
 from connector_monitor.cycle import CheckCycle
 from connector_monitor.domain.silences import Silence, matcher_of
 from connector_monitor.domain.targets import Target
-from tests.unit.test_cycle import A, B, CONNECTOR, T0, Setup, key, targets
+from tests.unit.test_cycle import CONNECTOR, T0, A, B, Setup, key, targets
 
 
 @dataclass
