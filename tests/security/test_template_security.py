@@ -54,6 +54,7 @@ WORKER = "ShardWorkerFunction"
 SNAPSHOT = "SnapshotApiFunction"
 READER_POLICY = "SnapshotReaderPolicy"
 REGISTRY_POLICY = "RegistryEditorPolicy"
+SILENCE_POLICY = "SilenceEditorPolicy"
 REGISTRY_WRITES = {"dynamodb:PutItem", "dynamodb:DeleteItem"}
 TABLE_READS = {"dynamodb:GetItem", "dynamodb:Query"}
 # Transactions of conditional puts are authorised per item as dynamodb:PutItem.
@@ -157,7 +158,8 @@ def own_resource_reference(target: Any, resources: dict[str, Any], mode: str) ->
             re.fullmatch(
                 r"arn:\$\{AWS::Partition\}:execute-api:\$\{AWS::Region\}:\$\{AWS::AccountId\}:"
                 r"\$\{HttpApi\}/\*/(GET/snapshot(/\*)?|GET/health|GET/registry"
-                r"|(PUT|DELETE)/registry/\*)",
+                r"|(PUT|DELETE)/registry/\*|(GET|POST)/silences|DELETE/silences/\*"
+                r"|POST/acknowledgements/\*)",
                 text,
             )
         )
@@ -171,6 +173,8 @@ def expected_holders(mode: str) -> dict[str, set[str]]:
     for action in REGISTRY_WRITES:  # the API's, on REGISTRY items only (test_template.py)
         expected[action] = {*checkers, SNAPSHOT}
     expected |= {action: {*checkers, SNAPSHOT} for action in TABLE_READS}
+    # the API's acknowledgements: STATE items' acked_* attributes only (test_template.py)
+    expected["dynamodb:UpdateItem"] = {*checkers, SNAPSHOT}
     expected["secretsmanager:GetSecretValue"] = set(checkers)
     expected["secretsmanager:PutSecretValue"] = set(checkers)
     expected["sns:Publish"] = set(checkers)
@@ -179,7 +183,7 @@ def expected_holders(mode: str) -> dict[str, set[str]]:
         for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"):
             expected[action] = {WORKER}
     expected |= {action: {*checkers, SNAPSHOT} for action in LOG_WRITES | WILDCARD_RESOURCE_ACTIONS}
-    expected["execute-api:Invoke"] = {REGISTRY_POLICY}
+    expected["execute-api:Invoke"] = {REGISTRY_POLICY, SILENCE_POLICY}
     if parameter_values(**MODES[mode])["ApiAuthorization"] == "IAM":
         expected["execute-api:Invoke"].add(READER_POLICY)
     return expected
@@ -319,6 +323,12 @@ def test_the_reader_policy_reaches_the_snapshot_and_health_routes_and_not_the_re
         "PUT /registry/{portal}/{connector}/{line}",
         "DELETE /registry/{portal}/{connector}/{line}",
     }
+    assert invocable_routes(mode, SILENCE_POLICY) == {
+        "GET /silences",
+        "POST /silences",
+        "DELETE /silences/{silence_id}",
+        "POST /acknowledgements/{portal}/{connector}/{line}",
+    }
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -333,8 +343,13 @@ def test_no_route_is_open_and_no_catch_all_route_exists(mode: str) -> None:
         if route["AuthorizationType"] == "JWT":
             assert route["AuthorizerId"]["Ref"] in authorizers, logical_id
         method, path = route["RouteKey"].split(" ", 1) if " " in route["RouteKey"] else ("", "")
-        if method in {"PUT", "DELETE"}:  # only the registry is written, and only IAM-signed
-            assert path == "/registry/{portal}/{connector}/{line}", logical_id
+        if method in {"PUT", "POST", "DELETE"}:  # registry and silences, only IAM-signed
+            assert path in {
+                "/registry/{portal}/{connector}/{line}",
+                "/silences",
+                "/silences/{silence_id}",
+                "/acknowledgements/{portal}/{connector}/{line}",
+            }, logical_id
             assert route["AuthorizationType"] == "AWS_IAM", logical_id
             continue
         assert method == "GET", f"{logical_id}: {route['RouteKey']} (catch-all or not GET)"
@@ -368,7 +383,7 @@ def test_no_function_has_a_url_or_an_implicit_api_event() -> None:
             assert event["Type"] not in {"Api", "HttpApi"}, f"{logical_id}.{name}"
 
 
-def test_only_this_apis_get_and_registry_routes_may_invoke_a_function() -> None:
+def test_only_this_apis_get_registry_and_silence_routes_may_invoke_a_function() -> None:
     permissions = {
         k: b["Properties"]
         for k, b in load_template()["Resources"].items()
@@ -385,6 +400,9 @@ def test_only_this_apis_get_and_registry_routes_may_invoke_a_function() -> None:
             "/*/GET/*",
             "/*/PUT/registry/*",
             "/*/DELETE/registry/*",
+            "/*/POST/silences",
+            "/*/DELETE/silences/*",
+            "/*/POST/acknowledgements/*",
         }, logical_id
 
 

@@ -98,7 +98,7 @@ class SilenceTable:
                 ),
                 ConditionExpression="attribute_exists(down_since)",
                 ExpressionAttributeValues=placeholders(by=by, at=iso(at), one=1),
-                ReturnValues="ALL_NEW",
+                ReturnValues="UPDATED_NEW",  # what the API role may read back
             )
         except ClientError as exc:
             if error_code(exc) == "ConditionalCheckFailedException":
