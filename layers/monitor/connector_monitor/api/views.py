@@ -67,9 +67,9 @@ class SnapshotView(BaseModel):
         "staleness limit (twice the schedule interval unless set)"
     )
     summary: Summary = Field(
-        description="Counts over the targets of this answer: the whole selection when it fits "
-        "one page (next_cursor null on the first page), else this page only. Fleet-wide counts "
-        "of the last run: GET /health."
+        description="Counts over the whole selection (the filters, every page), not only this "
+        "page: counted from the answer when it holds the whole selection, else read from the "
+        "stored statuses (the selection's items, on every page of a paged answer)."
     )
     targets: list[TargetView] = Field(description="In key order (portal/connector/line)")
     next_cursor: str | None = Field(
@@ -81,10 +81,19 @@ class SnapshotView(BaseModel):
 class HealthView(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    status: Literal["ok"]
+    status: Literal["ok", "degraded", "blind"] = Field(
+        description="ok: runs finish in time and the monitor sees most targets; degraded: it "
+        "cannot see (UNKNOWN) half of them or more; blind: it sees none. 200 in each case: "
+        "the monitor runs (503 is STALE or RUN_FAILED)."
+    )
     last_run_at: Timestamp
     stale: Literal[False]
     targets: Summary = Field(description="Counts of the last run, over the whole fleet")
+    unknown_share: float = Field(
+        ge=0,
+        le=1,
+        description="The share of the last run's targets the monitor could not see (UNKNOWN)",
+    )
 
 
 class RegistryEntryView(BaseModel):
