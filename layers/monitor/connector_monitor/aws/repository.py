@@ -19,8 +19,8 @@ from botocore.exceptions import ClientError
 
 from ..domain.alerts import Alert
 from ..domain.inventory import CachedInventory
-from ..domain.runs import COUNTS, RunPlan, RunRecord, ShardRun
 from ..domain.results import State
+from ..domain.runs import COUNTS, RunPlan, RunRecord, ShardRun
 from ..domain.shards import KeyRange, Scope
 from ..domain.targets import Target
 from ..domain.transitions import TargetStatus
