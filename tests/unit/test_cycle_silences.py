@@ -7,9 +7,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+import pytest
+
 from connector_monitor.cycle import CheckCycle
 from connector_monitor.domain.silences import Silence, matcher_of
 from connector_monitor.domain.targets import Target
+from connector_monitor.ports.state_store import StateStoreError
 from tests.unit.test_cycle import CONNECTOR, T0, A, B, Setup, key, targets
 
 
@@ -57,3 +60,22 @@ def test_a_silenced_portal_is_held_counted_and_announced_once_when_the_silence_e
     setup.events()
     setup.run(both)
     assert setup.events() == []  # announced once
+
+
+@dataclass
+class UnreadableSilences:
+    def silences(self) -> list[Silence]:
+        raise StateStoreError("DynamoDB could not read the silences: ThrottlingException")
+
+
+def test_unreadable_silences_fail_the_run_before_anything_is_stored() -> None:
+    setup = SilencedSetup()
+    setup.run(targets(1))
+    stored = dict(setup.store.statuses)
+    setup.world.down.add(Target(A, CONNECTOR, 1))
+    setup.silences = UnreadableSilences()  # type: ignore[assignment]
+
+    with pytest.raises(StateStoreError, match="silences"):
+        setup.run(targets(1))
+    assert setup.store.statuses == stored  # nothing decided is half-stored or lost
+    assert setup.publisher.sent == []
