@@ -70,6 +70,10 @@ def test_a_bad_silence_is_refused_with_the_reason(stack: Stack, served: ApiServe
         ({"portal": PORTAL, "minutes": 5}, "why"),
         ({"portal": PORTAL, "minutes": 5, "why": "x", "extra": 1}, "extra"),
         ({"portal": PORTAL, "until": "2020-01-01T00:00:00Z", "why": "x"}, "not in the future"),
+        ({"portal": PORTAL, "until": "2026-02-30T00:00:00Z", "why": "x"}, "is not a time"),
+        ({"portal": PORTAL, "until": "2999-01-01T00:00:00Z", "why": "x"}, "90 days at most"),
+        ({"portal": "*", "connector": "c", "line": 1, "minutes": 5, "why": "x"}, "portal and"),
+        ({"portal": PORTAL, "minutes": 5, "why": "   "}, "say why"),
     ]:
         answer = requests.post(f"{served.url}/silences", json=body, timeout=5)
         assert answer.status_code == 400, body

@@ -70,7 +70,10 @@ def _until(request: SilenceRequest, at: datetime) -> datetime:
         raise ApiError("give either until (a time) or minutes (from now)")
     if request.minutes is not None:
         return at + timedelta(minutes=request.minutes)
-    until = datetime.fromisoformat(str(request.until).replace("Z", "+00:00"))
+    try:
+        until = datetime.fromisoformat(str(request.until).replace("Z", "+00:00"))
+    except ValueError:  # the shape is checked already: a month 13, a 30 February
+        raise ApiError(f"until {request.until} is not a time") from None
     if until <= at:
         raise ApiError(f"until {request.until} is not in the future")
     if until - at > LONGEST:
