@@ -61,6 +61,7 @@ def test_a_silenced_outage_is_held_then_announced_once_when_the_silence_is_remov
     assert (alert["event"], alert["portal"], alert["line"]) == ("connector.down", PORTAL, "12")
     assert "A silence held this alert since" in alert["message"]
     assert requests.delete(f"{served.url}/silences/{silence['id']}", timeout=5).status_code == 404
+    assert requests.delete(f"{served.url}/silences/%C2%84..", timeout=5).status_code == 404
 
 
 def test_a_bad_silence_is_refused_with_the_reason(stack: Stack, served: ApiServer) -> None:

@@ -98,7 +98,7 @@ def test_removing_a_silence_that_is_not_there_fails(
     aws: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert ctl("silence", "remove", "nope")[0] == 2
-    assert "no silence nope" in capsys.readouterr().err
+    assert "no silence 'nope'" in capsys.readouterr().err
 
 
 def test_ack_marks_the_open_outage(aws: None, capsys: pytest.CaptureFixture[str]) -> None:

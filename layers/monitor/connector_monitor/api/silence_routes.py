@@ -27,7 +27,7 @@ ABOUT = (
     "held: state and history go on, nothing is published. When it ends (or is removed) a "
     "target still down is announced once; one that recovered meanwhile announces nothing."
 )
-SilenceId = Annotated[str, Path(pattern=r"^[0-9A-Za-z-]{1,64}$", description="A silence's id")]
+SilenceId = Annotated[str, Path(description="A silence's id (as listed)")]
 LineNumber = Annotated[str, Path(pattern=r"^[0-9]{1,12}$", description="Open line id")]
 
 

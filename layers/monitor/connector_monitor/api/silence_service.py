@@ -3,6 +3,7 @@ list, remove, acknowledge. No HTTP here and no DynamoDB (the store behind `ports
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from .views import (
 )
 
 LONGEST = timedelta(minutes=SILENCE_MINUTES_LIMIT)
+SILENCE_ID = re.compile(r"[0-9A-Za-z-]{1,64}")
 
 
 def new_silence_id(at: datetime) -> str:
@@ -48,9 +50,10 @@ class SilenceService:
         return silence_view(silence, at)
 
     def remove(self, silence_id: str, now: datetime) -> SilenceView:
-        removed = self.store.remove(silence_id)
+        # An id this service never hands out names no silence (and never reaches DynamoDB).
+        removed = self.store.remove(silence_id) if SILENCE_ID.fullmatch(silence_id) else None
         if removed is None:
-            raise NotFound(f"no silence {silence_id[:64]}")
+            raise NotFound(f"no silence {silence_id[:64]!r}")
         return silence_view(removed, now)
 
     def acknowledge(self, target: Target, *, by: str, at: datetime) -> AcknowledgementView:
