@@ -17,7 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
 from aws_lambda_powertools.shared.json_encoder import Encoder
 
 from ..ports.state_store import StateStoreError
@@ -97,6 +100,12 @@ def on_invalid_request(exc: RequestValidationError) -> Response[dict[str, Any]]:
     elif where == "query":
         code = ErrorCode.BAD_CURSOR if name == "cursor" else ErrorCode.BAD_FILTER
     return error_response(code, f"{where} parameter '{name}': {first.get('msg', 'invalid')}")
+
+
+@app.exception_handler(RequestUnsupportedContentType)
+def on_unsupported_body(exc: RequestUnsupportedContentType) -> Response[dict[str, Any]]:
+    """A body sent as something else than JSON (POST /silences takes application/json)."""
+    return error_response(ErrorCode.BAD_REQUEST, "send the request body as application/json")
 
 
 @app.not_found
