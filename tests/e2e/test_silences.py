@@ -80,14 +80,15 @@ def test_a_bad_silence_is_refused_with_the_reason(stack: Stack, served: ApiServe
         assert answer.status_code == 400, body
         assert answer.json()["error"] == "BAD_REQUEST"
         assert reason in answer.json()["message"], answer.json()
-    as_text = requests.post(
-        f"{served.url}/silences",
-        data='{"portal": "a.bitrix24.com", "minutes": 5, "why": "x"}',
-        headers={"Content-Type": "text/plain"},
-        timeout=5,
-    )
-    assert (as_text.status_code, as_text.json()["error"]) == (400, "BAD_REQUEST")
-    assert "application/json" in as_text.json()["message"]
+    for content_type in ("text/plain", "multipart/form-data"):
+        as_text = requests.post(
+            f"{served.url}/silences",
+            data='{"portal": "a.bitrix24.com", "minutes": 5, "why": "x"}',
+            headers={"Content-Type": content_type},
+            timeout=5,
+        )
+        assert (as_text.status_code, as_text.json()["error"]) == (400, "BAD_REQUEST")
+        assert "application/json" in as_text.json()["message"]
     assert requests.get(f"{served.url}/silences", timeout=5).json() == {"silences": []}
 
 

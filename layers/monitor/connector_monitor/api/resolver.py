@@ -108,6 +108,16 @@ def on_unsupported_body(exc: RequestUnsupportedContentType) -> Response[dict[str
     return error_response(ErrorCode.BAD_REQUEST, "send the request body as application/json")
 
 
+@app.exception_handler(ValueError)
+def on_value_error(exc: ValueError) -> Response[dict[str, Any]]:
+    """Powertools' body parser raises a bare ValueError for a multipart body without its
+    boundary; any other one is a bug of ours."""
+    if "multipart/form-data" in str(exc):
+        return error_response(ErrorCode.BAD_REQUEST, "send the request body as application/json")
+    services(app).logger.exception("unexpected error")
+    return error_response(ErrorCode.INTERNAL, "internal error")
+
+
 @app.not_found
 def on_no_route(exc: NotFoundError) -> Response[dict[str, Any]]:
     method = app.current_event.http_method.upper()[:10]
