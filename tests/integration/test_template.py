@@ -269,7 +269,6 @@ def test_the_api_reads_the_table_and_writes_only_registry_silences_and_acknowled
         "sk",
         "acked_since",
         "acked_by",
-        "acked_at",
         "version",
         "down_since",
     }

@@ -57,7 +57,7 @@ class SilenceService:
         return silence_view(removed, now)
 
     def acknowledge(self, target: Target, *, by: str, at: datetime) -> AcknowledgementView:
-        since = self.store.acknowledge(target, by=by, at=at)
+        since = self.store.acknowledge(target, by=by)
         if since is None:
             raise NotFound(f"{target.key} has no open outage to acknowledge")
         return AcknowledgementView(

@@ -4,7 +4,7 @@ Item: `pk` "SILENCE", `sk` the silence's id; `portal`, `connector`, `line`, `cau
 optional), `until`, `by`, `why`, `created_at`, and `expires_at` (the table's TTL: a week after
 the silence ends, so `monitorctl silence list` still shows recent ones). Every run reads the
 partition by one query (a handful of items). An acknowledgement is three attributes of the
-target's status item (`acked_since`, `acked_by`, `acked_at`), written with its version bumped
+target's status item (`acked_since`, `acked_by`), written with its version bumped
 so that a run that read the status before cannot store over it.
 """
 
@@ -85,7 +85,7 @@ class SilenceTable:
         old = answer.get("Attributes")
         return _silence(plain(old)) if old else None
 
-    def acknowledge(self, target: Target, *, by: str, at: datetime) -> datetime | None:
+    def acknowledge(self, target: Target, *, by: str) -> datetime | None:
         key = status_key(target)
         try:
             answer = self._call(
@@ -93,11 +93,10 @@ class SilenceTable:
                 TableName=self.table_name,
                 Key=table_key(key["pk"], key["sk"]),
                 UpdateExpression=(
-                    "SET acked_since = down_since, acked_by = :by, acked_at = :at, "
-                    "version = version + :one"
+                    "SET acked_since = down_since, acked_by = :by, version = version + :one"
                 ),
                 ConditionExpression="attribute_exists(down_since)",
-                ExpressionAttributeValues=placeholders(by=by, at=iso(at), one=1),
+                ExpressionAttributeValues=placeholders(by=by, one=1),
                 ReturnValues="UPDATED_NEW",  # what the API role may read back
             )
         except ClientError as exc:

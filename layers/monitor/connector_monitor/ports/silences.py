@@ -22,7 +22,7 @@ class SilenceStore(Protocol):
         """Remove a silence; the one removed, or None when there was none."""
         ...
 
-    def acknowledge(self, target: Target, *, by: str, at: datetime) -> datetime | None:
+    def acknowledge(self, target: Target, *, by: str) -> datetime | None:
         """Mark the target's open outage acknowledged; when it began, or None when the target
         has no open outage."""
         ...
