@@ -89,6 +89,13 @@ def test_a_bad_silence_is_refused_with_the_reason(stack: Stack, served: ApiServe
         )
         assert (as_text.status_code, as_text.json()["error"]) == (400, "BAD_REQUEST")
         assert "application/json" in as_text.json()["message"]
+    not_utf8 = requests.post(
+        f"{served.url}/silences",
+        data=b"\xff\x1dvV",
+        headers={"Content-Type": "application/json"},
+        timeout=5,
+    )
+    assert (not_utf8.status_code, not_utf8.json()["error"]) == (400, "BAD_REQUEST")
     assert requests.get(f"{served.url}/silences", timeout=5).json() == {"silences": []}
 
 

@@ -105,15 +105,20 @@ def on_invalid_request(exc: RequestValidationError) -> Response[dict[str, Any]]:
 @app.exception_handler(RequestUnsupportedContentType)
 def on_unsupported_body(exc: RequestUnsupportedContentType) -> Response[dict[str, Any]]:
     """A body sent as something else than JSON (POST /silences takes application/json)."""
-    return error_response(ErrorCode.BAD_REQUEST, "send the request body as application/json")
+    return error_response(
+        ErrorCode.BAD_REQUEST, "send the request body as application/json (UTF-8)"
+    )
 
 
 @app.exception_handler(ValueError)
 def on_value_error(exc: ValueError) -> Response[dict[str, Any]]:
     """Powertools' body parser raises a bare ValueError for a multipart body without its
-    boundary; any other one is a bug of ours."""
-    if "multipart/form-data" in str(exc):
-        return error_response(ErrorCode.BAD_REQUEST, "send the request body as application/json")
+    boundary, and a UnicodeDecodeError for a body that is not UTF-8; any other one is a bug of
+    ours."""
+    if isinstance(exc, UnicodeDecodeError) or "multipart/form-data" in str(exc):
+        return error_response(
+            ErrorCode.BAD_REQUEST, "send the request body as application/json (UTF-8)"
+        )
     services(app).logger.exception("unexpected error")
     return error_response(ErrorCode.INTERNAL, "internal error")
 
