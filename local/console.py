@@ -104,7 +104,8 @@ def format_summary(number: int, summary: Mapping[str, Any], seconds: float) -> s
     text += (
         f" | alerts: {summary.get('alerts_published', 0)} sent, "
         f"{summary.get('alerts_pending', 0)} waiting to be sent"
-        f" | {_count(summary.get('http_requests', 0), 'portal request')} in {seconds:.2f} s"
+        + (f", {summary['alerts_held']} held by silences" if summary.get("alerts_held") else "")
+        + f" | {_count(summary.get('http_requests', 0), 'portal request')} in {seconds:.2f} s"
     )
     for portal, error in sorted((summary.get("portal_errors") or {}).items()):
         text += f"\n  {portal}: {error}"

@@ -36,6 +36,7 @@ from local.handlers import LambdaContext, load_handler
 from local.template import environment_of
 
 ROOT = Path(__file__).resolve().parent.parent
+RUN_FILE = ROOT / ".local-run.json"  # how monitorctl --local reaches this run
 
 DEMO_CONNECTOR = "myconnector"
 DEMO_LINES = {1: "Sales", 2: "Support", 3: "VIP"}
@@ -65,6 +66,7 @@ class Options:
     secret_file: Path | None = None
     targets: str | None = None
     log_level: str = "WARNING"
+    run_file: Path = RUN_FILE
 
 
 def parse_options(argv: Sequence[str] | None) -> Options:
@@ -111,6 +113,13 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
         help="level of the handler's JSON logs (WARNING)",
     )
+    add(
+        "--run-file",
+        type=Path,
+        default=RUN_FILE,
+        help="where to write how `monitorctl --local` reaches this run (removed when it stops; "
+        f"default {RUN_FILE.name} at the repository's root)",
+    )
     args = parser.parse_args(argv)
     if args.demo_outage and args.secret_file:
         parser.error("--demo-outage needs the local portal; it cannot be used with --secret-file")
@@ -123,6 +132,7 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         secret_file=args.secret_file,
         targets=args.targets,
         log_level=args.log_level,
+        run_file=args.run_file,
     )
 
 
@@ -347,6 +357,8 @@ class LocalRun:
         self.stack.start()
         cleanup.callback(self.stack.stop)
         resources = self.stack.create(secret)
+        write_run_file(options.run_file, self.stack)
+        cleanup.callback(remove_run_file, options.run_file, self.stack.endpoint)
         if self.secret_file is not None:
             cleanup.callback(self.final_sync)
         apply_environment(self.stack.environment(), os.environ)
@@ -396,6 +408,7 @@ class LocalRun:
             f"RECOVERY_THRESHOLD={RECOVERY_THRESHOLD}"
             + (f"; stops after {options.runs} runs" if options.runs else ""),
         ]
+        lines.append(f"  monitorctl       {monitorctl_command(options.run_file)} silence list")
         self.console.print(*lines, "")
         if self.portal is not None:
             self.console.print(*control_commands(self.portal.url, self.portal.ca_file), "")
@@ -525,6 +538,34 @@ class LocalRun:
             )
             return
         self.console.error(f"the refreshed tokens were saved to {rescued} (mode 0600)")
+
+
+def write_run_file(path: Path, stack: MotoStack) -> None:
+    """What `monitorctl --local` needs: the moto endpoint, the region and the resources' names
+    (no credential: moto takes any, and monitorctl uses made-up ones for a local run)."""
+    resources = stack.resources
+    document = {
+        "endpoint_url": stack.endpoint,
+        "region": stack.region,
+        "table": resources.table,
+        "tokens_table": resources.tokens_table,
+        "secret": resources.secret_id,
+    }
+    path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+
+
+def remove_run_file(path: Path, endpoint: str) -> None:
+    """Remove the file if it is still this run's (another run may have started since)."""
+    with suppress(OSError, ValueError):
+        if json.loads(path.read_text(encoding="utf-8")).get("endpoint_url") == endpoint:
+            path.unlink()
+
+
+def monitorctl_command(run_file: Path) -> str:
+    """The command that reaches this run's tables and secret."""
+    where = "--local" if run_file == RUN_FILE else f"--local {run_file}"
+    python = ROOT / ".venv" / "bin" / "python"
+    return f"{python.relative_to(ROOT) if python.exists() else 'python'} -m monitorctl {where}"
 
 
 def main(argv: Sequence[str] | None = None, *, console: Console | None = None) -> int:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
     from connector_monitor.api.registry_service import RegistryService
+    from connector_monitor.api.silence_service import SilenceService
     from connector_monitor.api.snapshot_service import SnapshotService
     from connector_monitor.aws.repository import StateRepository
     from connector_monitor.settings import SnapshotSettings
@@ -68,6 +69,14 @@ def registry() -> RegistryService:
     return RegistryService(Registry(settings().table_name))
 
 
+@cache
+def silences() -> SilenceService:
+    from connector_monitor.api.silence_service import SilenceService
+    from connector_monitor.aws.silences import SilenceTable
+
+    return SilenceService(SilenceTable(settings().table_name))
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -80,4 +89,4 @@ def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     from connector_monitor.api.resolver import answer
 
     # Looked up per request, so a test may put another service in place.
-    return answer(event, context, Services(service, registry, utcnow, logger))
+    return answer(event, context, Services(service, registry, utcnow, logger, silences=silences))

@@ -13,6 +13,7 @@ import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -24,7 +25,19 @@ import requests
 from local.bitrix24_portal import LocalPortal
 
 ROOT = Path(__file__).resolve().parents[2]
-COMMAND = [sys.executable, "-m", "local.run", "--port-portal", "0", "--port-api", "0"]
+# Its own file for monitorctl --local: a developer's `make run` keeps .local-run.json.
+RUN_FILE = Path(tempfile.gettempdir()) / f"test-local-run-{os.getpid()}.json"
+COMMAND = [
+    sys.executable,
+    "-m",
+    "local.run",
+    "--port-portal",
+    "0",
+    "--port-api",
+    "0",
+    "--run-file",
+    str(RUN_FILE),
+]
 # Access and refresh tokens of the local portal are 70 hex digits, client secrets 48 url-safe
 # characters: nothing else the runner prints is a run of 40 such characters.
 TOKEN_LIKE = re.compile(r"[A-Za-z0-9_-]{40,}")

@@ -96,7 +96,6 @@ REGISTRY_ROUTES = {
     "PUT /registry/{portal}/{connector}/{line}",
     "DELETE /registry/{portal}/{connector}/{line}",
 }
-API_ROUTES = SNAPSHOT_ROUTES | REGISTRY_ROUTES
 # The inbound API's routes: public by necessity, behind the stack id's random part.
 STACK_KEY = {"Fn::Select": [2, {"Fn::Split": ["/", {"Ref": "AWS::StackId"}]}]}
 INBOUND_ROUTES = {
@@ -104,6 +103,14 @@ INBOUND_ROUTES = {
     "EventsRoute": "POST /app/${Key}/events",
     "AuthorizedRoute": "GET /app/${Key}/authorized",
 }
+SILENCE_ROUTES = {
+    "GET /silences",
+    "POST /silences",
+    "DELETE /silences/{silence_id}",
+    "POST /acknowledgements/{portal}/{connector}/{line}",
+}
+IAM_ONLY_ROUTES = REGISTRY_ROUTES | SILENCE_ROUTES
+API_ROUTES = SNAPSHOT_ROUTES | IAM_ONLY_ROUTES
 
 
 # ------------------------------------------------------------------ helpers
@@ -247,7 +254,7 @@ def test_nothing_can_scan_the_history() -> None:
     assert "dynamodb:Scan" not in every_action
 
 
-def test_the_api_reads_the_table_and_writes_only_the_registrys_items() -> None:
+def test_the_api_reads_the_table_and_writes_only_registry_silences_and_acknowledgements() -> None:
     statements = _statements_of("SnapshotApiFunction")
     by_resource = _by_resource(statements)
 
@@ -256,16 +263,33 @@ def test_the_api_reads_the_table_and_writes_only_the_registrys_items() -> None:
         {"dynamodb:PutItem", "dynamodb:DeleteItem"},
     )
     assert by_resource == {
-        _key({"Fn::GetAtt": ["Table", "Arn"]}): reads | writes,
+        _key({"Fn::GetAtt": ["Table", "Arn"]}): reads | writes | {"dynamodb:UpdateItem"},
         _key({"Fn::GetAtt": ["SnapshotApiLogGroup", "Arn"]}): LOG_ACTIONS,
         _key("*"): TRACE_ACTIONS,
     }
-    # every write is held to the items whose partition key is REGISTRY (IAM checks the key of
-    # each PutItem and DeleteItem): not a status, not a run record, not a lease
+    # every put and delete is held to the items whose partition key is REGISTRY or SILENCE
+    # (IAM checks the key of each PutItem and DeleteItem): not a status, not a run record, not
+    # a lease
     (write,) = [s for s in statements if _actions([s]) & writes]
     assert set(_as_list(write["Action"])) == writes
     assert write["Condition"] == {
-        "ForAllValues:StringEquals": {"dynamodb:LeadingKeys": ["REGISTRY"]}
+        "ForAllValues:StringEquals": {"dynamodb:LeadingKeys": ["REGISTRY", "SILENCE"]}
+    }
+    # an update only acknowledges: a status item's acknowledgement attributes and its version
+    (update,) = [s for s in statements if "dynamodb:UpdateItem" in _actions([s])]
+    assert _as_list(update["Action"]) == ["dynamodb:UpdateItem"]
+    held = update["Condition"]["ForAllValues:StringEquals"]
+    assert held["dynamodb:LeadingKeys"] == ["STATE"]
+    assert set(held["dynamodb:Attributes"]) == {
+        "pk",
+        "sk",
+        "acked_since",
+        "acked_by",
+        "version",
+        "down_since",
+    }
+    assert update["Condition"]["StringEqualsIfExists"] == {
+        "dynamodb:ReturnValues": ["NONE", "UPDATED_NEW"]
     }
 
 
@@ -331,7 +355,7 @@ def test_jwt_mode_puts_every_route_behind_the_jwt_authorizer() -> None:
     for route_key in SNAPSHOT_ROUTES:
         assert routes[route_key]["AuthorizationType"] == "JWT"
         assert routes[route_key]["AuthorizerId"] == {"Ref": "HttpApiJwtAuthorizer"}
-    for route_key in REGISTRY_ROUTES:
+    for route_key in IAM_ONLY_ROUTES:
         assert routes[route_key]["AuthorizationType"] == "AWS_IAM"
         assert "AuthorizerId" not in routes[route_key]
 
@@ -343,7 +367,7 @@ def test_jwt_mode_is_refused_without_issuer_and_audience() -> None:
     assert [resolve(a["Assert"], parameters) for a in rule["Assertions"]] == [False, False]
 
 
-def test_api_routes_reach_the_api_function_and_only_the_registry_is_written() -> None:
+def test_api_routes_reach_the_api_function_and_only_registry_and_silences_are_written() -> None:
     integration = resource("SnapshotApiIntegration")["Properties"]
     assert integration["IntegrationUri"] == {"Fn::GetAtt": ["SnapshotApiFunction", "Arn"]}
     assert integration["PayloadFormatVersion"] == "2.0"
@@ -354,18 +378,28 @@ def test_api_routes_reach_the_api_function_and_only_the_registry_is_written() ->
             "Fn::Sub": "integrations/${SnapshotApiIntegration}"
         }
         key = route["Properties"]["RouteKey"]
-        assert key.startswith("GET ") or key in REGISTRY_ROUTES, logical_id
+        assert key.startswith("GET ") or key in IAM_ONLY_ROUTES, logical_id
     allowed = {
         resource(p)["Properties"]["SourceArn"]["Fn::Sub"].split("${HttpApi}")[1]
         for p in (
             "SnapshotApiInvokePermission",
             "RegistryAddInvokePermission",
             "RegistryRemoveInvokePermission",
+            "SilenceAddInvokePermission",
+            "SilenceRemoveInvokePermission",
+            "AcknowledgeInvokePermission",
         )
     }
-    assert allowed == {"/*/GET/*", "/*/PUT/registry/*", "/*/DELETE/registry/*"}
+    assert allowed == {
+        "/*/GET/*",
+        "/*/PUT/registry/*",
+        "/*/DELETE/registry/*",
+        "/*/POST/silences",
+        "/*/DELETE/silences/*",
+        "/*/POST/acknowledgements/*",
+    }
     permissions = _resources_of_type("AWS::Lambda::Permission").values()
-    assert len([p for p in permissions if _on_the_snapshot_api(p)]) == 3
+    assert len([p for p in permissions if _on_the_snapshot_api(p)]) == 6
 
 
 def test_inbound_routes_are_public_only_behind_the_stack_key_and_throttled() -> None:

@@ -139,11 +139,15 @@ def test_generated_requests_get_documented_answers_and_never_a_5xx(
     case.call_and_validate(base_url=served_api.url, checks=CHECKS)
 
 
+IAM_ONLY_PATHS = ("/registry", "/silences", "/acknowledgements")
+
+
 def unsigned_registry_call(case: Case) -> bool:
-    """A registry call without its SigV4 Authorization header: API Gateway refuses it before
-    the handler sees it (the registry's routes are IAM-only), so the handler cannot be asked to."""
+    """A call of an IAM-only route (the registry's, the silences', the acknowledgements')
+    without its SigV4 Authorization header: API Gateway refuses it before the handler sees it,
+    so the handler cannot be asked to."""
     headers = {name.lower() for name in (case.headers or {})}
-    return case.operation.path.startswith("/registry") and "authorization" not in headers
+    return case.operation.path.startswith(IAM_ONLY_PATHS) and "authorization" not in headers
 
 
 def test_the_fuzzer_reached_real_data_and_real_errors(served_api: ServedApi) -> None:

@@ -61,6 +61,7 @@ INBOUND_TOKEN_ACTIONS = {
 }
 READER_POLICY = "SnapshotReaderPolicy"
 REGISTRY_POLICY = "RegistryEditorPolicy"
+SILENCE_POLICY = "SilenceEditorPolicy"
 REGISTRY_WRITES = {"dynamodb:PutItem", "dynamodb:DeleteItem"}
 TABLE_READS = {"dynamodb:GetItem", "dynamodb:Query"}
 # Transactions of conditional puts are authorised per item as dynamodb:PutItem.
@@ -164,7 +165,8 @@ def own_resource_reference(target: Any, resources: dict[str, Any], mode: str) ->
             re.fullmatch(
                 r"arn:\$\{AWS::Partition\}:execute-api:\$\{AWS::Region\}:\$\{AWS::AccountId\}:"
                 r"\$\{HttpApi\}/\*/(GET/snapshot(/\*)?|GET/health|GET/registry"
-                r"|(PUT|DELETE)/registry/\*)",
+                r"|(PUT|DELETE)/registry/\*|(GET|POST)/silences|DELETE/silences/\*"
+                r"|POST/acknowledgements/\*)",
                 text,
             )
         )
@@ -178,6 +180,8 @@ def expected_holders(mode: str) -> dict[str, set[str]]:
     for action in REGISTRY_WRITES:  # the API's, on REGISTRY items only (test_template.py)
         expected[action] = {*checkers, SNAPSHOT}
     expected |= {action: {*checkers, SNAPSHOT} for action in TABLE_READS}
+    # the API's acknowledgements: STATE items' acked_* attributes only (test_template.py)
+    expected["dynamodb:UpdateItem"] = {*checkers, SNAPSHOT}
     for action in INBOUND_TOKEN_ACTIONS:  # on the token table only (test_template.py)
         expected[action] = {*expected[action], INBOUND}
     expected["secretsmanager:GetSecretValue"] = {*checkers, INBOUND}  # the inbound: apps only
@@ -190,7 +194,7 @@ def expected_holders(mode: str) -> dict[str, set[str]]:
     expected |= {
         action: {*checkers, SNAPSHOT, INBOUND} for action in LOG_WRITES | WILDCARD_RESOURCE_ACTIONS
     }
-    expected["execute-api:Invoke"] = {REGISTRY_POLICY}
+    expected["execute-api:Invoke"] = {REGISTRY_POLICY, SILENCE_POLICY}
     if parameter_values(**MODES[mode])["ApiAuthorization"] == "IAM":
         expected["execute-api:Invoke"].add(READER_POLICY)
     return expected
@@ -332,6 +336,12 @@ def test_the_reader_policy_reaches_the_snapshot_and_health_routes_and_not_the_re
         "PUT /registry/{portal}/{connector}/{line}",
         "DELETE /registry/{portal}/{connector}/{line}",
     }
+    assert invocable_routes(mode, SILENCE_POLICY) == {
+        "GET /silences",
+        "POST /silences",
+        "DELETE /silences/{silence_id}",
+        "POST /acknowledgements/{portal}/{connector}/{line}",
+    }
 
 
 def inbound_route(body: dict[str, Any]) -> bool:
@@ -381,8 +391,13 @@ def test_no_route_is_open_and_no_catch_all_route_exists(mode: str) -> None:
         if route["AuthorizationType"] == "JWT":
             assert route["AuthorizerId"]["Ref"] in authorizers, logical_id
         method, path = route["RouteKey"].split(" ", 1) if " " in route["RouteKey"] else ("", "")
-        if method in {"PUT", "DELETE"}:  # only the registry is written, and only IAM-signed
-            assert path == "/registry/{portal}/{connector}/{line}", logical_id
+        if method in {"PUT", "POST", "DELETE"}:  # registry and silences, only IAM-signed
+            assert path in {
+                "/registry/{portal}/{connector}/{line}",
+                "/silences",
+                "/silences/{silence_id}",
+                "/acknowledgements/{portal}/{connector}/{line}",
+            }, logical_id
             assert route["AuthorizationType"] == "AWS_IAM", logical_id
             continue
         assert method == "GET", f"{logical_id}: {route['RouteKey']} (catch-all or not GET)"
@@ -416,7 +431,7 @@ def test_no_function_has_a_url_or_an_implicit_api_event() -> None:
             assert event["Type"] not in {"Api", "HttpApi"}, f"{logical_id}.{name}"
 
 
-def test_only_this_apis_get_and_registry_routes_may_invoke_a_function() -> None:
+def test_only_this_apis_get_registry_and_silence_routes_may_invoke_a_function() -> None:
     permissions = {
         k: b["Properties"]
         for k, b in load_template()["Resources"].items()
@@ -437,6 +452,9 @@ def test_only_this_apis_get_and_registry_routes_may_invoke_a_function() -> None:
             "/*/GET/*",
             "/*/PUT/registry/*",
             "/*/DELETE/registry/*",
+            "/*/POST/silences",
+            "/*/DELETE/silences/*",
+            "/*/POST/acknowledgements/*",
         }, logical_id
 
 

@@ -37,6 +37,7 @@ class FakeReader:
     run: RunRecord | None = None
     per_read: int = 10_000
     reads: list[tuple[str | None, int, str | None]] = field(default_factory=list)
+    counted: list[str | None] = field(default_factory=list)  # count_states' portals
 
     def add(self, *statuses: TargetStatus) -> None:
         self.statuses.update({s.subject.key: s for s in statuses})
@@ -59,6 +60,14 @@ class FakeReader:
 
     def load_run(self) -> RunRecord | None:
         return self.run
+
+    def count_states(self, *, portal: str | None = None) -> dict[State, int]:
+        self.counted.append(portal)
+        counts: dict[State, int] = {}
+        for key, found in self.statuses.items():
+            if portal is None or key.startswith(f"{portal}/"):
+                counts[found.state] = counts.get(found.state, 0) + 1
+        return counts
 
 
 def status(
@@ -202,7 +211,59 @@ def test_health_is_ok_with_the_last_runs_fleet_counts() -> None:
         "last_run_at": "2026-11-24T12:00:01Z",
         "stale": False,
         "targets": {"total": 3, "up": 1, "down": 1, "unknown": 1},
+        "unknown_share": 0.3333,
     }
+
+
+@pytest.mark.parametrize(
+    ("counts", "status", "share"),
+    [
+        ({"targets": 4, "up": 4, "unknown": 0}, "ok", 0.0),
+        ({"targets": 4, "up": 3, "unknown": 1}, "ok", 0.25),  # one blind portal is its own
+        ({"targets": 4, "up": 2, "unknown": 2}, "degraded", 0.5),
+        ({"targets": 4, "down": 1, "unknown": 3}, "degraded", 0.75),
+        ({"targets": 4, "unknown": 4}, "blind", 1.0),  # the runs finish and see nothing
+        ({"targets": 0}, "ok", 0.0),
+    ],
+)
+def test_health_says_how_much_of_the_fleet_the_monitor_cannot_see(
+    counts: dict[str, int], status: str, share: float
+) -> None:
+    record = run()
+    record = RunRecord(record.run_id, record.started_at, record.finished_at, counts, {})
+
+    health = service(FakeReader(run=record)).health(NOW)
+
+    assert (health.status, health.unknown_share) == (status, share)
+    assert health.targets.unknown == counts.get("unknown", 0)
+
+
+def test_every_page_counts_the_whole_selection() -> None:
+    reader = FakeReader(run=run())
+    reader.add(*[status(n, State.DOWN if n % 4 == 0 else State.UP) for n in range(1, 11)])
+    reader.add(status(1, State.UNKNOWN, portal="other.bitrix24.com"))
+    svc = service(reader)
+
+    first = svc.snapshot(parse_query(limit=3), NOW)
+    last = svc.snapshot(parse_query(limit=3, cursor=encode_cursor(f"{PORTAL}/myconnector/9")), NOW)
+    down = svc.snapshot(parse_query(limit=1, state="DOWN"), NOW)
+    mine = svc.snapshot(parse_query(limit=3, portal=PORTAL), NOW)
+
+    everything = {"total": 11, "up": 8, "down": 2, "unknown": 1}
+    assert len(first.targets) == 3 and first.summary.model_dump() == everything
+    assert last.next_cursor is None and last.summary.model_dump() == everything
+    assert down.summary.model_dump() == {"total": 2, "up": 0, "down": 2, "unknown": 0}
+    assert mine.summary.model_dump() == {"total": 10, "up": 8, "down": 2, "unknown": 0}
+
+
+def test_an_answer_holding_the_whole_selection_is_counted_without_another_read() -> None:
+    reader = FakeReader(run=run())
+    reader.add(status(1), status(2, State.DOWN))
+
+    view = service(reader).snapshot(SnapshotQuery(), NOW)
+
+    assert view.summary.total == 2
+    assert reader.counted == []
 
 
 def test_health_is_stale_without_a_run_or_after_a_late_one() -> None:

@@ -25,6 +25,7 @@ from .aws.publisher import AlertPublisher
 from .aws.registry import Registry
 from .aws.repository import StateRepository
 from .aws.secret_pairs import SecretPairs
+from .aws.silences import SilenceTable
 from .aws.token_table import TablePairs
 from .aws.work_queue import ShardQueue
 from .bitrix24.app_server import BoundedAppServer
@@ -86,6 +87,10 @@ class Checker:
     @cached_property
     def registry(self) -> Registry:
         return Registry(self.settings.table_name, client=self.tuning.aws("dynamodb"))
+
+    @cached_property
+    def silences(self) -> SilenceTable:
+        return SilenceTable(self.settings.table_name, client=self.tuning.aws("dynamodb"))
 
     @cached_property
     def publisher(self) -> AlertPublisher:
@@ -162,6 +167,7 @@ class Checker:
             publisher=self.publisher,
             client_factory=self.tuning.portal_client
             or partial(open_connector_checks, ca_bundle=self.ca_bundle),
+            silences=self.silences,
             settings=CycleSettings(
                 thresholds=config.thresholds,
                 history=config.history,

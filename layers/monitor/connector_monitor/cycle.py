@@ -19,6 +19,7 @@ from .domain.inventory import CachedInventory
 from .domain.results import Cause, CheckResult, State
 from .domain.runs import COUNTS, PortalRun, RunRecord, ShardRun
 from .domain.shards import KeyRange, Scope
+from .domain.silences import apply_silences
 from .domain.targets import ConfigIssue, ConfigProblem, Target, TargetList
 from .domain.timestamps import stamp
 from .domain.transitions import TargetStatus, Thresholds, advance, has_open_incident, retire
@@ -31,6 +32,7 @@ from .portal_check import (
 )
 from .ports.alerts import Publisher
 from .ports.portal import ClientFactory
+from .ports.silences import SilenceStore
 from .ports.state_store import Claim, Loaded, StateStore
 from .publishing import AlertDelivery, DeliveryReport
 from .tokens.ports import TokenSource
@@ -69,6 +71,7 @@ class RunSummary:
     alerts_decided: int = 0
     alerts_published: int = 0
     alerts_pending: int = 0
+    alerts_held: int = 0  # silenced: recorded in the history, not published
     conflicts: int = 0
     http_requests: int = 0
     portal_errors: dict[str, str] = field(default_factory=dict)
@@ -92,6 +95,7 @@ class RunSummary:
             "alerts_decided": self.alerts_decided,
             "alerts_published": self.alerts_published,
             "alerts_pending": self.alerts_pending,
+            "alerts_held": self.alerts_held,
             "conflicts": self.conflicts,
             "http_requests": self.http_requests,
             "portal_errors": dict(self.portal_errors),
@@ -108,6 +112,7 @@ class CheckCycle:
     publisher: Publisher
     settings: CycleSettings = field(default_factory=CycleSettings)
     client_factory: ClientFactory = field(kw_only=True)
+    silences: SilenceStore | None = field(default=None, kw_only=True)
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     def run(
@@ -212,6 +217,7 @@ class CheckCycle:
                 decided,
                 reasons or {},
             )
+        changed, decided = self._apply_silences(loaded, changed, decided, summary)
         claims = self._claims(loaded, changed, summary)
         outcome = self.repository.save(
             changed, claims=claims, history=decided, keep=self.settings.history
@@ -359,6 +365,29 @@ class CheckCycle:
             if not step.status.same_as(previous):
                 changed.append(step.status)
         return changed, decided
+
+    def _apply_silences(
+        self,
+        loaded: Loaded,
+        changed: list[TargetStatus],
+        decided: dict[str, tuple[Alert, ...]],
+        summary: RunSummary,
+    ) -> tuple[list[TargetStatus], dict[str, tuple[Alert, ...]]]:
+        """The one seam of the silences: hold the alerts of silenced targets, release the
+        targets no silence covers any more (`domain/silences.py`)."""
+        if self.silences is None:
+            return changed, decided
+        silences = self.silences.silences()
+        outcome = apply_silences(
+            changed, decided, loaded.statuses.values(), silences, summary.started_at
+        )
+        summary.alerts_held = outcome.held
+        if outcome.held or outcome.released:
+            logger.info(
+                "silences applied",
+                extra={"alerts_held": outcome.held, "targets_released": outcome.released},
+            )
+        return outcome.statuses, outcome.alerts
 
     def _claims(
         self, loaded: Loaded, changed: Sequence[TargetStatus], summary: RunSummary

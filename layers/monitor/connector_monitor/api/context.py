@@ -4,7 +4,7 @@ logger, put in the resolver's context by `resolver.answer`."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.event_handler.api_gateway import BaseRouter
 
     from .registry_service import RegistryService
+    from .silence_service import SilenceService
     from .snapshot_service import SnapshotService
 
 SERVICES = "services"  # their key in the resolver's context
@@ -24,6 +25,7 @@ class Services:
     registry: Callable[[], RegistryService]
     now: Callable[[], datetime]
     logger: Logger
+    silences: Callable[[], SilenceService] = field(kw_only=True)
 
 
 def services(router: BaseRouter) -> Services:

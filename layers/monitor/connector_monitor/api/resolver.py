@@ -17,11 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
 from aws_lambda_powertools.shared.json_encoder import Encoder
 
 from ..ports.state_store import StateStoreError
-from . import registry_routes, snapshot_routes
+from . import registry_routes, silence_routes, snapshot_routes
 from .context import SERVICES, Services, services
 from .errors import ApiError, ErrorCode
 from .event_shape import malformed
@@ -38,6 +41,7 @@ app = APIGatewayHttpResolver(
 )
 app.include_router(snapshot_routes.router)
 app.include_router(registry_routes.router)
+app.include_router(silence_routes.router)
 
 ERROR_STATUS: dict[ErrorCode, HTTPStatus] = {
     ErrorCode.BAD_FILTER: HTTPStatus.BAD_REQUEST,
@@ -96,6 +100,27 @@ def on_invalid_request(exc: RequestValidationError) -> Response[dict[str, Any]]:
     elif where == "query":
         code = ErrorCode.BAD_CURSOR if name == "cursor" else ErrorCode.BAD_FILTER
     return error_response(code, f"{where} parameter '{name}': {first.get('msg', 'invalid')}")
+
+
+@app.exception_handler(RequestUnsupportedContentType)
+def on_unsupported_body(exc: RequestUnsupportedContentType) -> Response[dict[str, Any]]:
+    """A body sent as something else than JSON (POST /silences takes application/json)."""
+    return error_response(
+        ErrorCode.BAD_REQUEST, "send the request body as application/json (UTF-8)"
+    )
+
+
+@app.exception_handler(ValueError)
+def on_value_error(exc: ValueError) -> Response[dict[str, Any]]:
+    """Powertools' body parser raises a bare ValueError for a multipart body without its
+    boundary, and a UnicodeDecodeError for a body that is not UTF-8; any other one is a bug of
+    ours."""
+    if isinstance(exc, UnicodeDecodeError) or "multipart/form-data" in str(exc):
+        return error_response(
+            ErrorCode.BAD_REQUEST, "send the request body as application/json (UTF-8)"
+        )
+    services(app).logger.exception("unexpected error")
+    return error_response(ErrorCode.INTERNAL, "internal error")
 
 
 @app.not_found

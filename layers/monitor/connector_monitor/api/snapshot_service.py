@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Literal, Protocol
 
 from ..domain.results import State
 from ..domain.runs import RunRecord
@@ -108,6 +108,16 @@ class StateReader(Protocol):
 
     def load_run(self) -> RunRecord | None: ...
 
+    def count_states(self, *, portal: str | None = None) -> dict[State, int]:
+        """How many targets (of `portal`, default all) are in each state."""
+        ...
+
+
+# /health's word for what share of the targets the monitor cannot see (UNKNOWN): from this
+# share on the monitor is "degraded" (a few blind portals are those portals' check.failed
+# alerts, not the monitor's own trouble), and "blind" when it sees none.
+DEGRADED_SHARE = 0.5
+
 
 @dataclass(frozen=True)
 class SnapshotService:
@@ -122,7 +132,7 @@ class SnapshotService:
             generated_at=stamp(now),
             last_run_at=stamp(run.finished_at) if run else None,
             stale=is_stale(run, now, self.stale_after),
-            summary=summarise(views),
+            summary=self._summary(query, views, whole=query.after is None and next_key is None),
             targets=views,
             next_cursor=encode_cursor(next_key) if next_key else None,
         )
@@ -147,16 +157,34 @@ class SnapshotService:
             raise RunFailed(
                 f"the last run at {stamp(run.finished_at)} checked nothing: {run.failed}"
             )
+        total, unknown = run.summary.get("targets", 0), run.summary.get("unknown", 0)
+        share = round(unknown / total, 4) if total else 0.0
         return HealthView(
-            status="ok",
+            status="blind" if total and unknown >= total else _degraded_or_ok(share),
             last_run_at=stamp(run.finished_at),
             stale=False,
             targets=Summary(
-                total=run.summary.get("targets", 0),
+                total=total,
                 up=run.summary.get("up", 0),
                 down=run.summary.get("down", 0),
-                unknown=run.summary.get("unknown", 0),
+                unknown=unknown,
             ),
+            unknown_share=min(share, 1.0),
+        )
+
+    def _summary(self, query: SnapshotQuery, views: list[TargetView], *, whole: bool) -> Summary:
+        """The counts of the whole selection: from the answer when it holds all of it, else
+        read (the selection's statuses, every page: see README's "Snapshot API")."""
+        if whole:
+            return summarise(views)
+        counts = self.reader.count_states(portal=query.portal)
+        if query.state is not None:
+            counts = {query.state: counts.get(query.state, 0)}
+        return Summary(
+            total=sum(counts.values()),
+            up=counts.get(State.UP, 0),
+            down=counts.get(State.DOWN, 0),
+            unknown=counts.get(State.UNKNOWN, 0),
         )
 
     def _select(self, query: SnapshotQuery) -> tuple[list[TargetStatus], str | None]:
@@ -215,6 +243,10 @@ def last_checked(status: TargetStatus, run: RunRecord | None) -> datetime:
 
 def is_stale(run: RunRecord | None, now: datetime, stale_after: timedelta) -> bool:
     return run is None or now - run.finished_at > stale_after
+
+
+def _degraded_or_ok(share: float) -> Literal["ok", "degraded"]:
+    return "degraded" if share >= DEGRADED_SHARE else "ok"
 
 
 def summarise(views: list[TargetView]) -> Summary:

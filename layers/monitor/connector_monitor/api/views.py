@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..domain.text import DETAIL_LIMIT
 from .errors import ErrorCode
 
+SILENCE_MINUTES_LIMIT = 90 * 24 * 60  # a silence lasts 90 days at most
+
 Timestamp = Annotated[
     str,
     Field(
@@ -65,9 +67,9 @@ class SnapshotView(BaseModel):
         "staleness limit (twice the schedule interval unless set)"
     )
     summary: Summary = Field(
-        description="Counts over the targets of this answer: the whole selection when it fits "
-        "one page (next_cursor null on the first page), else this page only. Fleet-wide counts "
-        "of the last run: GET /health."
+        description="Counts over the whole selection (the filters, every page), not only this "
+        "page: counted from the answer when it holds the whole selection, else read from the "
+        "stored statuses (the selection's items, on every page of a paged answer)."
     )
     targets: list[TargetView] = Field(description="In key order (portal/connector/line)")
     next_cursor: str | None = Field(
@@ -79,10 +81,19 @@ class SnapshotView(BaseModel):
 class HealthView(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    status: Literal["ok"]
+    status: Literal["ok", "degraded", "blind"] = Field(
+        description="ok: runs finish in time and the monitor sees most targets; degraded: it "
+        "cannot see (UNKNOWN) half of them or more; blind: it sees none. 200 in each case: "
+        "the monitor runs (503 is STALE or RUN_FAILED)."
+    )
     last_run_at: Timestamp
     stale: Literal[False]
     targets: Summary = Field(description="Counts of the last run, over the whole fleet")
+    unknown_share: float = Field(
+        ge=0,
+        le=1,
+        description="The share of the last run's targets the monitor could not see (UNKNOWN)",
+    )
 
 
 class RegistryEntryView(BaseModel):
@@ -111,6 +122,63 @@ class RegistryView(BaseModel):
 
     entries: list[RegistryEntryView] = Field(description="In key order")
     next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null last")
+
+
+class SilenceRequest(BaseModel):
+    """A new silence: what it matches (at least a portal, a connector or a cause), until when
+    (`until`, or `minutes` from now) and why."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    portal: str | None = Field(default=None, max_length=253, examples=["client.bitrix24.com"])
+    connector: str | None = Field(default=None, max_length=100, examples=["myconnector"])
+    line: int | None = Field(
+        default=None, gt=0, description="An open line (with portal and connector)"
+    )
+    cause: str | None = Field(
+        default=None,
+        max_length=40,
+        description="Why the monitor cannot see (the history's cause): auth_lost, "
+        "access_denied, rate_limited, portal_failing, configuration, ...",
+    )
+    until: Timestamp | None = Field(default=None, description="When the silence ends")
+    minutes: int | None = Field(
+        default=None, gt=0, le=SILENCE_MINUTES_LIMIT, description="Or: how long from now"
+    )
+    why: str = Field(min_length=1, max_length=500, examples=["planned upgrade of the bridge"])
+
+
+class SilenceView(BaseModel):
+    """A silence: while active, the alerts of the targets it matches are held (recorded, not
+    published); when it ends a target still down is announced once."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(description="Pass to DELETE /silences/{id}")
+    portal: str | None = Field(description="The portal matched; null: any")
+    connector: str | None = Field(description="The connector matched; null: any")
+    line: int | None = Field(description="The open line matched; null: any")
+    cause: str | None = Field(description="The cause matched; null: any")
+    created_at: Timestamp
+    until: Timestamp
+    active: bool = Field(description="Holding alerts now (ended silences are listed a week)")
+    by: str = Field(description="Who made it: the caller's IAM ARN, or the CLI user")
+    why: str
+
+
+class SilencesView(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    silences: list[SilenceView] = Field(description="Oldest first")
+
+
+class AcknowledgementView(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    target: str = Field(description="portal/connector/line")
+    incident_since: Timestamp = Field(description="When the acknowledged outage began")
+    acknowledged_by: str
+    acknowledged_at: Timestamp
 
 
 class ErrorView(BaseModel):

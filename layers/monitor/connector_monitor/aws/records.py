@@ -10,6 +10,7 @@
 | INVENTORY   | portal                      | connectors, open lines, lines seen configured    |
 | REGISTRY    | portal/connector/line or *  | an entry of the target registry                  |
 | LOCK        | name                        | a lease (token refresh)                          |
+| SILENCE     | the silence's id            | a silence: matcher, until, who, why (TTL)        |
 """
 
 from __future__ import annotations
@@ -91,6 +92,9 @@ def status_to_item(status: TargetStatus) -> dict[str, Any]:
         reminders=status.reminders,
         last_alert_at=_opt_iso(status.last_alert_at),
         pending={alert.id: alert_to_map(alert) for alert in status.pending},
+        held_since=_opt_iso(status.held_since),
+        acked_since=_opt_iso(status.acked_since),
+        acked_by=status.acked_by,
         version=status.version,
     )
     return {k: v for k, v in item.items() if v is not None}
@@ -133,6 +137,9 @@ def status_from_item(item: dict[str, Any]) -> TargetStatus:
         reminders=int(item.get("reminders", 0)),
         last_alert_at=_opt_parse(item.get("last_alert_at")),
         pending=tuple(pending),
+        held_since=_opt_parse(item.get("held_since")),
+        acked_since=_opt_parse(item.get("acked_since")),
+        acked_by=str(item["acked_by"]) if item.get("acked_by") else None,
         version=int(item.get("version", 0)),
     )
 

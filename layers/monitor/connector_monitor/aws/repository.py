@@ -19,6 +19,7 @@ from botocore.exceptions import ClientError
 
 from ..domain.alerts import Alert
 from ..domain.inventory import CachedInventory
+from ..domain.results import State
 from ..domain.runs import COUNTS, RunPlan, RunRecord, ShardRun
 from ..domain.shards import KeyRange, Scope
 from ..domain.targets import Target
@@ -120,6 +121,29 @@ class StateRepository:
         statuses = [status_from_item(plain(i)) for i in page.get("Items", [])]
         last = page.get("LastEvaluatedKey")
         return statuses, (str(last["sk"]["S"]) if last else None)
+
+    def count_states(self, *, portal: str | None = None) -> dict[State, int]:
+        """How many targets (of `portal`) are in each state: every status item of the selection
+        read by query, only its `state` projected (DynamoDB still charges the whole items)."""
+        params: dict[str, Any] = {
+            "TableName": self.table_name,
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": STATE_PK}},
+            "ProjectionExpression": "#state",
+            "ExpressionAttributeNames": {"#state": "state"},
+        }
+        if portal:
+            params["KeyConditionExpression"] += " AND begins_with(sk, :prefix)"
+            params["ExpressionAttributeValues"][":prefix"] = {"S": f"{portal}/"}
+        counts: dict[State, int] = {}
+        while True:
+            page = self._call("query", **params)
+            for item in page.get("Items", []):
+                state = State(item["state"]["S"])
+                counts[state] = counts.get(state, 0) + 1
+            if "LastEvaluatedKey" not in page:
+                return counts
+            params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def get_target(self, target: Target) -> TargetStatus | None:
         item = self._get(status_key(target))

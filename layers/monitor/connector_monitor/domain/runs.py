@@ -22,6 +22,7 @@ COUNTS = (
     "alerts_decided",
     "alerts_published",
     "alerts_pending",
+    "alerts_held",
     "conflicts",
     "http_requests",
 )

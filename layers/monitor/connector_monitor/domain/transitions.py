@@ -68,6 +68,9 @@ class TargetStatus:
     reminders: int = 0  # reminders sent in the open down incident
     last_alert_at: datetime | None = None
     pending: tuple[Alert, ...] = ()  # decided, not yet published
+    held_since: datetime | None = None  # a silence has held this target's alerts since then
+    acked_since: datetime | None = None  # the down incident (its down_since) acknowledged
+    acked_by: str | None = None
     version: int = 0  # optimistic concurrency: bumped by every stored write
 
     def same_as(self, other: TargetStatus | None) -> bool:
@@ -186,8 +189,8 @@ def _down_answer(status: TargetStatus, th: Thresholds) -> tuple[TargetStatus, li
         status = replace(status, down_since=began, reminders=0)
         return status, [_alert(AlertEvent.CONNECTOR_DOWN, status, began)]
     began = status.down_since
-    if th.renotify is None or status.last_alert_at is None:
-        return status, []
+    if th.renotify is None or status.last_alert_at is None or status.acked_since == began:
+        return status, []  # an acknowledged incident gets no reminders
     if status.checked_at - status.last_alert_at < th.renotify:
         return status, []
     status = replace(status, reminders=status.reminders + 1)
