@@ -53,7 +53,8 @@ FIRST_CALL = {
     "event = json.load(open({event!r}))\n"
     "event['rawQueryString'] = 'state=BOGUS'\n"
     "event['queryStringParameters'] = {{'state': 'BOGUS'}}\n"
-    "services = Services(app.service, app.registry, app.utcnow, app.logger)\n"
+    "services = Services(app.service, app.registry, app.utcnow, app.logger, app.history,"
+    " app.status_page)\n"
     "assert answer(event, None, services)['statusCode'] == 400",
 }
 

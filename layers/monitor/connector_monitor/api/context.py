@@ -12,8 +12,10 @@ if TYPE_CHECKING:
     from aws_lambda_powertools import Logger
     from aws_lambda_powertools.event_handler.api_gateway import BaseRouter
 
+    from .history_service import HistoryService
     from .registry_service import RegistryService
     from .snapshot_service import SnapshotService
+    from .status_page import StatusPageService
 
 SERVICES = "services"  # their key in the resolver's context
 
@@ -24,6 +26,8 @@ class Services:
     registry: Callable[[], RegistryService]
     now: Callable[[], datetime]
     logger: Logger
+    history: Callable[[], HistoryService]
+    status_page: Callable[[], StatusPageService]
 
 
 def services(router: BaseRouter) -> Services:

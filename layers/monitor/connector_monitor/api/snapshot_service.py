@@ -116,7 +116,7 @@ class SnapshotService:
 
     def snapshot(self, query: SnapshotQuery, now: datetime) -> SnapshotView:
         run = self.reader.load_run()
-        statuses, next_key = self._select(query)
+        statuses, next_key = self.select(query)
         views = [target_view(s, run) for s in statuses]
         return SnapshotView(
             generated_at=stamp(now),
@@ -159,7 +159,7 @@ class SnapshotService:
             ),
         )
 
-    def _select(self, query: SnapshotQuery) -> tuple[list[TargetStatus], str | None]:
+    def select(self, query: SnapshotQuery) -> tuple[list[TargetStatus], str | None]:
         """Up to `limit` matching statuses after the cursor, and the key to continue after."""
         found: list[TargetStatus] = []
         after = query.after
