@@ -24,6 +24,7 @@ from connector_monitor.domain.transitions import TargetStatus, Thresholds, advan
 TARGET = Target("client.bitrix24.com", "myconnector", 12)
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 H = timedelta(hours=1)
+D = timedelta(days=1)
 
 
 def record(alert: Alert) -> HistoryRecord:
