@@ -89,7 +89,14 @@ ROLES = {
     "ShardWorkerFunction": "ShardWorkerRole",
     "SnapshotApiFunction": "SnapshotApiRole",
 }
-SNAPSHOT_ROUTES = {"GET /snapshot", "GET /snapshot/{portal}/{connector}/{line}", "GET /health"}
+SNAPSHOT_ROUTES = {
+    "GET /snapshot",
+    "GET /snapshot/{portal}/{connector}/{line}",
+    "GET /health",
+    "GET /history/{portal}",
+    "GET /history/{portal}/{connector}/{line}",
+    "GET /",
+}
 REGISTRY_ROUTES = {
     "GET /registry",
     "PUT /registry/{portal}/{connector}/{line}",

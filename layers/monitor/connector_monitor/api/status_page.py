@@ -49,7 +49,8 @@ border-bottom:1px solid #eef0f3;vertical-align:top}th{font-size:12px;color:#555}
 .s-UNKNOWN{background:#e7e3f7;color:#4a3a8c}
 .bar{display:flex;gap:1px}.bar span{width:7px;height:18px;border-radius:1px;background:#2e9e55}
 .bar .down{background:#d64545}.bar .blind{background:#9d8ed6}
-.labels{color:#444;margin:0 0 6px}.labels b{font-weight:600}.detail{color:#555;font-size:12px}
+.labels{color:#444;margin:0 0 6px}.labels b{font-weight:600}.when{white-space:nowrap}
+.detail{color:#555;font-size:12px}
 .warn{background:#fff4d6;border:1px solid #e8c66a;padding:6px 10px;border-radius:4px}
 .legend span{display:inline-block;width:10px;height:10px;margin:0 4px 0 10px}
 .legend .up{background:#2e9e55}.legend .down{background:#d64545}.legend .blind{background:#9d8ed6}
@@ -148,7 +149,7 @@ def _target_row(view: TargetView, history: TargetHistory, now: datetime) -> str:
         f'<tr class="target" data-state="{_attr(view.state)}">'
         f"<td>{_text(view.connector)}{detail}</td><td>{view.line}</td>"
         f'<td><span class="state s-{_attr(view.state)}">{_text(view.state)}</span></td>'
-        f"<td>{_text(view.since)}</td><td>{_percent(month)}</td>"
+        f'<td class="when">{_text(view.since)}</td><td>{_percent(month)}</td>'
         f"<td>{_bar(history.days(now), f'{view.connector} line {view.line}')}</td></tr>"
     )
 
@@ -186,7 +187,8 @@ def _incident_table(title: str, found: Sequence[Incident], now: datetime) -> str
         return f"{heading}<p>None.</p>"
     rows = "".join(
         f'<tr class="incident"><td>{_text(i.target)}</td><td>{_text(i.kind.value)}</td>'
-        f"<td>{_text(CAUSE_WORDS.get(i.cause, i.cause))}</td><td>{_text(stamp(i.start))}</td>"
+        f"<td>{_text(CAUSE_WORDS.get(i.cause, i.cause))}</td>"
+        f'<td class="when">{_text(stamp(i.start))}</td>'
         f"<td>{_text(stamp(i.end)) if i.end else 'open'}</td>"
         f"<td>{_text(_duration(i, now))}</td></tr>"
         for i in found
