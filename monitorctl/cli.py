@@ -6,6 +6,8 @@
     python -m monitorctl --stack NAME tokens list
     python -m monitorctl --stack NAME tokens move [--portal example.bitrix24.com ...]
     python -m monitorctl --stack NAME tokens set example.bitrix24.com < new-pair.json
+    python -m monitorctl --stack NAME status [--state DOWN] [--portal example.bitrix24.com]
+    python -m monitorctl --stack NAME history example.bitrix24.com[/myconnector/12]
 
 `--stack` reads the table, token table and secret from the stack's outputs; `--table`,
 `--tokens-table` and `--secret` name them instead. No command prints a token or a secret.
@@ -19,22 +21,28 @@ import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from connector_monitor.api.errors import ApiError, NotFound
+from connector_monitor.api.history_service import HistoryService
 from connector_monitor.api.registry_service import RegistryService, entry_from_text
+from connector_monitor.api.snapshot_service import SnapshotService
+from connector_monitor.aws.history import HistoryReader
 from connector_monitor.aws.lease import Lease
 from connector_monitor.aws.registry import Registry
+from connector_monitor.aws.repository import StateRepository
 from connector_monitor.aws.secret_pairs import SecretPairs
 from connector_monitor.aws.token_table import TablePairs
 from connector_monitor.ports.state_store import StateStoreError
 from connector_monitor.tokens.credentials import portal_key
 from connector_monitor.tokens.errors import TokenError
 from connector_monitor.tokens.moving import move_to_table, set_pair
+
+from .status import print_history, print_status
 
 OUTPUTS = {"table": "TableName", "tokens_table": "TokenTableName", "secret": "SecretArn"}
 
@@ -92,6 +100,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     put.add_argument("domain", metavar="DOMAIN")
     put.add_argument("--file", help="read the pair from this file (default: standard input)")
+
+    status = groups.add_parser(
+        "status",
+        help="the latest state of every target (exit 1 while one is DOWN)",
+        epilog="example: monitorctl --stack NAME status --state DOWN",
+    )
+    status.add_argument("--state", help="only UP, DOWN or UNKNOWN")
+    status.add_argument("--portal", help="only this portal's targets")
+    status.set_defaults(verb="")
+    history = groups.add_parser(
+        "history",
+        help="incidents and uptime (24 h, 7 d, 30 d) of a portal or a target",
+        epilog="example: monitorctl --stack NAME history example.bitrix24.com/myconnector/12",
+    )
+    history.add_argument("what", metavar="PORTAL[/CONNECTOR/LINE]")
+    history.set_defaults(verb="")
     return parser.parse_args(argv)
 
 
@@ -277,6 +301,25 @@ def tokens_set(
     return 0
 
 
+# ---- status and history ---------------------------------------------------------------------
+def _state(args: argparse.Namespace, stack: Stack) -> StateRepository:
+    return StateRepository(_need(stack.table, "state table", "--table"), client=_dynamodb(args))
+
+
+def status(args: argparse.Namespace, stack: Stack, out: TextIO) -> int:
+    # The CLI does not know the schedule: the snapshot's staleness is not judged here (the
+    # last run's time is printed instead).
+    service = SnapshotService(_state(args, stack), stale_after=timedelta(days=365))
+    return print_status(service, datetime.now(UTC), out, state=args.state, portal=args.portal)
+
+
+def history(args: argparse.Namespace, stack: Stack, out: TextIO) -> int:
+    table = _need(stack.table, "state table", "--table")
+    reader = HistoryReader(table, client=_dynamodb(args))
+    service = HistoryService(_state(args, stack), reader)
+    return print_history(service, args.what, datetime.now(UTC), out)
+
+
 COMMANDS = {
     ("targets", "list"): targets_list,
     ("targets", "add"): targets_add,
@@ -284,4 +327,6 @@ COMMANDS = {
     ("tokens", "list"): tokens_list,
     ("tokens", "move"): tokens_move,
     ("tokens", "set"): tokens_set,
+    ("status", ""): status,
+    ("history", ""): history,
 }

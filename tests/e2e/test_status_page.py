@@ -17,7 +17,6 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
@@ -29,15 +28,14 @@ from moto import mock_aws
 
 from connector_monitor.api.status_page import StatusPageService
 from connector_monitor.aws.repository import StateRepository
-from connector_monitor.domain.alerts import Alert
-from connector_monitor.domain.results import Cause, CheckResult, State
+from connector_monitor.domain.results import State
 from connector_monitor.domain.runs import RunRecord
 from connector_monitor.domain.targets import Target
-from connector_monitor.domain.transitions import TargetStatus, Thresholds, advance
 from local.api_server import ApiServer
 from local.template import table_definition
 from tests.e2e.conftest import REGION, snapshot_api_environment
 from tests.events import LambdaContext, http_event, load_handler
+from tests.support.history import answers_of, store
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / "artifacts" / "status-page.png"
@@ -47,44 +45,6 @@ HOSTILE = "hostile.bitrix24.com"
 SCRIPT = "<script>document.title='owned'</script>"
 H = timedelta(hours=1)
 D = timedelta(days=1)
-
-
-def answers_of(
-    target: Target, now: datetime, plan: list[tuple[timedelta, State]]
-) -> list[CheckResult]:
-    """Hourly answers: each (how long, state) in turn, ending at `now`."""
-    total = sum((span for span, _ in plan), timedelta(0))
-    at, results = now - total, []
-    for span, state in plan:
-        for _ in range(int(span / H)):
-            if state is State.UNKNOWN:
-                results.append(
-                    CheckResult.unknown(target, Cause.AUTH_LOST, "token revoked", checked_at=at)
-                )
-            else:
-                up = state is State.UP
-                results.append(
-                    CheckResult.from_flags(
-                        target, configured=True, error=not up, status=up, checked_at=at
-                    )
-                )
-            at += H
-    return results
-
-
-def store(
-    repository: StateRepository, results: list[CheckResult], detail: str | None = None
-) -> TargetStatus:
-    """What the checker would have stored after these answers: the status and its history."""
-    status: TargetStatus | None = None
-    alerts: list[Alert] = []
-    for result in results:
-        step = advance(status, result, Thresholds(failure=2))
-        status, alerts = step.status, alerts + list(step.alerts)
-    assert status is not None
-    status = replace(status, pending=(), detail=detail or status.detail)
-    repository.save([status], claims={}, history={status.subject.key: alerts})
-    return status
 
 
 @pytest.fixture

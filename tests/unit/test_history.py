@@ -138,3 +138,14 @@ def test_the_status_completes_an_open_incident_older_than_the_history() -> None:
 
 def test_an_alert_id_of_another_shape_falls_back_to_its_time() -> None:
     assert incident_start("something else", NOW) == (NOW, False)
+
+
+def test_the_status_of_an_incident_the_history_holds_adds_no_second_one() -> None:
+    # A real run's clock has microseconds; the alert ids keep whole seconds.
+    start = NOW - 5 * H + timedelta(microseconds=654321)
+    alerts = run(every(start, 3, State.DOWN))
+    found = incidents(TARGET.key, [record(a) for a in alerts])
+    completed = with_open_incidents(
+        found, TARGET.key, down_since=start, blind_since=None, cause=None
+    )
+    assert completed == found and len(found) == 1

@@ -180,7 +180,10 @@ def with_open_incidents(
         (IncidentKind.DOWN, down_since, DOWN_CAUSE),
         (IncidentKind.BLIND, blind_since, cause or "unknown"),
     ):
-        if since is None or any(i.kind is kind and i.start == since for i in found):
+        if since is None:
+            continue
+        since = since.replace(microsecond=0)  # as the alert ids (and so `found`) write it
+        if any(i.kind is kind and i.start == since for i in found):
             continue
         result.append(Incident(target, kind, since, None, why))
     return sorted(result, key=lambda i: (i.start, i.kind))
