@@ -87,9 +87,13 @@ def api(world: datetime, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
 
 
 def call(api: ModuleType, path: str, **query: str) -> dict[str, Any]:
-    event = http_event("snapshot_get", path=path, query=query)
-    event["routeKey"] = "$default"
-    event.pop("pathParameters", None)
+    """A request as API Gateway sends it (events/: the route's own event, or the page's)."""
+    parts = path.strip("/").split("/")
+    base = "status_page_get"
+    if parts[0] == "history":
+        base = "history_target_get" if len(parts) == 4 else "history_portal_get"
+    event = http_event(base, path=path, query=query)
+    event.pop("pathParameters", None)  # the resolver reads the path itself
     return api.lambda_handler(event, LambdaContext())  # type: ignore[no-any-return]
 
 
