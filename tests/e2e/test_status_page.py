@@ -5,11 +5,14 @@ headless Chromium against the local API server (`local/api_server.py`).
 
 The browser test needs Debian's `chromium` (.ci/run installs it); it skips, saying so, only
 outside CI where the browser is not installed. Its screenshot is kept as
-`artifacts/status-page.png` (.ci/run prints where).
+`artifacts/status-page.png`, and one client's page as `artifacts/status-page-client.png`
+(.ci/run prints where).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import re
@@ -39,6 +42,7 @@ from tests.support.history import answers_of, store
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / "artifacts" / "status-page.png"
+CLIENT_SCREENSHOT = ROOT / "artifacts" / "status-page-client.png"
 TABLE = "monitor"
 PORTAL = "example.bitrix24.com"
 HOSTILE = "hostile.bitrix24.com"
@@ -147,6 +151,9 @@ def test_the_page_is_html_with_a_strict_policy_and_escapes_what_portals_said(
     assert "default-src 'none'" in policy and "script-src" not in policy
     assert "unsafe-inline" not in policy
     page = answer["body"]
+    (style,) = re.findall(r"<style>(.*?)</style>", page, re.DOTALL)
+    digest = base64.b64encode(hashlib.sha256(style.encode()).digest()).decode()
+    assert f"style-src 'sha256-{digest}'" in policy  # the browser applies the page's style
     assert "<script" not in page
     assert "&lt;script&gt;document.title=&#x27;owned&#x27;&lt;/script&gt;" in page
     assert "token" not in page.lower().replace("token revoked", "")
@@ -225,6 +232,10 @@ def test_a_browser_shows_the_page_filtered_and_escaped(served: ApiServer, world:
     assert re.findall(r'data-state="(\w+)"', client) == ["UP", "DOWN", "UNKNOWN"]
 
     SCREENSHOT.parent.mkdir(exist_ok=True)
-    SCREENSHOT.unlink(missing_ok=True)
-    browse(f"{served.url}/", f"--screenshot={SCREENSHOT}", "--window-size=1280,900")
-    assert SCREENSHOT.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for url, picture in (
+        (f"{served.url}/", SCREENSHOT),
+        (f"{served.url}/?portal={PORTAL}", CLIENT_SCREENSHOT),
+    ):
+        picture.unlink(missing_ok=True)
+        browse(url, f"--screenshot={picture}", "--window-size=1280,900")
+        assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
