@@ -47,6 +47,7 @@ TABLE = "monitor"
 PORTAL = "example.bitrix24.com"
 HOSTILE = "hostile.bitrix24.com"
 SCRIPT = "<script>document.title='owned'</script>"
+RUNBOOK = 'https://wiki.acme.test/runbook?a=1&b="x'
 H = timedelta(hours=1)
 D = timedelta(days=1)
 
@@ -209,13 +210,15 @@ def browse(url: str, *args: str) -> str:
 def served(api: ModuleType, monkeypatch: pytest.MonkeyPatch) -> Iterator[ApiServer]:
     # Client labels as the registry gives them, one of them hostile.
     labels = {
-        PORTAL: {"client": "Acme Corp", "owner": "ops@acme.test"},
-        HOSTILE: {"client": SCRIPT},
+        PORTAL: {"client": "Acme Corp", "owner": "ops@acme.test", "runbook": RUNBOOK},
+        HOSTILE: {"client": SCRIPT, "runbook": "javascript:document.title='owned'"},
     }
+
+    def labels_of(portals: list[str]) -> dict[str, dict[str, str]]:
+        return {p: labels[p] for p in portals if p in labels}
+
     monkeypatch.setattr(
-        api,
-        "status_page",
-        lambda: StatusPageService(api.service(), api.history(), labels.get),
+        api, "status_page", lambda: StatusPageService(api.service(), api.history(), labels_of)
     )
     with ApiServer(api.lambda_handler) as server:
         yield server
@@ -227,6 +230,9 @@ def test_a_browser_shows_the_page_filtered_and_escaped(served: ApiServer, world:
     assert re.findall(r'data-state="(\w+)"', dom) == ["DOWN", "DOWN"]
     assert "Acme Corp" in dom
     assert "<script" not in dom and "&lt;script&gt;" in dom
+    # A runbook is a link; a label that is not an https URL is only text.
+    assert '<a href="https://wiki.acme.test/runbook?a=1&amp;b=&quot;x" rel="noopener' in dom
+    assert 'href="javascript' not in dom and "javascript:document.title" in dom
     client = browse(f"{served.url}/?portal={PORTAL}", "--dump-dom")
     assert re.findall(r'data-portal="([^"]+)"', client) == [PORTAL]
     assert re.findall(r'data-state="(\w+)"', client) == ["UP", "DOWN", "UNKNOWN"]

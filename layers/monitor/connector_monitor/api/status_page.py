@@ -28,9 +28,9 @@ from .views import TargetView
 PAGE_LIMIT = 500  # targets one page shows (each costs a history query)
 LABEL_LIMIT = 200  # characters of one label shown
 
-# Labels of a portal (client name, owner, tier, runbook URL...), from the registry when it has
-# them: a name → value mapping, shown as they are (escaped).
-Labels = Callable[[str], Mapping[str, str]]
+# The labels of these portals (client name, owner, tier, runbook URL...), from the registry when
+# it has them: portal → {name: value}, one read for the page; shown as they are (escaped).
+Labels = Callable[[list[str]], Mapping[str, Mapping[str, str]]]
 
 STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:0;background:#f6f7f9;color:#1d2430}
@@ -103,43 +103,51 @@ class StatusPageService:
         body.append(_open_incidents([i for _, h in shown for i in h.incidents if i.open], now))
         if not shown:
             body.append('<section><p id="empty">No watched target matches.</p></section>')
-        for portal, group in groupby(shown, key=lambda pair: pair[0].portal):
-            body.append(self._portal(portal, list(group), now, one=query.portal is not None))
+        groups = [(p, list(g)) for p, g in groupby(shown, key=lambda pair: pair[0].portal)]
+        labels = self.labels([p for p, _ in groups]) if self.labels and groups else {}
+        for portal, group in groups:
+            body.append(
+                _portal(portal, group, labels.get(portal, {}), now, one=query.portal is not None)
+            )
         body.append(_legend())
         return _document(head, body)
 
-    def _portal(
-        self, portal: str, shown: list[tuple[TargetView, TargetHistory]], now: datetime, one: bool
-    ) -> str:
-        histories = [h for _, h in shown]
-        days = combined_days([h.days(now) for h in histories])
-        rows = [_target_row(view, h, now) for view, h in shown]
-        parts = [
-            f'<section class="portal" data-portal="{_attr(portal)}">',
-            f'<h2><a href="?{_attr(urlencode({"portal": portal}))}">{_text(portal)}</a></h2>',
-            self._labels(portal),
-            f"<p>{_uptimes(histories, now)}</p>",
-            _bar(days, f"{portal}, last 30 days"),
-            "<table><thead><tr><th>Connector</th><th>Line</th><th>State</th><th>Since</th>"
-            "<th>Uptime 30 d</th><th>Last 30 days</th></tr></thead><tbody>",
-            *rows,
-            "</tbody></table>",
-        ]
-        if one:
-            every = newest_first([i for h in histories for i in h.incidents])
-            parts.append(_incident_table("Incidents in the last 30 days", every, now))
-        parts.append("</section>")
-        return "\n".join(p for p in parts if p)
 
-    def _labels(self, portal: str) -> str:
-        found = self.labels(portal) if self.labels else {}
-        if not found:
-            return ""
-        shown = " · ".join(
-            f"<b>{_text(name, 60)}</b>: {_text(value, LABEL_LIMIT)}"
-            for name, value in sorted(found.items())
-        )
-        return f'<p class="labels">{shown}</p>'
+def _portal(
+    portal: str,
+    shown: list[tuple[TargetView, TargetHistory]],
+    labels: Mapping[str, str],
+    now: datetime,
+    one: bool,
+) -> str:
+    histories = [h for _, h in shown]
+    days = combined_days([h.days(now) for h in histories])
+    rows = [_target_row(view, h, now) for view, h in shown]
+    parts = [
+        f'<section class="portal" data-portal="{_attr(portal)}">',
+        f'<h2><a href="?{_attr(urlencode({"portal": portal}))}">{_text(portal)}</a></h2>',
+        _labels(labels),
+        f"<p>{_uptimes(histories, now)}</p>",
+        _bar(days, f"{portal}, last 30 days"),
+        "<table><thead><tr><th>Connector</th><th>Line</th><th>State</th><th>Since</th>"
+        "<th>Uptime 30 d</th><th>Last 30 days</th></tr></thead><tbody>",
+        *rows,
+        "</tbody></table>",
+    ]
+    if one:
+        every = newest_first([i for h in histories for i in h.incidents])
+        parts.append(_incident_table("Incidents in the last 30 days", every, now))
+    parts.append("</section>")
+    return "\n".join(p for p in parts if p)
+
+
+def _labels(labels: Mapping[str, str]) -> str:
+    if not labels:
+        return ""
+    shown = " · ".join(
+        f"<b>{_text(name, 60)}</b>: {_label_value(value)}" for name, value in sorted(labels.items())
+    )
+    return f'<p class="labels">{shown}</p>'
 
 
 def _target_row(view: TargetView, history: TargetHistory, now: datetime) -> str:
@@ -252,6 +260,14 @@ def _document(head: Sequence[str], body: Sequence[str]) -> str:
         f"<title>Connector monitor: status</title><style>{STYLE}</style></head><body>"
         f"<header>{''.join(head)}</header><main>{''.join(body)}</main></body></html>"
     )
+
+
+def _label_value(value: str) -> str:
+    """A label's value; an https URL (a runbook) as a link that leaks nothing to its target."""
+    text = _text(value, LABEL_LIMIT)
+    if value.startswith("https://") and len(value) <= LABEL_LIMIT and value.isprintable():
+        return f'<a href="{_attr(value)}" rel="noopener noreferrer">{text}</a>'
+    return text
 
 
 def _text(value: object, limit: int = 2000) -> str:
