@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Protocol
 
 from ..domain.history import (
+    DAY,
     LONGEST,
     WINDOWS,
     Day,
@@ -116,7 +117,7 @@ class HistoryService:
     def history_of(
         self, target: Target, status: TargetStatus | None, now: datetime
     ) -> TargetHistory:
-        found = incidents(target.key, self.store.records(target, now - LONGEST - timedelta(1)))
+        found = incidents(target.key, self.store.records(target, now - LONGEST - DAY))
         if status is not None:
             found = with_open_incidents(
                 found,
