@@ -224,6 +224,7 @@ def served(api: ModuleType, monkeypatch: pytest.MonkeyPatch) -> Iterator[ApiServ
         yield server
 
 
+@pytest.mark.browser
 def test_a_browser_shows_the_page_filtered_and_escaped(served: ApiServer, world: datetime) -> None:
     dom = browse(f"{served.url}/?state=DOWN", "--dump-dom")
     assert "<title>Connector monitor: status</title>" in dom  # no script ran to change it
