@@ -53,9 +53,8 @@ FIRST_CALL = {
     "event = json.load(open({event!r}))\n"
     "event['rawQueryString'] = 'state=BOGUS'\n"
     "event['queryStringParameters'] = {{'state': 'BOGUS'}}\n"
-    "services = Services(\n"
-    "    app.service, app.registry, app.utcnow, app.logger, silences=app.silences\n"
-    ")\n"
+    "services = Services(app.service, app.registry, app.utcnow, app.logger, app.history,"
+    " app.status_page, silences=app.silences)\n"
     "assert answer(event, None, services)['statusCode'] == 400",
 }
 

@@ -402,6 +402,7 @@ class LocalRun:
             )
         if self.api is not None:
             lines.append(f"  Snapshot API     {self.api.url}  ->  curl {self.api.url}/snapshot")
+            lines.append(f"  Status page      {self.api.url}/  (open it in a browser)")
         lines += [
             f"  Targets          {targets}",
             f"  Every {options.interval:g} s; FAILURE_THRESHOLD={FAILURE_THRESHOLD}, "

@@ -11,6 +11,8 @@
     python -m monitorctl --stack NAME silence list
     python -m monitorctl --stack NAME silence remove 20261206T120000Z-1a2b3c4d
     python -m monitorctl --stack NAME ack client.bitrix24.com/myconnector/12
+    python -m monitorctl --stack NAME status [--state DOWN] [--portal example.bitrix24.com]
+    python -m monitorctl --stack NAME history example.bitrix24.com[/myconnector/12]
 
 `--stack` reads the table, token table and secret from the stack's outputs; `--table`,
 `--tokens-table` and `--secret` name them instead. `--local` reaches the local run (`make run`:
@@ -28,7 +30,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlencode
@@ -37,11 +39,15 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from connector_monitor.api.errors import ApiError, NotFound
+from connector_monitor.api.history_service import HistoryService
 from connector_monitor.api.registry_service import RegistryService, entry_from_text
 from connector_monitor.api.silence_service import SilenceService
+from connector_monitor.api.snapshot_service import SnapshotService
 from connector_monitor.api.views import SilenceRequest
+from connector_monitor.aws.history import HistoryReader
 from connector_monitor.aws.lease import Lease
 from connector_monitor.aws.registry import Registry
+from connector_monitor.aws.repository import StateRepository
 from connector_monitor.aws.secret_pairs import SecretPairs
 from connector_monitor.aws.silences import SilenceTable
 from connector_monitor.aws.token_table import TablePairs
@@ -56,6 +62,8 @@ from connector_monitor.ports.state_store import StateStoreError
 from connector_monitor.tokens.credentials import portal_key
 from connector_monitor.tokens.errors import TokenError
 from connector_monitor.tokens.moving import move_to_table, set_pair
+
+from .status import print_history, print_status
 
 OUTPUTS = {"table": "TableName", "tokens_table": "TokenTableName", "secret": "SecretArn"}
 # Where `make run` (local/run.py) writes how to reach its moto server and resources.
@@ -247,6 +255,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ack.add_argument("target", metavar="PORTAL/CONNECTOR/LINE")
     ack.add_argument("--by", help="who (default: your AWS identity)")
     ack.set_defaults(verb="")
+    status = groups.add_parser(
+        "status",
+        help="the latest state of every target (exit 1 while one is DOWN)",
+        epilog=f"example:\n  {PROG} --stack NAME status --state DOWN",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    status.add_argument("--state", help="only UP, DOWN or UNKNOWN")
+    status.add_argument("--portal", help="only this portal's targets")
+    status.set_defaults(verb="")
+    history = groups.add_parser(
+        "history",
+        help="incidents and uptime (24 h, 7 d, 30 d) of a portal or a target",
+        epilog=f"example:\n  {PROG} --stack NAME history example.bitrix24.com/myconnector/12",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    history.add_argument("what", metavar="PORTAL[/CONNECTOR/LINE]")
+    history.set_defaults(verb="")
     return parser.parse_args(argv)
 
 
@@ -556,6 +581,27 @@ def acknowledge(args: argparse.Namespace, stack: Stack, out: TextIO) -> int:
     return 0
 
 
+# ---- status and history ---------------------------------------------------------------------
+def _state(args: argparse.Namespace, stack: Stack) -> StateRepository:
+    return StateRepository(
+        _need(stack.table, "state table", "--table"), client=stack.client("dynamodb")
+    )
+
+
+def status(args: argparse.Namespace, stack: Stack, out: TextIO) -> int:
+    # The CLI does not know the schedule: the snapshot's staleness is not judged here (the
+    # last run's time is printed instead).
+    service = SnapshotService(_state(args, stack), stale_after=timedelta(days=365))
+    return print_status(service, datetime.now(UTC), out, state=args.state, portal=args.portal)
+
+
+def history(args: argparse.Namespace, stack: Stack, out: TextIO) -> int:
+    table = _need(stack.table, "state table", "--table")
+    reader = HistoryReader(table, client=stack.client("dynamodb"))
+    service = HistoryService(_state(args, stack), reader)
+    return print_history(service, args.what, datetime.now(UTC), out)
+
+
 COMMANDS = {
     ("targets", "list"): targets_list,
     ("targets", "add"): targets_add,
@@ -568,4 +614,6 @@ COMMANDS = {
     ("silence", "list"): silence_list,
     ("silence", "remove"): silence_remove,
     ("ack", ""): acknowledge,
+    ("status", ""): status,
+    ("history", ""): history,
 }

@@ -22,9 +22,11 @@ from aws_lambda_powertools.logging.utils import copy_config_to_registered_logger
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
+    from connector_monitor.api.history_service import HistoryService
     from connector_monitor.api.registry_service import RegistryService
     from connector_monitor.api.silence_service import SilenceService
     from connector_monitor.api.snapshot_service import SnapshotService
+    from connector_monitor.api.status_page import StatusPageService
     from connector_monitor.aws.repository import StateRepository
     from connector_monitor.settings import SnapshotSettings
 
@@ -77,6 +79,20 @@ def silences() -> SilenceService:
     return SilenceService(SilenceTable(settings().table_name))
 
 
+def history() -> HistoryService:
+    from connector_monitor.api.history_service import HistoryService
+    from connector_monitor.aws.history import HistoryReader
+
+    return HistoryService(repository(), HistoryReader(settings().table_name))
+
+
+@cache
+def status_page() -> StatusPageService:
+    from connector_monitor.api.status_page import StatusPageService
+
+    return StatusPageService(service(), history())
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -89,4 +105,13 @@ def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     from connector_monitor.api.resolver import answer
 
     # Looked up per request, so a test may put another service in place.
-    return answer(event, context, Services(service, registry, utcnow, logger, silences=silences))
+    given = Services(
+        snapshot=service,
+        registry=registry,
+        now=utcnow,
+        logger=logger,
+        history=history,
+        status_page=status_page,
+        silences=silences,
+    )
+    return answer(event, context, given)

@@ -120,6 +120,11 @@ def test_snapshot_api_answers_and_ctrl_c_stops_everything_cleanly() -> None:
         assert api, "the banner names the snapshot API"
         snapshot = requests.get(api.group(1), timeout=5).json()
         assert snapshot["summary"] == {"total": 3, "up": 3, "down": 0, "unknown": 0}
+        page_url = re.search(r"Status page +(http://127\.0\.0\.1:\d+/) ", "".join(seen))
+        assert page_url, "the banner names the status page"
+        page = requests.get(page_url.group(1), timeout=10)
+        assert page.headers["Content-Type"].startswith("text/html")
+        assert 'data-portal="demo.bitrix24.local"' in page.text
         started = time.monotonic()
         process.send_signal(signal.SIGINT)
         rest, errors = process.communicate(timeout=10)

@@ -90,7 +90,14 @@ ROLES = {
     "SnapshotApiFunction": "SnapshotApiRole",
     "InboundFunction": "InboundRole",
 }
-SNAPSHOT_ROUTES = {"GET /snapshot", "GET /snapshot/{portal}/{connector}/{line}", "GET /health"}
+SNAPSHOT_ROUTES = {
+    "GET /snapshot",
+    "GET /snapshot/{portal}/{connector}/{line}",
+    "GET /health",
+    "GET /history/{portal}",
+    "GET /history/{portal}/{connector}/{line}",
+    "GET /",
+}
 REGISTRY_ROUTES = {
     "GET /registry",
     "PUT /registry/{portal}/{connector}/{line}",

@@ -279,7 +279,9 @@ QUERY = [
 ]
 
 ROUTES = [
-    b"/",
+    b"/status",  # the status page is GET /, nothing else
+    b"/history",
+    b"/history/" + PORTAL.encode() + b"/" + CONNECTOR.encode(),
     b"/snapshots",
     b"/snapshot/",
     b"/SNAPSHOT",

@@ -165,12 +165,27 @@ def api_answers() -> list[str]:
         ("health_get", "/health", {}),
         ("snapshot_get", "/snapshot", {"cursor": "bogus"}),
         ("snapshot_get", "/nothing", {}),
+        ("history_portal_get", f"/history/{PORTAL}", {}),
+        ("history_target_get", f"/history/{PORTAL}/{CONNECTOR}/12", {}),
+        ("status_page_get", "/", {}),
     ]
     answers = [
         api.lambda_handler(http_event(base, path=path, query=query), LambdaContext("snapshot-api"))
         for base, path, query in requests_
     ]
-    assert [a["statusCode"] for a in answers] == [200, 200, 200, 200, 404, 200, 400, 404]
+    assert [a["statusCode"] for a in answers] == [
+        200,
+        200,
+        200,
+        200,
+        404,
+        200,
+        400,
+        404,
+        200,
+        200,
+        200,
+    ]
     return [json.dumps(answer) for answer in answers]
 
 

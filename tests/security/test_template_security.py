@@ -164,7 +164,8 @@ def own_resource_reference(target: Any, resources: dict[str, Any], mode: str) ->
         return isinstance(text, str) and bool(
             re.fullmatch(
                 r"arn:\$\{AWS::Partition\}:execute-api:\$\{AWS::Region\}:\$\{AWS::AccountId\}:"
-                r"\$\{HttpApi\}/\*/(GET/snapshot(/\*)?|GET/health|GET/registry"
+                r"\$\{HttpApi\}/\*/(GET/snapshot(/\*)?|GET/health|GET/history/\*|GET/"
+                r"|GET/registry"
                 r"|(PUT|DELETE)/registry/\*|(GET|POST)/silences|DELETE/silences/\*"
                 r"|POST/acknowledgements/\*)",
                 text,
@@ -330,6 +331,9 @@ def test_the_reader_policy_reaches_the_snapshot_and_health_routes_and_not_the_re
         "GET /snapshot",
         "GET /snapshot/{portal}/{connector}/{line}",
         "GET /health",
+        "GET /history/{portal}",
+        "GET /history/{portal}/{connector}/{line}",
+        "GET /",
     }
     assert invocable_routes(mode, REGISTRY_POLICY) == {
         "GET /registry",

@@ -12,9 +12,11 @@ if TYPE_CHECKING:
     from aws_lambda_powertools import Logger
     from aws_lambda_powertools.event_handler.api_gateway import BaseRouter
 
+    from .history_service import HistoryService
     from .registry_service import RegistryService
     from .silence_service import SilenceService
     from .snapshot_service import SnapshotService
+    from .status_page import StatusPageService
 
 SERVICES = "services"  # their key in the resolver's context
 
@@ -25,6 +27,8 @@ class Services:
     registry: Callable[[], RegistryService]
     now: Callable[[], datetime]
     logger: Logger
+    history: Callable[[], HistoryService]
+    status_page: Callable[[], StatusPageService]
     silences: Callable[[], SilenceService] = field(kw_only=True)
 
 

@@ -24,7 +24,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 from aws_lambda_powertools.shared.json_encoder import Encoder
 
 from ..ports.state_store import StateStoreError
-from . import registry_routes, silence_routes, snapshot_routes
+from . import history_routes, registry_routes, silence_routes, snapshot_routes
 from .context import SERVICES, Services, services
 from .errors import ApiError, ErrorCode
 from .event_shape import malformed
@@ -42,6 +42,7 @@ app = APIGatewayHttpResolver(
 app.include_router(snapshot_routes.router)
 app.include_router(registry_routes.router)
 app.include_router(silence_routes.router)
+app.include_router(history_routes.router)
 
 ERROR_STATUS: dict[ErrorCode, HTTPStatus] = {
     ErrorCode.BAD_FILTER: HTTPStatus.BAD_REQUEST,

@@ -126,7 +126,7 @@ class SnapshotService:
 
     def snapshot(self, query: SnapshotQuery, now: datetime) -> SnapshotView:
         run = self.reader.load_run()
-        statuses, next_key = self._select(query)
+        statuses, next_key = self.select(query)
         views = [target_view(s, run) for s in statuses]
         return SnapshotView(
             generated_at=stamp(now),
@@ -187,7 +187,7 @@ class SnapshotService:
             unknown=counts.get(State.UNKNOWN, 0),
         )
 
-    def _select(self, query: SnapshotQuery) -> tuple[list[TargetStatus], str | None]:
+    def select(self, query: SnapshotQuery) -> tuple[list[TargetStatus], str | None]:
         """Up to `limit` matching statuses after the cursor, and the key to continue after."""
         found: list[TargetStatus] = []
         after = query.after

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..domain.alerts import Alert, AlertEvent
+from ..domain.history import HistoryRecord, incident_start
 from ..domain.inventory import CachedInventory, Inventory, LineInfo, Progress
 from ..domain.results import Cause, State
 from ..domain.runs import COUNTS, ERRORS_KEPT, PortalRun, RunPlan, RunRecord, ShardRun
@@ -184,6 +185,20 @@ def history_item(key: str, alert: Alert, expires_at: int) -> dict[str, Any]:
         **alert_to_map(alert),
         TTL_ATTRIBUTE: expires_at,
     }
+
+
+def history_record_from_item(item: dict[str, Any]) -> HistoryRecord:
+    """A history item read back: what incidents and uptime need of it (not its text)."""
+    at = parse_iso(str(item["created_at"]))
+    since, reminder = incident_start(str(item.get("id", "")), at)
+    return HistoryRecord(
+        event=AlertEvent(item["event"]),
+        at=at,
+        incident_since=since,
+        cause=str(item["cause"]) if item.get("cause") else None,
+        reminder=reminder,
+        closing=bool(item.get("closing", False)),
+    )
 
 
 def run_to_item(run: RunRecord) -> dict[str, Any]:
