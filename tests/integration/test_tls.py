@@ -157,3 +157,45 @@ def test_a_tls_handshake_trickled_by_the_server_is_cut_at_the_deadline(
     (result,) = check.results
     assert (result.state, result.cause) == (State.UNKNOWN, Cause.DEADLINE)
     assert time.monotonic() - started < 4.0
+
+
+@pytest.fixture
+def first_record() -> Iterator[tuple[str, list[bytes]]]:
+    """A server that keeps the first TLS record a client sends it (the ClientHello) and hangs up."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    records: list[bytes] = []
+
+    def serve() -> None:
+        with suppress(OSError):
+            connection, _ = listener.accept()
+            with connection:
+                connection.settimeout(5)
+                data = b""
+                while len(data) < 5 or len(data) < 5 + int.from_bytes(data[3:5], "big"):
+                    chunk = connection.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+                records.append(data)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"https://127.0.0.1:{listener.getsockname()[1]}/rest/", records
+    listener.close()
+    thread.join(timeout=5)
+
+
+def test_the_client_hello_is_not_padded_to_512_bytes(
+    portal: LocalPortal, first_record: tuple[str, list[bytes]]
+) -> None:
+    # Every byte a run sends to a portal is billed as data transfer out, and the TLS handshake
+    # is most of them: OpenSSL's padding workaround (for F5 load balancers of before 2013) would
+    # add ~220 bytes to every portal's every run.
+    endpoint, records = first_record
+    source = tokens(portal)
+    source.creds = replace(source.creds, client_endpoint=endpoint)
+    checked(open_connector_checks(DOMAIN, source, portal.ca_file), within=3.0)
+
+    (hello,) = records
+    assert hello[0] == 0x16 and hello[5] == 0x01  # a handshake record holding a ClientHello
+    assert len(hello) < 400  # 517 with the padding
