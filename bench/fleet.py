@@ -131,7 +131,30 @@ class Measured:
             f"peak RSS {rss:.0f} MiB {'<=' if ok_memory else '>'} {GOAL_MEMORY_MB} MB: "
             f"{'YES' if ok_memory else 'NO'}"
         )
+        out.append(self.steady_cpu_line())
+        out.append(self.portals_per_invocation_line())
         return out
+
+    def steady_cpu_line(self) -> str:
+        each = self.steady.cpu / self.spec.portals
+        return (
+            f"Steady run: {each * 1000:.2f} ms of checker CPU a portal (goal <= 5 ms: "
+            f"{'MET' if each <= 0.005 else 'NOT MET'}); 1,000 portals {each * 1000:.2f} s of CPU, "
+            f"{each * 1000 * FULL_VCPU_MB / self.spec.memory:.1f} s at {self.spec.memory} MB"
+        )
+
+    def portals_per_invocation_line(self) -> str:
+        """ShardPortals from the CPU a portal of the costliest run (CPU governs at 256 MB), after
+        a cold start's INIT, within the 60 s goal (half the function's 120 s timeout)."""
+        memory, worst = self.spec.memory, self.worst
+        init = self.init["CheckerFunction"].duration(memory)
+        each = worst.cpu / self.spec.portals * FULL_VCPU_MB / memory
+        fits_in = int((GOAL_SECONDS - init) / each) if each > 0 else 0
+        return (
+            f"Portals one invocation checks from the CPU a portal: ({GOAL_SECONDS:g} s - INIT "
+            f"{init:.1f} s) / ('{worst.label}' {each * 1000:.1f} ms a portal at {memory} MB) "
+            f"= {fits_in:,}"
+        )
 
 
 def sweep(svc: Services, base: Spec, sizes: Sequence[int], log_dir: Path) -> list[str]:

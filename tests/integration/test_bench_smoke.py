@@ -38,8 +38,9 @@ ROW = re.compile(
     r"^(real|naive)\s+(.+?)\s+([\d.]+)\s+([\d.]+)\s+(\d+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+\S+\s*$",
     re.MULTILINE,
 )
-BILL_LINE = re.compile(r"^  (.+?)\s+\$\s*([\d.]+)   ", re.MULTILINE)
-TOTAL_LINE = re.compile(r"^  Total\s+\$\s*([\d.]+)$", re.MULTILINE)
+# item, list price, the same with the always-free tiers
+BILL_LINE = re.compile(r"^  (.+?)\s+\$\s*([\d.]+)  \$\s*([\d.]+)   ", re.MULTILINE)
+TOTAL_LINE = re.compile(r"^  Total\s+\$\s*([\d.]+)  \$\s*([\d.]+)$", re.MULTILINE)
 FLEET_ROW = re.compile(
     r"^  (first run|second run|steady \(median of \d+\)|inventory run|refresh run \(\d+ expired\))"
     r"\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+(CPU|wall)\s+([\d.]+)\s+([\d,]+)\s+(\d+)\s+([\d,]+)"
@@ -158,7 +159,7 @@ def test_the_fleet_benchmark_runs_the_real_handlers_and_prints_every_figure_and_
     assert set(bill) == BILL_ITEMS
     assert bill_total(out) == pytest.approx(sum(bill.values()), abs=1e-3)
     assert "Monthly bill: 5,000 targets on 1,000 portals, every 5 min = 8,640 runs/month" in out
-    assert "Goal: <= $2.00 a month all-in for 5,000 targets on 1,000 portals" in out
+    assert "Goal: <= $3.00 a month all-in for 5,000 targets on 1,000 portals" in out
     assert "Unpriced resources: none." in out
     assert all(name in out for name in PRICES)  # every price printed with its source
 
@@ -329,7 +330,31 @@ def test_the_bill_of_known_figures_prices_every_resource_the_template_creates() 
     assert bill.total == pytest.approx(sum(line.dollars for line in bill.lines))
     out = render_bill(bill)
     assert "Unpriced resources: none." in out
-    assert "Goal: <= $2.00 a month all-in for 5,000 targets on 1,000 portals" in out
+    assert "Goal: <= $3.00 a month all-in for 5,000 targets on 1,000 portals" in out
+
+
+def test_the_bill_with_the_always_free_tiers_takes_off_only_what_they_cover() -> None:
+    heavy = Usage({"net.bytes": 2e7})  # 20 MB out a run: 172.8 GB a month
+    bill = monthly_bill(known_figures(steady=heavy, inventory=heavy), Fleet(), read_stack())
+
+    free = {
+        item: sum(
+            d
+            for line, d in zip(bill.lines, bill.free_tier_dollars(), strict=True)
+            if line.item == item
+        )
+        for item in {line.item for line in bill.lines}
+    }
+    # past the 100 GB a month of free data transfer out, the rest is paid
+    assert free["Data transfer out (to the portals)"] == pytest.approx(72.8 * 0.09)
+    # within their always-free tiers: 51,840 requests, 8,640 traces, 5 alarm metrics...
+    for item in ("Lambda requests", "X-Ray traces", "CloudWatch alarms", "EventBridge Scheduler"):
+        assert bill.dollars(item) > 0 and free[item] == 0, item
+    # no always-free tier: on-demand DynamoDB requests, the secret, the HTTP API
+    for item in ("DynamoDB writes", "Secrets Manager secrets", "API Gateway HTTP API"):
+        assert free[item] == pytest.approx(bill.dollars(item)), item
+    assert bill.total_with_free_tiers == pytest.approx(sum(free.values()))
+    assert f"${bill.total_with_free_tiers:.2f} with the always-free tiers" in render_bill(bill)
 
 
 def test_publishing_metrics_and_a_fanned_out_stack_are_priced_too() -> None:

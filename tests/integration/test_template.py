@@ -19,6 +19,7 @@ import pytest
 from moto import mock_aws
 from pydantic import BaseModel
 
+from bench.stack import read_stack
 from connector_monitor.settings import (
     CheckerSettings,
     SnapshotSettings,
@@ -798,56 +799,15 @@ OPERATIONS = [{"Ref": "OperationsTopic"}]
 # metric, statistic, period, evaluation periods, datapoints to alarm, comparison, threshold,
 # missing data, OK actions: at the default rate(5 minutes).
 EXPECTED_ALARMS: dict[str, dict[str, Any]] = {
-    "CheckerNotRunningAlarm": {  # no run in 2 periods of 5 minutes: 5 x 2 minutes
-        "Namespace": "AWS/Lambda",
-        "MetricName": "Invocations",
-        "Dimensions": CHECKER,
-        "Statistic": "Sum",
-        "Period": 120,
+    # no successful run (an invocation without an error) in 2 periods of 5 minutes: 5 x 2
+    # minutes; the metrics are pinned by test_the_heartbeat_counts_runs_that_succeeded
+    "CheckerHeartbeatAlarm": {
         "EvaluationPeriods": "5",
         "DatapointsToAlarm": "5",
         "ComparisonOperator": "LessThanThreshold",
         "Threshold": 1,
         "TreatMissingData": "breaching",
         "OKActions": OPERATIONS,
-    },
-    "CheckerErrorsAlarm": {  # 2 failed runs of 3: 2 of 5 periods of 3 minutes (15 minutes)
-        "Namespace": "AWS/Lambda",
-        "MetricName": "Errors",
-        "Dimensions": CHECKER,
-        "Statistic": "Sum",
-        "Period": 180,
-        "EvaluationPeriods": "5",
-        "DatapointsToAlarm": 2,
-        "ComparisonOperator": "GreaterThanOrEqualToThreshold",
-        "Threshold": 1,
-        "TreatMissingData": "notBreaching",
-        "OKActions": OPERATIONS,
-    },
-    "CheckerThrottlesAlarm": {
-        "Namespace": "AWS/Lambda",
-        "MetricName": "Throttles",
-        "Dimensions": CHECKER,
-        "Statistic": "Sum",
-        "Period": 300,
-        "EvaluationPeriods": 1,
-        "ComparisonOperator": "GreaterThanOrEqualToThreshold",
-        "Threshold": 1,
-        "TreatMissingData": "notBreaching",
-        "OKActions": OPERATIONS,
-    },
-    "DeadLetterQueueAlarm": {  # messages sent, not visible: each undelivered run notifies
-        "Namespace": "AWS/SQS",
-        "MetricName": "NumberOfMessagesSent",
-        "Dimensions": [
-            {"Name": "QueueName", "Value": {"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]}}
-        ],
-        "Statistic": "Sum",
-        "Period": 300,
-        "EvaluationPeriods": 1,
-        "ComparisonOperator": "GreaterThanOrEqualToThreshold",
-        "Threshold": 1,
-        "TreatMissingData": "notBreaching",
     },
     "SnapshotApiErrorsAlarm": {
         "Namespace": "AWS/ApiGateway",
@@ -897,24 +857,77 @@ def test_schedule_bound_alarms_count_schedule_periods(minutes: int) -> None:
     assert period == timedelta(minutes=minutes)
     alarms = _alarms(ScheduleExpression=expression)
 
-    # Then "not running" covers exactly two schedule periods, all of them without a run
-    quiet = alarms["CheckerNotRunningAlarm"]
-    window = timedelta(seconds=quiet["Period"] * int(quiet["EvaluationPeriods"]))
+    # Then the heartbeat covers exactly two schedule periods, none of them with a good run
+    heartbeat = alarms["CheckerHeartbeatAlarm"]
+    (period_seconds,) = {
+        m["MetricStat"]["Period"] for m in heartbeat["Metrics"] if "MetricStat" in m
+    }
+    window = timedelta(seconds=period_seconds * int(heartbeat["EvaluationPeriods"]))
     assert window == 2 * period
-    assert int(quiet["DatapointsToAlarm"]) == int(quiet["EvaluationPeriods"])
+    assert int(heartbeat["DatapointsToAlarm"]) == int(heartbeat["EvaluationPeriods"])
 
-    # and "errors" covers three periods and needs two failed runs in them
-    errors = alarms["CheckerErrorsAlarm"]
-    window = timedelta(seconds=errors["Period"] * int(errors["EvaluationPeriods"]))
-    assert window == 3 * period
-    failed_runs_needed = errors["Threshold"] * errors["DatapointsToAlarm"]
-    assert failed_runs_needed == 2
-    assert errors["DatapointsToAlarm"] <= int(errors["EvaluationPeriods"])
+    # and CloudWatch accepts it: under an hour a period, at most one day of them
+    assert period_seconds % 60 == 0
+    assert period_seconds * int(heartbeat["EvaluationPeriods"]) <= 86_400
 
-    # and CloudWatch accepts both: under an hour a period, at most one day of them
-    for alarm in (quiet, errors):
-        assert alarm["Period"] % 60 == 0
-        assert alarm["Period"] * int(alarm["EvaluationPeriods"]) <= 86_400
+
+def _heartbeat_periods(invocations: list[int | None], errors: list[int | None]) -> list[float]:
+    """The heartbeat's expression evaluated on a 2-minute period's Lambda datapoints (None: no
+    datapoint, as CloudWatch has none for a function that was not invoked)."""
+    expression = _alarms()["CheckerHeartbeatAlarm"]["Metrics"][-1]["Expression"]
+    assert expression == "FILL(runs, 0) - FILL(failed, 0)"  # what is evaluated below
+
+    def fill(value: int | None, default: int) -> int:
+        return default if value is None else value
+
+    return [
+        fill(runs, 0) - fill(failed, 0) for runs, failed in zip(invocations, errors, strict=True)
+    ]
+
+
+def test_the_heartbeat_counts_runs_that_succeeded() -> None:
+    heartbeat = _alarms()["CheckerHeartbeatAlarm"]
+    stats = {
+        m["Id"]: (m["MetricStat"]["Metric"], m["MetricStat"]["Stat"])
+        for m in heartbeat["Metrics"]
+        if "MetricStat" in m
+    }
+    assert stats == {
+        "runs": (
+            {"Namespace": "AWS/Lambda", "MetricName": "Invocations", "Dimensions": CHECKER},
+            "Sum",
+        ),
+        "failed": (
+            {"Namespace": "AWS/Lambda", "MetricName": "Errors", "Dimensions": CHECKER},
+            "Sum",
+        ),
+    }
+    assert [m.get("ReturnData", True) for m in heartbeat["Metrics"]] == [False, False, True]
+    # two alarm metrics: what the bill counts (bench/stack.py), where four alarms were four
+    metrics = {alarm.logical_id: alarm.metrics for alarm in read_stack().alarms}
+    assert metrics["CheckerHeartbeatAlarm"] == 2
+
+
+@pytest.mark.parametrize(
+    ("case", "invocations", "errors", "fires"),
+    [
+        (
+            "never invoked (schedule off, throttled, every run in the DLQ)",
+            [None] * 5,
+            [None] * 5,
+            True,
+        ),
+        ("every run failed", [0, 1, 0, 0, 1], [0, 1, 0, 0, 1], True),
+        ("runs succeed", [0, 1, 0, 0, 1], [0, 0, 0, 0, 0], False),
+        ("one run of two failed", [0, 1, 0, 0, 1], [0, 1, 0, 0, 0], False),
+    ],
+)
+def test_the_heartbeat_fires_when_no_run_succeeded_for_two_schedule_periods(
+    case: str, invocations: list[int | None], errors: list[int | None], fires: bool
+) -> None:
+    values = _heartbeat_periods(invocations, errors)
+    threshold = _alarms()["CheckerHeartbeatAlarm"]["Threshold"]
+    assert all(v < threshold for v in values) is fires, case
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ import pytest
 from connector_monitor.bitrix24.connector_checks import ConnectorChecks, open_connector_checks
 from connector_monitor.bitrix24.oauth import oauth_refresh
 from connector_monitor.bitrix24.rest_session import RestSession
-from connector_monitor.bitrix24.transport import tls_context
+from connector_monitor.bitrix24.transport import exchange, new_session, tls_context
 from connector_monitor.deadline import Deadline
 from connector_monitor.domain.portal_errors import PortalError
 from connector_monitor.domain.results import Cause, State
@@ -157,3 +157,104 @@ def test_a_tls_handshake_trickled_by_the_server_is_cut_at_the_deadline(
     (result,) = check.results
     assert (result.state, result.cause) == (State.UNKNOWN, Cause.DEADLINE)
     assert time.monotonic() - started < 4.0
+
+
+@pytest.fixture
+def first_record() -> Iterator[tuple[str, list[bytes]]]:
+    """A server that keeps the first TLS record a client sends it (the ClientHello) and hangs up."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    records: list[bytes] = []
+
+    def serve() -> None:
+        with suppress(OSError):
+            connection, _ = listener.accept()
+            with connection:
+                connection.settimeout(5)
+                data = b""
+                while len(data) < 5 or len(data) < 5 + int.from_bytes(data[3:5], "big"):
+                    chunk = connection.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+                records.append(data)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"https://127.0.0.1:{listener.getsockname()[1]}/rest/", records
+    listener.close()
+    thread.join(timeout=5)
+
+
+def test_the_client_hello_is_not_padded_to_512_bytes(
+    portal: LocalPortal, first_record: tuple[str, list[bytes]]
+) -> None:
+    # Every byte a run sends to a portal is billed as data transfer out, and the TLS handshake
+    # is most of them: OpenSSL's padding workaround (for F5 load balancers of before 2013) would
+    # add ~220 bytes to every portal's every run.
+    endpoint, records = first_record
+    source = tokens(portal)
+    source.creds = replace(source.creds, client_endpoint=endpoint)
+    checked(open_connector_checks(DOMAIN, source, portal.ca_file), within=3.0)
+
+    (hello,) = records
+    assert hello[0] == 0x16 and hello[5] == 0x01  # a handshake record holding a ClientHello
+    assert len(hello) < 400  # 517 with the padding
+
+
+@pytest.fixture
+def request_head() -> Iterator[tuple[str, list[bytes]]]:
+    """A plain-HTTP server on this machine that keeps the head of the request it gets and
+    answers with an empty JSON object."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    heads: list[bytes] = []
+
+    def serve() -> None:
+        with suppress(OSError):
+            connection, _ = listener.accept()
+            with connection:
+                connection.settimeout(5)
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = connection.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+                heads.append(data.split(b"\r\n\r\n")[0])
+                connection.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: 2\r\n\r\n{}"
+                )
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}/rest/batch", heads
+    listener.close()
+    thread.join(timeout=5)
+
+
+def test_a_request_carries_no_header_that_says_nothing(
+    request_head: tuple[str, list[bytes]],
+) -> None:
+    # Billed as data transfer out with every portal's every run: HTTP/1.1 keeps a connection
+    # open without "Connection: keep-alive".
+    url, heads = request_head
+    answer = exchange(
+        new_session(),
+        "POST",
+        url,
+        deadline=Deadline.after(5),
+        timeouts=(2, 2),
+        max_bytes=1000,
+        json={"cmd": {}},
+    )
+    assert answer.status == 200
+    (head,) = heads
+    names = {line.split(b":")[0].lower() for line in head.split(b"\r\n")[1:]}
+    assert names == {
+        b"host",
+        b"user-agent",
+        b"accept",
+        b"accept-encoding",
+        b"content-type",
+        b"content-length",
+    }

@@ -359,3 +359,27 @@ def test_echoed_secrets_are_cut_out_of_the_description() -> None:
     err = failure(401, body, secrets=[token, ""])
     assert token not in err.detail
     assert "[redacted]" in err.description
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"result": {"result": {"s0": "ok %s"}}}',  # echoed as it is
+        b'{"result": {"result": {"s0": "ok \\u0061%s"}}}',  # escaped: only decoding shows it
+        b'{"result": {"%s": {"s0": "key\\/with a slash"}}}',  # in a key, among other escapes
+    ],
+)
+def test_a_token_echoed_in_a_successful_answer_is_cut_out_however_it_is_written(
+    raw: bytes,
+) -> None:
+    token = "a1b2c3d4e5f6"
+    escaped = token[1:] if b"\\u0061%s" in raw else token  # "\u0061" decodes to its "a"
+    payload = read_envelope(
+        "p.bitrix24.com", 200, raw.replace(b"%s", escaped.encode()), secrets=[token]
+    )
+    assert token not in json.dumps(payload) and "[redacted]" in json.dumps(payload)
+
+
+def test_an_answer_that_echoes_no_token_is_read_as_it_is() -> None:
+    body = {"result": {"result": {"s0": {"STATUS": True}}}, "time": {"start": 1.5}}
+    assert read_envelope("p.bitrix24.com", 200, json.dumps(body).encode(), secrets=["tok"]) == body

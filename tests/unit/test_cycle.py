@@ -112,9 +112,12 @@ class Tokens:
     held: list[str] = field(default_factory=lambda: [A, B])  # the portals with pairs
     unreadable: bool = False
     loads: int = 0
+    refreshed: int = 0
+    refreshing: int = 0  # pairs each load pretends the run's portals will be handed
 
     def load(self) -> None:
         self.loads += 1
+        self.refreshed += self.refreshing
         if self.unreadable:
             raise RuntimeError("AccessDeniedException")
 
@@ -209,6 +212,16 @@ def test_a_healthy_run_stores_every_target_and_a_run_record(setup: Setup) -> Non
     (run,) = setup.store.runs
     assert run.summary["up"] == 2 and run.failed is None
     assert setup.events() == []
+
+
+def test_the_runs_summary_counts_the_tokens_refreshed_in_it(setup: Setup) -> None:
+    # A refresh logs no line of its own at INFO (hourly for every portal of a fleet, it was the
+    # largest thing logged): the run's one summary line says how many there were.
+    setup.tokens.refreshed = 5  # earlier runs of this process
+    setup.tokens.refreshing = 2
+    summary = setup.run(targets(1, 2))
+    assert summary.tokens_refreshed == 2
+    assert summary.as_dict()["tokens_refreshed"] == 2
 
 
 def test_a_steady_run_writes_nothing_but_its_run_record(setup: Setup) -> None:

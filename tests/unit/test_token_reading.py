@@ -86,3 +86,11 @@ def test_a_portal_without_a_usable_pair_is_refused_every_time_it_is_asked() -> N
         with pytest.raises(UnusableCredentials):
             run.credentials(B)
     assert source.asked[B] == 2  # nothing unusable is remembered as usable
+
+
+def test_the_run_counts_the_new_pairs_it_was_handed() -> None:
+    run = LoadedOnce(CountingTokens())
+    stale = run.credentials(A)
+    run.refresh(A, stale, Deadline.after(5))
+    run.refresh(A, run.credentials(A), Deadline.after(5))
+    assert run.refreshed == 2

@@ -41,6 +41,10 @@ logger = logging.getLogger(__name__)
 
 
 class Tokens(TokenSource, Protocol):
+    # New pairs handed out so far (the run's summary counts them: a refresh logs no line of
+    # its own at INFO, hourly for every portal that would be a fleet's largest log item).
+    refreshed: int
+
     def load(self) -> None: ...
 
     def portals(self) -> list[str]:
@@ -74,6 +78,7 @@ class RunSummary:
     alerts_held: int = 0  # silenced: recorded in the history, not published
     conflicts: int = 0
     http_requests: int = 0
+    tokens_refreshed: int = 0
     portal_errors: dict[str, str] = field(default_factory=dict)
     failed: str | None = None  # why nothing could be checked (TARGETS unusable)
 
@@ -98,6 +103,7 @@ class RunSummary:
             "alerts_held": self.alerts_held,
             "conflicts": self.conflicts,
             "http_requests": self.http_requests,
+            "tokens_refreshed": self.tokens_refreshed,
             "portal_errors": dict(self.portal_errors),
             "failed": self.failed,
         }
@@ -129,6 +135,7 @@ class CheckCycle:
         the caller has already worked them out (None: from the targets and the tokens)."""
         scope = scope or Scope.whole()
         summary = RunSummary(run_id or uuid.uuid4().hex, self.clock())
+        refreshed_before = self.tokens.refreshed
         loaded = self.repository.load(scope)
         unusable = targets.unusable if scope.entries else None
         if unusable is not None:
@@ -161,6 +168,7 @@ class CheckCycle:
         if inventories:
             self.repository.save_inventories(inventories)
         self._summarise(summary, results, decided, delivery, portal_runs)
+        summary.tokens_refreshed = self.tokens.refreshed - refreshed_before
         if scope.is_whole:
             finished = summary.finished_at or summary.started_at
             self.repository.save_run(

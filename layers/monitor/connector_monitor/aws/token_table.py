@@ -131,7 +131,16 @@ class TablePairs:
     def own_lease(self, portal: str) -> RefreshLease:
         """The lease is the item itself (`lease_owner`, `lease_until`): taking it is one
         conditional write that returns the pair as stored (so no read follows), and the
-        refreshed pair's write releases it (so none gives it back)."""
+        refreshed pair's write releases it (so none gives it back).
+
+        Two writes a refresh, and the first is not redundant: the pair's write is conditional on
+        the version read, so no writer overwrites a newer pair, but without the lease two
+        invocations would both have spent the same single-use refresh token at the OAuth server
+        before either writes, and no source says the server refuses the second at once (docs/
+        bitrix24-rest-notes.md): the pair that wins the write may be the one it has replaced,
+        and the portal is locked out. Nothing else keeps them apart: scheduled runs do not
+        overlap, but a manual invoke or `monitorctl tokens set` can run beside one (there is no
+        run-level claim)."""
         return ConditionalLease(
             lambda _name, owner, ttl: self._take_lease(portal, owner, ttl),
             lambda _name, owner: self._give_back_lease(portal, owner),

@@ -21,7 +21,7 @@ from ..domain.portal_errors import ErrorKind, PortalError, classify
 from ..domain.results import Cause, CheckResult
 from ..domain.targets import Target, is_connector_id
 from ..domain.text import NAME_LIMIT, clip
-from .redaction import redact_json
+from .redaction import redact_answer
 
 STATUS_METHOD = "imconnector.status"
 CONNECTORS_METHOD = "imconnector.list"
@@ -142,7 +142,7 @@ def read_envelope(
             http_status=http_status,
         )
     try:
-        payload = redact_json(json.loads(body), secrets)
+        payload = redact_answer(body, json.loads(body), secrets)
     except ValueError:  # includes invalid UTF-8
         what = _describe_body(body, content_type)
         raise PortalError(

@@ -353,8 +353,9 @@ class RestSession:
             lambda: self._tokens.refresh(self.portal, stale, deadline), "refresh"
         )
         self._credentials = fresh
-        # The one line a refresh logs (hourly for every portal: a fleet's largest log item).
-        _log.info(
+        # DEBUG: hourly for every portal it would be a fleet's largest log item (CloudWatch Logs
+        # is billed by the byte); the run's summary counts the refreshes (`tokens_refreshed`).
+        _log.debug(
             "%s: access token refreshed after %s",
             self.portal,
             cause.code or cause.kind.value,

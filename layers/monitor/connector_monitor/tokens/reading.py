@@ -3,6 +3,7 @@ however many times a run asks."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 from ..deadline import Deadline
@@ -57,7 +58,9 @@ class LoadedOnce:
 
     tokens: Tokens
     loaded: bool = False
+    refreshed: int = 0  # new pairs the run was handed (refreshed, or rotated by another run)
     _known: dict[str, PortalCredentials] = field(default_factory=dict, repr=False)
+    _count_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def load(self) -> None:
         if not self.loaded:
@@ -77,4 +80,6 @@ class LoadedOnce:
         self, portal: str, stale: PortalCredentials, deadline: Deadline | None = None
     ) -> PortalCredentials:
         fresh = self._known[portal] = self.tokens.refresh(portal, stale, deadline)
+        with self._count_lock:
+            self.refreshed += 1
         return fresh
