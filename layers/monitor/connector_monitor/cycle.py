@@ -14,6 +14,8 @@ from typing import Any, Protocol
 
 from .deadline import Deadline
 from .domain.alerts import Alert
+from .domain.causes import Deployment
+from .domain.client_context import AlertContext, line_names
 from .domain.discovery import known_lines
 from .domain.inventory import CachedInventory
 from .domain.results import Cause, CheckResult, State
@@ -47,6 +49,7 @@ class CycleSettings:
     validate_every: timedelta = timedelta(hours=4)
     max_parallel_portals: int = 8
     claim_for: timedelta = timedelta(minutes=2)
+    deployment: Deployment = Deployment.TARGETS  # where targets are listed, for alerts' advice
 
 
 @dataclass
@@ -61,6 +64,7 @@ class RunSummary:
     config_errors: int = 0
     alerts_decided: int = 0
     alerts_published: int = 0
+    messages_published: int = 0  # alerts go out grouped: these many messages carried them
     alerts_pending: int = 0
     conflicts: int = 0
     http_requests: int = 0
@@ -84,6 +88,7 @@ class RunSummary:
             "config_errors": self.config_errors,
             "alerts_decided": self.alerts_decided,
             "alerts_published": self.alerts_published,
+            "messages_published": self.messages_published,
             "alerts_pending": self.alerts_pending,
             "conflicts": self.conflicts,
             "http_requests": self.http_requests,
@@ -130,13 +135,22 @@ class CheckCycle:
             results = [configuration_result(unusable, summary.started_at)]
             portal_runs: dict[str, PortalRun] = {}
             inventories: list[CachedInventory] = []
+            known: list[CachedInventory] = []
         else:
-            results, portal_runs, inventories = self._check_all(
+            results, portal_runs, inventories, known = self._check_all(
                 targets, deadline, loaded, scope, portals
             )
             if scope.entries:
                 results += [configuration_result(e, summary.started_at) for e in targets.errors]
-        decided, delivery = self._settle(loaded, results, summary, retire=unusable is None)
+        context = AlertContext(
+            self.settings.deployment,
+            targets.labels,
+            line_names(known),
+            frozenset(i.portal for i in known),
+        )
+        decided, delivery = self._settle(
+            loaded, results, summary, retire=unusable is None, context=context
+        )
         if inventories:
             self.repository.save_inventories(inventories)
         self._summarise(summary, results, decided, delivery, portal_runs)
@@ -173,15 +187,22 @@ class CheckCycle:
         return summary
 
     def _settle(
-        self, loaded: Loaded, results: list[CheckResult], summary: RunSummary, *, retire: bool
+        self,
+        loaded: Loaded,
+        results: list[CheckResult],
+        summary: RunSummary,
+        *,
+        retire: bool,
+        context: AlertContext | None = None,
     ) -> tuple[dict[str, tuple[Alert, ...]], DeliveryReport]:
         """Decide each result, retire what is no longer configured (when `retire`), store,
-        and publish what this run claimed."""
-        changed, decided = self._decide(loaded, results)
+        and publish what this run claimed; alerts are worded with `context`."""
+        context = context or AlertContext(self.settings.deployment)
+        changed, decided = self._decide(loaded, results, context)
         retired: set[str] = set()
         if retire:
             retired = self._retire(
-                loaded, {r.target.key for r in results}, summary, changed, decided
+                loaded, {r.target.key for r in results}, summary, changed, decided, context
             )
         claims = self._claims(loaded, changed, summary)
         outcome = self.repository.save(
@@ -195,7 +216,7 @@ class CheckCycle:
             if s.pending and claims[s.subject.key].owner == summary.run_id
         }
         delivery = AlertDelivery(
-            self.repository, self.publisher, summary.run_id, self.settings.claim_for
+            self.repository, self.publisher, summary.run_id, self.settings.claim_for, context
         ).deliver(statuses, ours, loaded.claims, self.clock())
         self._forget(retired, statuses, delivery.cleared)
         return decided, delivery
@@ -208,9 +229,13 @@ class CheckCycle:
         loaded: Loaded,
         scope: Scope,
         portals: Sequence[str] | None,
-    ) -> tuple[list[CheckResult], dict[str, PortalRun], list[CachedInventory]]:
+    ) -> tuple[
+        list[CheckResult], dict[str, PortalRun], list[CachedInventory], list[CachedInventory]
+    ]:
+        """Each portal's results and run, the inventories read this run, and each portal's
+        newest inventory (read this run or cached: where alerts find the lines' names)."""
         if scope.portals is None or not (targets.targets or targets.watches):
-            return [], {}, []
+            return [], {}, [], []
         now = self.clock()
         stored = [s.subject for s in loaded.statuses.values() if isinstance(s.subject, Target)]
         try:
@@ -226,12 +251,12 @@ class CheckCycle:
                 for plan in plans.values()
                 for t in plan.targets
             ]
-            return results, {p: PortalRun(now, 0, detail) for p in plans}, []
+            return results, {p: PortalRun(now, 0, detail) for p in plans}, [], []
         if portals is None:
             portals = targets.portals(self.tokens.portals())
         plans = self._plans(targets, portals, stored, None, scope.portals)
         if not plans:
-            return [], {}, []
+            return [], {}, [], []
         portal_checks = PortalCheckService(
             self.tokens, self.client_factory, self.settings.validate_every, self.clock
         )
@@ -259,7 +284,8 @@ class CheckCycle:
         results = [r for p in plans for r in outcomes[p].results]
         runs = {p: outcomes[p].run for p in plans}
         inventories = [o.inventory for o in outcomes.values() if o.inventory]
-        return results, runs, inventories
+        newest = [outcomes[p].inventory or plan.cached for p, plan in plans.items()]
+        return results, runs, inventories, [i for i in newest if i is not None]
 
     def _plans(
         self,
@@ -289,7 +315,7 @@ class CheckCycle:
 
     # ---- deciding ------------------------------------------------------------------------
     def _decide(
-        self, loaded: Loaded, results: Iterable[CheckResult]
+        self, loaded: Loaded, results: Iterable[CheckResult], context: AlertContext
     ) -> tuple[list[TargetStatus], dict[str, tuple[Alert, ...]]]:
         changed: list[TargetStatus] = []
         decided: dict[str, tuple[Alert, ...]] = {}
@@ -300,7 +326,7 @@ class CheckCycle:
                 continue
             seen.add(key)
             previous = loaded.statuses.get(key)
-            step = advance(previous, result, self.settings.thresholds)
+            step = advance(previous, result, self.settings.thresholds, context)
             if step.skew is not None:
                 logger.warning(
                     "the stored status was checked in this run's future: a clock was wrong; "
@@ -340,6 +366,7 @@ class CheckCycle:
         summary: RunSummary,
         changed: list[TargetStatus],
         decided: dict[str, tuple[Alert, ...]],
+        context: AlertContext,
     ) -> set[str]:
         """Targets no longer configured (their keys are returned): an open incident gets its
         closing alert, added to `changed` and `decided`."""
@@ -349,7 +376,7 @@ class CheckCycle:
                 continue
             retired.add(key)
             if has_open_incident(status):
-                step = retire(status, summary.started_at)
+                step = retire(status, summary.started_at, context)
                 changed.append(step.status)
                 decided[key] = step.alerts
                 logger.info(
@@ -392,6 +419,7 @@ class CheckCycle:
         )
         summary.alerts_decided = sum(len(a) for a in decided.values())
         summary.alerts_published = delivery.published
+        summary.messages_published = delivery.messages
         summary.alerts_pending = delivery.pending
         summary.http_requests = sum(r.http_requests for r in portal_runs.values())
         summary.portal_errors = {p: r.error for p, r in portal_runs.items() if r.error}

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..domain.text import DETAIL_LIMIT
+from ..domain.text import DETAIL_LIMIT, NAME_LIMIT
 from .errors import ErrorCode
 
 Timestamp = Annotated[
@@ -27,6 +27,17 @@ class Summary(BaseModel):
     up: int = Field(ge=0)
     down: int = Field(ge=0)
     unknown: int = Field(ge=0)
+
+
+class LabelsView(BaseModel):
+    """A portal's client labels, as set in the registry (every field optional)."""
+
+    client: str | None = Field(default=None, max_length=80, description="The client's name")
+    owner: str | None = Field(default=None, max_length=80, description="Who looks after it")
+    tier: str | None = Field(default=None, max_length=80, description="e.g. gold, standard")
+    runbook: str | None = Field(
+        default=None, max_length=500, description="An https:// URL of the client's runbook"
+    )
 
 
 class TargetView(BaseModel):
@@ -50,6 +61,18 @@ class TargetView(BaseModel):
         max_length=DETAIL_LIMIT,
         description=f"Why the target is DOWN or UNKNOWN (at most {DETAIL_LIMIT} characters, a cut "
         "marked with an ellipsis); null when UP",
+    )
+    line_name: str | None = Field(
+        default=None,
+        max_length=NAME_LIMIT,
+        description="The open line's name as the portal lists it (imopenlines.config.list.get "
+        "LINE_NAME); null before the monitor has read the portal's inventory or when unnamed",
+        examples=["Support"],
+    )
+    labels: LabelsView | None = Field(
+        default=None,
+        description="The portal's client labels, set in the registry (PUT "
+        "/registry/labels/{portal} or `monitorctl targets label`); null when none",
     )
 
 
@@ -104,6 +127,13 @@ class RegistryEntryView(BaseModel):
         default=None,
         description="Why a stored entry is not usable (an item written by hand); null if usable",
     )
+
+
+class PortalLabelsView(BaseModel):
+    """A portal's labels as stored."""
+
+    portal: str = Field(description="The portal's domain")
+    labels: LabelsView
 
 
 class RegistryView(BaseModel):
