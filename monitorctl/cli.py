@@ -71,6 +71,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add.add_argument("--by", help="who adds them (default: your AWS identity)")
     remove = verbs.add_parser("remove", help="remove entries")
     remove.add_argument("entries", nargs="+", metavar="ENTRY")
+    label = verbs.add_parser(
+        "label",
+        help="set a portal's client labels, shown in its alerts and snapshot targets",
+        description=(
+            "Set DOMAIN's client labels: exactly those given (the others are unset); none "
+            "given removes them. Alerts show them from the next run. Example: "
+            "targets label client.bitrix24.com --client Acme --owner jane@example.com "
+            "--tier gold --runbook https://wiki.example.com/acme"
+        ),
+    )
+    label.add_argument("domain", metavar="DOMAIN")
+    for name, what in LABELS.items():
+        label.add_argument(f"--{name}", help=what)
+    label.add_argument("--by", help="who sets them (default: your AWS identity)")
 
     tokens = groups.add_parser("tokens", help="the portals' token pairs")
     verbs = tokens.add_subparsers(dest="verb", required=True)
@@ -147,10 +161,12 @@ def _dynamodb(args: argparse.Namespace) -> Any:
 # ---- targets ----------------------------------------------------------------------------------
 def targets_list(args: argparse.Namespace, stack: Stack, out: TextIO) -> int:
     service, cursor, count = _registry(args, stack), None, 0
+    portals: set[str] = set()
     while True:
         page = service.page(cursor=cursor)
         for entry in page.entries:
             count += 1
+            portals.add(entry.portal)
             note = f"  PROBLEM: {entry.problem}" if entry.problem else ""
             print(
                 f"{entry.key}\tadded {entry.added_at or '?'} by {entry.added_by or '?'}{note}",
@@ -160,6 +176,9 @@ def targets_list(args: argparse.Namespace, stack: Stack, out: TextIO) -> int:
             break
         cursor = page.next_cursor
     print(f"{count} entries", file=out)
+    for portal, labels in sorted(service.labels_of(sorted(portals - {"*"})).items()):
+        text = ", ".join(f"{k}: {v}" for k, v in labels.as_dict().items())
+        print(f"labels of {portal}: {text}", file=out)
     return 0
 
 
@@ -184,6 +203,24 @@ def targets_remove(args: argparse.Namespace, stack: Stack, out: TextIO) -> int:
         else:
             print(f"removed: {entry.key}", file=out)
     return 1 if missing else 0
+
+
+LABELS = {
+    "client": "the client's name",
+    "owner": "who looks after the client",
+    "tier": "the client's tier (e.g. gold)",
+    "runbook": "an https:// URL of the client's runbook",
+}
+
+
+def targets_label(args: argparse.Namespace, stack: Stack, out: TextIO) -> int:
+    given = {name: getattr(args, name) for name in LABELS if getattr(args, name) is not None}
+    service, by = _registry(args, stack), args.by or identity(args)
+    stored = service.set_labels(args.domain, given, by=by, at=datetime.now(UTC))
+    shown = stored.labels.model_dump(exclude_none=True)
+    text = ", ".join(f"{k}: {v}" for k, v in shown.items()) or "none (removed)"
+    print(f"labels of {stored.portal}: {text}", file=out)
+    return 0
 
 
 def identity(args: argparse.Namespace) -> str:
@@ -281,6 +318,7 @@ COMMANDS = {
     ("targets", "list"): targets_list,
     ("targets", "add"): targets_add,
     ("targets", "remove"): targets_remove,
+    ("targets", "label"): targets_label,
     ("tokens", "list"): tokens_list,
     ("tokens", "move"): tokens_move,
     ("tokens", "set"): tokens_set,

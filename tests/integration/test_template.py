@@ -94,6 +94,7 @@ REGISTRY_ROUTES = {
     "GET /registry",
     "PUT /registry/{portal}/{connector}/{line}",
     "DELETE /registry/{portal}/{connector}/{line}",
+    "PUT /registry/labels/{portal}",
 }
 API_ROUTES = SNAPSHOT_ROUTES | REGISTRY_ROUTES
 

@@ -31,6 +31,7 @@ from .bitrix24.connector_checks import open_connector_checks
 from .bitrix24.oauth import OAUTH_TIMEOUT, oauth_refresh
 from .cycle import CheckCycle, CycleSettings, RunSummary
 from .deadline import Deadline
+from .domain.causes import Deployment
 from .domain.shards import KeyRange
 from .domain.targets import TargetList, TargetsVariable
 from .fanout import Planner, ScheduledRun, ShardWorker, run_scheduled
@@ -163,6 +164,8 @@ class Checker:
                 validate_every=config.validate_every,
                 max_parallel_portals=config.max_parallel_portals,
                 claim_for=invocation + CLAIM_MARGIN,
+                # Advice names where to fix a target: the Targets parameter when it lists any
+                deployment=Deployment.TARGETS if config.targets.strip() else Deployment.REGISTRY,
             ),
         )
 
