@@ -129,6 +129,7 @@ def remove_registry_entry(
     responses={
         200: answer_doc("The labels as stored", PortalLabelsView),
         400: answer_doc("BAD_TARGET: not a portal domain, or a label that is not valid"),
+        415: answer_doc("UNSUPPORTED_MEDIA_TYPE: the body is not application/json"),
         503: UNAVAILABLE_DOC,
         500: INTERNAL_DOC,
     },

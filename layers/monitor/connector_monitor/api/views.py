@@ -150,7 +150,7 @@ class ErrorView(BaseModel):
 
     error: ErrorCode = Field(
         description="400: BAD_FILTER, BAD_CURSOR, BAD_TARGET, BAD_REQUEST; 404: NOT_FOUND; "
-        "405: METHOD_NOT_ALLOWED; 500: INTERNAL; 503: STALE or RUN_FAILED (GET /health), "
-        "UNAVAILABLE"
+        "405: METHOD_NOT_ALLOWED; 415: UNSUPPORTED_MEDIA_TYPE (a body that is not JSON); "
+        "500: INTERNAL; 503: STALE or RUN_FAILED (GET /health), UNAVAILABLE"
     )
     message: str
