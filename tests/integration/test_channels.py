@@ -16,6 +16,7 @@ from typing import Any
 
 import boto3
 import pytest
+from cfnlint.api import lint_file
 
 from connector_monitor.aws.publisher import AlertPublisher
 from connector_monitor.domain.alerts import Alert, AlertEvent, Facts, make_alert
@@ -209,3 +210,11 @@ def test_filter_policies_route_alerts_on_their_cause(moto_account: None) -> None
     for name, policy in POLICIES.items():
         chosen = sorted(a.reason for a in alerts if policy_matches(policy, a.attributes))
         assert chosen == causes(name), name
+
+
+def test_the_forwarder_s_template_is_valid_and_subscribes_with_the_filter_policy() -> None:
+    template = Path(__file__).parents[2] / "functions" / "forwarder" / "template.yaml"
+    assert [str(m) for m in lint_file(template)] == []  # cfn-lint, SAM transform included
+    text = template.read_text()
+    assert "FilterPolicyScope: MessageAttributes" in text
+    assert "secretsmanager:GetSecretValue" in text and "DeadLetterQueue" in text
