@@ -357,8 +357,8 @@ def _grouped(members: list[Alert], context: AlertContext, *, fleet: bool = False
         portal = where = "*"
     else:
         where = first.portal or "Targets"
-        scope = short = f"{f'{connector} on {count} lines' if connector else f'{count} targets'}"
-        scope = short = f"{scope} at {where}"
+        what = f"{connector} on {count} lines" if connector else f"{count} targets"
+        scope = short = f"{what} at {where}"
         portal = first.portal
     body = [_group_headline(first, scope), ""]
     if not fleet:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from .causes import Deployment
 from .inventory import CachedInventory
 from .labels import NO_LABELS, PortalLabels
+from .targets import Subject, Target
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
@@ -28,14 +29,12 @@ class AlertContext:
     def labels_of(self, portal: str) -> PortalLabels:
         return self.labels.get(portal, NO_LABELS)
 
-    def line_name(self, subject: object) -> str | None:
+    def line_name(self, subject: Subject) -> str | None:
         """The name of a target's open line, when an inventory of its portal is at hand ("" for
         a line the portal leaves unnamed); None when there is none to ask."""
-        portal = getattr(subject, "portal", "")
-        line = getattr(subject, "line", None)
-        if not isinstance(line, int) or portal not in self.inventoried:
+        if not isinstance(subject, Target) or subject.portal not in self.inventoried:
             return None
-        return self.line_names.get(f"{portal}/{line}", "")
+        return self.line_names.get(f"{subject.portal}/{subject.line}", "")
 
     def line(self, portal: str, line: str) -> str:
         """`Support (2)` when the portal names line 2, else `2`."""
