@@ -94,15 +94,21 @@ def _join(cells: Sequence[str], widths: Sequence[int]) -> str:
 
 
 def format_summary(number: int, summary: Mapping[str, Any], seconds: float) -> str:
-    """`run 3: 3 targets, 2 up, 1 down, 0 unknown | alerts: 1 sent, 0 waiting | ...`."""
+    """`run 3: 3 targets, 2 up, 1 down, 0 unknown | alerts: 1 message sent (3 targets), 0
+    waiting | ...`: a grouped message counts once, with the targets it covers."""
     text = (
         f"run {number}: {_count(summary.get('targets', 0), 'target')}, {summary.get('up', 0)} up, "
         f"{summary.get('down', 0)} down, {summary.get('unknown', 0)} unknown"
     )
     if summary.get("config_errors"):
         text += f", {_count(summary['config_errors'], 'bad TARGETS entry')}"
+    alerts, messages = summary.get("alerts_published", 0), summary.get("messages_published")
+    sent = f"{alerts} sent"
+    if messages is not None:  # a run of this version: messages and the targets they cover
+        sent = _count(messages, "message") + " sent"
+        sent += f" ({_count(alerts, 'target')})" if alerts != messages else ""
     text += (
-        f" | alerts: {summary.get('alerts_published', 0)} sent, "
+        f" | alerts: {sent}, "
         f"{summary.get('alerts_pending', 0)} waiting to be sent"
         + (f", {summary['alerts_held']} held by silences" if summary.get("alerts_held") else "")
         + f" | {_count(summary.get('http_requests', 0), 'portal request')} in {seconds:.2f} s"

@@ -153,6 +153,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--stack NAME targets remove client.bitrix24.com/myconnector/12",
     )
     remove.add_argument("entries", nargs="+", metavar="ENTRY")
+    label = _verb(
+        verbs,
+        "label",
+        "set a portal's client labels, shown in its alerts and snapshot targets",
+        "--stack NAME targets label client.bitrix24.com --client Acme "
+        "--owner jane@example.com --tier gold --runbook https://wiki.example.com/acme",
+        description=(
+            "Set DOMAIN's client labels: exactly those given (the others are unset); none "
+            "given removes them. Alerts show them from the next run."
+        ),
+    )
+    label.add_argument("domain", metavar="DOMAIN")
+    for name, what in LABELS.items():
+        label.add_argument(f"--{name}", help=what)
+    label.add_argument("--by", help="who sets them (default: your AWS identity)")
 
     tokens = groups.add_parser("tokens", help="the portals' token pairs")
     verbs = tokens.add_subparsers(dest="verb", required=True)
@@ -352,10 +367,12 @@ def _registry(stack: Stack) -> RegistryService:
 # ---- targets ----------------------------------------------------------------------------------
 def targets_list(args: argparse.Namespace, stack: Stack, out: TextIO) -> int:
     service, cursor, count = _registry(stack), None, 0
+    portals: set[str] = set()
     while True:
         page = service.page(cursor=cursor)
         for entry in page.entries:
             count += 1
+            portals.add(entry.portal)
             note = f"  PROBLEM: {entry.problem}" if entry.problem else ""
             print(
                 f"{entry.key}\tadded {entry.added_at or '?'} by {entry.added_by or '?'}{note}",
@@ -365,6 +382,9 @@ def targets_list(args: argparse.Namespace, stack: Stack, out: TextIO) -> int:
             break
         cursor = page.next_cursor
     print(f"{count} entries", file=out)
+    for portal, labels in sorted(service.labels_of(sorted(portals - {"*"})).items()):
+        text = ", ".join(f"{k}: {v}" for k, v in labels.as_dict().items())
+        print(f"labels of {portal}: {text}", file=out)
     return 0
 
 
@@ -389,6 +409,24 @@ def targets_remove(args: argparse.Namespace, stack: Stack, out: TextIO) -> int:
         else:
             print(f"removed: {entry.key}", file=out)
     return 1 if missing else 0
+
+
+LABELS = {
+    "client": "the client's name",
+    "owner": "who looks after the client",
+    "tier": "the client's tier (e.g. gold)",
+    "runbook": "an https:// URL of the client's runbook",
+}
+
+
+def targets_label(args: argparse.Namespace, stack: Stack, out: TextIO) -> int:
+    given = {name: getattr(args, name) for name in LABELS if getattr(args, name) is not None}
+    service, by = _registry(stack), args.by or identity(stack)
+    stored = service.set_labels(args.domain, given, by=by, at=datetime.now(UTC))
+    shown = stored.labels.model_dump(exclude_none=True)
+    text = ", ".join(f"{k}: {v}" for k, v in shown.items()) or "none (removed)"
+    print(f"labels of {stored.portal}: {text}", file=out)
+    return 0
 
 
 def identity(stack: Stack) -> str:
@@ -606,6 +644,7 @@ COMMANDS = {
     ("targets", "list"): targets_list,
     ("targets", "add"): targets_add,
     ("targets", "remove"): targets_remove,
+    ("targets", "label"): targets_label,
     ("tokens", "list"): tokens_list,
     ("tokens", "move"): tokens_move,
     ("tokens", "set"): tokens_set,

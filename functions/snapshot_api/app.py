@@ -59,8 +59,11 @@ def repository() -> StateRepository:
 @cache
 def service() -> SnapshotService:
     from connector_monitor.api.snapshot_service import SnapshotService
+    from connector_monitor.aws.registry import Registry
 
-    return SnapshotService(repository(), settings().stale_after)
+    return SnapshotService(
+        repository(), settings().stale_after, labels=Registry(settings().table_name)
+    )
 
 
 @cache

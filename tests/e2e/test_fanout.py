@@ -5,6 +5,7 @@ event source delivers them, and the snapshot API reports the run once every shar
 from __future__ import annotations
 
 import json
+import re
 from types import ModuleType
 from typing import Any
 
@@ -121,8 +122,14 @@ def test_a_shard_that_fails_costs_only_its_portals(
         assert len(failing) == 1  # the first shard, reported failed, delivered twice
         drop_to_dead_letters(fleet)
 
-    alerts = stack.alerts()
-    down = {a["portal"] for a in alerts if a["event"] == "connector.down"}
+    alerts = [a for a in stack.alerts() if a["event"] == "connector.down"]
+    # each shard's portals that fail alike are one fleet message (portal *) listing them
+    assert {a["portal"] for a in alerts} == {"*"}
+    listed = re.findall(
+        r"^- \S+ on line .+ at (\S+)$", "\n".join(a["message"] for a in alerts), re.M
+    )
+    down = set(listed)
+    assert sum(int(a["targets"]) for a in alerts) == len(listed)  # each portal once
     states = watched(stack)
     first_shard = sorted(["example.bitrix24.com", *FLEET])[:10]
     assert down == set(FLEET) - set(first_shard)  # every other shard stored and alerted

@@ -303,3 +303,44 @@ def test_an_unreadable_table_is_503_unavailable_on_every_registry_route(
         code, body = call(api, load_event(name))
         assert (code, body["error"]) == (503, "UNAVAILABLE"), name
         assert "no-such-table" not in body["message"]
+
+
+def test_labels_set_over_the_api_and_line_names_reach_alerts_and_the_snapshot(
+    stack: Stack, served: ApiServer, checker: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry_only(monkeypatch)
+    for line in (12, 14):
+        requests.put(f"{served.url}/registry/{PORTAL}/{CONNECTOR}/{line}", timeout=5)
+    labels = {"client": "Acme", "owner": "jane", "runbook": "https://wiki.example.com/acme"}
+    answer = requests.put(f"{served.url}/registry/labels/{PORTAL}", json=labels, timeout=5)
+    assert answer.status_code == 200
+    assert answer.json() == {"portal": PORTAL, "labels": {**labels, "tier": None}}
+    refused = requests.put(
+        f"{served.url}/registry/labels/{PORTAL}", json={"runbook": "ftp://x"}, timeout=5
+    )
+    assert (refused.status_code, refused.json()["error"]) == (400, "BAD_TARGET")
+
+    run(checker)
+    for line in (12, 14):
+        stack.portal.set_status(PORTAL, CONNECTOR, line, configured=False, error=False)
+    run(checker)
+    run(checker)
+
+    (down,) = stack.alerts()  # both lines in one message
+    assert (down["event"], down["cause"], down["targets"], down["line"]) == (
+        "connector.down",
+        "connector_down",
+        "2",
+        "*",
+    )
+    assert down["subject"] == f"CONNECTOR DOWN: {CONNECTOR} on 2 lines at {PORTAL}"
+    assert "Client:    Acme (owner: jane)" in down["message"]
+    assert "Runbook:   https://wiki.example.com/acme" in down["message"]
+    # the lines' names as the portal lists them (imopenlines.config.list.get LINE_NAME,
+    # bitrix24/b24restdocs api-reference/imopenlines/openlines/imopenlines-config-list-get.md)
+    assert f"- {CONNECTOR} on line {LINES[12]} (12)" in down["message"]
+    assert f"- {CONNECTOR} on line {LINES[14]} (14)" in down["message"]
+
+    targets = requests.get(f"{served.url}/snapshot", timeout=5).json()["targets"]
+    assert {(t["line"], t["line_name"]) for t in targets} == {(12, "Sales"), (14, "VIP")}
+    assert all(t["labels"]["client"] == "Acme" for t in targets)

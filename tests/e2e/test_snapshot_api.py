@@ -44,6 +44,8 @@ TARGET_FIELDS = [
     "since",
     "checked_at",
     "detail",
+    "line_name",  # issue 20: extended, nothing removed
+    "labels",
 ]
 LAMBDA_RESPONSE_LIMIT = 6 * 1024 * 1024
 

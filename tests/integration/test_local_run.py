@@ -79,9 +79,12 @@ def test_demo_outage_sends_one_down_alert_then_one_recovery() -> None:
     assert re.search(r"^run 7: 3 targets, 3 up, 0 down, 0 unknown", output, re.M)
     downs = re.findall(r"^ALERT connector\.down \[critical\] (.*)$", output, re.M)
     recoveries = re.findall(r"^ALERT connector\.recovered \[info\] (.*)$", output, re.M)
-    assert downs == ["DOWN: myconnector on line 2 at demo.bitrix24.local"]
+    # the line's name from the local portal's inventory, the cause first
+    assert downs == ["CONNECTOR DOWN: myconnector on line Support (2) at demo.bitrix24.local"]
     assert len(recoveries) == 1
-    assert "line 2" in recoveries[0]
+    assert "line Support (2)" in recoveries[0]
+    # the run summary counts messages (a grouped one carries several targets' alerts)
+    assert re.search(r"\| alerts: 1 message sent, 0 waiting to be sent \|", output)
     # Two failed checks (runs 2 and 3) before the down alert; the first good one recovers.
     down_at, recovered_at = output.index("ALERT connector.down"), output.index("ALERT connector.r")
     assert summary_line(output, 2) < down_at < summary_line(output, 3)

@@ -11,6 +11,8 @@ from typing import Any
 import boto3
 import pytest
 
+from connector_monitor.aws.registry import Registry
+from connector_monitor.domain.labels import PortalLabels
 from local.bitrix24_portal import LocalPortal
 from local.template import table_definition
 from monitorctl.cli import main
@@ -63,6 +65,37 @@ def test_entries_are_added_listed_and_removed(aws: None) -> None:
     code, removed = ctl("targets", "remove", f"{A}/c/1", f"{B}/c/9")
     assert code == 1  # one of them was not there: said, and the other one still removed
     assert removed.splitlines() == [f"removed: {A}/c/1", f"not in the registry: {B}/c/9"]
+
+
+def test_a_portal_s_labels_are_set_listed_read_by_the_checker_and_removed(
+    aws: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ctl("targets", "add", f"{A}/c/1", f"{B}/c/2", "--by", "ops")
+    code, said = ctl(
+        "targets", "label", A, "--client", "Acme", "--owner", "jane", "--runbook",
+        "https://wiki.example.com/acme", "--by", "ops",
+    )  # fmt: skip
+    assert (code, said.strip()) == (
+        0,
+        f"labels of {A}: client: Acme, owner: jane, runbook: https://wiki.example.com/acme",
+    )
+
+    listing = ctl("targets", "list")[1].splitlines()
+    assert "2 entries" in listing  # the labels are not an entry
+    assert (
+        listing[-1]
+        == f"labels of {A}: client: Acme, owner: jane, runbook: https://wiki.example.com/acme"
+    )
+    loaded = Registry(TABLE, client=boto3.client("dynamodb", region_name=REGION)).load()
+    assert loaded.errors == ()  # nor a broken one
+    assert loaded.labels == {
+        A: PortalLabels(client="Acme", owner="jane", runbook="https://wiki.example.com/acme")
+    }
+
+    assert ctl("targets", "label", A, "--runbook", "http://plain.example.com")[0] == 2
+    assert "https://" in capsys.readouterr().err
+    assert ctl("targets", "label", A)[1].strip() == f"labels of {A}: none (removed)"
+    assert Registry(TABLE, client=boto3.client("dynamodb", region_name=REGION)).load().labels == {}
 
 
 def test_one_bad_entry_adds_none_of_them(aws: None, capsys: pytest.CaptureFixture[str]) -> None:

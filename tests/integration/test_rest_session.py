@@ -261,7 +261,7 @@ def test_a_pair_refreshed_by_someone_else(portal: LocalPortal, old_token: str) -
 @pytest.mark.parametrize(
     ("exc", "cause"),
     [
-        (UnusableCredentials("secret entry for x lacks refresh_token"), Cause.CONFIGURATION),
+        (UnusableCredentials("secret entry for x lacks refresh_token"), Cause.NO_TOKENS),
         (
             RuntimeError("GET https://oauth/?refresh_token=LEAKED-SECRET failed"),
             Cause.MONITOR_ERROR,

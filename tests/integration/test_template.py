@@ -103,6 +103,7 @@ REGISTRY_ROUTES = {
     "GET /registry",
     "PUT /registry/{portal}/{connector}/{line}",
     "DELETE /registry/{portal}/{connector}/{line}",
+    "PUT /registry/labels/{portal}",
 }
 # The inbound API's routes: public by necessity, behind the stack id's random part.
 STACK_KEY = {"Fn::Select": [2, {"Fn::Split": ["/", {"Ref": "AWS::StackId"}]}]}

@@ -40,6 +40,8 @@ SEEN_AGAIN = AlertEvent.CHECK_RECOVERED
 SEEN_CODES = ("U", "D", "E", "S")
 UNKNOWN_CODES = tuple(f"?{cause.value}" for cause in Cause)
 CONFIG_CODE = f"?{Cause.CONFIGURATION.value}"
+# Causes a person must fix in the configuration: one such UNKNOWN is a check.failed at once.
+AT_ONCE = tuple(f"?{cause.value}" for cause in Cause if cause.is_configuration)
 
 
 def answer(code: str, subject: Subject, at: datetime) -> CheckResult:
@@ -189,7 +191,7 @@ class Model:
         state = state_of(code)
         if state is State.UNKNOWN:
             blind_run = _trailing(self.answers, lambda c: c.startswith("?"))
-            needed = 1 if code == CONFIG_CODE else self.th.failure
+            needed = 1 if code in AT_ONCE else self.th.failure
             if self.blind_since is None and blind_run >= needed:
                 self.blind_since = self.answers[-blind_run][1]
                 events.append((FAILED, 0))
@@ -275,7 +277,7 @@ def test_incidents_alternate_and_alert_only_when_the_answers_say_so(
                 assert set(seen[-th.recovery :]) == {State.UP}
             elif alert.event is FAILED:
                 blind_run = _trailing(answers, lambda s: s is State.UNKNOWN)
-                assert blind_run >= th.failure or fed[index].tick.code == CONFIG_CODE
+                assert blind_run >= th.failure or fed[index].tick.code in AT_ONCE
             else:
                 assert _trailing(answers, lambda s: s is not State.UNKNOWN) >= th.recovery
 
@@ -291,7 +293,7 @@ def test_incidents_alternate_and_alert_only_when_the_answers_say_so(
                     assert state_of(f.tick.code) is State.DOWN
                     assert f.before is not None and f.before.last_alert_at is not None
                     assert f.tick.at - f.before.last_alert_at >= th.renotify
-                    assert alert.subject.startswith("STILL DOWN")
+                    assert alert.subject.startswith("CONNECTOR STILL DOWN")
                     numbers.append(reminder_number(alert))
                     assert numbers == list(range(1, len(numbers) + 1))
                 elif alert.event is DOWN:

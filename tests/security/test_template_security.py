@@ -339,6 +339,7 @@ def test_the_reader_policy_reaches_the_snapshot_and_health_routes_and_not_the_re
         "GET /registry",
         "PUT /registry/{portal}/{connector}/{line}",
         "DELETE /registry/{portal}/{connector}/{line}",
+        "PUT /registry/labels/{portal}",
     }
     assert invocable_routes(mode, SILENCE_POLICY) == {
         "GET /silences",
@@ -398,6 +399,7 @@ def test_no_route_is_open_and_no_catch_all_route_exists(mode: str) -> None:
         if method in {"PUT", "POST", "DELETE"}:  # registry and silences, only IAM-signed
             assert path in {
                 "/registry/{portal}/{connector}/{line}",
+                "/registry/labels/{portal}",
                 "/silences",
                 "/silences/{silence_id}",
                 "/acknowledgements/{portal}/{connector}/{line}",

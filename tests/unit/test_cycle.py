@@ -362,7 +362,7 @@ def test_a_portal_that_will_not_list_connectors_raises_one_validation_notice(
     (sent,) = setup.publisher.sent
     assert sent.event.value == "check.failed"
     assert "connector validation is off" in sent.message
-    assert sent.subject == f"CHECK FAILED: validation off at {A}"
+    assert sent.subject == f"VALIDATION OFF at {A}"
     assert setup.store.statuses[key(1)].state is State.UP  # still checked
 
 

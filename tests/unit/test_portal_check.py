@@ -84,12 +84,12 @@ def plan(
     return PortalPlan(PORTAL, named, watched or [], {}, cached)
 
 
-def test_without_credentials_every_target_is_a_configuration_problem_and_nothing_is_sent() -> None:
+def test_without_credentials_every_target_lacks_tokens_and_nothing_is_sent() -> None:
     setup = Setup(Tokens(missing=True))
 
     outcome = setup.service().check(plan([TARGET]), Deadline.after(5))
 
-    assert [(r.state, r.cause) for r in outcome.results] == [(State.UNKNOWN, Cause.CONFIGURATION)]
+    assert [(r.state, r.cause) for r in outcome.results] == [(State.UNKNOWN, Cause.NO_TOKENS)]
     assert outcome.run.error is not None and "no usable credentials" in outcome.run.error
     assert setup.opened == []
 

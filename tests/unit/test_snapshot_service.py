@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,6 +17,7 @@ from connector_monitor.api.snapshot_service import (
     parse_query,
     parse_target,
 )
+from connector_monitor.domain.labels import PortalLabels
 from connector_monitor.domain.results import Cause, State
 from connector_monitor.domain.runs import PortalRun, RunRecord
 from connector_monitor.domain.targets import Target
@@ -145,10 +146,42 @@ def test_a_target_shows_its_state_flags_and_times_to_the_second() -> None:
                 "since": "2026-11-24T09:00:05Z",
                 "checked_at": "2026-11-24T12:00:00Z",  # the portal's run, fresher than the item
                 "detail": "ERROR=true: reactivate",
+                "line_name": None,  # no inventory read yet
+                "labels": None,  # none set in the registry
             }
         ],
         "next_cursor": None,
     }
+
+
+class FakeLabels:
+    def __init__(self, labels: dict[str, PortalLabels]) -> None:
+        self.labels = labels
+        self.asked: list[list[str]] = []
+
+    def labels_of(self, portals: list[str]) -> dict[str, PortalLabels]:
+        self.asked.append(portals)
+        return {p: self.labels[p] for p in portals if p in self.labels}
+
+
+def test_targets_carry_their_line_s_name_and_their_client_s_labels() -> None:
+    reader = FakeReader(run=run())
+    named = replace(status(12), line_name="Support")
+    reader.add(named, status(1, portal="other.bitrix24.com"))
+    labels = FakeLabels({PORTAL: PortalLabels(client="Acme", runbook="https://wiki/acme")})
+
+    view = SnapshotService(reader, timedelta(minutes=10), labels).snapshot(SnapshotQuery(), NOW)
+
+    by_portal = {t.portal: t.model_dump() for t in view.targets}
+    assert by_portal[PORTAL]["line_name"] == "Support"
+    assert by_portal[PORTAL]["labels"] == {
+        "client": "Acme",
+        "owner": None,
+        "tier": None,
+        "runbook": "https://wiki/acme",
+    }
+    assert by_portal["other.bitrix24.com"]["labels"] is None
+    assert labels.asked == [sorted([PORTAL, "other.bitrix24.com"])]  # one read per page
 
 
 def test_checked_at_is_the_later_of_the_status_and_its_portals_run() -> None:

@@ -124,6 +124,16 @@ def test_blind_for_the_threshold_raises_check_failed_once_then_check_recovered()
     assert status.blind_since is None
 
 
+def test_the_recovery_of_a_blind_spell_names_the_spell_s_cause() -> None:
+    """An account manager's subscription on `cause` gets the "seen again" too."""
+    _, status = play("U??U")
+    failed, seen = status.pending
+    assert failed.attributes["cause"] == seen.attributes["cause"] == "portal_failing"
+    assert seen.subject.startswith("CHECK OK after PORTAL FAILING: ")
+    assert "Not seen:" in seen.message and "Outage" not in seen.message
+    assert status.blind_cause is None
+
+
 def test_blindness_is_never_connector_down() -> None:
     events, _ = play("?" * 10)
     assert flat(events) == [FAILED]
@@ -199,7 +209,10 @@ def test_down_alert_says_what_the_portal_answered_and_what_to_do() -> None:
         "connector": "myconnector",
         "line": "12",
         "severity": "critical",
+        "cause": "connector_down",
+        "targets": "1",
     }
+    assert alert.subject.startswith("CONNECTOR DOWN: myconnector on line 12 at ")
     assert "ERROR=true" in alert.message
     assert "imconnector.activate" in alert.message
     assert len(alert.subject) <= 100

@@ -33,6 +33,7 @@ from .bitrix24.connector_checks import open_connector_checks
 from .bitrix24.oauth import OAUTH_TIMEOUT, oauth_refresh
 from .cycle import CheckCycle, CycleSettings, RunSummary
 from .deadline import Deadline
+from .domain.causes import Deployment
 from .domain.shards import KeyRange
 from .domain.targets import TargetList, TargetsVariable
 from .fanout import Planner, ScheduledRun, ShardWorker, run_scheduled
@@ -175,6 +176,8 @@ class Checker:
                 max_parallel_portals=config.max_parallel_portals,
                 claim_for=invocation + CLAIM_MARGIN,
                 probe_budget=config.discovery_probes,
+                # Advice names where to fix a target: the Targets parameter when it lists any
+                deployment=Deployment.TARGETS if config.targets.strip() else Deployment.REGISTRY,
             ),
         )
 

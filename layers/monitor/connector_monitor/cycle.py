@@ -14,6 +14,8 @@ from typing import Any, Protocol
 
 from .deadline import Deadline
 from .domain.alerts import Alert
+from .domain.causes import Deployment
+from .domain.client_context import AlertContext, line_names
 from .domain.discovery import known_lines
 from .domain.inventory import CachedInventory
 from .domain.results import Cause, CheckResult, State
@@ -60,6 +62,7 @@ class CycleSettings:
     max_parallel_portals: int = 8
     claim_for: timedelta = timedelta(minutes=2)
     probe_budget: int = PROBE_BUDGET  # discovery probes per portal and run
+    deployment: Deployment = Deployment.TARGETS  # where targets are listed, for alerts' advice
 
 
 @dataclass
@@ -74,6 +77,7 @@ class RunSummary:
     config_errors: int = 0
     alerts_decided: int = 0
     alerts_published: int = 0
+    messages_published: int = 0  # alerts go out grouped: these many messages carried them
     alerts_pending: int = 0
     alerts_held: int = 0  # silenced: recorded in the history, not published
     conflicts: int = 0
@@ -99,6 +103,7 @@ class RunSummary:
             "config_errors": self.config_errors,
             "alerts_decided": self.alerts_decided,
             "alerts_published": self.alerts_published,
+            "messages_published": self.messages_published,
             "alerts_pending": self.alerts_pending,
             "alerts_held": self.alerts_held,
             "conflicts": self.conflicts,
@@ -151,12 +156,19 @@ class CheckCycle:
             inventories: list[CachedInventory] = []
             reasons: dict[str, str] = {}
             unfinished: set[str] = set()
+            known: list[CachedInventory] = []
         else:
-            results, portal_runs, inventories, reasons, unfinished = self._check_all(
+            results, portal_runs, inventories, reasons, unfinished, known = self._check_all(
                 targets, deadline, loaded, scope, portals
             )
             if scope.entries:
                 results += [configuration_result(e, summary.started_at) for e in targets.errors]
+        context = AlertContext(
+            self.settings.deployment,
+            targets.labels,
+            line_names(known),
+            frozenset(i.portal for i in known),
+        )
         decided, delivery = self._settle(
             loaded,
             results,
@@ -164,6 +176,7 @@ class CheckCycle:
             retire=unusable is None,
             reasons=reasons,
             keep=_notices_of(loaded, unfinished),
+            context=context,
         )
         if inventories:
             self.repository.save_inventories(inventories)
@@ -210,11 +223,14 @@ class CheckCycle:
         retire: bool,
         reasons: dict[str, str] | None = None,
         keep: frozenset[str] = frozenset(),
+        context: AlertContext | None = None,
     ) -> tuple[dict[str, tuple[Alert, ...]], DeliveryReport]:
         """Decide each result, retire what is no longer configured (when `retire`; `reasons`
         says why, by key, where it is not the configuration; `keep`: keys a check that did not
-        finish could not confirm), store, and publish what this run claimed."""
-        changed, decided = self._decide(loaded, results)
+        finish could not confirm), store, and publish what this run claimed; alerts are worded
+        with `context`."""
+        context = context or AlertContext(self.settings.deployment)
+        changed, decided = self._decide(loaded, results, context)
         retired: set[str] = set()
         if retire:
             retired = self._retire(
@@ -224,6 +240,7 @@ class CheckCycle:
                 changed,
                 decided,
                 reasons or {},
+                context,
             )
         changed, decided = self._apply_silences(loaded, changed, decided, summary)
         claims = self._claims(loaded, changed, summary)
@@ -238,7 +255,7 @@ class CheckCycle:
             if s.pending and claims[s.subject.key].owner == summary.run_id
         }
         delivery = AlertDelivery(
-            self.repository, self.publisher, summary.run_id, self.settings.claim_for
+            self.repository, self.publisher, summary.run_id, self.settings.claim_for, context
         ).deliver(statuses, ours, loaded.claims, self.clock())
         self._forget(retired, statuses, delivery.cleared)
         return decided, delivery
@@ -252,13 +269,19 @@ class CheckCycle:
         scope: Scope,
         portals: Sequence[str] | None,
     ) -> tuple[
-        list[CheckResult], dict[str, PortalRun], list[CachedInventory], dict[str, str], set[str]
+        list[CheckResult],
+        dict[str, PortalRun],
+        list[CachedInventory],
+        dict[str, str],
+        set[str],
+        list[CachedInventory],
     ]:
         """Each portal's results and run, the inventory records that changed, why targets leave
-        monitoring (by key) where a portal's check says so, and the portals whose check did not
-        finish."""
+        monitoring (by key) where a portal's check says so, the portals whose check did not
+        finish, and each portal's newest inventory (read this run or cached: where alerts find
+        the lines' names)."""
         if scope.portals is None or not (targets.targets or targets.watches):
-            return [], {}, [], {}, set()
+            return [], {}, [], {}, set(), []
         now = self.clock()
         stored = [s.subject for s in loaded.statuses.values() if isinstance(s.subject, Target)]
         try:
@@ -274,12 +297,12 @@ class CheckCycle:
                 for plan in plans.values()
                 for t in plan.targets
             ]
-            return results, {p: PortalRun(now, 0, detail) for p in plans}, [], {}, set(plans)
+            return results, {p: PortalRun(now, 0, detail) for p in plans}, [], {}, set(plans), []
         if portals is None:
             portals = targets.portals(self.tokens.portals())
         plans = self._plans(targets, portals, stored, None, scope.portals)
         if not plans:
-            return [], {}, [], {}, set()
+            return [], {}, [], {}, set(), []
         portal_checks = PortalCheckService(
             self.tokens,
             self.client_factory,
@@ -315,7 +338,9 @@ class CheckCycle:
         runs = {p: outcomes[p].run for p in plans}
         inventories = [o.inventory for o in outcomes.values() if o.inventory]
         reasons = {k: why for o in outcomes.values() for k, why in o.retired.items()}
-        return results, runs, inventories, reasons, unfinished
+        newest = [outcomes[p].inventory or plan.cached for p, plan in plans.items()]
+        known = [i for i in newest if i is not None]
+        return results, runs, inventories, reasons, unfinished, known
 
     def _plans(
         self,
@@ -345,7 +370,7 @@ class CheckCycle:
 
     # ---- deciding ------------------------------------------------------------------------
     def _decide(
-        self, loaded: Loaded, results: Iterable[CheckResult]
+        self, loaded: Loaded, results: Iterable[CheckResult], context: AlertContext
     ) -> tuple[list[TargetStatus], dict[str, tuple[Alert, ...]]]:
         changed: list[TargetStatus] = []
         decided: dict[str, tuple[Alert, ...]] = {}
@@ -356,7 +381,7 @@ class CheckCycle:
                 continue
             seen.add(key)
             previous = loaded.statuses.get(key)
-            step = advance(previous, result, self.settings.thresholds)
+            step = advance(previous, result, self.settings.thresholds, context)
             if step.skew is not None:
                 logger.warning(
                     "the stored status was checked in this run's future: a clock was wrong; "
@@ -420,6 +445,7 @@ class CheckCycle:
         changed: list[TargetStatus],
         decided: dict[str, tuple[Alert, ...]],
         reasons: dict[str, str],
+        context: AlertContext,
     ) -> set[str]:
         """Targets no longer configured or no longer on the portal (their keys are returned):
         an open incident gets its closing alert, saying why (`reasons`), added to `changed` and
@@ -430,7 +456,7 @@ class CheckCycle:
                 continue
             retired.add(key)
             if has_open_incident(status):
-                step = retire(status, summary.started_at, reasons.get(key))
+                step = retire(status, summary.started_at, reasons.get(key), context)
                 changed.append(step.status)
                 decided[key] = step.alerts
                 logger.info(
@@ -473,6 +499,7 @@ class CheckCycle:
         )
         summary.alerts_decided = sum(len(a) for a in decided.values())
         summary.alerts_published = delivery.published
+        summary.messages_published = delivery.messages
         summary.alerts_pending = delivery.pending
         summary.http_requests = sum(r.http_requests for r in portal_runs.values())
         summary.portal_errors = {p: r.error for p, r in portal_runs.items() if r.error}

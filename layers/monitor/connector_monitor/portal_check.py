@@ -223,7 +223,7 @@ def _retired(plan: PortalPlan, lines: frozenset[int]) -> dict[str, str]:
 
 def _without_credentials(plan: PortalPlan, detail: str, now: datetime) -> PortalOutcome:
     results = [
-        CheckResult.unknown(t, Cause.CONFIGURATION, detail, checked_at=now) for t in plan.targets
+        CheckResult.unknown(t, Cause.NO_TOKENS, detail, checked_at=now) for t in plan.targets
     ]
     if not results:  # a watched portal with nothing discovered yet: say why
         notice = validation_problem(plan.portal, f"its lines cannot be discovered: {detail}")
@@ -264,6 +264,6 @@ def _portal_error(results: Sequence[CheckResult]) -> str | None:
     causes = {(r.cause, r.detail) for r in results if r.state is State.UNKNOWN}
     if results and len(causes) == 1 and all(r.state is State.UNKNOWN for r in results):
         cause, detail = next(iter(causes))
-        if cause is not Cause.CONFIGURATION:
+        if cause is None or not cause.is_configuration:
             return detail
     return None

@@ -1,6 +1,12 @@
 """Delivering pending alerts: claim, publish, acknowledge. At least once, and never twice while
 a claim holds: a run publishes only the alerts of items it has claimed, and an alert leaves the
-pending set only after SNS took it."""
+pending set only after SNS took it.
+
+Alerts are sent grouped (`domain.alerts.combine`): one message per portal, event and cause,
+or one across the fleet. A message carries its members' alerts; each is acknowledged on its
+own target once SNS took the message, and a message SNS refused leaves all of them pending, to
+be grouped again and sent by the next run. A run groups only what it has claimed, so no alert
+is in two runs' messages."""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from .domain.alerts import combine
+from .domain.client_context import NO_CONTEXT, AlertContext
 from .domain.transitions import TargetStatus
 from .ports.alerts import Publisher, PublishError
 from .ports.state_store import Claim, StateStore, StateStoreError
@@ -19,6 +26,7 @@ logger = logging.getLogger(__name__)
 @dataclass
 class DeliveryReport:
     published: int = 0  # alerts (not messages) that SNS took
+    messages: int = 0  # messages SNS took (a grouped one carries several alerts)
     pending: int = 0  # alerts left for the next run
     failures: list[str] = field(default_factory=list)
     cleared: set[str] = field(default_factory=set)  # keys with nothing pending any more
@@ -32,6 +40,7 @@ class AlertDelivery:
     publisher: Publisher
     run_id: str
     claim_for: timedelta
+    context: AlertContext = NO_CONTEXT  # how grouped messages name clients and lines
 
     def deliver(
         self,
@@ -75,7 +84,8 @@ class AlertDelivery:
         """Send the messages; the ids of the alerts SNS took, by target key."""
         owner = {alert.id: key for key, status in mine.items() for alert in status.pending}
         published: dict[str, set[str]] = {key: set() for key in mine}
-        for message, members in combine([a for s in mine.values() for a in s.pending]):
+        pending = [a for s in mine.values() for a in s.pending]
+        for message, members in combine(pending, self.context):
             try:
                 self.publisher.publish(message)
             except PublishError as exc:
@@ -87,11 +97,13 @@ class AlertDelivery:
             for alert in members:
                 published[owner[alert.id]].add(alert.id)
             delivery.published += len(members)
+            delivery.messages += 1
             logger.info(
                 "alert published",
                 extra={
                     "event": message.event.value,
                     "alert_id": message.id,
+                    "cause": message.reason,
                     "alerts": len(members),
                 },
             )

@@ -11,6 +11,7 @@ class ErrorCode(StrEnum):
     BAD_CURSOR = "BAD_CURSOR"  # the cursor is not one this API handed out for this selection
     BAD_TARGET = "BAD_TARGET"  # the path does not name a target (portal, connector, line)
     BAD_REQUEST = "BAD_REQUEST"  # any other malformed request
+    UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"  # a body that is not application/json
     NOT_FOUND = "NOT_FOUND"  # no such route, or no such target
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
     STALE = "STALE"  # /health: no run yet, or the last run is too old

@@ -1,6 +1,6 @@
-"""The target registry's routes: `GET /registry`, and `PUT` and `DELETE` on
-`/registry/{portal}/{connector}/{line}`. Always IAM-authorised (template.yaml), so the caller
-is the signer's ARN."""
+"""The target registry's routes: `GET /registry`, `PUT` and `DELETE` on
+`/registry/{portal}/{connector}/{line}`, and `PUT` on `/registry/labels/{portal}` (a portal's
+client labels). Always IAM-authorised (template.yaml), so the caller is the signer's ARN."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from http import HTTPStatus
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import Response, content_types
-from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 
 from .context import services
@@ -16,7 +16,7 @@ from .openapi import INTERNAL_DOC, UNAVAILABLE_DOC, answer_doc
 from .paging import MAX_LIMIT
 from .parameters import CursorParameter
 from .registry_service import entry_of, view_of
-from .views import RegistryEntryView, RegistryView
+from .views import LabelsView, PortalLabelsView, RegistryEntryView, RegistryView
 
 router = APIGatewayHttpRouter()
 
@@ -115,6 +115,35 @@ def remove_registry_entry(
     given.registry().remove(entry)
     given.logger.info("registry entry removed", extra={"entry": entry.key, "by": caller()})
     return Response(status_code=HTTPStatus.NO_CONTENT, content_type=None, body="")
+
+
+@router.put(
+    "/registry/labels/<portal>",
+    summary="Set a portal's client labels",
+    description="Replaces the portal's labels (client, owner, tier, runbook: an https:// URL); "
+    "an empty object removes them. Alerts and the snapshot's targets show them from the next "
+    "run. Always IAM-authorised (SigV4, with the stack's RegistryEditorPolicy).",
+    operation_id="setPortalLabels",
+    security=SIGV4_ONLY,
+    tags=["registry"],
+    responses={
+        200: answer_doc("The labels as stored", PortalLabelsView),
+        400: answer_doc("BAD_TARGET: not a portal domain, or a label that is not valid"),
+        415: answer_doc("UNSUPPORTED_MEDIA_TYPE: the body is not application/json"),
+        503: UNAVAILABLE_DOC,
+        500: INTERNAL_DOC,
+    },
+)
+def set_portal_labels(
+    portal: Annotated[str, Path(description="Portal domain", max_length=300)],
+    labels: Annotated[LabelsView, Body(description="The labels; fields left out are unset")],
+) -> PortalLabelsView:
+    given = services(router)
+    by = caller()
+    fields = labels.model_dump(exclude_none=True)
+    stored = given.registry().set_labels(portal, fields, by=by, at=given.now())
+    given.logger.info("portal labels set", extra={"portal": stored.portal, "by": by})
+    return stored
 
 
 def caller() -> str:

@@ -7,13 +7,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from ..domain.targets import ANY, ConfigIssue, Target, Watch, check_entry, parse_entry
+from ..domain.labels import LabelError, PortalLabels
+from ..domain.targets import ANY, ConfigIssue, Target, Watch, check_entry, check_target, parse_entry
 from ..domain.text import clip
 from ..domain.timestamps import stamp
 from ..ports.registry import RegisteredEntry, RegistryStore
 from .errors import BadCursor, BadTarget, NotFound
 from .paging import MAX_LIMIT, check_limit, decode_cursor, encode_cursor
-from .views import RegistryEntryView, RegistryView
+from .views import LabelsView, PortalLabelsView, RegistryEntryView, RegistryView
 
 SHOWN_PART = 253  # a part of a hand-written item, as the listing shows it
 
@@ -53,6 +54,33 @@ class RegistryService:
     def remove(self, entry: Target | Watch) -> None:
         if not self.store.remove(entry.key):
             raise NotFound(f"the registry holds no entry {entry.key}")
+
+    def set_labels(
+        self, portal: str, labels: dict[str, object], *, by: str, at: datetime
+    ) -> PortalLabelsView:
+        """Replace a portal's client labels (an empty object removes them)."""
+        domain = portal_of(portal)
+        try:
+            parsed = PortalLabels.from_fields(labels)
+        except LabelError as exc:
+            raise BadTarget(str(exc)) from None
+        self.store.set_labels(domain, parsed, by=by, at=at)
+        return labels_view(domain, parsed)
+
+    def labels_of(self, portals: list[str]) -> dict[str, PortalLabels]:
+        return self.store.labels_of(portals)
+
+
+def portal_of(text: str) -> str:
+    """A portal's domain as the registry keys it; `BadTarget` when it is not one."""
+    checked = check_target(text, "x", 1, text)
+    if isinstance(checked, ConfigIssue):
+        raise BadTarget(checked.reason)
+    return checked.portal
+
+
+def labels_view(portal: str, labels: PortalLabels) -> PortalLabelsView:
+    return PortalLabelsView(portal=portal, labels=LabelsView(**labels.as_dict()))
 
 
 def cursor_key(cursor: str) -> str:

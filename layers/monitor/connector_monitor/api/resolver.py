@@ -9,6 +9,7 @@ routes call comes from the handler as `Services`, for each request.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from functools import cache, partial
@@ -49,6 +50,7 @@ ERROR_STATUS: dict[ErrorCode, HTTPStatus] = {
     ErrorCode.BAD_CURSOR: HTTPStatus.BAD_REQUEST,
     ErrorCode.BAD_TARGET: HTTPStatus.BAD_REQUEST,
     ErrorCode.BAD_REQUEST: HTTPStatus.BAD_REQUEST,
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE: HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
     ErrorCode.NOT_FOUND: HTTPStatus.NOT_FOUND,
     ErrorCode.METHOD_NOT_ALLOWED: HTTPStatus.METHOD_NOT_ALLOWED,
     ErrorCode.STALE: HTTPStatus.SERVICE_UNAVAILABLE,
@@ -68,8 +70,35 @@ def answer(event: Any, context: LambdaContext, given: Services) -> dict[str, Any
             "headers": {"Content-Type": content_types.APPLICATION_JSON},
             "body": json.dumps({"error": ErrorCode.BAD_REQUEST, "message": problem}),
         }
+    refused = body_problem(event)
+    if refused is not None:
+        code, message = refused
+        return {
+            "statusCode": ERROR_STATUS[code],
+            "headers": {"Content-Type": content_types.APPLICATION_JSON},
+            "body": json.dumps({"error": code, "message": message}),
+        }
     app.append_context(**{SERVICES: given})
     return app.resolve(event, context)
+
+
+def body_problem(event: dict[str, Any]) -> tuple[ErrorCode, str] | None:
+    """Why a request's body cannot be read, if it cannot: every body a route takes is a JSON
+    object, and Powertools would otherwise fail on a form without its boundary or on bytes that
+    are not UTF-8 before any route runs (a 500)."""
+    body = event.get("body")
+    if not body:
+        return None
+    headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
+    kind = headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    if kind != "application/json":
+        return ErrorCode.UNSUPPORTED_MEDIA_TYPE, "send the body as application/json"
+    try:
+        raw = base64.b64decode(body) if event.get("isBase64Encoded") else str(body).encode()
+        json.loads(raw.decode("utf-8"))
+    except (ValueError, TypeError):
+        return ErrorCode.BAD_REQUEST, "the body is not valid JSON"
+    return None
 
 
 # ---- errors: the one place they become HTTP answers ----------------------------------------------

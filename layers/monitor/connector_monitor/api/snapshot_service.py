@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal, Protocol
 
+from ..domain.labels import PortalLabels
 from ..domain.results import State
 from ..domain.runs import RunRecord
 from ..domain.targets import ConfigIssue, Target, check_target
@@ -20,7 +21,7 @@ from ..domain.timestamps import stamp
 from ..domain.transitions import TargetStatus
 from .errors import BadCursor, BadFilter, BadTarget, NotFound, RunFailed, Stale
 from .paging import MAX_LIMIT, check_limit, decode_cursor, encode_cursor
-from .views import HealthView, SnapshotView, Summary, TargetView
+from .views import HealthView, LabelsView, SnapshotView, Summary, TargetView
 
 # Queries one page may spend (a state filter may skip most of what it reads, and DynamoDB cuts a
 # read at 1 MB); past it the page ends early with a cursor, so a rare state in a huge fleet
@@ -119,15 +120,23 @@ class StateReader(Protocol):
 DEGRADED_SHARE = 0.5
 
 
+class LabelsReader(Protocol):
+    """Where the portals' client labels are (the registry)."""
+
+    def labels_of(self, portals: list[str]) -> dict[str, PortalLabels]: ...
+
+
 @dataclass(frozen=True)
 class SnapshotService:
     reader: StateReader
     stale_after: timedelta
+    labels: LabelsReader | None = None  # None: targets carry no labels
 
     def snapshot(self, query: SnapshotQuery, now: datetime) -> SnapshotView:
         run = self.reader.load_run()
         statuses, next_key = self.select(query)
-        views = [target_view(s, run) for s in statuses]
+        labels = self._labels([s.subject.portal for s in statuses])
+        views = [target_view(s, run, labels.get(s.subject.portal)) for s in statuses]
         return SnapshotView(
             generated_at=stamp(now),
             last_run_at=stamp(run.finished_at) if run else None,
@@ -141,7 +150,14 @@ class SnapshotService:
         status = self.reader.get_target(target)
         if status is None:
             raise NotFound(f"no target {target.key} is watched (or it was not checked yet)")
-        return target_view(status, self.reader.load_run())
+        labels = self._labels([target.portal]).get(target.portal)
+        return target_view(status, self.reader.load_run(), labels)
+
+    def _labels(self, portals: list[str]) -> dict[str, PortalLabels]:
+        """The page's portals' labels: one query of the registry's range of them."""
+        if self.labels is None or not portals:
+            return {}
+        return self.labels.labels_of(sorted(set(portals)))
 
     def health(self, now: datetime) -> HealthView:
         """Fresh: the watcher runs. Raises `Stale` otherwise. Reads the run record only."""
@@ -210,7 +226,9 @@ class SnapshotService:
         return found, after
 
 
-def target_view(status: TargetStatus, run: RunRecord | None) -> TargetView:
+def target_view(
+    status: TargetStatus, run: RunRecord | None, labels: PortalLabels | None = None
+) -> TargetView:
     subject = status.subject
     if not isinstance(subject, Target):  # the repository's target pages hold targets only
         raise TypeError(f"not a target: {subject.key}")
@@ -227,6 +245,8 @@ def target_view(status: TargetStatus, run: RunRecord | None) -> TargetView:
         # Stored details are cut already; this keeps 1,000 targets far below Lambda's 6 MB
         # response limit even for items an older version stored.
         detail=clip(status.detail, DETAIL_LIMIT) if status.detail is not None else None,
+        line_name=status.line_name or None,
+        labels=LabelsView(**labels.as_dict()) if labels else None,
     )
 
 

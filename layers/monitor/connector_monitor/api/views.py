@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..domain.text import DETAIL_LIMIT
+from ..domain.text import DETAIL_LIMIT, NAME_LIMIT
 from .errors import ErrorCode
 
 SILENCE_MINUTES_LIMIT = 90 * 24 * 60  # a silence lasts 90 days at most
@@ -31,6 +31,17 @@ class Summary(BaseModel):
     unknown: int = Field(ge=0)
 
 
+class LabelsView(BaseModel):
+    """A portal's client labels, as set in the registry (every field optional)."""
+
+    client: str | None = Field(default=None, max_length=80, description="The client's name")
+    owner: str | None = Field(default=None, max_length=80, description="Who looks after it")
+    tier: str | None = Field(default=None, max_length=80, description="e.g. gold, standard")
+    runbook: str | None = Field(
+        default=None, max_length=500, description="An https:// URL of the client's runbook"
+    )
+
+
 class TargetView(BaseModel):
     """One target's latest state."""
 
@@ -52,6 +63,18 @@ class TargetView(BaseModel):
         max_length=DETAIL_LIMIT,
         description=f"Why the target is DOWN or UNKNOWN (at most {DETAIL_LIMIT} characters, a cut "
         "marked with an ellipsis); null when UP",
+    )
+    line_name: str | None = Field(
+        default=None,
+        max_length=NAME_LIMIT,
+        description="The open line's name as the portal lists it (imopenlines.config.list.get "
+        "LINE_NAME); null before the monitor has read the portal's inventory or when unnamed",
+        examples=["Support"],
+    )
+    labels: LabelsView | None = Field(
+        default=None,
+        description="The portal's client labels, set in the registry (PUT "
+        "/registry/labels/{portal} or `monitorctl targets label`); null when none",
     )
 
 
@@ -115,6 +138,13 @@ class RegistryEntryView(BaseModel):
         default=None,
         description="Why a stored entry is not usable (an item written by hand); null if usable",
     )
+
+
+class PortalLabelsView(BaseModel):
+    """A portal's labels as stored."""
+
+    portal: str = Field(description="The portal's domain")
+    labels: LabelsView
 
 
 class RegistryView(BaseModel):
@@ -188,7 +218,7 @@ class ErrorView(BaseModel):
 
     error: ErrorCode = Field(
         description="400: BAD_FILTER, BAD_CURSOR, BAD_TARGET, BAD_REQUEST; 404: NOT_FOUND; "
-        "405: METHOD_NOT_ALLOWED; 500: INTERNAL; 503: STALE or RUN_FAILED (GET /health), "
-        "UNAVAILABLE"
+        "405: METHOD_NOT_ALLOWED; 415: UNSUPPORTED_MEDIA_TYPE (a body that is not JSON); "
+        "500: INTERNAL; 503: STALE or RUN_FAILED (GET /health), UNAVAILABLE"
     )
     message: str

@@ -83,6 +83,7 @@ def status_to_item(status: TargetStatus) -> dict[str, Any]:
         error=status.error,
         cause=status.cause.value if status.cause else None,
         detail=status.detail,
+        line_name=status.line_name,
         seen_state=status.seen_state.value if status.seen_state else None,
         seen_since=_opt_iso(status.seen_since),
         seen_streak=status.seen_streak,
@@ -90,6 +91,7 @@ def status_to_item(status: TargetStatus) -> dict[str, Any]:
         blind_streak=status.blind_streak,
         down_since=_opt_iso(status.down_since),
         blind_since=_opt_iso(status.blind_since),
+        blind_cause=status.blind_cause.value if status.blind_cause else None,
         reminders=status.reminders,
         last_alert_at=_opt_iso(status.last_alert_at),
         pending={alert.id: alert_to_map(alert) for alert in status.pending},
@@ -128,6 +130,7 @@ def status_from_item(item: dict[str, Any]) -> TargetStatus:
         error=item.get("error"),
         cause=Cause(item["cause"]) if item.get("cause") else None,
         detail=item.get("detail"),
+        line_name=item.get("line_name"),
         seen_state=State(item["seen_state"]) if item.get("seen_state") else None,
         seen_since=_opt_parse(item.get("seen_since")),
         seen_streak=int(item.get("seen_streak", 0)),
@@ -135,6 +138,7 @@ def status_from_item(item: dict[str, Any]) -> TargetStatus:
         blind_streak=int(item.get("blind_streak", 0)),
         down_since=_opt_parse(item.get("down_since")),
         blind_since=_opt_parse(item.get("blind_since")),
+        blind_cause=Cause(item["blind_cause"]) if item.get("blind_cause") else None,
         reminders=int(item.get("reminders", 0)),
         last_alert_at=_opt_parse(item.get("last_alert_at")),
         pending=tuple(pending),
@@ -160,6 +164,14 @@ def alert_to_map(alert: Alert) -> dict[str, Any]:
         data["cause"] = alert.cause.value
     if alert.closing:
         data["closing"] = True
+    if alert.detail:
+        data["detail"] = alert.detail
+    if alert.advice:
+        data["advice"] = alert.advice
+    if alert.since is not None:
+        data["since"] = iso(alert.since)
+    if alert.reminder:
+        data["reminder"] = alert.reminder
     return data
 
 
@@ -175,6 +187,10 @@ def alert_from_map(data: dict[str, Any]) -> Alert:
         created_at=parse_iso(data["created_at"]),
         cause=Cause(data["cause"]) if data.get("cause") else None,
         closing=bool(data.get("closing", False)),
+        detail=str(data.get("detail", "")),
+        advice=str(data.get("advice", "")),
+        since=_opt_parse(data.get("since")),
+        reminder=int(data.get("reminder", 0)),
     )
 
 

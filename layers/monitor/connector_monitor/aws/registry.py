@@ -2,19 +2,25 @@
 `*/connector/*`) kept in the state table, beyond what `TARGETS` can hold.
 
 Item: `pk` "REGISTRY", `sk` the entry's key; `portal`, `connector`, `line` (a number or "*"),
-`added_at`, `added_by`. The checker reads the partition by query pages at each run; the CLI and
-the API's registry routes add and remove entries (the API's role may write this partition only).
+`added_at`, `added_by`. A portal's client labels are an item of the same partition, `sk`
+`portal/#labels` (no connector id holds a "#"), with `client`, `owner`, `tier`, `runbook`,
+`set_at`, `set_by`: beside the portal's entries, so a shard's key range reads them with its
+entries. The checker reads the partition by query pages at each run; the CLI and the API's
+registry routes add and remove entries and set labels (the API's role may write this partition
+only).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..domain.shards import KeyRange
+from ..domain.labels import LabelError, PortalLabels
+from ..domain.shards import KeyRange, portal_key
 from ..domain.targets import (
     ANY,
     ConfigIssue,
@@ -28,13 +34,22 @@ from ..domain.text import clip
 from ..ports.registry import RegisteredEntry
 from ..ports.state_store import StateStoreError
 from . import clients
-from .dynamodb import describe_error, plain, put_if_absent, query_items, table_key
+from .dynamodb import describe_error, plain, put_if_absent, query_items, table_key, typed
 from .records import iso, parse_iso
 
 REGISTRY_PK = "REGISTRY"
 EVERY_PORTAL = f"{ANY}/"  # the keys of `*/connector/*` watches start so
 EVERY_PORTAL_END = f"{ANY}0"  # the first key after them ("0" sorts right after "/")
 ADDED_BY_LIMIT = 200  # an IAM ARN or a person's name, not a document
+LABELS_SUFFIX = "/#labels"
+
+
+def labels_key(portal: str) -> str:
+    return f"{portal}{LABELS_SUFFIX}"
+
+
+def is_labels_key(key: str) -> bool:
+    return key.endswith(LABELS_SUFFIX)
 
 
 class Registry:
@@ -52,29 +67,64 @@ class Registry:
         `portals` (a shard's range) only what that shard checks: its portals' entries, read by
         their key range, and the watches of every portal."""
         items: list[Target | Watch | ConfigIssue] = []
-        for registered in self._entries_of(portals):
+        raw = self._items_of(portals)
+        for item in raw:
+            if is_labels_key(str(item.get("sk", ""))):
+                continue
+            registered = _registered(item)
             if registered.entry is not None:
                 items.append(registered.entry)
             else:
                 reason = registered.problem or "not a valid entry"
                 items.append(ConfigIssue(f"registry {registered.key}", reason))
-        return entry_list(items)
+        return replace(entry_list(items), labels=_labels_in(raw))
 
     def entries(self) -> list[RegisteredEntry]:
-        return [_registered(item) for item in self._items()]
+        return [_registered(item) for item in self._items() if not _is_labels(item)]
 
-    def _entries_of(self, portals: KeyRange | None) -> list[RegisteredEntry]:
+    def all_labels(self) -> dict[str, PortalLabels]:
+        """Every portal's labels (a read of the whole partition: for the CLI's listing)."""
+        return _labels_in(list(self._items()))
+
+    def labels_of(self, portals: list[str]) -> dict[str, PortalLabels]:
+        """These portals' labels (those that have some): one query of the key range from the
+        first portal to the last (a page of the snapshot is such a range)."""
+        wanted = set(portals)
+        if not wanted:
+            return {}
+        span = KeyRange(portal_key(min(wanted)), f"{max(wanted)}0")  # "0" sorts after "/"
+        found = _labels_in(list(self._items(lo=span.lo, hi=span.hi)))
+        return {portal: labels for portal, labels in found.items() if portal in wanted}
+
+    def set_labels(self, portal: str, labels: PortalLabels, *, by: str, at: datetime) -> None:
+        """Store the portal's labels, replacing any; no label at all removes the item."""
+        key = table_key(REGISTRY_PK, labels_key(portal))
+        try:
+            if not labels:
+                self._call("delete_item", TableName=self.table_name, Key=key)
+                return
+            item = {
+                "pk": REGISTRY_PK,
+                "sk": labels_key(portal),
+                "portal": portal,
+                **labels.as_dict(),
+                "set_at": iso(at),
+                "set_by": clip(by, ADDED_BY_LIMIT),
+            }
+            self._call("put_item", TableName=self.table_name, Item=typed(item))
+        except ClientError as exc:
+            raise StateStoreError(describe_error("set a portal's labels", exc)) from None
+
+    def _items_of(self, portals: KeyRange | None) -> list[dict[str, Any]]:
         if portals is None or portals.whole:
-            return self.entries()
+            return list(self._items())
         # An entry's key starts with its portal's key (`portal/`), so a shard's range of
         # portals is a range of entry keys; `*/...` (every portal) sorts before any domain.
         ranges = [(portals.lo or None, portals.hi), (EVERY_PORTAL, EVERY_PORTAL_END)]
-        found = {
-            item["sk"]: _registered(item) for lo, hi in ranges for item in self._items(lo=lo, hi=hi)
-        }
+        found = {item["sk"]: item for lo, hi in ranges for item in self._items(lo=lo, hi=hi)}
         return [
-            registered
-            for key, registered in sorted(found.items())
+            item
+            for key, item in sorted(found.items())
             if key.startswith(EVERY_PORTAL) or portals.holds_key(key)
         ]
 
@@ -94,7 +144,8 @@ class Registry:
             answer = self._call("query", **params)
         except ClientError as exc:
             raise StateStoreError(describe_error("read the registry", exc)) from None
-        entries = [_registered(plain(i)) for i in answer.get("Items", [])]
+        items = [plain(i) for i in answer.get("Items", [])]
+        entries = [_registered(i) for i in items if not _is_labels(i)]
         last = answer.get("LastEvaluatedKey")
         return entries, (str(last["sk"]["S"]) if last else None)
 
@@ -140,6 +191,26 @@ class Registry:
             return getattr(self._client, operation)(**params)
         except BotoCoreError as exc:  # endpoint unreachable, credentials, ...
             raise StateStoreError(f"DynamoDB {operation} failed: {type(exc).__name__}") from None
+
+
+def _is_labels(item: dict[str, Any]) -> bool:
+    return is_labels_key(str(item.get("sk", "")))
+
+
+def _labels_in(items: list[dict[str, Any]]) -> dict[str, PortalLabels]:
+    """The labels items among `items`, by portal; one written wrong by hand is skipped."""
+    found: dict[str, PortalLabels] = {}
+    for item in items:
+        if not _is_labels(item):
+            continue
+        fields: dict[str, object] = {
+            k: item[k] for k in ("client", "owner", "tier", "runbook") if k in item
+        }
+        try:
+            found[str(item.get("portal", ""))] = PortalLabels.from_fields(fields)
+        except LabelError:
+            continue
+    return found
 
 
 def _registered(item: dict[str, Any]) -> RegisteredEntry:

@@ -149,9 +149,9 @@ class ConnectorChecks:
                 detail = err.detail
                 if err.kind is ErrorKind.PORTAL_MOVED:
                     detail = f"{detail}: {_entries_to_update(wanted)}"
-                settle(span, err.kind.cause, detail)
+                settle(span, err.cause, detail)
                 if err.kind in _STOPPING:
-                    halted = (err.kind.cause, detail)
+                    halted = (err.cause, detail)
                 continue
             self._settle_answer(wanted, span, answer, results)
 
@@ -175,7 +175,7 @@ class ConnectorChecks:
             if error is not None:
                 failed.append(error)
                 results[index] = CheckResult.unknown(
-                    target, error.kind.cause, error.detail, checked_at=at
+                    target, error.cause, error.detail, checked_at=at
                 )
             elif name in answer.results:
                 results[index] = read_status(target, answer.results[name], checked_at=at)

@@ -380,7 +380,7 @@ class RestSession:
                 http_status=err.http_status,
             )
         except UnusableCredentials as exc:
-            failure = TokensUnavailable(self.portal, Cause.CONFIGURATION, str(exc))
+            failure = TokensUnavailable(self.portal, Cause.NO_TOKENS, str(exc))
         except TokenStoreError as exc:
             failure = TokensUnavailable(self.portal, Cause.MONITOR_ERROR, f"{self.portal}: {exc}")
         except Exception as exc:

@@ -45,6 +45,14 @@ _CAUSE = {
     ErrorKind.BAD_REQUEST: Cause.BAD_REQUEST,
 }
 
+# Codes that name their cause more precisely than their kind (the kind still decides what the
+# monitor does; the cause decides what an alert says). Both are in the system errors table of
+# bitrix24/b24restdocs _includes/system-errors.md.
+_CAUSE_BY_CODE = {
+    "PAYMENT_REQUIRED": Cause.PORTAL_UNPAID,
+    "PORTAL_DELETED": Cause.PORTAL_DELETED,
+}
+
 # Codes compared case-insensitively: the SDKs and docs spell some in either case.
 _BY_CODE: dict[str, ErrorKind] = {
     code.upper(): kind
@@ -115,6 +123,14 @@ ADVICE: dict[ErrorKind, str] = {
 }
 
 
+def without_advice(detail: str) -> str:
+    """A detail without the advice `PortalError.detail` appended (an alert gives its own)."""
+    for advice in ADVICE.values():
+        if detail.endswith(f" - {advice}"):
+            return detail[: -len(advice) - 3]
+    return detail
+
+
 def classify(code: str | None, http_status: int | None) -> ErrorKind:
     """Map a portal's error code (first) or HTTP status (only for unknown codes) to a kind."""
     if code:
@@ -156,6 +172,12 @@ class PortalError(Exception):
         self.http_status = http_status
         self.retry_after = retry_after
         super().__init__(self.summary)
+
+    @property
+    def cause(self) -> Cause:
+        """Why the targets this error hides stay UNKNOWN: the kind's cause, or a finer one the
+        code names (an unpaid or deleted portal)."""
+        return _CAUSE_BY_CODE.get((self.code or "").upper(), self.kind.cause)
 
     @property
     def summary(self) -> str:

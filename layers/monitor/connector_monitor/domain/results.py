@@ -19,15 +19,23 @@ class State(StrEnum):
 class Cause(StrEnum):
     """Why the monitor could not see a target. Never a reason to say "connector down"."""
 
-    CONFIGURATION = "configuration"  # bad TARGETS entry, unknown connector or line, no credentials
+    CONFIGURATION = "configuration"  # bad TARGETS entry, unknown connector or line, moved portal
+    NO_TOKENS = "no_tokens"  # the monitor holds no usable credentials for the portal
     AUTH_LOST = "auth_lost"  # tokens revoked or expired for good: a person must re-authorise
-    ACCESS_DENIED = "access_denied"  # permission, plan, payment or application context
+    ACCESS_DENIED = "access_denied"  # permission, scope or application context
+    PORTAL_UNPAID = "portal_unpaid"  # PAYMENT_REQUIRED: the portal's plan does not allow REST
+    PORTAL_DELETED = "portal_deleted"  # PORTAL_DELETED: the portal no longer exists
     RATE_LIMITED = "rate_limited"  # QUERY_LIMIT_EXCEEDED / OPERATION_TIME_LIMIT past our deadline
-    PORTAL_FAILING = "portal_failing"  # 5xx, timeouts, connection errors, REST blocked, deleted
+    PORTAL_FAILING = "portal_failing"  # 5xx, timeouts, connection errors, REST blocked
     BAD_ANSWER = "bad_answer"  # HTML, truncated JSON, a missing field, the wrong shape
     BAD_REQUEST = "bad_request"  # the portal rejected our request: a bug on our side
     DEADLINE = "deadline"  # the invocation ran out of time before this target was checked
     MONITOR_ERROR = "monitor_error"  # our own side failed (secret unreadable, ...)
+
+    @property
+    def is_configuration(self) -> bool:
+        """A person must change the monitor's configuration: asking again cannot help."""
+        return self in (Cause.CONFIGURATION, Cause.NO_TOKENS)
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from functools import cached_property
 from typing import Protocol
+
+from .labels import PortalLabels
 
 _DOMAIN = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d{1,5})?$")
 # No dot: the core cuts a connector id at its first dot (imconnector/lib/connector.php::
@@ -114,6 +116,7 @@ class TargetList:
     targets: tuple[Target, ...]
     errors: tuple[ConfigIssue, ...]
     watches: tuple[Watch, ...] = ()
+    labels: Mapping[str, PortalLabels] = field(default_factory=dict)  # the registry's, by portal
 
     @property
     def unusable(self) -> ConfigIssue | None:
@@ -159,14 +162,15 @@ class TargetList:
         return sorted({w.connector for w in self.watches if w.portal in (portal, ANY)})
 
     def merged(self, other: TargetList) -> TargetList:
-        """Both lists' entries, each once."""
-        return _collect(
+        """Both lists' entries, each once, and both lists' labels."""
+        merged = _collect(
             [*self.targets, *self.watches, *other.targets, *other.watches],
             [
                 *self.errors,
                 *other.errors,
             ],
         )
+        return replace(merged, labels={**self.labels, **other.labels})
 
 
 def parse_targets(raw: str) -> TargetList:

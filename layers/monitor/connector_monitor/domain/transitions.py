@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from .alerts import Alert, AlertEvent, Facts, make_alert
+from .client_context import NO_CONTEXT, AlertContext
 from .results import Cause, CheckResult, State
 from .targets import Subject
 
@@ -58,6 +59,7 @@ class TargetStatus:
     error: bool | None = None
     cause: Cause | None = None
     detail: str | None = None
+    line_name: str | None = None  # the open line's name, as the portal's inventory lists it
     seen_state: State | None = None  # the last UP/DOWN answer
     seen_since: datetime | None = None  # when the current run of seen_state answers began
     seen_streak: int = 0  # seen answers in a row equal to seen_state (UNKNOWN skipped)
@@ -65,6 +67,7 @@ class TargetStatus:
     blind_streak: int = 0  # UNKNOWNs in a row
     down_since: datetime | None = None  # an open connector.down incident began then
     blind_since: datetime | None = None  # an open check.failed incident began then
+    blind_cause: Cause | None = None  # why the open check.failed incident's target was blind
     reminders: int = 0  # reminders sent in the open down incident
     last_alert_at: datetime | None = None
     pending: tuple[Alert, ...] = ()  # decided, not yet published
@@ -90,8 +93,14 @@ class Step:
     skew: timedelta | None = None  # how far in the future the stored status was, if it was
 
 
-def advance(previous: TargetStatus | None, result: CheckResult, thresholds: Thresholds) -> Step:
-    """Fold one check result into a target's status; return the new status and new alerts."""
+def advance(
+    previous: TargetStatus | None,
+    result: CheckResult,
+    thresholds: Thresholds,
+    context: AlertContext = NO_CONTEXT,
+) -> Step:
+    """Fold one check result into a target's status; return the new status and new alerts
+    (worded with `context`: the client's labels, line names, where targets are listed)."""
     skew = None
     if previous is not None and result.checked_at <= previous.checked_at:
         ahead = previous.checked_at - result.checked_at
@@ -101,16 +110,24 @@ def advance(previous: TargetStatus | None, result: CheckResult, thresholds: Thre
     subject = result.target if previous is None else previous.subject
     base = previous or TargetStatus(subject, result.state, result.checked_at, result.checked_at)
     status = _observe(base, result, thresholds.streak_cap)
+    named = context.line_name(subject)
+    if named is not None and named != status.line_name:
+        status = replace(status, line_name=named)
     if result.state is State.UNKNOWN:
-        status, alerts = _while_blind(status, result, thresholds)
+        status, alerts = _while_blind(status, result, thresholds, context)
     else:
-        status, alerts = _while_seen(status, thresholds)
+        status, alerts = _while_seen(status, thresholds, context)
     if alerts:
         status = replace(status, pending=status.pending + alerts, last_alert_at=result.checked_at)
     return Step(status, alerts, skew)
 
 
-def retire(status: TargetStatus, now: datetime, reason: str | None = None) -> Step:
+def retire(
+    status: TargetStatus,
+    now: datetime,
+    reason: str | None = None,
+    context: AlertContext = NO_CONTEXT,
+) -> Step:
     """A target that left the configuration, or whose line the portal deleted (`reason` says
     so): close its open incidents with one alert each, worded "no longer monitored".
 
@@ -120,16 +137,21 @@ def retire(status: TargetStatus, now: datetime, reason: str | None = None) -> St
     alerts: list[Alert] = []
     if status.down_since is not None:
         alerts.append(
-            _closing(AlertEvent.CONNECTOR_RECOVERED, status, status.down_since, now, reason)
+            _closing(
+                AlertEvent.CONNECTOR_RECOVERED, status, status.down_since, now, reason, context
+            )
         )
     if status.blind_since is not None:
-        alerts.append(_closing(AlertEvent.CHECK_RECOVERED, status, status.blind_since, now, reason))
+        alerts.append(
+            _closing(AlertEvent.CHECK_RECOVERED, status, status.blind_since, now, reason, context)
+        )
     if not alerts:
         return Step(status)
     closed = replace(
         status,
         down_since=None,
         blind_since=None,
+        blind_cause=None,
         reminders=0,
         pending=status.pending + tuple(alerts),
         last_alert_at=now,
@@ -167,76 +189,96 @@ def _observe(base: TargetStatus, result: CheckResult, cap: int) -> TargetStatus:
     )
 
 
-def _while_seen(status: TargetStatus, th: Thresholds) -> tuple[TargetStatus, tuple[Alert, ...]]:
+def _while_seen(
+    status: TargetStatus, th: Thresholds, context: AlertContext
+) -> tuple[TargetStatus, tuple[Alert, ...]]:
     alerts: list[Alert] = []
     if status.blind_since is not None and status.visible_streak >= th.recovery:
-        alerts.append(_alert(AlertEvent.CHECK_RECOVERED, status, status.blind_since))
-        status = replace(status, blind_since=None)
+        alerts.append(
+            _alert(AlertEvent.CHECK_RECOVERED, status, status.blind_since, context, cause=True)
+        )
+        status = replace(status, blind_since=None, blind_cause=None)
     if status.seen_state is State.DOWN:
-        status, more = _down_answer(status, th)
+        status, more = _down_answer(status, th, context)
         alerts += more
     elif status.down_since is not None and status.seen_streak >= th.recovery:
-        alerts.append(_alert(AlertEvent.CONNECTOR_RECOVERED, status, status.down_since))
+        alerts.append(_alert(AlertEvent.CONNECTOR_RECOVERED, status, status.down_since, context))
         status = replace(status, down_since=None, reminders=0)
     return status, tuple(alerts)
 
 
-def _down_answer(status: TargetStatus, th: Thresholds) -> tuple[TargetStatus, list[Alert]]:
+def _down_answer(
+    status: TargetStatus, th: Thresholds, context: AlertContext
+) -> tuple[TargetStatus, list[Alert]]:
     if status.down_since is None:
         if status.seen_streak < th.failure:
             return status, []
         began = status.seen_since or status.checked_at
         status = replace(status, down_since=began, reminders=0)
-        return status, [_alert(AlertEvent.CONNECTOR_DOWN, status, began)]
+        return status, [_alert(AlertEvent.CONNECTOR_DOWN, status, began, context)]
     began = status.down_since
     if th.renotify is None or status.last_alert_at is None or status.acked_since == began:
         return status, []  # an acknowledged incident gets no reminders
     if status.checked_at - status.last_alert_at < th.renotify:
         return status, []
     status = replace(status, reminders=status.reminders + 1)
-    reminder = _alert(AlertEvent.CONNECTOR_DOWN, status, began, status.reminders)
+    reminder = _alert(AlertEvent.CONNECTOR_DOWN, status, began, context, status.reminders)
     return status, [reminder]
 
 
 def _while_blind(
-    status: TargetStatus, result: CheckResult, th: Thresholds
+    status: TargetStatus, result: CheckResult, th: Thresholds, context: AlertContext
 ) -> tuple[TargetStatus, tuple[Alert, ...]]:
-    needed = 1 if result.cause is Cause.CONFIGURATION else th.failure
+    needed = 1 if result.cause and result.cause.is_configuration else th.failure
     if status.blind_since is not None or status.blind_streak < needed:
         return status, ()
     began = status.since  # the first UNKNOWN of this blind spell
-    status = replace(status, blind_since=began)
-    return status, (_alert(AlertEvent.CHECK_FAILED, status, began),)
+    status = replace(status, blind_since=began, blind_cause=result.cause)
+    return status, (_alert(AlertEvent.CHECK_FAILED, status, began, context),)
 
 
 def _closing(
-    event: AlertEvent, status: TargetStatus, since: datetime, now: datetime, reason: str | None
+    event: AlertEvent,
+    status: TargetStatus,
+    since: datetime,
+    now: datetime,
+    reason: str | None,
+    context: AlertContext,
 ) -> Alert:
     facts = Facts(
         detail=reason,
         status=None,
         configured=None,
         error=None,
-        cause=status.cause,
+        cause=status.blind_cause or status.cause,
         incident_since=since,
         now=now,
         closing=True,
     )
-    return make_alert(event, status.subject, facts)
+    return make_alert(event, status.subject, facts, context)
 
 
-def _alert(event: AlertEvent, status: TargetStatus, since: datetime, reminder: int = 0) -> Alert:
+def _alert(
+    event: AlertEvent,
+    status: TargetStatus,
+    since: datetime,
+    context: AlertContext,
+    reminder: int = 0,
+    *,
+    cause: bool = False,
+) -> Alert:
+    """`cause`: the alert names the blind spell's cause (a recovery), not the latest one."""
     facts = Facts(
-        detail=status.detail,
+        detail=None if cause else status.detail,
         status=status.status,
         configured=status.configured,
         error=status.error,
-        cause=status.cause,
+        cause=status.blind_cause if cause else status.cause,
         incident_since=since,
         now=status.checked_at,
         reminder=reminder,
     )
-    return make_alert(event, status.subject, facts)
+    return make_alert(event, status.subject, facts, context)
 
 
 def acknowledge(status: TargetStatus, published: set[str]) -> TargetStatus:

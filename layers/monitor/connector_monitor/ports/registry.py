@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from ..domain.labels import PortalLabels
 from ..domain.targets import Target, Watch
 
 
@@ -38,4 +39,12 @@ class RegistryStore(Protocol):
 
     def remove(self, key: str) -> bool:
         """Remove the entry with this key; False when there was none."""
+        ...
+
+    def labels_of(self, portals: list[str]) -> dict[str, PortalLabels]:
+        """These portals' client labels (only those that have some)."""
+        ...
+
+    def set_labels(self, portal: str, labels: PortalLabels, *, by: str, at: datetime) -> None:
+        """Store a portal's labels, replacing any (no label at all: remove them)."""
         ...

@@ -220,9 +220,8 @@ class RefreshingTokens:
                 current.portal,
                 description=(
                     f"the portal rejects fresh tokens: it refused a pair refreshed "
-                    f"{int(age // 60)} min ago. The monitor refreshes each portal at most once "
-                    f"every {REFRESH_INTERVAL // 60} min, so that one portal cannot use up the "
-                    "secret's versions; if the portal keeps refusing, re-authorise the application"
+                    f"{int(age // 60)} min ago; if it keeps refusing, re-authorise the "
+                    "application"
                 ),
             )
 
