@@ -82,6 +82,7 @@ def silences() -> SilenceService:
     return SilenceService(SilenceTable(settings().table_name))
 
 
+@cache
 def history() -> HistoryService:
     from connector_monitor.api.history_service import HistoryService
     from connector_monitor.aws.history import HistoryReader
@@ -93,7 +94,12 @@ def history() -> HistoryService:
 def status_page() -> StatusPageService:
     from connector_monitor.api.status_page import StatusPageService
 
-    return StatusPageService(service(), history())
+    snapshot = service()  # the page's labels are the snapshot's: the registry's, one read
+
+    def labels(portals: list[str]) -> dict[str, dict[str, str]]:
+        return {p: shown.as_dict() for p, shown in snapshot.labels_for(portals).items()}
+
+    return StatusPageService(snapshot, history(), labels)
 
 
 def utcnow() -> datetime:

@@ -30,7 +30,9 @@ import pytest
 from moto import mock_aws
 
 from connector_monitor.api.status_page import StatusPageService
+from connector_monitor.aws.registry import Registry
 from connector_monitor.aws.repository import StateRepository
+from connector_monitor.domain.labels import PortalLabels
 from connector_monitor.domain.results import State
 from connector_monitor.domain.runs import RunRecord
 from connector_monitor.domain.targets import Target
@@ -100,6 +102,18 @@ def call(api: ModuleType, path: str, **query: str) -> dict[str, Any]:
     event = http_event(base, path=path, query=query)
     event.pop("pathParameters", None)  # the resolver reads the path itself
     return api.lambda_handler(event, LambdaContext())  # type: ignore[no-any-return]
+
+
+def test_the_page_shows_the_client_labels_the_registry_holds(
+    api: ModuleType, world: datetime
+) -> None:
+    # The deployed wiring: labels set as `monitorctl targets label` sets them, read by the page.
+    registry = Registry(TABLE, client=boto3.client("dynamodb", region_name=REGION))
+    registry.set_labels(PORTAL, PortalLabels(client="Acme Corp", tier="gold"), by="ops", at=world)
+    answer = call(api, "/", portal=PORTAL)
+    assert answer["statusCode"] == 200, answer["body"]
+    assert "Acme Corp" in answer["body"] and "gold" in answer["body"]
+    assert "Acme Corp" not in call(api, "/", portal=HOSTILE)["body"]
 
 
 def test_a_targets_history_has_its_incidents_and_uptime(api: ModuleType, world: datetime) -> None:

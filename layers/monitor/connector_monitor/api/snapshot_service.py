@@ -135,7 +135,7 @@ class SnapshotService:
     def snapshot(self, query: SnapshotQuery, now: datetime) -> SnapshotView:
         run = self.reader.load_run()
         statuses, next_key = self.select(query)
-        labels = self._labels([s.subject.portal for s in statuses])
+        labels = self.labels_for([s.subject.portal for s in statuses])
         views = [target_view(s, run, labels.get(s.subject.portal)) for s in statuses]
         return SnapshotView(
             generated_at=stamp(now),
@@ -150,10 +150,10 @@ class SnapshotService:
         status = self.reader.get_target(target)
         if status is None:
             raise NotFound(f"no target {target.key} is watched (or it was not checked yet)")
-        labels = self._labels([target.portal]).get(target.portal)
+        labels = self.labels_for([target.portal]).get(target.portal)
         return target_view(status, self.reader.load_run(), labels)
 
-    def _labels(self, portals: list[str]) -> dict[str, PortalLabels]:
+    def labels_for(self, portals: list[str]) -> dict[str, PortalLabels]:
         """The page's portals' labels: one query of the registry's range of them."""
         if self.labels is None or not portals:
             return {}
