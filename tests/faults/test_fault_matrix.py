@@ -1429,7 +1429,7 @@ def test_a_portal_whose_discovery_cannot_converge_says_so(world: World) -> None:
     )
     (alert,) = world.alerts()
     assert (alert["event"], alert["portal"], alert["connector"]) == ("check.failed", C, CONNECTOR)
-    assert alert["subject"] == f"CHECK FAILED: discovery of {CONNECTOR} at {C}"
+    assert alert["subject"] == f"DISCOVERY UNFINISHED: {CONNECTOR} at {C}"
     assert any("discovery has not converged" in line for line in world.log_lines())
     world.portal.clear_faults(C)
 
@@ -1438,6 +1438,7 @@ def test_a_portal_whose_discovery_cannot_converge_says_so(world: World) -> None:
     assert not [i for i in world.items("CONFIG") if i["sk"] == f"validation:{C}/{CONNECTOR}"]
     (closing,) = world.alerts()
     assert closing["event"] == "check.recovered"
+    assert closing["subject"] == f"DISCOVERY DONE: {CONNECTOR} at {C}"
     assert "Discovery of myconnector on big.bitrix24.com has finished" in closing["message"]
 
 

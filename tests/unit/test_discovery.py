@@ -307,7 +307,7 @@ def test_a_discovery_that_cannot_finish_says_so_and_the_notice_clears(setup: Set
 
     assert f"validation:{A}/{CONNECTOR}" not in setup.store.statuses
     assert [a.subject for a in setup.publisher.sent] == [
-        f"NO LONGER MONITORED: discovery of {CONNECTOR} at {A}"
+        f"DISCOVERY DONE: {CONNECTOR} at {A}"
     ]
 
 

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import (
-    RequestUnsupportedContentType,
     RequestValidationError,
 )
 from aws_lambda_powertools.shared.json_encoder import Encoder
@@ -130,27 +129,6 @@ def on_invalid_request(exc: RequestValidationError) -> Response[dict[str, Any]]:
     elif where == "query":
         code = ErrorCode.BAD_CURSOR if name == "cursor" else ErrorCode.BAD_FILTER
     return error_response(code, f"{where} parameter '{name}': {first.get('msg', 'invalid')}")
-
-
-@app.exception_handler(RequestUnsupportedContentType)
-def on_unsupported_body(exc: RequestUnsupportedContentType) -> Response[dict[str, Any]]:
-    """A body sent as something else than JSON (POST /silences takes application/json)."""
-    return error_response(
-        ErrorCode.BAD_REQUEST, "send the request body as application/json (UTF-8)"
-    )
-
-
-@app.exception_handler(ValueError)
-def on_value_error(exc: ValueError) -> Response[dict[str, Any]]:
-    """Powertools' body parser raises a bare ValueError for a multipart body without its
-    boundary, and a UnicodeDecodeError for a body that is not UTF-8; any other one is a bug of
-    ours."""
-    if isinstance(exc, UnicodeDecodeError) or "multipart/form-data" in str(exc):
-        return error_response(
-            ErrorCode.BAD_REQUEST, "send the request body as application/json (UTF-8)"
-        )
-    services(app).logger.exception("unexpected error")
-    return error_response(ErrorCode.INTERNAL, "internal error")
 
 
 @app.not_found

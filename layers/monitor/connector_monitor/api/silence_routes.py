@@ -59,6 +59,7 @@ def list_silences() -> SilencesView:
     responses={
         201: answer_doc("The silence, active from now", SilenceView),
         400: answer_doc("BAD_REQUEST: what the silence matches, its end or its reason"),
+        415: answer_doc("UNSUPPORTED_MEDIA_TYPE: the body is not application/json"),
         503: UNAVAILABLE_DOC,
         500: INTERNAL_DOC,
     },

@@ -164,8 +164,9 @@ def _head(alert: Alert) -> str:
 
 def _subject_line(alert: Alert, subject: Subject, context: AlertContext) -> str:
     head = _head(alert)
-    if _discovery(subject):
-        text = f"{head}: discovery of {subject.connector} at {subject.portal}"
+    if _discovery(subject):  # a notice, not a target: what it says is discovery's progress
+        state = "DONE" if alert.closing or alert.event in RECOVERIES else "UNFINISHED"
+        text = f"DISCOVERY {state}: {subject.connector} at {subject.portal}"
     elif isinstance(subject, ConfigIssue) and subject.problem is ConfigProblem.VALIDATION:
         state = "OK" if alert.event in RECOVERIES else "OFF"
         text = f"VALIDATION {state} at {subject.portal}"
