@@ -112,6 +112,7 @@ class Tokens:
     held: list[str] = field(default_factory=lambda: [A, B])  # the portals with pairs
     unreadable: bool = False
     loads: int = 0
+    deleted: dict[str, dict[int, datetime]] = field(default_factory=dict)  # line-delete marks
 
     def load(self) -> None:
         self.loads += 1
@@ -120,6 +121,9 @@ class Tokens:
 
     def portals(self) -> list[str]:
         return list(self.held)
+
+    def deleted_lines(self, portal: str) -> dict[int, datetime]:
+        return dict(self.deleted.get(portal, {}))
 
     def credentials(self, portal: str) -> PortalCredentials:
         return PortalCredentials(

@@ -3,7 +3,9 @@ however many times a run asks."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from ..deadline import Deadline
 from .credentials import PortalCredentials
@@ -47,6 +49,9 @@ class TableThenSecret:
     def portals(self) -> list[str]:
         return sorted({*self.first.portals(), *self.second.portals()})
 
+    def deleted_lines(self, portal: str) -> Mapping[int, datetime]:
+        return self._owner(portal).deleted_lines(portal)
+
 
 @dataclass
 class LoadedOnce:
@@ -66,6 +71,9 @@ class LoadedOnce:
 
     def portals(self) -> list[str]:
         return self.tokens.portals()
+
+    def deleted_lines(self, portal: str) -> Mapping[int, datetime]:
+        return self.tokens.deleted_lines(portal)
 
     def credentials(self, portal: str) -> PortalCredentials:
         known = self._known.get(portal)
