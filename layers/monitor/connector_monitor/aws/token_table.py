@@ -451,9 +451,9 @@ class TablePairs:
                 ConditionExpression=condition,
                 ExpressionAttributeNames={"#line": str(line)},
                 ExpressionAttributeValues=typed({**member, ":at": at}),
-                ReturnValues="UPDATED_NEW",
+                ReturnValues="ALL_NEW",
             )
-            marks = _deletion_marks(plain(answer.get("Attributes", {})).get("deleted_lines"))
+            marks = _marks_of(plain(answer.get("Attributes", {})).get("deleted_lines"))
             if over := deletions_over(marks):
                 names = {f"#d{i}": str(old) for i, old in enumerate(over)}
                 self._call(
@@ -609,6 +609,12 @@ def _number(value: Any) -> Any:
 def _deletion_marks(raw: object) -> dict[int, datetime]:
     """`deleted_lines` read defensively: entries that are not a line id and a time are skipped,
     and no more than the newest kept."""
+    marks = _marks_of(raw)
+    over = set(deletions_over(marks))
+    return {line: at for line, at in marks.items() if line not in over}
+
+
+def _marks_of(raw: object) -> dict[int, datetime]:
     if not isinstance(raw, Mapping):
         return {}
     marks: dict[int, datetime] = {}
@@ -617,8 +623,7 @@ def _deletion_marks(raw: object) -> dict[int, datetime]:
             seconds = _whole(at)
             if seconds is not None and 0 <= seconds < 2**40:
                 marks[int(line)] = datetime.fromtimestamp(seconds, UTC)
-    over = set(deletions_over(marks))
-    return {line: at for line, at in marks.items() if line not in over}
+    return marks
 
 
 def _key(portal: str) -> dict[str, Any]:
