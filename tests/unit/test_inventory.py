@@ -205,6 +205,10 @@ def test_only_deletions_since_the_last_inventory_count() -> None:
 
     assert deleted_since(marks, cached) == frozenset({15})
     assert deleted_since(marks, None) == frozenset({14, 15})
+    # marks are whole seconds: one in the inventory's own second counts
+    assert deleted_since(
+        {16: T2}, reconciled(None, PORTAL, listing(16), T2 + timedelta(seconds=0.9))[0]
+    ) == frozenset({16})
 
 
 def test_the_newest_marks_are_kept_and_the_oldest_dropped() -> None:

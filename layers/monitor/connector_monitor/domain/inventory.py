@@ -120,10 +120,12 @@ def reconciled(
 def deleted_since(marks: Mapping[int, datetime], cached: CachedInventory | None) -> frozenset[int]:
     """The lines a line-delete event named since the portal's last inventory (every one when
     there is none): they make an inventory due at once, and it may retire them. An older mark
-    was already weighed by an inventory after it."""
+    was already weighed by an inventory after it. Marks are whole seconds: one in the
+    inventory's own second counts (an inventory more, never a line retired that is listed)."""
     if cached is None:
         return frozenset(marks)
-    return frozenset(line for line, at in marks.items() if at >= cached.validated_at)
+    since = cached.validated_at.replace(microsecond=0)
+    return frozenset(line for line, at in marks.items() if at >= since)
 
 
 def deletions_over(marks: Mapping[int, datetime], kept: int = DELETIONS_KEPT) -> list[int]:
