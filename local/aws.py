@@ -38,6 +38,7 @@ ACCOUNT = "123456789012"
 TABLE_NAME = "bitrix24-connector-monitor"
 TOKENS_TABLE_NAME = "bitrix24-connector-monitor-tokens"
 TOPIC_NAME = "bitrix24-connector-monitor-alerts"
+OPERATIONS_TOPIC_NAME = "bitrix24-connector-monitor-operations"
 QUEUE_NAME = "local-alert-inbox"
 SECRET_NAME = "bitrix24-connector-monitor/portals"
 
@@ -101,6 +102,7 @@ class Resources:
     queue_url: str
     secret_id: str
     tokens_table: str
+    operations_topic_arn: str = ""
 
 
 class MotoStack:
@@ -156,13 +158,15 @@ class MotoStack:
 
     # -- resources -------------------------------------------------------------------------
     def create(self, secret: dict[str, Any]) -> Resources:
-        """The table, topic, queue (subscribed to the topic) and the secret holding `secret`."""
+        """The table, token table, topic, queue (subscribed to the topic), the operations topic
+        and the secret holding `secret`."""
         dynamodb = self.client("dynamodb")
         dynamodb.create_table(TableName=TABLE_NAME, **table_definition())
         dynamodb.create_table(TableName=TOKENS_TABLE_NAME, **table_definition("TokenTable"))
         dynamodb.get_waiter("table_exists").wait(TableName=TABLE_NAME)
         sns = self.client("sns")
         topic_arn = sns.create_topic(Name=TOPIC_NAME)["TopicArn"]
+        operations_arn = sns.create_topic(Name=OPERATIONS_TOPIC_NAME)["TopicArn"]
         sqs = self.client("sqs")
         queue_url = sqs.create_queue(QueueName=QUEUE_NAME)["QueueUrl"]
         queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
@@ -174,7 +178,9 @@ class MotoStack:
             Description="Bitrix24 OAuth credentials per portal (local run)",
             SecretString=json.dumps(secret),
         )["ARN"]
-        self._resources = Resources(TABLE_NAME, topic_arn, queue_url, secret_id, TOKENS_TABLE_NAME)
+        self._resources = Resources(
+            TABLE_NAME, topic_arn, queue_url, secret_id, TOKENS_TABLE_NAME, operations_arn
+        )
         return self._resources
 
     def client(self, service: str) -> Any:

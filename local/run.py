@@ -29,7 +29,14 @@ from aws_lambda_powertools.metrics.provider import cold_start
 from connector_monitor.aws.repository import StateRepository
 from connector_monitor.domain.timestamps import stamp
 from local.api_server import ApiServer
-from local.aws import REGION, MotoStack, SecretFile, SecretFileError, apply_environment
+from local.aws import (
+    REGION,
+    MotoStack,
+    Resources,
+    SecretFile,
+    SecretFileError,
+    apply_environment,
+)
 from local.bitrix24_portal import DEMO_DOMAIN, LocalPortal
 from local.console import Console, rows_from_statuses
 from local.handlers import LambdaContext, load_handler
@@ -45,6 +52,10 @@ OUTAGE_STARTS_AFTER_RUN = 1
 OUTAGE_RUNS = 4  # failed checks: runs 2..5; the down alert on run 3, the recovery on run 6
 DEFAULT_PORTAL_PORT = 8099
 DEFAULT_API_PORT = 8098
+MONITOR_APP = "monitor"  # the application's name in the secret's "apps"
+# The inbound API's unguessable path part (on AWS: the stack id's random part).
+INBOUND_KEY = "9f4c2e7a-3b1d-4e8f-a6c5-0d2b7e1f9a34"
+INBOUND_ROUTES = ("POST /app/{key}/install", "POST /app/{key}/events", "GET /app/{key}/authorized")
 FAILURE_THRESHOLD = 2
 RECOVERY_THRESHOLD = 1
 LAMBDA_TIMEOUT_MS = 120_000  # the template's Timeout: 120
@@ -289,6 +300,72 @@ def start_api(port: int | None) -> ApiServer:
     return server.start()
 
 
+@dataclass(frozen=True)
+class Installed:
+    """The demo portal's install through the inbound function, as the local run reports it."""
+
+    portal: str
+    stored: bool
+    bound: int
+    handlers: dict[str, str]
+
+    def lines(self) -> list[str]:
+        pair = "pair stored" if self.stored else "pair NOT stored"
+        return [
+            f"installed on {self.portal}: {pair}, {self.bound} events bound",
+            "  (the portal posted ONAPPINSTALL to the install handler, which verified the token "
+            "with app.info on the portal's OAuth server, stored the pair in the token table and "
+            "bound the application's events)",
+            *(f"  {name:<16} {url}" for name, url in self.handlers.items()),
+        ]
+
+
+def start_inbound(portal: LocalPortal, resources: Resources) -> ApiServer:
+    """functions/inbound/app.py served as its API: the local OAuth server stands for
+    oauth.bitrix.info (AUTH_SERVERS), its authority for the public ones (PORTAL_CA_BUNDLE)."""
+    handler = load_handler("inbound").lambda_handler
+    try:
+        server = ApiServer(handler, host="127.0.0.1", port=0, routes=INBOUND_ROUTES)
+    except OSError as exc:
+        raise StartupError(f"the inbound API cannot listen: {exc}") from None
+    # Only what the other functions' environment lacks: their log level stays the run's.
+    inbound = environment_of(
+        "InboundFunction",
+        resources={
+            "TokenTable": resources.tokens_table,
+            "Topic": resources.topic_arn,
+            "OperationsTopic": resources.operations_topic_arn,
+            "PortalSecret": resources.secret_id,
+        },
+        extra={
+            "INBOUND_URL": f"{server.url}/app/{INBOUND_KEY}",
+            "AUTH_SERVERS": portal.server_endpoint,
+        },
+    )
+    os.environ.update({k: v for k, v in inbound.items() if k not in os.environ})
+    return server.start()
+
+
+def install_demo(portal: LocalPortal, inbound: ApiServer, client_id: str) -> Installed:
+    """The demo portal installs the monitor's application as Bitrix24 does: it posts
+    ONAPPINSTALL to the install handler, which verifies it and stores the pair."""
+    base = f"{inbound.url}/app/{INBOUND_KEY}"
+    handlers = {
+        "Install": f"{base}/install",
+        "Events": f"{base}/events",
+        "Re-authorisation": f"{base}/authorized",
+    }
+    delivery = portal.install_app(DEMO_DOMAIN, handlers["Install"], app=client_id)
+    if delivery.status != 200:
+        raise StartupError(
+            f"the demo portal's install was refused ({delivery.status or delivery.error}): "
+            f"{delivery.body[:200]}"
+        )
+    answer = json.loads(delivery.answer)
+    bound = [b for b in portal.bindings(DEMO_DOMAIN, client_id) if b.handler == handlers["Events"]]
+    return Installed(DEMO_DOMAIN, bool(answer.get("stored")), len(bound), handlers)
+
+
 def demo_targets() -> str:
     return ",".join(f"{DEMO_DOMAIN}/{DEMO_CONNECTOR}/{line}" for line in DEMO_LINES)
 
@@ -328,6 +405,8 @@ class LocalRun:
     stack: MotoStack = field(default_factory=MotoStack)
     portal: LocalPortal | None = None
     api: ApiServer | None = None
+    inbound: ApiServer | None = None
+    installed: Installed | None = None
     secret_file: SecretFile | None = None
     checker: ModuleType | None = None
     failed_runs: int = 0
@@ -350,9 +429,16 @@ class LocalRun:
         else:
             self.portal = start_portal(options.port_portal)
             cleanup.callback(self.portal.stop)
-            # The monitor's own app on the portal, as README recommends; the demo connector
-            # belongs to the portal's first app (its backend).
-            secret = {"portals": {DEMO_DOMAIN: self.portal.add_app(DEMO_DOMAIN, "monitor")}}
+            # The monitor's own application (README: install the monitor on client portals);
+            # the demo connector belongs to the portal's first app (its backend). The secret
+            # holds the application; the pair comes from the install, into the token table.
+            client_id, client_secret = self.portal.add_shared_app(MONITOR_APP)
+            app = {
+                "client_id": client_id,
+                "client_secret": client_secret,
+                "oauth_endpoint": self.portal.oauth_endpoint,
+            }
+            secret = {"apps": {MONITOR_APP: app}, "portals": {}}
             targets = options.targets or demo_targets()
         self.stack.start()
         cleanup.callback(self.stack.stop)
@@ -375,6 +461,11 @@ class LocalRun:
         )
         if self.portal is not None:
             os.environ["PORTAL_CA_BUNDLE"] = self.portal.ca_file  # never needed on AWS
+            self.inbound = start_inbound(self.portal, resources)
+            cleanup.callback(self.inbound.stop)
+            self.installed = install_demo(
+                self.portal, self.inbound, secret["apps"][MONITOR_APP]["client_id"]
+            )
         self.checker = load_handler("checker")  # after the environment: it reads it at import
         # Powertools 3.37 prints the ColdStart metric through single_metric(), which ignores
         # POWERTOOLS_METRICS_DISABLED: count this start as warm so the console stays clean.
@@ -388,7 +479,7 @@ class LocalRun:
         lines = [
             "Bitrix24 connector monitor - local run (Ctrl-C stops)",
             f"  AWS (moto)       {self.stack.endpoint}  table {resources.table}, "
-            "alert topic, secret, alert inbox queue",
+            "token table, alert and operations topics, secret, alert inbox queue",
         ]
         if self.portal is not None:
             lines.append(
@@ -411,6 +502,8 @@ class LocalRun:
         ]
         lines.append(f"  monitorctl       {monitorctl_command(options.run_file)} silence list")
         self.console.print(*lines, "")
+        if self.installed is not None:
+            self.console.print(*self.installed.lines(), "")
         if self.portal is not None:
             self.console.print(*control_commands(self.portal.url, self.portal.ca_file), "")
         if options.demo_outage:

@@ -65,3 +65,22 @@ def uninstall_form(
         "application_token": token,
     }
     return form("ONAPPUNINSTALL", auth, {"CLEAN": "0", "LANGUAGE_ID": "en"})
+
+
+def line_delete_form(
+    line: str = "107", token: str = APPLICATION_TOKEN, member_id: str = MEMBER_ID
+) -> bytes:
+    """ONIMCONNECTORLINEDELETE: `data` is the line id itself, no refresh token
+    (tests/fixtures/bitrix24/app_events/ONIMCONNECTORLINEDELETE.form and its .source)."""
+    auth = {
+        "access_token": "9d8008440000007ca8c95362050a514e8cd",
+        "domain": "example.bitrix24.com",
+        "server_endpoint": SERVER,
+        "status": "L",
+        "client_endpoint": "https://example.bitrix24.com/rest/",
+        "member_id": member_id,
+        "application_token": token,
+    }
+    pairs = [("event", "ONIMCONNECTORLINEDELETE"), ("event_handler_id", "563"), ("data", line)]
+    pairs += [("ts", "1767704500"), *((f"auth[{k}]", v) for k, v in auth.items())]
+    return urlencode(pairs).encode()

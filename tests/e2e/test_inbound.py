@@ -235,15 +235,16 @@ def test_an_uninstall_with_a_wrong_application_token_is_forbidden_and_changes_no
     assert world.item() is not None and world.notices(world.alerts_queue) == []
 
 
-def test_an_update_binds_the_events_again_and_a_deleted_line_is_acknowledged(world: World) -> None:
+def test_an_update_binds_the_events_again_and_a_deleted_line_is_marked(world: World) -> None:
     world.portal.install_app(PORTAL, world.install_url, app=world.client_id)
 
     updates = world.portal.update_app(PORTAL, "2", app=world.client_id)
     deleted = world.portal.delete_line(PORTAL, 12)
 
     assert [json.loads(d.answer) for d in updates] == [{"portal": PORTAL, "bound": True}]
-    assert [d.status for d in deleted] == [200]  # data=107 read, the line's event acknowledged
-    assert world.item() is not None
+    assert [json.loads(d.answer) for d in deleted] == [{"portal": PORTAL, "line_deleted": 12}]
+    item = world.item()
+    assert item is not None and set(item["deleted_lines"]) == {"12"}  # the checker's signal
 
 
 def test_a_forged_server_endpoint_is_never_called_and_nothing_is_stored(world: World) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -16,6 +17,7 @@ from moto import mock_aws
 
 from connector_monitor.aws.token_table import MEMBER_PK, PORTAL_PK, TablePairs
 from connector_monitor.domain.app_events import Installation, token_digest
+from connector_monitor.domain.inventory import DELETIONS_KEPT
 from connector_monitor.tokens.credentials import AppCredentials
 from connector_monitor.tokens.errors import TokenStoreError
 from local.template import table_definition
@@ -132,3 +134,78 @@ def test_forgetting_deletes_the_pair_and_the_member(table: TablePairs) -> None:
     assert items() == {}
     assert table.known(MEMBER_ID) is None
     table.forget(MEMBER_ID, PORTAL)  # twice is harmless
+
+
+# -- line-delete marks (ONIMCONNECTORLINEDELETE) -------------------------------------------
+
+
+def test_a_deleted_line_is_marked_beside_the_pair_and_read_by_the_checker(
+    table: TablePairs,
+) -> None:
+    assert table.store_install(installed(2000))
+    before = items()[(PORTAL_PK, PORTAL)]
+
+    table.note_line_deleted(MEMBER_ID, PORTAL, 107, 5000)
+    table.note_line_deleted(MEMBER_ID, PORTAL, 108, 5001)
+
+    item = items()[(PORTAL_PK, PORTAL)]
+    assert {k: v for k, v in item.items() if k != "deleted_lines"} == before  # pair, version
+    table.load()
+    assert table.deleted_lines(PORTAL) == {
+        107: datetime.fromtimestamp(5000, UTC),
+        108: datetime.fromtimestamp(5001, UTC),
+    }
+
+
+def test_only_the_newest_marks_are_kept(table: TablePairs) -> None:
+    assert table.store_install(installed(2000))
+
+    for line in range(1, DELETIONS_KEPT + 3):
+        table.note_line_deleted(MEMBER_ID, PORTAL, line, 5000 + line)
+
+    table.load()
+    assert sorted(table.deleted_lines(PORTAL)) == list(range(3, DELETIONS_KEPT + 3))
+    assert len(items()[(PORTAL_PK, PORTAL)]["deleted_lines"]["M"]) == DELETIONS_KEPT
+
+
+def test_a_reinstall_keeps_the_marks_and_a_refresh_still_writes_its_pair(
+    table: TablePairs,
+) -> None:
+    assert table.store_install(installed(2000))
+    table.load()
+    table.note_line_deleted(MEMBER_ID, PORTAL, 107, 5000)
+
+    table.store(table.credentials(PORTAL).with_tokens("refreshed-a", "refreshed-r", 9000))
+    assert table.store_install(installed(9500, expires_at=9500 + 7200))
+
+    item = items()[(PORTAL_PK, PORTAL)]
+    assert item["access_token"]["S"] == "access-9500"
+    assert item["deleted_lines"]["M"] == {"107": {"N": "5000"}}
+
+
+def test_no_mark_for_a_portal_gone_or_another_members(table: TablePairs) -> None:
+    table.note_line_deleted(MEMBER_ID, PORTAL, 107, 5000)  # never installed
+    assert items() == {}
+    assert table.store_install(installed(2000))
+
+    table.note_line_deleted("f" * 32, PORTAL, 107, 5000)
+
+    assert "deleted_lines" not in items()[(PORTAL_PK, PORTAL)]
+
+
+def test_marks_written_by_hand_that_are_not_a_line_and_a_time_are_skipped(
+    table: TablePairs,
+) -> None:
+    assert table.store_install(installed(2000))
+    boto3.client("dynamodb", region_name=REGION).update_item(
+        TableName=TOKENS,
+        Key={"pk": {"S": PORTAL_PK}, "sk": {"S": PORTAL}},
+        UpdateExpression="SET deleted_lines = :m",
+        ExpressionAttributeValues={
+            ":m": {"M": {"12": {"N": "5000"}, "x": {"N": "1"}, "13": {"S": "soon"}}}
+        },
+    )
+
+    table.load()
+
+    assert table.deleted_lines(PORTAL) == {12: datetime.fromtimestamp(5000, UTC)}

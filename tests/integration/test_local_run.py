@@ -93,6 +93,14 @@ def test_demo_outage_sends_one_down_alert_then_one_recovery() -> None:
     assert re.search(r"Bitrix24 portal  https://127\.0\.0\.1:\d+ ", output)
     assert re.search(r"curl --cacert \S+ca\.pem -X POST https://127\.0\.0\.1:", output)
     assert "/_control/demo.bitrix24.local/status" in output
+    # The demo portal was onboarded through the install route: it posted ONAPPINSTALL to the
+    # inbound handler, which verified it (app.info), stored the pair and bound the events; the
+    # checks above ran on that pair (the secret holds only the application).
+    assert re.search(
+        r"^installed on demo\.bitrix24\.local: pair stored, 3 events bound$", output, re.M
+    )
+    for route in ("install", "events", "authorized"):
+        assert re.search(rf"^  \S.* +http://127\.0\.0\.1:\d+/app/[0-9a-f-]+/{route}$", output, re.M)
     assert not TOKEN_LIKE.search(output + result.stderr)
     assert "Traceback" not in result.stderr
 

@@ -102,6 +102,14 @@ def test_a_loaded_store_knows_its_portals_and_their_pairs(world: World) -> None:
     assert (creds.client_id, creds.client_endpoint) == (APP.client_id, f"https://{A}/rest/")
 
 
+def test_a_portal_no_line_delete_event_named_has_no_deleted_lines(world: World) -> None:
+    """Both stores answer; only the token table ever holds marks (the inbound function writes
+    them: tests/integration/test_install_store.py), so a portal in the secret has none."""
+    world.store.load()
+    assert world.store.deleted_lines(A) == {}
+    assert world.store.deleted_lines("c.bitrix24.com") == {}
+
+
 def test_a_portal_without_a_pair_is_unusable_credentials_naming_it(world: World) -> None:
     world.store.load()
     with pytest.raises(UnusableCredentials, match=r"c\.bitrix24\.com"):

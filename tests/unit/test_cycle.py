@@ -114,6 +114,7 @@ class Tokens:
     loads: int = 0
     refreshed: int = 0
     refreshing: int = 0  # pairs each load pretends the run's portals will be handed
+    deleted: dict[str, dict[int, datetime]] = field(default_factory=dict)  # line-delete marks
 
     def load(self) -> None:
         self.loads += 1
@@ -123,6 +124,9 @@ class Tokens:
 
     def portals(self) -> list[str]:
         return list(self.held)
+
+    def deleted_lines(self, portal: str) -> dict[int, datetime]:
+        return dict(self.deleted.get(portal, {}))
 
     def credentials(self, portal: str) -> PortalCredentials:
         return PortalCredentials(

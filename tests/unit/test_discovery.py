@@ -306,9 +306,7 @@ def test_a_discovery_that_cannot_finish_says_so_and_the_notice_clears(setup: Set
     setup.run_with(EVERY_LINE, probe_budget=10)
 
     assert f"validation:{A}/{CONNECTOR}" not in setup.store.statuses
-    assert [a.subject for a in setup.publisher.sent] == [
-        f"DISCOVERY DONE: {CONNECTOR} at {A}"
-    ]
+    assert [a.subject for a in setup.publisher.sent] == [f"DISCOVERY DONE: {CONNECTOR} at {A}"]
 
 
 def test_the_record_is_written_only_when_it_changes(setup: Setup) -> None:

@@ -34,6 +34,7 @@ from tests.app_forms import (
     form,
     install_auth,
     install_form,
+    line_delete_form,
     uninstall_form,
 )
 
@@ -63,6 +64,7 @@ class AuthorisationServer:
 class Store:
     installs: dict[str, Installation] = field(default_factory=dict)
     forgotten: list[str] = field(default_factory=list)
+    deleted_lines: list[tuple[str, str, int, int]] = field(default_factory=list)
 
     def store_install(self, installation: Installation) -> bool:
         old = self.installs.get(installation.portal)
@@ -76,6 +78,9 @@ class Store:
             if i.member_id == member_id:
                 return KnownInstall(i.portal, i.token_hash, i.client_endpoint, i.access_token)
         return None
+
+    def note_line_deleted(self, member_id: str, portal: str, line: int, at: int) -> None:
+        self.deleted_lines.append((member_id, portal, line, at))
 
     def forget(self, member_id: str, portal: str) -> None:
         self.forgotten.append(portal)
@@ -328,3 +333,42 @@ def test_other_events_are_acknowledged_and_ignored() -> None:
     answer = w.service.event(form("ONAPPPAYMENT", auth, {"CODE": "x"}), FORM)
     assert answer.status == 200 and answer.body["ignored"] is True
     assert "example.bitrix24.com" in w.store.installs
+
+
+def test_a_line_delete_is_marked_on_the_portals_item_with_the_time_it_arrived() -> None:
+    w = world()
+    w.service.install(install_form(), FORM)
+
+    answer = w.service.event(line_delete_form("107"), FORM)
+
+    assert answer.status == 200 and answer.body == {
+        "portal": "example.bitrix24.com",
+        "line_deleted": 107,
+    }
+    assert w.store.deleted_lines == [(MEMBER_ID, "example.bitrix24.com", 107, 1767704400)]
+    assert "example.bitrix24.com" in w.store.installs and w.alerts.sent == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [line_delete_form(token="0" * 32), line_delete_form(member_id="f" * 32)],
+    ids=["wrong application token", "unknown member_id"],
+)
+def test_a_forged_line_delete_is_forbidden_and_marks_nothing(body: bytes) -> None:
+    w = world()
+    w.service.install(install_form(), FORM)
+
+    answer = w.service.event(body, FORM)
+
+    assert answer.status == 403 and w.store.deleted_lines == []
+
+
+@pytest.mark.parametrize("line", ["0", "x12", "", "99999999999"])
+def test_a_line_delete_that_names_no_line_is_refused_and_marks_nothing(line: str) -> None:
+    w = world()
+    w.service.install(install_form(), FORM)
+
+    answer = w.service.event(line_delete_form(line), FORM)
+
+    assert answer.status == 400 and answer.body["error"] == "BAD_FORM"
+    assert w.store.deleted_lines == []

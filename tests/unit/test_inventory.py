@@ -6,10 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 from connector_monitor.aws.records import inventory_from_item, inventory_to_item
 from connector_monitor.domain.inventory import (
+    DELETIONS_KEPT,
     CachedInventory,
     Inventory,
     LineInfo,
     Progress,
+    deleted_since,
+    deletions_over,
     find_misconfigured,
     reconciled,
 )
@@ -166,3 +169,50 @@ def test_the_stored_record_keeps_progress_missing_lines_and_completeness() -> No
     assert restored == cached
     assert restored.inventory.complete is False
     assert set(restored.inventory.lines) == {12, 14, 15}
+
+
+# -- a line the portal's line-delete event named ---------------------------------------------
+
+
+def test_a_line_the_delete_event_named_is_retired_by_the_first_complete_list_without_it() -> None:
+    first, _ = reconciled(None, PORTAL, listing(12, 14), T1)
+
+    second, retired = reconciled(first, PORTAL, listing(12), T2, deleted={14})
+
+    assert retired == frozenset({14})
+    assert set(second.inventory.lines) == {12} and second.missing == {}
+
+
+def test_a_line_the_delete_event_named_but_still_listed_is_kept() -> None:
+    first, _ = reconciled(None, PORTAL, listing(12, 14), T1)
+
+    second, retired = reconciled(first, PORTAL, listing(12, 14), T2, deleted={14})
+
+    assert retired == frozenset() and set(second.inventory.lines) == {12, 14}
+
+
+def test_an_incomplete_list_retires_no_line_the_delete_event_named() -> None:
+    first, _ = reconciled(None, PORTAL, listing(12, 14), T1)
+
+    second, retired = reconciled(first, PORTAL, listing(12, complete=False), T2, deleted={14})
+
+    assert retired == frozenset() and 14 in second.inventory.lines
+
+
+def test_only_deletions_since_the_last_inventory_count() -> None:
+    cached, _ = reconciled(None, PORTAL, listing(12, 14, 15), T2)
+    marks = {14: T1, 15: T2 + timedelta(seconds=1)}
+
+    assert deleted_since(marks, cached) == frozenset({15})
+    assert deleted_since(marks, None) == frozenset({14, 15})
+    # marks are whole seconds: one in the inventory's own second counts
+    assert deleted_since(
+        {16: T2}, reconciled(None, PORTAL, listing(16), T2 + timedelta(seconds=0.9))[0]
+    ) == frozenset({16})
+
+
+def test_the_newest_marks_are_kept_and_the_oldest_dropped() -> None:
+    marks = {line: T1 + timedelta(seconds=line) for line in range(1, DELETIONS_KEPT + 4)}
+
+    assert deletions_over(marks) == [1, 2, 3]
+    assert deletions_over({1: T1}) == []

@@ -157,3 +157,53 @@ def test_a_stalled_round_of_a_connector_no_longer_watched_raises_no_notice() -> 
     outcome = setup.service().check(plan([TARGET], cached=cached), Deadline.after(5))
 
     assert [r.target for r in outcome.results] == [TARGET]
+
+
+def watching(lines: dict[int, LineInfo], deleted: dict[int, datetime]) -> PortalPlan:
+    """A watch seen on `lines`, inventoried an hour ago, and the line-delete marks read from
+    the portal's token item."""
+    cached = CachedInventory(
+        PORTAL,
+        T0 - timedelta(hours=1),
+        Inventory(frozenset({CONNECTOR}), lines),
+        seen={CONNECTOR: frozenset(lines)},
+    )
+    return PortalPlan(PORTAL, [], [CONNECTOR], {CONNECTOR: frozenset(lines)}, cached, deleted)
+
+
+def test_a_line_delete_event_makes_the_inventory_due_and_its_line_retired_unasked() -> None:
+    setup = Setup()  # the portal lists line 1 only
+    plan = watching(
+        {1: LineInfo("L1", True), 2: LineInfo("L2", True)}, {2: T0 - timedelta(minutes=1)}
+    )
+
+    outcome = setup.service().check(plan, Deadline.after(5))
+
+    (portal,) = setup.opened
+    assert portal.inventories == 1  # at once, though the cached one is an hour old
+    assert [r.target for r in outcome.results] == [Target(PORTAL, CONNECTOR, 1)]
+    gone = Target(PORTAL, CONNECTOR, 2).key
+    assert list(outcome.retired) == [gone] and "line-delete event" in outcome.retired[gone]
+    assert outcome.inventory is not None and set(outcome.inventory.inventory.lines) == {1}
+
+
+def test_a_line_delete_event_for_a_line_the_portal_still_lists_retires_nothing() -> None:
+    setup = Setup()
+    plan = watching({1: LineInfo("L1", True)}, {1: T0 - timedelta(minutes=1)})
+
+    outcome = setup.service().check(plan, Deadline.after(5))
+
+    assert setup.opened[0].inventories == 1
+    assert outcome.retired == {}
+    assert [(r.target, r.state) for r in outcome.results] == [
+        (Target(PORTAL, CONNECTOR, 1), State.UP)
+    ]
+
+
+def test_a_line_delete_older_than_the_last_inventory_does_not_read_it_again() -> None:
+    setup = Setup()
+    plan = watching({1: LineInfo("L1", True)}, {7: T0 - timedelta(hours=2)})
+
+    setup.service().check(plan, Deadline.after(5))
+
+    assert setup.opened[0].inventories == 0

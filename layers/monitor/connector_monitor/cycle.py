@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -51,6 +51,10 @@ class Tokens(TokenSource, Protocol):
 
     def portals(self) -> list[str]:
         """The portals the store holds pairs for (a `*/connector/*` watch covers them)."""
+        ...
+
+    def deleted_lines(self, portal: str) -> Mapping[int, datetime]:
+        """The lines the portal's line-delete events named (line → when)."""
         ...
 
 
@@ -300,7 +304,10 @@ class CheckCycle:
             return results, {p: PortalRun(now, 0, detail) for p in plans}, [], {}, set(plans), []
         if portals is None:
             portals = targets.portals(self.tokens.portals())
-        plans = self._plans(targets, portals, stored, None, scope.portals)
+        plans = {
+            portal: replace(plan, deleted=self.tokens.deleted_lines(portal))
+            for portal, plan in self._plans(targets, portals, stored, None, scope.portals).items()
+        }
         if not plans:
             return [], {}, [], {}, set(), []
         portal_checks = PortalCheckService(

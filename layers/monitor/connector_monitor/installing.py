@@ -37,6 +37,7 @@ from .domain.app_events import (
     Installation,
     NotGenuine,
     allowed_server,
+    deleted_line,
     host_name,
     installation,
     parse_form,
@@ -261,6 +262,8 @@ class Installing:
             return self._uninstalled(event, known)
         if kind is AppEventName.UPDATE:
             return self._updated(event, known)
+        if kind is AppEventName.LINE_DELETE:
+            return self._line_deleted(event, known)
         logger.info("event %s for %s ignored", event.name, known.portal)
         return InboundAnswer(200, {"portal": known.portal, "ignored": True})
 
@@ -273,6 +276,24 @@ class Installing:
         logger.info("uninstalled from %s", known.portal, extra={"portal": known.portal})
         self._notify(self._alerts, app_notices.uninstalled(known.portal, self._now()))
         return InboundAnswer(200, {"portal": known.portal, "uninstalled": True})
+
+    def _line_deleted(self, event: AppEvent, known: KnownInstall) -> InboundAnswer:
+        """Marked on the portal's token item: the checker's next run reads the portal's
+        inventory at once and retires the line if it no longer lists it."""
+        try:
+            line = deleted_line(event)
+        except BadForm as exc:
+            logger.warning("line delete on %s refused: %s", known.portal, exc)
+            return _refusal(exc.status, "BAD_FORM", str(exc))
+        try:
+            self._store.note_line_deleted(
+                event.auth.member_id, known.portal, line, int(self._clock())
+            )
+        except InstallStoreError as exc:
+            logger.error("line delete on %s not stored: %s", known.portal, exc)
+            return _refusal(503, "UNAVAILABLE", "the line's deletion could not be stored")
+        logger.info("line %s deleted on %s", line, known.portal, extra={"portal": known.portal})
+        return InboundAnswer(200, {"portal": known.portal, "line_deleted": line})
 
     def _updated(self, event: AppEvent, known: KnownInstall) -> InboundAnswer:
         """An update removes the application's handlers: bind them again, with the token the

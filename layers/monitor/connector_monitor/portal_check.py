@@ -13,7 +13,7 @@ record is handed back only when it changed. The decisions live in `domain.discov
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -31,6 +31,7 @@ from .domain.inventory import (
     VALIDATION_OFF,
     CachedInventory,
     Inventory,
+    deleted_since,
     find_misconfigured,
     reconciled,
 )
@@ -55,6 +56,8 @@ class PortalPlan:
     watched: list[str]
     seen: dict[str, frozenset[int]]
     cached: CachedInventory | None
+    # The lines the portal's line-delete events named (line → when), from its token item.
+    deleted: Mapping[int, datetime] = field(default_factory=dict)
 
     @property
     def targets(self) -> list[Target]:
@@ -130,7 +133,7 @@ class PortalCheckService:
             results += [configuration_result(n, now) for n in self._stalled(known, plan.watched)]
         error = _portal_error(results)
         changed = known if known is not None and known != plan.cached else None
-        retired = _retired(plan, retiring)
+        retired = _retired(plan, retiring, deleted_since(plan.deleted, plan.cached))
         return PortalOutcome(results, PortalRun(now, client.http_requests, error), changed, retired)
 
     def _known(
@@ -140,7 +143,8 @@ class PortalCheckService:
         if read is None:
             return plan.cached, frozenset()
         followed = {line for lines in plan.seen.values() for line in lines}
-        known, retiring = reconciled(plan.cached, plan.portal, read, now, followed)
+        deleted = deleted_since(plan.deleted, plan.cached)
+        known, retiring = reconciled(plan.cached, plan.portal, read, now, followed, deleted)
         if plan.watched and (plan.cached is None or self._round_due(plan.cached, now)):
             known = new_round(known, plan.watched)
         return known, retiring
@@ -160,8 +164,11 @@ class PortalCheckService:
 
     def _inventory_due(self, plan: PortalPlan, now: datetime) -> bool:
         cached = plan.cached
+        deleted = deleted_since(plan.deleted, cached)
         return (
-            cached is None or self._round_due(cached, now) or needs_inventory(cached, plan.watched)
+            cached is None
+            or self._round_due(cached, now)
+            or needs_inventory(cached, plan.watched, deleted)
         )
 
     def _round_due(self, cached: CachedInventory, now: datetime) -> bool:
@@ -209,12 +216,16 @@ def _what_to_ask(plan: PortalPlan, known: CachedInventory | None, budget: int) -
     return _Asking(chosen, probing, flagged, seen)
 
 
-def _retired(plan: PortalPlan, lines: frozenset[int]) -> dict[str, str]:
+def _retired(plan: PortalPlan, lines: frozenset[int], announced: frozenset[int]) -> dict[str, str]:
     """Why the watched targets on retired lines leave monitoring."""
     return {
         target.key: (
-            f"open line {target.line} was deleted on the portal (two inventories in a row did "
-            "not list it)"
+            f"open line {target.line} was deleted on the portal ("
+            + (
+                "the portal's line-delete event, and an inventory that no longer lists it)"
+                if target.line in announced
+                else "two inventories in a row did not list it)"
+            )
         )
         for target in watched_targets(plan.portal, plan.seen)
         if target.line in lines

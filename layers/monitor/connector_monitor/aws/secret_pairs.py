@@ -23,6 +23,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -103,6 +104,11 @@ class SecretPairs:
     def credentials(self, portal: str) -> PortalCredentials:
         """One portal's credentials; UnusableCredentials if its entry is missing or partial."""
         return self._entry(self._current(), portal)
+
+    def deleted_lines(self, portal: str) -> dict[int, datetime]:
+        """The secret keeps no line-delete marks (the inbound function writes only the token
+        table): a deleted line of a portal here leaves by two inventories."""
+        return {}
 
     def holds(self, portal: str) -> bool:
         return portal_key(portal) in spellings(self._current()["portals"])

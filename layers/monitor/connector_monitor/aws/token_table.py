@@ -9,7 +9,9 @@ with the number of portals, and a shard of a fanned-out run reads only its range
 The application's client id and secret live once in the secret (`apps`); an item names its app.
 
 Item: `pk` "PORTAL", `sk` the portal's domain; `app`, `access_token`, `refresh_token`,
-`client_endpoint`, `oauth_endpoint`?, `expires_at`?, `refreshed_at`?, `member_id`?, `version`.
+`client_endpoint`, `oauth_endpoint`?, `expires_at`?, `refreshed_at`?, `member_id`?, `version`;
+`deleted_lines`? (line id → epoch seconds: the lines the portal's line-delete events named, the
+newest few, written by the inbound function beside the pair, never with it).
 docs/fleet-token-store.md compares this store with SSM and a secret per portal.
 """
 
@@ -19,12 +21,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..domain.app_events import Installation, supersedes
+from ..domain.inventory import deletions_over
 from ..domain.shards import KeyRange
 from ..ports.installs import InstallStoreError, KnownInstall
 from ..tokens.credentials import AppCredentials, PortalCredentials, portal_key
@@ -124,6 +128,13 @@ class TablePairs:
         with self._lock:
             self._items[portal] = item
         return self._credentials(portal, item)
+
+    def deleted_lines(self, portal: str) -> dict[int, datetime]:
+        """The lines the portal's line-delete events named, as last read (marks that are not
+        a line id and a time are skipped)."""
+        with self._lock:
+            item = self._items.get(portal)
+        return _deletion_marks(item.get("deleted_lines") if item is not None else None)
 
     def lease_name(self, portal: str) -> str:
         return f"tokens:{portal}"
@@ -425,6 +436,57 @@ class TablePairs:
             return None
         return KnownInstall(str(portal), digest, endpoint, str(item.get("access_token") or ""))
 
+    def note_line_deleted(self, member_id: str, portal: str, line: int, at: int) -> None:
+        """`ports.installs.InstallStore.note_line_deleted`: the mark is one map entry set by
+        itself (two events at once both land), outside the pair and its `version` (a refresh
+        under way still writes its pair); the oldest marks past the newest few are then
+        removed."""
+        member = {":member": member_id}
+        condition = "member_id = :member"
+        try:
+            self._call(
+                "update_item",
+                TableName=self.table_name,
+                Key=_key(portal),
+                UpdateExpression="SET deleted_lines = if_not_exists(deleted_lines, :none)",
+                ConditionExpression=condition,
+                ExpressionAttributeValues=typed({**member, ":none": {}}),
+            )
+            answer = self._call(
+                "update_item",
+                TableName=self.table_name,
+                Key=_key(portal),
+                UpdateExpression="SET deleted_lines.#line = :at",
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#line": str(line)},
+                ExpressionAttributeValues=typed({**member, ":at": at}),
+                ReturnValues="ALL_NEW",
+            )
+            marks = _marks_of(plain(answer.get("Attributes", {})).get("deleted_lines"))
+            if over := deletions_over(marks):
+                names = {f"#d{i}": str(old) for i, old in enumerate(over)}
+                self._call(
+                    "update_item",
+                    TableName=self.table_name,
+                    Key=_key(portal),
+                    UpdateExpression="REMOVE " + ", ".join(f"deleted_lines.{n}" for n in names),
+                    ConditionExpression=condition,
+                    ExpressionAttributeNames=names,
+                    ExpressionAttributeValues=typed(member),
+                )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return  # the portal is gone or another member's: nothing of this one to mark
+            raise InstallStoreError(
+                f"token table {self.table_name}: the deleted line of {portal} could not be "
+                f"stored ({error_code(exc)})"
+            ) from None
+        except BotoCoreError as exc:
+            raise InstallStoreError(
+                f"token table {self.table_name}: the deleted line of {portal} could not be "
+                f"stored ({type(exc).__name__})"
+            ) from None
+
     def forget(self, member_id: str, portal: str) -> None:
         """`ports.installs.InstallStore.forget`: the pair and the member's item, in one
         transaction (the pair only while it is still that member's)."""
@@ -551,6 +613,26 @@ def _number(value: Any) -> Any:
     """DynamoDB's numbers come back as Decimal; a pair's (expires_at, refreshed_at) are whole
     seconds, and read as anything else they would be dropped, and the refresh budget with them."""
     return int(value) if isinstance(value, Decimal) else value
+
+
+def _deletion_marks(raw: object) -> dict[int, datetime]:
+    """`deleted_lines` read defensively: entries that are not a line id and a time are skipped,
+    and no more than the newest kept."""
+    marks = _marks_of(raw)
+    over = set(deletions_over(marks))
+    return {line: at for line, at in marks.items() if line not in over}
+
+
+def _marks_of(raw: object) -> dict[int, datetime]:
+    if not isinstance(raw, Mapping):
+        return {}
+    marks: dict[int, datetime] = {}
+    for line, at in raw.items():
+        if isinstance(line, str) and line.isdigit() and len(line) <= 10:
+            seconds = _whole(at)
+            if seconds is not None and 0 <= seconds < 2**40:
+                marks[int(line)] = datetime.fromtimestamp(seconds, UTC)
+    return marks
 
 
 def _key(portal: str) -> dict[str, Any]:

@@ -212,6 +212,16 @@ def scopes(value: object) -> tuple[str, ...]:
     return tuple(sorted({s for s in _SCOPE.split(value.strip().lower()) if s}))
 
 
+def deleted_line(event: AppEvent) -> int:
+    """The open line an ONIMCONNECTORLINEDELETE names: `data` is the line's id itself
+    (bitrix24/b24restdocs api-reference/imopenlines/imconnector/events/
+    on-im-connector-line-delete.md), read as `{"value": id}` by `read_event`."""
+    line = _whole(event.data.get("value"), "data (the line id)")
+    if not 0 < line < 2**31:
+        raise BadForm("data is not a line id")
+    return line
+
+
 def _text(value: object, what: str) -> str:
     if not isinstance(value, str) or not value:
         raise BadForm(f"{what} is missing")

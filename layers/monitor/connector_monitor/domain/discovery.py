@@ -47,13 +47,20 @@ def known_lines(
     return found
 
 
-def needs_inventory(cached: CachedInventory | None, connectors: Iterable[str]) -> bool:
+def needs_inventory(
+    cached: CachedInventory | None, connectors: Iterable[str], deleted: Iterable[int] = ()
+) -> bool:
     """A watched connector never looked for on this portal is looked for at once, on a fresh
     inventory; lines a complete inventory did not list are confirmed (or listed again) by the
-    next run's. An unfinished discovery round goes on with the cached inventory."""
+    next run's, and so are lines a line-delete event named since the last one (`deleted`). An
+    unfinished discovery round goes on with the cached inventory."""
     if cached is None:
         return False
-    return bool(cached.missing) or any(c not in cached.seen for c in connectors)
+    return (
+        bool(cached.missing)
+        or any(True for _ in deleted)
+        or any(c not in cached.seen for c in connectors)
+    )
 
 
 def watched_targets(portal: str, seen: Seen) -> list[Target]:

@@ -15,6 +15,8 @@ from .targets import Target
 
 # Lists quoted in a reason are cut to this many entries: a reason is one line for a person.
 _SHOWN = 10
+# The lines a portal's line-delete events named, kept on its token item: the newest this many.
+DELETIONS_KEPT = 20
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ def reconciled(
     read: Inventory,
     now: datetime,
     followed: Iterable[int] = (),
+    deleted: Iterable[int] = (),
 ) -> tuple[CachedInventory, frozenset[int]]:
     """The cached inventory after a fresh read, and the lines it retires.
 
@@ -83,7 +86,12 @@ def reconciled(
     listed again is no longer missing. (The confirming read is the next run's, not the next
     validation's: a line really deleted answers all flags false while it is held, and hours of
     that would page `connector.down` for a line nobody has any more.)
+
+    A line the portal's own line-delete event named (`deleted`, authenticated) is retired by
+    the first complete read that does not list it: the event is the second witness. A read that
+    still lists it retires nothing (the event was wrong, or the id is in use again).
     """
+    witnessed = frozenset(deleted)
     known = dict(previous.inventory.lines) if previous is not None else {}
     for number in followed:
         known.setdefault(number, LineInfo("", active=True))
@@ -96,7 +104,7 @@ def reconciled(
         if number in lines:
             continue
         first = previous.missing.get(number)
-        if read.complete and first is not None:
+        if read.complete and (first is not None or number in witnessed):
             retired.add(number)
             continue
         lines[number] = info
@@ -107,6 +115,23 @@ def reconciled(
     inventory = Inventory(read.connectors, dict(sorted(lines.items())), read.complete)
     cached = replace(previous, validated_at=now, inventory=inventory, missing=missing)
     return cached, frozenset(retired)
+
+
+def deleted_since(marks: Mapping[int, datetime], cached: CachedInventory | None) -> frozenset[int]:
+    """The lines a line-delete event named since the portal's last inventory (every one when
+    there is none): they make an inventory due at once, and it may retire them. An older mark
+    was already weighed by an inventory after it. Marks are whole seconds: one in the
+    inventory's own second counts (an inventory more, never a line retired that is listed)."""
+    if cached is None:
+        return frozenset(marks)
+    since = cached.validated_at.replace(microsecond=0)
+    return frozenset(line for line, at in marks.items() if at >= since)
+
+
+def deletions_over(marks: Mapping[int, datetime], kept: int = DELETIONS_KEPT) -> list[int]:
+    """The oldest marks beyond the `kept` newest: what a store of them drops."""
+    newest_first = sorted(marks, key=lambda line: (marks[line], line), reverse=True)
+    return sorted(newest_first[kept:])
 
 
 VALIDATION_OFF = (

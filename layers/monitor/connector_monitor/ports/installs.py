@@ -57,6 +57,12 @@ class InstallStore(Protocol):
         """The installation of `member_id`, read consistently. Raises InstallStoreError."""
         ...
 
+    def note_line_deleted(self, member_id: str, portal: str, line: int, at: int) -> None:
+        """Mark `line` deleted at `at` (epoch seconds) on the portal's item, the newest marks
+        kept (`domain.inventory.DELETIONS_KEPT`), the pair untouched; nothing when the item is
+        no longer `member_id`'s. Raises InstallStoreError."""
+        ...
+
     def forget(self, member_id: str, portal: str) -> None:
         """Delete the portal's pair and what is known of `member_id`. Raises InstallStoreError."""
         ...

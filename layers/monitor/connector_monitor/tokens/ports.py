@@ -3,8 +3,9 @@ client and the cycle ask of a token source, and the OAuth call the policy is han
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
+from datetime import datetime
 from typing import Any, Protocol
 
 from ..deadline import Deadline
@@ -67,6 +68,11 @@ class PairStore(Protocol):
         """The portals the last read found a pair for."""
         ...
 
+    def deleted_lines(self, portal: str) -> Mapping[int, datetime]:
+        """The lines the portal's line-delete events named (line → when), as last read; a
+        store that keeps none answers {}."""
+        ...
+
 
 class CredentialsDocument(Protocol):
     """The secret as a whole document: what moving pairs out of it needs."""
@@ -116,4 +122,8 @@ class Tokens(TokenSource, Protocol):
 
     def portals(self) -> list[str]:
         """The portals the store holds pairs for (a `*/connector/*` watch covers them)."""
+        ...
+
+    def deleted_lines(self, portal: str) -> Mapping[int, datetime]:
+        """The lines the portal's line-delete events named (line → when)."""
         ...

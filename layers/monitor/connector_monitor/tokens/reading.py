@@ -4,7 +4,9 @@ however many times a run asks."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from ..deadline import Deadline
 from .credentials import PortalCredentials
@@ -48,6 +50,9 @@ class TableThenSecret:
     def portals(self) -> list[str]:
         return sorted({*self.first.portals(), *self.second.portals()})
 
+    def deleted_lines(self, portal: str) -> Mapping[int, datetime]:
+        return self._owner(portal).deleted_lines(portal)
+
 
 @dataclass
 class LoadedOnce:
@@ -69,6 +74,9 @@ class LoadedOnce:
 
     def portals(self) -> list[str]:
         return self.tokens.portals()
+
+    def deleted_lines(self, portal: str) -> Mapping[int, datetime]:
+        return self.tokens.deleted_lines(portal)
 
     def credentials(self, portal: str) -> PortalCredentials:
         known = self._known.get(portal)

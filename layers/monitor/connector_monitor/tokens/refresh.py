@@ -23,9 +23,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 
 from ..deadline import Deadline
 from ..domain.portal_errors import ErrorKind, PortalError
@@ -93,6 +94,9 @@ class RefreshingTokens:
     def portals(self) -> list[str]:
         """Every portal that has a pair (targets "on every portal that has tokens")."""
         return self.pairs.portals()
+
+    def deleted_lines(self, portal: str) -> Mapping[int, datetime]:
+        return self.pairs.deleted_lines(portal)
 
     def refresh(
         self, portal: str, stale: PortalCredentials, deadline: Deadline | None = None
