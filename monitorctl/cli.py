@@ -257,33 +257,34 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     unmute.add_argument("silence_id", metavar="ID")
 
-    ack = groups.add_parser(
+    # ack, status and history are verbs of their own: one word, no group
+    ack = _verb(
+        groups,
         "ack",
-        help="acknowledge a target's open outage: its reminders stop",
+        "acknowledge a target's open outage: its reminders stop",
+        "--stack NAME ack client.bitrix24.com/myconnector/12",
         description=(
             "Mark the open outage of PORTAL/CONNECTOR/LINE acknowledged: no more reminders for "
             "it. Its recovery is still announced, and a later outage is not acknowledged."
         ),
-        epilog=f"example:\n  {PROG} --stack NAME ack client.bitrix24.com/myconnector/12",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ack.add_argument("target", metavar="PORTAL/CONNECTOR/LINE")
     ack.add_argument("--by", help="who (default: your AWS identity)")
     ack.set_defaults(verb="")
-    status = groups.add_parser(
+    status = _verb(
+        groups,
         "status",
-        help="the latest state of every target (exit 1 while one is DOWN)",
-        epilog=f"example:\n  {PROG} --stack NAME status --state DOWN",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "the latest state of every target (exit 1 while one is DOWN)",
+        "--stack NAME status --state DOWN",
     )
     status.add_argument("--state", help="only UP, DOWN or UNKNOWN")
     status.add_argument("--portal", help="only this portal's targets")
     status.set_defaults(verb="")
-    history = groups.add_parser(
+    history = _verb(
+        groups,
         "history",
-        help="incidents and uptime (24 h, 7 d, 30 d) of a portal or a target",
-        epilog=f"example:\n  {PROG} --stack NAME history example.bitrix24.com/myconnector/12",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "incidents and uptime (24 h, 7 d, 30 d) of a portal or a target",
+        "--stack NAME history example.bitrix24.com/myconnector/12",
     )
     history.add_argument("what", metavar="PORTAL[/CONNECTOR/LINE]")
     history.set_defaults(verb="")
