@@ -76,7 +76,11 @@ def world(repository: StateRepository) -> datetime:
         answers_of(up, now, [(70 * H, State.UP), (2 * H, State.DOWN), (3 * D, State.UP)]),
     )
     down = Target(PORTAL, "myconnector", 14)
-    store(repository, answers_of(down, now, [(2 * H, State.UP), (5 * H, State.DOWN)]))
+    store(
+        repository,
+        answers_of(down, now, [(2 * H, State.UP), (5 * H, State.DOWN)]),
+        line_name="Support <b>",  # the portal's name for the line, escaped like any answer
+    )
     blind = Target(PORTAL, "myconnector", 16)
     store(repository, answers_of(blind, now, [(2 * H, State.UP), (3 * H, State.UNKNOWN)]))
     evil = Target(HOSTILE, "myconnector", 1)
@@ -113,6 +117,7 @@ def test_the_page_shows_the_client_labels_the_registry_holds(
     answer = call(api, "/", portal=PORTAL)
     assert answer["statusCode"] == 200, answer["body"]
     assert "Acme Corp" in answer["body"] and "gold" in answer["body"]
+    assert "<td>Support &lt;b&gt; (14)</td>" in answer["body"]  # the line's name from the portal
     assert "Acme Corp" not in call(api, "/", portal=HOSTILE)["body"]
 
 

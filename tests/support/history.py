@@ -40,7 +40,10 @@ def answers_of(
 
 
 def store(
-    repository: StateRepository, results: list[CheckResult], detail: str | None = None
+    repository: StateRepository,
+    results: list[CheckResult],
+    detail: str | None = None,
+    line_name: str = "",
 ) -> TargetStatus:
     """What the checker would have stored after these answers: the status and its history."""
     status: TargetStatus | None = None
@@ -50,5 +53,6 @@ def store(
         status, alerts = step.status, alerts + list(step.alerts)
     assert status is not None
     status = replace(status, pending=(), detail=detail or status.detail)
+    status = replace(status, line_name=line_name or status.line_name)
     repository.save([status], claims={}, history={status.subject.key: alerts})
     return status

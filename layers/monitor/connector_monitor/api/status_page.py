@@ -153,9 +153,11 @@ def _labels(labels: Mapping[str, str]) -> str:
 def _target_row(view: TargetView, history: TargetHistory, now: datetime) -> str:
     month = history.uptime(now)[-1][1]
     detail = f'<div class="detail">{_text(view.detail)}</div>' if view.detail else ""
+    # the portal's own name for the line (the inventory's LINE_NAME) where it is known
+    line = f"{_text(view.line_name, LABEL_LIMIT)} ({view.line})" if view.line_name else view.line
     return (
         f'<tr class="target" data-state="{_attr(view.state)}">'
-        f"<td>{_text(view.connector)}{detail}</td><td>{view.line}</td>"
+        f"<td>{_text(view.connector)}{detail}</td><td>{line}</td>"
         f'<td><span class="state s-{_attr(view.state)}">{_text(view.state)}</span></td>'
         f'<td class="when">{_text(view.since)}</td><td>{_percent(month)}</td>'
         f"<td>{_bar(history.days(now), f'{view.connector} line {view.line}')}</td></tr>"
