@@ -15,6 +15,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from connector_monitor.aws.repository import StateRepository
 from local.bitrix24_portal import LocalPortal
 from local.bitrix24_portal.tls import local_authority
 from local.handlers import load_handler
@@ -168,6 +169,22 @@ def snapshot_api_environment(table: str) -> dict[str, str]:
     """The snapshot function's environment as the template sets it (test credentials, no
     tracing), with staleness judged from the run records alone (STALE_AFTER_SECONDS=0)."""
     return {**TEST_CREDENTIALS, **environment_of("SnapshotApiFunction", resources={"Table": table})}
+
+
+API_TABLE = "monitor"  # the snapshot API's table in the API's own tests
+
+
+@pytest.fixture
+def repository(monkeypatch: pytest.MonkeyPatch) -> Iterator[StateRepository]:
+    """The snapshot API's table as the template defines it, in moto, its environment set as the
+    template sets it, and the checker's way to write to it."""
+    for key, value in snapshot_api_environment(API_TABLE).items():
+        monkeypatch.setenv(key, value)
+    with mock_aws():
+        boto3.client("dynamodb", region_name=REGION).create_table(
+            TableName=API_TABLE, **table_definition()
+        )
+        yield StateRepository(API_TABLE, client=boto3.client("dynamodb", region_name=REGION))
 
 
 def scheduled_event() -> dict[str, Any]:

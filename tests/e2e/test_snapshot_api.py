@@ -16,7 +16,6 @@ from typing import Any
 import boto3
 import pytest
 import requests
-from moto import mock_aws
 
 from connector_monitor.aws.records import status_to_item
 from connector_monitor.aws.repository import StateRepository
@@ -25,11 +24,10 @@ from connector_monitor.domain.runs import PortalRun, RunRecord
 from connector_monitor.domain.targets import Target
 from connector_monitor.domain.transitions import TargetStatus
 from local.api_server import ApiServer
-from local.template import table_definition
-from tests.e2e.conftest import REGION, snapshot_api_environment
+from tests.e2e.conftest import API_TABLE, REGION
 from tests.events import LambdaContext, http_event, load_event, load_handler
 
-TABLE = "monitor"
+TABLE = API_TABLE
 PORTAL = "example.bitrix24.com"
 OTHER = "other.bitrix24.com"
 STAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
@@ -48,18 +46,6 @@ TARGET_FIELDS = [
     "labels",
 ]
 LAMBDA_RESPONSE_LIMIT = 6 * 1024 * 1024
-
-
-@pytest.fixture
-def repository(monkeypatch: pytest.MonkeyPatch) -> Iterator[StateRepository]:
-    """The table as the template defines it, in moto, and the checker's way to write to it."""
-    for key, value in snapshot_api_environment(TABLE).items():
-        monkeypatch.setenv(key, value)
-    with mock_aws():
-        boto3.client("dynamodb", region_name=REGION).create_table(
-            TableName=TABLE, **table_definition()
-        )
-        yield StateRepository(TABLE, client=boto3.client("dynamodb", region_name=REGION))
 
 
 @pytest.fixture

@@ -27,7 +27,6 @@ from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
 
 from connector_monitor.api.status_page import StatusPageService
 from connector_monitor.aws.registry import Registry
@@ -37,32 +36,20 @@ from connector_monitor.domain.results import State
 from connector_monitor.domain.runs import RunRecord
 from connector_monitor.domain.targets import Target
 from local.api_server import ApiServer
-from local.template import table_definition
-from tests.e2e.conftest import REGION, snapshot_api_environment
+from tests.e2e.conftest import API_TABLE, REGION
 from tests.events import LambdaContext, http_event, load_handler
 from tests.support.history import answers_of, store
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / "artifacts" / "status-page.png"
 CLIENT_SCREENSHOT = ROOT / "artifacts" / "status-page-client.png"
-TABLE = "monitor"
+TABLE = API_TABLE
 PORTAL = "example.bitrix24.com"
 HOSTILE = "hostile.bitrix24.com"
 SCRIPT = "<script>document.title='owned'</script>"
 RUNBOOK = 'https://wiki.acme.test/runbook?a=1&b="x'
 H = timedelta(hours=1)
 D = timedelta(days=1)
-
-
-@pytest.fixture
-def repository(monkeypatch: pytest.MonkeyPatch) -> Iterator[StateRepository]:
-    for key, value in snapshot_api_environment(TABLE).items():
-        monkeypatch.setenv(key, value)
-    with mock_aws():
-        boto3.client("dynamodb", region_name=REGION).create_table(
-            TableName=TABLE, **table_definition()
-        )
-        yield StateRepository(TABLE, client=boto3.client("dynamodb", region_name=REGION))
 
 
 @pytest.fixture
