@@ -7,10 +7,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import requests
-
 from connector_monitor.aws import clients
 from connector_monitor.bitrix24.oauth import OAUTH_TIMEOUT
+from connector_monitor.bitrix24.transport import HttpSession
 from connector_monitor.composition import Checker, Tuning
 from connector_monitor.domain.shards import KeyRange
 from connector_monitor.settings import CheckerSettings
@@ -26,7 +25,7 @@ def token_source(
     client: Any | None = None,
     table_client: Any | None = None,
     lease: RefreshLease | None = None,
-    session: requests.Session | None = None,
+    session: HttpSession | None = None,
     oauth_timeout: tuple[float, float] = OAUTH_TIMEOUT,
     policy: RefreshPolicy | None = None,
     sleep: Callable[[float], None] = time.sleep,

@@ -18,7 +18,6 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-import requests
 
 from connector_monitor.bitrix24.answers import read_envelope
 from connector_monitor.bitrix24.connector_checks import ConnectorChecks
@@ -29,7 +28,7 @@ from connector_monitor.bitrix24.rest_session import (
     RetryPolicy,
     Timeouts,
 )
-from connector_monitor.bitrix24.transport import new_session
+from connector_monitor.bitrix24.transport import HttpAnswer, HttpRequest, HttpSession, new_session
 from connector_monitor.deadline import Deadline, ExchangeCutOff
 from connector_monitor.domain.portal_errors import ErrorKind, PortalError
 from connector_monitor.domain.results import Cause, CheckResult, State
@@ -44,6 +43,19 @@ FAST = RetryPolicy(failing_retries=2, rate_limit_retries=4, base_delay=0.01, max
 PATIENT = Timeouts(connect=3.0, read=10.0)
 MB = 1024 * 1024
 _names = iter(range(1_000_000))
+
+
+class Recorded(HttpSession):
+    """A session that keeps every request it sent and the answer it got."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.exchanges: list[tuple[HttpRequest, HttpAnswer]] = []
+
+    def send(self, request: HttpRequest, **kwargs: Any) -> HttpAnswer:
+        answer = super().send(request, **kwargs)
+        self.exchanges.append((request, answer))
+        return answer
 
 
 class Tokens:
@@ -253,32 +265,29 @@ def test_an_oauth_endpoint_in_plain_http_to_a_remote_host_gets_nothing(
 ) -> None:
     domain, tokens = new_portal(portal)
     creds = replace(tokens.creds, oauth_endpoint="http://oauth.bitrix.info/oauth/token/")
-    sent: list[Any] = []
-    session = new_session()
-    session.hooks["response"].append(lambda r, *a, **k: sent.append(r))
+    session = Recorded()
 
     with pytest.raises(PortalError) as caught:
         refresh_tokens(creds, session=session, deadline=Deadline.after(5), timeouts=(1, 1))
 
     assert caught.value.kind is ErrorKind.BAD_REQUEST
     assert "oauth_endpoint" in caught.value.description and "https" in caught.value.description
-    assert sent == []
+    assert session.exchanges == []
     assert portal.refresh_count(domain) == 0
 
 
 def test_an_oauth_redirect_is_not_followed(portal: LocalPortal) -> None:
     domain, tokens = new_portal(portal)
     portal.inject(domain, PortalFault.REDIRECT, method="oauth", count=1)
-    followed: list[str] = []
-    session = new_session()
-    session.hooks["response"].append(lambda r, *a, **k: followed.append(r.url))
+    session = Recorded()
 
     with pytest.raises(PortalError) as caught:
         refresh_tokens(tokens.creds, session=session, deadline=Deadline.after(5), timeouts=(1, 1))
 
     assert caught.value.kind is ErrorKind.BAD_REQUEST
     assert "redirect" in caught.value.description
-    assert len(followed) == 1 and "moved.bitrix24.com" not in followed[0]
+    ((request, answer),) = session.exchanges
+    assert request.host == "127.0.0.1" and "moved.bitrix24.com" in (answer.location or "")
 
 
 def test_a_rest_redirect_is_not_followed(portal: LocalPortal) -> None:
@@ -307,11 +316,14 @@ def test_a_token_echoed_json_escaped_in_a_command_error_is_redacted(portal: Loca
     assert "[redacted]" in details
 
 
-def test_no_request_is_retried_into_a_redirect_by_requests_itself(portal: LocalPortal) -> None:
-    """`requests` follows redirects unless told not to; every exchange tells it."""
+def test_no_request_is_retried_into_a_redirect_by_the_transport_itself(
+    portal: LocalPortal,
+) -> None:
+    """HTTP libraries follow redirects unless told not to; the monitor's transport never does,
+    over a session the caller hands in too."""
     domain, tokens = new_portal(portal)
     portal.inject(domain, PortalFault.REDIRECT)
-    session = requests.Session()  # a caller's plain session is guarded too
+    session = new_session()
     with RestSession(domain, tokens, session=session, retry=FAST) as rest:
         found = ConnectorChecks(rest).check([Target(domain, CONNECTOR, 1)], Deadline.after(5))
 

@@ -14,6 +14,7 @@ import requests
 
 from connector_monitor.bitrix24.connector_checks import ConnectorChecks
 from connector_monitor.bitrix24.rest_session import RetryPolicy, Timeouts
+from connector_monitor.bitrix24.transport import HttpAnswer, HttpRequest, HttpSession
 from connector_monitor.deadline import Deadline, DeadlineExceeded
 from connector_monitor.domain.portal_errors import ErrorKind, PortalError
 from connector_monitor.domain.results import Cause, State
@@ -134,10 +135,10 @@ def test_timeouts_are_capped_by_the_deadline(portal: LocalPortal) -> None:
     domain = new_portal(portal, lines=1)
     seen: list[Any] = []
 
-    class Recording(requests.Session):
-        def request(self, *args: Any, **kwargs: Any) -> requests.Response:
-            seen.append(kwargs.get("timeout"))
-            return super().request(*args, **kwargs)
+    class Recording(HttpSession):
+        def send(self, request: HttpRequest, **kwargs: Any) -> HttpAnswer:
+            seen.append(kwargs["timeouts"])
+            return super().send(request, **kwargs)
 
     session = Recording()
     client, _ = checks_for(
@@ -150,7 +151,7 @@ def test_timeouts_are_capped_by_the_deadline(portal: LocalPortal) -> None:
     connect, read = seen[0]
     assert connect <= 2.0
     assert 1.5 < read <= 2.0
-    assert session.adapters  # a handed-in session stays open for its owner
+    assert session.idle_connections == 1  # a handed-in session stays open for its owner
     session.close()
 
 

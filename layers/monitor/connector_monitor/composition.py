@@ -17,7 +17,6 @@ from datetime import timedelta
 from functools import cached_property, partial
 from typing import Any
 
-import requests
 
 from .aws import clients
 from .aws.lease import Lease
@@ -31,6 +30,7 @@ from .aws.work_queue import ShardQueue
 from .bitrix24.app_server import BoundedAppServer
 from .bitrix24.connector_checks import open_connector_checks
 from .bitrix24.oauth import OAUTH_TIMEOUT, oauth_refresh
+from .bitrix24.transport import HttpSession
 from .cycle import CheckCycle, CycleSettings, RunSummary
 from .deadline import Deadline
 from .domain.causes import Deployment
@@ -64,7 +64,7 @@ class Tuning:
     aws: Callable[[str], Any] = clients.client  # a client of an AWS service, by its name
     lease_aws: Callable[[], Any] = clients.lease_client  # the lease's fail-fast DynamoDB client
     portal_client: ClientFactory | None = None  # None: the real checks (open_connector_checks)
-    http: requests.Session | None = None  # the OAuth calls' session (None: a guarded new one)
+    http: HttpSession | None = None  # the OAuth calls' session (None: a guarded new one)
     oauth_timeout: tuple[float, float] = OAUTH_TIMEOUT
     refresh: RefreshPolicy = field(default_factory=RefreshPolicy)
     sleep: Callable[[float], None] = time.sleep

@@ -15,8 +15,6 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import requests
-
 from ..deadline import Deadline, DeadlineExceeded
 from ..domain.app_events import (
     AppEventName,
@@ -29,7 +27,7 @@ from ..domain.app_events import (
 from ..ports.installs import AuthServerUnreachable, BindFailed
 from ..tokens.credentials import AppCredentials
 from .redaction import install_urllib3_redaction
-from .transport import TransportError, exchange, new_session, require_safe_endpoint
+from .transport import HttpSession, TransportError, exchange, new_session, require_safe_endpoint
 
 ANSWER_LIMIT = 16 * 1024  # app.info is about 600 bytes; an event.bind answer less
 TIMEOUTS = (3.05, 5.0)  # connect, read
@@ -50,7 +48,7 @@ class BoundedAppServer:
 
     def __init__(
         self,
-        session: requests.Session | None = None,
+        session: HttpSession | None = None,
         *,
         ca_bundle: str | None = None,
         deadline: Callable[[], Deadline] = lambda: Deadline.after(10.0),

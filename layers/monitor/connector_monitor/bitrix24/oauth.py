@@ -2,7 +2,7 @@
 
 The refresh URL carries the client secret and the refresh token in its query string (that is how
 the Bitrix24 OAuth server takes them), so no text that may hold the URL leaves this module: a
-`requests` exception is replaced by a `PortalError` that says only what kind of failure it was
+transport error is replaced by a `PortalError` that says only what kind of failure it was
 (`raise ... from None`), and urllib3's debug line, which prints the request URL, is redacted.
 """
 
@@ -15,8 +15,6 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import requests
-
 from ..deadline import Deadline, ExchangeCutOff
 from ..domain.portal_errors import ErrorKind, PortalError, classify
 from ..domain.text import CODE_LIMIT, clip
@@ -28,9 +26,9 @@ from .transport import (
     HttpAnswer,
     InvalidEndpoint,
     NoAnswer,
+    HttpSession,
     TransportError,
     exchange,
-    guard,
     new_session,
     require_safe_endpoint,
 )
@@ -47,15 +45,15 @@ install_urllib3_redaction()
 
 
 def oauth_refresh(
-    session: requests.Session | None = None,
+    session: HttpSession | None = None,
     *,
     ca_bundle: str | None = None,
     timeouts: tuple[float, float] = OAUTH_TIMEOUT,
     now: Callable[[], float] = time.time,
 ) -> Callable[[PortalCredentials, Deadline], PortalCredentials]:
     """The OAuth call the refresh policy is handed (`tokens.ports.OAuthRefresh`), over one
-    guarded session for the whole run (`ca_bundle`: as `transport.new_session`)."""
-    guarded = guard(session, ca_bundle) if session is not None else new_session(ca_bundle=ca_bundle)
+    session for the whole run (`ca_bundle`: as `transport.new_session`)."""
+    guarded = session if session is not None else new_session(ca_bundle=ca_bundle)
 
     def refresh(creds: PortalCredentials, deadline: Deadline) -> PortalCredentials:
         return refresh_tokens(creds, session=guarded, deadline=deadline, timeouts=timeouts, now=now)
@@ -66,7 +64,7 @@ def oauth_refresh(
 def refresh_tokens(
     creds: PortalCredentials,
     *,
-    session: requests.Session,
+    session: HttpSession,
     deadline: Deadline,
     timeouts: tuple[float, float],
     now: Callable[[], float] = time.time,

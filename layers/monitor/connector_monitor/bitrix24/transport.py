@@ -1,5 +1,5 @@
 """HTTP to portals and OAuth servers, bounded in time and in size: the monitor's one way to talk
-to a host it does not control.
+to a host it does not control, on the standard library's `http.client`.
 
 A per-read timeout does not bound a request: a host that sends one byte every two seconds never
 trips it, in the headers or in the body. So every exchange runs under the run's deadline: a
@@ -10,6 +10,13 @@ Answers are read as a stream, counted in bytes as they arrive (before decompress
 they are decompressed, and refused past a cap, so a 100 MB body or a gzip bomb costs at most the
 cap in memory. Redirects are never followed: a token goes only where the secret says.
 
+What goes out is kept small, since bytes out of AWS are billed and every portal is one exchange
+a run: a ClientHello without padding, legacy session id, ALPN or session-ticket extension; a
+request of the request line, Host, User-Agent, Content-Type and Content-Length only (no
+Accept-Encoding: answers come uncompressed, though a host that compresses unasked is still
+decoded, bounded); compact JSON. A session keeps its connection open between the batches of one
+portal and closes it with a reset once every answer is read (`HttpSession.close`).
+
 Errors are `TransportError`s, or `ExchangeCutOff` (a `DeadlineExceeded`) when the deadline cut
 the exchange off; no message quotes a URL, a header or a body (a URL may carry an OAuth secret
 in its query string).
@@ -18,9 +25,13 @@ in its query string).
 from __future__ import annotations
 
 import heapq
+import http.client
 import itertools
+import json as jsonlib
+import select
 import socket
 import ssl
+import struct
 import threading
 import time
 import zlib
@@ -29,27 +40,24 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
-import requests
-from requests.adapters import HTTPAdapter
-from requests.utils import DEFAULT_CA_BUNDLE_PATH
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.util.ssl_ import create_urllib3_context
+import certifi
 
 from ..deadline import Deadline, ExchangeCutOff
 
 CHUNK = 64 * 1024
-_MIN_TIMEOUT = 0.001  # requests refuses a zero timeout
+_MIN_TIMEOUT = 0.001  # a zero timeout would make the socket non-blocking
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 # OpenSSL's SSL_OP_TLSEXT_PADDING (in the SSL_OP_ALL Python sets; the ssl module has no name for
 # it): pads every ClientHello to 512 bytes for F5 load balancers of before 2013, which hung on a
-# ClientHello of 256 to 511 bytes. Without it the monitor's is 296 bytes: 221 fewer bytes out of
+# ClientHello of 256 to 511 bytes. Without it the ClientHello is ~220 bytes shorter: bytes out of
 # AWS for every portal every run, the largest part of what a run sends.
 _OP_TLSEXT_PADDING = 0x10
-# Only what zlib decodes with a bounded output; a host that answers br or zstd anyway is refused.
-ACCEPT_ENCODING = "gzip, deflate"
+# TLS 1.2 suites for a portal without TLS 1.3 (an on-premise box): forward-secret AEAD only.
+# TLS 1.3 suites are OpenSSL's own list (set_ciphers does not touch them).
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+USER_AGENT = "connector-monitor/1"
 
 
 class TransportError(Exception):
@@ -97,98 +105,256 @@ def require_safe_endpoint(url: str, what: str) -> str:
     raise InvalidEndpoint(f"{what} must be an https URL")
 
 
+@dataclass(frozen=True)
+class HttpRequest:
+    """What goes on the wire: the method, where, and the body with its type."""
+
+    method: str
+    scheme: str
+    host: str
+    port: int
+    target: str  # the path and query
+    body: bytes = b""
+    content_type: str = ""
+
+    @classmethod
+    def build(
+        cls,
+        method: str,
+        url: str,
+        *,
+        json: Any = None,
+        data: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> HttpRequest:
+        """`json` (compact) or `data` (a form) as the body, `params` added to the query."""
+        try:
+            parts = urlsplit(url)
+            host, port = parts.hostname, parts.port
+        except ValueError:
+            raise InvalidEndpoint("the endpoint is not a valid URL") from None
+        if parts.scheme not in ("http", "https") or not host:
+            raise InvalidEndpoint("the endpoint is not a valid URL")
+        query = "&".join(q for q in (parts.query, urlencode(params or {})) if q)
+        target = (parts.path or "/") + (f"?{query}" if query else "")
+        body, content_type = b"", ""
+        if json is not None:
+            text = jsonlib.dumps(json, separators=(",", ":"), ensure_ascii=False)
+            body, content_type = text.encode(), "application/json"
+        elif data is not None:
+            body, content_type = urlencode(data).encode(), "application/x-www-form-urlencoded"
+        default = 443 if parts.scheme == "https" else 80
+        return cls(method, parts.scheme, host, port or default, target, body, content_type)
+
+
+def require_safe_endpoint(url: str, what: str) -> str:
+    """`url` if a token may go there: https, or plain http to this machine (local runs)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        raise InvalidEndpoint(f"{what} is not a valid URL") from None
+    if not host:
+        raise InvalidEndpoint(f"{what} is not a valid URL")
+    if parts.scheme == "https" or (parts.scheme == "http" and host in _LOOPBACK):
+        return url
+    raise InvalidEndpoint(f"{what} must be an https URL")
+
+
 def exchange(
-    session: requests.Session,
+    session: HttpSession,
     method: str,
     url: str,
     *,
     deadline: Deadline,
     timeouts: tuple[float, float],
     max_bytes: int,
-    **request: Any,
+    json: Any = None,
+    data: Mapping[str, str] | None = None,
+    params: Mapping[str, str] | None = None,
 ) -> HttpAnswer:
     """One request and its whole answer, within `deadline` and `max_bytes`.
 
     `timeouts` are (connect, read) for one socket operation; the deadline bounds the whole.
-    `request` is passed to `session.request` (json=, params=, data=). Raises TransportError, or
-    ExchangeCutOff when the deadline passed before or during the exchange.
+    Raises TransportError, or ExchangeCutOff when the deadline passed before or during the
+    exchange.
     """
-    guard(session)
+    request = HttpRequest.build(method, url, json=json, data=data, params=params)
     if deadline.expired:
         raise ExchangeCutOff("the run's deadline passed before the request was sent")
-    timeout = (
+    capped = (
         max(_MIN_TIMEOUT, deadline.timeout(timeouts[0])),
         max(_MIN_TIMEOUT, deadline.timeout(timeouts[1])),
     )
-    headers = {**request.pop("headers", {}), "Accept-Encoding": ACCEPT_ENCODING}
-    with _WATCHDOG.watching(deadline) as scope:
-        try:
-            response = session.request(
-                method,
-                url,
-                headers=headers,
-                timeout=timeout,
-                allow_redirects=False,
-                stream=True,
-                **request,
-            )
-        except requests.exceptions.RequestException as exc:
-            failure = _failure(exc, timeout, scope.tripped)
-        else:
-            try:
-                return _read(response, max_bytes, scope)
-            finally:
-                response.close()
-    raise failure
+    return session.send(request, deadline=deadline, timeouts=capped, max_bytes=max_bytes)
 
 
-def guard(session: requests.Session, ca_bundle: str | None = None) -> requests.Session:
-    """Make `session` send through watched connections over the process's TLS context for
-    `ca_bundle` (idempotent); returns it.
-
-    Only requests' stock adapters are replaced: an adapter someone mounted on purpose (a test's
-    canned transport) is theirs to bound.
-    """
-    for prefix in ("https://", "http://"):
-        if type(session.adapters.get(prefix)) is HTTPAdapter:
-            session.mount(prefix, _WatchedAdapter(tls_context(ca_bundle)))
-    return session
-
-
-def new_session(
-    *, ca_bundle: str | None = None, user_agent: str = "connector-monitor/1"
-) -> requests.Session:
+def new_session(*, ca_bundle: str | None = None, user_agent: str = USER_AGENT) -> HttpSession:
     """A session for portals and OAuth servers; `ca_bundle` (a PEM file) replaces the public
     CAs the monitor trusts (the local portal's authority: never needed on AWS)."""
-    session = requests.Session()
-    session.headers.update({"Accept": "application/json", "User-Agent": user_agent})
-    # HTTP/1.1 keeps connections open without it: 24 bytes a request that say nothing.
-    session.headers.pop("Connection", None)
-    # Not the environment's proxies and .netrc: requests would look them up for every request
-    # (a quarter of a fleet run's CPU), and a portal's credentials are in the body, never there.
-    session.trust_env = False
-    return guard(session, ca_bundle)
+    return HttpSession(ca_bundle=ca_bundle, user_agent=user_agent)
+
+
+class HttpSession:
+    """Connections to the hosts one caller talks to, each kept open between its exchanges
+    (a portal's batches go over one TLS connection) until `close`. Thread-safe: an exchange
+    takes an idle connection or opens one, and puts it back once its answer is read whole."""
+
+    def __init__(self, *, ca_bundle: str | None = None, user_agent: str = USER_AGENT) -> None:
+        self.user_agent = user_agent
+        self._context = tls_context(ca_bundle)
+        self._idle: dict[tuple[str, str, int], list[http.client.HTTPConnection]] = {}
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> HttpSession:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def idle_connections(self) -> int:
+        """Connections open and waiting for the next exchange."""
+        with self._lock:
+            return sum(len(connections) for connections in self._idle.values())
+
+    def close(self) -> None:
+        """Close every idle connection (each answer on it was read whole)."""
+        with self._lock:
+            idle = [c for connections in self._idle.values() for c in connections]
+            self._idle.clear()
+        for connection in idle:
+            _close(connection, read_whole=True)
+
+    def send(
+        self,
+        request: HttpRequest,
+        *,
+        deadline: Deadline,
+        timeouts: tuple[float, float],
+        max_bytes: int,
+    ) -> HttpAnswer:
+        """`request` and its whole answer within `deadline`, `timeouts` (connect, read) for one
+        socket operation (see `exchange`)."""
+        timeout = timeouts
+        connection = self._checkout(request)
+        connecting = connection.sock is None
+        with _WATCHDOG.watching(deadline) as scope:
+            scope.add(connection)
+            try:
+                if connecting:
+                    connection.timeout = timeout[0]
+                    connection.connect()
+                    connecting = False
+                # http.client lets go of the socket of an answer that ends the connection
+                scope.add(connection.sock)
+                connection.sock.settimeout(timeout[1])
+                self._put(connection, request)
+                response = connection.getresponse()
+                answer = _read(response, max_bytes, scope)
+            except (TransportError, ExchangeCutOff):
+                _close(connection, read_whole=False)
+                raise
+            except Exception as exc:  # the socket's, TLS's or http.client's: told apart below
+                _close(connection, read_whole=False)
+                failure = _failure(exc, timeout, connecting=connecting, tripped=scope.tripped)
+            else:
+                self._checkin(request, connection, response)
+                return answer
+        raise failure
+
+    def _put(self, connection: http.client.HTTPConnection, request: HttpRequest) -> None:
+        """The request in one write: http.client would add Accept-Encoding: identity."""
+        connection.putrequest(request.method, request.target, skip_accept_encoding=True)
+        connection.putheader("User-Agent", self.user_agent)
+        if request.content_type:
+            connection.putheader("Content-Type", request.content_type)
+        if request.body or request.method == "POST":
+            connection.putheader("Content-Length", str(len(request.body)))
+        connection.endheaders(request.body or None)
+
+    def _checkout(self, request: HttpRequest) -> http.client.HTTPConnection:
+        """An idle connection to the request's host that is still open, else a new one."""
+        key = (request.scheme, request.host, request.port)
+        while True:
+            with self._lock:
+                idle = self._idle.get(key)
+                connection = idle.pop() if idle else None
+            if connection is None:
+                break
+            if _still_open(connection):
+                return connection
+            _close(connection, read_whole=False)
+        if request.scheme == "https":
+            return http.client.HTTPSConnection(request.host, request.port, context=self._context)
+        return http.client.HTTPConnection(request.host, request.port)
+
+    def _checkin(
+        self,
+        request: HttpRequest,
+        connection: http.client.HTTPConnection,
+        response: http.client.HTTPResponse,
+    ) -> None:
+        if response.will_close:
+            _close(connection, read_whole=True)
+            return
+        with self._lock:
+            self._idle.setdefault((request.scheme, request.host, request.port), []).append(
+                connection
+            )
+
+
+def _still_open(connection: http.client.HTTPConnection) -> bool:
+    """False when the host closed an idle connection (or sent something unasked on it)."""
+    sock = connection.sock
+    if sock is None:
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        if not readable:
+            return True
+        sock.settimeout(0)
+        sock.recv(1)  # b"": closed; anything else: not an answer to any request of ours
+    except (ssl.SSLWantReadError, BlockingIOError):
+        return True  # only TLS housekeeping (a session ticket) was waiting
+    except (OSError, ValueError):
+        pass
+    return False
+
+
+_LINGER_RESET = struct.pack("ii", 1, 0)
+
+
+def _close(connection: http.client.HTTPConnection, *, read_whole: bool) -> None:
+    """Close the connection; once every answer on it was read whole, with a reset (SO_LINGER
+    0): one segment out instead of a FIN and the ACK of the host's FIN, and no TIME_WAIT."""
+    sock = connection.sock
+    if read_whole and sock is not None:
+        with suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+    with suppress(OSError):
+        connection.close()
 
 
 # ---- reading --------------------------------------------------------------------------------
 
 
-def _read(response: requests.Response, max_bytes: int, scope: _Scope) -> HttpAnswer:
-    headers = response.headers
-    declared = headers.get("Content-Length", "")
+def _read(response: http.client.HTTPResponse, max_bytes: int, scope: _Scope) -> HttpAnswer:
+    declared = response.getheader("Content-Length") or ""
     if declared.strip().isdigit() and int(declared) > max_bytes:
         raise AnswerTooLarge(f"the answer announces {int(declared)} bytes; the cap is {max_bytes}")
-    decoder = _Decoder(headers.get("Content-Encoding", ""), max_bytes)
+    decoder = _Decoder(response.getheader("Content-Encoding") or "", max_bytes)
     received = 0
     try:
         while True:
-            chunk = response.raw.read(CHUNK, decode_content=False)
+            chunk = response.read1(CHUNK)
             if not chunk:
                 break
             received += len(chunk)
             if received > max_bytes:
                 raise AnswerTooLarge(f"the answer is larger than {max_bytes} bytes")
             decoder.feed(chunk)
+        response.close()  # read whole: the connection may carry the next request
         if scope.tripped:  # a socket shut by the watchdog may read as a clean end
             raise ExchangeCutOff("the run's deadline passed while the answer was arriving")
     except (TransportError, ExchangeCutOff):
@@ -202,11 +368,11 @@ def _read(response: requests.Response, max_bytes: int, scope: _Scope) -> HttpAns
             f"the connection broke while the answer was arriving ({type(exc).__name__})"
         ) from None
     return HttpAnswer(
-        status=response.status_code,
+        status=response.status,
         body=decoder.finish(),
-        content_type=headers.get("Content-Type", ""),
-        retry_after=headers.get("Retry-After"),
-        location=headers.get("Location"),
+        content_type=response.getheader("Content-Type") or "",
+        retry_after=response.getheader("Retry-After"),
+        location=response.getheader("Location"),
     )
 
 
@@ -268,42 +434,28 @@ class _Decoder:
 
 
 def _failure(
-    exc: requests.exceptions.RequestException, timeout: tuple[float, float], tripped: bool
+    exc: Exception, timeout: tuple[float, float], *, connecting: bool, tripped: bool
 ) -> TransportError | ExchangeCutOff:
     """Say which failure it was, in words that never quote the URL or the body."""
     if tripped:
         return ExchangeCutOff("the run's deadline passed while the host was still answering")
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return ConnectFailed(f"could not connect within {timeout[0]:.2f} s")
-    if isinstance(exc, requests.exceptions.Timeout):
+    if isinstance(exc, TimeoutError):
+        if connecting:
+            return ConnectFailed(f"could not connect within {timeout[0]:.2f} s")
         return NoAnswer(f"no answer within {timeout[1]:.2f} s")
-    if isinstance(
-        exc,
-        requests.exceptions.InvalidURL
-        | requests.exceptions.MissingSchema
-        | requests.exceptions.InvalidSchema,
-    ):
-        return InvalidEndpoint("the endpoint is not a valid URL")
-    if isinstance(exc, requests.exceptions.ConnectionError):
-        return ConnectFailed(_connection_problem(exc))
+    if isinstance(exc, socket.gaierror):
+        return ConnectFailed("the host name could not be resolved (check the domain and endpoint)")
+    if isinstance(exc, ssl.SSLCertVerificationError | ssl.CertificateError):
+        return ConnectFailed(
+            "its TLS certificate could not be verified (not from a trusted authority?)"
+        )
+    if connecting and isinstance(exc, ssl.SSLError):
+        return ConnectFailed("the TLS handshake failed")
+    if isinstance(exc, ConnectionRefusedError):
+        return ConnectFailed("the connection was refused")
+    if isinstance(exc, OSError | http.client.HTTPException | ValueError):
+        return ConnectFailed("the connection failed or was dropped")
     return ConnectFailed(f"the request failed ({type(exc).__name__})")
-
-
-def _connection_problem(exc: requests.exceptions.ConnectionError) -> str:
-    reason = getattr(exc.args[0] if exc.args else None, "reason", None)
-    name = type(reason).__name__
-    if name == "NameResolutionError":
-        return "the host name could not be resolved (check the domain and endpoint)"
-    if isinstance(exc, requests.exceptions.SSLError):
-        # OpenSSL's words, not the server's: but only the verdict is kept.
-        if "CERTIFICATE_VERIFY_FAILED" in str(reason):
-            return "its TLS certificate could not be verified (not from a trusted authority?)"
-        return "the TLS handshake failed"
-    if isinstance(getattr(reason, "__context__", None), ConnectionRefusedError) or (
-        "refused" in str(reason).lower() and name == "NewConnectionError"
-    ):
-        return "the connection was refused"
-    return "the connection failed or was dropped"
 
 
 # ---- the watchdog ---------------------------------------------------------------------------
@@ -311,7 +463,8 @@ def _connection_problem(exc: requests.exceptions.ConnectionError) -> str:
 
 @dataclass(eq=False)
 class _Scope:
-    """The connections one exchange used, shut down together if the deadline passes first."""
+    """The connection (and its socket) one exchange used, shut down if the deadline passes
+    first."""
 
     expires_at: float
     connections: list[Any] = field(default_factory=list)
@@ -334,11 +487,11 @@ class _Scope:
                 _shut(connection)
 
 
-def _shut(connection: Any) -> None:
-    """Shut the socket a connection speaks through: once connected its own (over TLS, the TLS
-    socket, which took the plain one's descriptor over), the plain one while connecting. A TLS
-    handshake is bounded by its socket timeout, which never outlasts the deadline."""
-    sock = getattr(connection, "sock", None) or getattr(connection, "watched_socket", None)
+def _shut(watched: Any) -> None:
+    """Shut a socket, or the one a connection speaks through: the plain one while the TLS
+    handshake runs (http.client swaps in the TLS socket after it), then the TLS one. Before the
+    socket exists, the connect is bounded by its timeout, which never outlasts the deadline."""
+    sock = watched if isinstance(watched, socket.socket) else getattr(watched, "sock", None)
     if sock is not None:
         with suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
@@ -352,7 +505,6 @@ class _Watchdog:
         self._order = itertools.count()
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
-        self._local = threading.local()
 
     @contextmanager
     def watching(self, deadline: Deadline) -> Iterator[_Scope]:
@@ -365,16 +517,11 @@ class _Watchdog:
                 )
                 self._thread.start()
             self._wake.notify()
-        self._local.scope = scope
         try:
             yield scope
         finally:
-            self._local.scope = None
             with scope.lock:
                 scope.closed = True
-
-    def current(self) -> _Scope | None:
-        return getattr(self._local, "scope", None)
 
     def _run(self) -> None:
         while True:
@@ -395,87 +542,21 @@ class _Watchdog:
 _WATCHDOG = _Watchdog()
 
 
-class _WatchedConnection(HTTPConnection):
-    """Remembers its plain socket, so the watchdog can shut it even mid-TLS-handshake."""
-
-    watched_socket: socket.socket | None = None
-
-    def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
-        self.watched_socket = sock
-        return sock
-
-
-class _WatchedHTTPSConnection(HTTPSConnection):
-    watched_socket: socket.socket | None = None
-
-    def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
-        self.watched_socket = sock
-        return sock
-
-
-def _enlist(connection: Any) -> None:
-    scope = _WATCHDOG.current()
-    if scope is not None:
-        scope.add(connection)
-
-
-class _WatchedPool(HTTPConnectionPool):
-    ConnectionCls = _WatchedConnection
-
-    def _make_request(self, conn: Any, *args: Any, **kwargs: Any) -> Any:
-        _enlist(conn)  # before connecting: a reused connection is enlisted here too
-        return super()._make_request(conn, *args, **kwargs)
-
-
-class _WatchedHTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _WatchedHTTPSConnection
-
-    def _make_request(self, conn: Any, *args: Any, **kwargs: Any) -> Any:
-        _enlist(conn)
-        return super()._make_request(conn, *args, **kwargs)
-
-
-_POOLS: Mapping[str, type[HTTPConnectionPool]] = {"http": _WatchedPool, "https": _WatchedHTTPSPool}
-
 
 @lru_cache(maxsize=4)
 def tls_context(ca_bundle: str | None = None) -> ssl.SSLContext:
     """The process's TLS context for portals and OAuth servers, its certificate authorities
-    loaded once: `ca_bundle`, or the public CAs requests ships (certifi). Given a bundle's path,
-    urllib3 would load its ~150 certificates into the context again for every new connection
-    (~15 ms of CPU each); every portal is a new connection every run. Its ClientHello is not
-    padded (`_OP_TLSEXT_PADDING`)."""
-    context = create_urllib3_context()
-    context.options &= ~_OP_TLSEXT_PADDING
-    context.load_verify_locations(cafile=ca_bundle or DEFAULT_CA_BUNDLE_PATH)
+    (`ca_bundle`, or certifi's public ones) loaded once: ~150 certificates are ~15 ms of CPU.
+
+    Certificates and host names are checked; TLS 1.2 or 1.3. Its ClientHello has no padding
+    (`_OP_TLSEXT_PADDING`), an empty legacy session id and no ChangeCipherSpec (no middlebox
+    compatibility: only broken middleboxes need them), no session-ticket extension (every
+    portal is a new host each run: a ticket would never be used), no ALPN (HTTP/1.1 is all
+    the monitor speaks) and a TLS 1.2 cipher list of `TLS12_CIPHERS`."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.options &= ~(_OP_TLSEXT_PADDING | ssl.OP_ENABLE_MIDDLEBOX_COMPAT)
+    context.options |= ssl.OP_NO_TICKET | ssl.OP_NO_COMPRESSION
+    context.set_ciphers(TLS12_CIPHERS)
+    context.load_verify_locations(cafile=ca_bundle or certifi.where())
     return context
-
-
-class _WatchedAdapter(HTTPAdapter):
-    """requests' adapter with pools whose connections the watchdog can shut, verifying
-    certificates with one shared TLS context."""
-
-    def __init__(self, context: ssl.SSLContext) -> None:
-        self._context = context  # before super().__init__, which builds the pool manager
-        super().__init__()
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, ssl_context=self._context, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = dict(_POOLS)
-
-    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
-        """Verify with the shared context's authorities: requests would hand every pool the
-        bundle's path, which urllib3 loads anew for each connection."""
-        if verify is True and url.lower().startswith("https"):
-            conn.cert_reqs = "CERT_REQUIRED"
-            conn.ca_certs = None
-            conn.ca_cert_dir = None
-            return
-        super().cert_verify(conn, url, verify, cert)  # type: ignore[no-untyped-call]
-
-    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
-        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
-        manager.pool_classes_by_scheme = dict(_POOLS)
-        return manager
