@@ -20,7 +20,7 @@ from moto import mock_aws
 
 from connector_monitor.aws.lease import Lease
 from connector_monitor.bitrix24.oauth import refresh_tokens
-from connector_monitor.bitrix24.redaction import REDACTED
+from connector_monitor.bitrix24.transport import HttpAnswer, HttpRequest, HttpSession, new_session
 from connector_monitor.deadline import Deadline
 from connector_monitor.domain.portal_errors import ErrorKind, PortalError
 from connector_monitor.tokens.credentials import PortalCredentials
@@ -153,7 +153,7 @@ def put_secret(sm: Any, document: dict[str, Any]) -> None:
     sm.put_secret_value(SecretId=SECRET, SecretString=json.dumps(document))
 
 
-class CountingSession(requests.Session):
+class CountingSession(HttpSession):
     """Counts OAuth requests, successful or not (the portal counts only successful refreshes)."""
 
     def __init__(self) -> None:
@@ -161,17 +161,17 @@ class CountingSession(requests.Session):
         self.oauth_calls = 0
         self._count_lock = threading.Lock()
 
-    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
+    def send(self, request: HttpRequest, **kwargs: Any) -> HttpAnswer:
         with self._count_lock:
             self.oauth_calls += 1
-        return super().request(method, url, *args, **kwargs)
+        return super().send(request, **kwargs)
 
 
 def make_store(
     sm: Any,
     *,
     lease: bool = True,
-    session: requests.Session | None = None,
+    session: HttpSession | None = None,
     sleep: Callable[[float], None] = lambda _s: None,
     **kwargs: Any,
 ) -> RefreshingTokens:
@@ -181,7 +181,7 @@ def make_store(
         SECRET,
         client=sm,
         lease=Lease(TABLE, client=boto3.client("dynamodb", region_name=REGION)) if lease else None,
-        session=session or requests.Session(),
+        session=session or new_session(),
         sleep=sleep,
         **kwargs,
     )
@@ -451,7 +451,7 @@ def test_without_lease_a_refresh_token_rotated_elsewhere_is_picked_up(
     store_doc = secret["portals"][a]
     old = PortalCredentials.from_secret_entry(a, store_doc)
     newer = refresh_tokens(
-        old, session=requests.Session(), deadline=Deadline.after(30), timeouts=FAST
+        old, session=new_session(), deadline=Deadline.after(30), timeouts=FAST
     )  # the other run
     leaks.watch(newer)
     sleeps: list[float] = []
@@ -513,7 +513,7 @@ def test_two_invocations_refreshing_different_portals_keep_both_pairs(
         assert creds.access_token == store.credentials(domain).access_token
         assert works(status(creds))  # the stored pair is the live one
         assert refresh_tokens(
-            creds, session=requests.Session(), deadline=Deadline.after(30), timeouts=FAST
+            creds, session=new_session(), deadline=Deadline.after(30), timeouts=FAST
         ).access_token
 
 
@@ -689,7 +689,7 @@ def test_lease_held_elsewhere_uses_tokens_rotated_meanwhile(
     store.load()
     stale = store.credentials(a)
     rotated = refresh_tokens(
-        stale, session=requests.Session(), deadline=Deadline.after(30), timeouts=FAST
+        stale, session=new_session(), deadline=Deadline.after(30), timeouts=FAST
     )
     leaks.watch(rotated)
     other = Lease(TABLE, client=boto3.client("dynamodb", region_name=REGION))
@@ -721,13 +721,17 @@ def test_lease_held_elsewhere_and_nothing_rotated_gives_up_for_this_run(
     leaks.check_error(caught.value)
 
 
-def test_urllib3_debug_line_does_not_show_the_refresh_url(
+def test_no_debug_line_shows_the_refresh_url(
     secret: dict[str, Any], sm: Any, caplog: pytest.LogCaptureFixture, leaks: Leaks
 ) -> None:
+    # urllib3 logged every request line at DEBUG; the transport (http.client) logs none.
+    caplog.set_level(logging.DEBUG)
     a, _ = list(secret["portals"])
     store = make_store(sm)
     store.load()
-    fresh = store.refresh(a, store.credentials(a))
+    stale = store.credentials(a)
+    fresh = store.refresh(a, stale)
     leaks.watch(fresh)
-    lines = [r.getMessage() for r in caplog.records if r.name == "urllib3.connectionpool"]
-    assert any("/oauth/token/?" in line and f"client_secret={REDACTED}" in line for line in lines)
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "/oauth/token/?" not in text
+    assert stale.refresh_token not in text and stale.client_secret not in text

@@ -36,6 +36,7 @@ from connector_monitor.bitrix24.answers import (
 from connector_monitor.bitrix24.connector_checks import ConnectorChecks
 from connector_monitor.bitrix24.oauth import refresh_tokens
 from connector_monitor.bitrix24.rest_session import RestSession, RetryPolicy, Timeouts
+from connector_monitor.bitrix24.transport import new_session
 from connector_monitor.deadline import Deadline
 from connector_monitor.domain.inventory import Inventory
 from connector_monitor.domain.portal_errors import ErrorKind, PortalError
@@ -623,7 +624,7 @@ def test_a_refresh_returns_new_tokens_or_a_portal_error(
     creds = FakeTokens(chaos_portal.endpoint(PORTAL)).current
     assert creds is not None
     creds = replace(creds, oauth_endpoint=f"{chaos_portal.url}/oauth/token/")
-    with requests.Session() as session:
+    with new_session() as session:
         how, value = outcome(
             lambda: refresh_tokens(
                 creds,
@@ -654,7 +655,7 @@ def test_an_absurd_expiry_does_not_lose_the_new_tokens(
     creds = FakeTokens(chaos_portal.endpoint(PORTAL)).current
     assert creds is not None
     creds = replace(creds, oauth_endpoint=f"{chaos_portal.url}/oauth/token/")
-    with requests.Session() as session:
+    with new_session() as session:
         fresh = refresh_tokens(
             creds,
             session=session,

@@ -17,7 +17,6 @@ from datetime import timedelta
 from functools import cached_property, partial
 from typing import Any
 
-
 from .aws import clients
 from .aws.lease import Lease
 from .aws.publisher import AlertPublisher

@@ -30,8 +30,8 @@ from .answers import BATCH_LIMIT, AnswerError, BatchAnswer, read_batch, read_env
 from .limits import LeakyBucket, OperatingTime, command_method
 from .transport import (
     AnswerTooLarge,
-    InvalidEndpoint,
     HttpSession,
+    InvalidEndpoint,
     TransportError,
     exchange,
     new_session,

@@ -147,20 +147,6 @@ class HttpRequest:
         return cls(method, parts.scheme, host, port or default, target, body, content_type)
 
 
-def require_safe_endpoint(url: str, what: str) -> str:
-    """`url` if a token may go there: https, or plain http to this machine (local runs)."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-    except ValueError:
-        raise InvalidEndpoint(f"{what} is not a valid URL") from None
-    if not host:
-        raise InvalidEndpoint(f"{what} is not a valid URL")
-    if parts.scheme == "https" or (parts.scheme == "http" and host in _LOOPBACK):
-        return url
-    raise InvalidEndpoint(f"{what} must be an https URL")
-
-
 def exchange(
     session: HttpSession,
     method: str,
@@ -540,7 +526,6 @@ class _Watchdog:
 
 
 _WATCHDOG = _Watchdog()
-
 
 
 @lru_cache(maxsize=4)
