@@ -189,7 +189,7 @@ class HttpSession:
     def __init__(self, *, ca_bundle: str | None = None, user_agent: str = USER_AGENT) -> None:
         self.user_agent = user_agent
         self._context = tls_context(ca_bundle)
-        self._idle: dict[tuple[str, str, int], list[http.client.HTTPConnection]] = {}
+        self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
         self._lock = threading.Lock()
 
     def __enter__(self) -> HttpSession:
@@ -249,17 +249,18 @@ class HttpSession:
                 return answer
         raise failure
 
-    def _put(self, connection: http.client.HTTPConnection, request: HttpRequest) -> None:
-        """The request in one write: http.client would add Accept-Encoding: identity."""
+    def _put(self, connection: _Connection, request: HttpRequest) -> None:
+        """The request's head (without the Accept-Encoding: identity http.client would add)
+        and body, in one write."""
         connection.putrequest(request.method, request.target, skip_accept_encoding=True)
         connection.putheader("User-Agent", self.user_agent)
         if request.content_type:
             connection.putheader("Content-Type", request.content_type)
         if request.body or request.method == "POST":
             connection.putheader("Content-Length", str(len(request.body)))
-        connection.endheaders(request.body or None)
+        connection.end_request(request.body)
 
-    def _checkout(self, request: HttpRequest) -> http.client.HTTPConnection:
+    def _checkout(self, request: HttpRequest) -> _Connection:
         """An idle connection to the request's host that is still open, else a new one."""
         key = (request.scheme, request.host, request.port)
         while True:
@@ -272,13 +273,13 @@ class HttpSession:
                 return connection
             _close(connection, read_whole=False)
         if request.scheme == "https":
-            return http.client.HTTPSConnection(request.host, request.port, context=self._context)
-        return http.client.HTTPConnection(request.host, request.port)
+            return _TLSConnection(request.host, request.port, context=self._context)
+        return _Connection(request.host, request.port)
 
     def _checkin(
         self,
         request: HttpRequest,
-        connection: http.client.HTTPConnection,
+        connection: _Connection,
         response: http.client.HTTPResponse,
     ) -> None:
         if response.will_close:
@@ -290,7 +291,32 @@ class HttpSession:
             )
 
 
-def _still_open(connection: http.client.HTTPConnection) -> bool:
+class _Connection(http.client.HTTPConnection):
+    """http.client writes a request's head and its body apart: two TLS records (22 bytes of
+    overhead each) and two TCP segments. `end_request` sends them in one write."""
+
+    _held: list[bytes] | None = None
+
+    def send(self, data: Any) -> None:
+        if self._held is not None:
+            self._held.append(bytes(data))
+            return
+        super().send(data)
+
+    def end_request(self, body: bytes) -> None:
+        self._held = []
+        try:
+            self.endheaders(body or None)
+        finally:
+            held, self._held = self._held, None
+        super().send(b"".join(held))
+
+
+class _TLSConnection(_Connection, http.client.HTTPSConnection):
+    pass
+
+
+def _still_open(connection: _Connection) -> bool:
     """False when the host closed an idle connection (or sent something unasked on it)."""
     sock = connection.sock
     if sock is None:
@@ -311,7 +337,7 @@ def _still_open(connection: http.client.HTTPConnection) -> bool:
 _LINGER_RESET = struct.pack("ii", 1, 0)
 
 
-def _close(connection: http.client.HTTPConnection, *, read_whole: bool) -> None:
+def _close(connection: _Connection, *, read_whole: bool) -> None:
     """Close the connection; once every answer on it was read whole, with a reset (SO_LINGER
     0): one segment out instead of a FIN and the ACK of the host's FIN, and no TIME_WAIT."""
     sock = connection.sock
