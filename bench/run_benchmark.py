@@ -27,6 +27,7 @@ import boto3
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from moto import mock_aws
 
+from bench import transport
 from bench.environment import REGION, ROOT, RUN_DEADLINE, CheckerParts, build_checker
 from bench.lambdas import CONNECTOR, add_portals
 from bench.metering import Measure, Meter
@@ -334,9 +335,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--latency", type=float, default=0.05, help="seconds per REST request")
     parser.add_argument("--runs", type=int, default=3, help="timed runs of the real cycle")
     parser.add_argument("--baseline-runs", type=int, default=1, help="timed naive runs")
+    parser.add_argument(
+        "--exchanges", type=int, default=50, help="TLS exchanges per transport in its row"
+    )
     args = parser.parse_args(argv)
-    if min(args.portals, args.lines, args.runs, args.baseline_runs) < 1:
-        parser.error("--portals, --lines, --runs and --baseline-runs must be at least 1")
+    if min(args.portals, args.lines, args.runs, args.baseline_runs, args.exchanges) < 1:
+        parser.error(
+            "--portals, --lines, --runs, --baseline-runs and --exchanges must be at least 1"
+        )
     return args
 
 
@@ -368,6 +374,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         naive = bench_variant(
             bench, "naive", partial(naive_run, bench), args.baseline_runs, settle=False
         )
+        bench.portal.latency = 0.0  # the exchange row measures CPU and bytes, not waiting
+        exchanges = transport.compare(bench.portal, bench.domains[0], args.exchanges)
     rows = [real[0], real[1], seen, alerted, refreshed, naive[0], naive[1]]
     kinds: Counter[str] = Counter()
     for line in logs:
@@ -385,6 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         + f"); custom metrics per run: {len(metrics)}"
         + (f" (+{len(cold)} on cold start)" if cold else "")
     )
+    print("", *transport.render(*exchanges, args.exchanges), sep="\n")
     print(
         "\nThe monthly bill is measured on a fleet by `make fleet` and `make cost` "
         f"(python -m bench.fleet).\n\n(benchmark took {time.perf_counter() - started:.0f} s)"

@@ -16,11 +16,12 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.ssl_ import create_urllib3_context
 
 from bench.fleet_child import Sockets
+from bench.lambdas import CONNECTOR
 from connector_monitor.bitrix24.transport import _OP_TLSEXT_PADDING, exchange, new_session
 from connector_monitor.deadline import Deadline
 from local.bitrix24_portal import LocalPortal
 
-BATCH = {f"s{n}": f"imconnector.status?CONNECTOR=c&LINE={n}" for n in range(1, 6)}
+BATCH = {f"s{n}": f"imconnector.status?CONNECTOR={CONNECTOR}&LINE={n}" for n in range(1, 6)}
 
 
 @dataclass(frozen=True)
