@@ -21,7 +21,7 @@ import pytest
 
 from connector_monitor.bitrix24.connector_checks import open_connector_checks
 from connector_monitor.bitrix24.rest_session import RestSession
-from connector_monitor.bitrix24.transport import AnswerTooLarge, exchange, new_session
+from connector_monitor.bitrix24.transport import AnswerTooLarge, HttpRequest, exchange, new_session
 from connector_monitor.deadline import Deadline
 from connector_monitor.domain.results import State
 from connector_monitor.domain.targets import Target
@@ -312,3 +312,10 @@ def test_a_check_over_the_lean_transport_still_sees_the_connector(portal: LocalP
     finally:
         checks.close()
     assert [r.state for r in found.results] == [State.UP]
+
+
+def test_a_national_domain_and_path_go_on_the_wire_in_ascii() -> None:
+    # http.client sends only ASCII: an on-premise portal may be named in Cyrillic.
+    request = HttpRequest.build("POST", "https://портал.рф/rest/ба тч", params={"a": "б"})
+    assert request.host == "xn--80awhdgm.xn--p1ai"
+    assert request.target == "/rest/%D0%B1%D0%B0%20%D1%82%D1%87?a=%D0%B1"

@@ -40,7 +40,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import certifi
 
@@ -58,6 +58,7 @@ _OP_TLSEXT_PADDING = 0x10
 # TLS 1.3 suites are OpenSSL's own list (set_ciphers does not touch them).
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 USER_AGENT = "connector-monitor/1"
+_PATH_SAFE = "/%:@!$&'()*+,;=~-._"  # a path's own characters: only others are escaped
 
 
 class TransportError(Exception):
@@ -135,8 +136,12 @@ class HttpRequest:
             raise InvalidEndpoint("the endpoint is not a valid URL") from None
         if parts.scheme not in ("http", "https") or not host:
             raise InvalidEndpoint("the endpoint is not a valid URL")
+        try:  # an on-premise portal may have a national domain name
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise InvalidEndpoint("the endpoint is not a valid URL") from None
         query = "&".join(q for q in (parts.query, urlencode(params or {})) if q)
-        target = (parts.path or "/") + (f"?{query}" if query else "")
+        target = quote(parts.path or "/", safe=_PATH_SAFE) + (f"?{query}" if query else "")
         body, content_type = b"", ""
         if json is not None:
             text = jsonlib.dumps(json, separators=(",", ":"), ensure_ascii=False)
