@@ -926,6 +926,31 @@ def test_the_heartbeat_counts_runs_that_succeeded() -> None:
     assert metrics["CheckerHeartbeatAlarm"] == 2
 
 
+@pytest.mark.parametrize(
+    ("fan_out", "expected"),
+    [
+        ("false", {"CheckerHeartbeatAlarm": 2, "SnapshotApiErrorsAlarm": 1}),
+        (
+            "true",
+            {
+                "CheckerHeartbeatAlarm": 2,
+                "SnapshotApiErrorsAlarm": 1,
+                "ShardWorkerErrorsAlarm": 1,
+                "WorkDeadLetterQueueAlarm": 1,
+            },
+        ),
+    ],
+)
+def test_the_bill_counts_each_alarms_metrics_at_standard_resolution(
+    fan_out: str, expected: dict[str, int]
+) -> None:
+    # CloudWatch bills an alarm by the metrics it reads (a metric-math alarm: each MetricStat,
+    # not its expressions), $0.10 each a month at periods of a minute or more
+    alarms = read_stack({"FanOut": fan_out}).alarms
+    assert {alarm.logical_id: alarm.metrics for alarm in alarms} == expected
+    assert not any(alarm.high_resolution for alarm in alarms)
+
+
 # AWS's own pages disagree on whether a successful invocation sends Errors = 0. The Lambda
 # Developer Guide, "Types of metrics for Lambda functions" (monitoring-metrics-types.html):
 # invocation metrics are "binary indicators of the outcome", "if the function returns an error,
