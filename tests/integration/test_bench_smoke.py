@@ -327,6 +327,10 @@ def test_the_bill_of_known_figures_prices_every_resource_the_template_creates() 
     )
     assert bill.checker_run_seconds == pytest.approx(1769 / 256)
     assert bill.dollars("CloudWatch custom metrics") == 0  # PublishMetrics=false by default
+    # KMS: a secret read a run, and the token table's key once a run (DynamoDB keeps it 5
+    # minutes); the state table, which the checker and every /health poll read, is under an AWS
+    # owned key: no KMS request for it
+    assert bill.dollars("KMS requests") == pytest.approx((runs + runs) * 0.03e-4)
     assert bill.total == pytest.approx(sum(line.dollars for line in bill.lines))
     out = render_bill(bill)
     assert "Unpriced resources: none." in out
