@@ -90,7 +90,7 @@ class Measured:
         rows.append((self.steady, f"steady (median of {len(s.steady)})"))
         rows += [
             (s.rounds, "rounds run (1 in 48)"),
-            (s.inventory, "inventory run (all)"),
+            (s.inventory, "inventory run"),
             (s.refresh, f"refresh run ({s.refreshed} expired)"),
         ]
         for run, label in (row for row in rows if row[0] is not None):
