@@ -316,6 +316,8 @@ class CheckCycle:
             self.settings.validate_every,
             self.clock,
             self.settings.probe_budget,
+            run_at=now,
+            last_run=self.repository.load_run(),  # whose rounds were its to read
         )
         workers = min(self.settings.max_parallel_portals, len(plans))
         outcomes: dict[str, PortalOutcome] = {}
