@@ -429,11 +429,12 @@ def add_to_secret(sm: Any, portal: LocalPortal, name: str) -> None:
 
 def refusing_pair_writes() -> Any:
     """A DynamoDB client whose refreshed-pair writes the token table refuses (AccessDenied);
-    its lease writes and reads go through."""
+    its refresh claim's writes and reads go through."""
     client = dynamodb()
 
     def deny(params: dict[str, Any], **_: Any) -> None:
-        if params.get("TableName") == TOKENS and ":next" in str(params.get("UpdateExpression")):
+        pair_write = params.get("Key", {}).get("pk") == {"S": "PORTAL"}
+        if params.get("TableName") == TOKENS and pair_write:
             error = {"Code": "AccessDeniedException", "Message": "not authorized"}
             raise ClientError({"Error": error}, "UpdateItem")
 
@@ -617,11 +618,15 @@ def authorised(body: dict[str, Any]) -> bool:
 
 
 def counted_client(calls: list[str]) -> Any:
-    """A DynamoDB client that notes every operation it calls."""
+    """A DynamoDB client that notes every operation it calls, and the partition of the item it
+    writes ("UpdateItem PORTAL")."""
     client = dynamodb()
-    client.meta.events.register(
-        "before-call.dynamodb.*", lambda model, **_: calls.append(model.name)
-    )
+
+    def note(params: dict[str, Any], model: Any, **_: Any) -> None:
+        pk = params.get("Key", {}).get("pk", {}).get("S")
+        calls.append(f"{model.name} {pk}" if pk and model.name != "GetItem" else model.name)
+
+    client.meta.events.register("before-parameter-build.dynamodb.*", note)
     return client
 
 
@@ -644,9 +649,9 @@ def test_a_run_that_refreshes_n_portals_writes_n_pairs_and_its_claim_twice(
     assert all(authorised(check(source, name)) for name in names)
     source.end_run()
 
-    writes = [c for c in calls if c in ("PutItem", "UpdateItem", "DeleteItem")]
-    assert writes.count("UpdateItem") == len(names)  # one pair write each
-    assert writes.count("PutItem") == 2  # the claim: taken once, given back once
+    writes = [c for c in calls if c.split()[0] in ("PutItem", "UpdateItem", "DeleteItem")]
+    assert writes.count("UpdateItem PORTAL") == len(names)  # one pair write each
+    assert writes.count("UpdateItem CLAIM") == 2  # the claim: taken once, given back once
     assert len(writes) == len(names) + 2
     assert all(table_item(name)["version"] == 2 for name in names)
     assert claim_holders() == {}
@@ -784,7 +789,8 @@ def test_a_pair_set_while_a_refresh_is_under_way_stands_and_is_used(
     client = dynamodb()
 
     def set_by_hand_first(params: dict[str, Any], **_: Any) -> None:
-        if ":next" in str(params.get("UpdateExpression")) and not operator.calls:
+        pair_write = params["Key"]["pk"]["S"] == "PORTAL" and ":next" in params["UpdateExpression"]
+        if pair_write and not operator.calls:
             set_pair(operator, a, {k: newer[k] for k in ("access_token", "refresh_token")})
 
     client.meta.events.register("before-parameter-build.dynamodb.UpdateItem", set_by_hand_first)

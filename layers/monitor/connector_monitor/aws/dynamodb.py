@@ -352,17 +352,19 @@ class RangeClaim:
         else:
             condition, expected = "version = :seen", {":seen": seen}
         whole = isinstance(seen, int | Decimal) and not isinstance(seen, bool) and seen % 1 == 0
-        item = {
-            "holders": {owner: holding.as_item() for owner, holding in holders.items()},
-            "version": int(seen) + 1 if whole else 1,
+        values = {
+            ":holders": {owner: holding.as_item() for owner, holding in holders.items()},
+            ":next": int(seen) + 1 if whole else 1,
+            **expected,
         }
-        try:
+        try:  # an UpdateItem (it creates the item too): the writers' roles need no PutItem
             self._call(
-                "put_item",
+                "update_item",
                 TableName=self._table,
-                Item={**self._key, **typed(item)},
+                Key=self._key,
+                UpdateExpression="SET holders = :holders, version = :next",
                 ConditionExpression=condition,
-                **({"ExpressionAttributeValues": typed(expected)} if expected else {}),
+                ExpressionAttributeValues=typed(values),
             )
         except ClientError as exc:
             if error_code(exc) == "ConditionalCheckFailedException":
