@@ -884,3 +884,54 @@ def test_a_pair_written_without_a_numeric_version_is_refreshed_and_stored(
     again.load()
     assert works(check(again, a))
     assert portal.refresh_count(a) - refreshes == 1
+
+
+def test_invocations_taking_disjoint_claims_at_once_all_get_theirs(
+    sm: Any, tokens_table: str, portal: LocalPortal, atomic_moto_items: None
+) -> None:
+    """Eight shard workers take their claims at the same moment: every write but one loses its
+    race on the claim item's version, is read again and tried again, and each gets its own
+    range; none is refused, and all give their claims back."""
+    names = [f"w{i}.bitrix24.test" for i in range(8)]
+    apps = moved_fleet(names, sm, portal)
+    shards = [TablePairs(TOKENS, apps=apps, client=dynamodb(), portals=r) for r in split(names, 1)]
+    started = threading.Barrier(len(shards))
+    taken: list[str] = []
+    errors: list[BaseException] = []
+
+    def take(shard: TablePairs, name: str) -> None:
+        started.wait()
+        try:
+            with shard.own_lease(name).hold(shard.lease_name(name), ttl=60, wait=10):
+                taken.append(name)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=take, args=(s, n)) for s, n in zip(shards, names, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert not errors and sorted(taken) == names
+    assert len(claim_holders()) == len(names)
+    for shard in shards:
+        shard.end_run()
+    assert claim_holders() == {}
+
+
+def test_the_claim_is_not_given_back_while_a_refresh_is_under_way(
+    sm: Any, tokens_table: str, portal: LocalPortal
+) -> None:
+    """A run that ends while one of its refreshes is still under way (a thread stuck past the
+    deadline) leaves its claim to run out by itself: given back, another invocation could
+    spend the refresh token that refresh is spending."""
+    names = ["u0.bitrix24.test"]
+    pairs = TablePairs(TOKENS, apps=moved_fleet(names, sm, portal), client=dynamodb())
+    with pairs.own_lease(names[0]).hold(pairs.lease_name(names[0]), ttl=60, wait=1):
+        pairs.end_run()
+        assert len(claim_holders()) == 1
+    pairs.end_run()
+    assert claim_holders() == {}
