@@ -20,7 +20,7 @@ from connector_monitor.aws.token_table import MEMBER_PK, PORTAL_PK, TablePairs
 from connector_monitor.domain.app_events import Installation, token_digest
 from connector_monitor.domain.inventory import DELETIONS_KEPT
 from connector_monitor.tokens.credentials import AppCredentials
-from connector_monitor.tokens.errors import PairSuperseded, TokenStoreError
+from connector_monitor.tokens.errors import PairSuperseded, TokenStoreError, UnusableCredentials
 from local.template import table_definition
 from tests.app_forms import APPLICATION_TOKEN, MEMBER_ID
 
@@ -140,6 +140,21 @@ def test_a_refresh_whose_pair_changed_only_in_version_is_still_a_lost_pair(
         table.store(stale.with_tokens("late-a", "late-r", 9999))
     assert lost.value.pair_lost
     assert table.credentials(PORTAL).access_token == "late-a"  # the only live pair, in memory
+
+
+def test_a_refresh_of_a_portal_uninstalled_meanwhile_stores_nothing_and_loses_nothing(
+    table: TablePairs,
+) -> None:
+    """The portal's pair is forgotten (the application uninstalled) between a refresh's read and
+    its write: nothing is written back (no item comes back to life) and nothing is reported as
+    a lost pair a person must store again."""
+    assert table.store_install(installed(2000))
+    table.load()
+    stale = table.reread(PORTAL)
+    table.forget(MEMBER_ID, PORTAL)
+    with pytest.raises(UnusableCredentials, match="uninstalled"):
+        table.store(stale.with_tokens("late-a", "late-r", 9999))
+    assert items() == {}
 
 
 def test_the_same_member_under_another_domain_is_a_moved_portal(table: TablePairs) -> None:

@@ -219,9 +219,11 @@ class TablePairs:
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
-            if (newer := self._superseded(known, exc)) is not None:
-                raise newer from None
             code = error_code(exc)
+            if code == "ConditionalCheckFailedException":
+                replaced = self._replaced(fresh.portal, known, exc.response.get("Item"))
+                if replaced is not None:
+                    raise replaced from None
             why = (
                 "another writer changed it since it was read"
                 if code == "ConditionalCheckFailedException"
@@ -242,18 +244,29 @@ class TablePairs:
                 pair_lost=True,
             ) from None
 
-    def _superseded(self, known: Mapping[str, Any], refused: ClientError) -> PairSuperseded | None:
-        """PairSuperseded when the refused write found (its condition's ALL_OLD) a pair whose
-        refresh token is not the one last read: another writer stored it since, and it is now
-        the copy in memory."""
-        if error_code(refused) != "ConditionalCheckFailedException":
-            return None
-        found = refused.response.get("Item")
-        stored = plain(found) if isinstance(found, Mapping) else {}
+    def _replaced(
+        self, portal: str, known: Mapping[str, Any], found: object
+    ) -> PairSuperseded | UnusableCredentials | None:
+        """Why a pair write's condition failed, when nothing is lost by it: the item holds
+        another pair than the one last read (PairSuperseded: another writer stored it, and it
+        is now the copy in memory), or no item is left (UnusableCredentials: the application
+        was uninstalled meanwhile). None: the pair is lost. `found` is the item as the failed
+        write saw it (ALL_OLD); without one the item is read."""
+        if isinstance(found, Mapping):
+            stored: dict[str, Any] | None = plain(found)
+        else:
+            try:
+                stored = self._get(portal)
+            except TokenStoreError:
+                return None
+        if stored is None:
+            return UnusableCredentials(
+                f"token table {self.table_name} no longer holds a pair for {portal}: the "
+                "application was uninstalled while its refresh was under way"
+            )
         token = stored.get("refresh_token")
         if not isinstance(token, str) or not token or token == known.get("refresh_token"):
             return None
-        portal = portal_key(str(stored.get("sk") or known.get("sk") or ""))
         with self._lock:
             self._items[portal] = stored
         return PairSuperseded(
