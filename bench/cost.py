@@ -154,7 +154,7 @@ class FanOutFigures:
 
     shards: int  # worker invocations a run: the orders the planner queues
     planner: Usage  # one planner invocation of a steady run
-    planner_inventory: Usage  # the planner of a run that repeats the inventories
+    planner_inventory: Usage  # the planner of a run that reads every inventory (all due)
     workers: tuple[Usage, ...]  # one invocation per measured shard, steady run
     workers_inventory: tuple[Usage, ...]  # the same shards in an inventory run
 
@@ -175,7 +175,7 @@ class Figures:
     portals: int
     targets: int
     steady: Usage  # one steady run (median of the steady runs)
-    inventory: Usage  # one run that repeats the inventory (every ValidateEveryMinutes)
+    inventory: Usage  # one run that reads every portal's inventory (all rounds due)
     refresh: Usage  # what a run with refreshes adds, per refresh
     health: Usage  # one GET /health of the snapshot API function
     cold: Mapping[str, Usage]  # per function: its INIT (import app) + first call's wiring
@@ -247,8 +247,10 @@ class Fleet:
         return MINUTES_PER_MONTH / self.schedule_minutes
 
     @property
-    def inventory_runs(self) -> float:
-        return self.runs * self.schedule_minutes / self.validate_every_minutes
+    def inventory_share(self) -> float:
+        """The share of the portals whose inventory every run reads: their rounds are spread
+        over ValidateEveryMinutes (1 in 48 at the defaults)."""
+        return min(1.0, self.schedule_minutes / self.validate_every_minutes)
 
     @property
     def refreshes(self) -> float:
@@ -325,9 +327,14 @@ def _gb_s(seconds: float, mb: int) -> float:
     return seconds * mb / 1024
 
 
+def _spread(steady: float, all_due: float, share: float) -> float:
+    """A run that reads `share` of the inventories, between a steady run and an all-due one."""
+    return steady + max(0.0, all_due - steady) * share
+
+
 def monthly_bill(figures: Figures, fleet: Fleet, stack: Stack) -> Bill:
     bill = Bill(fleet, figures, stack)
-    runs, inventories = fleet.runs, fleet.inventory_runs
+    runs, share = fleet.runs, fleet.inventory_share
     refresh_per_run = fleet.refreshes / runs
     functions = list(stack.functions.values())
     checker = next((f for f in functions if f.schedules), functions[0])
@@ -338,9 +345,10 @@ def monthly_bill(figures: Figures, fleet: Fleet, stack: Stack) -> Bill:
     if fan is not None and worker is None:
         raise ValueError("a fanned-out run is priced on a stack deployed with FanOut=true")
     # A typical run refreshes 1/12 of the portals' tokens (hourly tokens, 5-minute runs).
-    typical = figures.steady + figures.refresh.times(refresh_per_run)
-    validating = figures.inventory + figures.refresh.times(refresh_per_run)
-    month = typical.times(runs - inventories) + validating.times(inventories)
+    # ... and reads `share` of the inventories: what the all-due run adds, in that share.
+    rounds = (figures.inventory - figures.steady).at_least_zero().times(share)
+    typical = figures.steady + rounds + figures.refresh.times(refresh_per_run)
+    month = typical.times(runs)
     health = figures.health.times(polls)
     shards = fan.shards if fan is not None else 0
     invocations = runs * (1 + shards)  # the scheduled run and, fanned out, one per shard
@@ -352,18 +360,20 @@ def monthly_bill(figures: Figures, fleet: Fleet, stack: Stack) -> Bill:
     bill.add("Lambda requests", invocations + polls, "lambda_request", detail)
     if fan is None or worker is None:
         bill.checker_run_seconds = typical.duration(memory)
-        seconds = typical.duration(memory) * (runs - inventories)
-        used = _gb_s(seconds + validating.duration(memory) * inventories, memory)
+        used = _gb_s(typical.duration(memory) * runs, memory)
         bill.add("Lambda duration, checker", used, "lambda_gb_second")
     else:
-        planned = fan.planner.duration(memory)
-        seconds = planned * (runs - inventories)
-        seconds += fan.planner_inventory.duration(memory) * inventories
-        bill.add("Lambda duration, planner", _gb_s(seconds, memory), "lambda_gb_second")
+        planned = _spread(
+            fan.planner.duration(memory), fan.planner_inventory.duration(memory), share
+        )
+        bill.add("Lambda duration, planner", _gb_s(planned * runs, memory), "lambda_gb_second")
         wmb = worker.memory_mb
-        each = fan.worker_seconds(wmb, figures.refresh, refresh_per_run)
-        each_inventory = fan.worker_seconds(wmb, figures.refresh, refresh_per_run, inventory=True)
-        used = _gb_s(each * (runs - inventories) + each_inventory * inventories, wmb)
+        each = _spread(
+            fan.worker_seconds(wmb, figures.refresh, refresh_per_run),
+            fan.worker_seconds(wmb, figures.refresh, refresh_per_run, inventory=True),
+            share,
+        )
+        used = _gb_s(each * runs, wmb)
         bill.checker_run_seconds = planned + each
         bill.add("Lambda duration, shard workers", used, "lambda_gb_second")
     if api is not None:
@@ -472,7 +482,7 @@ def render_bill(bill: Bill) -> str:
     out = [
         f"Monthly bill: {fleet.targets:,} targets on {fleet.portals:,} portals, every "
         f"{fleet.schedule_minutes:g} min = {fleet.runs:,.0f} runs/month "
-        f"({fleet.inventory_runs:,.0f} repeat the inventory)",
+        f"(each reads 1 in {1 / fleet.inventory_share:,.0f} inventories)",
         f"  one stack as template.yaml deploys it ({params}); on-demand us-east-1 list "
         "prices, no free tier; the assumptions are cost.Fleet's",
         *([f"  from {figures.measured_on}"] if figures.measured_on else []),

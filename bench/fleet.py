@@ -65,7 +65,8 @@ class Measured:
         self.stored = lambdas.stored(svc, deployed)
         s = self.series
         self.steady = sorted(s.steady, key=lambda r: r.wall)[len(s.steady) // 2]
-        self.runs = [s.first, s.second, self.steady, *(r for r in (s.inventory, s.refresh) if r)]
+        extra = (s.rounds, s.inventory, s.refresh)
+        self.runs = [s.first, s.second, self.steady, *(r for r in extra if r)]
         self.worst = max(self.runs, key=lambda r: r.estimate(spec.memory))
         self.peak_rss = max([r.peak_rss for r in self.runs] + [self.ru_maxrss])
 
@@ -88,6 +89,7 @@ class Measured:
         rows = [(s.first, "first run"), (s.second, "second run")]
         rows.append((self.steady, f"steady (median of {len(s.steady)})"))
         rows += [
+            (s.rounds, "rounds run (1 in 48)"),
             (s.inventory, "inventory run"),
             (s.refresh, f"refresh run ({s.refreshed} expired)"),
         ]

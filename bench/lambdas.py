@@ -209,6 +209,7 @@ class Spec:
     steady_runs: int
     timeout: int = 120  # the checker's Timeout in template.yaml
     validate_every: timedelta = timedelta(minutes=240)
+    schedule: timedelta = timedelta(minutes=5)
 
     @property
     def targets(self) -> int:
@@ -490,13 +491,15 @@ class Series(Generic[T]):
     first: T
     second: T
     steady: list[T]
-    inventory: T | None
+    inventory: T | None  # every portal's round due (a fresh deploy, a long outage)
     refresh: T | None
     refreshed: int  # portals whose access token expired before the refresh run
+    rounds: T | None = None  # a steady run 5 minutes after the last: ~1 round in 48 due
 
     def runs(self) -> list[T]:
         found = [self.first, self.second, *self.steady]
-        return found + [r for r in (self.inventory, self.refresh) if r is not None]
+        extra = (self.rounds, self.inventory, self.refresh)
+        return found + [r for r in extra if r is not None]
 
 
 def run_series(
@@ -504,30 +507,21 @@ def run_series(
     *, inventory: bool = True, refresh: bool = True,
 ) -> Series[T]:  # fmt: skip
     """The first run (inventories and discovery, everything written once), a second, the
-    steady runs, an inventory run (the inventories aged past ValidateEveryMinutes, as every
-    48th run at 5 minutes finds them) and a run with 1/12 of `expirable`'s access tokens
-    expired (each refreshes once, as every 5-minute run sees with hourly tokens)."""
-    from connector_monitor.aws.records import iso, parse_iso
-
+    steady runs, a rounds run (as the steady run 5 minutes after the last finds them: ~1
+    portal in 48 reads its inventory), an inventory run (every round due, as a fresh deploy or
+    a long outage finds them) and a run with 1/12 of `expirable`'s access tokens expired
+    (each refreshes once, as every 5-minute run sees with hourly tokens)."""
     print("    first run...", flush=True)
     first, second = run("first run"), run("second run")
     print(f"    {spec.steady_runs} steady runs...", flush=True)
     steady = [run("steady run") for _ in range(spec.steady_runs)]
-    inventoried, refreshing, refreshed = None, None, 0
-    if inventory:  # every portal's inventory moved into the past: the next run repeats them
-        dynamodb, table = svc.client("dynamodb"), deployed.table
-        pages = dynamodb.get_paginator("query").paginate(
-            TableName=table, KeyConditionExpression="pk = :pk",
-            ExpressionAttributeValues={":pk": {"S": "INVENTORY"}},
-        )  # fmt: skip
-        items = [item for page in pages for item in page["Items"]]
-        for item in items:
-            aged = parse_iso(item["validated_at"]["S"]) - spec.validate_every - timedelta(minutes=1)
-            item["validated_at"] = {"S": iso(aged)}
-        for start in range(0, len(items), 25):
-            batch = [{"PutRequest": {"Item": i}} for i in items[start : start + 25]]
-            dynamodb.batch_write_item(RequestItems={table: batch})
-        print(f"    inventory run ({len(items):,} inventories aged)...", flush=True)
+    rounds, inventoried, refreshing, refreshed = None, None, None, 0
+    if inventory:
+        _rounds_due(svc, deployed, spec, last_run_back=spec.schedule)
+        print("    rounds run (the last run moved 5 minutes back)...", flush=True)
+        rounds = run("rounds run")
+        _rounds_due(svc, deployed, spec, last_run_back=None)
+        print("    inventory run (no run recorded: every round due)...", flush=True)
         inventoried = run("inventory run")
     if refresh:
         count = max(1, round(len(expirable) * REFRESH_SHARE))
@@ -536,7 +530,40 @@ def run_series(
         refreshed = len(expired)
         print(f"    refresh run ({refreshed} portals' access tokens expired)...", flush=True)
         refreshing = run(f"refresh run ({refreshed})")
-    return Series(first, second, steady, inventoried, refreshing, refreshed)
+    return Series(first, second, steady, inventoried, refreshing, refreshed, rounds)
+
+
+def _rounds_due(
+    svc: Services, deployed: Deployed, spec: Spec, last_run_back: timedelta | None
+) -> None:
+    """Every inventory record an interval older, and the last run's record `last_run_back`
+    earlier (None: removed): the next run reads the inventories whose round fell since."""
+    from connector_monitor.aws.records import iso, parse_iso
+
+    dynamodb, table = svc.client("dynamodb"), deployed.table
+
+    def back(value: dict[str, str], by: timedelta) -> dict[str, str]:
+        return {"S": iso(parse_iso(value["S"]) - by)}
+
+    pages = dynamodb.get_paginator("query").paginate(
+        TableName=table, KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": "INVENTORY"}},
+    )  # fmt: skip
+    items = [item for page in pages for item in page["Items"]]
+    for item in items:
+        item["validated_at"] = back(item["validated_at"], spec.validate_every)
+    last = dynamodb.get_item(TableName=table, Key={"pk": {"S": "RUN"}, "sk": {"S": "LATEST"}})
+    if last_run_back is None or "Item" not in last:
+        dynamodb.delete_item(TableName=table, Key={"pk": {"S": "RUN"}, "sk": {"S": "LATEST"}})
+    else:
+        run = last["Item"]
+        run["started_at"] = back(run["started_at"], last_run_back)
+        for shard in run.get("shards", {}).get("L", []):
+            shard["M"]["started_at"] = back(shard["M"]["started_at"], last_run_back)
+        items.append(run)
+    for start in range(0, len(items), 25):
+        batch = [{"PutRequest": {"Item": i}} for i in items[start : start + 25]]
+        dynamodb.batch_write_item(RequestItems={table: batch})
 
 
 if __name__ == "__main__":  # moto's server or the local portal, in a process of its own

@@ -48,7 +48,7 @@ class Function:
 class Table:
     logical_id: str
     pitr: bool
-    kms: bool  # encrypted under a KMS key (AWS managed aws/dynamodb): KMS requests
+    kms: bool  # SSEEnabled: under aws/dynamodb, KMS requests; else the AWS owned key, free
 
 
 @dataclass(frozen=True)

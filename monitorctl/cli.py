@@ -192,8 +192,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "replace a portal's pair in the token table (after re-authorising the application)",
         "--stack NAME tokens set client.bitrix24.com < new-pair.json",
         description=(
-            "Replace DOMAIN's pair in the fleet's token table with a new one, under the "
-            "portal's refresh lease. The pair is a JSON object (access_token, refresh_token, "
+            "Replace DOMAIN's pair in the fleet's token table with a new one (a refresh "
+            "under way keeps it). The pair is a JSON object (access_token, refresh_token, "
             "and optionally expires_at or expires, client_endpoint, member_id) read from "
             "standard input or --file: never from the command line, where other users and the "
             "shell's history could read it."

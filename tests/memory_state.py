@@ -104,6 +104,10 @@ class MemoryStateStore:
         self._enter("save_run")
         self.runs.append(run)
 
+    def load_run(self) -> RunRecord | None:
+        self._enter("load_run")
+        return self.runs[-1] if self.runs else None
+
     def start_run(self, plan: RunPlan) -> RunPlan | None:
         self._enter("start_run")
         previous, self.current = self.current, plan

@@ -13,12 +13,24 @@ import boto3
 import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
+from connector_monitor.aws.lease import Lease
+from connector_monitor.aws.secret_pairs import SecretPairs
+from connector_monitor.aws.token_table import TablePairs
 from connector_monitor.cycle import CheckCycle
+from connector_monitor.domain.shards import KeyRange
 from connector_monitor.ports.work_queue import ShardOrder
+from connector_monitor.tokens.moving import move_to_table
 from local.bitrix24_portal import LocalPortal
 from local.handlers import load_handler
 from local.work_queue import deliver, sqs_event
-from tests.e2e.conftest import CONNECTOR, REGION, Stack, scheduled_event, snapshot_api_environment
+from tests.e2e.conftest import (
+    CONNECTOR,
+    REGION,
+    TOKENS_TABLE,
+    Stack,
+    scheduled_event,
+    snapshot_api_environment,
+)
 from tests.events import LambdaContext, http_event, load_event
 
 FLEET = [f"shop{i:02d}.bitrix24.test" for i in range(25)]
@@ -316,3 +328,53 @@ def test_a_malformed_order_is_dropped_and_not_redelivered(
     answer = checker.shard_handler(shard_event(index=-1), LambdaContext("shard-worker"))
     assert answer == {"batchItemFailures": []}  # a retry cannot mend it
     assert watched(stack) == {}
+
+
+def test_a_shard_beside_a_previous_plans_shard_still_at_work_refreshes_none_of_its_portals(
+    stack: Stack, fleet: str, checker: ModuleType, portal: LocalPortal
+) -> None:
+    """The pairs in the token table. A worker of the previous plan is still at work on a range
+    that the new plan split differently: the new shard that overlaps it refreshes none of the
+    shared portals (UNKNOWN this run, the refresh claim named; no refresh token spent twice),
+    the other shards refresh theirs; once the old worker is done, the next run refreshes."""
+    secret = SecretPairs(stack.secret_id, client=boto3.client("secretsmanager", region_name=REGION))
+    dynamodb = boto3.client("dynamodb", region_name=REGION)
+    table = TablePairs(TOKENS_TABLE, apps=secret.apps, client=dynamodb)
+    assert move_to_table(secret, table, Lease(stack.table, client=dynamodb)).moved
+    schedule(checker)
+    assert deliver(fleet, checker.shard_handler, region=REGION) == []
+    old_worker = TablePairs(
+        TOKENS_TABLE,
+        apps=secret.apps,
+        client=dynamodb,
+        portals=KeyRange("shop05.bitrix24.test/", "shop09.bitrix24.test/"),
+    )
+    old_worker.load()
+    with old_worker.own_lease("shop06.bitrix24.test").hold("tokens", ttl=60, wait=1):
+        shared, apart = "shop06.bitrix24.test", "shop22.bitrix24.test"
+        for domain in (shared, apart):
+            portal.expire_access_tokens(domain)
+        refreshes = {d: portal.refresh_count(d) for d in (shared, apart)}
+
+        schedule(checker)
+        assert deliver(fleet, checker.shard_handler, region=REGION) == []
+
+        assert {d: portal.refresh_count(d) - n for d, n in refreshes.items()} == {
+            shared: 0,
+            apart: 1,
+        }
+        states = {str(i["sk"]): i for i in stack.items("STATE")}
+        for line in LINES:
+            blind = states[f"{shared}/{CONNECTOR}/{line}"]
+            assert blind.get("cause") == "monitor_error", blind
+            assert "another invocation holds the refresh claim" in blind["detail"]
+            assert states[f"{apart}/{CONNECTOR}/{line}"].get("cause") is None
+    old_worker.end_run()
+
+    schedule(checker)
+    assert deliver(fleet, checker.shard_handler, region=REGION) == []
+
+    assert portal.refresh_count(shared) - refreshes[shared] == 1
+    states = {str(i["sk"]): i for i in stack.items("STATE")}
+    assert all(states[f"{shared}/{CONNECTOR}/{line}"]["state"] == "UP" for line in LINES)
+    assert all(states[f"{shared}/{CONNECTOR}/{line}"].get("cause") is None for line in LINES)

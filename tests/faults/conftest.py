@@ -324,10 +324,9 @@ class World:
             return
 
         def deny(params: dict[str, Any], **_: Any) -> None:
-            # the refreshed pair's write (it bumps the version), not the lease's
-            if params.get("TableName") == e2e.TOKENS_TABLE and ":next" in str(
-                params.get("UpdateExpression", "")
-            ):
+            # the refreshed pair's write (a PORTAL item's), not the refresh claim's
+            pair_write = params.get("Key", {}).get("pk") == {"S": "PORTAL"}
+            if params.get("TableName") == e2e.TOKENS_TABLE and pair_write:
                 error = {"Code": "AccessDeniedException", "Message": "not authorized"}
                 raise ClientError({"Error": error}, "UpdateItem")
 
@@ -411,13 +410,24 @@ class World:
         self._table.delete_item(Key={"pk": "INVENTORY", "sk": portal})
 
     def validate_again(self, portal: str) -> None:
-        """The next run reads `portal`'s inventory again (its validation is due), its cached
-        record kept."""
+        """The next run reads `portal`'s inventory again (its round is owed, as one that could
+        not be read leaves it), its cached record kept."""
         self._table.update_item(
             Key={"pk": "INVENTORY", "sk": portal},
-            UpdateExpression="SET validated_at = :long_ago",
-            ExpressionAttributeValues={":long_ago": "2000-01-01T00:00:00.000000Z"},
+            UpdateExpression="SET round_owed = :yes",
+            ExpressionAttributeValues={":yes": True},
         )
+
+    def rounds_due(self) -> None:
+        """Every portal's inventory round falls before the next run, as after a long outage:
+        no run recorded since, every record older than an interval."""
+        self._table.delete_item(Key={"pk": "RUN", "sk": "LATEST"})
+        for item in self.items("INVENTORY"):
+            self._table.update_item(
+                Key={"pk": "INVENTORY", "sk": item["sk"]},
+                UpdateExpression="SET validated_at = :long_ago",
+                ExpressionAttributeValues={":long_ago": "2000-01-01T00:00:00.000000Z"},
+            )
 
     def inventory(self, portal: str) -> dict[str, Any]:
         return next(i for i in self.items("INVENTORY") if i["sk"] == portal)

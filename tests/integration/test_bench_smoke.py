@@ -42,7 +42,8 @@ ROW = re.compile(
 BILL_LINE = re.compile(r"^  (.+?)\s+\$\s*([\d.]+)  \$\s*([\d.]+)   ", re.MULTILINE)
 TOTAL_LINE = re.compile(r"^  Total\s+\$\s*([\d.]+)  \$\s*([\d.]+)$", re.MULTILINE)
 FLEET_ROW = re.compile(
-    r"^  (first run|second run|steady \(median of \d+\)|inventory run|refresh run \(\d+ expired\))"
+    r"^  (first run|second run|steady \(median of \d+\)|rounds run \(1 in 48\)|inventory run"
+    r"|refresh run \(\d+ expired\))"
     r"\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+(CPU|wall)\s+([\d.]+)\s+([\d,]+)\s+(\d+)\s+([\d,]+)"
     r"\s+([\d,.]+)\s+([\d,.]+)\s+(\d+)\s+(\d+)\s+([\d,]+)\s+([\d,]+)\s+([\d,.]+)$",
     re.MULTILINE,
@@ -150,7 +151,14 @@ def test_the_fleet_benchmark_runs_the_real_handlers_and_prints_every_figure_and_
     )
 
     rows = {m[1].split(" (")[0]: m for m in FLEET_ROW.finditer(out)}
-    assert set(rows) >= {"first run", "second run", "steady", "inventory run", "refresh run"}
+    assert set(rows) >= {
+        "first run",
+        "second run",
+        "steady",
+        "rounds run",
+        "inventory run",
+        "refresh run",
+    }
     first, steady = rows["first run"], rows["steady"]
     inventory, refresh = rows["inventory run"], rows["refresh run"]
     # the watch */myconnector/*: the first run lists each portal's lines, then probes them all
@@ -158,6 +166,7 @@ def test_the_fleet_benchmark_runs_the_real_handlers_and_prints_every_figure_and_
     assert (int(steady[8]), int(refresh[8])) == (0, 1)  # one portal's token refreshed at OAuth
     assert float(first[11]) >= 2 * 10  # every target written once, in transactions
     assert float(steady[11]) <= 2  # a steady run writes its run record only
+    assert float(inventory[11]) <= 2  # every inventory read, none changed: none written
     assert all(float(r[6]) > 0 and float(r[3]) > 0 for r in rows.values())  # RSS, CPU
     assert int(steady[12]) >= 2  # the token store: the secret (apps) and the token table
     assert int(steady[14]) >= 1 and int(steady[15]) > 0  # the handler's log lines and bytes
@@ -341,6 +350,10 @@ def test_the_bill_of_known_figures_prices_every_resource_the_template_creates() 
     )
     assert bill.checker_run_seconds == pytest.approx(1769 / 256)
     assert bill.dollars("CloudWatch custom metrics") == 0  # PublishMetrics=false by default
+    # KMS: a secret read a run, and the token table's key once a run (DynamoDB keeps it 5
+    # minutes); the state table, which the checker and every /health poll read, is under an AWS
+    # owned key: no KMS request for it
+    assert bill.dollars("KMS requests") == pytest.approx((runs + runs) * 0.03e-4)
     assert bill.total == pytest.approx(sum(line.dollars for line in bill.lines))
     out = render_bill(bill)
     assert "Unpriced resources: none." in out

@@ -1,7 +1,8 @@
 """Installs kept in the fleet's token table (moto, the table made from template.yaml): the pair
 and what came with it, never the application token; a replayed or older install never rolls a
-newer pair back; a moved portal keeps one item; an install while a refresh holds the item's
-lease wins, and the refresh's write fails its condition instead of overwriting it."""
+newer pair back; a moved portal keeps one item; an install while a refresh is under way wins,
+and the refresh's write fails its condition instead of overwriting it (and keeps the installed
+pair)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from connector_monitor.aws.token_table import MEMBER_PK, PORTAL_PK, TablePairs
 from connector_monitor.domain.app_events import Installation, token_digest
 from connector_monitor.domain.inventory import DELETIONS_KEPT
 from connector_monitor.tokens.credentials import AppCredentials
-from connector_monitor.tokens.errors import TokenStoreError
+from connector_monitor.tokens.errors import PairSuperseded, TokenStoreError, UnusableCredentials
 from local.template import table_definition
 from tests.app_forms import APPLICATION_TOKEN, MEMBER_ID
 
@@ -102,7 +103,7 @@ def test_a_pair_refreshed_after_the_install_is_not_rolled_back_by_its_replay(
     assert items()[(PORTAL_PK, PORTAL)]["access_token"]["S"] == "refreshed-a"
 
 
-def test_an_install_while_a_refresh_holds_the_lease_wins_and_the_refresh_cannot_overwrite(
+def test_an_install_while_a_refresh_holds_the_claim_wins_and_the_refresh_cannot_overwrite(
     table: TablePairs,
 ) -> None:
     assert table.store_install(installed(2000))
@@ -110,13 +111,50 @@ def test_an_install_while_a_refresh_holds_the_lease_wins_and_the_refresh_cannot_
     refresher.load()
     with refresher.own_lease(PORTAL).hold("tokens", ttl=30, wait=0):
         stale = refresher.reread(PORTAL)
-        assert table.store_install(installed(3000))  # the lease does not stop an install
-        with pytest.raises(TokenStoreError) as lost:
+        assert table.store_install(installed(3000))  # the claim does not stop an install
+        with pytest.raises(PairSuperseded):  # the refresh's write finds the newer pair ...
             refresher.store(stale.with_tokens("late-a", "late-r", 9999))
-        assert lost.value.pair_lost
+        # ... which stands, and is the one the refreshing run goes on with
+        assert refresher.credentials(PORTAL).access_token == "access-3000"
+    refresher.end_run()
     item = items()[(PORTAL_PK, PORTAL)]
     assert item["access_token"]["S"] == "access-3000"
     assert item["refresh_token"]["S"] == "refresh-3000"
+
+
+def test_a_refresh_whose_pair_changed_only_in_version_is_still_a_lost_pair(
+    table: TablePairs,
+) -> None:
+    """Only a different pair supersedes a refreshed one: a write refused for anything else
+    (here the version moved, the pair did not) is the loud lost pair it always was."""
+    assert table.store_install(installed(2000))
+    table.load()
+    stale = table.reread(PORTAL)
+    boto3.client("dynamodb", region_name=REGION).update_item(
+        TableName=TOKENS,
+        Key={"pk": {"S": PORTAL_PK}, "sk": {"S": PORTAL}},
+        UpdateExpression="SET version = version + :one",
+        ExpressionAttributeValues={":one": {"N": "1"}},
+    )
+    with pytest.raises(TokenStoreError) as lost:
+        table.store(stale.with_tokens("late-a", "late-r", 9999))
+    assert lost.value.pair_lost
+    assert table.credentials(PORTAL).access_token == "late-a"  # the only live pair, in memory
+
+
+def test_a_refresh_of_a_portal_uninstalled_meanwhile_stores_nothing_and_loses_nothing(
+    table: TablePairs,
+) -> None:
+    """The portal's pair is forgotten (the application uninstalled) between a refresh's read and
+    its write: nothing is written back (no item comes back to life) and nothing is reported as
+    a lost pair a person must store again."""
+    assert table.store_install(installed(2000))
+    table.load()
+    stale = table.reread(PORTAL)
+    table.forget(MEMBER_ID, PORTAL)
+    with pytest.raises(UnusableCredentials, match="uninstalled"):
+        table.store(stale.with_tokens("late-a", "late-r", 9999))
+    assert items() == {}
 
 
 def test_the_same_member_under_another_domain_is_a_moved_portal(table: TablePairs) -> None:

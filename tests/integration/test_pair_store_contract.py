@@ -17,7 +17,7 @@ from moto import mock_aws
 from connector_monitor.aws.secret_pairs import SecretPairs
 from connector_monitor.aws.token_table import TablePairs
 from connector_monitor.tokens.credentials import AppCredentials, PortalCredentials
-from connector_monitor.tokens.errors import TokenStoreError, UnusableCredentials
+from connector_monitor.tokens.errors import LeaseUnavailable, TokenStoreError, UnusableCredentials
 from connector_monitor.tokens.ports import PairStore
 from local.template import table_definition
 
@@ -157,3 +157,30 @@ def test_a_lease_name_is_stable_and_names_what_one_write_replaces(world: World) 
     assert world.store.lease_name(A) == world.reopen().lease_name(A)
     one_write_replaces_both = isinstance(world.store, SecretPairs)
     assert (world.store.lease_name(A) == world.store.lease_name(B)) is one_write_replaces_both
+
+
+def test_a_run_that_held_its_lease_gives_it_back_and_another_invocation_can_take_it(
+    world: World,
+) -> None:
+    """What a store holds for refreshing across a run (the token table's refresh claim) is
+    given back by `end_run`: the next invocation's refresh is not refused. A store whose lease
+    is the shared one (the secret's) holds nothing past a refresh."""
+    world.store.load()
+    lease = world.store.own_lease(A)
+    if lease is None:
+        world.store.end_run()  # nothing held: harmless
+        assert world.reopen().own_lease(A) is None
+        return
+    with lease.hold(world.store.lease_name(A), ttl=30, wait=0):
+        pass
+    other = world.reopen()
+    other.load()
+    other_lease = other.own_lease(A)
+    assert other_lease is not None
+    # the first invocation's run is not over
+    with pytest.raises(LeaseUnavailable), other_lease.hold(other.lease_name(A), ttl=30, wait=0):
+        pass
+    world.store.end_run()
+    with other_lease.hold(other.lease_name(A), ttl=30, wait=0):
+        pass
+    other.end_run()

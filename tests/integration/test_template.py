@@ -681,9 +681,26 @@ def test_table_expires_history_and_can_be_restored() -> None:
     assert properties["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
     assert ttl_attribute() == "expires_at"
     assert properties["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
-    assert properties["SSESpecification"] == {"SSEEnabled": True}
     assert properties["BillingMode"] == "PAY_PER_REQUEST"
     assert table["DeletionPolicy"] == table["UpdateReplacePolicy"] == "Retain"
+
+
+def test_only_the_token_table_pays_kms_for_its_encryption_at_rest() -> None:
+    # SSEEnabled false (or absent) is DynamoDB's encryption under an AWS owned key, at no
+    # charge; true is the AWS managed key aws/dynamodb, "AWS KMS charges apply" (CloudFormation
+    # User Guide, "AWS::DynamoDB::Table SSESpecification"; DynamoDB API Reference,
+    # "SSESpecification"). The state table holds statuses, history, the registry, labels,
+    # silences and leases, never a credential (tests/security/test_no_secrets_anywhere.py scans
+    # it): a KMS Decrypt per function every 5 minutes buys it nothing.
+    assert resource("Table")["Properties"]["SSESpecification"] == {"SSEEnabled": False}
+    # the token table holds every portal's refresh token: under KMS, its access logged
+    tokens = resource("TokenTable")["Properties"]["SSESpecification"]
+    assert tokens == {"SSEEnabled": True, "SSEType": "KMS"}
+    # and the bill prices KMS requests for the token table only
+    assert {t.logical_id: t.kms for t in read_stack().tables.values()} == {
+        "Table": False,
+        "TokenTable": True,
+    }
 
 
 def test_created_secret_starts_empty_and_survives_stack_deletion() -> None:
@@ -910,6 +927,44 @@ def test_the_heartbeat_counts_runs_that_succeeded() -> None:
 
 
 @pytest.mark.parametrize(
+    ("fan_out", "expected"),
+    [
+        ("false", {"CheckerHeartbeatAlarm": 2, "SnapshotApiErrorsAlarm": 1}),
+        (
+            "true",
+            {
+                "CheckerHeartbeatAlarm": 2,
+                "SnapshotApiErrorsAlarm": 1,
+                "ShardWorkerErrorsAlarm": 1,
+                "WorkDeadLetterQueueAlarm": 1,
+            },
+        ),
+    ],
+)
+def test_the_bill_counts_each_alarms_metrics_at_standard_resolution(
+    fan_out: str, expected: dict[str, int]
+) -> None:
+    # CloudWatch bills an alarm by the metrics it reads (a metric-math alarm: each MetricStat,
+    # not its expressions), $0.10 each a month at periods of a minute or more
+    alarms = read_stack({"FanOut": fan_out}).alarms
+    assert {alarm.logical_id: alarm.metrics for alarm in alarms} == expected
+    assert not any(alarm.high_resolution for alarm in alarms)
+
+
+# AWS's own pages disagree on whether a successful invocation sends Errors = 0. The Lambda
+# Developer Guide, "Types of metrics for Lambda functions" (monitoring-metrics-types.html):
+# invocation metrics are "binary indicators of the outcome", "if the function returns an error,
+# then Lambda sends the Errors metric with a value of 1" (reading A: a 0 for each success). Its
+# earlier "AWS Lambda Metrics" (monitoring-functions-metrics.html, and the CloudWatch User
+# Guide's lam-metricscollected.html): "AWS Lambda only sends these metrics to CloudWatch if they
+# have a nonzero value" (reading B: no Errors datapoint where every run succeeded). Errors alone
+# cannot tell "succeeded" from "did not run" under B (a one-metric FILL(failed, 1) would stay in
+# ALARM for good, hiding every real outage after the first), and Invocations alone counts failed
+# runs: the heartbeat keeps both, and holds under either reading.
+READING_A, READING_B = "Errors 0 sent for a success", "no Errors datapoint for a success"
+
+
+@pytest.mark.parametrize(
     ("case", "invocations", "errors", "fires"),
     [
         (
@@ -919,8 +974,27 @@ def test_the_heartbeat_counts_runs_that_succeeded() -> None:
             True,
         ),
         ("every run failed", [0, 1, 0, 0, 1], [0, 1, 0, 0, 1], True),
-        ("runs succeed", [0, 1, 0, 0, 1], [0, 0, 0, 0, 0], False),
-        ("one run of two failed", [0, 1, 0, 0, 1], [0, 1, 0, 0, 0], False),
+        (
+            "every run failed, idle periods without data",
+            [None, 1, None, None, 1],
+            [None, 1, None, None, 1],
+            True,
+        ),
+        (f"runs succeed, {READING_A}", [0, 1, 0, 0, 1], [0, 0, 0, 0, 0], False),
+        (
+            f"runs succeed, {READING_A}, idle periods without data",
+            [None, 1, None, None, 1],
+            [None, 0, None, None, 0],
+            False,
+        ),
+        (f"runs succeed, {READING_B}", [None, 1, None, None, 1], [None] * 5, False),
+        (f"one run of two failed, {READING_A}", [0, 1, 0, 0, 1], [0, 1, 0, 0, 0], False),
+        (
+            f"one run of two failed, {READING_B}",
+            [None, 1, None, None, 1],
+            [None, 1, None, None, None],
+            False,
+        ),
     ],
 )
 def test_the_heartbeat_fires_when_no_run_succeeded_for_two_schedule_periods(

@@ -1,6 +1,7 @@
 """The fleet's token table against moto and the local portal: pairs read by query pages, each
-refresh one conditional write of its own portal's item, the applications kept once in the
-secret, and portals moved out of the secret without losing a pair."""
+refresh one conditional write of its own portal's item under the invocation's refresh claim, the
+applications kept once in the secret, and portals moved out of the secret without losing a
+pair."""
 
 from __future__ import annotations
 
@@ -260,6 +261,7 @@ def test_a_pair_set_by_hand_replaces_the_tables_and_is_the_one_refreshed(
     source = fleet_source(sm)
     source.load()
     assert works(check(source, a))  # refreshed once: refreshed_at set, version 2
+    source.end_run()
     portal.revoke(a)
     fresh = portal.credentials(a)  # re-authorised: the table's pair is revoked
     leaks.watch_entry(fresh)
@@ -274,10 +276,11 @@ def test_a_pair_set_by_hand_replaces_the_tables_and_is_the_one_refreshed(
         fresh["refresh_token"],
         3,
     )
-    assert "refreshed_at" not in item and "lease_owner" not in item
+    assert "refreshed_at" not in item
     source = fleet_source(sm)
     source.load()
     assert works(check(source, a))
+    source.end_run()
     portal.expire_access_tokens(a)  # the new pair is refreshed at once: no 55-minute budget
     source = fleet_source(sm)
     source.load()
@@ -426,11 +429,12 @@ def add_to_secret(sm: Any, portal: LocalPortal, name: str) -> None:
 
 def refusing_pair_writes() -> Any:
     """A DynamoDB client whose refreshed-pair writes the token table refuses (AccessDenied);
-    its lease writes and reads go through."""
+    its refresh claim's writes and reads go through."""
     client = dynamodb()
 
     def deny(params: dict[str, Any], **_: Any) -> None:
-        if params.get("TableName") == TOKENS and ":next" in str(params.get("UpdateExpression")):
+        pair_write = params.get("Key", {}).get("pk") == {"S": "PORTAL"}
+        if params.get("TableName") == TOKENS and pair_write:
             error = {"Code": "AccessDeniedException", "Message": "not authorized"}
             raise ClientError({"Error": error}, "UpdateItem")
 
@@ -459,6 +463,7 @@ def test_after_a_refused_pair_write_the_run_refreshes_no_other_portal(
 
     assert lost.value.pair_lost
     assert {d: portal.refresh_count(d) - n for d, n in refreshes.items()} == {a: 1, b: 0}
+    source.end_run()
     next_run = fleet_source(sm)
     next_run.load()
     assert works(check(next_run, b))
@@ -598,44 +603,67 @@ def test_a_shard_starting_at_a_longer_domain_reads_the_shorter_one_it_holds(
     assert [sorted(s.portals()) for s in shards] == [sorted(names[:2]), sorted(names[2:])]
 
 
-def test_a_refresh_is_two_writes_of_its_own_item_and_no_read(
-    secret: dict[str, Any], sm: Any, tokens_table: str, portal: LocalPortal, leaks: Leaks
-) -> None:
-    """The lease is the item: taking it returns the pair as stored (no read), and the refreshed
-    pair's write gives it back (no delete): 2 write units a refresh, the bill's largest line."""
-    a, _ = list(secret["portals"])
-    moved(sm, [a])
-    portal.expire_access_tokens(a)
-    calls: list[str] = []
+def claim_holders() -> dict[str, Any]:
+    """The live and dead holders the table's refresh claim lists ({} when nobody holds it)."""
+    table = boto3.resource("dynamodb", region_name=REGION).Table(TOKENS)
+    item = table.get_item(Key={"pk": "CLAIM", "sk": "refresh"}).get("Item") or {}
+    holders: dict[str, Any] = item.get("holders", {})
+    return holders
+
+
+def authorised(body: dict[str, Any]) -> bool:
+    """The portal answered the call (a portal of `moved_fleet` has none of the lines `works`
+    asks about)."""
+    return "result" in body and "error" not in body
+
+
+def counted_client(calls: list[str]) -> Any:
+    """A DynamoDB client that notes every operation it calls, and the partition of the item it
+    writes ("UpdateItem PORTAL")."""
     client = dynamodb()
-    client.meta.events.register(
-        "before-call.dynamodb.*", lambda model, **_: calls.append(model.name)
-    )
-    source = token_source(
-        SECRET,
-        tokens_table=TOKENS,
-        client=sm,
-        table_client=client,
-        lease=lease(),
-        oauth_timeout=FAST,
-        sleep=lambda _s: None,
-    )
+
+    def note(params: dict[str, Any], model: Any, **_: Any) -> None:
+        pk = params.get("Key", {}).get("pk", {}).get("S")
+        calls.append(f"{model.name} {pk}" if pk and model.name != "GetItem" else model.name)
+
+    client.meta.events.register("before-parameter-build.dynamodb.*", note)
+    return client
+
+
+def test_a_run_that_refreshes_n_portals_writes_n_pairs_and_its_claim_twice(
+    sm: Any, tokens_table: str, portal: LocalPortal, leaks: Leaks
+) -> None:
+    """One write a refresh, the pair's (conditional on the version read): the exclusion between
+    invocations is the run's refresh claim, taken before its first refresh and given back at
+    its end, two writes however many portals the run refreshes (the bill's largest line was two
+    writes a refresh)."""
+    names = [f"n{i}.bitrix24.test" for i in range(4)]
+    moved_fleet(names, sm, portal)
+    for name in names:
+        portal.expire_access_tokens(name)
+    calls: list[str] = []
+    source = fleet_source(sm, table_client=counted_client(calls))
     source.load()
     calls.clear()
 
-    assert works(check(source, a))
+    assert all(authorised(check(source, name)) for name in names)
+    source.end_run()
 
-    assert calls == ["UpdateItem", "UpdateItem"]  # take the lease; store the pair, lease gone
-    item = table_item(a)
-    assert "lease_owner" not in item and "lease_until" not in item
-    assert item["version"] == 2
+    writes = [c for c in calls if c.split()[0] in ("PutItem", "UpdateItem", "DeleteItem")]
+    assert writes.count("UpdateItem PORTAL") == len(names)  # one pair write each
+    assert writes.count("UpdateItem CLAIM") == 2  # the claim: taken once, given back once
+    assert len(writes) == len(names) + 2
+    assert all(table_item(name)["version"] == 2 for name in names)
+    assert claim_holders() == {}
 
 
-def test_overlapping_refreshes_of_one_portal_refresh_it_once(
+def test_overlapping_invocations_refresh_an_expired_portal_once(
     secret: dict[str, Any], sm: Any, tokens_table: str, portal: LocalPortal, leaks: Leaks
 ) -> None:
-    """Two invocations find the access token expired at once: the second waits for the first's
-    lease, then takes the pair it stored (a refresh token is single-use)."""
+    """Two invocations over the same portals find the access token expired at once: one takes
+    the refresh claim and refreshes; the other is refused the claim and does not spend the
+    single-use refresh token (its check of the portal is UNKNOWN for this run, with the claim
+    named); nothing is lost: the next run uses the stored pair."""
     a, _ = list(secret["portals"])
     moved(sm)
     portal.expire_access_tokens(a)
@@ -646,10 +674,16 @@ def test_overlapping_refreshes_of_one_portal_refresh_it_once(
     before = portal.refresh_count(a)
     started = threading.Barrier(2)
     answers: list[Any] = []
+    refused: list[TokenStoreError] = []
 
     def run(source: RefreshingTokens) -> None:
         started.wait()
-        answers.append(check(source, a))
+        try:
+            answers.append(check(source, a))
+        except TokenStoreError as exc:
+            refused.append(exc)
+        finally:
+            source.end_run()
 
     threads = [threading.Thread(target=run, args=(s,)) for s in sources]
     for thread in threads:
@@ -658,13 +692,131 @@ def test_overlapping_refreshes_of_one_portal_refresh_it_once(
         thread.join(timeout=10)
     portal.clear_faults()
 
-    assert [works(x) for x in answers] == [True, True]
+    assert [works(x) for x in answers] == [True]
+    (error,) = refused
+    assert "could not refresh its tokens: another invocation holds the refresh claim" in str(error)
+    assert not error.pair_lost
+    leaks.check_error(error)
     assert portal.refresh_count(a) - before == 1
     assert table_item(a)["version"] == 2
-    assert "lease_owner" not in table_item(a)
+    assert claim_holders() == {}
+    next_run = fleet_source(sm)
+    next_run.load()
+    assert works(check(next_run, a))
+    assert portal.refresh_count(a) - before == 1
 
 
-def test_a_refresh_that_fails_gives_its_lease_back(
+def test_a_crashed_holders_claim_runs_out_and_the_next_run_refreshes(
+    secret: dict[str, Any], sm: Any, tokens_table: str, portal: LocalPortal, leaks: Leaks
+) -> None:
+    """An invocation dies holding the claim (no `end_run`): invocations beside it refresh
+    nothing of its range; once its invocation is over (its end plus a margin), the next run
+    refreshes."""
+    a, b = list(secret["portals"])
+    moved(sm)
+    now = [time.time()]
+    clock = lambda: now[0]  # noqa: E731
+    portal.expire_access_tokens(a)
+    crashed = fleet_source(sm, clock=clock)
+    crashed.load()
+    assert works(check(crashed, a))  # took the claim, refreshed a, then died
+    portal.expire_access_tokens(b)
+    beside = fleet_source(sm, clock=clock)
+    beside.load()
+    with pytest.raises(TokenStoreError, match="another invocation holds the refresh claim"):
+        check(beside, b)
+    beside.end_run()
+    assert len(claim_holders()) == 1
+    refreshes = portal.refresh_count(b)
+
+    now[0] += 15 * 60 + 61  # Lambda's longest invocation, and the margin, have passed
+    next_run = fleet_source(sm, clock=clock)
+    next_run.load()
+    assert works(check(next_run, b))
+    next_run.end_run()
+
+    assert portal.refresh_count(b) - refreshes == 1
+    assert table_item(b)["version"] == 2
+    assert claim_holders() == {}  # the dead holder dropped by the next run's write
+
+
+def test_the_shards_of_one_plan_refresh_side_by_side(
+    sm: Any, tokens_table: str, portal: LocalPortal, leaks: Leaks
+) -> None:
+    """Disjoint ranges do not block each other: each shard holds the claim on its own range
+    at once. A run over every portal (a manual invoke beside them) overlaps both, and is
+    refused until they give it back."""
+    names = [f"s{i}.bitrix24.test" for i in range(4)]
+    moved_fleet(names, sm, portal)
+    for name in names:
+        portal.expire_access_tokens(name)
+    first, second = split(names, 2)
+    shards = [fleet_source(sm, portals=r) for r in (first, second)]
+    for shard in shards:
+        shard.load()
+
+    assert authorised(check(shards[0], names[0]))  # holds its range's claim, run not over
+    assert authorised(check(shards[1], names[2]))  # not blocked by it
+    assert len(claim_holders()) == 2
+    everything = fleet_source(sm)
+    everything.load()
+    with pytest.raises(TokenStoreError, match="holds the refresh claim"):
+        check(everything, names[1])
+    assert authorised(check(shards[0], names[1])) and authorised(check(shards[1], names[3]))
+    for shard in shards:
+        shard.end_run()
+    assert claim_holders() == {}
+    assert all(table_item(name)["version"] == 2 for name in names)
+
+
+def test_a_pair_set_while_a_refresh_is_under_way_stands_and_is_used(
+    secret: dict[str, Any],
+    sm: Any,
+    tokens_table: str,
+    portal: LocalPortal,
+    leaks: Leaks,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`monitorctl tokens set` lands between a refresh's read and its write: the refresh's
+    conditional write fails, the newer pair stays in the table and is used, and nothing is
+    reported lost (no NEW REFRESH TOKEN NOT STORED); the next run uses the newer pair."""
+    a, _ = list(secret["portals"])
+    moved(sm, [a])
+    portal.expire_access_tokens(a)
+    newer = portal.credentials(a)  # re-authorised by a person
+    leaks.watch_entry(newer)
+    operator = TablePairs(TOKENS, apps=SecretPairs(SECRET, client=sm).apps, client=dynamodb())
+    client = dynamodb()
+
+    def set_by_hand_first(params: dict[str, Any], **_: Any) -> None:
+        pair_write = params["Key"]["pk"]["S"] == "PORTAL" and ":next" in params["UpdateExpression"]
+        if pair_write and not operator.calls:
+            set_pair(operator, a, {k: newer[k] for k in ("access_token", "refresh_token")})
+
+    client.meta.events.register("before-parameter-build.dynamodb.UpdateItem", set_by_hand_first)
+    source = fleet_source(sm, table_client=client)
+    source.load()
+    caplog.set_level("INFO", logger="connector_monitor")
+
+    assert works(check(source, a))
+    source.end_run()
+
+    assert source.credentials(a).access_token == newer["access_token"]
+    item = table_item(a)
+    assert (item["access_token"], item["refresh_token"]) == (
+        newer["access_token"],
+        newer["refresh_token"],
+    )
+    assert "NEW REFRESH TOKEN NOT STORED" not in caplog.text
+    assert "a newer pair was stored while its refresh was under way" in caplog.text
+    refreshes = portal.refresh_count(a)
+    next_run = fleet_source(sm)
+    next_run.load()
+    assert works(check(next_run, a))
+    assert portal.refresh_count(a) == refreshes  # the newer pair works: nothing to refresh
+
+
+def test_a_refresh_that_fails_gives_its_claim_back_at_the_end_of_the_run(
     secret: dict[str, Any], sm: Any, tokens_table: str, portal: LocalPortal, leaks: Leaks
 ) -> None:
     a, _ = list(secret["portals"])
@@ -676,10 +828,11 @@ def test_a_refresh_that_fails_gives_its_lease_back(
 
     with pytest.raises(PortalError, match="OAuth server"):
         check(source, a)
+    source.end_run()
 
     portal.clear_faults()
-    item = table_item(a)
-    assert "lease_owner" not in item and item["version"] == 1  # nothing stored, nothing held
+    assert table_item(a)["version"] == 1  # nothing stored
+    assert claim_holders() == {}  # nothing held
 
 
 @pytest.mark.parametrize(
@@ -725,8 +878,60 @@ def test_a_pair_written_without_a_numeric_version_is_refreshed_and_stored(
         fresh.access_token,
         fresh.refresh_token,
     )
-    assert item["version"] == 1 and "lease_owner" not in item
+    assert item["version"] == 1
+    source.end_run()
     again = fleet_source(sm)  # the next run reads the stored pair and needs no refresh
     again.load()
     assert works(check(again, a))
     assert portal.refresh_count(a) - refreshes == 1
+
+
+def test_invocations_taking_disjoint_claims_at_once_all_get_theirs(
+    sm: Any, tokens_table: str, portal: LocalPortal, atomic_moto_items: None
+) -> None:
+    """Eight shard workers take their claims at the same moment: every write but one loses its
+    race on the claim item's version, is read again and tried again, and each gets its own
+    range; none is refused, and all give their claims back."""
+    names = [f"w{i}.bitrix24.test" for i in range(8)]
+    apps = moved_fleet(names, sm, portal)
+    shards = [TablePairs(TOKENS, apps=apps, client=dynamodb(), portals=r) for r in split(names, 1)]
+    started = threading.Barrier(len(shards))
+    taken: list[str] = []
+    errors: list[BaseException] = []
+
+    def take(shard: TablePairs, name: str) -> None:
+        started.wait()
+        try:
+            with shard.own_lease(name).hold(shard.lease_name(name), ttl=60, wait=10):
+                taken.append(name)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=take, args=(s, n)) for s, n in zip(shards, names, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert not errors and sorted(taken) == names
+    assert len(claim_holders()) == len(names)
+    for shard in shards:
+        shard.end_run()
+    assert claim_holders() == {}
+
+
+def test_the_claim_is_not_given_back_while_a_refresh_is_under_way(
+    sm: Any, tokens_table: str, portal: LocalPortal
+) -> None:
+    """A run that ends while one of its refreshes is still under way (a thread stuck past the
+    deadline) leaves its claim to run out by itself: given back, another invocation could
+    spend the refresh token that refresh is spending."""
+    names = ["u0.bitrix24.test"]
+    pairs = TablePairs(TOKENS, apps=moved_fleet(names, sm, portal), client=dynamodb())
+    with pairs.own_lease(names[0]).hold(pairs.lease_name(names[0]), ttl=60, wait=1):
+        pairs.end_run()
+        assert len(claim_holders()) == 1
+    pairs.end_run()
+    assert claim_holders() == {}

@@ -81,6 +81,9 @@ UNENCRYPTED_TOPICS = {
     "OperationsTopic": "CloudWatch alarms cannot publish to a topic under the AWS-managed SNS "
     "key; alarm messages name the stack's resources",
 }
+# Tables that hold credentials (every portal's OAuth pair): under KMS. The state table holds
+# none (test_no_secrets_anywhere.py scans its every item): DynamoDB's AWS owned key.
+CREDENTIAL_TABLES = {"TokenTable"}
 ACTION = re.compile(r"^[a-z0-9-]+:[A-Za-z0-9]+$")
 STATEMENT_KEYS = {"Sid", "Effect", "Action", "Resource", "Condition"}
 SENSITIVE_NAME = re.compile(r"secret|token|password|passwd|credential|private|apikey", re.I)
@@ -472,7 +475,14 @@ def test_every_store_is_encrypted_at_rest() -> None:
     for logical_id, body in resources.items():
         properties = body.get("Properties", {})
         if body["Type"] == "AWS::DynamoDB::Table":
-            assert properties["SSESpecification"]["SSEEnabled"] is True, logical_id
+            # DynamoDB encrypts every table at rest, under an AWS owned key unless SSEEnabled
+            # asks for KMS (CloudFormation User Guide, "AWS::DynamoDB::Table SSESpecification");
+            # a table with credentials in it must be under KMS, whose use CloudTrail records
+            sse = properties["SSESpecification"]
+            if logical_id in CREDENTIAL_TABLES:
+                assert sse == {"SSEEnabled": True, "SSEType": "KMS"}, logical_id
+            else:
+                assert sse == {"SSEEnabled": False}, logical_id
             assert properties["PointInTimeRecoverySpecification"] == {
                 "PointInTimeRecoveryEnabled": True
             }, logical_id

@@ -115,6 +115,8 @@ class Tokens:
     refreshed: int = 0
     refreshing: int = 0  # pairs each load pretends the run's portals will be handed
     deleted: dict[str, dict[int, datetime]] = field(default_factory=dict)  # line-delete marks
+    ended: int = 0  # runs that gave back what they held to refresh
+    marks_unreadable: bool = False
 
     def load(self) -> None:
         self.loads += 1
@@ -126,6 +128,8 @@ class Tokens:
         return list(self.held)
 
     def deleted_lines(self, portal: str) -> dict[int, datetime]:
+        if self.marks_unreadable:
+            raise RuntimeError("the marks could not be read")
         return dict(self.deleted.get(portal, {}))
 
     def credentials(self, portal: str) -> PortalCredentials:
@@ -137,6 +141,9 @@ class Tokens:
         self, portal: str, stale: PortalCredentials, deadline: Deadline | None = None
     ) -> PortalCredentials:
         return stale
+
+    def end_run(self) -> None:
+        self.ended += 1
 
 
 @dataclass
@@ -226,6 +233,17 @@ def test_the_runs_summary_counts_the_tokens_refreshed_in_it(setup: Setup) -> Non
     summary = setup.run(targets(1, 2))
     assert summary.tokens_refreshed == 2
     assert summary.as_dict()["tokens_refreshed"] == 2
+
+
+def test_a_run_gives_back_what_it_held_to_refresh_when_its_checks_end(setup: Setup) -> None:
+    # The token table's refresh claim: held from the run's first refresh to the end of its
+    # checks; another invocation over the same portals refreshes nothing until it is given back.
+    setup.run(targets(1, 2))
+    assert setup.tokens.ended == 1
+    setup.tokens.marks_unreadable = True
+    with pytest.raises(RuntimeError):  # even a run its checks' preparation cut short
+        setup.run(targets(1))
+    assert setup.tokens.ended == 2
 
 
 def test_a_steady_run_writes_nothing_but_its_run_record(setup: Setup) -> None:

@@ -320,7 +320,14 @@ def test_the_record_is_written_only_when_it_changes(setup: Setup) -> None:
 
     setup.world.clock.advance(minutes=240)
     setup.run(EVERY_LINE)
-    assert setup.store.calls.count("save_inventories") == 2  # validated again: the new time is kept
+    assert setup.world.inventories_read == [A, A]  # its round: read again...
+    assert setup.store.calls.count("save_inventories") == 1  # ... found as stored: no write
+
+    setup.world.lines[A] = lines(1, 2, 3)
+    setup.world.clock.advance(minutes=240)
+    setup.run(EVERY_LINE)
+    assert setup.store.calls.count("save_inventories") == 2  # a new line: written
+    assert 3 in setup.store.inventories[A].inventory.lines
 
 
 def test_removing_the_watch_retires_its_lines(setup: Setup) -> None:

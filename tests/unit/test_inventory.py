@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
 from connector_monitor.aws.records import inventory_from_item, inventory_to_item
 from connector_monitor.domain.inventory import (
     DELETIONS_KEPT,
+    NAMES_KEPT,
     CachedInventory,
     Inventory,
     LineInfo,
@@ -14,8 +16,14 @@ from connector_monitor.domain.inventory import (
     deleted_since,
     deletions_over,
     find_misconfigured,
+    last_checked,
+    next_round,
     reconciled,
+    round_passed,
+    round_phase,
 )
+from connector_monitor.domain.runs import RunRecord, ShardRun
+from connector_monitor.domain.shards import KeyRange
 from connector_monitor.domain.targets import Target
 
 PORTAL = "a.bitrix24.com"
@@ -216,3 +224,114 @@ def test_the_newest_marks_are_kept_and_the_oldest_dropped() -> None:
 
     assert deletions_over(marks) == [1, 2, 3]
     assert deletions_over({1: T1}) == []
+
+
+# -- rounds: when a portal's inventory is read again -----------------------------------------
+
+EVERY = timedelta(minutes=240)
+SCHEDULE = timedelta(minutes=5)
+
+
+def fleet(n: int) -> list[str]:
+    return [f"portal-{i}.bitrix24.com" for i in range(n)]
+
+
+def rounds(portal: str, since: datetime, until: datetime) -> list[datetime]:
+    found = [next_round(portal, EVERY, since)]
+    while found[-1] <= until:
+        found.append(next_round(portal, EVERY, found[-1]))
+    return found[:-1]
+
+
+def test_a_portal_s_phase_is_stable_and_within_the_interval() -> None:
+    phases = {p: round_phase(p, EVERY) for p in fleet(200)}
+
+    assert all(timedelta(0) <= phase < EVERY for phase in phases.values())
+    assert phases == {p: round_phase(p, EVERY) for p in fleet(200)}  # no salted hash
+    assert len(set(phases.values())) == 200
+
+
+def test_each_round_is_due_in_exactly_one_run_and_a_fleet_spreads_over_the_runs() -> None:
+    """1,000 portals, a run every 5 minutes (each started a little late, no wall clock) for
+    three intervals: every portal is read once an interval, about N/48 a run."""
+    portals = fleet(1000)
+    start = datetime(2026, 12, 1, tzinfo=UTC)
+    runs = [start + k * SCHEDULE + timedelta(seconds=(k * 37) % 50) for k in range(3 * 48 + 1)]
+    due_per_run = []
+    reads = dict.fromkeys(portals, 0)
+    for previous, now in pairwise(runs):
+        due = [p for p in portals if round_passed(p, EVERY, previous, now)]
+        due_per_run.append(len(due))
+        for portal in due:
+            reads[portal] += 1
+
+    # once a round each, none skipped or doubled (runs[-1] is a little past three intervals)
+    assert reads == {p: len(rounds(p, runs[0], runs[-1])) for p in portals}
+    assert set(reads.values()) <= {3, 4} and sum(reads.values()) < 3050
+    assert max(due_per_run) <= 3 * 1000 / 48  # never the whole fleet in one run
+    assert sum(1 for n in due_per_run if 10 <= n <= 32) >= 0.9 * len(due_per_run)
+
+
+def test_a_long_gap_between_runs_makes_every_round_due() -> None:
+    since = datetime(2026, 12, 1, tzinfo=UTC)
+
+    assert all(round_passed(p, EVERY, since, since + EVERY) for p in fleet(100))
+    assert not any(round_passed(p, EVERY, since, since) for p in fleet(100))
+
+
+def test_the_next_round_is_strictly_after() -> None:
+    at = datetime(2026, 12, 1, tzinfo=UTC)
+    first = next_round(PORTAL, EVERY, at)
+
+    assert at < first <= at + EVERY
+    assert next_round(PORTAL, EVERY, first) == first + EVERY
+    assert round_passed(PORTAL, EVERY, first - timedelta(microseconds=1), first)
+
+
+def test_the_last_run_that_held_the_portal_says_since_when_rounds_are_owed() -> None:
+    at = datetime(2026, 12, 1, tzinfo=UTC)
+    shards = (
+        ShardRun(KeyRange("", "m"), at, at + timedelta(seconds=30)),
+        ShardRun(KeyRange("m", None), at + timedelta(seconds=5), at + timedelta(seconds=40)),
+    )
+    run = RunRecord("r", at, at + timedelta(seconds=40), shards=shards)
+
+    assert last_checked(run, "a.bitrix24.com") == at
+    assert last_checked(run, "z.bitrix24.com") == at + timedelta(seconds=5)
+    assert last_checked(None, PORTAL) is None
+    unchecked = RunRecord("r", at, at, failed="no usable target", shards=shards[:1])
+    assert last_checked(unchecked, "a.bitrix24.com") is None  # it read no inventory
+
+
+# -- what a record says, whenever it was written ----------------------------------------------
+
+
+def test_a_read_that_finds_the_inventory_as_stored_changes_nothing_but_the_time() -> None:
+    many = Inventory(
+        frozenset({"myconnector"}), {n: LineInfo(f"Line {n}", True) for n in range(1, 151)}
+    )
+    first, _ = reconciled(None, PORTAL, many, T1)
+    stored = inventory_from_item(inventory_to_item(first))
+
+    again, retired = reconciled(stored, PORTAL, many, T2)
+
+    assert again.same_as(stored) and retired == frozenset()
+    assert again.validated_at == T2
+    assert first.inventory.lines[NAMES_KEPT + 1].name == ""  # only the first names are kept
+    renamed = {**many.lines, 1: LineInfo("Support", True)}
+    changed, _ = reconciled(stored, PORTAL, Inventory(many.connectors, renamed), T2)
+    assert not changed.same_as(stored)
+
+
+def test_an_owed_round_is_stored_and_an_old_record_loads_without_one() -> None:
+    cached = CachedInventory(PORTAL, T1, listing(12, 14), owed=True)
+
+    item = inventory_to_item(cached)
+
+    assert item["round_owed"] is True and inventory_from_item(item) == cached
+    old = {"pk": "INVENTORY", "sk": PORTAL, "validated_at": "2026-11-01T00:00:00.000000Z"}
+    old["lines"] = {"12": {"name": "Sales", "active": True}}  # the earliest layout
+    loaded = inventory_from_item(old)
+    assert loaded.owed is False and loaded.inventory.lines == {12: LineInfo("Sales", True)}
+    read, _ = reconciled(cached, PORTAL, listing(12, 14), T2)
+    assert read.owed is False  # a read pays the debt

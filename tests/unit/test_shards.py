@@ -77,3 +77,22 @@ def test_a_scope_decides_about_its_portals_and_only_the_planner_about_entries() 
     assert not Scope.shard(second).holds(entry)
     assert Scope.entries_only().holds(entry) and not Scope.entries_only().holds(target)
     assert Scope.whole().is_whole and not Scope.shard(second).is_whole
+
+
+def test_ranges_overlap_exactly_when_a_portal_is_in_both() -> None:
+    """The refresh claim refuses an invocation whose range shares a portal with a live holder's:
+    the shards of one plan never overlap; two plans' shards (a new split beside a previous
+    run's shard still at work) may."""
+    portals = [f"p{i}.com" for i in range(6)]
+    one_plan = split(portals, 2)
+    other_plan = split(portals, 3)
+    for a in one_plan:
+        for b in one_plan:
+            assert a.overlaps(b) is (a == b)
+    for a in one_plan + other_plan:
+        for b in one_plan + other_plan:
+            shared = any(a.holds_portal(p) and b.holds_portal(p) for p in portals)
+            assert a.overlaps(b) is shared, (a, b)
+            assert a.overlaps(b) is b.overlaps(a)
+        assert a.overlaps(KeyRange.everything())
+    assert not KeyRange("a/", "b/").overlaps(KeyRange("b/", None))  # hi is exclusive

@@ -121,9 +121,13 @@ class Checker:
             logger.error("bad target entry", extra={"entry": error.entry, "reason": error.reason})
         return targets
 
-    def pair_store(self, portals: KeyRange | None = None) -> PairStore:
+    def pair_store(
+        self, portals: KeyRange | None = None, ends_by: float | None = None
+    ) -> PairStore:
         """Where the pairs are: the secret, and with a token table the table before it (a
-        shard reads only its `portals` of the table). New each invocation: read once a run."""
+        shard reads and refreshes only its `portals` of the table, under a refresh claim that
+        runs out by itself after `ends_by`, the invocation's end). New each invocation: read
+        once a run."""
         tuning = self.tuning
         secret = SecretPairs(
             self.settings.secret_id, client=tuning.aws("secretsmanager"), sleep=tuning.sleep
@@ -135,17 +139,24 @@ class Checker:
             apps=secret.apps,
             client=tuning.aws("dynamodb"),
             portals=portals,
+            ends_by=ends_by,
+            clock=tuning.clock,
+            sleep=tuning.sleep,
         )
         return TableThenSecret(table, secret)
 
     def token_source(
-        self, portals: KeyRange | None = None, lease: RefreshLease | None = None
+        self,
+        portals: KeyRange | None = None,
+        lease: RefreshLease | None = None,
+        ends_by: float | None = None,
     ) -> RefreshingTokens:
-        """The pairs with the refresh policy over them, refreshes serialised by `lease` (the
-        cycle's is the stack's; None: only within this invocation)."""
+        """The pairs with the refresh policy over them, refreshes of the secret's serialised by
+        `lease` (the cycle's is the stack's; None: only within this invocation), of the token
+        table's by its refresh claim (until `ends_by` at the latest)."""
         tuning = self.tuning
         return RefreshingTokens(
-            self.pair_store(portals),
+            self.pair_store(portals, ends_by),
             oauth_refresh(
                 tuning.http,
                 ca_bundle=self.ca_bundle,
@@ -163,7 +174,11 @@ class Checker:
         config = self.settings
         return CheckCycle(
             repository=self.repository,
-            tokens=LoadedOnce(self.token_source(portals, self.lease)),
+            tokens=LoadedOnce(
+                self.token_source(
+                    portals, self.lease, self.tuning.clock() + invocation.total_seconds()
+                )
+            ),
             publisher=self.publisher,
             client_factory=self.tuning.portal_client
             or partial(open_connector_checks, ca_bundle=self.ca_bundle),

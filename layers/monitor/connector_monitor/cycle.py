@@ -57,6 +57,10 @@ class Tokens(TokenSource, Protocol):
         """The lines the portal's line-delete events named (line → when)."""
         ...
 
+    def end_run(self) -> None:
+        """The run is over: what it held to refresh (a refresh claim) is given back."""
+        ...
+
 
 @dataclass(frozen=True)
 class CycleSettings:
@@ -162,9 +166,12 @@ class CheckCycle:
             unfinished: set[str] = set()
             known: list[CachedInventory] = []
         else:
-            results, portal_runs, inventories, reasons, unfinished, known = self._check_all(
-                targets, deadline, loaded, scope, portals
-            )
+            try:
+                results, portal_runs, inventories, reasons, unfinished, known = self._check_all(
+                    targets, deadline, loaded, scope, portals
+                )
+            finally:
+                self.tokens.end_run()  # no refresh follows the checks: the claim goes back
             if scope.entries:
                 results += [configuration_result(e, summary.started_at) for e in targets.errors]
         context = AlertContext(
@@ -316,6 +323,8 @@ class CheckCycle:
             self.settings.validate_every,
             self.clock,
             self.settings.probe_budget,
+            run_at=now,
+            last_run=self.repository.load_run(),  # whose rounds were its to read
         )
         workers = min(self.settings.max_parallel_portals, len(plans))
         outcomes: dict[str, PortalOutcome] = {}

@@ -1,21 +1,26 @@
 """One portal's check within a run: its inventory when due, the discovery of watched connectors,
 the statuses of its targets, and results for what could not be asked.
 
-The inventory is read again when the cached one is older than `validate_every` (which starts a
-discovery round), misses a watched connector, or holds lines the last one did not list (to
-confirm them gone). A fresh one retires the lines two complete inventories did not list; the
-probes owed are asked on the fresh or the cached inventory, at most `probe_budget` a run.
-Targets the inventory does not list are flagged as misconfigured instead of asked about. The
-record is handed back only when it changed. The decisions live in `domain.discovery` and
-`domain.inventory`; the portal is reached through the `PortalChecker` port.
+The inventory is read again in the portal's round (the first run whose clock passes its phase +
+k x `validate_every`, `domain.inventory.round_passed`: a fleet's rounds spread over the
+interval, about one portal in 48 a run at the defaults), which starts a discovery round, and
+at once when there is no record, a watched connector was never looked for, or lines the last
+one did not list wait to be confirmed gone (or a line-delete event named one). A fresh one
+retires the lines two complete inventories did not list; the probes owed are asked on the fresh
+or the cached inventory, at most `probe_budget` a run. Targets the inventory does not list are
+flagged as misconfigured instead of asked about. The record is handed back only when it
+changed: a round that finds the inventory as stored writes nothing, and a round that could not
+be read hands back the record marked `owed`, so the next run reads it. The decisions live in
+`domain.discovery` and `domain.inventory`; the portal is reached through the `PortalChecker`
+port.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 
 from .deadline import Deadline, DeadlineExceeded
 from .domain.discovery import (
@@ -33,11 +38,13 @@ from .domain.inventory import (
     Inventory,
     deleted_since,
     find_misconfigured,
+    last_checked,
     reconciled,
+    round_passed,
 )
 from .domain.portal_errors import PortalError
 from .domain.results import Cause, CheckResult, State
-from .domain.runs import PortalRun
+from .domain.runs import PortalRun, RunRecord
 from .domain.targets import ConfigIssue, Target, validation_problem
 from .ports.portal import ClientFactory, PortalChecker
 from .tokens.errors import TokensUnavailable, UnusableCredentials
@@ -79,6 +86,7 @@ class PortalOutcome:
 # Probes a run asks at most per portal: 20 batch requests, within the request bucket's burst
 # of 50 (bitrix24/limits.py), so probing never makes a portal throttle the targets' checks.
 PROBE_BUDGET = 1000
+DAWN = datetime.min.replace(tzinfo=UTC)
 
 
 def configuration_result(error: ConfigIssue, at: datetime) -> CheckResult:
@@ -96,19 +104,24 @@ class PortalCheckService:
     validate_every: timedelta
     clock: Callable[[], datetime]
     probe_budget: int = PROBE_BUDGET
+    # When this run started (None: each check's own clock), and the last run recorded: a
+    # portal's round is due in the first run that starts after it.
+    run_at: datetime | None = field(default=None, kw_only=True)
+    last_run: RunRecord | None = field(default=None, kw_only=True)
 
     def check(self, plan: PortalPlan, deadline: Deadline) -> PortalOutcome:
         now = self.clock()
+        round_due = self._round_due(plan, now)
         try:
             self.tokens.credentials(plan.portal)
         except UnusableCredentials as exc:
-            return _without_credentials(
-                plan, f"no usable credentials for {plan.portal}: {exc}", now
-            )
+            detail = f"no usable credentials for {plan.portal}: {exc}"
+            return replace(_without_credentials(plan, detail, now), inventory=self._owed(plan))
         client = self.client_factory(plan.portal, self.tokens)
         try:
-            read = _validate(client, deadline) if self._inventory_due(plan, now) else None
-            known, retiring = self._known(plan, read, now)
+            due = round_due or needs_inventory(plan.cached, plan.watched, self._deleted(plan))
+            read = _validate(client, deadline) if due else None
+            known, retiring = self._known(plan, read, now, round_due)
             asking = _what_to_ask(plan, known, self.probe_budget)
             check = client.check(asking.asked, deadline)
         finally:
@@ -132,22 +145,54 @@ class PortalCheckService:
         if known is not None:
             results += [configuration_result(n, now) for n in self._stalled(known, plan.watched)]
         error = _portal_error(results)
-        changed = known if known is not None and known != plan.cached else None
-        retired = _retired(plan, retiring, deleted_since(plan.deleted, plan.cached))
-        return PortalOutcome(results, PortalRun(now, client.http_requests, error), changed, retired)
+        record = self._to_write(plan, known, read, round_due)
+        retired = _retired(plan, retiring, self._deleted(plan))
+        return PortalOutcome(results, PortalRun(now, client.http_requests, error), record, retired)
 
     def _known(
-        self, plan: PortalPlan, read: Inventory | None, now: datetime
+        self, plan: PortalPlan, read: Inventory | None, now: datetime, round_due: bool
     ) -> tuple[CachedInventory | None, frozenset[int]]:
         """The inventory this check goes by, and the lines a fresh read retires."""
         if read is None:
             return plan.cached, frozenset()
         followed = {line for lines in plan.seen.values() for line in lines}
-        deleted = deleted_since(plan.deleted, plan.cached)
+        deleted = self._deleted(plan)
         known, retiring = reconciled(plan.cached, plan.portal, read, now, followed, deleted)
-        if plan.watched and (plan.cached is None or self._round_due(plan.cached, now)):
+        if plan.watched and round_due:
             known = new_round(known, plan.watched)
         return known, retiring
+
+    def _to_write(
+        self,
+        plan: PortalPlan,
+        known: CachedInventory | None,
+        read: Inventory | None,
+        round_due: bool,
+    ) -> CachedInventory | None:
+        """The record to store, or None when it would say what the stored one says: a read
+        that found the inventory unchanged moves no time (only one that weighed line-delete
+        events does, so they are not weighed again); a due round not read is marked owed."""
+        if known is None:
+            return None
+        if read is None:
+            if round_due:
+                known = replace(known, owed=True)
+            return known if known != plan.cached else None
+        if self._deleted(plan) or not known.same_as(plan.cached):
+            return known
+        return None
+
+    def _owed(self, plan: PortalPlan) -> CachedInventory | None:
+        """The record marked owed when this run's round of it was never read (None: nothing
+        to write)."""
+        cached = plan.cached
+        if cached is None or cached.owed or not self._round_due(plan, self.clock()):
+            return None
+        return replace(cached, owed=True)
+
+    @staticmethod
+    def _deleted(plan: PortalPlan) -> frozenset[int]:
+        return deleted_since(plan.deleted, plan.cached)
 
     def _stalled(self, known: CachedInventory, watched: list[str]) -> list[ConfigIssue]:
         notices = stalled(known, watched, self.probe_budget)
@@ -162,17 +207,15 @@ class PortalCheckService:
             )
         return notices
 
-    def _inventory_due(self, plan: PortalPlan, now: datetime) -> bool:
+    def _round_due(self, plan: PortalPlan, now: datetime) -> bool:
+        """Whether a round of the portal's inventory is this run's to read: there is no
+        record, the last round was not read, or a round fell since the last run (or since
+        the record last changed, if later)."""
         cached = plan.cached
-        deleted = deleted_since(plan.deleted, cached)
-        return (
-            cached is None
-            or self._round_due(cached, now)
-            or needs_inventory(cached, plan.watched, deleted)
-        )
-
-    def _round_due(self, cached: CachedInventory, now: datetime) -> bool:
-        return now - cached.validated_at >= self.validate_every
+        if cached is None or cached.owed:
+            return True
+        since = max(cached.validated_at, last_checked(self.last_run, plan.portal) or DAWN)
+        return round_passed(plan.portal, self.validate_every, since, self.run_at or now)
 
     def lost(self, plan: PortalPlan, exc: BaseException | None) -> PortalOutcome:
         """The outcome of a check that never finished: past the deadline (`exc` None), or
@@ -184,7 +227,7 @@ class PortalCheckService:
             cause, detail = Cause.MONITOR_ERROR, f"the check failed: {type(exc).__name__}"
             logger.error("portal check crashed", extra={"portal": plan.portal, "error": detail})
         results = [CheckResult.unknown(t, cause, detail, checked_at=now) for t in plan.targets]
-        return PortalOutcome(results, PortalRun(now, 0, detail))
+        return PortalOutcome(results, PortalRun(now, 0, detail), self._owed(plan))
 
 
 @dataclass(frozen=True)

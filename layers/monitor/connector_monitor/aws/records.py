@@ -21,7 +21,7 @@ from typing import Any
 
 from ..domain.alerts import Alert, AlertEvent
 from ..domain.history import HistoryRecord, incident_start
-from ..domain.inventory import CachedInventory, Inventory, LineInfo, Progress
+from ..domain.inventory import NAMES_KEPT, CachedInventory, Inventory, LineInfo, Progress
 from ..domain.results import Cause, State
 from ..domain.runs import COUNTS, ERRORS_KEPT, PortalRun, RunPlan, RunRecord, ShardRun
 from ..domain.shards import KeyRange
@@ -37,7 +37,6 @@ CURRENT_SK = "CURRENT"  # a fanned-out run while its shards work
 INVENTORY_PK = "INVENTORY"
 HISTORY_PREFIX = "HISTORY#"
 TTL_ATTRIBUTE = "expires_at"
-NAMES_KEPT = 100  # line names an inventory item keeps (the first lines by id)
 RUN_ERROR_LIMIT = 200  # one portal's error in the run record
 
 
@@ -323,7 +322,9 @@ def inventory_to_item(cached: CachedInventory) -> dict[str, Any]:
     that the portal would not list them), the line ids, the inactive ones, and the names of the
     first lines (for messages), with what discovery and retiring remember (the lines probed in
     an unfinished round, the lines held as missing). Whatever a portal lists, the item stays
-    below DynamoDB's 400 KB (10,000 lines: about 60 KB, twice that while a round is open)."""
+    below DynamoDB's 400 KB (10,000 lines: about 60 KB, twice that while a round is open).
+    `validated_at` is when the record last changed: a round that finds the inventory as stored
+    writes nothing (`round_owed`: a round was due and not read)."""
     lines = sorted(cached.inventory.lines.items())
     connectors = cached.inventory.connectors
     item: dict[str, Any] = {
@@ -349,6 +350,8 @@ def inventory_to_item(cached: CachedInventory) -> dict[str, Any]:
         }
     if cached.missing:  # lines held though the last complete inventory did not list them
         item["missing"] = {str(n): iso(at) for n, at in sorted(cached.missing.items())}
+    if cached.owed:
+        item["round_owed"] = True
     return item
 
 
@@ -384,6 +387,7 @@ def inventory_from_item(item: dict[str, Any]) -> CachedInventory:
         seen,
         progress=progress,
         missing=missing,
+        owed=bool(item.get("round_owed")),
     )
 
 

@@ -133,6 +133,9 @@ class SecretPairs:
     def own_lease(self, portal: str) -> RefreshLease | None:
         return None  # the shared lease, named after the secret: one write replaces it whole
 
+    def end_run(self) -> None:
+        """Nothing held past a refresh: the shared lease is given back after each."""
+
     def store(self, fresh: PortalCredentials) -> None:
         """Replace only what a refresh renews in this portal's entry of the document last read
         (under the lease, just before the refresh): tokens, expiry, endpoint, member_id."""

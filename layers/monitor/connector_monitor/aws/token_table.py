@@ -4,6 +4,8 @@ its own (encrypted at rest with KMS; only the checker's role may read or write i
 A refresh is one conditional write of that portal's item: no version quota to run out of, no
 document shared with other portals, so refreshes of different portals do not wait for each other
 (but for a run's first, which goes alone until the table has taken a write: tokens/refresh.py).
+Invocations are kept from refreshing the same portal by the table's refresh claim (`own_lease`):
+two writes an invocation that refreshes, not one a refresh.
 The table is read by query pages, so a run's read costs grow with the bytes of the pairs, not
 with the number of portals, and a shard of a fanned-out run reads only its range of portals.
 The application's client id and secret live once in the secret (`apps`); an item names its app.
@@ -12,6 +14,8 @@ Item: `pk` "PORTAL", `sk` the portal's domain; `app`, `access_token`, `refresh_t
 `client_endpoint`, `oauth_endpoint`?, `expires_at`?, `refreshed_at`?, `member_id`?, `version`;
 `deleted_lines`? (line id → epoch seconds: the lines the portal's line-delete events named, the
 newest few, written by the inbound function beside the pair, never with it).
+The refresh claim: `pk` "CLAIM", `sk` "refresh"; `holders` (owner → `lo`, `hi`?, `until`: the
+key range an invocation refreshes, and when its holding runs out), `version`.
 docs/fleet-token-store.md compares this store with SSM and a secret per portal.
 """
 
@@ -32,12 +36,12 @@ from ..domain.inventory import deletions_over
 from ..domain.shards import KeyRange
 from ..ports.installs import InstallStoreError, KnownInstall
 from ..tokens.credentials import AppCredentials, PortalCredentials, portal_key
-from ..tokens.errors import LeaseUnavailable, TokenStoreError, UnusableCredentials
+from ..tokens.errors import PairSuperseded, TokenStoreError, UnusableCredentials
 from ..tokens.ports import RefreshLease
 from . import clients
 from .botocore_redaction import install_botocore_redaction
 from .dynamodb import (
-    ConditionalLease,
+    RangeClaim,
     error_code,
     plain,
     put_if_absent,
@@ -48,7 +52,12 @@ from .dynamodb import (
 
 PORTAL_PK = "PORTAL"
 MEMBER_PK = "MEMBER"  # member_id → the portal it is installed on (the inbound function's)
-LEASE_FIELDS = "lease_owner, lease_until"
+CLAIM_PK, REFRESH_CLAIM = "CLAIM", "refresh"
+# A refresh claim runs out by itself this long after its invocation's end at the latest (clocks
+# of different invocations may differ a little); an invocation whose end is not handed in ends
+# within Lambda's longest timeout.
+CLAIM_MARGIN = 60.0
+LONGEST_INVOCATION = 900.0
 PAIR_FIELDS = (
     "access_token",
     "refresh_token",
@@ -73,19 +82,30 @@ class TablePairs:
         apps: Callable[[], Mapping[str, AppCredentials]],
         client: Any | None = None,
         portals: KeyRange | None = None,
+        ends_by: float | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        """`portals`: the range a shard reads and refreshes (None: every portal); `ends_by`:
+        when the invocation ends at the latest (epoch seconds; None: Lambda's longest timeout
+        from now), after which its refresh claim runs out by itself."""
         self.table_name = table_name
         self._apps = apps
         self._client = client if client is not None else clients.client("dynamodb")
         self._range = portals
         self._items: dict[str, dict[str, Any]] = {}
-        self._fresh: set[str] = set()  # items just returned by their lease: no read needed
-        self._released: set[str] = set()  # leases the refreshed pair's write removed
         self._lock = threading.Lock()
-        self._clock = clock
-        self._sleep = sleep
+        ends = ends_by if ends_by is not None else clock() + LONGEST_INVOCATION
+        self._claim = RangeClaim(
+            self._call,
+            table_name,
+            table_key(CLAIM_PK, REFRESH_CLAIM),
+            portals or KeyRange.everything(),
+            until=ends + CLAIM_MARGIN,
+            what=f"the refresh claim of token table {table_name}",
+            clock=clock,
+            sleep=sleep,
+        )
         self.calls = 0
 
     # -- the PairStore -----------------------------------------------------------------------
@@ -115,13 +135,7 @@ class TablePairs:
         return self._credentials(portal, item)
 
     def reread(self, portal: str) -> PortalCredentials:
-        """The pair as stored now: as its lease just returned it, else by a consistent read."""
-        with self._lock:
-            fresh = portal in self._fresh
-            self._fresh.discard(portal)
-            item = self._items.get(portal) if fresh else None
-        if item is not None:
-            return self._credentials(portal, item)
+        """The pair as stored now (a consistent read)."""
         item = self._get(portal)
         if item is None:
             raise UnusableCredentials(f"token table {self.table_name} has no pair for {portal}")
@@ -140,32 +154,35 @@ class TablePairs:
         return f"tokens:{portal}"
 
     def own_lease(self, portal: str) -> RefreshLease:
-        """The lease is the item itself (`lease_owner`, `lease_until`): taking it is one
-        conditional write that returns the pair as stored (so no read follows), and the
-        refreshed pair's write releases it (so none gives it back).
+        """The table's refresh claim, the same for every portal: an invocation takes it before
+        its first refresh (one conditional write of the claim's item, naming the key range it
+        refreshes: every portal, or its shard's) and `end_run` gives it back (one more), so a
+        refresh itself is one write, the pair's.
 
-        Two writes a refresh, and the first is not redundant: the pair's write is conditional on
-        the version read, so no writer overwrites a newer pair, but without the lease two
-        invocations would both have spent the same single-use refresh token at the OAuth server
-        before either writes, and no source says the server refuses the second at once (docs/
-        bitrix24-rest-notes.md): the pair that wins the write may be the one it has replaced,
-        and the portal is locked out. Nothing else keeps them apart: scheduled runs do not
-        overlap, but a manual invoke or `monitorctl tokens set` can run beside one (there is no
-        run-level claim)."""
-        return ConditionalLease(
-            lambda _name, owner, ttl: self._take_lease(portal, owner, ttl),
-            lambda _name, owner: self._give_back_lease(portal, owner),
-            lambda _name, _wait: (
-                f"another run holds the refresh lease of {portal} (or its pair is gone from "
-                "the token table)"
-            ),
-            clock=self._clock,
-            sleep=self._sleep,
-        )
+        The pair's write is conditional on the version read, so no writer overwrites a newer
+        pair; but without the claim two invocations could both spend the same single-use
+        refresh token at the OAuth server before either writes, and no source says the server
+        refuses the second at once (docs/bitrix24-rest-notes.md): the pair that wins the write
+        may be the one it has replaced, and the portal is locked out. Scheduled runs do not
+        overlap, but a manual invoke, and the shard workers of a plan beside a previous plan's
+        shard still at work (their ranges split differently), can: the claim is refused while
+        another invocation's live holding overlaps the range, and those portals are not
+        refreshed in this run. A crashed holder's claim runs out by itself after its
+        invocation's end (`ends_by` + CLAIM_MARGIN). Writers that spend no refresh token (an
+        install, `monitorctl tokens set`) take no claim: their conditional writes win over a
+        refresh under way, whose write then fails (tokens/refresh.py keeps the newer pair)."""
+        return self._claim
+
+    def end_run(self) -> None:
+        """The refresh claim given back, if this invocation took it and no refresh is under
+        way (otherwise it runs out by itself)."""
+        self._claim.release()
 
     def store(self, fresh: PortalCredentials) -> None:
         """One conditional write: the item as last read (its version), or nothing. The copy in
-        memory holds the new pair whatever happens: it is the only valid one."""
+        memory holds the new pair whatever happens (it is the only valid one), unless the write
+        found another pair than the one last read (an install, `monitorctl tokens set`): that
+        one is newer, stands, and is kept in memory (PairSuperseded)."""
         with self._lock:
             known = self._items.get(fresh.portal)
             if known is None:
@@ -192,18 +209,21 @@ class TablePairs:
                 "update_item",
                 TableName=self.table_name,
                 Key=_key(str(known.get("sk") or fresh.portal)),
-                UpdateExpression=(
-                    f"SET {assignments}, version = :next "
-                    f"REMOVE {', '.join([*dropped, LEASE_FIELDS])}"
-                ),
+                UpdateExpression=f"SET {assignments}, version = :next"
+                + (f" REMOVE {', '.join(dropped)}" if dropped else ""),
                 ConditionExpression=condition,
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=typed(
                     {**values, ":next": updated["version"], **expected}
                 ),
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
             code = error_code(exc)
+            if code == "ConditionalCheckFailedException":
+                replaced = self._replaced(fresh.portal, known, exc.response.get("Item"))
+                if replaced is not None:
+                    raise replaced from None
             why = (
                 "another writer changed it since it was read"
                 if code == "ConditionalCheckFailedException"
@@ -223,77 +243,36 @@ class TablePairs:
                 f"store the new tokens with `monitorctl tokens set {fresh.portal}`",
                 pair_lost=True,
             ) from None
-        with self._lock:
-            self._released.add(fresh.portal)
 
-    # -- the pair's own lease ------------------------------------------------------------------
-
-    def _take_lease(self, portal: str, owner: str, ttl: float) -> bool:
-        now = self._clock()
-        try:
-            answer = self._call(
-                "update_item",
-                TableName=self.table_name,
-                Key=_key(self._written(portal)),
-                UpdateExpression="SET lease_owner = :me, lease_until = :until",
-                ConditionExpression=(
-                    "attribute_exists(sk) AND "
-                    "(attribute_not_exists(lease_until) OR lease_until < :now)"
-                ),
-                ExpressionAttributeValues=typed(
-                    {
-                        ":me": owner,
-                        ":until": Decimal(str(round(now + ttl, 3))),
-                        ":now": Decimal(str(round(now, 3))),
-                    }
-                ),
-                ReturnValues="ALL_NEW",
+    def _replaced(
+        self, portal: str, known: Mapping[str, Any], found: object
+    ) -> PairSuperseded | UnusableCredentials | None:
+        """Why a pair write's condition failed, when nothing is lost by it: the item holds
+        another pair than the one last read (PairSuperseded: another writer stored it, and it
+        is now the copy in memory), or no item is left (UnusableCredentials: the application
+        was uninstalled meanwhile). None: the pair is lost. `found` is the item as the failed
+        write saw it (ALL_OLD); without one the item is read."""
+        if isinstance(found, Mapping):
+            stored: dict[str, Any] | None = plain(found)
+        else:
+            try:
+                stored = self._get(portal)
+            except TokenStoreError:
+                return None
+        if stored is None:
+            return UnusableCredentials(
+                f"token table {self.table_name} no longer holds a pair for {portal}: the "
+                "application was uninstalled while its refresh was under way"
             )
-        except ClientError as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                return False
-            raise LeaseUnavailable(
-                f"the refresh lease of {portal} could not be taken ({error_code(exc)})"
-            ) from None
-        except BotoCoreError as exc:
-            raise LeaseUnavailable(
-                f"the refresh lease of {portal} could not be taken ({type(exc).__name__})"
-            ) from None
+        token = stored.get("refresh_token")
+        if not isinstance(token, str) or not token or token == known.get("refresh_token"):
+            return None
         with self._lock:
-            self._items[portal] = plain(answer["Attributes"])
-            self._fresh.add(portal)
-            self._released.discard(portal)
-        return True
-
-    def _give_back_lease(self, portal: str, owner: str) -> None:
-        """Remove the lease unless the refreshed pair's write already did (then: no match)."""
-        with self._lock:
-            self._fresh.discard(portal)
-            if portal in self._released:  # a failed conditional write is billed too
-                self._released.discard(portal)
-                return
-        try:
-            self._call(
-                "update_item",
-                TableName=self.table_name,
-                Key=_key(self._written(portal)),
-                UpdateExpression=f"REMOVE {LEASE_FIELDS}",
-                ConditionExpression="lease_owner = :me",
-                ExpressionAttributeValues=typed({":me": owner}),
-            )
-        except ClientError as exc:
-            if error_code(exc) != "ConditionalCheckFailedException":
-                logger.warning(
-                    "the refresh lease of %s was not given back (%s); it runs out by itself",
-                    portal,
-                    error_code(exc),
-                )
-        except BotoCoreError as exc:
-            logger.warning(
-                "the refresh lease of %s was not given back (%s); it runs out by itself",
-                portal,
-                type(exc).__name__,
-            )
+            self._items[portal] = stored
+        return PairSuperseded(
+            f"portal {portal}: token table {self.table_name} holds a newer pair than the one "
+            "this write replaces; it stands"
+        )
 
     # -- moving pairs in (bench, admin) ---------------------------------------------------------
 
@@ -328,8 +307,8 @@ class TablePairs:
         item (its pair, `member_id`, `app_status`, `installed_at`, `token_hash`), the member's
         item (`pk` "MEMBER", `sk` member_id → the portal) and, for a member_id known under
         another domain (a moved portal), deletes the old domain's item. The portal's item is
-        written only as last read (its `version`): a refresh that holds the item's lease then
-        fails its own conditional write instead of overwriting the installed pair."""
+        written only as last read (its `version`): a refresh under way then fails its own
+        conditional write instead of overwriting the installed pair (and keeps it)."""
         portal = portal_key(installation.portal)
         member = self._member(installation.member_id)
         try:

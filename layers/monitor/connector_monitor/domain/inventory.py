@@ -7,16 +7,22 @@ turns such a typo into a configuration error instead of a `connector.down`.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
+from .runs import RunRecord
 from .targets import Target
 
 # Lists quoted in a reason are cut to this many entries: a reason is one line for a person.
 _SHOWN = 10
 # The lines a portal's line-delete events named, kept on its token item: the newest this many.
 DELETIONS_KEPT = 20
+# Line names a record keeps (the first lines by id): enough for messages, bounded in size.
+NAMES_KEPT = 100
+# Where every portal's rounds are counted from (any fixed instant would do).
+_ROUNDS_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -54,12 +60,16 @@ class Progress:
 
 @dataclass(frozen=True)
 class CachedInventory:
-    """A portal's inventory as of its last validation (read again every few hours), with the
-    lines each watched connector has been seen configured on (`seen`: its keys are the
-    connectors looked for, even where none was seen yet), the discovery rounds not finished
-    (`progress`), and the lines the last complete inventory did not list (`missing`, with when
-    it first did not): they are held, still lines of the portal, until a second complete
-    inventory in a later run confirms they are gone."""
+    """A portal's inventory as the reads that changed it left it (a read that finds it as
+    stored changes nothing, not even a time), with the lines each watched connector has been
+    seen configured on (`seen`: its keys are the connectors looked for, even where none was
+    seen yet), the discovery rounds not finished (`progress`), and the lines the last complete
+    inventory did not list (`missing`, with when it first did not): they are held, still lines
+    of the portal, until a second complete inventory in a later run confirms they are gone.
+
+    `validated_at` is when it last changed (or weighed a portal's line-delete events);
+    `owed`: a round of the portal's inventory was due and not read (the portal down, the run
+    out of time), so the next run reads it."""
 
     portal: str
     validated_at: datetime
@@ -67,6 +77,42 @@ class CachedInventory:
     seen: Mapping[str, frozenset[int]] = field(default_factory=dict)
     progress: Mapping[str, Progress] = field(default_factory=dict)
     missing: Mapping[int, datetime] = field(default_factory=dict)
+    owed: bool = False
+
+    def same_as(self, other: CachedInventory | None) -> bool:
+        """Whether `other` says the same, whenever each was written: storing this one
+        instead would change nothing but the time."""
+        return other is not None and replace(self, validated_at=other.validated_at) == other
+
+
+def round_phase(portal: str, every: timedelta) -> timedelta:
+    """Where in each `every` the portal's rounds fall: a stable hash of its key (not Python's
+    salted `hash`), so a fleet's rounds spread evenly over the interval, the same in every
+    run and every process."""
+    digest = hashlib.blake2b(portal.encode(), digest_size=8).digest()
+    step = timedelta(microseconds=1)
+    return step * (int.from_bytes(digest, "big") % max(1, every // step))
+
+
+def next_round(portal: str, every: timedelta, after: datetime) -> datetime:
+    """The first of the portal's rounds (its phase + k x `every`) after `after`."""
+    phase = _ROUNDS_EPOCH + round_phase(portal, every)
+    return phase + ((after - phase) // every + 1) * every
+
+
+def round_passed(portal: str, every: timedelta, since: datetime, now: datetime) -> bool:
+    """Whether one of the portal's rounds fell after `since` and by `now`: its inventory is due
+    in the first run whose clock passes it."""
+    return next_round(portal, every, since) <= now
+
+
+def last_checked(run: RunRecord | None, portal: str) -> datetime | None:
+    """When the last run recorded (or its shard holding `portal`) started: a round that fell
+    by then was that run's to read. None: no run recorded the portal's shard, or the run
+    checked nothing (no usable target)."""
+    if run is None or run.failed:
+        return None
+    return next((s.started_at for s in run.shards if s.portals.holds_portal(portal)), None)
 
 
 def reconciled(
@@ -112,8 +158,12 @@ def reconciled(
             missing[number] = now
         elif first is not None:
             missing[number] = first
-    inventory = Inventory(read.connectors, dict(sorted(lines.items())), read.complete)
-    cached = replace(previous, validated_at=now, inventory=inventory, missing=missing)
+    kept = {
+        number: info if index < NAMES_KEPT else replace(info, name="")
+        for index, (number, info) in enumerate(sorted(lines.items()))
+    }
+    inventory = Inventory(read.connectors, kept, read.complete)
+    cached = replace(previous, validated_at=now, inventory=inventory, missing=missing, owed=False)
     return cached, frozenset(retired)
 
 

@@ -43,6 +43,10 @@ class KeyRange:
         """A `portal/...` key: in the range exactly when its portal is (no domain has a "/")."""
         return self.lo <= key and (self.hi is None or key < self.hi)
 
+    def overlaps(self, other: KeyRange) -> bool:
+        """Whether a key is in both ranges."""
+        return (other.hi is None or self.lo < other.hi) and (self.hi is None or other.lo < self.hi)
+
     def portal_bounds(self) -> tuple[str | None, str | None]:
         """Inclusive bounds on a plain portal name (a token or inventory item's sort key) that
         hold every portal of the range, and may hold a few more that sort apart only by the

@@ -80,6 +80,10 @@ class StateStore(Protocol):
         """Record a run that was not split as the last run."""
         ...
 
+    def load_run(self) -> RunRecord | None:
+        """The last run recorded (None: none yet)."""
+        ...
+
     def start_run(self, plan: RunPlan) -> RunPlan | None:
         """Record a fanned-out run as the one in progress; return the one it replaces."""
         ...

@@ -30,6 +30,12 @@ class TokenStoreError(TokenError):
         self.pair_lost = pair_lost
 
 
+class PairSuperseded(TokenError):
+    """A pair was not stored because another writer (an install, `monitorctl tokens set`) stored
+    a newer pair than the one it replaces: the newer pair stands, nothing is lost. The store's
+    copy in memory holds the newer pair."""
+
+
 class LeaseUnavailable(TokenError):
     """The refresh lease could not be had: held by another owner for the whole wait, or its
     store failed."""

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .credentials import AppCredentials, PortalCredentials, apps_of, portal_key, spellings
-from .errors import TokenStoreError, UnusableCredentials
+from .errors import PairSuperseded, TokenStoreError, UnusableCredentials
 from .ports import CredentialsDocument, PairStore, PairTable, RefreshLease
 
 
@@ -115,14 +115,13 @@ def _entries(apps: dict[str, AppCredentials]) -> dict[str, dict[str, str]]:
     }
 
 
-def set_pair(
-    table: PairStore, portal: str, pair: Mapping[str, Any], *, lease_wait: float = 30.0
-) -> None:
+def set_pair(table: PairStore, portal: str, pair: Mapping[str, Any], *, attempts: int = 3) -> None:
     """Replace `portal`'s pair in the fleet's token table with a new one (after the application
-    was re-authorised on the portal), under the portal's refresh lease so that no checker
-    refreshes the old pair meanwhile; the item's version goes up, so a checker holding the old
-    pair cannot write over the new one. `pair`: `access_token`, `refresh_token` and optionally
-    `expires_at` (or Bitrix24's `expires`), `client_endpoint`, `member_id`."""
+    was re-authorised on the portal). The write is conditional on the item's version as just
+    read: a checker's refresh under way then fails its own write and keeps this pair (tokens/
+    refresh.py); a write that lost to another writer (a refresh that stored first) is read and
+    tried again, `attempts` times in all. `pair`: `access_token`, `refresh_token` and
+    optionally `expires_at` (or Bitrix24's `expires`), `client_endpoint`, `member_id`."""
     access, refresh = pair.get("access_token"), pair.get("refresh_token")
     if not isinstance(access, str) or not access or not isinstance(refresh, str) or not refresh:
         raise UnusableCredentials(
@@ -134,19 +133,23 @@ def set_pair(
     expires = pair.get("expires_at", pair.get("expires"))
     if expires is not None and (isinstance(expires, bool) or not isinstance(expires, int)):
         raise UnusableCredentials(f"the new pair of {portal} has an expiry that is no epoch second")
-    lease = table.own_lease(portal)
-    if lease is None:
-        raise TokenStoreError(f"{portal}: this store has no per-portal lease to set a pair under")
-    table.reread(portal)  # UnusableCredentials if the table holds no pair for it: say so now
-    with lease.hold(table.lease_name(portal), ttl=30.0, wait=lease_wait):
-        current = table.reread(portal)  # as the lease returned it
-        table.store(
-            current.with_tokens(
-                access,
-                refresh,
-                expires,
-                None,
-                client_endpoint=endpoint,
-                member_id=member if isinstance(member, str) and member else None,
+    for attempt in range(1, attempts + 1):
+        current = table.reread(portal)  # UnusableCredentials if the table holds no pair for it
+        try:
+            table.store(
+                current.with_tokens(
+                    access,
+                    refresh,
+                    expires,
+                    None,
+                    client_endpoint=endpoint,
+                    member_id=member if isinstance(member, str) and member else None,
+                )
             )
-        )
+            return
+        except PairSuperseded:
+            if attempt == attempts:
+                raise TokenStoreError(
+                    f"the new pair of {portal} was not stored: other writers kept changing its "
+                    "item in the token table; nothing was changed, try again"
+                ) from None

@@ -49,7 +49,9 @@ class PairStore(Protocol):
 
     def store(self, fresh: PortalCredentials) -> None:
         """Keep a refreshed pair (and what came with it) durably, or raise TokenStoreError with
-        `pair_lost`. Readers of this store see it at once, stored or not."""
+        `pair_lost`. Readers of this store see it at once, stored or not; but a store that
+        finds a newer pair than the one `fresh` replaces (stored by an install or by hand)
+        keeps that one, and readers see it: PairSuperseded."""
         ...
 
     def lease_name(self, portal: str) -> str:
@@ -58,6 +60,11 @@ class PairStore(Protocol):
 
     def own_lease(self, portal: str) -> RefreshLease | None:
         """The store's own lease for refreshing `portal`, or None for the shared one."""
+        ...
+
+    def end_run(self) -> None:
+        """The run is over: give back what the store holds for it (the token table's refresh
+        claim). Never raises."""
         ...
 
     def holds(self, portal: str) -> bool:
@@ -126,4 +133,8 @@ class Tokens(TokenSource, Protocol):
 
     def deleted_lines(self, portal: str) -> Mapping[int, datetime]:
         """The lines the portal's line-delete events named (line → when)."""
+        ...
+
+    def end_run(self) -> None:
+        """The run is over: what it held to refresh (a refresh claim) is given back."""
         ...

@@ -44,6 +44,10 @@ class TableThenSecret:
     def own_lease(self, portal: str) -> RefreshLease | None:
         return self._owner(portal).own_lease(portal)
 
+    def end_run(self) -> None:
+        self.first.end_run()
+        self.second.end_run()
+
     def holds(self, portal: str) -> bool:
         return self.first.holds(portal) or self.second.holds(portal)
 
@@ -77,6 +81,9 @@ class LoadedOnce:
 
     def deleted_lines(self, portal: str) -> Mapping[int, datetime]:
         return self.tokens.deleted_lines(portal)
+
+    def end_run(self) -> None:
+        self.tokens.end_run()
 
     def credentials(self, portal: str) -> PortalCredentials:
         known = self._known.get(portal)

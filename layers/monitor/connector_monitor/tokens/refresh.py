@@ -1,10 +1,14 @@
 """When and how a portal's token pair is refreshed, whatever store keeps it.
 
 Refresh tokens are single-use, so a refreshed pair is written back at once and refreshes are
-serialised: a lock inside one invocation (portals are checked in parallel threads) and a lease
-across overlapping invocations, both named by the store after what one write replaces (a whole
-secret, or one portal's item). Under them the stored pair is read again first: another run may
-have rotated it already. A refresh starts only after the portal refused the access token
+serialised: a lock inside one invocation (portals are checked in parallel threads), named by the
+store after what one write replaces (a whole secret, or one portal's item), and across
+overlapping invocations the store's lease: the secret's, held for each refresh, or the token
+table's refresh claim, held by an invocation for its range of portals until its run ends
+(`end_run`). Under them the stored pair is read again first: another run may have rotated it
+already. The new pair's write is conditional on the pair read: when a writer that spends no
+refresh token (an install, `monitorctl tokens set`) stored a newer pair meanwhile, that pair
+stands and is used. A refresh starts only after the portal refused the access token
 (expired_token, invalid_token, or a redirect away from its endpoint), at most once per portal
 per `REFRESH_INTERVAL`, and not with less than `MIN_REFRESH_SECONDS` left in the run.
 
@@ -31,7 +35,7 @@ from datetime import datetime
 from ..deadline import Deadline
 from ..domain.portal_errors import ErrorKind, PortalError
 from .credentials import PortalCredentials
-from .errors import LeaseUnavailable, TokenStoreError
+from .errors import LeaseUnavailable, PairSuperseded, TokenStoreError
 from .ports import OAuthRefresh, PairStore, RefreshLease
 
 logger = logging.getLogger(__name__)
@@ -149,9 +153,7 @@ class RefreshingTokens:
                     raise
                 refused = exc
             else:
-                self._keep(fresh)
-                logger.debug("portal %s: access token refreshed and the new pair stored", portal)
-                return fresh
+                return self._keep(fresh)
         return self._after_invalid_grant(portal, current, refused, deadline)
 
     @contextmanager
@@ -187,9 +189,23 @@ class RefreshingTokens:
             "the next run refreshes it"
         )
 
-    def _keep(self, fresh: PortalCredentials) -> None:
+    def end_run(self) -> None:
+        """The run is over: the store gives back what it held for refreshing (a claim)."""
+        self.pairs.end_run()
+
+    def _keep(self, fresh: PortalCredentials) -> PortalCredentials:
+        """Store `fresh`: the pair to use from now on, `fresh`, or a newer one another writer
+        stored meanwhile."""
         try:
             self.pairs.store(fresh)
+        except PairSuperseded:
+            logger.info(
+                "portal %s: a newer pair was stored while its refresh was under way (an "
+                "install or `monitorctl tokens set`): it stands and is used; the refreshed pair "
+                "is dropped, nothing is lost",
+                fresh.portal,
+            )
+            return self.pairs.credentials(fresh.portal)
         except TokenStoreError as exc:
             self._refused_write = self._refused_write or fresh.portal
             logger.error(
@@ -202,6 +218,8 @@ class RefreshingTokens:
             )
             raise
         self._store_took_a_write = True
+        logger.debug("portal %s: access token refreshed and the new pair stored", fresh.portal)
+        return fresh
 
     def _where_to_store(self, portal: str) -> str:
         """Where a person stores a re-authorised portal's pair: a fleet portal's goes into the
