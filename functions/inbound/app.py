@@ -32,7 +32,7 @@ LIBRARY_LOGGER = "connector_monitor"
 BODY_LIMIT = 16 * 1024  # as the parser's: refused before it is decoded
 
 logger = Logger()
-tracer = Tracer(patch_modules=("botocore", "requests"))
+tracer = Tracer(patch_modules=("botocore",))  # the authorisation server: http.client, unpatched
 logging.getLogger(LIBRARY_LOGGER)
 copy_config_to_registered_loggers(source_logger=logger, include={LIBRARY_LOGGER})
 
