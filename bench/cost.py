@@ -104,6 +104,9 @@ PLATFORM_LOG_LINES = 3  # Lambda's own JSON records per invocation (platform.sta
 PLATFORM_LOG_BYTES = 700  # their bytes together, with the X-Ray ids
 LOG_EVENT_OVERHEAD = 26  # bytes CloudWatch Logs counts per log event beyond its message
 TCP_IP_HEADERS = 52  # bytes a TCP segment adds on the wire: IPv4 20, TCP 20, timestamps 12
+# TCP_INFO is read as a connection is closed, before the close sends anything: the reset that
+# ends a portal connection (bitrix24/transport.py) is one more segment a connection, uncounted.
+CLOSE_SEGMENTS = 1
 KMS_PER_SECRET_CALL = 1  # GetSecretValue decrypts the data key, PutSecretValue asks a new one
 KMS_TABLE_KEY_MINUTES = 5  # one table-key Decrypt per table per 5 minutes per function
 
@@ -463,8 +466,10 @@ def monthly_bill(figures: Figures, fleet: Fleet, stack: Stack) -> Bill:
     bill.add("API Gateway HTTP API", polls, "http_api_request")
     schedules = sum(f.schedules for f in functions)
     bill.add("EventBridge Scheduler", runs * schedules, "scheduler_invocation")
-    # Measured over HTTPS: TCP payload (TLS handshake and records) and segments (SYN, ACKs, FIN)
-    sent = month.get("net.bytes") + month.get("net.segments") * TCP_IP_HEADERS
+    # Measured over HTTPS: TCP payload (TLS handshake and records) and segments (SYN, ACKs, the
+    # closing reset)
+    segments = month.get("net.segments") + month.get("net.connections") * CLOSE_SEGMENTS
+    sent = month.get("net.bytes") + segments * TCP_IP_HEADERS
     bill.add("Data transfer out (to the portals)", sent / GB, "internet_out")
     return bill
 
