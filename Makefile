@@ -106,9 +106,9 @@ FLEET_ARGS ?= --sweep 250,500,1000,2000
 fleet: venv
 	$(VENV)/bin/python -m bench.fleet $(FLEET_ARGS) $(ARGS)
 
-# 10,000 portals x 5 lines at 300 ms with FanOut=true: the planner and each of the 10 shards in
+# 10,000 portals x 5 lines at 300 ms with FanOut=true: the planner and each of the 5 shards in
 # a process of its own, one after another.
-FANOUT_ARGS ?= --portals 10000 --lines 5 --shard-portals 1000 --steady-runs 1
+FANOUT_ARGS ?= --portals 10000 --lines 5 --shard-portals 2000 --steady-runs 1
 fanout: venv
 	$(VENV)/bin/python -m bench.fleet --fanout $(FANOUT_ARGS) $(ARGS)
 

@@ -6,7 +6,7 @@ and moto's server; the runs' figures, the sweep and the monthly bill (bench/READ
                                     [--memory-mb 256] [--steady-runs 3]
                                     [--sweep 250,500,1000,2000] [--param K=V]
     .venv/bin/python -m bench.fleet --fit 50,100 [--price-portals 1000] [--price-targets 5000]
-    .venv/bin/python -m bench.fleet --fanout --portals 10000 --shard-portals 1000 ...
+    .venv/bin/python -m bench.fleet --fanout --portals 10000 --shard-portals 2000 ...
 """
 
 from __future__ import annotations
@@ -217,7 +217,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--schedule-minutes", type=float, default=5.0, help="the priced schedule")
     add("--incidents", type=int, default=30, help="incidents a month (assumed, priced)")
     add("--fanout", action="store_true", help="measure the fanned-out fleet (bench/fanout.py)")
-    add("--shard-portals", type=int, default=1000, help="fan-out: ShardPortals (>= 10)")
+    add("--shard-portals", type=int, default=2000, help="fan-out: ShardPortals (>= 10)")
     add("--no-inventory", action="store_true", help="fan-out: skip the inventory run")
     add("--no-refresh", action="store_true", help="fan-out: skip the refresh run")
     args = parser.parse_args(argv)

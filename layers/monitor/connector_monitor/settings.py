@@ -40,7 +40,7 @@ class CheckerSettings(BaseModel):
     schedule_expression: str = Field(alias="SCHEDULE_EXPRESSION", default="rate(5 minutes)")
     # Fan-out: with a work queue, a run of more portals than SHARD_PORTALS is split into shards.
     work_queue_url: str = Field(alias="WORK_QUEUE_URL", default="")
-    shard_portals: int = Field(alias="SHARD_PORTALS", default=1000, ge=10, le=100_000)
+    shard_portals: int = Field(alias="SHARD_PORTALS", default=2000, ge=10, le=100_000)
     # A PEM file of the authorities portals' certificates are checked against, instead of the
     # public CAs: for the local portal and tests only, never set on AWS.
     portal_ca_bundle: str = Field(alias="PORTAL_CA_BUNDLE", default="")
