@@ -10,6 +10,7 @@ defences live in `bitrix24/transport.py` (deadline watchdog, byte caps, no redir
 from __future__ import annotations
 
 import json
+import logging
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -227,8 +228,12 @@ def test_an_answer_of_many_tiny_objects_is_refused_before_it_is_decoded() -> Non
 
 
 def test_a_450_kb_error_code_is_cut_before_it_reaches_a_result_or_a_log(
-    portal: LocalPortal, caplog: pytest.LogCaptureFixture
+    portal: LocalPortal, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # A handler module imported while tests were collected (tests/security/test_api_abuse.py)
+    # has given the library's logger Powertools' handler and stopped its propagation, which the
+    # autouse restore in tests/conftest.py then keeps: let this test's records reach caplog.
+    monkeypatch.setattr(logging.getLogger("connector_monitor"), "propagate", True)
     domain, tokens = new_portal(portal)
     portal.inject(domain, PortalFault.HUGE_ERROR_CODE)
 
