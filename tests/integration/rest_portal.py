@@ -4,6 +4,8 @@ waits, and fresh portals on the local portal over real HTTP."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import requests
@@ -91,6 +93,15 @@ class Sleeps:
 
     def __call__(self, seconds: float) -> None:
         self.delays.append(seconds)
+
+
+@contextmanager
+def one_line_tls_portal(domain: str) -> Iterator[LocalPortal]:
+    """A local portal over HTTPS hosting `domain`, with CONNECTOR connected on line 1."""
+    with LocalPortal(tls=True) as server:
+        server.add_portal(domain, connectors={CONNECTOR: "Mine"}, lines={1: "Support"})
+        server.connect(domain, CONNECTOR, 1)
+        yield server
 
 
 def new_portal(portal: LocalPortal, lines: int = 3, connected: set[int] | None = None) -> str:

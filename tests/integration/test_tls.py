@@ -24,16 +24,14 @@ from connector_monitor.domain.results import Cause, State
 from connector_monitor.domain.targets import Target
 from connector_monitor.ports.portal import PortalCheck
 from local.bitrix24_portal import LocalPortal
-from tests.integration.rest_portal import CONNECTOR, OAuthTokens
+from tests.integration.rest_portal import CONNECTOR, OAuthTokens, one_line_tls_portal
 
 DOMAIN = "tls.bitrix24.com"
 
 
 @pytest.fixture(scope="module")
 def portal() -> Iterator[LocalPortal]:
-    with LocalPortal(tls=True) as server:
-        server.add_portal(DOMAIN, connectors={CONNECTOR: "Mine"}, lines={1: "Support"})
-        server.connect(DOMAIN, CONNECTOR, 1)
+    with one_line_tls_portal(DOMAIN) as server:
         yield server
 
 

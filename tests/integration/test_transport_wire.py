@@ -27,7 +27,7 @@ from connector_monitor.domain.results import State
 from connector_monitor.domain.targets import Target
 from local.bitrix24_portal import LocalPortal
 from local.bitrix24_portal.tls import local_authority
-from tests.integration.rest_portal import CONNECTOR, OAuthTokens
+from tests.integration.rest_portal import CONNECTOR, OAuthTokens, one_line_tls_portal
 
 DOMAIN = "wire.bitrix24.com"
 _ALPN, _SESSION_TICKET = 0x0010, 0x0023
@@ -35,9 +35,7 @@ _ALPN, _SESSION_TICKET = 0x0010, 0x0023
 
 @pytest.fixture(scope="module")
 def portal() -> Iterator[LocalPortal]:
-    with LocalPortal(tls=True) as server:
-        server.add_portal(DOMAIN, connectors={CONNECTOR: "Mine"}, lines={1: "Support"})
-        server.connect(DOMAIN, CONNECTOR, 1)
+    with one_line_tls_portal(DOMAIN) as server:
         yield server
 
 
