@@ -25,6 +25,7 @@ from connector_monitor.domain.targets import Target
 from connector_monitor.ports.portal import PortalCheck
 from local.bitrix24_portal import LocalPortal
 from tests.integration.rest_portal import CONNECTOR, OAuthTokens, one_line_tls_portal
+from tests.support.wire import read_record, read_request, serving
 
 DOMAIN = "tls.bitrix24.com"
 
@@ -160,27 +161,9 @@ def test_a_tls_handshake_trickled_by_the_server_is_cut_at_the_deadline(
 @pytest.fixture
 def first_record() -> Iterator[tuple[str, list[bytes]]]:
     """A server that keeps the first TLS record a client sends it (the ClientHello) and hangs up."""
-    listener = socket.create_server(("127.0.0.1", 0))
     records: list[bytes] = []
-
-    def serve() -> None:
-        with suppress(OSError):
-            connection, _ = listener.accept()
-            with connection:
-                connection.settimeout(5)
-                data = b""
-                while len(data) < 5 or len(data) < 5 + int.from_bytes(data[3:5], "big"):
-                    chunk = connection.recv(4096)
-                    if not chunk:
-                        break
-                    data += chunk
-                records.append(data)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield f"https://127.0.0.1:{listener.getsockname()[1]}/rest/", records
-    listener.close()
-    thread.join(timeout=5)
+    with serving(lambda connection: records.append(read_record(connection))) as (port, _):
+        yield f"https://127.0.0.1:{port}/rest/", records
 
 
 def test_the_client_hello_is_not_padded_to_512_bytes(
@@ -203,31 +186,16 @@ def test_the_client_hello_is_not_padded_to_512_bytes(
 def request_head() -> Iterator[tuple[str, list[bytes]]]:
     """A plain-HTTP server on this machine that keeps the head of the request it gets and
     answers with an empty JSON object."""
-    listener = socket.create_server(("127.0.0.1", 0))
     heads: list[bytes] = []
 
-    def serve() -> None:
-        with suppress(OSError):
-            connection, _ = listener.accept()
-            with connection:
-                connection.settimeout(5)
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    chunk = connection.recv(4096)
-                    if not chunk:
-                        break
-                    data += chunk
-                heads.append(data.split(b"\r\n\r\n")[0])
-                connection.sendall(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                    b"Content-Length: 2\r\n\r\n{}"
-                )
+    def keep(connection: socket.socket) -> None:
+        heads.append(read_request(connection).split(b"\r\n\r\n")[0])
+        connection.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+        )
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{listener.getsockname()[1]}/rest/batch", heads
-    listener.close()
-    thread.join(timeout=5)
+    with serving(keep) as (port, _):
+        yield f"http://127.0.0.1:{port}/rest/batch", heads
 
 
 def test_a_request_carries_no_header_that_says_nothing(

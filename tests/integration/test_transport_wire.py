@@ -12,8 +12,7 @@ import json
 import socket
 import ssl
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -28,6 +27,7 @@ from connector_monitor.domain.targets import Target
 from local.bitrix24_portal import LocalPortal
 from local.bitrix24_portal.tls import local_authority
 from tests.integration.rest_portal import CONNECTOR, OAuthTokens, one_line_tls_portal
+from tests.support.wire import read_record, read_request, serving
 
 DOMAIN = "wire.bitrix24.com"
 _ALPN, _SESSION_TICKET = 0x0010, 0x0023
@@ -41,49 +41,6 @@ def portal() -> Iterator[LocalPortal]:
 
 def tokens(portal: LocalPortal) -> OAuthTokens:
     return OAuthTokens(DOMAIN, portal.credentials(DOMAIN))
-
-
-@contextmanager
-def serving(handle: Callable[[socket.socket], None]) -> Iterator[tuple[int, threading.Thread]]:
-    """A server on this machine that hands its first connection to `handle`: its port and
-    thread."""
-    listener = socket.create_server(("127.0.0.1", 0))
-
-    def serve() -> None:
-        with suppress(OSError):
-            connection, _ = listener.accept()
-            with connection:
-                connection.settimeout(5)
-                handle(connection)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield listener.getsockname()[1], thread
-    finally:
-        listener.close()
-        thread.join(timeout=5)
-
-
-def read_request(connection: socket.socket) -> bytes:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = connection.recv(4096)
-        if not chunk:
-            return data
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = next(
-        (
-            int(line.split(b":")[1])
-            for line in head.split(b"\r\n")
-            if line.lower().startswith(b"content-length:")
-        ),
-        0,
-    )
-    while len(body) < length:
-        body += connection.recv(4096)
-    return head + b"\r\n\r\n" + body
 
 
 # ---- the ClientHello ------------------------------------------------------------------------
@@ -113,13 +70,7 @@ def client_hello_parts(record: bytes) -> tuple[bytes, list[int], set[int]]:
 @pytest.fixture
 def first_record() -> Iterator[tuple[str, list[bytes]]]:
     def keep(connection: socket.socket) -> None:
-        data = b""
-        while len(data) < 5 or len(data) < 5 + int.from_bytes(data[3:5], "big"):
-            chunk = connection.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-        records.append(data)
+        records.append(read_record(connection))
 
     records: list[bytes] = []
     with serving(keep) as (port, _):
